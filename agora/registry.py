@@ -1,0 +1,81 @@
+"""Names users write in scenario files -> the classes that implement them.
+
+Only the entries below can be built from a file; nothing is imported from a user-given string.
+A new world, agent or trainer is one file plus one line here. Classes load lazily, so listing
+the registry does not import torch.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from agora.errors import ScenarioError
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    target: str  # "package.module:attribute" inside this project
+    summary: str
+    world: str | None = None  # set for agents that only play one world (scripted baselines)
+
+    def load(self) -> Any:
+        module, attr = self.target.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+    @property
+    def params(self) -> type[BaseModel]:
+        """The pydantic model of this entry's parameters (worlds: `Config`, agents: `Params`)."""
+        cls = self.load()
+        return getattr(cls, "Config", None) or cls.Params
+
+
+class Registry:
+    def __init__(self, kind: str, entries: list[Entry]):
+        self.kind = kind
+        self._entries = entries
+
+    def entries(self, world: str | None = None) -> list[Entry]:
+        """Entries usable with `world` (all when `world` is None)."""
+        return [e for e in self._entries if world is None or e.world in (None, world)]
+
+    def get(self, name: str, *, world: str | None = None, path: str | None = None) -> Entry:
+        usable = self.entries(world)
+        for entry in usable:
+            if entry.name == name:
+                return entry
+        names = [e.name for e in usable]
+        close = difflib.get_close_matches(name, names, n=1)
+        where = f" for world '{world}'" if world else ""
+        hint = f"did you mean '{close[0]}'?" if close else f"run `agora {self.kind}s` to list them"
+        raise ScenarioError(
+            f"unknown {self.kind} '{name}'{where}; registered: {', '.join(names) or 'none'}", path=path, hint=hint
+        )
+
+
+WORLDS = Registry(
+    "world",
+    [
+        Entry("negotiation", "worlds.negotiation:raw_env", "Multi-issue bargaining over an item pool (Deal or No Deal)."),
+        Entry("matrix", "worlds.matrix:parallel_env", "Repeated normal-form games (RPS, matching pennies, prisoner's dilemma, custom)."),
+    ],
+)
+
+AGENTS = Registry(
+    "agent",
+    [
+        Entry("llm", "agents.llm:LLMPolicy", "A Hugging Face causal LM (embedded default SmolLM2-135M-Instruct)."),
+        Entry("greedy", "agents.scripted.negotiation:GreedyNegotiator", "Demands its best items; accepts only high offers.", world="negotiation"),
+        Entry("fair", "agents.scripted.negotiation:FairNegotiator", "Proposes and accepts about half of its own value.", world="negotiation"),
+        Entry("random", "agents.scripted.negotiation:RandomNegotiator", "Random legal actions (a sanity baseline).", world="negotiation"),
+        Entry("mixed", "agents.scripted.matrix:MixedStrategy", "A fixed mixed strategy (uniform by default).", world="matrix"),
+        Entry("tit_for_tat", "agents.scripted.matrix:TitForTat", "Opens with one action, then copies the opponent.", world="matrix"),
+    ],
+)
+
+TRAINERS = Registry("trainer", [])
