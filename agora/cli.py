@@ -1,0 +1,170 @@
+"""The `agora` command: run, validate, worlds, agents, ui."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from agora.errors import AgoraError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Agora: multi-agent LLM worlds, rollouts and training.")
+console = Console()
+errors = Console(stderr=True)
+
+
+@contextlib.contextmanager
+def user_errors():
+    """A user's mistake ends with its explanation and exit code 2, never a traceback."""
+    try:
+        yield
+    except AgoraError as exc:
+        errors.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def run(
+    scenario: Path = typer.Argument(..., help="scenario YAML file"),
+    episodes: Optional[int] = typer.Option(None, help="override `episodes`"),
+    seed: Optional[int] = typer.Option(None, help="override `seed`"),
+    concurrency: Optional[int] = typer.Option(None, help="override `concurrency`"),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default: scenario, $MLFLOW_TRACKING_URI, embedded store)"),
+    no_track: bool = typer.Option(False, "--no-track", help="do not record the run in MLflow"),
+) -> None:
+    """Play a scenario's episodes and record them in MLflow."""
+    from agora.run import run_scenario
+    from agora.scenario import load_scenario
+
+    overrides = {k: v for k, v in {"episodes": episodes, "seed": seed, "concurrency": concurrency}.items() if v is not None}
+    with user_errors():
+        resolved = load_scenario(scenario, overrides)
+        spec = resolved.spec
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        ) as progress:
+            task = progress.add_task(f"loading {spec.name}", total=spec.episodes)
+            result = run_scenario(
+                resolved,
+                tracking_uri=tracking_uri,
+                track=False if no_track else None,
+                on_episode=lambda _: progress.update(task, advance=1, description=spec.name),
+            )
+            progress.update(task, description=spec.name)
+    console.print(summary_table(resolved, result.summary))
+    if result.run_id:
+        console.print(f"MLflow run [bold]{result.run_id}[/] in {result.tracking_uri}  (browse with `agora ui`)")
+    if result.interrupted:
+        errors.print(f"interrupted: {len(result.episodes)} finished episodes kept" + (" (run marked KILLED)" if result.run_id else ""))
+        raise typer.Exit(130)
+
+
+def summary_table(resolved, summary: dict[str, float]) -> Table:
+    table = Table(title=f"{resolved.spec.name}: {int(summary['perf/episodes'])} episodes", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    labels = {
+        "eval/agreement": "agreement rate",
+        "eval/pareto_optimal": "Pareto-optimal rate",
+        "parse/failure_rate": "parse-failure rate",
+        "parse/fallback_rate": "fallback rate",
+        "perf/tokens_per_s": "generated tokens/s",
+        "perf/episodes_per_min": "episodes/min",
+    }
+    for agent, seat in resolved.seats.items():
+        labels[f"eval/score/{agent}"] = f"mean score {agent} ({seat.entry.name})"
+    shown = [k for k in labels if k in summary]
+    shown += sorted(k for k in summary if k.startswith("eval/") and k not in labels and not k.startswith("eval/return/"))
+    for key in shown:
+        value = summary[key]
+        table.add_row(labels.get(key, key.removeprefix("eval/")), f"{value:.3f}" if abs(value) < 1000 else f"{value:,.0f}")
+    return table
+
+
+@app.command()
+def validate(files: list[Path] = typer.Argument(..., help="scenario files to check")) -> None:
+    """Check scenario files without running them."""
+    from agora.scenario import load_scenario
+
+    failed = 0
+    for file in files:
+        try:
+            resolved = load_scenario(file)
+        except AgoraError as exc:
+            failed += 1
+            errors.print(f"[bold red]invalid:[/] {exc}", highlight=False, soft_wrap=True)
+            continue
+        seats = ", ".join(f"{a}={s.entry.name}" for a, s in resolved.seats.items())
+        console.print(f"[green]ok[/] {file}: world {resolved.world_entry.name}, {seats}, {resolved.spec.episodes} episodes")
+    if failed:
+        raise typer.Exit(2)
+
+
+def params_table(title: str, model: type[BaseModel]) -> Table:
+    table = Table(title=title, title_justify="left", show_edge=False)
+    for column in ("parameter", "type", "default", "description"):
+        table.add_column(column)
+    for name, field in model.model_fields.items():
+        annotation = getattr(field.annotation, "__name__", None) or str(field.annotation).replace("typing.", "")
+        default = "(required)" if field.default is PydanticUndefined else repr(field.default)
+        table.add_row(name, annotation, default, field.description or "")
+    return table
+
+
+@app.command()
+def worlds() -> None:
+    """List the registered worlds and their parameters."""
+    from agora.registry import WORLDS
+
+    for entry in WORLDS.entries():
+        console.print(params_table(f"[bold]{entry.name}[/] — {entry.summary}", entry.params))
+
+
+@app.command()
+def agents(world: Optional[str] = typer.Option(None, help="only agents that can play this world")) -> None:
+    """List the registered agents (policies) and their parameters."""
+    from agora.registry import AGENTS, WORLDS
+
+    with user_errors():
+        if world:
+            WORLDS.get(world)
+        for entry in AGENTS.entries(world):
+            scope = f" [dim](world: {entry.world})[/]" if entry.world else ""
+            console.print(params_table(f"[bold]{entry.name}[/]{scope} — {entry.summary}", entry.params))
+
+
+@app.command()
+def ui(
+    host: str = typer.Option("127.0.0.1", help="address to serve on"),
+    port: int = typer.Option(5000, help="port to serve on"),
+    tracking_uri: Optional[str] = typer.Option(None, help="store to browse (default: $MLFLOW_TRACKING_URI, embedded store)"),
+) -> None:
+    """Serve the MLflow UI over the tracking store."""
+    from agora.tracking import resolve_uri, serve_ui
+
+    uri = resolve_uri(tracking_uri)
+    console.print(f"MLflow UI for {uri} on http://{host}:{port}  (Ctrl-C to stop)")
+    raise typer.Exit(serve_ui(uri, host, port))
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""The batched rollout engine: many episodes stepped together, one model call per policy per tick.
+
+A tick first settles every turn that belongs to a cheap (scripted) policy, stepping those worlds
+on, until each active episode waits on an expensive (model-backed) policy; then each expensive
+policy gets one `act` call holding every pending turn across all episodes. Unparseable replies
+are re-prompted with the parser's message (batched again), then replaced by the world's seeded
+fallback action. Works for PettingZoo AEC worlds (one agent moves) and Parallel worlds (all
+live agents move, the step happens when every one has chosen).
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+from pettingzoo import ParallelEnv
+
+from agora.policy import ActRequest, ActResponse, Policy
+from agora.trajectory import Episode, Step, jsonable
+from agora.world import ParseError
+
+RETRY_MESSAGE = "Your reply could not be used: {error}\nReply again, exactly in the format asked for."
+
+
+def episode_seed(root: int, index: int) -> int:
+    """Seed of episode `index` in a run seeded `root` (independent streams, reproducible one by one)."""
+    return int(np.random.SeedSequence([root, index]).generate_state(1)[0])
+
+
+def policy_seed(root: int, key: str) -> int:
+    return int(np.random.SeedSequence([root, zlib.crc32(key.encode())]).generate_state(1)[0])
+
+
+@dataclass
+class SeatCounters:
+    decisions: int = 0  # turns taken
+    text_attempts: int = 0  # replies that had to be parsed (retries included)
+    parse_failures: int = 0  # replies the world could not parse
+    retries: int = 0  # re-prompts after a parse failure
+    fallbacks: int = 0  # turns where the fallback action was taken
+
+    @property
+    def parse_failure_rate(self) -> float:
+        return self.parse_failures / self.text_attempts if self.text_attempts else 0.0
+
+    @property
+    def fallback_rate(self) -> float:
+        return self.fallbacks / self.decisions if self.decisions else 0.0
+
+
+@dataclass
+class _Turn:
+    slot: _Slot
+    agent: str
+    observation: Any
+    messages: list[dict[str, str]]
+    failed: list[dict[str, str]] = field(default_factory=list)
+
+
+class _Slot:
+    """One episode in flight."""
+
+    def __init__(self, world, index: int, seed: int, policy_ids: dict[str, str], text_seats: set[str], keep_obs: bool):
+        self.world, self.text_seats, self.keep_obs = world, text_seats, keep_obs
+        self.parallel = isinstance(world, ParallelEnv)
+        self.episode = Episode(index=index, seed=seed, policies=dict(policy_ids))
+        self.rng = np.random.default_rng(seed)  # fallback actions
+        self.last_step: dict[str, Step] = {}
+        self.waiting: list[_Turn] = []
+        self.chosen: dict[str, Any] = {}
+        if self.parallel:
+            self.observations, _ = world.reset(seed=seed)
+        else:
+            world.reset(seed=seed)
+        self.episode.returns = {agent: 0.0 for agent in world.possible_agents}
+
+    @property
+    def done(self) -> bool:
+        return not self.world.agents
+
+    def pending(self) -> list[_Turn]:
+        """The turns this episode waits on (computed once per decision point)."""
+        if self.waiting or self.done:
+            return self.waiting
+        world = self.world
+        if self.parallel:
+            agents = [a for a in world.agents if a not in self.chosen]
+            observations = {a: self.observations[a] for a in agents}
+        else:
+            while world.agents and (world.terminations[world.agent_selection] or world.truncations[world.agent_selection]):
+                world.step(None)  # PettingZoo: finished agents are stepped out with None
+            if self.done:
+                return []
+            agents = [world.agent_selection]
+            observations = {agents[0]: world.observe(agents[0])}
+        for agent in agents:
+            obs = observations[agent]
+            messages = [{"role": "user", "content": world.prompt(agent, obs)}] if agent in self.text_seats else []
+            self.waiting.append(_Turn(self, agent, obs, messages))
+        return self.waiting
+
+    def apply(self, turn: _Turn, step: Step, action: Any) -> None:
+        self.waiting.remove(turn)
+        step.turn = len(self.episode.steps)
+        self.episode.steps.append(step)
+        self.last_step[turn.agent] = step
+        if not self.parallel:
+            self.world.step(action)
+            self._reward(self.world.rewards)
+            return
+        self.chosen[turn.agent] = action
+        if all(a in self.chosen for a in self.world.agents):
+            self.observations, rewards, _, _, _ = self.world.step(self.chosen)
+            self.chosen = {}
+            self._reward(rewards)
+
+    def _reward(self, rewards: dict[str, float]) -> None:
+        for agent, reward in rewards.items():
+            if reward:
+                self.episode.returns[agent] += float(reward)
+                if agent in self.last_step:
+                    self.last_step[agent].reward += float(reward)
+
+    def finish(self) -> Episode:
+        self.episode.metrics = {k: float(v) for k, v in self.world.episode_metrics().items()}
+        return self.episode
+
+
+class Rollout:
+    """Plays episodes of one world with one policy per seat (policies may be shared between seats)."""
+
+    def __init__(
+        self,
+        make_world: Callable[[], Any],
+        seats: dict[str, Policy],
+        policy_ids: dict[str, str],
+        *,
+        seed: int = 0,
+        concurrency: int = 8,
+        max_retries: int = 1,
+        record_observations: bool = True,
+    ):
+        self.make_world, self.seats, self.policy_ids = make_world, seats, policy_ids
+        self.seed, self.concurrency, self.max_retries = seed, concurrency, max_retries
+        self.record_observations = record_observations
+        self.text_seats = {agent for agent, policy in seats.items() if policy.uses_text}
+        self.counters: dict[str, SeatCounters] = defaultdict(SeatCounters)
+        self.episodes: list[Episode] = []  # finished episodes, in the order they finished
+        self.seconds = 0.0
+
+    def run(self, episodes: int, *, first_index: int = 0, on_episode: Callable[[Episode], None] | None = None) -> list[Episode]:
+        """Play `episodes` episodes (indices first_index...), return them sorted by index."""
+        start, done = time.perf_counter(), len(self.episodes)
+        todo = iter(range(first_index, first_index + episodes))
+        active: list[_Slot] = []
+        try:
+            while True:
+                while len(active) < self.concurrency and (index := next(todo, None)) is not None:
+                    seed = episode_seed(self.seed, index)
+                    active.append(_Slot(self.make_world(), index, seed, self.policy_ids, self.text_seats, self.record_observations))
+                if not active:
+                    break
+                self._tick(active)
+                for slot in [s for s in active if s.done]:
+                    active.remove(slot)
+                    episode = slot.finish()
+                    self.episodes.append(episode)
+                    if on_episode:
+                        on_episode(episode)
+        finally:
+            self.seconds += time.perf_counter() - start
+        return sorted(self.episodes[done:], key=lambda e: e.index)
+
+    def _tick(self, active: list[_Slot]) -> None:
+        while True:  # settle cheap turns first so that expensive calls see every episode waiting
+            cheap = [t for s in active for t in s.pending() if not self.seats[t.agent].expensive]
+            if not cheap:
+                break
+            self._resolve(cheap)
+        self._resolve([t for s in active for t in s.pending()])
+
+    def _resolve(self, turns: list[_Turn]) -> None:
+        by_policy: dict[int, list[_Turn]] = defaultdict(list)
+        for turn in turns:
+            by_policy[id(self.seats[turn.agent])].append(turn)
+        for group in by_policy.values():
+            policy = self.seats[group[0].agent]
+            while group:
+                requests = [
+                    ActRequest(t.slot.episode.index, t.agent, t.observation, t.messages, t.slot.world.action_space(t.agent))
+                    for t in group
+                ]
+                responses = policy.act(requests)
+                group = [t for t, r in zip(group, responses) if not self._settle(t, r)]
+
+    def _settle(self, turn: _Turn, response: ActResponse) -> bool:
+        """Apply the response's action to the world; False when the turn must be asked again."""
+        world, counters = turn.slot.world, self.counters[turn.agent]
+        fallback = False
+        if response.action is not None:
+            action, text = response.action, response.text or world.render_action(turn.agent, response.action)
+        else:
+            text = response.text
+            counters.text_attempts += 1
+            try:
+                action = world.parse(turn.agent, text)
+            except ParseError as error:
+                counters.parse_failures += 1
+                turn.failed.append({"text": text, "error": str(error)})
+                if len(turn.failed) <= self.max_retries:
+                    counters.retries += 1
+                    turn.messages = [
+                        *turn.messages,
+                        {"role": "assistant", "content": text},
+                        {"role": "user", "content": RETRY_MESSAGE.format(error=error)},
+                    ]
+                    return False
+                action, fallback = world.fallback_action(turn.agent, turn.slot.rng), True
+                counters.fallbacks += 1
+        counters.decisions += 1
+        step = Step(
+            agent=turn.agent,
+            turn=0,
+            prompt=response.prompt_text or (turn.messages[0]["content"] if turn.messages else ""),
+            text=text,
+            action=jsonable(action),
+            prompt_ids=response.prompt_ids,
+            completion_ids=response.completion_ids,
+            logprobs=response.logprobs,
+            failed_attempts=turn.failed,
+            fallback=fallback,
+            observation=jsonable(turn.observation) if self.record_observations else None,
+        )
+        turn.slot.apply(turn, step, action)
+        return True

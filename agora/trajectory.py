@@ -1,0 +1,69 @@
+"""Trajectory records: what the rollout engine produces and the trainers consume.
+
+One `Step` per decision an agent made (per agent, per turn), one `Episode` per game. Both are
+plain dataclasses that round-trip through JSON lines (`write_jsonl` / `read_jsonl`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+
+@dataclass
+class Step:
+    agent: str  # seat that acted
+    turn: int  # index of this decision in the episode (all agents counted)
+    prompt: str  # the prompt as the policy saw it (chat template applied for LLMs)
+    text: str  # the reply the action was taken from (rendered by the world for scripted policies)
+    action: Any  # the action the world executed, as JSON
+    reward: float = 0.0  # reward received after this decision, until the agent's next one
+    prompt_ids: list[int] | None = None  # learnable policies: token ids sampled from ...
+    completion_ids: list[int] | None = None
+    logprobs: list[float] | None = None  # ... and log pi_old of each completion token
+    failed_attempts: list[dict[str, str]] = field(default_factory=list)  # {"text", "error"} per unparseable reply
+    fallback: bool = False  # True when `action` is the world's fallback, not the agent's choice
+    observation: Any = None  # the world's structured observation (JSON), e.g. for anchor-state grouping
+
+
+@dataclass
+class Episode:
+    index: int
+    seed: int
+    policies: dict[str, str]  # seat -> policy id
+    steps: list[Step] = field(default_factory=list)
+    returns: dict[str, float] = field(default_factory=dict)  # seat -> sum of rewards
+    metrics: dict[str, float] = field(default_factory=dict)  # the world's episode metrics
+
+
+def jsonable(value: Any) -> Any:
+    """Numpy arrays and scalars (and containers of them) -> plain JSON types."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def write_jsonl(episodes: Iterable[Episode], path: str | Path) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        for episode in episodes:
+            # Fields already hold plain JSON values; a shallow dict avoids asdict's deep copy.
+            record = {**vars(episode), "steps": [vars(step) for step in episode.steps]}
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def read_jsonl(path: str | Path) -> Iterator[Episode]:
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            data = json.loads(line)
+            data["steps"] = [Step(**s) for s in data["steps"]]
+            yield Episode(**data)
