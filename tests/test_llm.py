@@ -1,0 +1,93 @@
+"""The LLM policy: batched sampling, logprobs, determinism; model resolution and its errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from agents.llm import LLMPolicy, nucleus, sample
+from agora.cli import app
+from agora.errors import ModelNotFoundError
+from agora.models import load_causal_lm, resolve_model_path
+from agora.policy import ActRequest
+
+PROMPTS = ["What is 2+2?", "Name a color.", "Say hello in French, please, to my friend Bob.", "Count to 3."]
+
+
+def requests(prompts=PROMPTS):
+    return [ActRequest(i, "a", None, [{"role": "user", "content": p}]) for i, p in enumerate(prompts)]
+
+
+def recomputed_logprobs(model, prompt_ids, completion_ids, temperature=1.0):
+    ids = torch.tensor([prompt_ids + completion_ids])
+    with torch.no_grad():
+        logits = model(ids).logits[0, len(prompt_ids) - 1 : -1].float() / temperature
+    return torch.log_softmax(logits, -1).gather(-1, torch.tensor(completion_ids)[:, None]).squeeze(-1)
+
+
+def test_sampler_stops_and_records_one_logprob_per_token(tiny_model_dir):
+    policy = LLMPolicy(LLMPolicy.Params(model=tiny_model_dir, temperature=1.0, max_new_tokens=12), seed=0)
+    out = policy.act(requests())
+    for response in out:
+        assert 1 <= len(response.completion_ids) <= 12
+        assert len(response.logprobs) == len(response.completion_ids)
+        assert all(lp <= 0 for lp in response.logprobs)
+        stops = [i for i, t in enumerate(response.completion_ids) if t in policy.stop_ids]
+        assert stops in ([], [len(response.completion_ids) - 1])  # nothing is generated after a stop token
+    assert policy.stats.generated_tokens == sum(len(r.completion_ids) for r in out)
+
+
+def test_sampling_is_seeded_and_logprobs_match_a_fresh_forward(tiny_model_dir):
+    params = LLMPolicy.Params(model=tiny_model_dir, temperature=0.8, max_new_tokens=10)
+    a = [r.completion_ids for r in LLMPolicy(params, seed=7).act(requests())]
+    b = [r.completion_ids for r in LLMPolicy(params, seed=7).act(requests())]
+    c = [r.completion_ids for r in LLMPolicy(params, seed=8).act(requests())]
+    assert a == b and a != c
+    policy = LLMPolicy(params, seed=7)
+    for r in policy.act(requests()):
+        ref = recomputed_logprobs(policy.model, r.prompt_ids, r.completion_ids, temperature=0.8)
+        assert torch.allclose(ref, torch.tensor(r.logprobs), atol=1e-4)
+
+
+def test_batched_greedy_equals_one_prompt_at_a_time(tiny_model_dir):
+    policy = LLMPolicy(LLMPolicy.Params(model=tiny_model_dir, temperature=0, max_new_tokens=8, max_batch_size=3), seed=0)
+    batched = [r.completion_ids for r in policy.act(requests())]
+    single = [policy.act([r])[0].completion_ids for r in requests()]
+    assert batched == single
+
+
+def test_nucleus_keeps_the_top_mass():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    assert torch.allclose(nucleus(probs, 0.7), torch.tensor([[0.625, 0.375, 0.0, 0.0]]))
+    assert torch.allclose(nucleus(probs, 0.01), torch.tensor([[1.0, 0.0, 0.0, 0.0]]))
+
+
+def test_unknown_models_say_how_to_get_them(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="not found"):
+        resolve_model_path("no-such-model")
+    with pytest.raises(ModelNotFoundError, match="local Hugging Face cache"):
+        load_causal_lm("nobody/no-such-model-xyz")
+    with pytest.raises(ModelNotFoundError, match="without config.json"):
+        resolve_model_path(str(tmp_path))
+
+
+def test_cli_reports_a_missing_model_and_writes_nothing(tmp_path, tracking_uri):
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(
+        "name: t\nworld: {id: matrix}\nagents:\n  '*': {policy: llm, model: nobody/no-such-model-xyz}\nepisodes: 1\n"
+    )
+    result = CliRunner().invoke(app, ["run", str(scenario)])
+    assert result.exit_code == 2 and "hf download nobody/no-such-model-xyz" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "mlruns").exists()
+
+
+@pytest.mark.model
+def test_embedded_model_batched_greedy_and_logprobs():
+    policy = LLMPolicy(LLMPolicy.Params(temperature=0, max_new_tokens=16), seed=0)
+    batched = policy.act(requests())
+    assert [r.completion_ids for r in batched] == [policy.act([q])[0].completion_ids for q in requests()]
+    assert "4" in batched[0].text or "four" in batched[0].text.lower()
+    for r in batched:
+        ref = recomputed_logprobs(policy.model, r.prompt_ids, r.completion_ids)
+        assert torch.allclose(ref, torch.tensor(r.logprobs), atol=1e-3)

@@ -1,0 +1,66 @@
+"""The matrix world: PettingZoo parallel API, payoffs by hand, custom tables, strict parsing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pettingzoo.test import parallel_api_test, parallel_seed_test
+from pydantic import ValidationError
+
+from agora.world import ParseError, TextWorld
+from worlds.matrix import parallel_env
+
+
+@pytest.mark.parametrize("game", ["rock_paper_scissors", "matching_pennies", "prisoners_dilemma"])
+def test_pettingzoo_parallel_api(game):
+    parallel_api_test(parallel_env(game=game, rounds=5), num_cycles=20)
+    parallel_seed_test(lambda: parallel_env(game=game, rounds=5), num_cycles=20)
+
+
+def test_is_a_text_world():
+    assert isinstance(parallel_env(), TextWorld)
+
+
+def test_prisoners_dilemma_payoffs_by_hand():
+    env = parallel_env(game="prisoners_dilemma", rounds=3)
+    env.reset(seed=0)
+    plays = [(0, 0), (0, 1), (1, 1)]  # (C,C) -> 3,3 ; (C,D) -> 0,5 ; (D,D) -> 1,1
+    rewards = [env.step({"player_0": a, "player_1": b})[1] for a, b in plays]
+    assert rewards == [{"player_0": 3.0, "player_1": 3.0}, {"player_0": 0.0, "player_1": 5.0}, {"player_0": 1.0, "player_1": 1.0}]
+    assert env.agents == [] and env.episode_metrics()["score/player_1"] == 9.0
+
+
+def test_observation_is_from_each_players_side():
+    env = parallel_env(rounds=2)
+    env.reset(seed=0)
+    obs, *_ = env.step({"player_0": 0, "player_1": 2})
+    assert obs["player_0"]["history"][0].tolist() == [0, 2]
+    assert obs["player_1"]["history"][0].tolist() == [2, 0]
+    assert obs["player_0"]["history"][1].tolist() == [-1, -1]
+
+
+def test_custom_game_and_its_validation():
+    env = parallel_env(game="custom", actions=["stag", "hare"], payoffs=[[[4, 4], [0, 3]], [[3, 0], [3, 3]]], rounds=1)
+    env.reset()
+    assert env.step({"player_0": 0, "player_1": 1})[1] == {"player_0": 0.0, "player_1": 3.0}
+    with pytest.raises(ValidationError, match="2x2 table"):
+        parallel_env(game="custom", actions=["a", "b"], payoffs=[[[1, 1]]])
+    with pytest.raises(ValidationError, match="only for game: custom"):
+        parallel_env(actions=["a", "b"])
+
+
+def test_parser_rejects_with_actionable_messages_and_never_crashes():
+    env = parallel_env()
+    with pytest.raises(ParseError, match="choose one of: rock, paper, scissors"):
+        env.parse("player_0", "ACTION: lizard")
+    with pytest.raises(ParseError, match="more than one"):
+        env.parse("player_0", "ACTION: rock\nACTION: paper")
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        text = "".join(map(chr, rng.integers(0, 0x10FFFF, size=int(rng.integers(0, 50))))).encode("utf-8", "replace").decode("utf-8", "replace")
+        try:
+            assert env.parse("player_0", text) in range(3)
+        except ParseError:
+            pass
+    for action in range(3):
+        assert env.parse("player_0", env.render_action("player_0", action)) == action

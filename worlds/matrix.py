@@ -1,0 +1,163 @@
+"""Repeated normal-form games: the ground truth for regret, exploitability and Nash-solver tests.
+
+A PettingZoo `ParallelEnv`: two players pick one action each per round, simultaneously, for
+`rounds` rounds; each gets its payoff from the table. Games: rock-paper-scissors, matching
+pennies, prisoner's dilemma, or a custom payoff table. Each player observes the round number and
+the full public history of joint actions.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Literal
+
+import numpy as np
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from agora.world import ParseError
+
+# payoffs[i][j] = (payoff of player 0, payoff of player 1) when player 0 plays i and player 1 plays j
+GAMES: dict[str, tuple[list[str], list[list[tuple[float, float]]]]] = {
+    "rock_paper_scissors": (
+        ["rock", "paper", "scissors"],
+        [[(0, 0), (-1, 1), (1, -1)], [(1, -1), (0, 0), (-1, 1)], [(-1, 1), (1, -1), (0, 0)]],
+    ),
+    "matching_pennies": (["heads", "tails"], [[(1, -1), (-1, 1)], [(-1, 1), (1, -1)]]),
+    "prisoners_dilemma": (["cooperate", "defect"], [[(3, 3), (0, 5)], [(5, 0), (1, 1)]]),
+}
+
+
+class MatrixConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    game: Literal["rock_paper_scissors", "matching_pennies", "prisoners_dilemma", "custom"] = Field(
+        "rock_paper_scissors", description="a named game, or custom (then give actions and payoffs)"
+    )
+    rounds: int = Field(10, ge=1, le=10_000, description="rounds of the stage game per episode")
+    actions: list[str] | None = Field(None, description="custom game: the action names (shared by both players)")
+    payoffs: list[list[tuple[float, float]]] | None = Field(
+        None, description="custom game: payoffs[i][j] = [p0, p1] when player 0 plays i and player 1 plays j"
+    )
+    agent_names: list[str] = Field(["player_0", "player_1"], min_length=2, max_length=2, description="the two seats")
+
+    @model_validator(mode="after")
+    def _check_table(self) -> MatrixConfig:
+        if self.game == "custom":
+            if not self.actions or not self.payoffs:
+                raise ValueError("a custom game needs `actions` and `payoffs`")
+            n = len(self.actions)
+            if len(set(self.actions)) != n or not all(re.fullmatch(r"[a-z][a-z_]*", a) for a in self.actions):
+                raise ValueError("actions must be unique lowercase words")
+            if len(self.payoffs) != n or any(len(row) != n for row in self.payoffs):
+                raise ValueError(f"payoffs must be a {n}x{n} table of [p0, p1] pairs")
+        elif self.actions or self.payoffs:
+            raise ValueError("`actions` and `payoffs` are only for game: custom")
+        if len(set(self.agent_names)) != 2:
+            raise ValueError("agent_names must be two different names")
+        return self
+
+    def table(self) -> tuple[list[str], np.ndarray]:
+        actions, payoffs = (self.actions, self.payoffs) if self.game == "custom" else GAMES[self.game]
+        return list(actions), np.asarray(payoffs, dtype=np.float64)  # shape (n, n, 2)
+
+
+class parallel_env(ParallelEnv):
+    metadata = {"name": "matrix_v0", "render_modes": ["ansi"], "is_parallelizable": True}
+    Config = MatrixConfig
+
+    def __init__(self, config: MatrixConfig | None = None, render_mode: str | None = None, **kwargs):
+        self.config = config or MatrixConfig(**kwargs)
+        self.action_names, self.payoffs = self.config.table()
+        self.possible_agents = list(self.config.agent_names)
+        self.render_mode = render_mode
+        self.agents: list[str] = []
+        self.history: list[tuple[int, int]] = []
+        self.totals = {a: 0.0 for a in self.possible_agents}
+
+    @functools.lru_cache(maxsize=None)
+    def observation_space(self, agent: str) -> spaces.Space:
+        n, rounds = len(self.action_names), self.config.rounds
+        # history[k] = (own action, opponent action) of round k; -1 for rounds not played yet
+        return spaces.Dict(
+            {"round": spaces.Discrete(rounds + 1), "history": spaces.Box(-1, n - 1, (rounds, 2), dtype=np.int64)}
+        )
+
+    @functools.lru_cache(maxsize=None)
+    def action_space(self, agent: str) -> spaces.Space:
+        return spaces.Discrete(len(self.action_names))
+
+    def _observe(self, agent: str) -> dict:
+        seat = self.possible_agents.index(agent)
+        history = np.full((self.config.rounds, 2), -1, dtype=np.int64)
+        for k, joint in enumerate(self.history):
+            history[k] = (joint[seat], joint[1 - seat])
+        return {"round": len(self.history), "history": history}
+
+    def reset(self, seed: int | None = None, options: dict | None = None):
+        self.agents = list(self.possible_agents)
+        self.history = []
+        self.totals = {a: 0.0 for a in self.possible_agents}
+        return {a: self._observe(a) for a in self.agents}, {a: {} for a in self.agents}
+
+    def step(self, actions: dict[str, int]):
+        a0, a1 = (int(actions[a]) for a in self.possible_agents)
+        self.history.append((a0, a1))
+        payoff = self.payoffs[a0, a1]
+        rewards = {agent: float(payoff[i]) for i, agent in enumerate(self.possible_agents)}
+        for agent, r in rewards.items():
+            self.totals[agent] += r
+        over = len(self.history) >= self.config.rounds
+        observations = {a: self._observe(a) for a in self.agents}
+        terminations = {a: False for a in self.agents}
+        truncations = {a: over for a in self.agents}
+        infos = {a: {} for a in self.agents}
+        if over:
+            self.agents = []
+        return observations, rewards, terminations, truncations, infos
+
+    def render(self) -> str | None:
+        if self.render_mode == "ansi":
+            return "\n".join(" vs ".join(self.action_names[i] for i in joint) for joint in self.history)
+        return None
+
+    # --- text interface ---------------------------------------------------------------
+
+    def prompt(self, agent: str, observation: dict) -> str:
+        seat = self.possible_agents.index(agent)
+        lines = [
+            f"You play a repeated game of {self.config.game.replace('_', ' ')} for {self.config.rounds} rounds.",
+            "Each round both players choose at the same time. Your payoff for (your action, their action):",
+        ]
+        for i, mine in enumerate(self.action_names):
+            for j, theirs in enumerate(self.action_names):
+                lines.append(f"  {mine} vs {theirs}: {self.payoffs[i, j, seat]:g}")
+        played = [(int(m), int(t)) for m, t in observation["history"] if m >= 0]
+        if played:
+            lines.append("History (you, them): " + "; ".join(f"{self.action_names[m]}/{self.action_names[t]}" for m, t in played))
+        lines.append(f"This is round {int(observation['round']) + 1}. Choose one of: {', '.join(self.action_names)}.")
+        lines.append("Reply with one line:\nACTION: <action>")
+        return "\n".join(lines)
+
+    def parse(self, agent: str, text: str) -> int:
+        found = re.findall(r"action\s*\**\s*:\s*\**\s*([a-z_]+)", text.lower())
+        if not found:
+            raise ParseError(f"no 'ACTION: <action>' line; write e.g. 'ACTION: {self.action_names[0]}'")
+        if len(set(found)) > 1:
+            raise ParseError("more than one ACTION; give exactly one")
+        if found[0] not in self.action_names:
+            raise ParseError(f"unknown action '{found[0]}'; choose one of: {', '.join(self.action_names)}")
+        return self.action_names.index(found[0])
+
+    def render_action(self, agent: str, action: int) -> str:
+        return f"ACTION: {self.action_names[int(action)]}"
+
+    def fallback_action(self, agent: str, rng: np.random.Generator) -> int:
+        return int(rng.integers(len(self.action_names)))
+
+    def episode_metrics(self) -> dict[str, float]:
+        counts = np.bincount([j[0] for j in self.history] + [j[1] for j in self.history], minlength=len(self.action_names))
+        metrics = {f"score/{a}": total for a, total in self.totals.items()}
+        metrics.update({f"freq/{name}": count / max(1, counts.sum()) for name, count in zip(self.action_names, counts)})
+        return metrics
