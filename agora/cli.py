@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional, get_args, get_origin
 
 import typer
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -87,6 +88,8 @@ def summary_table(resolved, summary: dict[str, float]) -> Table:
     }
     for agent, seat in resolved.seats.items():
         labels[f"eval/score/{agent}"] = f"mean score {agent} ({seat.entry.name})"
+    if not summary.get("perf/generated_tokens"):
+        labels.pop("perf/tokens_per_s")  # no model in this run
     shown = [k for k in labels if k in summary]
     shown += sorted(k for k in summary if k.startswith("eval/") and k not in labels and not k.startswith("eval/return/"))
     for key in shown:
@@ -114,14 +117,23 @@ def validate(files: list[Path] = typer.Argument(..., help="scenario files to che
         raise typer.Exit(2)
 
 
+def type_name(annotation) -> str:
+    """`int`, `list[str]`, `auto | float32 | ...` (a Literal's allowed values) for the listings."""
+    if get_origin(annotation) is Literal:
+        return " | ".join(map(str, get_args(annotation)))
+    if isinstance(annotation, type) and not get_args(annotation):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
 def params_table(title: str, model: type[BaseModel]) -> Table:
     table = Table(title=title, title_justify="left", show_edge=False)
     for column in ("parameter", "type", "default", "description"):
         table.add_column(column)
     for name, field in model.model_fields.items():
-        annotation = getattr(field.annotation, "__name__", None) or str(field.annotation).replace("typing.", "")
+        annotation = type_name(field.annotation)
         default = "(required)" if field.default is PydanticUndefined else repr(field.default)
-        table.add_row(name, annotation, default, field.description or "")
+        table.add_row(name, escape(annotation), escape(default), escape(field.description or ""))
     return table
 
 
@@ -158,7 +170,7 @@ def ui(
 
     uri = resolve_uri(tracking_uri)
     console.print(f"MLflow UI for {uri} on http://{host}:{port}  (Ctrl-C to stop)")
-    raise typer.Exit(serve_ui(uri, host, port))
+    serve_ui(uri, host, port)
 
 
 def main() -> None:

@@ -145,13 +145,11 @@ class Tracker:
         self.client.set_terminated(self.run_id, status=status)
 
 
-def serve_ui(uri: str | None = None, host: str = "127.0.0.1", port: int = 5000) -> int:
-    """Run the MLflow UI over the store (blocks until interrupted); returns mlflow's exit code."""
+def serve_ui(uri: str | None = None, host: str = "127.0.0.1", port: int = 5000) -> None:
+    """Replace this process by the MLflow UI over the store, so that signals reach it directly."""
     uri = resolve_uri(uri)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
     if root := artifact_root(uri):
         cmd += ["--default-artifact-root", root]
-    try:
-        return subprocess.call(cmd)
-    except KeyboardInterrupt:
-        return 0
+    sys.stdout.flush()
+    os.execv(sys.executable, cmd)

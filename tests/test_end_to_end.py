@@ -1,0 +1,128 @@
+"""Scenario -> batched rollout -> MLflow, read back the way a user reviews it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from agora.cli import app
+from agora.run import run_scenario
+from agora.scenario import load_scenario
+from tests.conftest import ROOT, SCENARIOS
+
+runner = CliRunner()
+
+
+def transcripts(run):
+    return [[(s.agent, s.text, json.dumps(s.action)) for s in e.steps] for e in run.episodes]
+
+
+def read_run(uri: str, run_id: str):
+    client = MlflowClient(uri)
+    mlflow.set_tracking_uri(uri)
+    table = mlflow.load_table("transcripts.json", run_ids=[run_id])
+    artifacts = {a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "scenario")}
+    return client.get_run(run_id), table, artifacts
+
+
+def test_scripted_run_is_recorded_and_readable(tracking_uri):
+    result = run_scenario(load_scenario(SCENARIOS / "negotiation_scripted.yaml", {"episodes": 20}))
+    run, table, artifacts = read_run(tracking_uri, result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["agents.alice.accept_ratio"] == "0.8" and run.data.params["world.max_turns"] == "10"
+    assert run.data.tags["agora.world"] == "negotiation" and run.data.tags["agora.seed"] == "0"
+    assert "mlflow.source.git.commit" in run.data.tags
+    metrics = run.data.metrics
+    assert metrics["eval/agreement"] == pytest.approx(result.summary["eval/agreement"])
+    assert 0 <= metrics["eval/pareto_optimal"] <= metrics["eval/agreement"] <= 1
+    assert len(MlflowClient(tracking_uri).get_metric_history(result.run_id, "episode/agreement")) == 20
+    assert {"scenario/negotiation_scripted.yaml", "scenario/resolved.json", "transcripts.json", "trajectories.jsonl"} <= artifacts
+    assert list(table.columns) == ["episode", "turn", "agent", "policy", "prompt", "text", "action", "reward", "fallback", "parse_failures"]
+    assert len(table) == sum(len(e.steps) for e in result.episodes) and set(table["episode"]) == set(range(20))
+
+
+def test_same_seed_same_transcripts_scripted():
+    play = lambda seed: transcripts(run_scenario(load_scenario(SCENARIOS / "negotiation_scripted.yaml", {"episodes": 30, "seed": seed}), track=False))
+    assert play(5) == play(5)
+    assert play(5) != play(6)
+
+
+def test_interrupted_run_keeps_finished_episodes(tracking_uri):
+    def stop_after_three(episode):
+        if episode.index == 2:
+            raise KeyboardInterrupt
+
+    scenario = load_scenario(SCENARIOS / "negotiation_scripted.yaml", {"episodes": 50, "concurrency": 1})
+    result = run_scenario(scenario, on_episode=stop_after_three)
+    assert result.interrupted and len(result.episodes) == 3
+    run, table, _ = read_run(tracking_uri, result.run_id)
+    assert run.info.status == "KILLED" and set(table["episode"]) == {0, 1, 2}
+
+
+@pytest.mark.model
+def test_llm_negotiation_end_to_end_through_the_cli(tracking_uri):
+    result = runner.invoke(app, ["run", str(SCENARIOS / "negotiation.yaml"), "--episodes", "2", "--concurrency", "2"])
+    assert result.exit_code == 0, result.output
+    for label in ("agreement rate", "mean score alice (llm)", "Pareto-optimal rate", "parse-failure rate", "generated tokens/s"):
+        assert label in result.output
+    run_id = re.search(r"MLflow run ([0-9a-f]{32})", result.output).group(1)
+    run, table, artifacts = read_run(tracking_uri, run_id)
+    assert run.data.params["agents.alice.model"] == "smollm2-135m-instruct"
+    assert run.data.metrics["perf/tokens_per_s"] > 0 and "parse/failure_rate/alice" in run.data.metrics
+    llm_rows = table[table["agent"] == "alice"]
+    assert len(llm_rows) > 0 and llm_rows["prompt"].str.contains("<|im_start|>", regex=False).all()
+    assert "trajectories.jsonl" in artifacts
+    path = MlflowClient(tracking_uri).download_artifacts(run_id, "trajectories.jsonl")
+    steps = [s for line in open(path) for s in json.loads(line)["steps"] if s["agent"] == "alice"]
+    assert steps and all(len(s["logprobs"]) == len(s["completion_ids"]) > 0 for s in steps)
+
+
+@pytest.mark.model
+def test_same_seed_same_transcripts_llm_greedy(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "name: t\nworld: {id: negotiation, max_turns: 4}\n"
+        "agents:\n  alice: {policy: llm, temperature: 0, max_new_tokens: 24}\n  bob: {policy: random}\n"
+        "episodes: 2\nconcurrency: 2\n"
+    )
+    first = run_scenario(load_scenario(path), track=False)
+    assert transcripts(first) == transcripts(run_scenario(load_scenario(path), track=False))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ui_serves_the_store(tracking_uri):
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agora.cli", "ui", "--port", str(port)],
+        cwd=ROOT, env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                    assert response.status == 200
+                    return
+            except OSError:
+                time.sleep(1)
+        pytest.fail("agora ui did not answer within 90 s")
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # mlflow ui runs workers of its own
+        proc.wait(timeout=30)
