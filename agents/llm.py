@@ -25,6 +25,7 @@ class LLMParams(PolicyParams):
     max_new_tokens: int = Field(64, ge=1, le=8192, description="longest reply, in tokens")
     max_batch_size: int = Field(32, ge=1, le=4096, description="most prompts in one forward pass")
     system_prompt: str | None = Field(None, description="optional system message before the world's prompt")
+    demonstrations: bool = Field(True, description="show the world's worked example exchange before each prompt (helps small models)")
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$", description="auto = cuda when available")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="auto = bf16 on GPU, fp32 on CPU")
 
@@ -41,13 +42,15 @@ class LLMPolicy(Policy):
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.stop_ids = stop_token_ids(self.model, self.tokenizer)
 
-    def render(self, messages: list[dict[str, str]]) -> str:
+    def render(self, messages: list[dict[str, str]], demonstration: list[dict[str, str]] = ()) -> str:
+        if self.params.demonstrations:
+            messages = [*demonstration, *messages]
         if self.params.system_prompt:
             messages = [{"role": "system", "content": self.params.system_prompt}, *messages]
         return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def act(self, requests: list[ActRequest]) -> list[ActResponse]:
-        texts = [self.render(r.messages) for r in requests]
+        texts = [self.render(r.messages, r.demonstration) for r in requests]
         prompt_ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
         # Similar lengths share a forward pass (less padding); the order is deterministic.
         order = sorted(range(len(requests)), key=lambda i: (len(prompt_ids[i]), i))

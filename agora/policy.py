@@ -20,6 +20,7 @@ class ActRequest:
     observation: Any  # the world's structured observation for that seat
     messages: list[dict[str, str]]  # chat messages: the world's prompt, plus any failed attempts and their errors
     action_space: Any = None  # the seat's gymnasium action space
+    demonstration: list[dict[str, str]] = field(default_factory=list)  # the world's worked example (chat messages)
 
 
 @dataclass

@@ -21,7 +21,7 @@ from pettingzoo import ParallelEnv
 
 from agora.policy import ActRequest, ActResponse, Policy
 from agora.trajectory import Episode, Step, jsonable
-from agora.world import ParseError
+from agora.world import ParseError, demonstration
 
 RETRY_MESSAGE = "Your reply could not be used: {error}\nReply again, exactly in the format asked for."
 
@@ -191,7 +191,14 @@ class Rollout:
             policy = self.seats[group[0].agent]
             while group:
                 requests = [
-                    ActRequest(t.slot.episode.index, t.agent, t.observation, t.messages, t.slot.world.action_space(t.agent))
+                    ActRequest(
+                        t.slot.episode.index,
+                        t.agent,
+                        t.observation,
+                        t.messages,
+                        t.slot.world.action_space(t.agent),
+                        demonstration(t.slot.world, t.agent) if t.messages else [],
+                    )
                     for t in group
                 ]
                 responses = policy.act(requests)

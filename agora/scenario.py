@@ -111,10 +111,15 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
 
 
 def resolve_scenario(data: dict[str, Any], *, source: str | None = None, text: str | None = None) -> ResolvedScenario:
-    spec = _validate(Scenario, data, prefix="", file=source)
-    world_entry = WORLDS.get(spec.world.id, path="world.id")
-    world_config = _validate(world_entry.params, spec.world.model_extra or {}, prefix="world", file=source)
-    seats = _match_seats(spec, world_entry, world_config, source)
+    try:
+        spec = _validate(Scenario, data, prefix="", file=source)
+        world_entry = WORLDS.get(spec.world.id, path="world.id")
+        world_config = _validate(world_entry.params, spec.world.model_extra or {}, prefix="world", file=source)
+        seats = _match_seats(spec, world_entry, world_config, source)
+    except ScenarioError as exc:
+        if exc.file is None and source is not None:  # raised by the registry, which knows no file
+            raise ScenarioError(exc.message, file=source, path=exc.path, hint=exc.hint) from None
+        raise
     return ResolvedScenario(spec, world_entry, world_config, seats, source, text)
 
 

@@ -32,3 +32,13 @@ class TextWorld(Protocol):
 
     def episode_metrics(self) -> dict[str, float]:
         """Scalar outcome metrics of the finished episode (e.g. `agreement`, `score/alice`)."""
+
+
+def demonstration(world, agent: str) -> list[dict[str, str]]:
+    """The world's worked example for `agent` (a user prompt + an ideal reply), or none.
+
+    Optional for worlds: `demonstration(agent) -> list of chat messages`. Small models follow
+    a reply format far more often after one example exchange; LLM policies may show it first.
+    """
+    method = getattr(world, "demonstration", None)
+    return method(agent) if method else []

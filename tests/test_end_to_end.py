@@ -12,7 +12,6 @@ import sys
 import time
 import urllib.request
 
-import mlflow
 import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
@@ -31,10 +30,10 @@ def transcripts(run):
 
 def read_run(uri: str, run_id: str):
     client = MlflowClient(uri)
-    mlflow.set_tracking_uri(uri)
-    table = mlflow.load_table("transcripts.json", run_ids=[run_id])
+    run = client.get_run(run_id)
+    table = client.load_table(run.info.experiment_id, "transcripts.json", run_ids=[run_id])
     artifacts = {a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "scenario")}
-    return client.get_run(run_id), table, artifacts
+    return run, table, artifacts
 
 
 def test_scripted_run_is_recorded_and_readable(tracking_uri):

@@ -91,3 +91,12 @@ def test_embedded_model_batched_greedy_and_logprobs():
     for r in batched:
         ref = recomputed_logprobs(policy.model, r.prompt_ids, r.completion_ids)
         assert torch.allclose(ref, torch.tensor(r.logprobs), atol=1e-3)
+
+
+def test_demonstration_is_shown_only_when_enabled(tiny_model_dir):
+    demo = [{"role": "user", "content": "DEMO-PROMPT"}, {"role": "assistant", "content": "DEMO-REPLY"}]
+    messages = [{"role": "user", "content": "REAL"}]
+    on = LLMPolicy(LLMPolicy.Params(model=tiny_model_dir), seed=0).render(messages, demo)
+    off = LLMPolicy(LLMPolicy.Params(model=tiny_model_dir, demonstrations=False), seed=0).render(messages, demo)
+    assert on.index("DEMO-PROMPT") < on.index("DEMO-REPLY") < on.index("REAL")
+    assert "DEMO" not in off and off.endswith("<|im_start|>assistant\n")

@@ -104,3 +104,14 @@ def test_same_seed_same_episodes_and_seeds_are_independent_of_concurrency():
 @pytest.mark.parametrize("text,expected", [("ACTION: paper", 1), ("**Action:** Scissors", 2), ("action:rock\n", 0)])
 def test_matrix_parser_accepts_the_format(text, expected):
     assert parallel_env().parse("player_0", text) == expected
+
+
+def test_text_policies_receive_the_worlds_demonstration():
+    from worlds.negotiation import raw_env
+
+    llm = Scripted(lambda r: "ACTION: WALK AWAY")
+    seats = {"alice": llm, "bob": llm}
+    Rollout(lambda: raw_env(), seats, {"alice": "x", "bob": "x"}, concurrency=2).run(2)
+    first = llm.seen[0]
+    assert first.demonstration == raw_env().demonstration(first.agent)
+    assert first.messages[0]["role"] == "user" and "ACTION: WALK AWAY" in first.messages[0]["content"]

@@ -61,7 +61,7 @@ BAD = [
     ("world param out of range", GOOD.replace("max_turns: 6", "max_turns: 0"), ["world.max_turns"]),
     ("unknown world param", GOOD.replace("max_turns: 6", "max_turn: 6"), ["world.max_turn", "unknown key", "did you mean 'max_turns'"]),
     ("unknown agent param", GOOD.replace("bob: {policy: fair}", "bob: {policy: fair, target_ration: 0.4}"), ["agents.bob.target_ration", "did you mean 'target_ratio'"]),
-    ("unknown seat", GOOD + "  carol: {policy: fair}\n", ["agents.carol", "no seat matches 'carol'", "alice, bob"]),
+    ("unknown seat", GOOD.replace("episodes:", "  carol: {policy: fair}\nepisodes:"), ["agents.carol", "no seat matches 'carol'", "alice, bob"]),
     ("seat without agent", GOOD.replace("  bob: {policy: fair}\n", ""), ["seat 'bob'", "has no agent"]),
     ("negative seed", GOOD.replace("seed: 1", "seed: -1"), ["seed", "greater than or equal to 0"]),
     ("bad tracking key", GOOD + "tracking: {experimnt: x}\n", ["tracking.experimnt", "did you mean 'experiment'"]),

@@ -1,0 +1,95 @@
+"""Scripted negotiators: baselines that act on the observation (counts, own values, standing offer)."""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field
+
+from agora.policy import ActRequest, ActResponse, Policy, PolicyParams
+from worlds.negotiation import ACCEPT, PROPOSE, WALK_AWAY, all_splits, split_value
+
+
+def offer_value(observation) -> int | None:
+    """Value to me of the other agent's standing offer (None when there is none)."""
+    offer = observation["offer"]
+    return None if offer[0] < 0 else split_value(observation["values"], offer)
+
+
+def propose(take, message: str = "") -> dict:
+    return {"type": PROPOSE, "take": [int(t) for t in take], "message": message}
+
+
+def accept(n_items: int, message: str = "") -> dict:
+    return {"type": ACCEPT, "take": [0] * n_items, "message": message}
+
+
+class GreedyNegotiator(Policy):
+    """Keeps every item it values; accepts only offers worth at least `accept_ratio` of its pool value."""
+
+    class Params(PolicyParams):
+        accept_ratio: float = Field(0.8, ge=0.0, le=1.0, description="share of its pool value an offer must reach to be accepted")
+
+    def act(self, requests: list[ActRequest]) -> list[ActResponse]:
+        out = []
+        for request in requests:
+            obs = request.observation
+            total = split_value(obs["values"], obs["counts"])
+            value = offer_value(obs)
+            if value is not None and value >= self.params.accept_ratio * total:
+                out.append(ActResponse("", accept(len(obs["counts"]), "Deal.")))
+            else:
+                take = np.where(obs["values"] > 0, obs["counts"], 0)
+                out.append(ActResponse("", propose(take, "I need everything I value; you can have the rest.")))
+        return out
+
+
+class FairNegotiator(Policy):
+    """Asks for about `target_ratio` of its pool value with as few items as possible; accepts offers reaching it."""
+
+    class Params(PolicyParams):
+        target_ratio: float = Field(0.5, ge=0.0, le=1.0, description="share of its pool value it asks for and accepts")
+
+    def act(self, requests: list[ActRequest]) -> list[ActResponse]:
+        out = []
+        for request in requests:
+            obs = request.observation
+            total = split_value(obs["values"], obs["counts"])
+            target = self.params.target_ratio * total
+            value = offer_value(obs)
+            if value is not None and value >= target:
+                out.append(ActResponse("", accept(len(obs["counts"]), "That is fair, I accept.")))
+                continue
+            out.append(ActResponse("", propose(self.fair_split(obs["counts"], obs["values"], target), "Let us split this fairly.")))
+        return out
+
+    @staticmethod
+    def fair_split(counts, values, target: float) -> tuple[int, ...]:
+        """Fewest items kept with own value >= target; ties: higher own value, then lexicographic."""
+        reaching = [t for t in all_splits(counts) if split_value(values, t) >= target]
+        return min(reaching, key=lambda t: (sum(t), -split_value(values, t), t))
+
+
+class RandomNegotiator(Policy):
+    """Random legal actions: accepts a standing offer with `accept_prob`, walks away with `walk_prob`, else proposes."""
+
+    class Params(PolicyParams):
+        accept_prob: float = Field(0.5, ge=0.0, le=1.0, description="probability of accepting a standing offer")
+        walk_prob: float = Field(0.0, ge=0.0, le=1.0, description="probability of walking away on a turn")
+
+    def __init__(self, params: Params, *, seed: int):
+        super().__init__(params, seed=seed)
+        self.rng = np.random.default_rng(seed)
+
+    def act(self, requests: list[ActRequest]) -> list[ActResponse]:
+        out = []
+        for request in requests:
+            obs = request.observation
+            n = len(obs["counts"])
+            if self.rng.random() < self.params.walk_prob:
+                action = {"type": WALK_AWAY, "take": [0] * n, "message": ""}
+            elif obs["offer"][0] >= 0 and self.rng.random() < self.params.accept_prob:
+                action = accept(n)
+            else:
+                action = propose([self.rng.integers(int(c) + 1) for c in obs["counts"]])
+            out.append(ActResponse("", action))
+        return out
