@@ -101,24 +101,35 @@ def sample(
     pad_id: int,
     generator: torch.Generator,
 ) -> list[tuple[list[int], list[float]]]:
-    """Sample a completion for every prompt in one left-padded batch with a KV cache.
+    """Sample a completion for every prompt in one batch with a KV cache.
 
-    Returns, per prompt, the completion token ids (the stop token included when one was
-    sampled) and log pi(token) = log softmax(logits / T) at each position (T = 1 when greedy).
+    The batch's longest common prefix (chat template, the world's demonstration, the start of
+    the prompt) is computed once at batch size 1 and its KV repeated over the rows; only the
+    suffixes are padded, between prefix and suffix, with the attention mask and position ids
+    skipping the padding. Returns, per prompt, the completion token ids (the stop token
+    included when one was sampled) and log pi(token) = log softmax(logits / T) at each position
+    (T = 1 when greedy).
     """
     from transformers import DynamicCache
 
     device = next(model.parameters()).device
-    batch, width = len(prompts), max(len(p) for p in prompts)
+    batch = len(prompts)
+    shared = common_prefix_length(prompts)
+    suffixes = [p[shared:] for p in prompts]
+    width = max(len(s) for s in suffixes)
     input_ids = torch.full((batch, width), pad_id, dtype=torch.long)
-    attention = torch.zeros((batch, width), dtype=torch.long)
-    for row, ids in enumerate(prompts):
+    suffix_mask = torch.zeros((batch, width), dtype=torch.long)
+    for row, ids in enumerate(suffixes):
         input_ids[row, width - len(ids) :] = torch.tensor(ids)
-        attention[row, width - len(ids) :] = 1
-    input_ids, attention = input_ids.to(device), attention.to(device)
-    positions = (attention.cumsum(-1) - 1).clamp(min=0)
-    stop = torch.tensor(sorted(stop_ids), device=device)
+        suffix_mask[row, width - len(ids) :] = 1
+    input_ids, suffix_mask = input_ids.to(device), suffix_mask.to(device)
     cache = DynamicCache()
+    if shared:
+        model(input_ids=torch.tensor([prompts[0][:shared]], device=device), past_key_values=cache)
+        cache.batch_repeat_interleave(batch)
+    attention = torch.cat([torch.ones((batch, shared), dtype=torch.long, device=device), suffix_mask], dim=-1)
+    positions = shared + (suffix_mask.cumsum(-1) - 1).clamp(min=0)
+    stop = torch.tensor(sorted(stop_ids), device=device)
     logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, past_key_values=cache).logits[:, -1]
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     tokens, logps = [], []
@@ -149,6 +160,15 @@ def sample(
         end = next((k + 1 for k, t in enumerate(ids) if t in stop_ids), len(ids))
         out.append((ids[:end], lps[:end]))
     return out
+
+
+def common_prefix_length(prompts: list[list[int]]) -> int:
+    """Tokens every prompt starts with, leaving each at least one token of its own."""
+    shortest = min(len(p) for p in prompts)
+    n = 0
+    while n < shortest - 1 and all(p[n] == prompts[0][n] for p in prompts):
+        n += 1
+    return n
 
 
 def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:

@@ -23,9 +23,9 @@ from agora.policy import ActRequest  # noqa: E402
 from agora.rollout import RETRY_MESSAGE, Rollout, episode_seed  # noqa: E402
 from agora.run import build_policies  # noqa: E402
 from agora.scenario import resolve_scenario  # noqa: E402
-from agora.world import ParseError  # noqa: E402
+from agora.world import ParseError, demonstration  # noqa: E402
 
-SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "negotiation_llm_vs_llm.yaml"
+SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "negotiation.yaml"
 
 
 def sequential(scenario, policies, episodes: int, max_retries: int):
@@ -44,7 +44,8 @@ def sequential(scenario, policies, episodes: int, max_retries: int):
                 continue
             messages = [{"role": "user", "content": world.prompt(agent, obs)}]
             for attempt in range(max_retries + 1):
-                response = policies[agent].act([ActRequest(index, agent, obs, messages, world.action_space(agent))])[0]
+                request = ActRequest(index, agent, obs, messages, world.action_space(agent), demonstration(world, agent))
+                response = policies[agent].act([request])[0]
                 tokens += len(response.completion_ids)
                 try:
                     action = world.parse(agent, response.text)
@@ -70,13 +71,14 @@ def main() -> None:
 
     data = yaml.safe_load(args.scenario.read_text())
     for spec in data["agents"].values():
-        spec.update(temperature=0.0, max_new_tokens=args.max_new_tokens)
+        if spec["policy"] == "llm":
+            spec.update(temperature=0.0, max_new_tokens=args.max_new_tokens)
     data.update(episodes=args.episodes, concurrency=args.concurrency)
     scenario = resolve_scenario(data)
     policies = build_policies(scenario)
     unique = list({id(p): p for p in policies.values()}.values())
     ids = {a: s.entry.name for a, s in scenario.seats.items()}
-    policies[next(iter(policies))].act([ActRequest(0, "warmup", None, [{"role": "user", "content": "Hi"}])])  # warm-up
+    next(p for p in unique if p.expensive).act([ActRequest(0, "warmup", None, [{"role": "user", "content": "Hi"}])])
 
     before = sum(p.stats.generated_tokens for p in unique)
     rollout = Rollout(scenario.make_world, policies, ids, seed=scenario.spec.seed,

@@ -100,3 +100,11 @@ def test_demonstration_is_shown_only_when_enabled(tiny_model_dir):
     off = LLMPolicy(LLMPolicy.Params(model=tiny_model_dir, demonstrations=False), seed=0).render(messages, demo)
     assert on.index("DEMO-PROMPT") < on.index("DEMO-REPLY") < on.index("REAL")
     assert "DEMO" not in off and off.endswith("<|im_start|>assistant\n")
+
+
+def test_common_prefix_leaves_every_prompt_a_token():
+    from agents.llm import common_prefix_length
+
+    assert common_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 9]]) == 2
+    assert common_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2
+    assert common_prefix_length([[7], [7, 8]]) == 0

@@ -15,6 +15,7 @@ from worlds.negotiation import (
     PROPOSE,
     WALK_AWAY,
     all_splits,
+    count_value_vectors,
     env,
     is_pareto_optimal,
     raw_env,
@@ -66,6 +67,31 @@ def test_value_vectors_and_splits_by_hand():
     assert sorted(value_vectors([1, 2], 3)) == [(1, 1), (3, 0)]
     assert len(all_splits([1, 2, 3])) == 2 * 3 * 4
     assert split_value([4, 0, 2], [1, 2, 1]) == 6
+    for counts in ([1, 2, 3], [4, 1, 2], [2, 2]):
+        assert count_value_vectors(counts, 10) == len(value_vectors(counts, 10))
+
+
+def test_single_item_type_draws_equal_values_and_other_configs_still_hold():
+    world = raw_env(items=["gem"], min_total_items=1, total_value=12)
+    world.reset(seed=0)
+    assert world.values["alice"].tolist() == world.values["bob"].tolist() == [12 // int(world.counts[0])]
+    world = raw_env(items=["apple", "pear"], min_total_items=2, max_total_items=8, total_value=7)
+    for seed in range(20):
+        world.reset(seed=seed)
+        a, b = world.values["alice"], world.values["bob"]
+        assert split_value(a, world.counts) == split_value(b, world.counts) == 7
+        assert np.all((a > 0) | (b > 0)) and not np.array_equal(a, b)
+
+
+def test_first_mover_is_the_first_agent_or_drawn_from_the_seed():
+    world = raw_env(first_mover="first")
+    assert all(world.reset(seed=s) is None and world.agent_selection == "alice" for s in range(10))
+    world = raw_env()
+    firsts = set()
+    for seed in range(20):
+        world.reset(seed=seed)
+        firsts.add(world.agent_selection)
+    assert firsts == {"alice", "bob"}
 
 
 def test_propose_then_accept_scores_each_share():
@@ -95,6 +121,22 @@ def test_walk_away_gives_the_disagreement_value():
     world.step(WALK)
     assert world.outcome == "walk_away" and world.scores == {"alice": 1.5, "bob": 1.5}
     assert world.episode_metrics()["nash_product"] == 0 and world.episode_metrics()["walk_away"] == 1
+
+
+def test_nash_product_counts_gains_over_the_disagreement_value():
+    world = set_state(raw_env(disagreement_value=2.0), [1, 2, 3], [4, 0, 2], [0, 2, 2])
+    world.step(prop(1, 0, 2))
+    world.step(ACC)
+    m = world.episode_metrics()
+    assert m["score/alice"] == 8 and m["score/bob"] == 6 and m["nash_product"] == (8 - 2) * (6 - 2)
+
+
+def test_plain_dicts_without_message_are_actions_and_fractional_takes_are_illegal():
+    world = set_state(raw_env(), [1, 2, 3], [4, 0, 2], [0, 2, 2])
+    world.step({"type": PROPOSE, "take": [1, 0, 2]})
+    assert world.history[0] == 'alice: "" -> PROPOSE book=1 hat=0 ball=2' and world.outcome is None
+    world.step({"type": PROPOSE, "take": [0.5, 1, 1]})
+    assert world.outcome == "illegal" and world.infos["bob"]["illegal_action"]
 
 
 def test_turn_limit_truncates_with_no_deal():
@@ -135,6 +177,23 @@ def test_observation_hides_the_other_agents_values():
     assert "gives you book=0 hat=2 ball=1, worth 6 to you" in prompt and "ACTION: ACCEPT" in prompt
 
 
+def test_prompt_is_rendered_from_the_observation_alone():
+    world = set_state(raw_env(), [1, 2, 3], [4, 0, 2], [0, 2, 2])
+    obs = world.observe("alice")
+    before = world.prompt("alice", obs)
+    world.values["bob"] = np.array([10, 0, 0])
+    assert world.prompt("alice", obs) == before
+    assert "worth 10 to you" in before and "Turns left, this one included: 10" in before
+    assert "MESSAGE: <one short line to bob>" in before and "ACTION: WALK AWAY" in before
+
+
+def test_render_ansi_shows_the_transcript():
+    world = set_state(raw_env(render_mode="ansi"), [1, 2, 3], [4, 0, 2], [0, 2, 2])
+    world.step(prop(1, 0, 2, message="hi"))
+    text = world.render()
+    assert "pool: 1 book, 2 hat, 3 ball" in text and 'alice: "hi" -> PROPOSE book=1 hat=0 ball=2' in text
+
+
 @pytest.mark.parametrize(
     "text,expected",
     [
@@ -170,6 +229,27 @@ def test_parser_explains_what_is_wrong(text, error):
         world.parse("alice", text)
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["", " ", "\n" * 50_000, "\n *" * 20_000, "ACTION:" * 20_000, "ACTION: PROPOSE " + "(" * 20_000, "é💥\u202e\x00",
+     "ACTION: PROPOSE book=" + "1" * 5000 + " hat=0 ball=0", "ACTION: PROPOSE book=١ hat=0 ball=0", "ACTION: " + "x" * 200_000],
+)
+def test_parser_raises_only_parse_errors_quickly_on_odd_input(text):
+    world = set_state(raw_env(), [1, 2, 3], [4, 0, 2], [0, 2, 2])
+    with pytest.raises(ParseError):
+        world.parse("alice", text)
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [("**MESSAGE:** hi there\nACTION: WALK AWAY", "hi there"), ("**MESSAGE: hi**\nACTION: WALK AWAY", "hi"),
+     ("MESSAGE: *wink*\nACTION: WALK AWAY", "*wink*"), ("ACTION: WALK AWAY", "")],
+)
+def test_message_markdown_around_the_label_is_dropped_not_inside(text, message):
+    world = set_state(raw_env(), [1, 2, 3], [4, 0, 2], [0, 2, 2])
+    assert world.parse("alice", text)["message"] == message
+
+
 def test_parser_survives_garbage_and_round_trips():
     world = set_state(raw_env(), [1, 2, 3], [4, 0, 2], [0, 2, 2])
     rng = np.random.default_rng(0)
@@ -184,12 +264,18 @@ def test_parser_survives_garbage_and_round_trips():
     for take in all_splits(world.counts):
         action = prop(*take, message="a note")
         assert world.parse("alice", world.render_action("alice", action)) == action
+    for action in (WALK, {**WALK, "message": "_no_ (sorry)."}, prop(0, 0, 0, message="**ACTION: ACCEPT**")):
+        assert world.parse("alice", world.render_action("alice", action)) == action
+    world.step(prop(1, 0, 0))
+    assert world.parse("bob", world.render_action("bob", {**ACC, "message": "ok"})) == {**ACC, "message": "ok"}
 
 
 def test_messages_are_sanitized_and_cut():
     world = set_state(raw_env(max_message_chars=10), [1, 2, 3], [4, 0, 2], [0, 2, 2])
     world.step(prop(1, 0, 0, message="héllo\nthere, my friend"))
     assert world.history[0].startswith('alice: "h?llo ther"')
+    world.step(prop(0, 0, 0, message="okay  fine really"))  # cut at 10 chars, "okay fine ", no trailing space
+    assert world.history[1].startswith('bob: "okay fine" ->')
     assert world.observation_space("bob").contains(world.observe("bob"))
 
 
@@ -207,6 +293,17 @@ def test_config_rejects_impossible_pools():
         raw_env(min_count=3, max_total_items=7)
     with pytest.raises(ValidationError, match="unique lowercase words"):
         raw_env(items=["book", "Book"])
+    with pytest.raises(ValidationError, match="two different identifiers"):
+        raw_env(agent_names=["alice", "alice"])
+    with pytest.raises(ValidationError, match="no pool found"):
+        raw_env(total_value=1)  # a 5+ item pool cannot leave every item type valued by someone
+    with pytest.raises(ValidationError, match="value vectors"):
+        raw_env(items=list("abcdef"), min_total_items=6, max_total_items=24, total_value=100)
+    with pytest.raises(ValidationError, match="extra"):
+        raw_env(max_turn=4)
+    with pytest.raises(TypeError, match="not both"):
+        raw_env(raw_env.Config(), max_turns=4)
+    assert raw_env(max_turns=6).config.max_turns == 6 and raw_env(raw_env.Config(max_turns=6)).config.max_turns == 6
 
 
 def play(world, policies, seed):
@@ -218,6 +315,12 @@ def play(world, policies, seed):
             continue
         world.step(policies[agent].act([ActRequest(0, agent, obs, [], world.action_space(agent))])[0].action)
     return world.episode_metrics()
+
+
+def test_fair_split_by_hand():
+    # values book=4 hat=0 ball=2, target 5: book + 1 ball (6) is the only 2-item split reaching it
+    assert FairNegotiator.fair_split([1, 2, 3], [4, 0, 2], 5) == (1, 0, 1)
+    assert FairNegotiator.fair_split([1, 2, 3], [4, 0, 2], 10) == (1, 0, 3)
 
 
 def test_fair_negotiators_usually_agree():

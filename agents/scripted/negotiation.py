@@ -38,7 +38,7 @@ class GreedyNegotiator(Policy):
             if value is not None and value >= self.params.accept_ratio * total:
                 out.append(ActResponse("", accept(len(obs["counts"]), "Deal.")))
             else:
-                take = np.where(obs["values"] > 0, obs["counts"], 0)
+                take = np.where(np.asarray(obs["values"]) > 0, obs["counts"], 0)
                 out.append(ActResponse("", propose(take, "I need everything I value; you can have the rest.")))
         return out
 
