@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import itertools
 import re
+from collections import Counter
 from typing import Any, Literal
 
 import numpy as np
@@ -33,18 +34,20 @@ from agora.world import ParseError
 
 PROPOSE, ACCEPT, WALK_AWAY = 0, 1, 2
 PRINTABLE = "".join(chr(c) for c in range(32, 127))  # the message charset: printable ASCII
+POOL_DRAWS = 10_000  # count vectors tried before a config is declared impossible
+MAX_VALUE_VECTORS = 100_000  # larger pools would take seconds to enumerate on every reset
 
 
 class NegotiationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     items: list[str] = Field(["book", "hat", "ball"], min_length=1, max_length=6, description="item types in the pool (lowercase words)")
-    min_count: int = Field(1, ge=0, le=10, description="fewest items of one type")
+    min_count: int = Field(1, ge=1, le=10, description="fewest items of one type")
     max_count: int = Field(4, ge=1, le=10, description="most items of one type")
     min_total_items: int = Field(5, ge=1, le=60, description="fewest items in the pool")
     max_total_items: int = Field(7, ge=1, le=60, description="most items in the pool")
-    total_value: int = Field(10, ge=1, le=1000, description="what the whole pool is worth to each agent")
+    total_value: int = Field(10, ge=1, le=100, description="what the whole pool is worth to each agent")
     max_turns: int = Field(10, ge=1, le=100, description="turns of both agents together; no accept by then = no deal")
-    disagreement_value: float = Field(0.0, description="each agent's score without a deal")
+    disagreement_value: float = Field(0.0, ge=-1000, le=1000, description="each agent's score without a deal")
     first_mover: Literal["first", "random"] = Field("random", description="who opens: the first agent, or drawn from the seed")
     max_message_chars: int = Field(300, ge=0, le=4000, description="longer messages are cut")
     agent_names: list[str] = Field(["alice", "bob"], min_length=2, max_length=2, description="the two seats")
@@ -63,6 +66,7 @@ class NegotiationConfig(BaseModel):
                 f"no pool of {n} item types with {self.min_count}-{self.max_count} each has "
                 f"{self.min_total_items}-{self.max_total_items} items in all"
             )
+        draw_pool(np.random.default_rng(0), self)  # raises when no pool admits valid private values
         return self
 
 
@@ -93,6 +97,15 @@ def value_vectors(counts, total_value: int) -> list[tuple[int, ...]]:
     return rest(0, total_value)
 
 
+def count_value_vectors(counts, total_value: int) -> int:
+    """len(value_vectors(counts, total_value)) without listing them: coin change, ways[t] += ways[t - c]."""
+    ways = [1] + [0] * total_value
+    for c in (int(c) for c in counts if c > 0):
+        for t in range(c, total_value + 1):
+            ways[t] += ways[t - c]
+    return ways[total_value]
+
+
 def is_pareto_optimal(counts, values_a, values_b, take_a) -> bool:
     """No other split gives both agents at least as much and one of them more."""
     rest_a = [int(c) - int(t) for c, t in zip(counts, take_a)]
@@ -105,31 +118,81 @@ def is_pareto_optimal(counts, values_a, values_b, take_a) -> bool:
     return True
 
 
-def draw_pool(rng: np.random.Generator, config: NegotiationConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Item counts and both agents' private values, uniformly among valid draws.
+def valid_values(counts, values_a, values_b) -> bool:
+    """Every item type in the pool is valued > 0 by someone, and the agents' values differ
+    (unavoidable with one item type: the only vector is total_value / count)."""
+    valued = all(c == 0 or a > 0 or b > 0 for c, a, b in zip(counts, values_a, values_b))
+    return valued and (tuple(values_a) != tuple(values_b) or len(counts) == 1)
 
-    Valid: counts in range with a total in range; every item type valued > 0 by someone; the two
-    agents' value vectors differ.
+
+def admits_valid_values(counts, vectors) -> bool:
+    """Some pair of `vectors` is `valid_values`, decided on their supports (at most 2^n of them):
+    two vectors with different supports differ."""
+    supports = Counter(tuple(v > 0 for v in vector) for vector in vectors)
+    return any(
+        all(c == 0 or x or y for c, x, y in zip(counts, s, t)) and (s != t or supports[s] > 1 or len(counts) == 1)
+        for s in supports
+        for t in supports
+    )
+
+
+def draw_pool(rng: np.random.Generator, config: NegotiationConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Item counts and both agents' private values.
+
+    Counts: uniform per type in [min_count, max_count], redrawn until the total is in range and some
+    pair of value vectors is `valid_values`. Values: each agent's vector uniform among
+    `value_vectors(counts, total_value)`, the pair redrawn until `valid_values`.
     """
     n = len(config.items)
-    while True:
+    for _ in range(POOL_DRAWS):
         counts = rng.integers(config.min_count, config.max_count + 1, size=n)
-        if config.min_total_items <= counts.sum() <= config.max_total_items:
-            vectors = value_vectors(counts, config.total_value)
-            if vectors:
-                break
-    while True:
-        a, b = (np.array(vectors[rng.integers(len(vectors))], dtype=np.int64) for _ in range(2))
-        if not np.array_equal(a, b) and np.all((a > 0) | (b > 0) | (counts == 0)):
-            return counts.astype(np.int64), a, b
-        if len(vectors) < 2:  # e.g. one item type: any two draws are equal; accept it
-            return counts.astype(np.int64), a, b
+        if not config.min_total_items <= counts.sum() <= config.max_total_items:
+            continue
+        if count_value_vectors(counts, config.total_value) > MAX_VALUE_VECTORS:
+            raise ValueError(
+                f"a pool of {counts.tolist()} has over {MAX_VALUE_VECTORS} value vectors summing to "
+                f"{config.total_value}; lower total_value or use fewer item types"
+            )
+        vectors = value_vectors(counts, config.total_value)
+        if not admits_valid_values(counts, vectors):
+            continue
+        while True:
+            a, b = (vectors[rng.integers(len(vectors))] for _ in range(2))
+            if valid_values(counts, a, b):
+                return counts.astype(np.int64), np.array(a, dtype=np.int64), np.array(b, dtype=np.int64)
+    raise ValueError(
+        f"no pool found in {POOL_DRAWS} draws where {config.total_value} can be split into integer item values "
+        "that differ between the agents and leave no item type worthless to both; raise total_value or change the counts"
+    )
 
 
 def sanitize(message: Any, limit: int) -> str:
     """A message on one line of printable ASCII, at most `limit` characters."""
     text = " ".join(str(message).split())
-    return "".join(ch if ch in PRINTABLE else "?" for ch in text)[:limit]
+    return "".join(ch if ch in PRINTABLE else "?" for ch in text)[:limit].strip()
+
+
+ACTION_LINE = re.compile(r"[ \t>#*_`-]*action[ \t*_`]*:(.*)", re.IGNORECASE)
+MESSAGE_LINE = re.compile(r"[ \t>#-]*([*_`]*)message([*_`]*)[ \t]*:([*_`]*)[ \t]*(.*)", re.IGNORECASE)
+TAKE_PAIR = re.compile(r"([A-Z]+)[=:](-?[0-9]+)")
+
+
+def action_body(line: str) -> str:
+    """What follows 'ACTION:', normalized: '**Propose  book=1** (my offer).' -> 'PROPOSE BOOK=1'."""
+    body = re.sub(r"[*_`]", " ", line).strip()
+    if body.endswith(")") and "(" in body:
+        body = body[: body.index("(")]
+    return " ".join(body.upper().split()).rstrip(" .!")
+
+
+def message_body(match: re.Match) -> str:
+    """What follows 'MESSAGE:', without the markdown emphasis around the label ('**MESSAGE:** hi')."""
+    opened, closed_before_colon, after_colon, body = match.groups()
+    if not opened:
+        return after_colon + body  # emphasis that starts the message belongs to it: 'MESSAGE: *wink*'
+    if closed_before_colon or after_colon:
+        return body
+    return body.rstrip().removesuffix(opened)  # '**MESSAGE: hi**'
 
 
 def env(**kwargs) -> AECEnv:
@@ -143,6 +206,8 @@ class raw_env(AECEnv):
 
     def __init__(self, config: NegotiationConfig | None = None, render_mode: str | None = None, **kwargs):
         super().__init__()
+        if config is not None and kwargs:
+            raise TypeError("pass either a NegotiationConfig or keyword settings, not both")
         self.config = config or NegotiationConfig(**kwargs)
         self.items = list(self.config.items)
         self.possible_agents = list(self.config.agent_names)
@@ -267,10 +332,11 @@ class raw_env(AECEnv):
         message = sanitize(action.get("message", ""), self.config.max_message_chars)
         try:
             kind = int(action.get("type"))
-            take = np.asarray(action.get("take", np.zeros(len(self.items))), dtype=np.int64).reshape(-1)
-        except (TypeError, ValueError):
+            raw = np.asarray(action.get("take", [0] * len(self.items))).reshape(-1)
+            take = raw.astype(np.int64)
+        except (TypeError, ValueError, OverflowError):
             return None, None, message
-        if take.shape != (len(self.items),) or np.any(take < 0) or np.any(take > self.counts):
+        if take.shape != (len(self.items),) or not np.array_equal(take, raw) or np.any(take < 0) or np.any(take > self.counts):
             take = None
         return kind, take, message
 
@@ -298,11 +364,14 @@ class raw_env(AECEnv):
     # --- text interface -----------------------------------------------------------------
 
     def prompt(self, agent: str, observation: dict[str, Any]) -> str:
+        """Rules, the agent's own values, the transcript, the standing offer and the reply format.
+
+        Built from `observation` alone (plus the public config), so nothing private to the other agent leaks.
+        """
         other = self.other(agent)
         counts, values = observation["counts"], observation["values"]
         pool = ", ".join(f"{int(c)} {i}" for i, c in zip(self.items, counts))
         mine = ", ".join(f"{i}={int(v)}" for i, v in zip(self.items, values))
-        example = " ".join(f"{i}={int(c) // 2}" for i, c in zip(self.items, counts))
         lines = [
             f"You are {agent}, negotiating with {other} over how to split a pool of items.",
             f"Pool: {pool}.",
@@ -322,22 +391,22 @@ class raw_env(AECEnv):
         else:
             lines.append(f"There is no offer from {other} on the table.")
         left = self.config.max_turns - int(observation["turn"])
-        actions = [f"ACTION: PROPOSE {' '.join(f'{i}=<n>' for i in self.items)}"]
-        actions += ["ACTION: ACCEPT"] if can_accept else []
+        example = " ".join(f"{i}={int(c) // 2}" for i, c in zip(self.items, counts))
+        propose = f"ACTION: PROPOSE {example}"
         lines += [
-            f"Turns left, this one included: {left}.",
+            f"Turns left, this one included: {left}. With no accepted offer by then, there is no deal.",
+            "(In the conversation, PROPOSE lists the items the speaker keeps.)",
             "",
-            "Reply with exactly two lines: a MESSAGE line, then one ACTION line of these forms:",
-            f"MESSAGE: <one short sentence to {other}>",
-            *actions,
-            "ACTION: WALK AWAY",
-            f"In PROPOSE, <n> is how many of each item YOU keep; {other} gets the rest."
-            + (f" ACCEPT takes {other}'s offer." if can_accept else "")
-            + " WALK AWAY ends the game with no deal.",
+            "Reply with one MESSAGE line and exactly one ACTION line, in this format:",
+            f"MESSAGE: <one short line to {other}>",
+            f"{propose:<42}(the items YOU keep; {other} gets the rest)",
+            *([f"{'ACTION: ACCEPT':<42}(take {other}'s offer on the table)"] if can_accept else []),
+            f"{'ACTION: WALK AWAY':<42}(end the game with no deal)",
+            "In PROPOSE, name every item once with the number YOU keep.",
             "",
             "Example:",
             "MESSAGE: I would like half of everything.",
-            f"ACTION: PROPOSE {example}",
+            propose,
         ]
         return "\n".join(lines)
 
@@ -359,23 +428,28 @@ class raw_env(AECEnv):
         ]
 
     def parse(self, agent: str, text: str) -> dict[str, Any]:
+        """The action named by exactly one `ACTION:` line, plus the optional `MESSAGE:` line.
+
+        Tolerated: letter case, surrounding whitespace, markdown emphasis, a trailing '(comment)' or '.'.
+        Not guessed: a missing or ambiguous action, an item left out, a count the pool does not have.
+        Reads the text line by line, so any string costs time linear in its length.
+        """
         if not isinstance(text, str):
             raise ParseError("the reply must be text")
-        found = [m.group(1) for m in re.finditer(r"(?im)^[\s*_#>`-]*action[\s*_`]*:[\s*_`]*(.*)$", text)]
-        if not found:
+        lines = text.splitlines()
+        bodies = {action_body(m.group(1)) for m in map(ACTION_LINE.match, lines) if m}
+        if not bodies:
             raise ParseError(f"no 'ACTION:' line; end with e.g. 'ACTION: PROPOSE {self._example_take()}'")
-        # markdown emphasis and a trailing "(comment)" are tolerated; the action itself is not guessed
-        bodies = {" ".join(re.sub(r"[*_`]|\(.*\)\s*$", " ", body).upper().split()).rstrip(" .!") for body in found}
         if len(bodies) > 1:
             raise ParseError("more than one different ACTION line; give exactly one")
         body = bodies.pop()
-        message = next((m.group(1) for m in re.finditer(r"(?im)^[\s*_#>`-]*message[\s*_`]*:[\s*_`]*(.*)$", text)), "")
-        action: dict[str, Any] = {"type": None, "take": [0] * len(self.items), "message": sanitize(message.strip(" *_`"), self.config.max_message_chars)}
+        message = next((message_body(m) for m in map(MESSAGE_LINE.match, lines) if m), "")
+        action: dict[str, Any] = {"type": None, "take": [0] * len(self.items), "message": sanitize(message, self.config.max_message_chars)}
         if body in ("ACCEPT", "ACCEPT OFFER", "ACCEPT THE OFFER"):
             if self.offer is None or self.offer[0] == agent:
                 raise ParseError(f"there is no offer from {self.other(agent)} to accept; PROPOSE a split or WALK AWAY")
             action["type"] = ACCEPT
-        elif body in ("WALK AWAY", "WALK_AWAY", "WALKAWAY"):
+        elif body in ("WALK AWAY", "WALKAWAY"):
             action["type"] = WALK_AWAY
         elif body.startswith("PROPOSE"):
             action["type"], action["take"] = PROPOSE, self._parse_take(body.removeprefix("PROPOSE"))
@@ -384,25 +458,25 @@ class raw_env(AECEnv):
         return action
 
     def _parse_take(self, body: str) -> list[int]:
-        pairs = re.findall(r"([A-Z]+)\s*[=:]\s*(-?\d+)", body)
-        leftover = re.sub(r"([A-Z]+)\s*[=:]\s*(-?\d+)", "", body)
-        if not pairs or re.sub(r"[\s,;]", "", leftover):
+        """'BOOK=1, HAT = 0 BALL:2' -> [1, 0, 2] in item order; every item exactly once, within the pool."""
+        pairs = [TAKE_PAIR.fullmatch(token) for token in re.split(r"[ ,;]+", re.sub(r" ?([=:]) ?", r"\1", body)) if token]
+        if not pairs or not all(pairs):
             raise ParseError(f"write the split as item=count pairs, e.g. 'PROPOSE {self._example_take()}'")
-        take: dict[str, int] = {}
-        for name, count in pairs:
+        take: dict[str, str] = {}
+        for name, count in (pair.groups() for pair in pairs):
             item = name.lower()
             if item not in self.items:
-                raise ParseError(f"unknown item '{item}'; the items are: {', '.join(self.items)}")
+                raise ParseError(f"unknown item '{item[:20]}'; the items are: {', '.join(self.items)}")
             if item in take:
                 raise ParseError(f"'{item}' appears twice; name each item once")
-            take[item] = int(count)
+            take[item] = count
         missing = [i for i in self.items if i not in take]
         if missing:
             raise ParseError(f"the proposal must name every item; missing: {', '.join(missing)}")
-        for item, count in zip(self.items, self.counts):
-            if not 0 <= take[item] <= count:
-                raise ParseError(f"{item}={take[item]} is impossible: the pool has {int(count)} {item}")
-        return [take[i] for i in self.items]
+        for item, pool in zip(self.items, self.counts):
+            if len(take[item]) > 4 or not 0 <= int(take[item]) <= pool:
+                raise ParseError(f"{item}={take[item][:8]} is impossible: the pool has {int(pool)} {item}, keep 0 to {int(pool)}")
+        return [int(take[i]) for i in self.items]
 
     def _example_take(self) -> str:
         return " ".join(f"{i}={int(c) // 2}" for i, c in zip(self.items, self.counts))

@@ -23,44 +23,59 @@ def accept(n_items: int, message: str = "") -> dict:
     return {"type": ACCEPT, "take": [0] * n_items, "message": message}
 
 
-class GreedyNegotiator(Policy):
+class ThresholdNegotiator(Policy):
+    """Accepts a standing offer worth at least `ratio()` of its pool value, else proposes `proposal()`."""
+
+    accept_message = propose_message = ""
+
+    def ratio(self) -> float:
+        raise NotImplementedError
+
+    def proposal(self, counts, values, target: float):
+        raise NotImplementedError
+
+    def act(self, requests: list[ActRequest]) -> list[ActResponse]:
+        out = []
+        for request in requests:
+            obs = request.observation
+            target = self.ratio() * split_value(obs["values"], obs["counts"])
+            value = offer_value(obs)
+            if value is not None and value >= target:
+                out.append(ActResponse("", accept(len(obs["counts"]), self.accept_message)))
+            else:
+                take = self.proposal(obs["counts"], obs["values"], target)
+                out.append(ActResponse("", propose(take, self.propose_message)))
+        return out
+
+
+class GreedyNegotiator(ThresholdNegotiator):
     """Keeps every item it values; accepts only offers worth at least `accept_ratio` of its pool value."""
+
+    accept_message, propose_message = "Deal.", "I need everything I value; you can have the rest."
 
     class Params(PolicyParams):
         accept_ratio: float = Field(0.8, ge=0.0, le=1.0, description="share of its pool value an offer must reach to be accepted")
 
-    def act(self, requests: list[ActRequest]) -> list[ActResponse]:
-        out = []
-        for request in requests:
-            obs = request.observation
-            total = split_value(obs["values"], obs["counts"])
-            value = offer_value(obs)
-            if value is not None and value >= self.params.accept_ratio * total:
-                out.append(ActResponse("", accept(len(obs["counts"]), "Deal.")))
-            else:
-                take = np.where(np.asarray(obs["values"]) > 0, obs["counts"], 0)
-                out.append(ActResponse("", propose(take, "I need everything I value; you can have the rest.")))
-        return out
+    def ratio(self) -> float:
+        return self.params.accept_ratio
+
+    def proposal(self, counts, values, target: float):
+        return np.where(np.asarray(values) > 0, np.asarray(counts), 0)
 
 
-class FairNegotiator(Policy):
+class FairNegotiator(ThresholdNegotiator):
     """Asks for about `target_ratio` of its pool value with as few items as possible; accepts offers reaching it."""
+
+    accept_message, propose_message = "That is fair, I accept.", "Let us split this fairly."
 
     class Params(PolicyParams):
         target_ratio: float = Field(0.5, ge=0.0, le=1.0, description="share of its pool value it asks for and accepts")
 
-    def act(self, requests: list[ActRequest]) -> list[ActResponse]:
-        out = []
-        for request in requests:
-            obs = request.observation
-            total = split_value(obs["values"], obs["counts"])
-            target = self.params.target_ratio * total
-            value = offer_value(obs)
-            if value is not None and value >= target:
-                out.append(ActResponse("", accept(len(obs["counts"]), "That is fair, I accept.")))
-                continue
-            out.append(ActResponse("", propose(self.fair_split(obs["counts"], obs["values"], target), "Let us split this fairly.")))
-        return out
+    def ratio(self) -> float:
+        return self.params.target_ratio
+
+    def proposal(self, counts, values, target: float) -> tuple[int, ...]:
+        return self.fair_split(counts, values, target)
 
     @staticmethod
     def fair_split(counts, values, target: float) -> tuple[int, ...]:
