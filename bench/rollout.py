@@ -46,6 +46,9 @@ def sequential(scenario, policies, episodes: int, max_retries: int):
             for attempt in range(max_retries + 1):
                 request = ActRequest(index, agent, obs, messages, world.action_space(agent), demonstration(world, agent))
                 response = policies[agent].act([request])[0]
+                if response.action is not None:  # scripted seat: acts on the observation
+                    action = response.action
+                    break
                 tokens += len(response.completion_ids)
                 try:
                     action = world.parse(agent, response.text)
@@ -55,7 +58,8 @@ def sequential(scenario, policies, episodes: int, max_retries: int):
                                 {"role": "user", "content": RETRY_MESSAGE.format(error=error)}]
             else:
                 action = world.fallback_action(agent, rng)
-            transcript.append((agent, response.text, world.render_action(agent, action)))
+            text = response.text or world.render_action(agent, action)
+            transcript.append((agent, text, world.render_action(agent, action)))
             world.step(action)
         transcripts.append(transcript)
     return transcripts, tokens
@@ -101,7 +105,9 @@ def main() -> None:
                                   ("sequential (1 per turn)", seq_tokens, seq_s)):
         print(f"{name:24}{tokens:>8}{seconds:>10.1f}{tokens / seconds:>10.1f}{60 * args.episodes / seconds:>14.2f}")
     print(f"speed-up (episodes/min): {seq_s / batched_s:.2f}x   tokens/s ratio: {(batched_tokens / batched_s) / (seq_tokens / seq_s):.2f}x")
-    print(f"identical transcripts: {same}/{args.episodes}")
+    failures = sum(c.parse_failures for c in rollout.counters.values())
+    attempts = sum(c.text_attempts for c in rollout.counters.values())
+    print(f"identical transcripts: {same}/{args.episodes}   LLM parse-failure rate: {failures / max(attempts, 1):.2f}")
     if same != args.episodes:
         raise SystemExit("transcripts differ between batched and sequential play")
 

@@ -372,41 +372,40 @@ class raw_env(AECEnv):
         counts, values = observation["counts"], observation["values"]
         pool = ", ".join(f"{int(c)} {i}" for i, c in zip(self.items, counts))
         mine = ", ".join(f"{i}={int(v)}" for i, v in zip(self.items, values))
+        # The fixed instructions come first so that the prompts of one batch share a long prefix
+        # (computed once by the LLM policy); the episode's state follows.
         lines = [
             f"You are {agent}, negotiating with {other} over how to split a pool of items.",
-            f"Pool: {pool}.",
-            f"Your private value of each item: {mine}. The whole pool is worth {split_value(values, counts)} to you.",
             f"{other} values the items differently, and you cannot see their values.",
             f"If a deal is made, your score is the total value of the items you get; "
             f"with no deal, both of you get {self.config.disagreement_value:g}.",
+            "Reply with one MESSAGE line and exactly one ACTION line, in this format:",
+            f"MESSAGE: <one short line to {other}>",
+            f"ACTION: PROPOSE {' '.join(f'{i}=<n>' for i in self.items)}",
+            "ACTION: WALK AWAY",
+            f"In PROPOSE, name every item once with the number <n> YOU keep; {other} gets the rest. "
+            "WALK AWAY ends the game with no deal. In the conversation, PROPOSE lists the items the speaker keeps.",
             "",
+            f"Pool: {pool}.",
+            f"Your private value of each item: {mine}. The whole pool is worth {split_value(values, counts)} to you.",
         ]
         history = observation["history"]
         lines += ["Conversation so far:", *(f"  {line}" for line in history.split("\n"))] if history else ["No one has spoken yet."]
         offer = observation["offer"]
-        can_accept = bool(offer[0] >= 0)
-        if can_accept:
+        if offer[0] >= 0:
             gets = " ".join(f"{i}={int(g)}" for i, g in zip(self.items, offer))
             lines.append(f"{other}'s offer on the table gives you {gets}, worth {split_value(values, offer)} to you.")
+            lines.append(f"You may also reply ACTION: ACCEPT to take {other}'s offer.")
         else:
             lines.append(f"There is no offer from {other} on the table.")
         left = self.config.max_turns - int(observation["turn"])
         example = " ".join(f"{i}={int(c) // 2}" for i, c in zip(self.items, counts))
-        propose = f"ACTION: PROPOSE {example}"
         lines += [
             f"Turns left, this one included: {left}. With no accepted offer by then, there is no deal.",
-            "(In the conversation, PROPOSE lists the items the speaker keeps.)",
             "",
-            "Reply with one MESSAGE line and exactly one ACTION line, in this format:",
-            f"MESSAGE: <one short line to {other}>",
-            f"{propose:<42}(the items YOU keep; {other} gets the rest)",
-            *([f"{'ACTION: ACCEPT':<42}(take {other}'s offer on the table)"] if can_accept else []),
-            f"{'ACTION: WALK AWAY':<42}(end the game with no deal)",
-            "In PROPOSE, name every item once with the number YOU keep.",
-            "",
-            "Example:",
+            "Example reply:",
             "MESSAGE: I would like half of everything.",
-            propose,
+            f"ACTION: PROPOSE {example}",
         ]
         return "\n".join(lines)
 
