@@ -64,8 +64,8 @@ class _Turn:
 class _Slot:
     """One episode in flight."""
 
-    def __init__(self, world, index: int, seed: int, policy_ids: dict[str, str], text_seats: set[str], keep_obs: bool):
-        self.world, self.text_seats, self.keep_obs = world, text_seats, keep_obs
+    def __init__(self, world, index: int, seed: int, policy_ids: dict[str, str], text_seats: set[str]):
+        self.world, self.text_seats = world, text_seats
         self.parallel = isinstance(world, ParallelEnv)
         self.episode = Episode(index=index, seed=seed, policies=dict(policy_ids))
         self.rng = np.random.default_rng(seed)  # fallback actions
@@ -161,7 +161,7 @@ class Rollout:
             while True:
                 while len(active) < self.concurrency and (index := next(todo, None)) is not None:
                     seed = episode_seed(self.seed, index)
-                    active.append(_Slot(self.make_world(), index, seed, self.policy_ids, self.text_seats, self.record_observations))
+                    active.append(_Slot(self.make_world(), index, seed, self.policy_ids, self.text_seats))
                 if not active:
                     break
                 self._tick(active)

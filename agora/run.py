@@ -123,10 +123,11 @@ def run_scenario(
             "agora.scenario": scenario.source or spec.name,
         }
         tracker = Tracker(tracking_uri or spec.tracking.uri, spec.tracking.experiment or spec.name, spec.name, tags)
-        tracker.log_params(scenario.resolved_config())
+        config = scenario.resolved_config()
+        tracker.log_params(config)
         if scenario.source:
             tracker.log_artifact(scenario.source, "scenario")
-        tracker.log_text(json.dumps(scenario.resolved_config(), indent=2), "scenario/resolved.json")
+        tracker.log_text(json.dumps(config, indent=2), "scenario/resolved.json")
 
     def record(episode: Episode) -> None:
         if tracker:
@@ -143,24 +144,24 @@ def run_scenario(
         interrupted = True
     except BaseException:
         if tracker:
-            _finish(tracker, rollout, unique, "FAILED")
+            episodes = sorted(rollout.episodes, key=lambda e: e.index)
+            _finish(tracker, episodes, summarize(episodes, rollout, unique), "FAILED")
         raise
-    summary = summarize(sorted(rollout.episodes, key=lambda e: e.index), rollout, unique)
+    episodes = sorted(rollout.episodes, key=lambda e: e.index)
+    summary = summarize(episodes, rollout, unique)
     if tracker:
-        _finish(tracker, rollout, unique, "KILLED" if interrupted else "FINISHED", summary)
+        _finish(tracker, episodes, summary, "KILLED" if interrupted else "FINISHED")
     return RunResult(
         tracker.run_id if tracker else None,
         tracker.uri if tracker else None,
-        sorted(rollout.episodes, key=lambda e: e.index),
+        episodes,
         summary,
         dict(rollout.counters),
         interrupted,
     )
 
 
-def _finish(tracker, rollout: Rollout, policies: list[Policy], status: str, summary: dict[str, float] | None = None) -> None:
-    episodes = sorted(rollout.episodes, key=lambda e: e.index)
-    summary = summary or summarize(episodes, rollout, policies)
+def _finish(tracker, episodes: list[Episode], summary: dict[str, float], status: str) -> None:
     tracker.log_metrics(summary, step=0)
     if episodes:
         tracker.log_table(transcript_table(episodes), "transcripts.json")

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -35,7 +36,7 @@ def sequential(scenario, policies, episodes: int, max_retries: int):
         seed = episode_seed(scenario.spec.seed, index)
         world = scenario.make_world()
         world.reset(seed=seed)
-        rng = __import__("numpy").random.default_rng(seed)
+        rng = np.random.default_rng(seed)
         transcript = []
         for agent in world.agent_iter():
             obs, _, termination, truncation, _ = world.last()
