@@ -21,7 +21,7 @@ from pettingzoo import ParallelEnv
 
 from agora.policy import ActRequest, ActResponse, Policy
 from agora.trajectory import Episode, Step, jsonable
-from agora.world import ParseError, demonstration
+from agora.world import ParseError, demonstration, episode_info, passive_action
 
 RETRY_MESSAGE = "Your reply could not be used: {error}\nReply again, exactly in the format asked for."
 
@@ -88,7 +88,14 @@ class _Slot:
             return self.waiting
         world = self.world
         if self.parallel:
-            agents = [a for a in world.agents if a not in self.chosen]
+            agents: list[str] = []
+            while world.agents and not agents:
+                for agent in world.agents:
+                    if agent not in self.chosen and (idle := passive_action(world, agent)) is not None:
+                        self.chosen[agent] = idle  # acts on its own timescale: no decision this step
+                agents = [a for a in world.agents if a not in self.chosen]
+                if not agents:  # everyone is passive this step: the world steps on by itself
+                    self._step_parallel()
             observations = {a: self.observations[a] for a in agents}
         else:
             while world.agents and (world.terminations[world.agent_selection] or world.truncations[world.agent_selection]):
@@ -114,9 +121,12 @@ class _Slot:
             return
         self.chosen[turn.agent] = action
         if all(a in self.chosen for a in self.world.agents):
-            self.observations, rewards, _, _, _ = self.world.step(self.chosen)
-            self.chosen = {}
-            self._reward(rewards)
+            self._step_parallel()
+
+    def _step_parallel(self) -> None:
+        self.observations, rewards, _, _, _ = self.world.step(self.chosen)
+        self.chosen = {}
+        self._reward(rewards)
 
     def _reward(self, rewards: dict[str, float]) -> None:
         for agent, reward in rewards.items():
@@ -127,6 +137,7 @@ class _Slot:
 
     def finish(self) -> Episode:
         self.episode.metrics = {k: float(v) for k, v in self.world.episode_metrics().items()}
+        self.episode.info = jsonable(episode_info(self.world))
         return self.episode
 
 

@@ -20,6 +20,7 @@ from agora.policy import Policy
 from agora.rollout import Rollout, SeatCounters, policy_seed
 from agora.scenario import ResolvedScenario
 from agora.trajectory import Episode, write_jsonl
+from agora.world import Report, run_report
 
 
 @dataclass
@@ -30,6 +31,7 @@ class RunResult:
     summary: dict[str, float]
     counters: dict[str, SeatCounters]
     interrupted: bool = False
+    report: Report | None = None  # the world's end-of-run report (figures, tables, series)
 
 
 def build_policies(scenario: ResolvedScenario) -> dict[str, Policy]:
@@ -145,12 +147,14 @@ def run_scenario(
     except BaseException:
         if tracker:
             episodes = sorted(rollout.episodes, key=lambda e: e.index)
-            _finish(tracker, episodes, summarize(episodes, rollout, unique), "FAILED")
+            _finish(tracker, episodes, summarize(episodes, rollout, unique), None, "FAILED")
         raise
     episodes = sorted(rollout.episodes, key=lambda e: e.index)
     summary = summarize(episodes, rollout, unique)
+    report = run_report(scenario.make_world(), episodes) if episodes else Report()
+    summary.update(report.metrics)
     if tracker:
-        _finish(tracker, episodes, summary, "KILLED" if interrupted else "FINISHED")
+        _finish(tracker, episodes, summary, report, "KILLED" if interrupted else "FINISHED")
     return RunResult(
         tracker.run_id if tracker else None,
         tracker.uri if tracker else None,
@@ -158,12 +162,28 @@ def run_scenario(
         summary,
         dict(rollout.counters),
         interrupted,
+        report,
     )
 
 
-def _finish(tracker, episodes: list[Episode], summary: dict[str, float], status: str) -> None:
+def _finish(tracker, episodes: list[Episode], summary: dict[str, float], report: Report | None, status: str) -> None:
     tracker.log_metrics(summary, step=0)
     if episodes:
         tracker.log_table(transcript_table(episodes), "transcripts.json")
         tracker.log_file_from(lambda path: write_jsonl(episodes, path), "trajectories.jsonl")
+    if report:
+        log_report(tracker, report)
     tracker.end(status)
+
+
+def log_report(tracker, report: Report) -> None:
+    """A world's report into the run: series as metric histories, tables, figures and texts as artifacts."""
+    for name, points in report.series.items():
+        for step, value in points:
+            tracker.log_metrics({name: value}, step=int(step))
+    for file, columns in report.tables.items():
+        tracker.log_table(columns, file)
+    for file, figure in report.figures.items():
+        tracker.log_figure(figure, file)
+    for file, text in report.texts.items():
+        tracker.log_text(text, file)

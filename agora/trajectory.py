@@ -38,6 +38,7 @@ class Episode:
     steps: list[Step] = field(default_factory=list)
     returns: dict[str, float] = field(default_factory=dict)  # seat -> sum of rewards
     metrics: dict[str, float] = field(default_factory=dict)  # the world's episode metrics
+    info: dict[str, Any] = field(default_factory=dict)  # the world's structured episode facts (JSON)
 
 
 def jsonable(value: Any) -> Any:
@@ -66,4 +67,5 @@ def read_jsonl(path: str | Path) -> Iterator[Episode]:
         for line in fh:
             data = json.loads(line)
             data["steps"] = [Step(**s) for s in data["steps"]]
+            data.setdefault("info", {})
             yield Episode(**data)

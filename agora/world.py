@@ -7,6 +7,7 @@ reply into a legal action, raising `ParseError` (with a message the agent can ac
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -42,3 +43,45 @@ def demonstration(world, agent: str) -> list[dict[str, str]]:
     """
     method = getattr(world, "demonstration", None)
     return method(agent) if method else []
+
+
+@dataclass
+class Report:
+    """What a world adds to a run's record beyond per-episode metrics (worlds never import mlflow).
+
+    Built by the optional world method `run_report(episodes) -> Report`, called once at the end of
+    a run on a fresh world with the run's config. Figures are `matplotlib.figure.Figure` objects
+    (build them with `Figure()`, not pyplot, so no display backend is needed).
+    """
+
+    metrics: dict[str, float] = field(default_factory=dict)  # run-level, e.g. {"eval/vote_accuracy": 0.6}
+    series: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # metric -> [(step, value)]
+    tables: dict[str, dict[str, list]] = field(default_factory=dict)  # artifact file (.json) -> columns
+    figures: dict[str, Any] = field(default_factory=dict)  # artifact file (.png) -> Figure
+    texts: dict[str, str] = field(default_factory=dict)  # artifact file -> text (e.g. an edge list)
+
+
+def run_report(world, episodes: list) -> Report:
+    """The world's end-of-run report, or an empty one for worlds without `run_report`."""
+    method = getattr(world, "run_report", None)
+    return method(episodes) if method else Report()
+
+
+def episode_info(world) -> dict[str, Any]:
+    """Structured facts of a finished episode for analysis (e.g. hidden roles, vote log), JSON-able.
+
+    Optional for worlds: `episode_info() -> dict`. Stored in `Episode.info` and the trajectories.
+    """
+    method = getattr(world, "episode_info", None)
+    return method() if method else {}
+
+
+def passive_action(world, agent: str) -> Any:
+    """For Parallel worlds: the action `agent` takes this step without deciding, or None.
+
+    Optional for worlds: `passive_action(agent) -> action | None`. Agents that act on their own
+    timescale (an economy's tax planner, an expert nobody asked) return a no-op here between
+    their decisions, so the engine neither asks their policy nor records a step.
+    """
+    method = getattr(world, "passive_action", None)
+    return method(agent) if method else None

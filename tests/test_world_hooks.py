@@ -1,0 +1,51 @@
+"""Optional world hooks the engine honours: passive actions, episode info, end-of-run reports."""
+
+from __future__ import annotations
+
+from agents.scripted.matrix import MixedStrategy
+from agora.rollout import Rollout
+from agora.run import log_report
+from agora.world import Report
+from worlds.matrix import MatrixConfig, parallel_env
+
+
+class SlowPlayer1(parallel_env):
+    """player_1 decides only on even rounds and otherwise repeats action 0 without being asked."""
+
+    def passive_action(self, agent):
+        return 0 if agent == "player_1" and len(self.history) % 2 == 1 else None
+
+    def episode_info(self):
+        return {"rounds_played": len(self.history), "history": list(self.history)}
+
+    def run_report(self, episodes):
+        return Report(
+            metrics={"eval/info_rounds": sum(e.info["rounds_played"] for e in episodes) / len(episodes)},
+            series={"round/p0_action": [(i, float(a)) for i, (a, _) in enumerate(episodes[0].info["history"])]},
+            texts={"report/edges.txt": "a b\n"},
+        )
+
+
+def test_passive_agents_are_not_asked_and_info_is_recorded():
+    seats = {"player_0": MixedStrategy(MixedStrategy.Params(), seed=1), "player_1": MixedStrategy(MixedStrategy.Params(), seed=2)}
+    rollout = Rollout(lambda: SlowPlayer1(MatrixConfig(rounds=5)), seats, {"player_0": "mixed", "player_1": "mixed"}, concurrency=2)
+    episodes = rollout.run(2)
+    for episode in episodes:
+        acted = [s.agent for s in episode.steps]
+        assert acted.count("player_0") == 5 and acted.count("player_1") == 3  # rounds 0, 2, 4
+        assert episode.info["rounds_played"] == 5
+        assert [b for _, b in episode.info["history"]][1::2] == [0, 0]
+
+
+def test_report_is_logged_as_metrics_series_and_artifacts(tracking_uri):
+    from mlflow import MlflowClient
+
+    from agora.tracking import Tracker
+
+    tracker = Tracker(tracking_uri, "hooks", "hooks")
+    report = Report(series={"round/x": [(0, 1.0), (1, 2.0)]}, tables={"t.json": {"a": [1, 2]}}, texts={"e/edges.txt": "a b\n"})
+    log_report(tracker, report)
+    tracker.end()
+    client = MlflowClient(tracking_uri)
+    assert [(m.step, m.value) for m in client.get_metric_history(tracker.run_id, "round/x")] == [(0, 1.0), (1, 2.0)]
+    assert {a.path for a in client.list_artifacts(tracker.run_id)} >= {"t.json", "e"}
