@@ -9,8 +9,10 @@ use as pi_old.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from typing import Literal
 
+import numpy as np
 import torch
 from pydantic import Field
 
@@ -24,6 +26,7 @@ class LLMParams(PolicyParams):
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass")
     max_new_tokens: int = Field(64, ge=1, le=8192, description="longest reply, in tokens")
     max_batch_size: int = Field(32, ge=1, le=4096, description="most prompts in one forward pass")
+    prefix_cache_tokens: int = Field(8192, ge=0, le=1_000_000, description="prompt-prefix tokens whose KV is kept between calls (0 = off)")
     system_prompt: str | None = Field(None, description="optional system message before the world's prompt")
     demonstrations: bool = Field(True, description="show the world's worked example exchange before each prompt (helps small models)")
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$", description="auto = cuda when available")
@@ -41,6 +44,7 @@ class LLMPolicy(Policy):
         self.device = next(self.model.parameters()).device
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.stop_ids = stop_token_ids(self.model, self.tokenizer)
+        self.prefix_cache = PrefixCache(params.prefix_cache_tokens) if params.prefix_cache_tokens else None
 
     def render(self, messages: list[dict[str, str]], demonstration: list[dict[str, str]] = ()) -> str:
         if self.params.demonstrations:
@@ -67,6 +71,7 @@ class LLMPolicy(Policy):
                 stop_ids=self.stop_ids,
                 pad_id=self.tokenizer.pad_token_id,
                 generator=self.generator,
+                prefix_cache=self.prefix_cache,
             )
             results.update(zip(chunk, outs))
         self.stats.generate_seconds += time.perf_counter() - start
@@ -89,6 +94,73 @@ def stop_token_ids(model, tokenizer) -> set[int]:
     return ids
 
 
+class PrefixCache:
+    """KV of recently computed prompt prefixes, reused across calls (LRU, bounded in tokens).
+
+    Consecutive calls of a policy share long prefixes (chat template, the world's demonstration
+    and fixed instructions): the KV of the longest cached match is cropped to the shared length
+    and only the rest is computed. Entries are dropped when any model parameter changes in place
+    (an optimizer step, a loaded checkpoint), so a training loop never samples from stale keys.
+    """
+
+    MIN_TOKENS = 16  # shorter matches are cheaper to recompute than to copy
+
+    def __init__(self, max_tokens: int = 8192):
+        self.max_tokens = max_tokens
+        self.entries: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
+        self.fingerprint: tuple | None = None
+        self.hits = self.reused_tokens = 0
+
+    def _check(self, model) -> None:
+        fingerprint = (id(model), tuple(p._version for p in model.parameters()), str(getattr(model, "active_adapters", "")))
+        if fingerprint != self.fingerprint:
+            self.entries.clear()
+            self.fingerprint = fingerprint
+
+    def longest_match(self, model, ids: list[int]) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor]] | None]:
+        """(n, layers): the KV of the first n tokens of `ids` from the best entry, or (0, None)."""
+        self._check(model)
+        best, best_key = 0, None
+        for key in self.entries:
+            n = shared_length(key, ids)
+            if n > best:
+                best, best_key = n, key
+        if best < self.MIN_TOKENS:
+            return 0, None
+        self.entries.move_to_end(best_key)
+        self.hits += 1
+        self.reused_tokens += best
+        return best, [(k[..., :best, :], v[..., :best, :]) for k, v in self.entries[best_key]]
+
+    def store(self, ids: list[int], layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        if len(ids) < self.MIN_TOKENS or len(ids) > self.max_tokens:
+            return
+        key = tuple(ids)
+        for old in [k for k in self.entries if len(k) <= len(key) and key[: len(k)] == k]:
+            del self.entries[old]  # a prefix of the new entry: cropping the new one gives it back
+        self.entries[key] = layers
+        while sum(map(len, self.entries)) > self.max_tokens:
+            self.entries.popitem(last=False)
+
+
+def shared_length(a, b) -> int:
+    """Length of the common prefix of two token sequences."""
+    n = min(len(a), len(b))
+    if n == 0:
+        return 0
+    diff = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
+    return int(diff[0]) if diff.size else n
+
+
+def _plain_layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """The (keys, values) of every layer of a batch-1 DynamicCache, or None for other layer kinds."""
+    from transformers.cache_utils import DynamicLayer
+
+    if not all(type(layer) is DynamicLayer for layer in cache.layers):
+        return None  # sliding-window and other layers cannot simply be cropped and extended
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
 @torch.inference_mode()
 def sample(
     model,
@@ -100,15 +172,17 @@ def sample(
     stop_ids: set[int],
     pad_id: int,
     generator: torch.Generator,
+    prefix_cache: PrefixCache | None = None,
 ) -> list[tuple[list[int], list[float]]]:
     """Sample a completion for every prompt in one batch with a KV cache.
 
     The batch's longest common prefix (chat template, the world's demonstration, the start of
-    the prompt) is computed once at batch size 1 and its KV repeated over the rows; only the
-    suffixes are padded, between prefix and suffix, with the attention mask and position ids
-    skipping the padding. Returns, per prompt, the completion token ids (the stop token
-    included when one was sampled) and log pi(token) = log softmax(logits / T) at each position
-    (T = 1 when greedy).
+    the prompt) is computed once at batch size 1 (or taken from `prefix_cache`, which also keeps
+    it for later calls) and its KV repeated over the rows; only the suffixes are padded, between
+    prefix and suffix, with the attention mask and position ids skipping the padding. Rows that
+    have sampled a stop token leave the batch, so the decode steps cost only what is still
+    running. Returns, per prompt, the completion token ids (the stop token included when one was
+    sampled) and log pi(token) = log softmax(logits / T) at each position (T = 1 when greedy).
     """
     from transformers import DynamicCache
 
@@ -125,14 +199,23 @@ def sample(
     input_ids, suffix_mask = input_ids.to(device), suffix_mask.to(device)
     cache = DynamicCache()
     if shared:
-        model(input_ids=torch.tensor([prompts[0][:shared]], device=device), past_key_values=cache)
+        prefix = prompts[0][:shared]
+        reused, layers = prefix_cache.longest_match(model, prefix) if prefix_cache else (0, None)
+        if layers is not None:
+            cache = DynamicCache(ddp_cache_data=layers)
+        if reused < shared:
+            model(input_ids=torch.tensor([prefix[reused:]], device=device), past_key_values=cache,
+                  position_ids=torch.arange(reused, shared, device=device)[None])
+            if prefix_cache is not None and (fresh := _plain_layers(cache)) is not None:
+                prefix_cache.store(prefix, fresh)
         cache.batch_repeat_interleave(batch)
     attention = torch.cat([torch.ones((batch, shared), dtype=torch.long, device=device), suffix_mask], dim=-1)
     positions = shared + (suffix_mask.cumsum(-1) - 1).clamp(min=0)
     stop = torch.tensor(sorted(stop_ids), device=device)
     logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, past_key_values=cache).logits[:, -1]
-    done = torch.zeros(batch, dtype=torch.bool, device=device)
-    tokens, logps = [], []
+    rows = torch.arange(batch, device=device)  # original index of each row still decoding
+    tokens: list[list[int]] = [[] for _ in range(batch)]
+    logps: list[list[float]] = [[] for _ in range(batch)]
     for _ in range(max_new_tokens):
         scaled = logits.float() / (temperature if temperature > 0 else 1.0)
         logp = torch.log_softmax(scaled, dim=-1)
@@ -143,23 +226,21 @@ def sample(
             if top_p < 1.0:
                 probs = nucleus(probs, top_p)
             token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-        token = torch.where(done, torch.full_like(token, pad_id), token)
-        tokens.append(token)
-        logps.append(logp.gather(-1, token[:, None]).squeeze(-1))
-        active = ~done
-        done = done | torch.isin(token, stop)
-        if bool(done.all()):
+        chosen = logp.gather(-1, token[:, None]).squeeze(-1)
+        for row, t, lp in zip(rows.tolist(), token.tolist(), chosen.tolist()):
+            tokens[row].append(t)
+            logps[row].append(lp)
+        running = ~torch.isin(token, stop)
+        if not bool(running.any()):
             break
-        attention = torch.cat([attention, active.long()[:, None]], dim=-1)
+        if not bool(running.all()):  # finished rows leave the batch
+            keep = running.nonzero().squeeze(-1)
+            rows, token, attention, positions = rows[keep], token[keep], attention[keep], positions[keep]
+            cache.batch_select_indices(keep)
+        attention = torch.cat([attention, torch.ones_like(attention[:, :1])], dim=-1)
         positions = positions[:, -1:] + 1
         logits = model(input_ids=token[:, None], attention_mask=attention, position_ids=positions, past_key_values=cache).logits[:, -1]
-    token_rows = torch.stack(tokens, 1).tolist()
-    logp_rows = torch.stack(logps, 1).tolist()
-    out = []
-    for ids, lps in zip(token_rows, logp_rows):
-        end = next((k + 1 for k, t in enumerate(ids) if t in stop_ids), len(ids))
-        out.append((ids[:end], lps[:end]))
-    return out
+    return list(zip(tokens, logps))
 
 
 def common_prefix_length(prompts: list[list[int]]) -> int:

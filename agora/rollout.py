@@ -3,7 +3,8 @@
 A tick first settles every turn that belongs to a cheap (scripted) policy, stepping those worlds
 on, until each active episode waits on an expensive (model-backed) policy; then each expensive
 policy gets one `act` call holding every pending turn across all episodes. Unparseable replies
-are re-prompted with the parser's message (batched again), then replaced by the world's seeded
+are re-prompted with the parser's message in the next tick's call, together with the other
+episodes' fresh turns (no small extra call for the retries), then replaced by the world's seeded
 fallback action. Works for PettingZoo AEC worlds (one agent moves) and Parallel worlds (all
 live agents move, the step happens when every one has chosen).
 """
@@ -200,20 +201,19 @@ class Rollout:
             by_policy[id(self.seats[turn.agent])].append(turn)
         for group in by_policy.values():
             policy = self.seats[group[0].agent]
-            while group:
-                requests = [
-                    ActRequest(
-                        t.slot.episode.index,
-                        t.agent,
-                        t.observation,
-                        t.messages,
-                        t.slot.world.action_space(t.agent),
-                        demonstration(t.slot.world, t.agent) if t.messages else [],
-                    )
-                    for t in group
-                ]
-                responses = policy.act(requests)
-                group = [t for t, r in zip(group, responses) if not self._settle(t, r)]
+            requests = [
+                ActRequest(
+                    t.slot.episode.index,
+                    t.agent,
+                    t.observation,
+                    t.messages,
+                    t.slot.world.action_space(t.agent),
+                    demonstration(t.slot.world, t.agent) if t.messages else [],
+                )
+                for t in group
+            ]
+            for turn, response in zip(group, policy.act(requests)):
+                self._settle(turn, response)  # a turn to re-ask stays pending: it joins the next call
 
     def _settle(self, turn: _Turn, response: ActResponse) -> bool:
         """Apply the response's action to the world; False when the turn must be asked again."""

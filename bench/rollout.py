@@ -3,9 +3,13 @@
 Both sides play the same seeds with the same model and greedy decoding in one process; the
 sequential side is the plain PettingZoo loop most language-game frameworks use (agent_iter,
 one prompt -> one generate -> parse). Prints throughput of both, their ratio, and checks that
-the transcripts are identical.
+the transcripts are identical. Sequential baselines:
 
-    .venv/bin/python bench/rollout.py [--episodes 16] [--concurrency 8] [--max-new-tokens 48]
+- `generate`: transformers' `model.generate` once per turn (how most frameworks play);
+- `agora`: Agora's own sampler once per turn, with its prefix KV cache (isolates the gain that
+  batching across episodes brings on top of everything else).
+
+    .venv/bin/python bench/rollout.py [--episodes 16] [--concurrency 8] [--max-new-tokens 48] [--baseline generate|agora|both]
 """
 
 from __future__ import annotations
@@ -29,7 +33,32 @@ from agora.world import ParseError, demonstration  # noqa: E402
 SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "negotiation.yaml"
 
 
-def sequential(scenario, policies, episodes: int, max_retries: int):
+def hf_generate(policy, request: ActRequest):
+    """One plain `model.generate` call (greedy) on the prompt the policy would see: (text, tokens)."""
+    import torch
+
+    text = policy.render(request.messages, request.demonstration)
+    ids = torch.tensor([policy.tokenizer(text, add_special_tokens=False)["input_ids"]], device=policy.device)
+    out = policy.model.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        do_sample=False,
+        max_new_tokens=policy.params.max_new_tokens,
+        eos_token_id=sorted(policy.stop_ids),
+        pad_token_id=policy.tokenizer.pad_token_id,
+    )[0, ids.shape[1]:].tolist()
+    return policy.tokenizer.decode(out, skip_special_tokens=True).strip(), len(out)
+
+
+def agora_generate(policy, request: ActRequest):
+    response = policy.act([request])[0]
+    return response.text, len(response.completion_ids)
+
+
+BASELINES = {"generate": hf_generate, "agora": agora_generate}
+
+
+def sequential(scenario, policies, episodes: int, max_retries: int, generate):
     """One generate call per agent turn, episode after episode."""
     transcripts, tokens = [], 0
     for index in range(episodes):
@@ -46,20 +75,21 @@ def sequential(scenario, policies, episodes: int, max_retries: int):
             messages = [{"role": "user", "content": world.prompt(agent, obs)}]
             for attempt in range(max_retries + 1):
                 request = ActRequest(index, agent, obs, messages, world.action_space(agent), demonstration(world, agent))
-                response = policies[agent].act([request])[0]
-                if response.action is not None:  # scripted seat: acts on the observation
-                    action = response.action
+                if not policies[agent].expensive:  # scripted seat: acts on the observation
+                    response = policies[agent].act([request])[0]
+                    action, text = response.action, response.text
                     break
-                tokens += len(response.completion_ids)
+                text, n = generate(policies[agent], request)
+                tokens += n
                 try:
-                    action = world.parse(agent, response.text)
+                    action = world.parse(agent, text)
                     break
                 except ParseError as error:
-                    messages = [*messages, {"role": "assistant", "content": response.text},
+                    messages = [*messages, {"role": "assistant", "content": text},
                                 {"role": "user", "content": RETRY_MESSAGE.format(error=error)}]
             else:
                 action = world.fallback_action(agent, rng)
-            text = response.text or world.render_action(agent, action)
+            text = text or world.render_action(agent, action)
             transcript.append((agent, text, world.render_action(agent, action)))
             world.step(action)
         transcripts.append(transcript)
@@ -72,6 +102,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--scenario", type=Path, default=SCENARIO)
+    parser.add_argument("--baseline", choices=[*BASELINES, "both"], default="generate")
     args = parser.parse_args()
 
     data = yaml.safe_load(args.scenario.read_text())
@@ -95,22 +126,23 @@ def main() -> None:
     world = scenario.make_world()
     batched = [[(s.agent, s.text, world.render_action(s.agent, s.action)) for s in e.steps] for e in episodes]
 
-    start = time.perf_counter()
-    seq, seq_tokens = sequential(scenario, policies, args.episodes, scenario.spec.max_retries)
-    seq_s = time.perf_counter() - start
-
-    same = sum(a == b for a, b in zip(batched, seq))
-    print(f"world {scenario.world_entry.name}, {args.episodes} episodes, greedy, max_new_tokens {args.max_new_tokens}")
-    print(f"{'':24}{'tokens':>8}{'seconds':>10}{'tokens/s':>10}{'episodes/min':>14}")
-    for name, tokens, seconds in (("batched (concurrency %d)" % args.concurrency, batched_tokens, batched_s),
-                                  ("sequential (1 per turn)", seq_tokens, seq_s)):
-        print(f"{name:24}{tokens:>8}{seconds:>10.1f}{tokens / seconds:>10.1f}{60 * args.episodes / seconds:>14.2f}")
-    print(f"speed-up (episodes/min): {seq_s / batched_s:.2f}x   tokens/s ratio: {(batched_tokens / batched_s) / (seq_tokens / seq_s):.2f}x")
     failures = sum(c.parse_failures for c in rollout.counters.values())
     attempts = sum(c.text_attempts for c in rollout.counters.values())
-    print(f"identical transcripts: {same}/{args.episodes}   LLM parse-failure rate: {failures / max(attempts, 1):.2f}")
-    if same != args.episodes:
-        raise SystemExit("transcripts differ between batched and sequential play")
+    print(f"world {scenario.world_entry.name}, {args.episodes} episodes, greedy, max_new_tokens {args.max_new_tokens}, "
+          f"LLM parse-failure rate {failures / max(attempts, 1):.2f}")
+    print(f"{'':34}{'tokens':>8}{'seconds':>10}{'tokens/s':>10}{'episodes/min':>14}{'speed-up':>10}{'identical':>11}")
+    row = lambda name, tokens, seconds: f"{name:34}{tokens:>8}{seconds:>10.1f}{tokens / seconds:>10.1f}{60 * args.episodes / seconds:>14.2f}"
+    print(row(f"batched (concurrency {args.concurrency})", batched_tokens, batched_s), flush=True)
+    differ = []
+    for name in BASELINES if args.baseline == "both" else [args.baseline]:
+        start = time.perf_counter()
+        seq, seq_tokens = sequential(scenario, policies, args.episodes, scenario.spec.max_retries, BASELINES[name])
+        seq_s = time.perf_counter() - start
+        same = sum(a == b for a, b in zip(batched, seq))
+        print(row(f"sequential ({name}, 1 per turn)", seq_tokens, seq_s) + f"{seq_s / batched_s:>9.2f}x{same:>8}/{args.episodes}", flush=True)
+        differ += [name] if same != args.episodes else []
+    if differ:
+        raise SystemExit(f"transcripts differ between batched and sequential play ({', '.join(differ)})")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from agents.llm import LLMPolicy, nucleus, sample
+from agents.llm import LLMPolicy, PrefixCache, nucleus, sample
 from agora.cli import app
 from agora.errors import ModelNotFoundError
 from agora.models import load_causal_lm, resolve_model_path
@@ -55,6 +55,55 @@ def test_batched_greedy_equals_one_prompt_at_a_time(tiny_model_dir):
     batched = [r.completion_ids for r in policy.act(requests())]
     single = [policy.act([r])[0].completion_ids for r in requests()]
     assert batched == single
+
+
+SYSTEM = "You are a careful negotiator. Always answer in the exact format MESSAGE: ... then ACTION: ... on its own line."
+
+
+def test_prefix_cache_reuses_kv_across_calls_without_changing_outputs(tiny_model_dir):
+    make = lambda tokens: LLMPolicy(
+        LLMPolicy.Params(model=tiny_model_dir, temperature=0, max_new_tokens=6, system_prompt=SYSTEM, prefix_cache_tokens=tokens), seed=0
+    )
+    cached, plain = make(8192), make(0)
+    assert plain.prefix_cache is None
+    for prompts in (PROMPTS, ["Propose a split.", "Accept?"], PROMPTS[:1]):
+        a, b = cached.act(requests(prompts)), plain.act(requests(prompts))
+        assert [r.completion_ids for r in a] == [r.completion_ids for r in b]
+        for r in a:
+            assert torch.allclose(recomputed_logprobs(cached.model, r.prompt_ids, r.completion_ids), torch.tensor(r.logprobs), atol=1e-4)
+    system_tokens = len(cached.tokenizer(SYSTEM)["input_ids"])
+    assert cached.prefix_cache.hits == 2 and cached.prefix_cache.reused_tokens >= 2 * system_tokens
+
+
+def test_prefix_cache_is_dropped_when_the_weights_change(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()  # private copy: the weights are edited below
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prompts = [tokenizer(SYSTEM + " " + p)["input_ids"] for p in PROMPTS]
+    kwargs = dict(max_new_tokens=5, temperature=0, top_p=1.0, stop_ids=set(), pad_id=0, generator=torch.Generator())
+    cache = PrefixCache()
+    sample(model, prompts, prefix_cache=cache, **kwargs)
+    assert cache.entries
+    with torch.no_grad():
+        model.lm_head.weight.mul_(-1.0)  # an optimizer step would change them in place like this
+        model.model.embed_tokens.weight.add_(0.5)
+    assert sample(model, prompts, prefix_cache=cache, **kwargs) == sample(model, prompts, **kwargs)
+    assert cache.hits == 0
+
+
+def test_rows_that_stop_early_leave_the_batch_without_changing_the_others(tiny_model_dir):
+    model, tokenizer = load_causal_lm(tiny_model_dir)
+    prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
+    kwargs = dict(max_new_tokens=8, temperature=0, top_p=1.0, pad_id=tokenizer.pad_token_id, generator=torch.Generator())
+    free = [ids for ids, _ in sample(model, prompts, stop_ids=set(), **kwargs)]
+    stop = {free[1][-1]}  # the random model's rows differ in whether and when they reach this token
+    batched = sample(model, prompts, stop_ids=stop, **kwargs)
+    single = [sample(model, [p], stop_ids=stop, **kwargs)[0] for p in prompts]
+    assert len({len(ids) for ids, _ in batched}) > 1  # some rows left the batch before the others
+    assert [ids for ids, _ in batched] == [ids for ids, _ in single]
+    for (_, a), (_, b) in zip(batched, single):
+        assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-4)
 
 
 def test_nucleus_keeps_the_top_mass():
