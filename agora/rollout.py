@@ -120,7 +120,7 @@ class _Slot:
             self._reward(self.world.rewards)
             return
         self.chosen[turn.agent] = action
-        if all(a in self.chosen for a in self.world.agents):
+        if len(self.chosen) == len(self.world.agents):  # chosen ⊆ live agents: O(1), not O(N) per turn (O(N²) per step)
             self._step_parallel()
 
     def _step_parallel(self) -> None:
