@@ -13,6 +13,7 @@ time per worker-step, and the ratio of the per-worker cost at the largest N to t
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 import time
 from pathlib import Path
@@ -24,15 +25,20 @@ from agora.rollout import Rollout  # noqa: E402
 from worlds.economy import PLANNER, EconomyConfig, raw_env  # noqa: E402
 
 
-def play(n: int, steps: int, worker_policy, planner_policy, *, max_retries: int = 0) -> tuple[float, Rollout]:
-    """Seconds to play one episode of `steps` steps with `n` workers."""
+def play(n: int, steps: int, worker_policy, planner_policy, *, max_retries: int = 0, collect: bool = True) -> tuple[float, Rollout]:
+    """Seconds to play one episode of `steps` steps with `n` workers (`collect=False`: cyclic GC off)."""
     config = EconomyConfig(num_workers=n, steps=steps, warmup=1, tax_period=max(1, steps // 4))
     seats = {PLANNER: planner_policy, **{f"worker_{i}": worker_policy for i in range(n)}}
     ids = {agent: "bench" for agent in seats}
     rollout = Rollout(lambda: raw_env(config), seats, ids, seed=n, concurrency=1, max_retries=max_retries)
-    start = time.perf_counter()
-    rollout.run(1)
-    return time.perf_counter() - start, rollout
+    if not collect:
+        gc.disable()
+    try:
+        start = time.perf_counter()
+        rollout.run(1)
+        return time.perf_counter() - start, rollout
+    finally:
+        gc.enable()
 
 
 def report(title: str, rows: list[tuple[int, float, int]], extra: dict[int, str] | None = None) -> None:
@@ -63,6 +69,8 @@ def main() -> None:
     play(args.sizes[0], 5, worker, planner)  # warm-up: imports, caches
     rows = [(n, min(play(n, args.steps, worker, planner)[0] for _ in range(args.repeats)), args.steps) for n in args.sizes]
     report("scripted workers (best response) + hill-climbing planner, through the rollout engine", rows)
+    rows = [(n, min(play(n, args.steps, worker, planner, collect=False)[0] for _ in range(args.repeats)), args.steps) for n in args.sizes]
+    report("the same with Python's cyclic GC off (diagnosis: its share of the growth with N)", rows)
 
     if args.skip_llm:
         return

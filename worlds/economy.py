@@ -402,7 +402,7 @@ class parallel_env(ParallelEnv):
         observations = {
             name: {
                 "step": step,
-                "skill": self.skills[i, None].reshape(()),
+                "skill": self.skills[i, ...],  # a 0-d view
                 "cutoffs": cutoffs,
                 "rates": rates,
                 "utility_params": params,
