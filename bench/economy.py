@@ -8,6 +8,9 @@ time per worker-step, and the ratio of the per-worker cost at the largest N to t
 (flat scaling: <= 1.5).
 
     .venv/bin/python bench/economy.py [--steps 10] [--repeats 3] [--llm-steps 2] [--max-new-tokens 8] [--skip-llm]
+
+On a CPU shared with other jobs, run it with OMP_NUM_THREADS=1: oversubscribed torch threads spin
+and made one generate call ~4x slower on our shared 2-core machine.
 """
 
 from __future__ import annotations
@@ -90,7 +93,10 @@ def main() -> None:
             f"tokens {llm.stats.generated_tokens - tokens}, parse failures {failures}/{attempts}"
         )
         rows.append((n, seconds, args.llm_steps))
-    report(f"LLM workers ({args.model}, greedy, max_new_tokens {args.max_new_tokens}, device {llm.device}) + hill-climbing planner", rows, notes)
+    import torch
+
+    title = f"LLM workers ({args.model}, greedy, max_new_tokens {args.max_new_tokens}, device {llm.device}, torch threads {torch.get_num_threads()})"
+    report(title + " + hill-climbing planner", rows, notes)
 
 
 if __name__ == "__main__":

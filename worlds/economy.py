@@ -477,6 +477,7 @@ class parallel_env(ParallelEnv):
                 f"{when}: you worked {hours:.0f} h, earned {_money(income)}, paid {_money(paid)} tax, "
                 f"got a {_money(rebate)} rebate; utility {u:,.0f}."
             )
+        lines.append("Reply now with one line, hours from 0 to 100: LABOR: <hours>")  # small models follow the last line best
         return "\n".join(lines)
 
     def _planner_prompt(self, obs: dict) -> str:
@@ -506,6 +507,7 @@ class parallel_env(ParallelEnv):
             row = obs["periods"][j]
             rates = ", ".join(f"{r:.0f}%" for r in row[:-1])
             lines.append(f"Period {j + 1} back: rates [{rates}] gave welfare {row[-1]:.3f} per step.")
+        lines.append(f"Reply now with one line of {b} changes, each -20, -10, 0, +10 or +20: DELTAS: <changes>")
         return "\n".join(lines)
 
     @functools.lru_cache(maxsize=None)
