@@ -447,3 +447,20 @@ def test_llm_workers_are_batched_into_one_call_per_step(tiny_model_dir):
     assert sum(c.text_attempts for c in counters) == 15
     assert sum(c.fallbacks for c in counters) == sum(c.parse_failures for c in counters)  # garbage text -> fallbacks, no crash
     assert np.isfinite(episode.metrics["br_gap"])
+
+
+def test_rollout_keeps_the_callers_gc_setting():
+    """The engine turns automatic cyclic GC off during a run (collecting between ticks) and restores it."""
+    import gc
+
+    config = EconomyConfig(num_workers=3, steps=3, warmup=1, tax_period=1)
+    planner = FlatPlanner(FlatPlanner.Params(), seed=0)
+    assert gc.isenabled()
+    scripted_rollout(config, planner).run(1)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        scripted_rollout(config, planner).run(1)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
