@@ -347,6 +347,7 @@ def test_planner_parser_applies_legal_deltas_and_rejects_the_rest():
     world.reset(seed=0)
     assert world.parse(PLANNER, "DELTAS: +10, 0, -10").tolist() == [20, 10, 0]
     assert world.parse(PLANNER, "Raise the middle.\n**DELTAS:** [-20, +20, 20%]").tolist() == [0, 30, 30]  # clipped at 0
+    assert world.parse(PLANNER, "DELTAS: \u201310, \u221210, +0").tolist() == [0, 0, 10]  # en dash and minus sign
     for text, message in [("DELTAS: +10, 0", "exactly 3"), ("DELTAS: 15, 0, 0", "not a legal change"),
                           ("raise taxes", "no 'DELTAS"), ("DELTAS: 0, 0, 0\nDELTAS: 10, 0, 0", "more than one")]:
         with pytest.raises(ParseError, match=message):

@@ -558,7 +558,9 @@ class parallel_env(ParallelEnv):
         return np.array(hours)
 
     def _parse_deltas(self, text: str) -> np.ndarray:
-        """`DELTAS: +10, 0, -10, ...`: one change per bracket from {−20, −10, 0, +10, +20} -> the new rates."""
+        """`DELTAS: +10, 0, -10, ...`: one change per bracket from {−20, −10, 0, +10, +20} -> the new rates.
+
+        Tolerated: markdown emphasis, brackets, '%' signs, Unicode minus and dashes (models write '–10')."""
         bodies = {m.group(1).strip().strip("*_`[]() .") for m in map(DELTAS_LINE.match, text.splitlines()) if m}
         b = len(self.cutoffs)
         example = "DELTAS: " + ", ".join(["0"] * b)
@@ -566,7 +568,7 @@ class parallel_env(ParallelEnv):
             raise ParseError(f"no 'DELTAS:' line; reply e.g. '{example}'")
         if len(bodies) > 1:
             raise ParseError("more than one different DELTAS line; give exactly one")
-        tokens = [t for t in re.split(r"[\s,;]+", bodies.pop()) if t]
+        tokens = [t for t in re.split(r"[\s,;]+", re.sub("[\u2212\u2013\u2014]", "-", bodies.pop())) if t]  # −, –, — as minus
         if len(tokens) != b:
             raise ParseError(f"give exactly {b} change{'s' if b > 1 else ''} (one per bracket), got {len(tokens)}; e.g. '{example}'")
         deltas = []
