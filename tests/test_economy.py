@@ -465,3 +465,17 @@ def test_rollout_keeps_the_callers_gc_setting():
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_finished_worlds_are_freed():
+    """Nothing class-level (e.g. an lru_cache keyed by the env) keeps a run's N-sized worlds alive."""
+    import gc
+    import weakref
+
+    world = raw_env(num_workers=5, steps=2, warmup=1, tax_period=1)
+    obs, _ = world.reset(seed=0)
+    world.observation_space("worker_1"), world.action_space(PLANNER), world.demonstration("worker_1"), world.prompt("worker_1", obs["worker_1"])
+    ref = weakref.ref(world)
+    del world, obs
+    gc.collect()
+    assert ref() is None

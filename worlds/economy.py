@@ -25,7 +25,6 @@ Each worker has a persona (age band, occupation, household, attitude) written in
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from typing import Any, Literal
@@ -268,22 +267,27 @@ class parallel_env(ParallelEnv):
         self.config = config or EconomyConfig(**kwargs)
         self.cutoffs = self.config.cutoffs()
         self.workers = [f"worker_{i}" for i in range(self.config.num_workers)]
-        self.index = {name: i for i, name in enumerate(self.workers)}
         self.possible_agents = [PLANNER, *self.workers]
         self.render_mode = render_mode
         self.np_random, _ = seeding.np_random(None)
         self.agents: list[str] = []
         self.t = 0
+        # Spaces are built once per env, not cached with functools.lru_cache on the methods: a
+        # class-level cache keyed by `self` keeps every env of a run alive (N-sized arrays each).
+        self._spaces = {
+            "worker": (self._worker_observation_space(), self._worker_action_space()),
+            PLANNER: (self._planner_observation_space(), self._planner_action_space()),
+        }
+        self._demonstrations: dict[str, list[tuple[str, str]]] = {}
 
     # --- spaces (one object per role, the same on every call) -------------------------------
 
     def observation_space(self, agent: str) -> spaces.Space:
-        return self._planner_observation_space() if agent == PLANNER else self._worker_observation_space()
+        return self._spaces[PLANNER if agent == PLANNER else "worker"][0]
 
     def action_space(self, agent: str) -> spaces.Space:
-        return self._planner_action_space() if agent == PLANNER else self._worker_action_space()
+        return self._spaces[PLANNER if agent == PLANNER else "worker"][1]
 
-    @functools.lru_cache(maxsize=None)
     def _worker_observation_space(self) -> spaces.Space:
         b, big = len(self.cutoffs), np.inf
         return spaces.Dict(
@@ -301,7 +305,6 @@ class parallel_env(ParallelEnv):
             }
         )
 
-    @functools.lru_cache(maxsize=None)
     def _planner_observation_space(self) -> spaces.Space:
         b, n, big = len(self.cutoffs), self.config.num_workers, np.inf
         return spaces.Dict(
@@ -319,11 +322,9 @@ class parallel_env(ParallelEnv):
             }
         )
 
-    @functools.lru_cache(maxsize=None)
     def _worker_action_space(self) -> spaces.Space:
         return spaces.Box(0, MAX_LABOR, (), dtype=np.float64)  # hours (a 0-d array: no list per step in the records)
 
-    @functools.lru_cache(maxsize=None)
     def _planner_action_space(self) -> spaces.Space:
         return spaces.Box(0, 100, (len(self.cutoffs),), dtype=np.float64)  # the schedule, percent per bracket
 
@@ -510,8 +511,12 @@ class parallel_env(ParallelEnv):
         lines.append(f"Reply now with one line of {b} changes, each -20, -10, 0, +10 or +20: DELTAS: <changes>")
         return "\n".join(lines)
 
-    @functools.lru_cache(maxsize=None)
-    def _demonstration(self, role: str) -> tuple[tuple[str, str], ...]:
+    def _demonstration(self, role: str) -> list[tuple[str, str]]:
+        if role not in self._demonstrations:
+            self._demonstrations[role] = self._worked_turn(role)
+        return self._demonstrations[role]
+
+    def _worked_turn(self, role: str) -> list[tuple[str, str]]:
         example = parallel_env(self.config.model_copy(update={"num_workers": 4}))
         example.reset(seed=2507)
         obs, _, _, _, _ = example.step({a: np.array(40.0) for a in example.workers})
@@ -519,8 +524,8 @@ class parallel_env(ParallelEnv):
             deltas = [0] * len(self.cutoffs)
             deltas[0] = -10
             reply = "DELTAS: " + ", ".join(f"{d:+d}" if d else "0" for d in deltas)
-            return (("user", example.prompt(PLANNER, obs[PLANNER])), ("assistant", reply))
-        return (("user", example.prompt("worker_0", obs["worker_0"])), ("assistant", "LABOR: 40"))
+            return [("user", example.prompt(PLANNER, obs[PLANNER])), ("assistant", reply)]
+        return [("user", example.prompt("worker_0", obs["worker_0"])), ("assistant", "LABOR: 40")]
 
     def demonstration(self, agent: str) -> list[dict[str, str]]:
         """A worked turn on a fixed 4-worker example economy (nothing about the real episode)."""
