@@ -479,3 +479,16 @@ def test_finished_worlds_are_freed():
     del world, obs
     gc.collect()
     assert ref() is None
+
+
+def test_a_scripted_policy_in_the_wrong_seat_is_a_scenario_error():
+    from agora.run import run_scenario
+
+    scenario = resolve_scenario({"name": "x", "world": {"id": "economy", "num_workers": 2, "steps": 3, "warmup": 1, "tax_period": 1},
+                                 "agents": {"*": {"policy": "best_response"}}, "episodes": 1})
+    with pytest.raises(ScenarioError, match="'best_response' plays workers only, but was given seat 'planner'"):
+        run_scenario(scenario, track=False)
+    world = small_world()
+    obs, _ = world.reset(seed=0)
+    with pytest.raises(ScenarioError, match="'saez' plays the planner only"):
+        SaezPlanner(SaezPlanner.Params(), seed=0).act([ActRequest(0, "worker_0", obs["worker_0"], [])])

@@ -10,9 +10,11 @@ from collections import defaultdict
 import numpy as np
 from pydantic import Field
 
+from agora.errors import ScenarioError
 from agora.policy import ActRequest, ActResponse, Policy, PolicyParams
 from worlds.economy import (
     BRACKETS,
+    PLANNER,
     REFERENCE_HOURS,
     US_FEDERAL_RATES,
     best_response_labor,
@@ -20,10 +22,23 @@ from worlds.economy import (
 )
 
 
+def check_seats(requests: list[ActRequest], planner: bool, policy: str) -> None:
+    """A scripted worker in the planner's seat (or the reverse) is a scenario mistake, not a crash."""
+    for request in requests:
+        if (request.agent == PLANNER) != planner:
+            role = "the planner" if planner else "workers"
+            raise ScenarioError(
+                f"'{policy}' plays {role} only, but was given seat '{request.agent}'",
+                path=f"agents.{request.agent}",
+                hint="planners: saez, us_federal, flat, hill_climbing, llm; workers: best_response, llm",
+            )
+
+
 class BestResponseWorker(Policy):
     """Works the exact utility-maximising hours under the schedule it sees (`best_response_labor`)."""
 
     def act(self, requests: list[ActRequest]) -> list[ActResponse]:
+        check_seats(requests, False, "best_response")
         groups: dict[tuple, list[int]] = defaultdict(list)  # requests under the same schedule are solved together
         for k, request in enumerate(requests):
             obs = request.observation
@@ -51,6 +66,7 @@ class SaezPlanner(Policy):
         elasticity: float = Field(0.4, gt=0, le=10, description="labor elasticity e of the Saez formula (1/(δ−1) = 0.4 by default)")
 
     def act(self, requests: list[ActRequest]) -> list[ActResponse]:
+        check_seats(requests, True, "saez")
         out = []
         for request in requests:
             obs = request.observation
@@ -70,6 +86,7 @@ class FederalPlanner(Policy):
     federal marginal rate at each bracket's lower cutoff."""
 
     def act(self, requests: list[ActRequest]) -> list[ActResponse]:
+        check_seats(requests, True, "us_federal")
         return [ActResponse("", federal_marginal_rates(r.observation["cutoffs"])) for r in requests]
 
 
@@ -80,6 +97,7 @@ class FlatPlanner(Policy):
         rate: float = Field(25.0, ge=0, le=100, description="the flat marginal rate, percent")
 
     def act(self, requests: list[ActRequest]) -> list[ActResponse]:
+        check_seats(requests, True, "flat")
         return [ActResponse("", np.full(len(r.observation["rates"]), self.params.rate)) for r in requests]
 
 
@@ -100,6 +118,7 @@ class HillClimbingPlanner(Policy):
         self.state: dict[int, dict] = {}
 
     def act(self, requests: list[ActRequest]) -> list[ActResponse]:
+        check_seats(requests, True, "hill_climbing")
         return [ActResponse("", self.decide(r.episode, r.observation)) for r in requests]
 
     def decide(self, episode: int, obs: dict) -> np.ndarray:
