@@ -183,7 +183,7 @@ class Rollout:
                 if not active:
                     break
                 self._tick(active)
-                gc.collect(1)  # the tick's young objects, once (see below)
+                gc.collect(1)  # the tick's young objects, once (see above)
                 for slot in [s for s in active if s.done]:
                     active.remove(slot)
                     episode = slot.finish()
