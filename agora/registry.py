@@ -62,6 +62,7 @@ WORLDS = Registry(
     "world",
     [
         Entry("negotiation", "worlds.negotiation:raw_env", "Multi-issue bargaining over an item pool (Deal or No Deal)."),
+        Entry("economy", "worlds.economy:parallel_env", "LLM Economist: a tax planner over N workers choosing labor (Parallel)."),
         Entry("matrix", "worlds.matrix:parallel_env", "Repeated normal-form games (RPS, matching pennies, prisoner's dilemma, custom)."),
     ],
 )
@@ -75,6 +76,11 @@ AGENTS = Registry(
         Entry("random", "agents.scripted.negotiation:RandomNegotiator", "Random legal actions (a sanity baseline).", world="negotiation"),
         Entry("mixed", "agents.scripted.matrix:MixedStrategy", "A fixed mixed strategy (uniform by default).", world="matrix"),
         Entry("tit_for_tat", "agents.scripted.matrix:TitForTat", "Opens with one action, then copies the opponent.", world="matrix"),
+        Entry("best_response", "agents.scripted.economy:BestResponseWorker", "Worker: the exact utility-maximising hours under the schedule.", world="economy"),
+        Entry("saez", "agents.scripted.economy:SaezPlanner", "Planner: Saez optimal rates for the population (40 h reference).", world="economy"),
+        Entry("us_federal", "agents.scripted.economy:FederalPlanner", "Planner: the 2024 US federal marginal rates.", world="economy"),
+        Entry("flat", "agents.scripted.economy:FlatPlanner", "Planner: one rate for every bracket.", world="economy"),
+        Entry("hill_climbing", "agents.scripted.economy:HillClimbingPlanner", "Planner: coordinate hill climbing on the period SWF with +-10-point moves.", world="economy"),
     ],
 )
 
