@@ -7,10 +7,29 @@ reply into a legal action, raising `ParseError` (with a message the agent can ac
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+
+def cached_per_agent(method):
+    """Cache `method(self, agent)` on the instance: one object per agent, as PettingZoo's API tests want.
+
+    Unlike `functools.lru_cache` on a method, whose class-level cache holds every instance ever
+    asked, this keeps nothing alive once a world is dropped (a long run builds thousands).
+    """
+    name = f"_cached_{method.__name__}"
+
+    @functools.wraps(method)
+    def wrapper(self, agent):
+        cache = self.__dict__.setdefault(name, {})
+        if agent not in cache:
+            cache[agent] = method(self, agent)
+        return cache[agent]
+
+    return wrapper
 
 
 class ParseError(ValueError):

@@ -49,3 +49,19 @@ def test_report_is_logged_as_metrics_series_and_artifacts(tracking_uri):
     client = MlflowClient(tracking_uri)
     assert [(m.step, m.value) for m in client.get_metric_history(tracker.run_id, "round/x")] == [(0, 1.0), (1, 2.0)]
     assert {a.path for a in client.list_artifacts(tracker.run_id)} >= {"t.json", "e"}
+
+
+def test_spaces_are_cached_per_world_and_finished_worlds_are_freed():
+    import gc
+    import weakref
+
+    from worlds.negotiation import raw_env
+
+    world = raw_env()
+    assert world.observation_space("alice") is world.observation_space("alice")
+    assert world.action_space("bob") is world.action_space("bob")
+    assert raw_env().action_space("bob") is not world.action_space("bob")
+    ref = weakref.ref(world)
+    del world
+    gc.collect()
+    assert ref() is None  # no class-level cache keeps it alive

@@ -8,7 +8,6 @@ the full public history of joint actions.
 
 from __future__ import annotations
 
-import functools
 import re
 from typing import Literal
 
@@ -17,7 +16,7 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agora.world import ParseError
+from agora.world import ParseError, cached_per_agent
 
 # payoffs[i][j] = (payoff of player 0, payoff of player 1) when player 0 plays i and player 1 plays j
 GAMES: dict[str, tuple[list[str], list[list[tuple[float, float]]]]] = {
@@ -76,7 +75,7 @@ class parallel_env(ParallelEnv):
         self.history: list[tuple[int, int]] = []
         self.totals = {a: 0.0 for a in self.possible_agents}
 
-    @functools.lru_cache(maxsize=None)
+    @cached_per_agent
     def observation_space(self, agent: str) -> spaces.Space:
         n, rounds = len(self.action_names), self.config.rounds
         # history[k] = (own action, opponent action) of round k; -1 for rounds not played yet
@@ -84,7 +83,7 @@ class parallel_env(ParallelEnv):
             {"round": spaces.Discrete(rounds + 1), "history": spaces.Box(-1, n - 1, (rounds, 2), dtype=np.int64)}
         )
 
-    @functools.lru_cache(maxsize=None)
+    @cached_per_agent
     def action_space(self, agent: str) -> spaces.Space:
         return spaces.Discrete(len(self.action_names))
 

@@ -17,7 +17,6 @@ never produces one.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import re
 from collections import Counter
@@ -30,7 +29,7 @@ from pettingzoo import AECEnv
 from pettingzoo.utils import wrappers
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agora.world import ParseError
+from agora.world import ParseError, cached_per_agent
 
 PROPOSE, ACCEPT, WALK_AWAY = 0, 1, 2
 PRINTABLE = "".join(chr(c) for c in range(32, 127))  # the message charset: printable ASCII
@@ -218,7 +217,7 @@ class raw_env(AECEnv):
 
     # --- spaces (the same object on every call, as PettingZoo's tests require) ----------
 
-    @functools.lru_cache(maxsize=None)
+    @cached_per_agent
     def observation_space(self, agent: str) -> spaces.Space:
         n, c = len(self.items), self.config
         return spaces.Dict(
@@ -231,7 +230,7 @@ class raw_env(AECEnv):
             }
         )
 
-    @functools.lru_cache(maxsize=None)
+    @cached_per_agent
     def action_space(self, agent: str) -> spaces.Space:
         c = self.config
         return spaces.Dict(
@@ -409,7 +408,7 @@ class raw_env(AECEnv):
         ]
         return "\n".join(lines)
 
-    @functools.lru_cache(maxsize=None)
+    @cached_per_agent
     def demonstration(self, agent: str) -> list[dict[str, str]]:
         """A worked first turn on a fixed example pool (nothing about the real episode)."""
         counts, values, _ = draw_pool(np.random.default_rng(2017), self.config)
