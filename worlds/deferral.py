@@ -654,7 +654,7 @@ class raw_env(AECEnv):
             shown = [f"  agent {i}: {a}" for i, a in enumerate(answers) if a]
             lines += ["The team's answers so far:", *shown] if shown else ["The team has no answers yet."]
             example = "42; 40 + 2 = 42" if self.numeric() else "Paris; it is the capital"
-            lines += ["", f"Example reply: {example}"]
+            lines += [f"Round {int(observation['round']) + 1} of {c.rounds}.", "", f"Example reply: {example}"]
             return "\n".join(lines)
         me = int(observation["self"])
         if int(observation["round"]) == 0:
