@@ -4,6 +4,8 @@ what each seat sees, the forgiving-but-strict parser, the baselines and the simu
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from fractions import Fraction
 
 import numpy as np
@@ -32,7 +34,9 @@ from worlds.deferral import (
     normalize_answer,
     raw_env,
     team_would_be_right,
+    tradeoff_figure,
 )
+from tests.conftest import ROOT
 
 ARITH = Problem("What is 6 + 4?", "10", 1, "arithmetic", "6 + 4", "", "6 + 4 = 10")
 CLOSED = Problem(
@@ -589,3 +593,15 @@ def test_same_seed_same_episodes():
     first = [(e.metrics, e.info) for e in run_baseline(DeferWhenDisagree, episodes=40, seed=4)]
     assert first == [(e.metrics, e.info) for e in run_baseline(DeferWhenDisagree, episodes=40, seed=4)]
     assert first != [(e.metrics, e.info) for e in run_baseline(DeferWhenDisagree, episodes=40, seed=5)]
+
+
+def test_baselines_bench_prints_every_baseline_and_the_ratio():
+    result = subprocess.run(
+        [sys.executable, "bench/deferral_baselines.py", "--episodes", "40", "--no-track"], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    lines = {line.split()[0]: line.split() for line in result.stdout.splitlines()[2:]}
+    assert set(lines) == {"never_defer", "defer_when_disagree", "oracle", "always_defer"}
+    assert float(lines["never_defer"][-1]) == 1.0 and float(lines["always_defer"][2]) == 1.0  # ratio to itself; deferral rate
+    figure = tradeoff_figure([{"name": "a", "accuracy": 0.5, "cost": 0.1}, {"name": "b", "accuracy": 0.9, "cost": 0.6}])
+    assert isinstance(figure, Figure) and len(figure.axes[0].collections) == 2

@@ -908,6 +908,8 @@ def tradeoff_figure(rows: list[dict[str, Any]]):
     for row in rows:
         ax.scatter(row["cost"], row["accuracy"], s=40)
         ax.annotate(row["name"], (row["cost"], row["accuracy"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    costs = [row["cost"] for row in rows]
+    ax.set_xlim(min(costs) - 0.05, max(costs) * 1.3 + 0.05)  # room for the labels
     ax.set(xlabel="mean cost paid per agent (deferrals and creates)", ylabel="team accuracy", ylim=(0, 1.05), title="accuracy vs deferral cost")
     ax.grid(alpha=0.3)
     figure.tight_layout()
