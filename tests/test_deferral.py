@@ -416,7 +416,10 @@ def test_round_zero_answers(text, value):
     assert world.parse("agent_0", text) == answer(value)
 
 
-@pytest.mark.parametrize("text, error", [("6 + 4 = 10", "several numbers"), ("DEFER", "no number"), ("I do not know", "no number")])
+@pytest.mark.parametrize(
+    "text, error",
+    [("6 + 4 = 10", "several numbers"), ("DEFER", "in round 0"), ("EVAL 2", "in round 0"), ("I do not know", "no number")],
+)
 def test_round_zero_rejects_missing_or_ambiguous_answers(text, error):
     with pytest.raises(ParseError, match=error):
         world_with().parse("agent_0", text)

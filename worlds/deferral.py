@@ -240,7 +240,7 @@ def word_problem(rng: np.random.Generator, difficulty: int) -> Problem:
             a += b
             question, formula = f"{name} has {a} {item} and gives {b} away. How many {item} does {name} have left?", f"{a} - {b}"
     elif difficulty == 2:
-        a, b, c = int(rng.integers(2, 10)), int(rng.integers(3, 13)), int(rng.integers(1, 10))
+        a, b, c = int(rng.integers(2, 10)), int(rng.integers(3, 13)), int(rng.integers(2, 10))
         question = f"{name} buys {a} boxes with {b} {item} in each box and gives {c} {item} to a friend. How many {item} does {name} keep?"
         formula = f"{a} * {b} - {c}"
     else:
@@ -281,13 +281,13 @@ def closed_world_problem(rng: np.random.Generator, difficulty: int, facts: dict[
     else:
         other = str(rng.choice([c for c in companies if c != company]))
         a, b = sorted((company, other), key=lambda c: (facts[(c, attribute)], c), reverse=True)
-        noun = {"employees": "employees", "offices": "offices", "founded": "years", "products": "products"}[attribute]
+        verb = "sell" if attribute == "products" else "have"
         if attribute == "founded":  # a has the later year
             question, formula = f"How many years before {a} was {b} founded?", f"[{a}|founded] - [{b}|founded]"
         elif rng.random() < 0.5:
-            question, formula = f"How many {noun} do {a} and {b} have together?", f"[{a}|{attribute}] + [{b}|{attribute}]"
+            question, formula = f"How many {attribute} do {a} and {b} {verb} together?", f"[{a}|{attribute}] + [{b}|{attribute}]"
         else:
-            question, formula = f"How many more {noun} does {a} have than {b}?", f"[{a}|{attribute}] - [{b}|{attribute}]"
+            question, formula = f"How many more {attribute} does {a} {verb} than {b}?", f"[{a}|{attribute}] - [{b}|{attribute}]"
         used = [(a, attribute), (b, attribute)]
     answer = format_number(evaluate_formula(formula, facts))
     note = " ".join(fact_sentence(c, attr, facts[(c, attr)]) for c, attr in used)
@@ -746,6 +746,8 @@ class raw_env(AECEnv):
             return self._parse_expert(text)
         me = self.team.index(agent)
         if self.round == 0:
+            if any(ACTION_ALIASES[m.group(1).lower()] != CREATE for m in ACTION_WORD.finditer(text)):
+                raise ParseError("in round 0 every agent answers on its own (no EVAL or DEFER yet); reply 'ANSWER: <your answer>'")
             return {"type": CREATE, "target": 0, "answer": self.extract_answer(text)}
         found = [(m.group(1).lower(), m) for m in ACTION_WORD.finditer(text)]
         kinds = {ACTION_ALIASES[word] for word, _ in found}
