@@ -5,8 +5,11 @@ from __future__ import annotations
 import io
 import os
 import re
+import select
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
@@ -103,6 +106,25 @@ def test_cli_end_of_input_keeps_finished_episodes(tmp_path, tracking_uri):
     client = MlflowClient(tracking_uri)
     (run,) = client.search_runs([client.get_experiment_by_name("human-expert").experiment_id])
     assert run.info.status == "KILLED" and run.data.metrics["perf/episodes"] == 1
+
+
+def test_cli_ctrl_c_at_the_prompt_keeps_finished_episodes(tmp_path):
+    """SIGINT while the person is being asked (episode 1): episode 0 is kept, exit 130, no traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agora.cli", "run", human_expert_scenario(tmp_path, episodes=3), "--no-track"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env={**os.environ, "COLUMNS": "120"},
+    )
+    proc.stdin.write(b"1\n2\n")  # episode 0's two expert turns
+    proc.stdin.flush()
+    seen, deadline = b"", time.time() + 120
+    while b"Episode 1, you play expert" not in seen or not seen.endswith(b"your reply> "):
+        assert time.time() < deadline and proc.poll() is None, seen.decode()
+        if select.select([proc.stdout], [], [], 1.0)[0]:
+            seen += os.read(proc.stdout.fileno(), 65536)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (seen + out + err).decode()
+    assert b"interrupted: 1 finished episodes kept" in err and b"Traceback" not in err
 
 
 def test_cli_human_plays_another_text_world(tmp_path):
