@@ -608,3 +608,19 @@ def test_baselines_bench_prints_every_baseline_and_the_ratio():
     assert float(lines["never_defer"][-1]) == 1.0 and float(lines["always_defer"][2]) == 1.0  # ratio to itself; deferral rate
     figure = tradeoff_figure([{"name": "a", "accuracy": 0.5, "cost": 0.1}, {"name": "b", "accuracy": 0.9, "cost": 0.6}])
     assert isinstance(figure, Figure) and len(figure.axes[0].collections) == 2
+
+
+def test_garbage_llm_team_falls_back_and_finishes(tiny_model_dir):
+    """A random 2-layer model writes garbage: every turn is re-asked once, then the seeded fallback."""
+    from agents.llm import LLMPolicy
+
+    team = LLMPolicy(LLMPolicy.Params(model=tiny_model_dir, max_new_tokens=4, device="cpu", demonstrations=False), seed=0)
+    seats = {f"agent_{i}": team for i in range(3)} | {EXPERT: SimulatedExpert(SimulatedExpert.Params(), seed=1)}
+    rollout = Rollout(lambda: raw_env(rounds=2), seats, {a: "x" for a in seats}, concurrency=2, max_retries=1)
+    episodes = rollout.run(2)
+    assert all(len(e.info["answers_by_round"]) == 2 for e in episodes)
+    counters = rollout.counters["agent_0"]
+    assert counters.decisions == 4 and counters.fallbacks == counters.decisions - (counters.text_attempts - counters.parse_failures)
+    steps = [s for e in episodes for s in e.steps if s.agent == "agent_0"]
+    assert all(s.logprobs and s.prompt.startswith("<|im_start|>") for s in steps)
+    assert all(e.metrics["illegal"] == 0 for e in episodes)  # fallbacks are legal

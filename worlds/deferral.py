@@ -345,7 +345,7 @@ class DeferralConfig(BaseModel):
     difficulties: list[int] = Field([1, 2, 3], min_length=1, description="difficulty levels drawn uniformly (1-3)")
     facts_seed: int = Field(0, ge=0, description="seed of the closed world's private fact table (fixed across episodes)")
     companies: int = Field(8, ge=2, le=100, description="fictional companies in the fact table")
-    problems_file: str | None = Field(None, description="JSONL problem set (question, answer, optional note/difficulty/explanation) used instead of generated problems")
+    problems_file: str | None = Field(None, description="JSONL problem set (question, answer, optional note/difficulty/explanation; path relative to the working directory) used instead of generated problems")
     oracle_observations: bool = Field(False, description="add the true answer to team observations (only for the `oracle` baseline)")
 
     @field_validator("kinds")
