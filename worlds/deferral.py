@@ -171,7 +171,9 @@ def fact_sentence(company: str, attribute: str, value: int) -> str:
 FACT = re.compile(r"\[([^\]|]+)\|([a-z]+)\]")
 
 
-def evaluate_formula(formula: str, facts: dict[tuple[str, str], int], *, slip: float = 0.0, rng: np.random.Generator | None = None) -> Fraction:
+def evaluate_formula(
+    formula: str, facts: dict[tuple[str, str], int], *, slip: float = 0.0, rng: np.random.Generator | None = None
+) -> Fraction:
     """Value of `formula` ('(34 + 12) * 7', '[Zorvex Labs|employees] + 15'), exact with `slip` = 0.
 
     A noisy solver: each operation's result is off by ±1..9 with probability `slip`; a fact missing
@@ -345,7 +347,11 @@ class DeferralConfig(BaseModel):
     difficulties: list[int] = Field([1, 2, 3], min_length=1, description="difficulty levels drawn uniformly (1-3)")
     facts_seed: int = Field(0, ge=0, description="seed of the closed world's private fact table (fixed across episodes)")
     companies: int = Field(8, ge=2, le=100, description="fictional companies in the fact table")
-    problems_file: str | None = Field(None, description="JSONL problem set (question, answer, optional note/difficulty/explanation; path relative to the working directory) used instead of generated problems")
+    problems_file: str | None = Field(
+        None,
+        description="JSONL problems (question, answer, optional note/difficulty/explanation) used instead of generated ones; "
+        "the path is relative to the working directory",
+    )
     oracle_observations: bool = Field(False, description="add the true answer to team observations (only for the `oracle` baseline)")
 
     @field_validator("kinds")
@@ -889,9 +895,14 @@ class raw_env(AECEnv):
         figure.tight_layout()
         table = {
             "episode": [e.index for e in episodes for _ in e.info.get("decisions", [])],
-            **{key: [x[key] for e in episodes for x in e.info.get("decisions", [])] for key in ("round", "agent", "action", "team_right_before", "own_right_before")},
+            **{
+                key: [x[key] for e in episodes for x in e.info.get("decisions", [])]
+                for key in ("round", "agent", "action", "team_right_before", "own_right_before")
+            },
         }
-        return Report(metrics=metrics, figures={"deferral/accuracy_and_calibration.png": figure}, tables={"deferral/decisions.json": table})
+        return Report(
+            metrics=metrics, figures={"deferral/accuracy_and_calibration.png": figure}, tables={"deferral/decisions.json": table}
+        )
 
 
 ANSWER_LABEL = re.compile(r"\banswer\b\s*(?:is\s*|=\s*|:\s*)+|final answer\s*[:=]?", re.IGNORECASE)
