@@ -409,7 +409,8 @@ def test_parser_is_strict_about_meaning(text, error):
 
 @pytest.mark.parametrize(
     "text, value",
-    [("ANSWER: 42", "42"), ("answer: **42**", "42"), ("The answer is 42.", "42"), ("42", "42"), ("I think 6 + 4 = 10. ANSWER: 10", "10"), ("CREATE 10", "10")],
+    [("ANSWER: 42", "42"), ("answer: **42**", "42"), ("The answer is 42.", "42"), ("42", "42"), ("I think 6 + 4 = 10. ANSWER: 10", "10"), ("CREATE 10", "10"),
+     ("ANSWER: 12 x 4 = 48 apples", "48"), ("ANSWER:\n42", "42"), ("ANSWER: 8\n\nThe answer is 8, not 9", "8")],
 )
 def test_round_zero_answers(text, value):
     world = world_with()

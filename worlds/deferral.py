@@ -718,11 +718,13 @@ class raw_env(AECEnv):
         ]
 
     def extract_answer(self, text: str) -> str:
-        """The answer in `text`: after an 'ANSWER:' / 'answer is' label when there is one; for numeric
-        problems exactly one number (the first one after a label), else the first line."""
+        """The answer in `text`. With an 'ANSWER:' / 'answer is' label: the first non-empty line after it,
+        and on that line what follows the last '=' ('ANSWER: 12 x 4 = 48' -> 48), its first number for
+        numeric problems. Without a label: exactly one number for numeric problems, else the first line."""
         labelled = ANSWER_LABEL.search(text)
-        body = text[labelled.end() :] if labelled else text
-        body = re.sub(r"[*_`]", " ", body).strip()
+        body = re.sub(r"[*_`]", " ", text[labelled.end() :] if labelled else text).strip()
+        if labelled:
+            body = next((line for line in body.splitlines() if line.strip()), "").rsplit("=", 1)[-1]
         if self.numeric():
             numbers = [m.group(0) for m in NUMBER.finditer(body)]
             values = list(dict.fromkeys(normalize_answer(x) for x in numbers))
