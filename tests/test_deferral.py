@@ -482,6 +482,7 @@ def test_demonstration_is_an_answer_then_a_deferral_on_other_problems():
     assert world.parse("agent_1", messages[3]["content"]) == DEFER_ACTION
     assert world.problem.question not in "".join(m["content"] for m in messages)
     assert world.demonstration(EXPERT) == []
+    assert len(raw_env(rounds=1).demonstration("agent_0")) == 2  # no decision rounds to demonstrate
 
 
 # --- baselines and the simulated expert ---------------------------------------------------------

@@ -659,7 +659,7 @@ class raw_env(AECEnv):
                 lines.append(f"What you know (the team does not): {observation['note']}")
             shown = [f"  agent {i}: {a}" for i, a in enumerate(answers) if a]
             lines += ["The team's answers so far:", *shown] if shown else ["The team has no answers yet."]
-            example = "42; 40 + 2 = 42" if self.numeric() else "Paris; it is the capital"
+            example = "42; 40 + 2 = 42" if is_numeric(observation["reference"]) else "Paris; it is the capital"
             lines += [f"Round {int(observation['round']) + 1} of {c.rounds}.", "", f"Example reply: {example}"]
             return "\n".join(lines)
         me = int(observation["self"])
@@ -710,12 +710,10 @@ class raw_env(AECEnv):
             "from_expert": [0] * n,
             "history": "",
         }
-        return [
-            {"role": "user", "content": self.prompt(agent, answer_obs)},
-            {"role": "assistant", "content": "ANSWER: 42"},
-            {"role": "user", "content": self.prompt(agent, decide_obs)},
-            {"role": "assistant", "content": "DEFER"},
-        ]
+        answer_turn = [{"role": "user", "content": self.prompt(agent, answer_obs)}, {"role": "assistant", "content": "ANSWER: 42"}]
+        if self.config.rounds == 1:  # no decision rounds to show
+            return answer_turn
+        return [*answer_turn, {"role": "user", "content": self.prompt(agent, decide_obs)}, {"role": "assistant", "content": "DEFER"}]
 
     def extract_answer(self, text: str) -> str:
         """The answer in `text`. With an 'ANSWER:' / 'answer is' label: the first non-empty line after it,
