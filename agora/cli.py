@@ -49,6 +49,8 @@ def run(
     with user_errors():
         resolved = load_scenario(scenario, overrides)
         spec = resolved.spec
+        # A person typing at the terminal (a policy with `interactive = True`) and a live bar would garble each other.
+        interactive = any(getattr(seat.entry.load(), "interactive", False) for seat in resolved.seats.values())
         with Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -57,6 +59,7 @@ def run(
             TimeRemainingColumn(),
             console=console,
             transient=False,
+            disable=interactive,
         ) as progress:
             task = progress.add_task(f"loading {spec.name}", total=spec.episodes)
             result = run_scenario(

@@ -64,6 +64,7 @@ WORLDS = Registry(
         Entry("negotiation", "worlds.negotiation:raw_env", "Multi-issue bargaining over an item pool (Deal or No Deal)."),
         Entry("economy", "worlds.economy:parallel_env", "LLM Economist: a tax planner over N workers choosing labor (Parallel)."),
         Entry("matrix", "worlds.matrix:parallel_env", "Repeated normal-form games (RPS, matching pennies, prisoner's dilemma, custom)."),
+        Entry("deferral", "worlds.deferral:raw_env", "A team answers problems over rounds; each agent may EVAL a peer, CREATE or DEFER to an expert (HILA)."),
     ],
 )
 
@@ -71,6 +72,7 @@ AGENTS = Registry(
     "agent",
     [
         Entry("llm", "agents.llm:LLMPolicy", "A Hugging Face causal LM (embedded default SmolLM2-135M-Instruct)."),
+        Entry("human", "agents.human:HumanPolicy", "A person at the terminal: sees the world's prompt, types the reply."),
         Entry("greedy", "agents.scripted.negotiation:GreedyNegotiator", "Demands its best items; accepts only high offers.", world="negotiation"),
         Entry("fair", "agents.scripted.negotiation:FairNegotiator", "Proposes and accepts about half of its own value.", world="negotiation"),
         Entry("random", "agents.scripted.negotiation:RandomNegotiator", "Random legal actions (a sanity baseline).", world="negotiation"),
@@ -81,6 +83,11 @@ AGENTS = Registry(
         Entry("us_federal", "agents.scripted.economy:FederalPlanner", "Planner: the 2024 US federal marginal rates.", world="economy"),
         Entry("flat", "agents.scripted.economy:FlatPlanner", "Planner: one rate for every bracket.", world="economy"),
         Entry("hill_climbing", "agents.scripted.economy:HillClimbingPlanner", "Planner: coordinate hill climbing on the period SWF with +-10-point moves.", world="economy"),
+        Entry("never_defer", "agents.scripted.deferral:NeverDefer", "Team baseline: follows the majority, never defers.", world="deferral"),
+        Entry("always_defer", "agents.scripted.deferral:AlwaysDefer", "Team baseline: defers every round.", world="deferral"),
+        Entry("defer_when_disagree", "agents.scripted.deferral:DeferWhenDisagree", "Team baseline: defers unless the team agrees.", world="deferral"),
+        Entry("oracle", "agents.scripted.deferral:Oracle", "Team upper bound: adopts a right answer, else defers (needs oracle_observations).", world="deferral"),
+        Entry("simulated", "agents.scripted.deferral:SimulatedExpert", "Expert: right with a per-difficulty accuracy, may explain.", world="deferral"),
     ],
 )
 
