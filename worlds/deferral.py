@@ -27,7 +27,6 @@ never produces one.
 from __future__ import annotations
 
 import ast
-import functools
 import json
 import re
 from collections import Counter
@@ -43,7 +42,7 @@ from pettingzoo import AECEnv
 from pettingzoo.utils import wrappers
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from agora.world import ParseError, Report
+from agora.world import ParseError, Report, cached_per_agent
 
 EVAL, CREATE, DEFER = 0, 1, 2
 ACTION_NAMES = ("EVAL", "CREATE", "DEFER")
@@ -411,7 +410,7 @@ class raw_env(AECEnv):
     def _history_chars(self) -> int:
         return self.config.rounds * (self.config.team_size * (MAX_ANSWER_CHARS + 40) + MAX_EXPLANATION_CHARS + 80)
 
-    @functools.lru_cache(maxsize=None)
+    @cached_per_agent
     def observation_space(self, agent: str) -> spaces.Space:
         n, c = self.config.team_size, self.config
         answers = spaces.Tuple([self._text(MAX_ANSWER_CHARS)] * n)
@@ -436,7 +435,7 @@ class raw_env(AECEnv):
         extra = {"reference": self._text(MAX_ANSWER_CHARS)} if c.oracle_observations else {}
         return spaces.Dict({**common, "self": spaces.Discrete(n), "formula": self._text(300), **extra})
 
-    @functools.lru_cache(maxsize=None)
+    @cached_per_agent
     def action_space(self, agent: str) -> spaces.Space:
         if agent == EXPERT:
             return spaces.Dict({"answer": self._text(MAX_ANSWER_CHARS), "explanation": self._text(MAX_EXPLANATION_CHARS)})
@@ -693,7 +692,7 @@ class raw_env(AECEnv):
         lines.append(f"Round {int(observation['round']) + 1} of {c.rounds}.")
         return "\n".join(lines)
 
-    @functools.lru_cache(maxsize=None)
+    @cached_per_agent
     def demonstration(self, agent: str) -> list[dict[str, str]]:
         """Worked replies on fixed examples (nothing from the real episode): an answer, then a deferral
         on a question that needs a private fact while the team disagrees."""
