@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 from pydantic import Field, field_validator
 
 from agora.policy import ActRequest, ActResponse, Policy, PolicyParams
+from worlds.matrix import GAMES
 
 
 class MixedStrategy(Policy):
@@ -48,4 +51,38 @@ class TitForTat(Policy):
             rounds = int(request.observation["round"])
             action = self.params.first if rounds == 0 else int(request.observation["history"][rounds - 1, 1])
             out.append(ActResponse("", min(action, int(request.action_space.n) - 1)))
+        return out
+
+
+class Hedge(Policy):
+    """Hedge (multiplicative weights) with full information: p(a) ∝ exp(η·Σ_s u(a, b_s)) over the
+    opponent's past actions b_s; η = sqrt(8 ln n / rounds) / (payoff range). A no-regret learner."""
+
+    class Params(PolicyParams):
+        game: Literal["rock_paper_scissors", "matching_pennies", "prisoners_dilemma"] = Field(
+            "rock_paper_scissors", description="the named game whose payoff table the learner knows"
+        )
+        seat: int = Field(0, ge=0, le=1, description="0 = row player (player_0), 1 = column player")
+        eta: float | None = Field(None, gt=0, description="learning rate; default sqrt(8 ln n / rounds) / payoff range")
+
+    def __init__(self, params: Params, *, seed: int):
+        super().__init__(params, seed=seed)
+        self.rng = np.random.default_rng(seed)
+        payoffs = np.asarray(GAMES[params.game][1], dtype=np.float64)
+        self.own = payoffs[..., 0] if params.seat == 0 else payoffs[..., 1].T  # own[mine, theirs]
+
+    def act(self, requests: list[ActRequest]) -> list[ActResponse]:
+        out = []
+        for request in requests:
+            n = int(request.action_space.n)
+            if n != len(self.own):
+                raise ValueError(f"hedge knows {self.params.game} ({len(self.own)} actions); the world has {n}")
+            history = request.observation["history"]
+            rounds = int(request.observation["round"])
+            spread = float(self.own.max() - self.own.min()) or 1.0
+            eta = self.params.eta or np.sqrt(8 * np.log(n) / len(history)) / spread
+            gains = self.own[:, history[:rounds, 1]].sum(axis=1) if rounds else np.zeros(n)
+            logits = eta * (gains - gains.max())
+            probs = np.exp(logits) / np.exp(logits).sum()
+            out.append(ActResponse("", int(self.rng.choice(n, p=probs))))
         return out
