@@ -17,7 +17,6 @@ def zero_sum_nash(A: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     Row: max_x v  s.t.  (xᵀA)_j ≥ v ∀j, Σx = 1, x ≥ 0. Column: min_y w  s.t.  (Ay)_i ≤ w ∀i.
     """
     A = np.asarray(A, dtype=np.float64)
-    m, n = A.shape
 
     def maximin(M: np.ndarray) -> tuple[np.ndarray, float]:
         rows, cols = M.shape
