@@ -78,4 +78,9 @@ AGENTS = Registry(
     ],
 )
 
-TRAINERS = Registry("trainer", [])
+TRAINERS = Registry(
+    "trainer",
+    [
+        Entry("grpo", "trainers.grpo:GRPOTrainer", "Clipped policy gradient with group-relative advantages (GRPO; GiGPO with estimator: gigpo), LoRA."),
+    ],
+)
