@@ -74,7 +74,7 @@ class EvaluationSpec(BaseModel):
 class CheckpointSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     every: int = Field(1, ge=1, le=100_000, description="checkpoint after every N-th iteration (and after the last)")
-    dir: str | None = Field(None, description="checkpoint folder (default: checkpoints/<name> beside the campaign file)")
+    dir: str | None = Field(None, description="checkpoint folder (default: checkpoints/<name> in the working directory)")
     keep: int = Field(2, ge=1, le=1000, description="checkpoints kept on disk (all are logged to MLflow)")
 
 
@@ -111,10 +111,7 @@ class ResolvedCampaign:
 
     @property
     def checkpoint_dir(self) -> Path:
-        if self.spec.checkpoint.dir:
-            return Path(self.spec.checkpoint.dir)
-        base = Path(self.source).parent if self.source else Path.cwd()
-        return base / "checkpoints" / self.spec.name
+        return Path(self.spec.checkpoint.dir or Path("checkpoints") / self.spec.name)
 
     def resolved_config(self) -> dict[str, Any]:
         out = self.spec.model_dump(mode="json", exclude={"world", "learner", "opponents", "trainer", "evaluation"})
@@ -129,8 +126,11 @@ class ResolvedCampaign:
         return out
 
 
-def load_campaign(path: str | Path) -> ResolvedCampaign:
-    """Read and validate a campaign file (the same checks and messages as scenario files)."""
+def load_campaign(path: str | Path, overrides: dict[str, Any] | None = None) -> ResolvedCampaign:
+    """Read and validate a campaign file (the same checks and messages as scenario files).
+
+    `overrides` set keys before validation; dotted keys reach into mappings ("evaluation.episodes").
+    """
     path = Path(path)
     file = str(path)
     if not path.is_file():
@@ -144,6 +144,12 @@ def load_campaign(path: str | Path) -> ResolvedCampaign:
         raise ScenarioError(f"invalid YAML: {where}{getattr(exc, 'problem', None) or exc}", file=file) from None
     if not isinstance(data, dict):
         raise ScenarioError("expected a mapping of keys at the top level", file=file, hint="copy scenarios/campaigns/negotiation_grpo.yaml to start from")
+    for key, value in (overrides or {}).items():
+        *parents, last = key.split(".")
+        node = data
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
     return resolve_campaign(data, source=file, text=text)
 
 
@@ -176,19 +182,19 @@ def resolve_campaign(data: dict[str, Any], *, source: str | None = None, text: s
         placeholder = {seat: {"policy": "llm"} for seat in learner_seats}
         base = {"name": spec.name, "world": data["world"], "episodes": 1, "seed": spec.seed}
 
-        def scenario(agents: dict[str, Any], prefix: str) -> ResolvedScenario:
+        def scenario(agents: dict[str, Any], old: str, new: str) -> ResolvedScenario:
             try:
                 return resolve_scenario({**base, "agents": {**placeholder, **agents}}, source=source)
             except ScenarioError as exc:
-                raise _reprefix(exc, "agents", prefix, source) from None
+                raise _reprefix(exc, old, new, source) from None
 
         opponents = {k: v.model_dump() for k, v in spec.opponents.items()}
-        train = scenario(opponents, "opponents")
+        train = scenario(opponents, "agents", "opponents")
         if spec.evaluation.opponents is None:
             evaluations = {"train": train}
         else:
             evaluations = {
-                name: scenario({"*": agent.model_dump()}, f"evaluation.opponents.{name}")
+                name: scenario({"*": agent.model_dump()}, "agents.*", f"evaluation.opponents.{name}")
                 for name, agent in spec.evaluation.opponents.items()
             }
         trainer_entry = TRAINERS.get(spec.trainer.id, path="trainer.id")
@@ -541,6 +547,7 @@ class CampaignRunner:
             step_weight=cfg.step_weight,
             anchor=cfg.anchor,
             similarity_threshold=cfg.similarity_threshold,
+            invalid_action_penalty=cfg.invalid_action_penalty,
         )
         metrics = {"train/iteration": float(i), **stats, **self.trainer.step(samples)}
         rewards: dict[str, list[float]] = {}

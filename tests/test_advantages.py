@@ -104,3 +104,12 @@ def test_self_play_seats_are_separate_trajectories():
     by = {(s.episode, s.agent): s.advantage for s in samples}
     assert by[(0, "a")] == pytest.approx(-R2, abs=1e-5) and by[(0, "b")] == pytest.approx(R2, abs=1e-5)
     assert stats["train/groups"] == 2
+
+
+def test_invalid_action_penalty_lowers_the_return_of_fallback_trajectories():
+    failed = step("a", 0, 2.0)
+    failed.fallback = True
+    episodes = [episode(0, 7, {"a": 2.0, "b": 0.0}, [failed]), episode(1, 7, {"a": 2.0, "b": 0.0}, [step("a", 0, 2.0)])]
+    samples, stats = training_samples(episodes, lambda e: ["a"], invalid_action_penalty=1.0, std_normalize=False)
+    assert [s.ret for s in samples] == [1.0, 2.0] and [s.advantage for s in samples] == pytest.approx([-0.5, 0.5])
+    assert samples[0].fallback and stats["train/zero_variance_groups"] == 0.0

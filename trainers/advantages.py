@@ -175,25 +175,30 @@ def training_samples(
     step_weight: float = 1.0,
     anchor: Literal["exact", "similarity"] = "exact",
     similarity_threshold: float = 0.95,
+    invalid_action_penalty: float = 0.0,
 ) -> tuple[list[Sample], dict[str, float]]:
     """Samples with advantages for every learner decision that has token ids, plus group statistics
-    (`train/zero_variance_groups`, `train/groups`, `train/mean_group_size`)."""
+    (`train/zero_variance_groups`, `train/groups`, `train/mean_group_size`).
+
+    `invalid_action_penalty` is subtracted from a trajectory's return, and from the reward of the
+    step, for each of its decisions whose text could not be parsed (the world's fallback acted).
+    """
     trajectories = []  # (episode, agent, group uid, R, learner steps)
     for episode in episodes:
         for agent in learner_seats(episode):
             steps = [s for s in episode.steps if s.agent == agent]
-            trajectories.append((episode, agent, f"{episode.seed}:{agent}", credited_return(episode, agent, credit), steps))
+            penalty = invalid_action_penalty * sum(s.fallback for s in steps)
+            ret = credited_return(episode, agent, credit) - penalty
+            trajectories.append((episode, agent, f"{episode.seed}:{agent}", ret, steps))
     returns = np.array([t[3] for t in trajectories])
     groups = [t[2] for t in trajectories]
     episode_adv = group_advantages(returns, groups, std_normalize=std_normalize, statistics=statistics)
 
     rows = []  # (trajectory index, step, step return, anchor)
     for k, (episode, agent, uid, ret, steps) in enumerate(trajectories):
-        if credit == "team":  # every seat's rewards count, credited to the step that preceded them
-            rewards = [s.reward for s in steps]
-            rewards[-1:] = [rewards[-1] + ret - sum(rewards)] if rewards else []
-        else:
-            rewards = [s.reward for s in steps]
+        rewards = [s.reward - invalid_action_penalty * s.fallback for s in steps]
+        if credit == "team" and rewards:  # the other seats' rewards count too: credited to the last step
+            rewards[-1] += ret - sum(rewards)
         for step, r_t in zip(steps, discounted_returns(rewards, gamma)):
             rows.append((k, step, r_t, anchor_key(step.observation)))
     if estimator == "gigpo" and rows:

@@ -42,6 +42,7 @@ class GRPOConfig(BaseModel):
     step_weight: float = Field(1.0, ge=0.0, description="omega: weight of GiGPO's step-level advantage")
     anchor: Literal["exact", "similarity"] = Field("exact", description="GiGPO anchor-state key: identical observations, or difflib-similar ones")
     similarity_threshold: float = Field(0.95, gt=0.0, le=1.0, description="GiGPO similarity key: least difflib ratio to share a group")
+    invalid_action_penalty: float = Field(0.0, ge=0.0, description="subtracted from a trajectory's return per unparseable reply that fell back (GiGPO/ALFWorld: 0.1)")
     # loss
     epsilon: float = Field(0.2, gt=0.0, le=1.0, description="clip range: rho in [1 - epsilon, 1 + epsilon_high]")
     epsilon_high: float | None = Field(None, gt=0.0, le=10.0, description="upper clip (DAPO: 0.28); default = epsilon")
@@ -245,7 +246,7 @@ class GRPOTrainer:
                     m = mask.float()
                     sums["loss"] += float(loss.detach())  # this micro-batch's share of the mini-batch loss
                     for key in ("pg", "kl", "clipped", "ratio", "approx_kl"):
-                        sums[key] += float(diag[key].sum())
+                        sums[key] += float(diag[key].detach().sum())
                     sums["entropy"] += float((entropy.detach() * m).sum())
                 grad_norms.append(float(torch.nn.utils.clip_grad_norm_(self.parameters, cfg.max_grad_norm)))
                 self.optimizer.step()
