@@ -528,28 +528,12 @@ class CampaignRunner:
         return out
 
     def iteration(self, i: int) -> dict[str, float]:
-        from trainers.advantages import training_samples
-
-        cfg = self.campaign.trainer_config
         tokens0, seconds0 = self.learner.stats.generated_tokens, self.learner.stats.generate_seconds
         start = time.perf_counter()
         self.model.eval()
         episodes = self.training_episodes(i)
         rollout_seconds = time.perf_counter() - start
-        samples, stats = training_samples(
-            episodes,
-            lambda e: self.campaign.learner_seats,
-            estimator=cfg.estimator,
-            std_normalize=cfg.std_normalize,
-            statistics=cfg.statistics,
-            credit=cfg.credit,
-            gamma=cfg.gamma,
-            step_weight=cfg.step_weight,
-            anchor=cfg.anchor,
-            similarity_threshold=cfg.similarity_threshold,
-            invalid_action_penalty=cfg.invalid_action_penalty,
-        )
-        metrics = {"train/iteration": float(i), **stats, **self.trainer.step(samples)}
+        metrics = {"train/iteration": float(i), **self.trainer.update(episodes, self.campaign.learner_seats)}
         rewards: dict[str, list[float]] = {}
         for episode in episodes:
             for seat, ret in episode.returns.items():
@@ -558,7 +542,6 @@ class CampaignRunner:
                 rewards.setdefault(f"world/{key}", []).append(value)
         for key, values in rewards.items():
             metrics[f"train/reward/{key}" if not key.startswith("world/") else f"train/{key[6:]}"] = float(np.mean(values))
-        metrics["train/fallback_rate"] = float(np.mean([s.fallback for s in samples])) if samples else 0.0
         tokens = self.learner.stats.generated_tokens - tokens0
         gen_seconds = self.learner.stats.generate_seconds - seconds0
         metrics["perf/generate_tokens_per_s"] = tokens / gen_seconds if gen_seconds else 0.0

@@ -105,8 +105,9 @@ def train(
             def report(i: int, metrics: dict[str, float]) -> None:
                 reward = metrics.get("train/reward/learner", float("nan"))
                 progress.update(task, completed=i + 1, description=f"{spec.name}  reward {reward:.2f}")
-                line = f"iteration {i}: reward {reward:.3f}, loss {metrics['train/loss']:.4f}, kl {metrics['train/kl']:.4f}, "
-                line += f"zero-variance groups {metrics['train/zero_variance_groups']:.2f}, {metrics['perf/iteration_seconds']:.0f} s"
+                shown = {"train/loss": "loss", "train/kl": "kl", "train/zero_variance_groups": "zero-variance groups", "train/fallback_rate": "fallback rate"}
+                line = f"iteration {i}: reward {reward:.3f}, " + ", ".join(f"{label} {metrics[k]:.4f}" for k, label in shown.items() if k in metrics)
+                line += f", {metrics['perf/iteration_seconds']:.0f} s"
                 progress.console.print(line)
 
             try:

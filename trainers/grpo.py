@@ -207,6 +207,28 @@ class GRPOTrainer:
             logp, _, _, _ = sequence_logprobs(self.model, prompts, completions, temperature=self.temperature, pad_id=self.pad_id)
         return logp
 
+    def update(self, episodes, learner_seats: list[str]) -> dict[str, float]:
+        """The campaign's entry point: the iteration's episodes -> advantages -> `step`."""
+        from trainers.advantages import training_samples
+
+        cfg = self.config
+        samples, stats = training_samples(
+            episodes,
+            lambda e: learner_seats,
+            estimator=cfg.estimator,
+            std_normalize=cfg.std_normalize,
+            statistics=cfg.statistics,
+            credit=cfg.credit,
+            gamma=cfg.gamma,
+            step_weight=cfg.step_weight,
+            anchor=cfg.anchor,
+            similarity_threshold=cfg.similarity_threshold,
+            invalid_action_penalty=cfg.invalid_action_penalty,
+        )
+        metrics = {**stats, **self.step(samples)}
+        metrics["train/fallback_rate"] = sum(s.fallback for s in samples) / len(samples) if samples else 0.0
+        return metrics
+
     def step(self, samples: list[Sample]) -> dict[str, float]:
         """One iteration's update: `epochs` passes, `mini_batches` optimizer steps each. Returns train/* and perf/* metrics."""
         cfg = self.config
