@@ -61,8 +61,15 @@ class TrainerSpec(BaseModel):
     id: str = Field(description="registered trainer id (`agora trainers`)")
 
 
+class SelfPlaySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seats: list[str] = Field(min_length=1, description="seats (names or glob patterns) played by a frozen snapshot of the learner")
+    snapshot_every: int = Field(1, ge=1, le=100_000, description="copy the learner's current weights into the snapshot before every N-th iteration")
+
+
 class EvaluationSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    seats: list[str] | None = Field(None, description="seats the learner plays in evaluation (default: learner.seats, or the first seat when those are all)")
     every: int = Field(1, ge=0, le=100_000, description="evaluate before every N-th iteration (0: only before the first and after the last)")
     episodes: int = Field(16, ge=1, le=1_000_000, description="episodes per fixed opponent")
     seed: int = Field(1_000_003, ge=0, description="root seed of the held-out evaluation episodes (never a training seed)")
@@ -85,6 +92,7 @@ class Campaign(BaseModel):
     world: WorldSpec
     learner: LearnerSpec
     opponents: dict[str, AgentSpec] = Field({}, description="non-learner seat (or glob pattern) -> fixed policy")
+    self_play: SelfPlaySpec | None = Field(None, description="seats played by frozen snapshots of the learner")
     trainer: TrainerSpec
     iterations: int = Field(ge=1, le=1_000_000, description="training iterations (one update each)")
     groups_per_iteration: int = Field(4, ge=1, le=100_000, description="initial states (episode seeds) per iteration")
@@ -101,6 +109,8 @@ class Campaign(BaseModel):
 class ResolvedCampaign:
     spec: Campaign
     learner_seats: list[str]
+    snapshot_seats: list[str]  # played by a frozen snapshot of the learner (self-play)
+    eval_seats: list[str]  # the learner's seats in evaluation
     learner_params: BaseModel  # agents.llm.LLMParams
     train: ResolvedScenario  # world + the training opponents (learner seats hold a placeholder)
     evaluations: dict[str, ResolvedScenario]  # opponent name -> world + that opponent in every other seat
@@ -117,12 +127,15 @@ class ResolvedCampaign:
         out = self.spec.model_dump(mode="json", exclude={"world", "learner", "opponents", "trainer", "evaluation"})
         out["world"] = {"id": self.train.world_entry.name, **self.train.world_config.model_dump(mode="json")}
         out["learner"] = {"seats": self.learner_seats, "lora": self.spec.learner.lora.model_dump(), **self.learner_params.model_dump(mode="json")}
-        out["opponents"] = {a: {"policy": s.entry.name, **s.params.model_dump(mode="json")} for a, s in self.train.seats.items() if a not in self.learner_seats}
+        fixed = set(self.learner_seats) | set(self.snapshot_seats)
+        out["opponents"] = {a: {"policy": s.entry.name, **s.params.model_dump(mode="json")} for a, s in self.train.seats.items() if a not in fixed}
+        out["self_play"] = self.spec.self_play.model_dump() if self.spec.self_play else None
         out["trainer"] = {"id": self.trainer_entry.name, **self.trainer_config.model_dump(mode="json")}
         out["evaluation"] = self.spec.evaluation.model_dump(mode="json", exclude={"opponents"})
         out["evaluation"]["opponents"] = {
-            name: {a: s.entry.name for a, s in sc.seats.items() if a not in self.learner_seats} for name, sc in self.evaluations.items()
+            name: {a: s.entry.name for a, s in sc.seats.items() if a not in self.eval_seats} for name, sc in self.evaluations.items()
         }
+        out["evaluation"]["seats"] = self.eval_seats
         return out
 
 
@@ -153,6 +166,14 @@ def load_campaign(path: str | Path, overrides: dict[str, Any] | None = None) -> 
     return resolve_campaign(data, source=file, text=text)
 
 
+def _match(patterns: list[str], seats: list[str], path: str) -> list[str]:
+    """Seats matched by names or glob patterns, in the world's order."""
+    for i, pattern in enumerate(patterns):
+        if not fnmatch.filter(seats, pattern):
+            raise ScenarioError(f"no seat matches '{pattern}'; seats: {', '.join(seats)}", path=f"{path}.{i}")
+    return [s for s in seats if any(fnmatch.fnmatch(s, p) for p in patterns)]
+
+
 def _reprefix(exc: ScenarioError, old: str, new: str, file: str | None) -> ScenarioError:
     path = exc.path
     if path and (path == old or path.startswith(old + ".")):
@@ -169,32 +190,38 @@ def resolve_campaign(data: dict[str, Any], *, source: str | None = None, text: s
         world_entry = WORLDS.get(spec.world.id, path="world.id")
         world_config = _validate(world_entry.params, spec.world.model_extra or {}, prefix="world", file=source)
         seats = list(world_entry.load()(world_config).possible_agents)
-        learner_seats = []
-        for i, pattern in enumerate(spec.learner.seats):
-            matched = fnmatch.filter(seats, pattern)
-            if not matched:
-                raise ScenarioError(f"no seat matches '{pattern}'; seats: {', '.join(seats)}", path=f"learner.seats.{i}")
-            learner_seats += [s for s in matched if s not in learner_seats]
+        learner_seats = _match(spec.learner.seats, seats, "learner.seats")
+        snapshot_seats = _match(spec.self_play.seats, seats, "self_play.seats") if spec.self_play else []
+        if set(snapshot_seats) & set(learner_seats):
+            raise ScenarioError("a seat cannot be both the learner's and a snapshot's", path="self_play.seats", hint="list each seat once")
+        if spec.evaluation.seats is not None:
+            eval_seats = _match(spec.evaluation.seats, seats, "evaluation.seats")
+        else:
+            eval_seats = learner_seats if len(learner_seats) < len(seats) else seats[:1]
+        if len(eval_seats) == len(seats):
+            raise ScenarioError("the learner would play every seat in evaluation, with no opponent", path="evaluation.seats", hint=f"e.g. [{seats[0]}]")
         learner_params = _validate(LLMParams, spec.learner.model_extra or {}, prefix="learner", file=source)
         for key in spec.opponents:
-            if key in learner_seats:
-                raise ScenarioError(f"seat '{key}' is played by the learner", path=f"opponents.{key}", hint="remove it from opponents or from learner.seats")
-        placeholder = {seat: {"policy": "llm"} for seat in learner_seats}
+            if key in learner_seats or key in snapshot_seats:
+                raise ScenarioError(f"seat '{key}' is played by the learner or its snapshot", path=f"opponents.{key}", hint="remove it from opponents")
+        placeholder = {seat: {"policy": "llm"} for seat in learner_seats + snapshot_seats}
         base = {"name": spec.name, "world": data["world"], "episodes": 1, "seed": spec.seed}
 
-        def scenario(agents: dict[str, Any], old: str, new: str) -> ResolvedScenario:
+        def scenario(agents: dict[str, Any], old: str, new: str, fill: dict[str, Any] = placeholder) -> ResolvedScenario:
             try:
-                return resolve_scenario({**base, "agents": {**placeholder, **agents}}, source=source)
+                return resolve_scenario({**base, "agents": {**fill, **agents}}, source=source)
             except ScenarioError as exc:
                 raise _reprefix(exc, old, new, source) from None
 
         opponents = {k: v.model_dump() for k, v in spec.opponents.items()}
         train = scenario(opponents, "agents", "opponents")
         if spec.evaluation.opponents is None:
+            if snapshot_seats or eval_seats != learner_seats:
+                raise ScenarioError("name the fixed opponents to evaluate against", path="evaluation.opponents", hint="e.g. {fair: {policy: fair}}")
             evaluations = {"train": train}
         else:
             evaluations = {
-                name: scenario({"*": agent.model_dump()}, "agents.*", f"evaluation.opponents.{name}")
+                name: scenario({"*": agent.model_dump()}, "agents.*", f"evaluation.opponents.{name}", {s: {"policy": "llm"} for s in eval_seats})
                 for name, agent in spec.evaluation.opponents.items()
             }
         trainer_entry = TRAINERS.get(spec.trainer.id, path="trainer.id")
@@ -205,7 +232,7 @@ def resolve_campaign(data: dict[str, Any], *, source: str | None = None, text: s
         if exc.file is None and source is not None:
             raise ScenarioError(exc.message, file=source, path=exc.path, hint=exc.hint) from None
         raise
-    return ResolvedCampaign(spec, learner_seats, learner_params, train, evaluations, trainer_entry, trainer_config, source, text)
+    return ResolvedCampaign(spec, learner_seats, snapshot_seats, eval_seats, learner_params, train, evaluations, trainer_entry, trainer_config, source, text)
 
 
 # --- rollouts -----------------------------------------------------------------------------
@@ -347,6 +374,7 @@ class CampaignResult:
     iterations_done: int
     evaluations: dict[int, dict[str, float]] = field(default_factory=dict)  # step -> eval/* metrics
     last_metrics: dict[str, float] = field(default_factory=dict)
+    rewards: dict[int, float] = field(default_factory=dict)  # iteration -> the learner's mean training reward
     checkpoint: Path | None = None
 
 
@@ -376,13 +404,22 @@ class CampaignRunner:
         torch.manual_seed(policy_seed(spec.seed, "torch"))  # nothing should draw from it; keep it seeded regardless
         self.model, self.tokenizer = load_learner(params.model, spec.learner.lora, device=params.device, dtype=params.dtype, seed=policy_seed(spec.seed, "lora"))
         self.learner = LLMPolicy(params, seed=policy_seed(spec.seed, "learner"), model=self.model, tokenizer=self.tokenizer)
-        self.fixed = build_fixed_policies(campaign.train, campaign.learner_seats, spec.seed)
+        self.fixed = build_fixed_policies(campaign.train, campaign.learner_seats + campaign.snapshot_seats, spec.seed)
         self.seats: dict[str, Policy] = {**{s: self.learner for s in campaign.learner_seats}, **self.fixed}
         self.policy_ids = {s: "learner" if s in campaign.learner_seats else campaign.train.seats[s].entry.name for s in self.seats}
+        self.population: list[str] = []  # snapshots taken, "learner@<iteration>"
+        self.snapshot_model = None
+        if campaign.snapshot_seats:  # self-play against a frozen copy of the learner, refreshed every N iterations
+            self.snapshot_model, _ = load_learner(params.model, spec.learner.lora, device=params.device, dtype=params.dtype, seed=policy_seed(spec.seed, "lora"))
+            self.snapshot_model.requires_grad_(False)
+            snapshot = LLMPolicy(params, seed=policy_seed(spec.seed, "snapshot"), model=self.snapshot_model, tokenizer=self.tokenizer)
+            self.seats.update({s: snapshot for s in campaign.snapshot_seats})
+            self.policy_ids.update({s: "snapshot" for s in campaign.snapshot_seats})
         self.trainer = campaign.trainer_entry.load()(
             self.model, campaign.trainer_config, temperature=params.temperature, pad_id=self.tokenizer.pad_token_id, seed=policy_seed(spec.seed, "trainer")
         )
         self.start = 0
+        self.result = CampaignResult(None, None, 0)
         if self.resumed_from:
             self._restore(self.resumed_from)
 
@@ -467,7 +504,15 @@ class CampaignRunner:
         save_adapter(self.model, staging / "adapter")
         torch.save(self.trainer.state_dict(), staging / "trainer.pt")
         torch.save(generator_states(self.seats), staging / "rng.pt")
-        state = {"iteration": iteration, "run_id": self.tracker.run_id if self.tracker else None, "population": ["learner"]}
+        if self.snapshot_model is not None:
+            save_adapter(self.snapshot_model, staging / "snapshot")
+        state = {
+            "iteration": iteration,
+            "run_id": self.tracker.run_id if self.tracker else None,
+            "population": self.population,
+            "rewards": self.result.rewards,
+            "evaluations": self.result.evaluations,
+        }
         (staging / "state.json").write_text(json.dumps(state))  # written last: marks the checkpoint complete
         shutil.rmtree(final, ignore_errors=True)
         staging.rename(final)
@@ -486,6 +531,11 @@ class CampaignRunner:
         from trainers.lora import load_adapter_state
 
         state = json.loads((folder / "state.json").read_text())
+        self.result.rewards = {int(k): v for k, v in state.get("rewards", {}).items()}
+        self.result.evaluations = {int(k): v for k, v in state.get("evaluations", {}).items()}
+        self.population = list(state.get("population", []))
+        if self.snapshot_model is not None:
+            load_adapter_state(self.snapshot_model, load_file(str(folder / "snapshot" / "adapter_model.safetensors")))
         load_adapter_state(self.model, load_file(str(folder / "adapter" / "adapter_model.safetensors")))
         self.trainer.load_state_dict(torch.load(folder / "trainer.pt", weights_only=False))
         restore_generators(self.seats, torch.load(folder / "rng.pt", weights_only=False))
@@ -514,20 +564,30 @@ class CampaignRunner:
         spec, out = self.campaign.spec, {}
         for name, scenario in self.campaign.evaluations.items():
             learner = LLMPolicy(self.campaign.learner_params, seed=policy_seed(spec.evaluation.seed, "learner"), model=self.model, tokenizer=self.tokenizer)
-            fixed = build_fixed_policies(scenario, self.campaign.learner_seats, spec.evaluation.seed)
-            seats = {**{s: learner for s in self.campaign.learner_seats}, **fixed}
-            ids = {s: "learner" if s in self.campaign.learner_seats else scenario.seats[s].entry.name for s in seats}
+            mine = self.campaign.eval_seats
+            fixed = build_fixed_policies(scenario, mine, spec.evaluation.seed)
+            seats = {**{s: learner for s in mine}, **fixed}
+            ids = {s: "learner" if s in mine else scenario.seats[s].entry.name for s in seats}
             rollout = Rollout(scenario.make_world, seats, ids, seed=spec.evaluation.seed, concurrency=spec.concurrency, max_retries=spec.max_retries)
             self.model.eval()
             episodes = rollout.run(spec.evaluation.episodes)
-            out.update(evaluation_metrics(name, episodes, self.campaign.learner_seats))
-            texts = [c for s, c in rollout.counters.items() if s in self.campaign.learner_seats]
+            out.update(evaluation_metrics(name, episodes, mine))
+            texts = [c for s, c in rollout.counters.items() if s in mine]
             attempts = sum(c.text_attempts for c in texts)
             out[f"eval/{name}/parse_failure_rate"] = sum(c.parse_failures for c in texts) / attempts if attempts else 0.0
             out[f"eval/{name}/fallback_rate"] = sum(c.fallbacks for c in texts) / max(sum(c.decisions for c in texts), 1)
         return out
 
+    def refresh_snapshot(self, i: int) -> None:
+        """Copy the learner's current LoRA weights into the frozen snapshot (self-play)."""
+        from trainers.lora import adapter_state, load_adapter_state
+
+        load_adapter_state(self.snapshot_model, adapter_state(self.model))
+        self.population.append(f"learner@{i}")
+
     def iteration(self, i: int) -> dict[str, float]:
+        if self.snapshot_model is not None and i % self.campaign.spec.self_play.snapshot_every == 0:
+            self.refresh_snapshot(i)
         tokens0, seconds0 = self.learner.stats.generated_tokens, self.learner.stats.generate_seconds
         start = time.perf_counter()
         self.model.eval()
@@ -547,11 +607,15 @@ class CampaignRunner:
         metrics["perf/generate_tokens_per_s"] = tokens / gen_seconds if gen_seconds else 0.0
         metrics["perf/rollout_seconds"] = rollout_seconds
         metrics["perf/iteration_seconds"] = time.perf_counter() - start
+        if self.snapshot_model is not None:
+            metrics["pop/snapshots"] = float(len(self.population))
         return metrics
 
     def run(self, on_iteration: Callable[[int, dict[str, float]], None] | None = None) -> CampaignResult:
         spec = self.campaign.spec
-        result = CampaignResult(self.tracker.run_id if self.tracker else None, self.tracker.uri if self.tracker else None, self.start)
+        result = self.result
+        result.run_id, result.tracking_uri = (self.tracker.run_id, self.tracker.uri) if self.tracker else (None, None)
+        result.iterations_done = self.start
         every = spec.evaluation.every
         status = "FAILED"
         try:
@@ -562,6 +626,7 @@ class CampaignRunner:
                 metrics = self.iteration(i)
                 self.log(metrics, step=i)
                 result.iterations_done, result.last_metrics = i + 1, metrics
+                result.rewards[i] = metrics.get("train/reward/learner", float("nan"))
                 if (i + 1) % spec.checkpoint.every == 0 or i + 1 == spec.iterations:
                     result.checkpoint = self._save(i)
                 if on_iteration:
@@ -569,6 +634,8 @@ class CampaignRunner:
             final = spec.iterations
             result.evaluations[final] = self.evaluate()
             self.log(result.evaluations[final], step=final)
+            if self.tracker:
+                self.tracker.log_figure(learning_curve(result, list(self.campaign.evaluations)), "figures/learning_curve.png")
             status = "FINISHED"
         except KeyboardInterrupt:
             status = "KILLED"
@@ -577,6 +644,27 @@ class CampaignRunner:
             if self.tracker:
                 self.tracker.end(status)
         return result
+
+
+def learning_curve(result: CampaignResult, opponents: list[str]):
+    """The learner's mean training reward per iteration, and its evaluation score (95% CI) per opponent."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    left, right = figure.subplots(1, 2)
+    steps = sorted(result.rewards)
+    left.plot(steps, [result.rewards[s] for s in steps], marker="o")
+    left.set(title="training reward (learner, mean per iteration)", xlabel="iteration", ylabel="return")
+    for name in opponents:
+        points = sorted((s, m) for s, m in result.evaluations.items() if f"eval/{name}/score" in m)
+        x = [s for s, _ in points]
+        y = [m[f"eval/{name}/score"] for _, m in points]
+        low = [m[f"eval/{name}/score"] - m[f"eval/{name}/score_ci_low"] for _, m in points]
+        high = [m[f"eval/{name}/score_ci_high"] - m[f"eval/{name}/score"] for _, m in points]
+        right.errorbar(x, y, yerr=[low, high], marker="o", capsize=4, label=name)
+    right.set(title="held-out evaluation score (95% CI)", xlabel="iteration", ylabel="learner's mean score")
+    right.legend(title="opponent")
+    return figure
 
 
 def pid_alive(pid: int) -> bool:

@@ -119,6 +119,7 @@ def test_campaign_trains_lora_logs_metrics_and_checkpoints(tmp_path, tracking_ur
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in adapter.items())
     artifacts = {a.path for a in client.list_artifacts(result.run_id, "checkpoints/iter-000001")}
     assert {"checkpoints/iter-000001/adapter", "checkpoints/iter-000001/trainer.pt", "checkpoints/iter-000001/rng.pt", "checkpoints/iter-000001/state.json"} <= artifacts
+    assert "figures/learning_curve.png" in {a.path for a in client.list_artifacts(result.run_id, "figures")}
     # a second start without --resume refuses to overwrite
     with pytest.raises(Exception, match="--resume"):
         run_campaign(campaign)
@@ -191,3 +192,33 @@ def test_short_negotiation_grpo_campaign_changes_lora_and_logs(tmp_path, trackin
     assert [m.step for m in client.get_metric_history(result.run_id, "eval/fair/score")] == [0, 2]
     adapter = load_file(str(result.checkpoint / "adapter" / "adapter_model.safetensors"))
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in adapter.items())
+
+
+def test_self_play_against_frozen_snapshots(tmp_path, tracking_uri, tiny_model_dir):
+    text = TINY.format(model=tiny_model_dir, iterations=2, dir=tmp_path / "ck").replace(
+        "opponents:\n  bob: {policy: random}          # varied returns within a group\n",
+        "self_play: {seats: [bob], snapshot_every: 1}\n",
+    ).replace("trainer: {id: grpo,", "trainer: {id: grpo, statistics: batch,")  # seeds differ in return: a signal even when every text fails
+    campaign = load_campaign(write(tmp_path, text))
+    assert campaign.snapshot_seats == ["bob"] and campaign.eval_seats == ["alice"]
+    result = run_campaign(campaign)
+    first, second = tmp_path / "ck" / "iter-000000", tmp_path / "ck" / "iter-000001"
+    import json
+
+    assert json.loads((second / "state.json").read_text())["population"] == ["learner@0", "learner@1"]
+    # the snapshot bob played in iteration 1 is the learner as it was after iteration 0
+    learner_0 = load_file(str(first / "adapter" / "adapter_model.safetensors"))
+    snapshot_1 = load_file(str(second / "snapshot" / "adapter_model.safetensors"))
+    learner_1 = load_file(str(second / "adapter" / "adapter_model.safetensors"))
+    assert all(torch.equal(learner_0[k], snapshot_1[k]) for k in learner_0)
+    assert any(not torch.equal(learner_1[k], snapshot_1[k]) for k in learner_1)
+    history = MlflowClient(tracking_uri).get_metric_history(result.run_id, "train/reward/snapshot")
+    assert [m.step for m in history] == [0, 1]
+
+
+def test_self_play_seats_are_checked(tmp_path):
+    text = TINY.format(model="smollm2-135m-instruct", iterations=2, dir=tmp_path / "ck")
+    with pytest.raises(ScenarioError, match="both the learner's and a snapshot's"):
+        load_campaign(write(tmp_path, text.replace("opponents:\n  bob: {policy: random}", "self_play: {seats: ['*']}\nopponents:\n  bob: {policy: random}")))
+    with pytest.raises(ScenarioError, match="every seat in evaluation"):
+        load_campaign(write(tmp_path, text.replace("evaluation: {every: 2,", "evaluation: {seats: ['*'], every: 2,")))
