@@ -426,6 +426,11 @@ class CampaignRunner:
         self.tracker = None
         if spec.tracking.enabled if track is None else track:
             self._open_tracker(tracking_uri or spec.tracking.uri, resume)
+        if not resume or (self.tracker and not json.loads(self.run_file.read_text()).get("run_id")):
+            # marks the folder as this campaign's; --resume reads the run id from it
+            self.folder.mkdir(parents=True, exist_ok=True)
+            run = {"run_id": self.tracker.run_id, "tracking_uri": self.tracker.uri} if self.tracker else {"run_id": None}
+            self.run_file.write_text(json.dumps(run))
         self.resume = resume
         self.logged_up_to: dict[str, int | None] = {}  # first metric of a kind -> last step the killed process logged
 
@@ -434,8 +439,8 @@ class CampaignRunner:
         from agora.tracking import Tracker
 
         spec = self.campaign.spec
-        if resume:
-            run = json.loads(self.run_file.read_text())
+        run = json.loads(self.run_file.read_text()) if resume else {}
+        if run.get("run_id"):
             self.tracker = Tracker.attach(uri or run.get("tracking_uri"), run["run_id"])
             tags = self.tracker.tags
             pid, host = int(tags.get("agora.pid", "0")), tags.get("agora.host")
@@ -472,8 +477,6 @@ class CampaignRunner:
         if self.campaign.source:
             self.tracker.log_artifact(self.campaign.source, "campaign")
         self.tracker.log_text(json.dumps(config, indent=2), "campaign/resolved.json")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.run_file.write_text(json.dumps({"run_id": self.tracker.run_id, "tracking_uri": self.tracker.uri}))
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         """Log a step's metrics (and write them now) unless the killed process already logged that step.

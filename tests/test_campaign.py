@@ -222,3 +222,10 @@ def test_self_play_seats_are_checked(tmp_path):
         load_campaign(write(tmp_path, text.replace("opponents:\n  bob: {policy: random}", "self_play: {seats: ['*']}\nopponents:\n  bob: {policy: random}")))
     with pytest.raises(ScenarioError, match="every seat in evaluation"):
         load_campaign(write(tmp_path, text.replace("evaluation: {every: 2,", "evaluation: {seats: ['*'], every: 2,")))
+
+
+def test_an_untracked_campaign_can_be_resumed(tmp_path, tiny_model_dir):
+    file = tiny_campaign(tmp_path, tiny_model_dir, iterations=2)
+    run_campaign(load_campaign(file, {"iterations": 1}), track=False)
+    result = run_campaign(load_campaign(file), resume=True, track=False)
+    assert result.run_id is None and result.iterations_done == 2 and sorted(result.evaluations) == [0, 2]
