@@ -84,7 +84,9 @@ def test_cli_train_rejects_a_bad_file_without_a_traceback(tmp_path, tracking_uri
 
 
 def test_shipped_campaigns_validate():
-    for file in sorted((SCENARIOS / "campaigns").glob("*.yaml")):
+    files = sorted((SCENARIOS / "campaigns").glob("*.yaml"))
+    assert files
+    for file in files:
         campaign = load_campaign(file)
         assert campaign.learner_seats and campaign.evaluations
 
