@@ -159,14 +159,33 @@ def summary_table(resolved, summary: dict[str, float]) -> Table:
     return table
 
 
+def is_campaign(file: Path) -> bool:
+    """A campaign file has a top-level `trainer:` key (scenario files have none)."""
+    try:
+        import yaml
+
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except Exception:
+        return False  # load_scenario explains what is wrong with it
+    return isinstance(data, dict) and "trainer" in data
+
+
 @app.command()
-def validate(files: list[Path] = typer.Argument(..., help="scenario files to check")) -> None:
-    """Check scenario files without running them."""
+def validate(files: list[Path] = typer.Argument(..., help="scenario or campaign files to check")) -> None:
+    """Check scenario and campaign files without running them."""
+    from agora.campaign import load_campaign
     from agora.scenario import load_scenario
 
     failed = 0
     for file in files:
         try:
+            if is_campaign(file):
+                campaign = load_campaign(file)
+                console.print(
+                    f"[green]ok[/] {file}: campaign, world {campaign.train.world_entry.name}, learner {', '.join(campaign.learner_seats)}, "
+                    f"trainer {campaign.trainer_entry.name}, {campaign.spec.iterations} iterations"
+                )
+                continue
             resolved = load_scenario(file)
         except AgoraError as exc:
             failed += 1
