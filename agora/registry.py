@@ -91,4 +91,10 @@ AGENTS = Registry(
     ],
 )
 
-TRAINERS = Registry("trainer", [])
+TRAINERS = Registry(
+    "trainer",
+    [
+        Entry("grpo", "trainers.grpo:GRPOTrainer", "Clipped policy gradient with group-relative advantages (GRPO; GiGPO with estimator: gigpo), LoRA."),
+        Entry("preference", "trainers.preference:PreferenceTrainer", "DPO / IPO / KTO on pairs or labels built from each group's best and worst trajectories, LoRA."),
+    ],
+)
