@@ -408,18 +408,18 @@ class raw_env(AECEnv):
         self.votes[self.day - 1, self.position[agent]] = target
 
     def _resolve_vote(self) -> None:
-        """Plurality of the votes cast (abstentions aside) eliminates; a tie eliminates no one."""
+        """The plurality of the votes eliminates; a tie, or a plurality for NOBODY, eliminates no one."""
         day, n = self.day, self.n
         votes = self.votes[day - 1]
         cast = [(voter, int(t)) for voter, t in enumerate(votes) if t >= 0]
         self.events += [{"kind": "vote", "day": day, "voter": v, "target": t} for v, t in cast]
         ballot = ", ".join(f"{self.names[v]} -> {self.names[t] if t < n else 'nobody'}" for v, t in cast)
-        tied = plurality([t for _, t in cast if t < n])
-        if len(tied) == 1:
+        tied = plurality([t for _, t in cast])
+        if len(tied) == 1 and tied[0] < n:
             self._kill(tied[0], "vote", self.config.reveal_on_elimination)
             outcome = f"{self._dead_name(tied[0])} was eliminated."
         else:
-            outcome = "A tie: nobody was eliminated." if tied else "No votes: nobody was eliminated."
+            outcome = "A tie: nobody was eliminated." if len(tied) > 1 else "Nobody was eliminated."
         self.transcript.append(f"Day {day} vote: {ballot}. {outcome}")
         if self._check_winner():
             return
