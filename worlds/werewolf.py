@@ -235,6 +235,10 @@ class raw_env(AECEnv):
             self.np_random, _ = seeding.np_random(seed)
         n = self.n
         self.seating: list[str] = [self.possible_agents[i] for i in self.np_random.permutation(n)]  # position -> seat
+        if options and "seating" in options:  # a hand-dealt table (tests, replays)
+            if sorted(options["seating"]) != sorted(self.possible_agents):
+                raise ValueError(f"options['seating'] must order the seats {self.possible_agents}")
+            self.seating = list(options["seating"])
         self.position = {seat: p for p, seat in enumerate(self.seating)}
         self.roles = np.array([role_of(seat) for seat in self.seating], dtype=np.int64)  # by position
         self.alive = np.ones(n, dtype=np.int8)
