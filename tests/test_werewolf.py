@@ -360,7 +360,7 @@ def test_parser_reads_votes(text, expected):
     "text,error",
     [
         ("I vote for Dave.", "no 'VOTE:' line"),
-        ("VOTE: Zed", "'ZED' is not a player's name; choose one of: Carol, Dave, Erin, Frank, Grace"),
+        ("VOTE: Zed", "'ZED' is not a player's name; write only the name: one of: Carol, Dave, Erin, Frank, Grace"),
         ("VOTE: Bob", "Bob is dead"),
         ("VOTE: Alice", "you cannot vote yourself"),
         ("VOTE: NOBODY", "you must vote someone"),
@@ -450,11 +450,13 @@ def test_statements_are_sanitized_and_cut_and_seer_claims_recorded():
 def test_demonstration_matches_role_and_phase():
     world = dealt()
     user, reply = world.demonstration("werewolf_0")
-    assert reply["content"] == "KILL: Carol" and "Your role: werewolf." in user["content"]
-    assert world.demonstration("doctor_0")[1]["content"] == "PROTECT: Alice"
+    # the example table seats the spare names first: Heidi, Ivan, Judy, Mallory, Oscar, Alice, Bob
+    assert reply["content"] == "KILL: Judy" and "You are Heidi. Your role: werewolf." in user["content"]
+    assert "Your fellow werewolves: Ivan." in user["content"] and "Carol" not in user["content"]
+    assert world.demonstration("doctor_0")[1]["content"] == "PROTECT: Heidi"
     night(world, kill=(BOB, BOB))
     reply = world.demonstration("villager_0")[1]["content"]
-    assert reply.startswith("SAY: Carol has been too quiet") and reply.endswith("ACCUSE: Carol")
+    assert reply.startswith("SAY: Judy has been too quiet") and reply.endswith("ACCUSE: Judy")
 
 
 def test_episode_info_and_report_graphs_by_hand():
@@ -546,3 +548,59 @@ def test_random_player_is_seeded_and_legal():
 
     assert targets(1) == targets(1) and targets(1) != targets(2)
     assert set(targets(1)) <= {BOB, CAROL, ERIN, FRANK, GRACE}
+
+
+def read_artifacts(client, run_id: str, folder: str = "") -> set[str]:
+    return {a.path for a in client.list_artifacts(run_id, folder or None)}
+
+
+def test_scripted_scenario_is_recorded_with_metrics_graphs_and_games(tracking_uri):
+    from mlflow import MlflowClient
+
+    from agora.run import run_scenario
+    from agora.scenario import load_scenario
+    from tests.conftest import SCENARIOS
+
+    result = run_scenario(load_scenario(SCENARIOS / "werewolf_scripted.yaml", {"episodes": 40}))
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(result.run_id)
+    metrics = run.data.metrics
+    assert run.info.status == "FINISHED" and run.data.params["world.discussion_rounds"] == "2"
+    assert metrics["eval/win/village"] + metrics["eval/win/werewolves"] + metrics["eval/draw"] == pytest.approx(1.0)
+    for name in ("eval/days", "eval/vote_accuracy", "eval/wolf_detection", "eval/seer_survival", "parse/failure_rate"):
+        assert name in metrics
+    assert {"werewolf/votes_edges.txt", "werewolf/votes_graphs.png", "werewolf/accusations_edges.txt",
+            "werewolf/accusations_graphs.png", "werewolf/games.json"} <= read_artifacts(client, result.run_id, "werewolf")
+    history = client.get_metric_history(result.run_id, "day/vote_accuracy")
+    assert history and history[0].step == 1 and 0 <= history[0].value <= 1
+    path = client.download_artifacts(result.run_id, "werewolf/votes_edges.txt")
+    lines = open(path).read().splitlines()
+    assert lines[1] == "# day 1" and all(len(line.split()) == 3 for line in lines if not line.startswith("#"))
+    info = result.episodes[0].info
+    assert sorted(p["seat"] for p in info["players"]) == sorted(raw_env().possible_agents) and info["winner"]
+
+
+@pytest.mark.model
+def test_llm_seer_plays_end_to_end_into_mlflow(tracking_uri):
+    """The embedded model on the seer seat (rule-based players elsewhere), one short game."""
+    from mlflow import MlflowClient
+
+    from agora.run import run_scenario
+    from agora.scenario import load_scenario
+    from tests.conftest import SCENARIOS
+
+    overrides = {
+        "world": {"id": "werewolf", "discussion_rounds": 1, "max_days": 1},
+        "agents": {"seer_0": {"policy": "llm", "temperature": 0, "max_new_tokens": 12}, "*": {"policy": "rule_based"}},
+        "episodes": 1,
+        "concurrency": 1,
+    }
+    result = run_scenario(load_scenario(SCENARIOS / "werewolf.yaml", overrides))
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED" and run.data.params["agents.seer_0.policy"] == "llm"
+    assert run.data.metrics["perf/generated_tokens"] > 0 and "parse/failure_rate/seer_0" in run.data.metrics
+    seer = [s for s in result.episodes[0].steps if s.agent == "seer_0"]
+    assert seer and all(s.prompt.startswith("<|im_start|>") and len(s.logprobs) == len(s.completion_ids) > 0 for s in seer)
+    assert all("Your role: seer." in s.prompt for s in seer)
+    assert "trajectories.jsonl" in read_artifacts(client, result.run_id)

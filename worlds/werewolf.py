@@ -494,7 +494,10 @@ class raw_env(AECEnv):
 
         Built from `observation` alone (plus the public config), so nothing hidden leaks.
         """
-        c, obs = self.config, observation
+        return self._prompt(observation, self.names)
+
+    def _prompt(self, observation: dict[str, Any], names: list[str]) -> str:
+        obs = observation
         me, role, day, phase = int(obs["me"]), int(obs["role"]), int(obs["day"]), int(obs["phase"])
         # The fixed rules come first so that the prompts of one batch share a long prefix.
         lines = [
@@ -505,16 +508,16 @@ class raw_env(AECEnv):
             f"the most votes eliminates, a tie eliminates no one.",
             "The village wins when no werewolf is alive. The werewolves win when they are at least as many as the others.",
             "",
-            f"You are {self.names[me]}. Your role: {ROLES[role]}.",
+            f"You are {names[me]}. Your role: {ROLES[role]}.",
         ]
         known = obs["known"]
         if role == WEREWOLF:
-            pack = [self.names[p] for p in range(self.n) if known[p] == WEREWOLF_TEAM and p != me]
+            pack = [names[p] for p in range(self.n) if known[p] == WEREWOLF_TEAM and p != me]
             lines.append(f"Your fellow werewolves: {', '.join(pack) or 'none'}. Never reveal that you are a werewolf.")
         else:
             lines.append("You are on the village team: find the werewolves and vote them out.")
-        alive = [self.names[p] for p in range(self.n) if obs["alive"][p]]
-        dead = [self.names[p] + (f" ({ROLES[obs['revealed'][p]]})" if obs["revealed"][p] >= 0 else "")
+        alive = [names[p] for p in range(self.n) if obs["alive"][p]]
+        dead = [names[p] + (f" ({ROLES[obs['revealed'][p]]})" if obs["revealed"][p] >= 0 else "")
                 for p in range(self.n) if not obs["alive"][p]]
         lines.append(f"Alive: {', '.join(alive)}." + (f" Dead: {', '.join(dead)}." if dead else ""))
         if obs["notes"]:
@@ -522,7 +525,7 @@ class raw_env(AECEnv):
         if obs["transcript"]:
             lines += ["What happened so far:", *(f"  {line}" for line in obs["transcript"].split("\n"))]
         mask = obs["target_mask"]
-        choices = ", ".join(self.names[p] for p in range(self.n) if mask[p])
+        choices = ", ".join(names[p] for p in range(self.n) if mask[p])
         if phase == DISCUSSION:
             lines += [
                 f"It is day {day}. Speak to the others in one short sentence. You may accuse one player.",
@@ -544,8 +547,14 @@ class raw_env(AECEnv):
 
     @functools.lru_cache(maxsize=None)
     def _demonstration(self, role: int, phase: int) -> tuple[tuple[str, str], ...]:
-        """A worked turn on a fixed example (position 0 on day 1, nobody dead), for one role and phase."""
+        """A worked turn on a fixed example (position 0 on day 1, nobody dead), for one role and phase.
+
+        The example table takes the config's names from position n on (wrapping round), so with
+        enough spare names its speaker and suspect are nobody in the real game and a small model
+        that copies the example does not vote for a real player.
+        """
         n = self.n
+        names = [self.config.names[(n + i) % len(self.config.names)] for i in range(n)]
         alive = np.ones(n, dtype=np.int8)
         known = np.full(n, UNKNOWN, dtype=np.int64)
         known[0] = WEREWOLF_TEAM if role == WEREWOLF else VILLAGE_TEAM
@@ -558,10 +567,10 @@ class raw_env(AECEnv):
             "transcript": "" if phase == NIGHT else "Night 1: nobody died.", "notes": "",
         }
         if phase == DISCUSSION:
-            action = {"target": suspect, "statement": f"{self.names[suspect]} has been too quiet, I suspect them."}
+            action = {"target": suspect, "statement": f"{names[suspect]} has been too quiet, I suspect them."}
         else:
             action = {"target": 0 if phase == NIGHT and role == DOCTOR and self.config.doctor_self_protect else suspect, "statement": ""}
-        return (("user", self.prompt("", observation)), ("assistant", self.reply(phase, role, action)))
+        return (("user", self._prompt(observation, names)), ("assistant", self.reply(phase, role, action, names)))
 
     def demonstration(self, agent: str) -> list[dict[str, str]]:
         """A worked example for the agent's role and the current phase (nothing about the real game)."""
@@ -609,7 +618,7 @@ class raw_env(AECEnv):
             raise ParseError(f"you must {verb} someone now; {choose}")
         upper = [name.upper() for name in self.names]
         if body not in upper:
-            raise ParseError(f"'{body[:30]}' is not a player's name; {choose}")
+            raise ParseError(f"'{body[:30]}' is not a player's name; write only the name: {choose[len('choose '):]}")
         p = upper.index(body)
         if mask[p]:
             return p
@@ -624,10 +633,10 @@ class raw_env(AECEnv):
     def render_action(self, agent: str, action: dict[str, Any]) -> str:
         return self.reply(self.phase, role_of(agent), action)
 
-    def reply(self, phase: int, role: int, action: dict[str, Any]) -> str:
+    def reply(self, phase: int, role: int, action: dict[str, Any], names: list[str] | None = None) -> str:
         """`action` in the reply format of `phase` for a player of `role` (what `parse` reads)."""
         target = int(action["target"])
-        name = self.names[target] if target < self.n else "NOBODY"
+        name = (names or self.names)[target] if target < self.n else "NOBODY"
         if phase == DISCUSSION:
             return f"SAY: {action.get('statement', '')}\nACCUSE: {name}"
         return f"{'VOTE' if phase == VOTE else NIGHT_VERBS.get(role, 'VOTE')}: {name}"
