@@ -140,7 +140,8 @@ class RuleBasedPlayer(WerewolfPlayer):
         else:  # no werewolf found yet: point the vote at a player it has not cleared, and stick to it for the day
             mine = int(obs["accusations"][int(obs["day"]) - 1, me])
             if mine not in unknown:
-                mine = most_reckless(obs, unknown) or self.random_target(obs, set(unknown))
+                mine = most_reckless(obs, unknown)
+                mine = self.random_target(obs, set(unknown)) if mine is None else mine
             target, statement = mine, SUSPECT
         if not self.params.seer_claims:
             statement = NOTHING if phase == DISCUSSION else ""
@@ -188,5 +189,6 @@ class RuleBasedPlayer(WerewolfPlayer):
         if phase == DISCUSSION and self.params.fake_claims and not fakers and me == pack[0] and int(obs["day"]) == 1:
             return self.random_target(obs, set(prey)), CLAIM
         if phase == VOTE:
-            return most_accused(obs, set(pack)) if most_accused(obs, set(pack)) is not None else prey[0], ""
+            target = most_accused(obs, set(pack))
+            return (prey[0] if target is None else target), ""
         return None, NOTHING
