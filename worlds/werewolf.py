@@ -500,12 +500,14 @@ class raw_env(AECEnv):
         obs = observation
         me, role, day, phase = int(obs["me"]), int(obs["role"]), int(obs["day"]), int(obs["phase"])
         # The fixed rules come first so that the prompts of one batch share a long prefix.
+        night = ["the werewolves choose a player to kill"]
+        night += ["the seer learns whether one player is a werewolf"] if self.config.seers else []
+        night += ["the doctor protects one player from the kill"] if self.config.doctors else []
         lines = [
             f"You are playing Werewolf with {self.n} players: {self._roster()}.",
-            "Each night the werewolves choose a player to kill, the seer learns whether one player is a werewolf, "
-            "and the doctor protects one player from the kill.",
-            f"Each day every living player speaks, then everyone votes to eliminate one player; "
-            f"the most votes eliminates, a tie eliminates no one.",
+            f"Each night {', '.join(night[:-1])}{' and ' if len(night) > 1 else ''}{night[-1]}.",
+            "Each day every living player speaks, then everyone votes to eliminate one player; "
+            "the most votes eliminates, a tie eliminates no one.",
             "The village wins when no werewolf is alive. The werewolves win when they are at least as many as the others.",
             "",
             f"You are {names[me]}. Your role: {ROLES[role]}.",
@@ -535,7 +537,7 @@ class raw_env(AECEnv):
             ]
         else:
             verb = "VOTE" if phase == VOTE else NIGHT_VERBS[role]
-            what = {"VOTE": "vote to eliminate", "KILL": "kill", "INSPECT": "inspect", "PROTECT": "protect"}[verb]
+            what = {"VOTE": "vote out", "KILL": "kill", "INSPECT": "inspect", "PROTECT": "protect"}[verb]
             when = f"day {day}: the vote" if phase == VOTE else f"night {day}"
             nobody = ", or NOBODY to abstain" if mask[self.n] else ""
             lines += [
