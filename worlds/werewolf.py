@@ -44,6 +44,7 @@ from pettingzoo.utils import wrappers
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agora.world import ParseError, Report
+from worlds.negotiation import PRINTABLE, sanitize  # statements follow the negotiation messages' charset rules
 
 ROLES = ("villager", "werewolf", "seer", "doctor")  # index = role id in observations
 VILLAGER, WEREWOLF, SEER, DOCTOR = range(4)
@@ -52,7 +53,6 @@ PHASES = ("night", "discussion", "vote")
 UNKNOWN, VILLAGE_TEAM, WEREWOLF_TEAM = -1, 0, 1  # what a player knows of another's team
 NIGHT_VERBS = {WEREWOLF: "KILL", SEER: "INSPECT", DOCTOR: "PROTECT"}
 NOBODY_WORDS = ("NOBODY", "NO ONE", "NOONE", "NONE", "ABSTAIN")
-PRINTABLE = "".join(chr(c) for c in range(32, 127))
 SEER_CLAIM = re.compile(r"\bI\s*(?:am|'m)\s+(?:the\s+|a\s+)?seer\b", re.IGNORECASE)
 NAMES = ["Alice", "Bob", "Carol", "Dave", "Erin", "Frank", "Grace", "Heidi", "Ivan", "Judy", "Mallory", "Oscar"]
 
@@ -137,12 +137,6 @@ def plurality(votes: list[int]) -> list[int]:
     counts = Counter(votes)
     top = max(counts.values(), default=0)
     return sorted(v for v, c in counts.items() if c == top)
-
-
-def sanitize(text: Any, limit: int) -> str:
-    """One line of printable ASCII, at most `limit` characters."""
-    line = " ".join(str(text).split())
-    return "".join(ch if ch in PRINTABLE else "?" for ch in line)[:limit].strip()
 
 
 LABEL_LINE = re.compile(r"[ \t>#*_`-]*([A-Za-z]+)[ \t*_`]*:(.*)")
