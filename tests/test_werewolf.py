@@ -604,3 +604,27 @@ def test_llm_seer_plays_end_to_end_into_mlflow(tracking_uri):
     assert seer and all(s.prompt.startswith("<|im_start|>") and len(s.logprobs) == len(s.completion_ids) > 0 for s in seer)
     assert all("Your role: seer." in s.prompt for s in seer)
     assert "trajectories.jsonl" in read_artifacts(client, result.run_id)
+
+
+class Mumbler(RandomPlayer):
+    """A text policy that never answers in the reply format."""
+
+    uses_text = True
+
+    def act(self, requests):
+        from agora.policy import ActResponse
+
+        return [ActResponse("Hmm, I am not sure what to say.") for _ in requests]
+
+
+def test_unparseable_replies_are_retried_then_replaced_by_legal_fallbacks():
+    rule = RuleBasedPlayer(RuleBasedPlayer.Params(), seed=1)
+    seats = {s: rule for s in raw_env().possible_agents} | {"seer_0": Mumbler(RandomPlayer.Params(), seed=0)}
+    rollout = Rollout(raw_env, seats, {s: "x" for s in seats}, concurrency=4, max_retries=1)
+    episodes = rollout.run(6)
+    seer = rollout.counters["seer_0"]
+    assert seer.decisions > 0 and seer.fallbacks == seer.decisions and seer.retries == seer.decisions
+    assert seer.parse_failure_rate == 1.0 and all(e.info["winner"] for e in episodes)
+    for step in (s for e in episodes for s in e.steps if s.agent == "seer_0"):
+        assert step.fallback and len(step.failed_attempts) == 2 and "no '" in step.failed_attempts[0]["error"]
+        assert step.observation["target_mask"][step.action["target"]] == 1
