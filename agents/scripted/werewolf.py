@@ -79,14 +79,19 @@ def most_reckless(obs, candidates) -> int | None:
 
 
 class WerewolfPlayer(Policy):
-    """Shared plumbing: a seeded generator and one decision per request."""
+    """Shared plumbing: one decision per request, random draws keyed by the decision.
 
-    def __init__(self, params: PolicyParams, *, seed: int):
-        super().__init__(params, seed=seed)
-        self.rng = np.random.default_rng(seed)
+    Each draw comes from a generator seeded by (policy seed, episode, day, phase, position,
+    transcript length), so a game plays the same whichever games run beside it (`concurrency`)
+    and in whatever order the engine asks.
+    """
 
     def act(self, requests: list[ActRequest]) -> list[ActResponse]:
-        return [ActResponse("", self.decide(r.observation)) for r in requests]
+        out = []
+        for request in requests:
+            self.episode = request.episode
+            out.append(ActResponse("", self.decide(request.observation)))
+        return out
 
     def decide(self, obs) -> dict:
         raise NotImplementedError
@@ -95,7 +100,8 @@ class WerewolfPlayer(Policy):
         """A uniformly drawn legal target (restricted to `allowed` when some of them are legal)."""
         legal = [int(t) for t in np.flatnonzero(obs["target_mask"])]
         preferred = [t for t in legal if allowed is None or t in allowed]
-        return int(self.rng.choice(preferred or legal))
+        key = (self.seed, self.episode, int(obs["day"]), int(obs["phase"]), int(obs["me"]), len(obs["transcript"]))
+        return int(np.random.default_rng(key).choice(preferred or legal))
 
 
 class RandomPlayer(WerewolfPlayer):
