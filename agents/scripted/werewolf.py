@@ -7,7 +7,8 @@
   cleared (drawn once a day), so the village never votes out a player the seer knows is innocent;
 - village (villager, doctor): trusts the earliest living seer claimant nobody has disproved and
   votes for whom that claimant accused; a claimant is disproved when the real seer has been
-  revealed dead or when it is known to be a werewolf; the doctor protects the trusted claimant;
+  revealed dead or when it is known to be a werewolf; with no claimant to trust it votes against
+  the player with the most unfounded accusations; the doctor protects the trusted claimant;
 - werewolves: the first living werewolf in seating order fake-claims the seer role on day 1 and
   accuses a villager; the pack kills and votes out whoever else claims the seer role, and
   otherwise votes together for the fake claimant's target.
@@ -116,7 +117,7 @@ class RuleBasedPlayer(WerewolfPlayer):
     """The textbook lines of each role (see the module docstring)."""
 
     class Params(PolicyParams):
-        seer_claims: bool = Field(True, description="the seer claims its role and names the werewolves it finds")
+        seer_claims: bool = Field(True, description="the seer claims its role every day and names its suspects (found werewolves first)")
         fake_claims: bool = Field(True, description="the werewolves fake-claim the seer role on day 1")
 
     def decide(self, obs) -> dict:
