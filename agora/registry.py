@@ -63,6 +63,7 @@ WORLDS = Registry(
     [
         Entry("negotiation", "worlds.negotiation:raw_env", "Multi-issue bargaining over an item pool (Deal or No Deal)."),
         Entry("economy", "worlds.economy:parallel_env", "LLM Economist: a tax planner over N workers choosing labor (Parallel)."),
+        Entry("werewolf", "worlds.werewolf:raw_env", "Social deduction: hidden roles, night actions, free-text discussion, plurality votes."),
         Entry("matrix", "worlds.matrix:parallel_env", "Repeated normal-form games (RPS, matching pennies, prisoner's dilemma, custom)."),
         Entry("deferral", "worlds.deferral:raw_env", "A team answers problems over rounds; each agent may EVAL a peer, CREATE or DEFER to an expert (HILA)."),
     ],
@@ -76,6 +77,8 @@ AGENTS = Registry(
         Entry("greedy", "agents.scripted.negotiation:GreedyNegotiator", "Demands its best items; accepts only high offers.", world="negotiation"),
         Entry("fair", "agents.scripted.negotiation:FairNegotiator", "Proposes and accepts about half of its own value.", world="negotiation"),
         Entry("random", "agents.scripted.negotiation:RandomNegotiator", "Random legal actions (a sanity baseline).", world="negotiation"),
+        Entry("rule_based", "agents.scripted.werewolf:RuleBasedPlayer", "Seer claims its finds, village follows the seer, wolves fake-claim and vote together.", world="werewolf"),
+        Entry("random", "agents.scripted.werewolf:RandomPlayer", "Uniformly random legal targets (a sanity baseline).", world="werewolf"),
         Entry("mixed", "agents.scripted.matrix:MixedStrategy", "A fixed mixed strategy (uniform by default).", world="matrix"),
         Entry("tit_for_tat", "agents.scripted.matrix:TitForTat", "Opens with one action, then copies the opponent.", world="matrix"),
         Entry("best_response", "agents.scripted.economy:BestResponseWorker", "Worker: the exact utility-maximising hours under the schedule.", world="economy"),
