@@ -615,3 +615,17 @@ def test_democratic_scenario_runs_with_scripted_voters(tracking_uri):
     assert all(0 < s <= 1 for s in table["candidate_share"]) and all(t == 1.0 for t in table["turnout"])
     assert result.summary["eval/election/turnout"] == 1.0 and "election/platform/b0" in result.report.series
     assert result.summary["eval/br_gap"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_out_of_range_hours_are_rejected_with_a_retry_hint_not_clipped():
+    world = small_world(brackets="three")
+    world.reset(seed=0)
+    with pytest.raises(ParseError, match=r"1000 hours is not possible.*from 0 to 100.*LABOR: 45"):
+        world.parse("worker_0", "LABOR: 1000")
+
+
+def test_democratic_demonstration_is_a_plain_work_step():
+    world = democratic_world()
+    demo = world.demonstration("worker_0")
+    assert demo[1]["content"] == "LABOR: 40" and "Election" not in demo[0]["content"]
+    assert demo[0]["content"].endswith("LABOR: <hours>")

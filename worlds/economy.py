@@ -656,7 +656,9 @@ class parallel_env(ParallelEnv):
         return self._demonstrations[role]
 
     def _worked_turn(self, role: str) -> list[tuple[str, str]]:
-        example = parallel_env(self.config.model_copy(update={"num_workers": 4}))
+        # A plain work step (democratic: the election lines are explained by the prompt itself; a
+        # stand-step example answered with LABOR alone would teach the wrong reply).
+        example = parallel_env(self.config.model_copy(update={"num_workers": 4, "democratic": False}))
         example.reset(seed=2507)
         obs, _, _, _, _ = example.step({a: np.array(40.0) for a in example.workers})
         if role == PLANNER:
@@ -723,7 +725,7 @@ class parallel_env(ParallelEnv):
     def _hours(self, raw: str) -> np.ndarray:
         hours = float(raw.replace(",", ""))
         if not np.isfinite(hours) or not 0 <= hours <= MAX_LABOR:
-            raise ParseError(f"LABOR must be a number of hours from 0 to 100, got {raw[:12]}")
+            raise ParseError(f"{raw[:12]} hours is not possible: LABOR must be hours from 0 to 100 (a step has 100 hours at most); reply e.g. 'LABOR: 45'")
         return np.array(hours)
 
     def _parse_deltas(self, text: str) -> np.ndarray:
