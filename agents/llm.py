@@ -38,9 +38,13 @@ class LLMPolicy(Policy):
     expensive = True
     uses_text = True
 
-    def __init__(self, params: LLMParams, *, seed: int):
+    def __init__(self, params: LLMParams, *, seed: int, model=None, tokenizer=None):
+        """`model`/`tokenizer` given: act with that model object instead of the shared cached one, e.g. a
+        trainer's LoRA (peft) model, so that rollouts always use the learner's current weights."""
         super().__init__(params, seed=seed)
-        self.model, self.tokenizer = load_causal_lm(params.model, device=params.device, dtype=params.dtype)
+        if model is None:
+            model, tokenizer = load_causal_lm(params.model, device=params.device, dtype=params.dtype)
+        self.model, self.tokenizer = model, tokenizer
         self.device = next(self.model.parameters()).device
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.stop_ids = stop_token_ids(self.model, self.tokenizer)

@@ -1,4 +1,4 @@
-"""The `agora` command: run, validate, worlds, agents, ui."""
+"""The `agora` command: run, train, validate, worlds, agents, trainers, ui."""
 
 from __future__ import annotations
 
@@ -77,6 +77,67 @@ def run(
         raise typer.Exit(130)
 
 
+@app.command()
+def train(
+    campaign: Path = typer.Argument(..., help="campaign YAML file"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint, into the same MLflow run"),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default: campaign, $MLFLOW_TRACKING_URI, embedded store)"),
+) -> None:
+    """Run a training campaign: rollouts -> advantages -> LoRA updates, evaluated and checkpointed."""
+    from agora.campaign import CampaignRunner, load_campaign
+
+    with user_errors():
+        resolved = load_campaign(campaign)
+        spec = resolved.spec
+        console.print(f"loading the learner ({resolved.learner_params.model}) ...")
+        runner = CampaignRunner(resolved, resume=resume, tracking_uri=tracking_uri)
+        if runner.tracker:
+            console.print(f"MLflow run [bold]{runner.tracker.run_id}[/] in {runner.tracker.uri}")
+        if runner.resumed_from:
+            console.print(f"resuming from {runner.resumed_from}")
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        ) as progress:
+            task = progress.add_task(spec.name, total=spec.iterations, completed=runner.start)
+
+            def report(i: int, metrics: dict[str, float]) -> None:
+                reward = metrics.get("train/reward/learner", float("nan"))
+                progress.update(task, completed=i + 1, description=f"{spec.name}  reward {reward:.2f}")
+                shown = {"train/loss": "loss", "train/kl": "kl", "train/zero_variance_groups": "zero-variance groups", "train/fallback_rate": "fallback rate"}
+                line = f"iteration {i}: reward {reward:.3f}, " + ", ".join(f"{label} {metrics[k]:.4f}" for k, label in shown.items() if k in metrics)
+                line += f", {metrics['perf/iteration_seconds']:.0f} s"
+                progress.console.print(line)
+
+            try:
+                result = runner.run(report)
+            except KeyboardInterrupt:
+                errors.print("interrupted: continue with --resume from the last checkpoint (run marked KILLED)")
+                raise typer.Exit(130) from None
+    table = Table(title=f"{spec.name}: evaluation on held-out seeds", title_justify="left")
+    for column in ("step", "opponent", "score (95% CI)", "win rate (95% CI)", "agreement"):
+        table.add_column(column)
+    for step, metrics in sorted(result.evaluations.items()):
+        for name in resolved.evaluations:
+            p = f"eval/{name}/"
+            table.add_row(
+                str(step),
+                name,
+                f"{metrics[p + 'score']:.3f} [{metrics[p + 'score_ci_low']:.2f}, {metrics[p + 'score_ci_high']:.2f}]",
+                f"{metrics[p + 'win_rate']:.3f} [{metrics[p + 'win_rate_ci_low']:.2f}, {metrics[p + 'win_rate_ci_high']:.2f}]",
+                f"{metrics[p + 'agreement']:.3f}" if p + "agreement" in metrics else "-",
+            )
+    console.print(table)
+    if result.checkpoint:
+        console.print(f"last checkpoint: {result.checkpoint}")
+    if result.run_id:
+        console.print(f"MLflow run [bold]{result.run_id}[/] in {result.tracking_uri}  (browse with `agora ui`)")
+
+
 def summary_table(resolved, summary: dict[str, float]) -> Table:
     table = Table(title=f"{resolved.spec.name}: {int(summary['perf/episodes'])} episodes", title_justify="left")
     table.add_column("metric")
@@ -101,14 +162,33 @@ def summary_table(resolved, summary: dict[str, float]) -> Table:
     return table
 
 
+def is_campaign(file: Path) -> bool:
+    """A campaign file has a top-level `trainer:` key (scenario files have none)."""
+    try:
+        import yaml
+
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except Exception:
+        return False  # load_scenario explains what is wrong with it
+    return isinstance(data, dict) and "trainer" in data
+
+
 @app.command()
-def validate(files: list[Path] = typer.Argument(..., help="scenario files to check")) -> None:
-    """Check scenario files without running them."""
+def validate(files: list[Path] = typer.Argument(..., help="scenario or campaign files to check")) -> None:
+    """Check scenario and campaign files without running them."""
+    from agora.campaign import load_campaign
     from agora.scenario import load_scenario
 
     failed = 0
     for file in files:
         try:
+            if is_campaign(file):
+                campaign = load_campaign(file)
+                console.print(
+                    f"[green]ok[/] {file}: campaign, world {campaign.train.world_entry.name}, learner {', '.join(campaign.learner_seats)}, "
+                    f"trainer {campaign.trainer_entry.name}, {campaign.spec.iterations} iterations"
+                )
+                continue
             resolved = load_scenario(file)
         except AgoraError as exc:
             failed += 1
@@ -160,6 +240,15 @@ def agents(world: Optional[str] = typer.Option(None, help="only agents that can 
         for entry in AGENTS.entries(world):
             scope = f" [dim](world: {entry.world})[/]" if entry.world else ""
             console.print(params_table(f"[bold]{entry.name}[/]{scope} — {entry.summary}", entry.params))
+
+
+@app.command()
+def trainers() -> None:
+    """List the registered trainers and their hyperparameters (the campaign file's `trainer:` keys)."""
+    from agora.registry import TRAINERS
+
+    for entry in TRAINERS.entries():
+        console.print(params_table(f"[bold]{entry.name}[/] — {entry.summary}", entry.params))
 
 
 @app.command()

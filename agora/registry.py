@@ -63,6 +63,7 @@ WORLDS = Registry(
     [
         Entry("negotiation", "worlds.negotiation:raw_env", "Multi-issue bargaining over an item pool (Deal or No Deal)."),
         Entry("economy", "worlds.economy:parallel_env", "LLM Economist: a tax planner over N workers choosing labor (Parallel)."),
+        Entry("werewolf", "worlds.werewolf:raw_env", "Social deduction: hidden roles, night actions, free-text discussion, plurality votes."),
         Entry("matrix", "worlds.matrix:parallel_env", "Repeated normal-form games (RPS, matching pennies, prisoner's dilemma, custom)."),
         Entry("deferral", "worlds.deferral:raw_env", "A team answers problems over rounds; each agent may EVAL a peer, CREATE or DEFER to an expert (HILA)."),
     ],
@@ -76,6 +77,8 @@ AGENTS = Registry(
         Entry("greedy", "agents.scripted.negotiation:GreedyNegotiator", "Demands its best items; accepts only high offers.", world="negotiation"),
         Entry("fair", "agents.scripted.negotiation:FairNegotiator", "Proposes and accepts about half of its own value.", world="negotiation"),
         Entry("random", "agents.scripted.negotiation:RandomNegotiator", "Random legal actions (a sanity baseline).", world="negotiation"),
+        Entry("rule_based", "agents.scripted.werewolf:RuleBasedPlayer", "Seer claims its finds, village follows the seer, wolves fake-claim and vote together.", world="werewolf"),
+        Entry("random", "agents.scripted.werewolf:RandomPlayer", "Uniformly random legal targets (a sanity baseline).", world="werewolf"),
         Entry("mixed", "agents.scripted.matrix:MixedStrategy", "A fixed mixed strategy (uniform by default).", world="matrix"),
         Entry("tit_for_tat", "agents.scripted.matrix:TitForTat", "Opens with one action, then copies the opponent.", world="matrix"),
         Entry("hedge", "agents.scripted.matrix:Hedge", "Hedge (multiplicative weights) on the known payoff table: a no-regret learner.", world="matrix"),
@@ -92,4 +95,10 @@ AGENTS = Registry(
     ],
 )
 
-TRAINERS = Registry("trainer", [])
+TRAINERS = Registry(
+    "trainer",
+    [
+        Entry("grpo", "trainers.grpo:GRPOTrainer", "Clipped policy gradient with group-relative advantages (GRPO; GiGPO with estimator: gigpo), LoRA."),
+        Entry("preference", "trainers.preference:PreferenceTrainer", "DPO / IPO / KTO on pairs or labels built from each group's best and worst trajectories, LoRA."),
+    ],
+)

@@ -144,6 +144,40 @@ class Tracker:
         self.flush()
         self.client.set_terminated(self.run_id, status=status)
 
+    @classmethod
+    def attach(cls, uri: str | None, run_id: str) -> Tracker:
+        """Continue an existing run (a resumed campaign): same run id, set RUNNING again.
+        `previous_status` and `tags` say how it was left."""
+        self = cls.__new__(cls)
+        self.uri = resolve_uri(uri)
+        try:
+            self.client = MlflowClient(tracking_uri=self.uri)
+            run = self.client.get_run(run_id)
+        except Exception as exc:
+            raise AgoraError(f"cannot reopen MLflow run {run_id} in {self.uri}: {exc}") from None
+        self.run_id, self.previous_status, self.tags = run_id, run.info.status, dict(run.data.tags)
+        self.experiment_id = run.info.experiment_id
+        self.client.update_run(run_id, status="RUNNING")
+        self._metrics, self._last_flush = [], time.monotonic()
+        return self
+
+    def last_step(self, key: str) -> int | None:
+        """The highest step logged for metric `key` (None when never logged)."""
+        self.flush()
+        history = self.client.get_metric_history(self.run_id, key)
+        return max((m.step for m in history), default=None)
+
+    def running_runs(self, tag: str, value: str) -> dict[str, dict[str, str]]:
+        """run id -> tags of this experiment's RUNNING runs whose tag `tag` equals `value`."""
+        experiment = self.client.get_run(self.run_id).info.experiment_id
+        runs = self.client.search_runs([experiment], f"tags.`{tag}` = '{value}' and attributes.status = 'RUNNING'")
+        return {run.info.run_id: dict(run.data.tags) for run in runs}
+
+    def mark_killed(self, run_id: str, reason: str) -> None:
+        """Mark another run KILLED (e.g. left RUNNING by a process that was killed), saying why in a tag."""
+        self.client.set_tag(run_id, "agora.stale", reason)
+        self.client.set_terminated(run_id, status="KILLED")
+
 
 def serve_ui(uri: str | None = None, host: str = "127.0.0.1", port: int = 5000) -> None:
     """Replace this process by the MLflow UI over the store, so that signals reach it directly."""

@@ -10,6 +10,8 @@ from pettingzoo.test import api_test, parallel_api_test, parallel_seed_test
 from scipy import stats
 
 from agents.scripted.economy import (
+    best_platforms,
+    best_votes,
     BestResponseWorker,
     FederalPlanner,
     FlatPlanner,
@@ -30,8 +32,11 @@ from worlds.economy import (
     US_FEDERAL_RATES,
     EconomyConfig,
     best_response_labor,
+    best_response_value,
     env,
     gini,
+    platform_deltas,
+    plurality_winner,
     post_tax_incomes,
     raw_env,
     sample_gb2,
@@ -492,3 +497,135 @@ def test_a_scripted_policy_in_the_wrong_seat_is_a_scenario_error():
     obs, _ = world.reset(seed=0)
     with pytest.raises(ScenarioError, match="'saez' plays the planner only"):
         SaezPlanner(SaezPlanner.Params(), seed=0).act([ActRequest(0, "worker_0", obs["worker_0"], [])])
+
+
+# --- democratic mode (ALGORITHMS.md §6 "Voting") -------------------------------------------------------
+
+
+def democratic_world(**kwargs) -> raw_env:
+    world = raw_env(EconomyConfig(**{"num_workers": 4, "steps": 8, "warmup": 2, "tax_period": 3, "brackets": "three", "democratic": True, **kwargs}))
+    world.reset(seed=0)
+    return world
+
+
+def vote_action(hours=10.0, stand=0, platform=(2, 2, 2), vote=-1) -> dict:
+    return {"labor": np.array(hours), "stand": stand, "platform": np.array(platform), "vote": vote}
+
+
+def test_plurality_winner_counts_valid_votes_and_breaks_ties_with_the_seed():
+    rng = np.random.default_rng(0)
+    assert plurality_winner([3, 3, 1, 0], [1, 3], rng) == 3
+    assert plurality_winner([], [], rng) is None
+    assert plurality_winner([], [2], rng) == 2  # a lone candidate wins without votes
+    winners = {plurality_winner([1, 3], [1, 3], np.random.default_rng(s)) for s in range(20)}
+    assert winners == {1, 3}  # a tie goes either way ...
+    assert plurality_winner([1, 3], [1, 3], np.random.default_rng(5)) == plurality_winner([1, 3], [1, 3], np.random.default_rng(5))  # ... by the seed
+
+
+def test_democratic_phases_stand_before_each_decision_and_vote_on_it():
+    world = democratic_world()
+    assert [world.phase(t) for t in range(8)] == [0, 1, 2, 0, 1, 2, 0, 0]  # decisions at 2 and 5 (8 is past the end)
+    assert world.passive_action(PLANNER) is not None  # the planner is never asked
+    with pytest.raises(ValueError, match="warmup >= 1 and tax_period >= 2"):
+        EconomyConfig(democratic=True, warmup=0)
+
+
+def test_election_applies_the_plurality_winners_platform_and_counts_turnout_and_candidates():
+    world = democratic_world()
+    world.step({a: vote_action() for a in world.workers})  # step 0: work
+    # step 1: worker_1 stands with (-20, 0, +10), worker_3 with (+20, +20, +20); worker_2's platform is malformed
+    world.step({"worker_0": vote_action(), "worker_1": vote_action(stand=1, platform=(0, 2, 3)),
+                "worker_2": vote_action(stand=1, platform=(9, 9)), "worker_3": vote_action(stand=1, platform=(4, 4, 4))})
+    assert world.candidates.tolist() == [0, 1, 0, 1]
+    # step 2: two votes for worker_1, one for worker_3, one for a non-candidate (invalid)
+    world.step({"worker_0": vote_action(vote=1), "worker_1": vote_action(vote=1), "worker_2": vote_action(vote=2), "worker_3": vote_action(vote=3)})
+    assert world.rates.tolist() == [30.0, 50.0, 60.0]  # 50 + (-20, 0, +10), and it taxes this step
+    assert world.log["rates"][-1] == [30.0, 50.0, 60.0]
+    election = world.elections[-1]
+    assert election["winner"] == 1 and election["votes"] == [2, 1] and election["candidates"] == [1, 3]
+    assert election["turnout"] == pytest.approx(0.75) and election["candidate_share"] == pytest.approx(0.5)
+    assert not world.candidates.any()  # candidacies last one election
+
+
+def test_an_election_without_candidates_keeps_the_schedule():
+    world = democratic_world()
+    for _ in range(3):
+        world.step({a: vote_action(vote=0) for a in world.workers})
+    assert world.rates.tolist() == [50.0] * 3 and world.elections[-1]["winner"] is None
+    assert world.elections[-1]["turnout"] == 0.0
+    metrics = world.episode_metrics()
+    assert metrics["election/count"] == 1 and metrics["election/turnout"] == 0.0
+
+
+def test_democratic_pettingzoo_api_and_seed():
+    config = EconomyConfig(num_workers=5, steps=10, warmup=1, tax_period=2, brackets="three", democratic=True)
+    parallel_api_test(raw_env(config), num_cycles=20)
+    parallel_seed_test(lambda: raw_env(config))
+
+
+def test_democratic_worker_parser_is_strict():
+    world = democratic_world()
+    world.step({a: vote_action() for a in world.workers})  # now a stand step
+    action = world.parse("worker_0", "LABOR: 40\nSTAND: -20, 0, +10")
+    assert float(action["labor"]) == 40 and action["stand"] == 1 and platform_deltas(action["platform"]).tolist() == [-20, 0, 10]
+    assert world.parse("worker_0", "LABOR: 40\nSTAND: NO")["stand"] == 0
+    for text, message in (("LABOR: 40", "STAND"), ("LABOR: 40\nSTAND: -20, 0", "exactly 3"), ("LABOR: 40\nSTAND: -15, 0, 0", "not a legal change"), ("STAND: NO", "LABOR")):
+        with pytest.raises(ParseError, match=message):
+            world.parse("worker_0", text)
+    world.step({"worker_0": vote_action(), "worker_1": vote_action(), "worker_2": vote_action(stand=1, platform=(0, 2, 2)), "worker_3": vote_action(stand=1, platform=(4, 2, 2))})
+    prompt = world.prompt("worker_0", world._observations()["worker_0"])
+    assert "Candidate 1: -20, 0, 0" in prompt and "Candidate 2: +20, 0, 0" in prompt and prompt.endswith("VOTE: <candidate number>")
+    assert world.parse("worker_0", "LABOR: 5\nVOTE: 2")["vote"] == 3  # candidate 2 is worker_3
+    for text in ("LABOR: 5\nVOTE: 3", "LABOR: 5", "LABOR: 5\nVOTE: two"):
+        with pytest.raises(ParseError, match="VOTE|candidate"):
+            world.parse("worker_0", text)
+    fallback = world.fallback_action("worker_0", np.random.default_rng(0))
+    assert fallback["vote"] in (2, 3) and fallback["stand"] == 0
+    assert world.parse("worker_0", world.render_action("worker_0", vote_action(hours=7, vote=3)))["vote"] == 3
+
+
+def test_best_response_voters_stand_with_and_vote_for_their_own_best_platform():
+    world = democratic_world()
+    obs = world._observations()["worker_0"]
+    obs = {**obs, "rates": np.array([50.0, 50.0, 50.0])}
+    skills = np.array([10.0, 3000.0])  # $10/h never leaves the first bracket; $3,000/h reaches the top one
+    # Own value V falls with every rate its income reaches and ignores the rest: -20 where it pays, 0 elsewhere.
+    assert platform_deltas(best_platforms(skills, obs)).tolist() == [[-20, 0, 0], [-20, -20, -20]]
+    candidates, platforms = np.zeros(4, dtype=np.int8), np.full((4, 3), 2)
+    candidates[[1, 2]] = 1
+    platforms[1], platforms[2] = (0, 2, 2), (2, 0, 0)  # (-20, 0, 0) and (0, -20, -20)
+    votes = best_votes(skills, {**obs, "candidates": candidates, "platforms": platforms})
+    c, delta, share = obs["utility_params"]
+    for v, vote in zip(skills, votes):  # brute force: the candidate with the highest V
+        values = {k: best_response_value([v], obs["cutoffs"], 50 + platform_deltas(platforms[k]), c, delta, share)[0] for k in (1, 2)}
+        assert vote == max(values, key=values.get)
+    assert votes.tolist() == [1, 2]
+
+
+def test_democratic_scenario_runs_with_scripted_voters(tracking_uri):
+    from agora.run import run_scenario
+
+    scenario = load_scenario(SCENARIOS / "economy_democratic.yaml", {"episodes": 1})
+    assert scenario.world_config.democratic
+    data = scenario.spec.model_dump()
+    data["world"] = {**scenario.world_config.model_dump(), "id": "economy", "num_workers": 20, "steps": 25, "warmup": 4, "tax_period": 5}
+    result = run_scenario(resolve_scenario(data), tracking_uri=tracking_uri)
+    table = result.report.tables["economy/elections.json"]
+    assert table["step"] == [4, 9, 14, 19, 24]
+    assert all(0 < s <= 1 for s in table["candidate_share"]) and all(t == 1.0 for t in table["turnout"])
+    assert result.summary["eval/election/turnout"] == 1.0 and "election/platform/b0" in result.report.series
+    assert result.summary["eval/br_gap"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_out_of_range_hours_are_rejected_with_a_retry_hint_not_clipped():
+    world = small_world(brackets="three")
+    world.reset(seed=0)
+    with pytest.raises(ParseError, match=r"1000 hours is not possible.*from 0 to 100.*LABOR: 45"):
+        world.parse("worker_0", "LABOR: 1000")
+
+
+def test_democratic_demonstration_is_a_plain_work_step():
+    world = democratic_world()
+    demo = world.demonstration("worker_0")
+    assert demo[1]["content"] == "LABOR: 40" and "Election" not in demo[0]["content"]
+    assert demo[0]["content"].endswith("LABOR: <hours>")

@@ -85,11 +85,17 @@ class EconomyConfig(BaseModel):
     labor_exponent: float = Field(3.5, gt=1, le=10, description="δ in u = z̃ − c·l^δ (labor elasticity 1/(δ−1))")
     welfare: Literal["inverse_income", "utilitarian"] = Field("inverse_income", description="SWF = Σ u_i / max(z_i, 1), or Σ u_i")
     comparison_flat_rate: float = Field(25.0, ge=0, le=100, description="rate (percent) of the flat schedule in the end-of-run comparison")
+    democratic: bool = Field(False, description="workers elect the schedule change each tax period (stand the step before, vote on the decision step); the planner is passive")
 
     @model_validator(mode="after")
     def _planner_acts(self) -> EconomyConfig:
         if self.warmup >= self.steps:
             raise ValueError(f"warmup ({self.warmup}) must be below steps ({self.steps}), or the planner never acts")
+        if self.democratic and (self.warmup < 1 or self.tax_period < 2):
+            raise ValueError(
+                "democratic mode needs warmup >= 1 and tax_period >= 2: candidates stand the step before each decision "
+                f"and everyone votes on it (got warmup {self.warmup}, tax_period {self.tax_period})"
+            )
         return self
 
     def cutoffs(self) -> np.ndarray:
@@ -182,6 +188,14 @@ def best_response_labor(
     return candidates[np.arange(len(v)), np.argmax(value, axis=1)]
 
 
+def best_response_value(skills, cutoffs, rates, labor_cost: float, labor_exponent: float, rebate_share: float = 0.0) -> np.ndarray:
+    """max_l v·l − (1 − s)·T(v·l) − c·l^δ per worker: the value of a schedule to a worker that
+    best-responds to it, others' taxes (the rest of the rebate) held fixed."""
+    labor = best_response_labor(skills, cutoffs, rates, labor_cost, labor_exponent, rebate_share)
+    z = np.asarray(skills, dtype=np.float64) * labor
+    return z - (1.0 - rebate_share) * tax(z, cutoffs, rates) - labor_cost * labor**labor_exponent
+
+
 def saez_rates(incomes, cutoffs, elasticity: float = 0.4) -> np.ndarray:
     """Saez optimal marginal rates per bracket (percent) for an income sample.
 
@@ -239,6 +253,26 @@ def fixed_schedule_welfare(skills, cutoffs, rates, config: EconomyConfig) -> dic
     }
 
 
+def plurality_winner(votes, candidates, rng: np.random.Generator) -> int | None:
+    """The candidate (worker index) with the most valid votes; ties broken uniformly with `rng`.
+
+    A vote is valid when it names a candidate; no candidates -> None. With candidates but no valid
+    vote, every candidate ties at zero.
+    """
+    candidates = sorted(int(c) for c in candidates)
+    if not candidates:
+        return None
+    votes = np.asarray(votes, dtype=np.int64)
+    counts = np.array([(votes == c).sum() for c in candidates])
+    tied = [c for c, k in zip(candidates, counts) if k == counts.max()]
+    return int(tied[rng.integers(len(tied))]) if len(tied) > 1 else tied[0]
+
+
+def platform_deltas(indices) -> np.ndarray:
+    """A platform as indices into PLANNER_DELTAS -> the changes in percentage points."""
+    return np.asarray(PLANNER_DELTAS, dtype=np.float64)[np.asarray(indices, dtype=np.int64)]
+
+
 # --- the world -----------------------------------------------------------------------------------
 
 
@@ -255,6 +289,9 @@ def _money(x: float) -> str:
 
 LABOR_LINE = re.compile(r'^[\s>*_`{"\']*labou?r["\'\s*_`]*[:=]\s*[*_`"\']*\s*(-?[0-9][0-9,]*(?:\.[0-9]*)?|-?\.[0-9]+)\s*(h|hours?)?[\s*_`"\'}.]*$', re.IGNORECASE)
 DELTAS_LINE = re.compile(r"^[\s>*_`]*deltas?[\s*_`]*:(.*)$", re.IGNORECASE)
+STAND_LINE = re.compile(r"^[\s>*_`]*stand[\s*_`]*:(.*)$", re.IGNORECASE)
+VOTE_LINE = re.compile(r"^[\s>*_`]*vote[\s*_`]*:[\s*_`]*(?:candidate\s*)?#?\s*([0-9]+)[\s.*_`]*$", re.IGNORECASE)
+WORK, STAND, VOTE = 0, 1, 2  # democratic phases of a step
 
 
 class parallel_env(ParallelEnv):
@@ -302,8 +339,21 @@ class parallel_env(ParallelEnv):
                 "history": spaces.Box(-big, big, (HISTORY * 5,), dtype=np.float64),
                 "history_len": spaces.Discrete(HISTORY + 1),
                 "persona": spaces.MultiDiscrete([len(v) for v in PERSONAS.values()]),
+                **self._election_spaces(),
             }
         )
+
+    def _election_spaces(self) -> dict[str, spaces.Space]:
+        """Democratic mode: the phase (0 work, 1 stand, 2 vote), who stands, and their platforms
+        (indices into PLANNER_DELTAS per bracket); the two arrays are shared by all workers."""
+        if not self.config.democratic:
+            return {}
+        n, b = self.config.num_workers, len(self.cutoffs)
+        return {
+            "phase": spaces.Discrete(3),
+            "candidates": spaces.MultiBinary(n),
+            "platforms": spaces.MultiDiscrete(np.full((n, b), len(PLANNER_DELTAS))),
+        }
 
     def _planner_observation_space(self) -> spaces.Space:
         b, n, big = len(self.cutoffs), self.config.num_workers, np.inf
@@ -323,7 +373,14 @@ class parallel_env(ParallelEnv):
         )
 
     def _worker_action_space(self) -> spaces.Space:
-        return spaces.Box(0, MAX_LABOR, (), dtype=np.float64)  # hours (a 0-d array: no list per step in the records)
+        hours = spaces.Box(0, MAX_LABOR, (), dtype=np.float64)  # hours (a 0-d array: no list per step in the records)
+        if not self.config.democratic:
+            return hours
+        # stand (1) with a platform (indices into PLANNER_DELTAS) on a stand step; vote for a worker index on a vote step
+        n, b = self.config.num_workers, len(self.cutoffs)
+        return spaces.Dict(
+            {"labor": hours, "stand": spaces.Discrete(2), "platform": spaces.MultiDiscrete([len(PLANNER_DELTAS)] * b), "vote": spaces.Discrete(n)}
+        )
 
     def _planner_action_space(self) -> spaces.Space:
         return spaces.Box(0, 100, (len(self.cutoffs),), dtype=np.float64)  # the schedule, percent per bracket
@@ -346,6 +403,9 @@ class parallel_env(ParallelEnv):
         self.period_swf: list[float] = []  # SWF of each step since the planner's last decision
         self.periods: list[tuple[np.ndarray, float]] = []  # (rates, mean SWF) of each finished period
         self.decisions: list[int] = []  # steps at which the planner acted
+        self.candidates = np.zeros(n, dtype=np.int8)  # democratic: who stands in the coming vote
+        self.platforms = np.zeros((n, b), dtype=np.int64)  # their platforms, indices into PLANNER_DELTAS
+        self.elections: list[dict[str, Any]] = []
         self.log: dict[str, list] = {k: [] for k in ("swf", "mean_utility", "total_income", "tax_revenue", "gini_pre", "gini_post", "mean_labor", "br_gap", "rates")}
         observations = self._observations()
         return observations, {a: {} for a in self.agents}
@@ -355,17 +415,67 @@ class parallel_env(ParallelEnv):
         t = self.t if t is None else t
         return t >= self.config.warmup and (t - self.config.warmup) % self.config.tax_period == 0
 
+    def phase(self, t: int | None = None) -> int:
+        """Democratic mode: VOTE on each decision step, STAND on the step before it, else WORK."""
+        t = self.t if t is None else t
+        if not self.config.democratic:
+            return WORK
+        if self.is_planning_step(t):
+            return VOTE
+        return STAND if t + 1 < self.config.steps and self.is_planning_step(t + 1) else WORK
+
+    def _hold_election(self, actions: dict[str, Any]) -> np.ndarray:
+        """Tally the votes for the standing candidates; the plurality winner's platform (seeded
+        tie-break) changes the schedule. No candidate: the schedule stays."""
+        n = self.config.num_workers
+        standing = np.flatnonzero(self.candidates)
+        votes = np.array([_field(actions.get(a), "vote", -1) for a in self.workers], dtype=np.int64)
+        valid = np.isin(votes, standing)
+        winner = plurality_winner(votes[valid], standing, self.np_random)
+        deltas = platform_deltas(self.platforms[winner]) if winner is not None else np.zeros(len(self.cutoffs))
+        self.elections.append(
+            {
+                "step": self.t,
+                "candidates": standing.tolist(),
+                "platforms": [platform_deltas(self.platforms[c]).tolist() for c in standing],
+                "votes": [int((votes[valid] == c).sum()) for c in standing],
+                "winner": winner,
+                "platform": deltas.tolist(),
+                "candidate_share": len(standing) / n,
+                "turnout": float(valid.mean()),
+            }
+        )
+        self.candidates[:] = 0
+        return np.clip(self.rates + deltas, 0.0, 100.0)
+
+    def _nominate(self, actions: dict[str, Any]) -> None:
+        """Workers that stand (stand = 1 with a legal platform) become the next vote's candidates."""
+        self.candidates[:] = 0
+        for i, agent in enumerate(self.workers):
+            action = actions.get(agent)
+            if _field(action, "stand", 0) != 1:
+                continue
+            try:
+                platform = np.asarray(action["platform"], dtype=np.int64).reshape(-1)
+            except (TypeError, ValueError, KeyError, IndexError):
+                continue
+            if platform.shape == (len(self.cutoffs),) and np.all((platform >= 0) & (platform < len(PLANNER_DELTAS))):
+                self.candidates[i], self.platforms[i] = 1, platform
+
     def step(self, actions: dict[str, Any]):
         """Workers' labor -> incomes, taxes under the schedule (the planner's new one on its steps), rebate, utilities."""
         c = self.config
         labor = np.fromiter((_labor(actions.get(a)) for a in self.workers), dtype=np.float64, count=c.num_workers)
         seen = self.rates  # the schedule the workers saw when they chose
-        if self.is_planning_step() and PLANNER in actions:
+        phase = self.phase()
+        if self.is_planning_step() and (PLANNER in actions or c.democratic):
             if self.period_swf:
                 self.periods.insert(0, (seen.copy(), float(np.mean(self.period_swf))))
             self.period_swf = []
-            self.rates = _rates(actions[PLANNER], self.rates)
+            self.rates = self._hold_election(actions) if c.democratic else _rates(actions[PLANNER], self.rates)
             self.decisions.append(self.t)
+        elif phase == STAND:
+            self._nominate(actions)
         z = self.skills * labor
         post, taxes, rebate = post_tax_incomes(z, self.cutoffs, self.rates)
         u = utility(post, labor, c.labor_cost, c.labor_exponent)
@@ -400,6 +510,9 @@ class parallel_env(ParallelEnv):
         # Built for N up to 10^4 per step: one copy of the shared arrays, per-worker views of them,
         # and as few containers per observation as possible (each is a record in the trajectories).
         history = self.history.reshape(len(self.skills), -1).copy()
+        election = {}
+        if self.config.democratic:
+            election = {"phase": self.phase(), "candidates": self.candidates.copy(), "platforms": self.platforms.copy()}
         observations = {
             name: {
                 "step": step,
@@ -410,6 +523,7 @@ class parallel_env(ParallelEnv):
                 "history": history[i],
                 "history_len": self.history_len,
                 "persona": self.personas[i],
+                **election,
             }
             for i, name in enumerate(self.workers)
         }
@@ -431,8 +545,8 @@ class parallel_env(ParallelEnv):
 
     def passive_action(self, agent: str) -> np.ndarray | None:
         """The planner keeps the schedule between its decisions without being asked."""
-        if agent == PLANNER and not self.is_planning_step():
-            return self.rates.copy()
+        if agent == PLANNER and (self.config.democratic or not self.is_planning_step()):
+            return self.rates.copy()  # democratic mode: the voters decide, the planner is never asked
         return None
 
     def render(self) -> str | None:
@@ -478,8 +592,33 @@ class parallel_env(ParallelEnv):
                 f"{when}: you worked {hours:.0f} h, earned {_money(income)}, paid {_money(paid)} tax, "
                 f"got a {_money(rebate)} rebate; utility {u:,.0f}."
             )
-        lines.append("Reply now with one line, hours from 0 to 100: LABOR: <hours>")  # small models follow the last line best
+        lines.extend(self._election_lines(obs))
         return "\n".join(lines)
+
+    def _standing(self, obs: dict) -> np.ndarray:
+        return np.flatnonzero(obs["candidates"])
+
+    def _election_lines(self, obs: dict) -> list[str]:
+        """The closing lines: the reply format, with the election's stand/vote line in democratic mode."""
+        labor = "Reply now with one line, hours from 0 to 100: LABOR: <hours>"  # small models follow the last line best
+        phase = int(obs.get("phase", WORK))
+        b = len(obs["rates"])
+        if phase == STAND:
+            return [
+                "Election: next step the workers vote on how to change each bracket's rate by -20, -10, 0, +10 or +20 points.",
+                f"You may stand as a candidate with a platform of {b} change{'s' if b > 1 else ''}, one per bracket in order, or decline.",
+                "Reply now with two lines, hours from 0 to 100 and your platform or NO:",
+                "LABOR: <hours>",
+                "STAND: " + ", ".join(["+10", "0", "-10", "+20", "-20"][i % 5] for i in range(b)) + "   (or STAND: NO)",
+            ]
+        standing = self._standing(obs) if phase == VOTE else []
+        if len(standing) == 0:
+            return [labor]
+        lines = ["Election: the candidate with the most votes changes each bracket's rate by its platform (points):"]
+        for k, c in enumerate(standing):
+            lines.append(f"  Candidate {k + 1}: " + ", ".join(_signed(d) for d in platform_deltas(obs["platforms"][c])))
+        lines += [f"Reply now with two lines, hours from 0 to 100 and the candidate you vote for (1-{len(standing)}):", "LABOR: <hours>", "VOTE: <candidate number>"]
+        return lines
 
     def _planner_prompt(self, obs: dict) -> str:
         n, k = self.config.num_workers, self.config.tax_period
@@ -517,7 +656,9 @@ class parallel_env(ParallelEnv):
         return self._demonstrations[role]
 
     def _worked_turn(self, role: str) -> list[tuple[str, str]]:
-        example = parallel_env(self.config.model_copy(update={"num_workers": 4}))
+        # A plain work step (democratic: the election lines are explained by the prompt itself; a
+        # stand-step example answered with LABOR alone would teach the wrong reply).
+        example = parallel_env(self.config.model_copy(update={"num_workers": 4, "democratic": False}))
         example.reset(seed=2507)
         obs, _, _, _, _ = example.step({a: np.array(40.0) for a in example.workers})
         if role == PLANNER:
@@ -535,7 +676,32 @@ class parallel_env(ParallelEnv):
     def parse(self, agent: str, text: str):
         if not isinstance(text, str):
             raise ParseError("the reply must be text")
-        return self._parse_deltas(text) if agent == PLANNER else self._parse_labor(text)
+        return self._parse_deltas(text) if agent == PLANNER else self._parse_worker(text)
+
+    def _parse_worker(self, text: str):
+        """Labor; in democratic mode also the STAND line (stand step) or the VOTE line (vote step with candidates)."""
+        hours = self._parse_labor(text)
+        if not self.config.democratic:
+            return hours
+        action = {"labor": hours, "stand": 0, "platform": np.zeros(len(self.cutoffs), dtype=np.int64), "vote": -1}
+        phase = self.phase()
+        if phase == STAND:
+            bodies = {m.group(1).strip().strip("*_`[]() .") for m in map(STAND_LINE.match, text.splitlines()) if m}
+            if len(bodies) != 1:
+                raise ParseError("give exactly one 'STAND:' line: your platform, e.g. 'STAND: " + ", ".join(["0"] * len(self.cutoffs)) + "', or 'STAND: NO'")
+            body = bodies.pop()
+            if body.lower() not in ("no", "none", "decline"):
+                deltas = self._delta_tokens(body, "STAND")
+                action.update(stand=1, platform=np.array([PLANNER_DELTAS.index(d) for d in deltas], dtype=np.int64))
+        elif phase == VOTE and len(standing := np.flatnonzero(self.candidates)):
+            found = {m.group(1) for m in map(VOTE_LINE.match, text.splitlines()) if m}
+            if len(found) != 1:
+                raise ParseError(f"give exactly one 'VOTE: <candidate number>' line, a number from 1 to {len(standing)}")
+            k = int(found.pop())
+            if not 1 <= k <= len(standing):
+                raise ParseError(f"there are {len(standing)} candidates; vote with a number from 1 to {len(standing)}")
+            action["vote"] = int(standing[k - 1])
+        return action
 
     def _parse_labor(self, text: str) -> np.ndarray:
         """`LABOR: 40` (or the paper's JSON `{"LABOR": 40}`): one number of hours in [0, 100]."""
@@ -559,7 +725,7 @@ class parallel_env(ParallelEnv):
     def _hours(self, raw: str) -> np.ndarray:
         hours = float(raw.replace(",", ""))
         if not np.isfinite(hours) or not 0 <= hours <= MAX_LABOR:
-            raise ParseError(f"LABOR must be a number of hours from 0 to 100, got {raw[:12]}")
+            raise ParseError(f"{raw[:12]} hours is not possible: LABOR must be hours from 0 to 100 (a step has 100 hours at most); reply e.g. 'LABOR: 45'")
         return np.array(hours)
 
     def _parse_deltas(self, text: str) -> np.ndarray:
@@ -573,7 +739,14 @@ class parallel_env(ParallelEnv):
             raise ParseError(f"no 'DELTAS:' line; reply e.g. '{example}'")
         if len(bodies) > 1:
             raise ParseError("more than one different DELTAS line; give exactly one")
-        tokens = [t for t in re.split(r"[\s,;]+", re.sub("[\u2212\u2013\u2014]", "-", bodies.pop())) if t]  # −, –, — as minus
+        deltas = self._delta_tokens(bodies.pop(), "DELTAS")
+        return np.clip(self.rates + np.array(deltas, dtype=np.float64), 0.0, 100.0)
+
+    def _delta_tokens(self, body: str, keyword: str) -> list[int]:
+        """One legal change per bracket from a line's body ('+10, 0, -10')."""
+        b = len(self.cutoffs)
+        example = f"{keyword}: " + ", ".join(["0"] * b)
+        tokens = [t for t in re.split(r"[\s,;]+", re.sub("[\u2212\u2013\u2014]", "-", body)) if t]  # −, –, — as minus
         if len(tokens) != b:
             raise ParseError(f"give exactly {b} change{'s' if b > 1 else ''} (one per bracket), got {len(tokens)}; e.g. '{example}'")
         deltas = []
@@ -582,11 +755,19 @@ class parallel_env(ParallelEnv):
             if not re.fullmatch(r"[+-]?[0-9]{1,3}", clean) or int(clean) not in PLANNER_DELTAS:
                 raise ParseError(f"'{token[:10]}' is not a legal change; each must be one of -20, -10, 0, +10, +20")
             deltas.append(int(clean))
-        return np.clip(self.rates + np.array(deltas, dtype=np.float64), 0.0, 100.0)
+        return deltas
 
     def render_action(self, agent: str, action) -> str:
         if agent != PLANNER:
-            return f"LABOR: {_labor(action)!r}"
+            text = f"LABOR: {_labor(action)!r}"
+            phase = self.phase()
+            if phase == STAND:
+                stand = _field(action, "stand", 0) == 1
+                text += "\nSTAND: " + (", ".join(_signed(d) for d in platform_deltas(action["platform"])) if stand else "NO")
+            elif phase == VOTE and self.candidates.any():
+                standing, vote = np.flatnonzero(self.candidates).tolist(), _field(action, "vote", -1)
+                text += f"\nVOTE: {standing.index(vote) + 1}" if vote in standing else "\nVOTE: (none)"
+            return text
         rates = np.asarray(action, dtype=np.float64).reshape(-1)
         deltas = rates - self.rates
         if np.allclose(deltas, np.round(deltas / 10) * 10) and set(np.round(deltas).astype(int)) <= set(PLANNER_DELTAS):
@@ -594,10 +775,16 @@ class parallel_env(ParallelEnv):
         return "RATES: " + ", ".join(f"{r:.2f}" for r in rates)  # a scripted baseline setting rates directly
 
     def fallback_action(self, agent: str, rng: np.random.Generator) -> np.ndarray:
-        """Workers: uniform hours in [0, 100]; the planner: a uniform legal change per bracket."""
+        """Workers: uniform hours in [0, 100] (democratic: decline to stand; vote for a uniform
+        candidate); the planner: a uniform legal change per bracket."""
         if agent == PLANNER:
             return np.clip(self.rates + rng.choice(PLANNER_DELTAS, size=len(self.cutoffs)), 0.0, 100.0)
-        return np.array(rng.uniform(0.0, MAX_LABOR))
+        hours = np.array(rng.uniform(0.0, MAX_LABOR))
+        if not self.config.democratic:
+            return hours
+        standing = np.flatnonzero(self.candidates)
+        vote = int(rng.choice(standing)) if self.phase() == VOTE and len(standing) else -1
+        return {"labor": hours, "stand": 0, "platform": np.zeros(len(self.cutoffs), dtype=np.int64), "vote": vote}
 
     # --- records ---------------------------------------------------------------------------------
 
@@ -607,6 +794,10 @@ class parallel_env(ParallelEnv):
         planned = self.log["swf"][self.config.warmup :]
         metrics["planner_swf"] = float(np.mean(planned)) if planned else 0.0
         metrics.update({f"rate/b{j}": float(r) for j, r in enumerate(self.rates)})
+        if self.config.democratic:
+            metrics["election/count"] = float(len(self.elections))
+            for key in ("candidate_share", "turnout"):
+                metrics[f"election/{key}"] = float(np.mean([e[key] for e in self.elections])) if self.elections else 0.0
         return metrics
 
     def episode_info(self) -> dict[str, Any]:
@@ -615,6 +806,7 @@ class parallel_env(ParallelEnv):
         return {
             "series": {k: list(v) for k, v in self.log.items()},
             "decisions": list(self.decisions),
+            "elections": list(self.elections),  # democratic mode: candidates, platforms, votes, winner, platform per period
             "skills": self.skills.tolist(),
             "personas": [{k: PERSONAS[k][int(i)] for k, i in zip(keys, row)} for row in self.personas],
         }
@@ -669,6 +861,19 @@ class parallel_env(ParallelEnv):
             table["us_federal"].append(fixed_schedule_welfare(skills, federal, US_FEDERAL_RATES, c)["swf"])
             table["flat"].append(fixed_schedule_welfare(skills, [0.0], [c.comparison_flat_rate], c)["swf"])
         report.tables["economy/comparison.json"] = table
+        elections = [(e.index, x) for e in episodes for x in e.info.get("elections") or []]
+        if elections:
+            report.tables["economy/elections.json"] = {
+                "episode": [i for i, _ in elections],
+                "step": [x["step"] for _, x in elections],
+                "winner": [x["winner"] for _, x in elections],
+                "platform": [x["platform"] for _, x in elections],
+                "candidate_share": [x["candidate_share"] for _, x in elections],
+                "turnout": [x["turnout"] for _, x in elections],
+            }
+            first = [x for i, x in elections if i == elections[0][0]]  # the winning platform over time, first episode
+            for j in range(len(self.cutoffs)):
+                report.series[f"election/platform/b{j}"] = [(x["step"], float(x["platform"][j])) for x in first]
         for name in ("planner", "planner_final_br", "saez", "us_federal", "flat"):
             if table[name]:
                 report.metrics[f"compare/{name}_swf"] = float(np.mean(table[name]))
@@ -680,8 +885,23 @@ class parallel_env(ParallelEnv):
 raw_env = parallel_env  # PettingZoo's name for the unwrapped env
 
 
+def _signed(delta) -> str:
+    return f"{int(round(float(delta))):+d}" if round(float(delta)) else "0"
+
+
+def _field(action, key: str, default: int) -> int:
+    """An integer field of a democratic worker action (a dict), or `default` when missing or malformed."""
+    try:
+        return int(np.asarray(action[key]).reshape(-1)[0])
+    except (TypeError, ValueError, KeyError, IndexError):
+        return default
+
+
 def _labor(action) -> float:
-    """A worker's hours from its action, clipped to [0, 100] (missing or NaN: 0)."""
+    """A worker's hours from its action (a number, or a democratic action's "labor"), clipped to
+    [0, 100] (missing or NaN: 0)."""
+    if isinstance(action, dict):
+        action = action.get("labor")
     try:
         hours = float(np.asarray(action, dtype=np.float64).reshape(-1)[0])
     except (TypeError, ValueError, IndexError):

@@ -15,9 +15,14 @@ from agora.policy import ActRequest, ActResponse, Policy, PolicyParams
 from worlds.economy import (
     BRACKETS,
     PLANNER,
+    PLANNER_DELTAS,
     REFERENCE_HOURS,
+    STAND,
     US_FEDERAL_RATES,
+    VOTE,
     best_response_labor,
+    best_response_value,
+    platform_deltas,
     saez_rates,
 )
 
@@ -35,7 +40,21 @@ def check_seats(requests: list[ActRequest], planner: bool, policy: str) -> None:
 
 
 class BestResponseWorker(Policy):
-    """Works the exact utility-maximising hours under the schedule it sees (`best_response_labor`)."""
+    """Works the exact utility-maximising hours under the schedule it sees (`best_response_labor`).
+
+    Democratic mode: a self-interested, myopic voter. On a stand step it stands with probability
+    `stand_probability` (seeded), with the platform that maximises its own best-response value
+    V(τ) = max_l v·l − (1 − 1/N)·T(v·l) − c·l^δ (others' taxes, the rest of the rebate, held fixed)
+    found by one coordinate pass over the brackets (ties: the smaller change); on a vote step it
+    votes for the candidate whose platform gives it the highest V (ties: the first candidate).
+    """
+
+    class Params(PolicyParams):
+        stand_probability: float = Field(0.3, ge=0, le=1, description="democratic mode: chance a worker stands as a candidate each tax period")
+
+    def __init__(self, params: PolicyParams, *, seed: int):
+        super().__init__(params, seed=seed)
+        self.rng = np.random.default_rng(seed)
 
     def act(self, requests: list[ActRequest]) -> list[ActResponse]:
         check_seats(requests, False, "best_response")
@@ -50,9 +69,65 @@ class BestResponseWorker(Policy):
             skills = np.fromiter((requests[k].observation["skill"] for k in members), dtype=np.float64, count=len(members))
             c, delta, share = obs["utility_params"]
             labor = best_response_labor(skills, obs["cutoffs"], obs["rates"], c, delta, share)
-            for k, hours in zip(members, labor):
-                out[k] = ActResponse("", np.array(hours))
+            if "phase" not in obs:
+                for k, hours in zip(members, labor):
+                    out[k] = ActResponse("", np.array(hours))
+                continue
+            phase = int(obs["phase"])  # one step: the same phase for all of a schedule's workers
+            platforms = best_platforms(skills, obs) if phase == STAND else None
+            votes = best_votes(skills, obs) if phase == VOTE else None
+            stands = self.rng.random(len(members)) < self.params.stand_probability
+            for i, (k, hours) in enumerate(zip(members, labor)):
+                action = {"labor": np.array(hours), "stand": 0, "platform": np.zeros(len(obs["rates"]), dtype=np.int64), "vote": -1}
+                if platforms is not None and stands[i]:
+                    action.update(stand=1, platform=platforms[i])
+                if votes is not None:
+                    action["vote"] = int(votes[i])
+                out[k] = ActResponse("", action)
         return out
+
+
+DELTA_ORDER = np.argsort(np.abs(PLANNER_DELTAS), kind="stable")  # indices of 0, -10, +10, -20, +20: ties pick the smaller change
+
+
+def best_platforms(skills: np.ndarray, obs: dict) -> np.ndarray:
+    """Each worker's platform (indices into PLANNER_DELTAS): one coordinate-ascent pass over the
+    brackets on its best-response value V under the current schedule + platform."""
+    c, delta, share = obs["utility_params"]
+    rates = np.asarray(obs["rates"], dtype=np.float64)
+    zero = PLANNER_DELTAS.index(0)
+    chosen = np.full((len(skills), len(rates)), zero, dtype=np.int64)
+    for j in range(len(rates)):
+        values = []
+        for d in DELTA_ORDER:
+            trial = chosen.copy()
+            trial[:, j] = d
+            values.append(_values(skills, obs["cutoffs"], rates, trial, c, delta, share))
+        chosen[:, j] = DELTA_ORDER[np.argmax(np.stack(values, axis=1), axis=1)]
+    return chosen
+
+
+def best_votes(skills: np.ndarray, obs: dict) -> np.ndarray:
+    """Each worker's vote: the candidate (worker index) whose platform gives it the highest V; -1 without candidates."""
+    standing = np.flatnonzero(obs["candidates"])
+    if len(standing) == 0:
+        return np.full(len(skills), -1)
+    c, delta, share = obs["utility_params"]
+    rates = np.asarray(obs["rates"], dtype=np.float64)
+    unique, which = np.unique(obs["platforms"][standing], axis=0, return_inverse=True)
+    values = np.stack([best_response_value(skills, obs["cutoffs"], np.clip(rates + platform_deltas(p), 0, 100), c, delta, share) for p in unique], axis=1)
+    return standing[np.argmax(values[:, np.asarray(which).reshape(-1)], axis=1)]
+
+
+def _values(skills, cutoffs, rates, platforms, c, delta, share) -> np.ndarray:
+    """V per worker under its own platform (rows of `platforms`), grouped by distinct platform."""
+    out = np.empty(len(skills))
+    unique, which = np.unique(platforms, axis=0, return_inverse=True)
+    which = np.asarray(which).reshape(-1)
+    for u, p in enumerate(unique):
+        members = which == u
+        out[members] = best_response_value(skills[members], cutoffs, np.clip(rates + platform_deltas(p), 0, 100), c, delta, share)
+    return out
 
 
 class SaezPlanner(Policy):

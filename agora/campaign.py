@@ -1,0 +1,686 @@
+"""Training campaigns: `agora train CAMPAIGN.yaml [--resume]`.
+
+A campaign file names the world, the learning policy (an LLM with LoRA adapters) and the seats it
+plays, the fixed policies of the other seats, the trainer and its hyperparameters (the trainer's
+own config class validates them: no second list of fields), and the schedule:
+
+    for iteration in 0 .. iterations-1:
+        every `evaluation.every` iterations: play held-out seeds against each fixed opponent (eval/*)
+        play `groups_per_iteration` initial states x `group_size` rollouts each (the GRPO groups)
+        advantages -> one trainer update of the LoRA weights (train/*, perf/*)
+        every `checkpoint.every` iterations: LoRA weights, optimizer, RNG states, iteration -> files + MLflow
+    a final evaluation after the last iteration.
+
+The learner's rollout policy acts with the very model object the trainer updates, so every
+iteration samples from the current weights. `--resume` reloads the last checkpoint and continues
+into the same MLflow run (same run id); metric steps are iterations, and steps already logged by
+the killed process are not logged twice. Validation errors are `ScenarioError`s, as for scenarios.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import os
+import shutil
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+import agora
+from agora.errors import AgoraError, ScenarioError
+from agora.policy import Policy
+from agora.registry import TRAINERS, WORLDS, Entry
+from agora.rollout import Rollout, _Slot, episode_seed, policy_seed
+from agora.scenario import AgentSpec, ResolvedScenario, TrackingSpec, WorldSpec, _validate, resolve_scenario
+from agora.trajectory import Episode
+from trainers.lora import LoRAConfig
+
+CHECKPOINT_PREFIX = "iter-"
+
+
+class LearnerSpec(BaseModel):
+    """`learner: {seats: [alice], lora: {...}, <llm parameter>: <value>, ...}`."""
+
+    model_config = ConfigDict(extra="allow")
+    seats: list[str] = Field(min_length=1, description="seats (names or glob patterns) the learning policy plays; all seats = self-play")
+    lora: LoRAConfig = LoRAConfig()
+
+
+class TrainerSpec(BaseModel):
+    """`trainer: {id: grpo, <hyperparameter>: <value>, ...}`; every key but `id` is the trainer's config."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str = Field(description="registered trainer id (`agora trainers`)")
+
+
+class SelfPlaySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seats: list[str] = Field(min_length=1, description="seats (names or glob patterns) played by a frozen snapshot of the learner")
+    snapshot_every: int = Field(1, ge=1, le=100_000, description="copy the learner's current weights into the snapshot before every N-th iteration")
+
+
+class EvaluationSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seats: list[str] | None = Field(None, description="seats the learner plays in evaluation (default: learner.seats, or the first seat when those are all)")
+    every: int = Field(1, ge=0, le=100_000, description="evaluate before every N-th iteration (0: only before the first and after the last)")
+    episodes: int = Field(16, ge=1, le=1_000_000, description="episodes per fixed opponent")
+    seed: int = Field(1_000_003, ge=0, description="root seed of the held-out evaluation episodes (never a training seed)")
+    opponents: dict[str, AgentSpec] | None = Field(
+        None, description="name -> fixed policy for every non-learner seat (default: the training opponents, named 'train')"
+    )
+
+
+class CheckpointSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    every: int = Field(1, ge=1, le=100_000, description="checkpoint after every N-th iteration (and after the last)")
+    dir: str | None = Field(None, description="checkpoint folder (default: checkpoints/<name> in the working directory)")
+    keep: int = Field(2, ge=1, le=1000, description="checkpoints kept on disk (all are logged to MLflow)")
+
+
+class Campaign(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, description="campaign name: the MLflow run name")
+    description: str = ""
+    world: WorldSpec
+    learner: LearnerSpec
+    opponents: dict[str, AgentSpec] = Field({}, description="non-learner seat (or glob pattern) -> fixed policy")
+    self_play: SelfPlaySpec | None = Field(None, description="seats played by frozen snapshots of the learner")
+    trainer: TrainerSpec
+    iterations: int = Field(ge=1, le=1_000_000, description="training iterations (one update each)")
+    groups_per_iteration: int = Field(4, ge=1, le=100_000, description="initial states (episode seeds) per iteration")
+    group_size: int = Field(8, ge=1, le=4096, description="rollouts of each initial state: the GRPO group")
+    evaluation: EvaluationSpec = EvaluationSpec()
+    checkpoint: CheckpointSpec = CheckpointSpec()
+    seed: int = Field(0, ge=0, description="root seed of training episodes, sampling, LoRA init")
+    concurrency: int = Field(16, ge=1, le=4096, description="episodes stepped together (LLM turns batched across them)")
+    max_retries: int = Field(1, ge=0, le=10, description="re-prompts after unparseable text, before a fallback action")
+    tracking: TrackingSpec = TrackingSpec()
+
+
+@dataclass(frozen=True)
+class ResolvedCampaign:
+    spec: Campaign
+    learner_seats: list[str]
+    snapshot_seats: list[str]  # played by a frozen snapshot of the learner (self-play)
+    eval_seats: list[str]  # the learner's seats in evaluation
+    learner_params: BaseModel  # agents.llm.LLMParams
+    train: ResolvedScenario  # world + the training opponents (learner seats hold a placeholder)
+    evaluations: dict[str, ResolvedScenario]  # opponent name -> world + that opponent in every other seat
+    trainer_entry: Entry
+    trainer_config: BaseModel
+    source: str | None
+    text: str | None
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return Path(self.spec.checkpoint.dir or Path("checkpoints") / self.spec.name)
+
+    def resolved_config(self) -> dict[str, Any]:
+        out = self.spec.model_dump(mode="json", exclude={"world", "learner", "opponents", "trainer", "evaluation"})
+        out["world"] = {"id": self.train.world_entry.name, **self.train.world_config.model_dump(mode="json")}
+        out["learner"] = {"seats": self.learner_seats, "lora": self.spec.learner.lora.model_dump(), **self.learner_params.model_dump(mode="json")}
+        fixed = set(self.learner_seats) | set(self.snapshot_seats)
+        out["opponents"] = {a: {"policy": s.entry.name, **s.params.model_dump(mode="json")} for a, s in self.train.seats.items() if a not in fixed}
+        out["self_play"] = self.spec.self_play.model_dump() if self.spec.self_play else None
+        out["trainer"] = {"id": self.trainer_entry.name, **self.trainer_config.model_dump(mode="json")}
+        out["evaluation"] = self.spec.evaluation.model_dump(mode="json", exclude={"opponents"})
+        out["evaluation"]["opponents"] = {
+            name: {a: s.entry.name for a, s in sc.seats.items() if a not in self.eval_seats} for name, sc in self.evaluations.items()
+        }
+        out["evaluation"]["seats"] = self.eval_seats
+        return out
+
+
+def load_campaign(path: str | Path, overrides: dict[str, Any] | None = None) -> ResolvedCampaign:
+    """Read and validate a campaign file (the same checks and messages as scenario files).
+
+    `overrides` set keys before validation; dotted keys reach into mappings ("evaluation.episodes").
+    """
+    path = Path(path)
+    file = str(path)
+    if not path.is_file():
+        raise ScenarioError("file not found" if not path.exists() else "not a file", file=file)
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ScenarioError(f"invalid YAML: {where}{getattr(exc, 'problem', None) or exc}", file=file) from None
+    if not isinstance(data, dict):
+        raise ScenarioError("expected a mapping of keys at the top level", file=file, hint="copy scenarios/campaigns/negotiation_grpo.yaml to start from")
+    for key, value in (overrides or {}).items():
+        *parents, last = key.split(".")
+        node = data
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return resolve_campaign(data, source=file, text=text)
+
+
+def _match(patterns: list[str], seats: list[str], path: str) -> list[str]:
+    """Seats matched by names or glob patterns, in the world's order."""
+    for i, pattern in enumerate(patterns):
+        if not fnmatch.filter(seats, pattern):
+            raise ScenarioError(f"no seat matches '{pattern}'; seats: {', '.join(seats)}", path=f"{path}.{i}")
+    return [s for s in seats if any(fnmatch.fnmatch(s, p) for p in patterns)]
+
+
+def _reprefix(exc: ScenarioError, old: str, new: str, file: str | None) -> ScenarioError:
+    path = exc.path
+    if path and (path == old or path.startswith(old + ".")):
+        path = new + path[len(old) :]
+    message = exc.message.replace(f"\n  {old}.", f"\n  {new}.")
+    return ScenarioError(message, file=exc.file or file, path=path, hint=exc.hint)
+
+
+def resolve_campaign(data: dict[str, Any], *, source: str | None = None, text: str | None = None) -> ResolvedCampaign:
+    from agents.llm import LLMParams
+
+    try:
+        spec = _validate(Campaign, data, prefix="", file=source)
+        world_entry = WORLDS.get(spec.world.id, path="world.id")
+        world_config = _validate(world_entry.params, spec.world.model_extra or {}, prefix="world", file=source)
+        seats = list(world_entry.load()(world_config).possible_agents)
+        learner_seats = _match(spec.learner.seats, seats, "learner.seats")
+        snapshot_seats = _match(spec.self_play.seats, seats, "self_play.seats") if spec.self_play else []
+        if set(snapshot_seats) & set(learner_seats):
+            raise ScenarioError("a seat cannot be both the learner's and a snapshot's", path="self_play.seats", hint="list each seat once")
+        if spec.evaluation.seats is not None:
+            eval_seats = _match(spec.evaluation.seats, seats, "evaluation.seats")
+        else:
+            eval_seats = learner_seats if len(learner_seats) < len(seats) else seats[:1]
+        if len(eval_seats) == len(seats):
+            raise ScenarioError("the learner would play every seat in evaluation, with no opponent", path="evaluation.seats", hint=f"e.g. [{seats[0]}]")
+        learner_params = _validate(LLMParams, spec.learner.model_extra or {}, prefix="learner", file=source)
+        for key in spec.opponents:
+            if key in learner_seats or key in snapshot_seats:
+                raise ScenarioError(f"seat '{key}' is played by the learner or its snapshot", path=f"opponents.{key}", hint="remove it from opponents")
+        placeholder = {seat: {"policy": "llm"} for seat in learner_seats + snapshot_seats}
+        base = {"name": spec.name, "world": data["world"], "episodes": 1, "seed": spec.seed}
+
+        def scenario(agents: dict[str, Any], old: str, new: str, fill: dict[str, Any] = placeholder) -> ResolvedScenario:
+            try:
+                return resolve_scenario({**base, "agents": {**fill, **agents}}, source=source)
+            except ScenarioError as exc:
+                raise _reprefix(exc, old, new, source) from None
+
+        opponents = {k: v.model_dump() for k, v in spec.opponents.items()}
+        train = scenario(opponents, "agents", "opponents")
+        if spec.evaluation.opponents is None:
+            if snapshot_seats or eval_seats != learner_seats:
+                raise ScenarioError("name the fixed opponents to evaluate against", path="evaluation.opponents", hint="e.g. {fair: {policy: fair}}")
+            evaluations = {"train": train}
+        else:
+            evaluations = {
+                name: scenario({"*": agent.model_dump()}, "agents.*", f"evaluation.opponents.{name}", {s: {"policy": "llm"} for s in eval_seats})
+                for name, agent in spec.evaluation.opponents.items()
+            }
+        trainer_entry = TRAINERS.get(spec.trainer.id, path="trainer.id")
+        trainer_config = _validate(trainer_entry.params, spec.trainer.model_extra or {}, prefix="trainer", file=source)
+        if spec.group_size < 2:
+            raise ScenarioError("a group of one rollout has no advantage signal", path="group_size", hint="use 2 or more (8 is common)")
+    except ScenarioError as exc:
+        if exc.file is None and source is not None:
+            raise ScenarioError(exc.message, file=source, path=exc.path, hint=exc.hint) from None
+        raise
+    return ResolvedCampaign(spec, learner_seats, snapshot_seats, eval_seats, learner_params, train, evaluations, trainer_entry, trainer_config, source, text)
+
+
+# --- rollouts -----------------------------------------------------------------------------
+
+
+class GroupRollout(Rollout):
+    """A Rollout whose episode `index` is played from initial state `seeds[index // group_size]`:
+    `group_size` consecutive episodes share a seed (a GRPO group), and differ by sampling."""
+
+    def __init__(self, *args, seeds: list[int], group_size: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seeds, self.group_size = seeds, group_size
+
+    def run(self, episodes: int, *, first_index: int = 0, on_episode=None) -> list[Episode]:
+        start, done = time.perf_counter(), len(self.episodes)
+        todo = iter(range(first_index, first_index + episodes))
+        active: list[_Slot] = []
+        try:
+            while True:
+                while len(active) < self.concurrency and (index := next(todo, None)) is not None:
+                    seed = self.seeds[index // self.group_size]
+                    active.append(_Slot(self.make_world(), index, seed, self.policy_ids, self.text_seats))
+                if not active:
+                    break
+                self._tick(active)
+                for slot in [s for s in active if s.done]:
+                    active.remove(slot)
+                    self.episodes.append(slot.finish())
+                    if on_episode:
+                        on_episode(self.episodes[-1])
+        finally:
+            self.seconds += time.perf_counter() - start
+        return sorted(self.episodes[done:], key=lambda e: e.index)
+
+
+def build_fixed_policies(scenario: ResolvedScenario, skip: list[str], seed: int) -> dict[str, Policy]:
+    """One policy per non-learner seat; seats with identical specs share one instance."""
+    shared: dict[str, Policy] = {}
+    seats: dict[str, Policy] = {}
+    for agent, seat in scenario.seats.items():
+        if agent in skip:
+            continue
+        spec = json.dumps([seat.entry.name, seat.params.model_dump(mode="json")], sort_keys=True)
+        if spec not in shared:
+            shared[spec] = seat.entry.load()(seat.params, seed=policy_seed(seed, seat.key))
+        seats[agent] = shared[spec]
+    return seats
+
+
+# --- evaluation ---------------------------------------------------------------------------
+
+
+def mean_ci(values: list[float], z: float = 1.96) -> tuple[float, float, float]:
+    """Mean and its normal-approximation 95% interval, mean -/+ z * s / sqrt(n)."""
+    x = np.asarray(values, dtype=np.float64)
+    m = float(x.mean())
+    half = z * float(x.std(ddof=1)) / math.sqrt(len(x)) if len(x) > 1 else 0.0
+    return m, m - half, m + half
+
+
+def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion (draws count as half a success)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def evaluation_metrics(name: str, episodes: list[Episode], learner_seats: list[str]) -> dict[str, float]:
+    """eval/<opponent>/score (learner's mean return, 95% CI), win_rate (beats every other seat; a tie
+    with the best counts half; Wilson 95% CI) and the world's episode metrics averaged."""
+    scores, wins = [], 0.0
+    values: dict[str, list[float]] = {}
+    for episode in episodes:
+        mine = float(np.mean([episode.returns[s] for s in learner_seats]))
+        others = [r for s, r in episode.returns.items() if s not in learner_seats]
+        best_other = max(others) if others else mine
+        scores.append(mine)
+        wins += 1.0 if mine > best_other else 0.5 if mine == best_other else 0.0
+        for key, value in episode.metrics.items():
+            values.setdefault(key, []).append(value)
+    score, low, high = mean_ci(scores)
+    win_low, win_high = wilson_interval(wins, len(episodes))
+    out = {
+        f"eval/{name}/score": score,
+        f"eval/{name}/score_ci_low": low,
+        f"eval/{name}/score_ci_high": high,
+        f"eval/{name}/win_rate": wins / len(episodes),
+        f"eval/{name}/win_rate_ci_low": win_low,
+        f"eval/{name}/win_rate_ci_high": win_high,
+    }
+    out.update({f"eval/{name}/{key}": float(np.mean(v)) for key, v in values.items()})
+    return out
+
+
+# --- checkpoints --------------------------------------------------------------------------
+
+
+def generator_states(policies: dict[str, Policy]) -> dict[str, Any]:
+    """The state of every numpy/torch generator a policy holds, by seat and attribute name."""
+    import torch
+
+    out: dict[str, Any] = {}
+    for seat, policy in policies.items():
+        for attr, value in vars(policy).items():
+            if isinstance(value, np.random.Generator):
+                out[f"{seat}.{attr}"] = ("numpy", value.bit_generator.state)
+            elif isinstance(value, torch.Generator):
+                out[f"{seat}.{attr}"] = ("torch", value.get_state())
+    return out
+
+
+def restore_generators(policies: dict[str, Policy], states: dict[str, Any]) -> None:
+    for key, (kind, state) in states.items():
+        seat, attr = key.split(".", 1)
+        generator = getattr(policies[seat], attr)
+        if kind == "numpy":
+            generator.bit_generator.state = state
+        else:
+            generator.set_state(state)
+
+
+def checkpoints(folder: Path) -> list[Path]:
+    """Complete checkpoints in `folder`, oldest first."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob(f"{CHECKPOINT_PREFIX}*") if (p / "state.json").is_file())
+
+
+# --- the campaign loop ----------------------------------------------------------------------
+
+
+@dataclass
+class CampaignResult:
+    run_id: str | None
+    tracking_uri: str | None
+    iterations_done: int
+    evaluations: dict[int, dict[str, float]] = field(default_factory=dict)  # step -> eval/* metrics
+    last_metrics: dict[str, float] = field(default_factory=dict)
+    rewards: dict[int, float] = field(default_factory=dict)  # iteration -> the learner's mean training reward
+    checkpoint: Path | None = None
+
+
+class CampaignRunner:
+    """Holds the learner, its trainer, the fixed policies and the MLflow run of one campaign."""
+
+    def __init__(self, campaign: ResolvedCampaign, *, resume: bool = False, tracking_uri: str | None = None, track: bool | None = None):
+        import torch
+
+        from agents.llm import LLMPolicy
+        from trainers.lora import load_learner
+
+        self.campaign, spec = campaign, campaign.spec
+        self.folder = campaign.checkpoint_dir
+        self.run_file = self.folder / "run.json"
+        found = checkpoints(self.folder)
+        if not resume and (found or self.run_file.exists()):
+            raise AgoraError(
+                f"{self.folder} already holds this campaign's run; continue it with `agora train {campaign.source or ''} --resume`, "
+                "or delete the folder (or set checkpoint.dir) to start over"
+            )
+        if resume and not self.run_file.exists():
+            raise AgoraError(f"nothing to resume: no {self.run_file}; start the campaign without --resume")
+        self.resumed_from = found[-1] if resume and found else None
+
+        params = campaign.learner_params
+        torch.manual_seed(policy_seed(spec.seed, "torch"))  # nothing should draw from it; keep it seeded regardless
+        self.model, self.tokenizer = load_learner(params.model, spec.learner.lora, device=params.device, dtype=params.dtype, seed=policy_seed(spec.seed, "lora"))
+        self.learner = LLMPolicy(params, seed=policy_seed(spec.seed, "learner"), model=self.model, tokenizer=self.tokenizer)
+        self.fixed = build_fixed_policies(campaign.train, campaign.learner_seats + campaign.snapshot_seats, spec.seed)
+        self.seats: dict[str, Policy] = {**{s: self.learner for s in campaign.learner_seats}, **self.fixed}
+        self.policy_ids = {s: "learner" if s in campaign.learner_seats else campaign.train.seats[s].entry.name for s in self.seats}
+        self.population: list[str] = []  # snapshots taken, "learner@<iteration>"
+        self.snapshot_model = None
+        if campaign.snapshot_seats:  # self-play against a frozen copy of the learner, refreshed every N iterations
+            self.snapshot_model, _ = load_learner(params.model, spec.learner.lora, device=params.device, dtype=params.dtype, seed=policy_seed(spec.seed, "lora"))
+            self.snapshot_model.requires_grad_(False)
+            snapshot = LLMPolicy(params, seed=policy_seed(spec.seed, "snapshot"), model=self.snapshot_model, tokenizer=self.tokenizer)
+            self.seats.update({s: snapshot for s in campaign.snapshot_seats})
+            self.policy_ids.update({s: "snapshot" for s in campaign.snapshot_seats})
+        self.trainer = campaign.trainer_entry.load()(
+            self.model, campaign.trainer_config, temperature=params.temperature, pad_id=self.tokenizer.pad_token_id, seed=policy_seed(spec.seed, "trainer")
+        )
+        self.start = 0
+        self.result = CampaignResult(None, None, 0)
+        if self.resumed_from:
+            self._restore(self.resumed_from)
+
+        self.tracker = None
+        if spec.tracking.enabled if track is None else track:
+            self._open_tracker(tracking_uri or spec.tracking.uri, resume)
+        if not resume or (self.tracker and not json.loads(self.run_file.read_text()).get("run_id")):
+            # marks the folder as this campaign's; --resume reads the run id from it
+            self.folder.mkdir(parents=True, exist_ok=True)
+            run = {"run_id": self.tracker.run_id, "tracking_uri": self.tracker.uri} if self.tracker else {"run_id": None}
+            self.run_file.write_text(json.dumps(run))
+        self.resume = resume
+        self.logged_up_to: dict[str, int | None] = {}  # first metric of a kind -> last step the killed process logged
+
+    # tracking
+    def _open_tracker(self, uri: str | None, resume: bool) -> None:
+        from agora.tracking import Tracker
+
+        spec = self.campaign.spec
+        run = json.loads(self.run_file.read_text()) if resume else {}
+        if run.get("run_id"):
+            self.tracker = Tracker.attach(uri or run.get("tracking_uri"), run["run_id"])
+            tags = self.tracker.tags
+            pid, host = int(tags.get("agora.pid", "0")), tags.get("agora.host")
+            if self.tracker.previous_status == "RUNNING" and host == socket.gethostname() and pid_alive(pid) and pid != os.getpid():
+                raise AgoraError(f"the campaign's run {run['run_id']} is still running in process {pid}; stop it before resuming")
+            resumes = int(tags.get("agora.resumes", "0")) + 1
+            self.tracker.set_tags(
+                {
+                    "agora.resumes": str(resumes),
+                    f"agora.resume.{resumes}": f"was {self.tracker.previous_status}"
+                    + (" (left RUNNING by a killed process)" if self.tracker.previous_status == "RUNNING" else "")
+                    + f"; from {self.resumed_from.name if self.resumed_from else 'the start'}",
+                    "agora.pid": str(os.getpid()),
+                    "agora.host": socket.gethostname(),
+                }
+            )
+            for run_id, other in self.tracker.running_runs("agora.campaign", spec.name).items():
+                if run_id != self.tracker.run_id and other.get("agora.host") == socket.gethostname() and not pid_alive(int(other.get("agora.pid", "0"))):
+                    self.tracker.mark_killed(run_id, f"left RUNNING by dead process {other.get('agora.pid')}; marked on resuming {self.tracker.run_id}")
+            return
+        tags = {
+            "agora.campaign": spec.name,
+            "agora.world": self.campaign.train.world_entry.name,
+            "agora.trainer": self.campaign.trainer_entry.name,
+            "agora.learner_seats": ",".join(self.campaign.learner_seats),
+            "agora.seed": str(spec.seed),
+            "agora.version": agora.__version__,
+            "agora.pid": str(os.getpid()),
+            "agora.host": socket.gethostname(),
+        }
+        self.tracker = Tracker(uri, spec.tracking.experiment or spec.name, spec.name, tags)
+        config = self.campaign.resolved_config()
+        self.tracker.log_params(config)
+        if self.campaign.source:
+            self.tracker.log_artifact(self.campaign.source, "campaign")
+        self.tracker.log_text(json.dumps(config, indent=2), "campaign/resolved.json")
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        """Log a step's metrics (and write them now) unless the killed process already logged that step.
+
+        Each call's metrics go out in one batch, so its first key tells whether the step is there.
+        """
+        if not self.tracker or not metrics:
+            return
+        marker = next(iter(metrics))
+        if self.resume and marker not in self.logged_up_to:
+            self.logged_up_to[marker] = self.tracker.last_step(marker)
+        last = self.logged_up_to.get(marker)
+        if last is None or step > last:
+            self.tracker.log_metrics(metrics, step=step)
+            self.tracker.flush()
+
+    # checkpoints
+    def _save(self, iteration: int) -> Path:
+        import torch
+
+        from trainers.lora import save_adapter
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        final = self.folder / f"{CHECKPOINT_PREFIX}{iteration:06d}"
+        staging = self.folder / f".staging-{final.name}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        save_adapter(self.model, staging / "adapter")
+        torch.save(self.trainer.state_dict(), staging / "trainer.pt")
+        torch.save(generator_states(self.seats), staging / "rng.pt")
+        if self.snapshot_model is not None:
+            save_adapter(self.snapshot_model, staging / "snapshot")
+        state = {
+            "iteration": iteration,
+            "run_id": self.tracker.run_id if self.tracker else None,
+            "population": self.population,
+            "rewards": self.result.rewards,
+            "evaluations": self.result.evaluations,
+        }
+        (staging / "state.json").write_text(json.dumps(state))  # written last: marks the checkpoint complete
+        shutil.rmtree(final, ignore_errors=True)
+        staging.rename(final)
+        for old in checkpoints(self.folder)[: -self.campaign.spec.checkpoint.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        if self.tracker:
+            for path in sorted(final.rglob("*")):
+                if path.is_file():
+                    self.tracker.log_artifact(path, str(Path("checkpoints") / path.parent.relative_to(self.folder)))
+        return final
+
+    def _restore(self, folder: Path) -> None:
+        import torch
+        from safetensors.torch import load_file
+
+        from trainers.lora import load_adapter_state
+
+        state = json.loads((folder / "state.json").read_text())
+        self.result.rewards = {int(k): v for k, v in state.get("rewards", {}).items()}
+        self.result.evaluations = {int(k): v for k, v in state.get("evaluations", {}).items()}
+        self.population = list(state.get("population", []))
+        if self.snapshot_model is not None:
+            load_adapter_state(self.snapshot_model, load_file(str(folder / "snapshot" / "adapter_model.safetensors")))
+        load_adapter_state(self.model, load_file(str(folder / "adapter" / "adapter_model.safetensors")))
+        self.trainer.load_state_dict(torch.load(folder / "trainer.pt", weights_only=False))
+        restore_generators(self.seats, torch.load(folder / "rng.pt", weights_only=False))
+        self.start = int(state["iteration"]) + 1
+
+    # rollouts
+    def training_episodes(self, iteration: int) -> list[Episode]:
+        spec = self.campaign.spec
+        seeds = [episode_seed(spec.seed, iteration * spec.groups_per_iteration + g) for g in range(spec.groups_per_iteration)]
+        rollout = GroupRollout(
+            self.campaign.train.make_world,
+            self.seats,
+            self.policy_ids,
+            seed=spec.seed,
+            concurrency=spec.concurrency,
+            max_retries=spec.max_retries,
+            seeds=seeds,
+            group_size=spec.group_size,
+        )
+        return rollout.run(spec.groups_per_iteration * spec.group_size)
+
+    def evaluate(self) -> dict[str, float]:
+        """Held-out seeds against each fixed opponent; the sampler is reseeded so every evaluation draws alike."""
+        from agents.llm import LLMPolicy
+
+        spec, out = self.campaign.spec, {}
+        for name, scenario in self.campaign.evaluations.items():
+            learner = LLMPolicy(self.campaign.learner_params, seed=policy_seed(spec.evaluation.seed, "learner"), model=self.model, tokenizer=self.tokenizer)
+            mine = self.campaign.eval_seats
+            fixed = build_fixed_policies(scenario, mine, spec.evaluation.seed)
+            seats = {**{s: learner for s in mine}, **fixed}
+            ids = {s: "learner" if s in mine else scenario.seats[s].entry.name for s in seats}
+            rollout = Rollout(scenario.make_world, seats, ids, seed=spec.evaluation.seed, concurrency=spec.concurrency, max_retries=spec.max_retries)
+            self.model.eval()
+            episodes = rollout.run(spec.evaluation.episodes)
+            out.update(evaluation_metrics(name, episodes, mine))
+            texts = [c for s, c in rollout.counters.items() if s in mine]
+            attempts = sum(c.text_attempts for c in texts)
+            out[f"eval/{name}/parse_failure_rate"] = sum(c.parse_failures for c in texts) / attempts if attempts else 0.0
+            out[f"eval/{name}/fallback_rate"] = sum(c.fallbacks for c in texts) / max(sum(c.decisions for c in texts), 1)
+        return out
+
+    def refresh_snapshot(self, i: int) -> None:
+        """Copy the learner's current LoRA weights into the frozen snapshot (self-play)."""
+        from trainers.lora import adapter_state, load_adapter_state
+
+        load_adapter_state(self.snapshot_model, adapter_state(self.model))
+        self.population.append(f"learner@{i}")
+
+    def iteration(self, i: int) -> dict[str, float]:
+        if self.snapshot_model is not None and i % self.campaign.spec.self_play.snapshot_every == 0:
+            self.refresh_snapshot(i)
+        tokens0, seconds0 = self.learner.stats.generated_tokens, self.learner.stats.generate_seconds
+        start = time.perf_counter()
+        self.model.eval()
+        episodes = self.training_episodes(i)
+        rollout_seconds = time.perf_counter() - start
+        metrics = {"train/iteration": float(i), **self.trainer.update(episodes, self.campaign.learner_seats)}
+        rewards: dict[str, list[float]] = {}
+        for episode in episodes:
+            for seat, ret in episode.returns.items():
+                rewards.setdefault(self.policy_ids[seat], []).append(ret)
+            for key, value in episode.metrics.items():
+                rewards.setdefault(f"world/{key}", []).append(value)
+        for key, values in rewards.items():
+            metrics[f"train/reward/{key}" if not key.startswith("world/") else f"train/{key[6:]}"] = float(np.mean(values))
+        tokens = self.learner.stats.generated_tokens - tokens0
+        gen_seconds = self.learner.stats.generate_seconds - seconds0
+        metrics["perf/generate_tokens_per_s"] = tokens / gen_seconds if gen_seconds else 0.0
+        metrics["perf/rollout_seconds"] = rollout_seconds
+        metrics["perf/iteration_seconds"] = time.perf_counter() - start
+        if self.snapshot_model is not None:
+            metrics["pop/snapshots"] = float(len(self.population))
+        return metrics
+
+    def run(self, on_iteration: Callable[[int, dict[str, float]], None] | None = None) -> CampaignResult:
+        spec = self.campaign.spec
+        result = self.result
+        result.run_id, result.tracking_uri = (self.tracker.run_id, self.tracker.uri) if self.tracker else (None, None)
+        result.iterations_done = self.start
+        every = spec.evaluation.every
+        status = "FAILED"
+        try:
+            for i in range(self.start, spec.iterations):
+                if (every and i % every == 0) or i == 0:
+                    result.evaluations[i] = self.evaluate()
+                    self.log(result.evaluations[i], step=i)
+                metrics = self.iteration(i)
+                self.log(metrics, step=i)
+                result.iterations_done, result.last_metrics = i + 1, metrics
+                result.rewards[i] = metrics.get("train/reward/learner", float("nan"))
+                if (i + 1) % spec.checkpoint.every == 0 or i + 1 == spec.iterations:
+                    result.checkpoint = self._save(i)
+                if on_iteration:
+                    on_iteration(i, {**metrics, **result.evaluations.get(i, {})})
+            final = spec.iterations
+            result.evaluations[final] = self.evaluate()
+            self.log(result.evaluations[final], step=final)
+            if self.tracker:
+                self.tracker.log_figure(learning_curve(result, list(self.campaign.evaluations)), "figures/learning_curve.png")
+            status = "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            if self.tracker:
+                self.tracker.end(status)
+        return result
+
+
+def learning_curve(result: CampaignResult, opponents: list[str]):
+    """The learner's mean training reward per iteration, and its evaluation score (95% CI) per opponent."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    left, right = figure.subplots(1, 2)
+    steps = sorted(result.rewards)
+    left.plot(steps, [result.rewards[s] for s in steps], marker="o")
+    left.set(title="training reward (learner, mean per iteration)", xlabel="iteration", ylabel="return")
+    for name in opponents:
+        points = sorted((s, m) for s, m in result.evaluations.items() if f"eval/{name}/score" in m)
+        x = [s for s, _ in points]
+        y = [m[f"eval/{name}/score"] for _, m in points]
+        low = [m[f"eval/{name}/score"] - m[f"eval/{name}/score_ci_low"] for _, m in points]
+        high = [m[f"eval/{name}/score_ci_high"] - m[f"eval/{name}/score"] for _, m in points]
+        right.errorbar(x, y, yerr=[low, high], marker="o", capsize=4, label=name)
+    right.set(title="held-out evaluation score (95% CI)", xlabel="iteration", ylabel="learner's mean score")
+    right.legend(title="opponent")
+    return figure
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_campaign(campaign: ResolvedCampaign, *, resume: bool = False, tracking_uri: str | None = None, track: bool | None = None, on_iteration=None) -> CampaignResult:
+    return CampaignRunner(campaign, resume=resume, tracking_uri=tracking_uri, track=track).run(on_iteration)

@@ -1,0 +1,113 @@
+"""The clipped policy-gradient loss, k3 KL, aggregation, logprob recomputation and LoRA updates."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from agents.llm import LLMPolicy
+from agora.policy import ActRequest
+from trainers.advantages import Sample
+from trainers.grpo import GRPOConfig, GRPOTrainer, aggregate, clipped_pg_loss, sequence_logprobs
+from trainers.lora import LoRAConfig, adapter_state, load_learner
+
+PROMPTS = ["What is 2+2?", "Name a colour, please.", "Say hello in French to my friend Bob.", "Count to 3."]
+
+
+def loss_of(ratio, advantage, **kw):
+    logp = torch.tensor([[math.log(ratio)]])
+    per_token, stats = clipped_pg_loss(logp, torch.zeros(1, 1), torch.tensor([advantage]), torch.ones(1, 1), **kw)
+    return float(per_token), float(stats["clipped"])
+
+
+def test_clipped_objective_takes_the_pessimistic_side():
+    assert loss_of(1.5, 1.0, epsilon=0.2) == pytest.approx((-1.2, 1.0))  # gain capped at 1 + eps
+    assert loss_of(1.5, -1.0, epsilon=0.2) == pytest.approx((1.5, 0.0))  # a loss is never capped
+    assert loss_of(0.5, 1.0, epsilon=0.2) == pytest.approx((-0.5, 0.0))
+    assert loss_of(0.5, -1.0, epsilon=0.2) == pytest.approx((0.8, 1.0))  # clipped at 1 - eps
+    assert loss_of(1.25, 1.0, epsilon=0.2) == pytest.approx((-1.2, 1.0))
+    assert loss_of(1.25, 1.0, epsilon=0.2, epsilon_high=0.28) == pytest.approx((-1.25, 0.0))  # DAPO clip-higher
+
+
+def test_k3_kl_to_the_reference():
+    logp, ref = torch.tensor([[math.log(0.25)]]), torch.tensor([[math.log(0.5)]])  # pi_ref / pi_theta = 2
+    per_token, stats = clipped_pg_loss(logp, logp.clone(), torch.tensor([0.0]), torch.ones(1, 1), epsilon=0.2, ref_logp=ref, beta=0.1)
+    assert float(stats["kl"]) == pytest.approx(2 - math.log(2) - 1)
+    assert float(per_token) == pytest.approx(0.1 * (2 - math.log(2) - 1))
+    per_token, _ = clipped_pg_loss(logp, logp.clone(), torch.tensor([0.0]), torch.ones(1, 1), epsilon=0.2, ref_logp=ref, beta=0.0)
+    assert float(per_token) == 0.0
+
+
+def test_token_and_sequence_aggregation():
+    per_token = torch.tensor([[1.0, 2.0, 0.0], [3.0, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    assert float(aggregate(per_token, mask, "token", tokens=3, sequences=2)) == pytest.approx(2.0)  # 6 / 3 tokens
+    assert float(aggregate(per_token, mask, "sequence", tokens=3, sequences=2)) == pytest.approx(2.25)  # (1.5 + 3) / 2
+
+
+def sampled(model_dir, temperature=0.8, seed=0, max_new_tokens=10):
+    model, tokenizer = load_learner(model_dir, LoRAConfig(r=4, alpha=8), seed=seed)
+    params = LLMPolicy.Params(model=model_dir, temperature=temperature, max_new_tokens=max_new_tokens)
+    policy = LLMPolicy(params, seed=seed, model=model, tokenizer=tokenizer)
+    responses = policy.act([ActRequest(i, "a", None, [{"role": "user", "content": p}]) for i, p in enumerate(PROMPTS)])
+    return model, tokenizer, policy, responses
+
+
+def assert_ratio_one(model, tokenizer, responses, temperature, atol):
+    prompts = [r.prompt_ids for r in responses]
+    completions = [r.completion_ids for r in responses]
+    for share in (True, False):
+        logp, _, mask, _ = sequence_logprobs(model, prompts, completions, temperature=temperature, pad_id=tokenizer.pad_token_id, share_prefix=share)
+        for row, r in enumerate(responses):
+            recomputed = logp[row][mask[row]]
+            assert recomputed.shape == (len(r.completion_ids),)
+            assert torch.allclose(recomputed, torch.tensor(r.logprobs), atol=atol)
+            assert torch.allclose(torch.exp(recomputed - torch.tensor(r.logprobs)), torch.ones(len(r.logprobs)), atol=atol)
+
+
+def test_recomputed_logprobs_match_the_sampler_at_ratio_one(tiny_model_dir):
+    model, tokenizer, _, responses = sampled(tiny_model_dir, temperature=0.8)
+    assert_ratio_one(model, tokenizer, responses, 0.8, atol=1e-4)
+
+
+@pytest.mark.model
+def test_recomputed_logprobs_match_the_sampler_on_the_embedded_model(embedded_model_dir):
+    model, tokenizer, _, responses = sampled(str(embedded_model_dir), temperature=0.7, max_new_tokens=12)
+    assert_ratio_one(model, tokenizer, responses, 0.7, atol=1e-3)
+
+
+def samples_from(responses, advantages):
+    return [
+        Sample(r.prompt_ids, r.completion_ids, r.logprobs, a, "g", i, "a", 0, 0.0)
+        for i, (r, a) in enumerate(zip(responses, advantages))
+    ]
+
+
+def test_an_update_moves_lora_weights_towards_positive_advantages(tiny_model_dir):
+    model, tokenizer, policy, responses = sampled(tiny_model_dir, temperature=1.0)
+    before = adapter_state(model)
+    base_before = {k: v.clone() for k, v in model.named_parameters() if not v.requires_grad}
+    config = GRPOConfig(learning_rate=5e-3, micro_batch_size=3)
+    trainer = GRPOTrainer(model, config, temperature=1.0, pad_id=tokenizer.pad_token_id)
+    samples = samples_from(responses, [1.0, -1.0, 1.0, -1.0])
+    metrics = trainer.step(samples)
+    after = adapter_state(model)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert all(torch.equal(v, dict(model.named_parameters())[k]) for k, v in base_before.items())  # base frozen
+    assert metrics["train/ratio"] == pytest.approx(1.0, abs=1e-4) and metrics["train/clip_fraction"] == 0.0  # one step: rho = 1
+    assert metrics["train/samples"] == 4 and metrics["perf/train_tokens_per_s"] > 0
+    logp, _, mask, _ = sequence_logprobs(model, [r.prompt_ids for r in responses], [r.completion_ids for r in responses], temperature=1.0, pad_id=tokenizer.pad_token_id)
+    new = (logp * mask).sum(-1)
+    old = torch.tensor([sum(r.logprobs) for r in responses])
+    assert (new[0] > old[0]) and (new[2] > old[2]) and (new[1] < old[1]) and (new[3] < old[3])
+
+
+def test_kl_term_uses_the_adapter_free_reference(tiny_model_dir):
+    model, tokenizer, _, responses = sampled(tiny_model_dir, temperature=1.0)
+    trainer = GRPOTrainer(model, GRPOConfig(beta=0.5, learning_rate=5e-3, epochs=2, mini_batches=2), temperature=1.0, pad_id=tokenizer.pad_token_id)
+    metrics = trainer.step(samples_from(responses, [1.0, -1.0, 1.0, -1.0]))
+    # B = 0 at init: the first step's policy equals the reference; later steps drift from it and from pi_old
+    assert metrics["train/optimizer_steps"] == 4
+    assert metrics["train/kl"] > 0 and metrics["train/approx_kl"] != 0

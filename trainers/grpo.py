@@ -1,0 +1,292 @@
+"""GRPO / GiGPO policy-gradient updates on token logprobs, with LoRA (peft) (ALGORITHMS.md §1, §2).
+
+Per completion token t of sample i, with rho = pi_theta / pi_old and A_i from `trainers.advantages`:
+
+    pg_t   = max(-A_i * rho_t, -A_i * clip(rho_t, 1 - eps, 1 + eps_high))
+    kl_t   = pi_ref/pi_theta - log(pi_ref/pi_theta) - 1                      (k3, "low_var_kl")
+    loss_t = pg_t + beta * kl_t
+
+aggregated over tokens of the whole mini-batch ("token", DAPO/TRL default) or as the mean over
+samples of each sample's token mean ("sequence", the original GRPO 1/|o_i|). beta = 0 skips the
+reference forward. log pi is recomputed from the exact `prompt_ids + completion_ids` the sampler
+used, as log softmax(logits / T) with the sampler's temperature, so rho = 1 before the first
+update. The reference is the same model with its LoRA adapter disabled.
+
+Prompts of one micro-batch usually share a long prefix (chat template, demonstration, the world's
+instructions): it is run once at batch size 1 and its KV cache repeated over the rows, with the
+gradient flowing back through the repeat (Prefix Grouper's equivalence, §9, via a cached prefix).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from trainers.advantages import Sample
+
+
+class GRPOConfig(BaseModel):
+    """GRPO/GiGPO hyperparameters (the campaign file's `trainer:` keys, validated as they are here)."""
+
+    model_config = ConfigDict(extra="forbid")
+    # advantages
+    estimator: Literal["grpo", "gigpo"] = Field("grpo", description="grpo: episode groups; gigpo: episode + anchor-state step groups")
+    std_normalize: bool = Field(True, description="divide advantages by the group's std (False: Dr. GRPO / GiGPO mean_norm)")
+    statistics: Literal["group", "batch"] = Field("group", description="advantage mean/std over each group, or over the whole batch")
+    credit: Literal["own", "team"] = Field("own", description="each agent's own return, or the team's (cooperative worlds)")
+    gamma: float = Field(1.0, ge=0.0, le=1.0, description="discount of GiGPO's step-level returns")
+    step_weight: float = Field(1.0, ge=0.0, description="omega: weight of GiGPO's step-level advantage")
+    anchor: Literal["exact", "similarity"] = Field("exact", description="GiGPO anchor-state key: identical observations, or difflib-similar ones")
+    similarity_threshold: float = Field(0.95, gt=0.0, le=1.0, description="GiGPO similarity key: least difflib ratio to share a group")
+    invalid_action_penalty: float = Field(0.0, ge=0.0, description="subtracted from a trajectory's return per unparseable reply that fell back (GiGPO/ALFWorld: 0.1)")
+    # loss
+    epsilon: float = Field(0.2, gt=0.0, le=1.0, description="clip range: rho in [1 - epsilon, 1 + epsilon_high]")
+    epsilon_high: float | None = Field(None, gt=0.0, le=10.0, description="upper clip (DAPO: 0.28); default = epsilon")
+    beta: float = Field(0.0, ge=0.0, description="weight of the k3 KL to the frozen reference; 0 skips the reference")
+    aggregation: Literal["token", "sequence"] = Field("token", description="loss mean over all tokens, or mean of per-sample token means")
+    # optimisation
+    learning_rate: float = Field(1e-5, gt=0.0, le=1.0, description="AdamW learning rate of the LoRA weights")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay")
+    epochs: int = Field(1, ge=1, le=100, description="mu: passes over each iteration's samples")
+    mini_batches: int = Field(1, ge=1, le=1024, description="optimizer steps per epoch (rho != 1 from the second on)")
+    micro_batch_size: int = Field(8, ge=1, le=4096, description="samples per forward/backward pass (gradient accumulation)")
+    max_grad_norm: float = Field(1.0, gt=0.0, description="gradient clipping by global norm")
+    skip_fallbacks: bool = Field(False, description="leave out completions the world could not parse (their action was the fallback)")
+
+
+def common_prefix_length(prompts: list[list[int]]) -> int:
+    """Tokens every prompt starts with, leaving each at least one token of its own."""
+    shortest = min(len(p) for p in prompts)
+    n = 0
+    while n < shortest - 1 and all(p[n] == prompts[0][n] for p in prompts):
+        n += 1
+    return n
+
+
+def completion_logits(model, prompts: list[list[int]], completions: list[list[int]], *, pad_id: int, share_prefix: bool = True):
+    """Logits predicting each completion token: [B, C_max, V], rows right-aligned, plus mask [B, C_max].
+
+    Each row is prompt + completion; the prompts' common prefix is run once (batch 1) and its KV
+    repeated; the suffixes are left-padded so every completion ends at the last column, and only
+    the last C_max + 1 positions go through the LM head.
+    """
+    from transformers import DynamicCache
+
+    device = next(model.parameters()).device
+    batch = len(prompts)
+    shared = common_prefix_length(prompts) if share_prefix and batch > 1 else 0
+    suffixes = [p[shared:] + c for p, c in zip(prompts, completions)]
+    width = max(len(s) for s in suffixes)
+    c_max = max(len(c) for c in completions)
+    input_ids = torch.full((batch, width), pad_id, dtype=torch.long)
+    mask = torch.zeros((batch, width), dtype=torch.long)
+    completion_mask = torch.zeros((batch, c_max), dtype=torch.bool)
+    for row, (ids, completion) in enumerate(zip(suffixes, completions)):
+        input_ids[row, width - len(ids) :] = torch.tensor(ids)
+        mask[row, width - len(ids) :] = 1
+        completion_mask[row, c_max - len(completion) :] = True
+    input_ids, mask, completion_mask = input_ids.to(device), mask.to(device), completion_mask.to(device)
+    cache = None
+    if shared:
+        cache = DynamicCache()
+        model(input_ids=torch.tensor([prompts[0][:shared]], device=device), past_key_values=cache, use_cache=True)
+        cache.batch_repeat_interleave(batch)
+    attention = torch.cat([torch.ones((batch, shared), dtype=torch.long, device=device), mask], dim=-1)
+    positions = shared + (mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention,
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=cache is not None,
+        logits_to_keep=c_max + 1,
+    )
+    return out.logits[:, :-1], completion_mask, shared * 1 + sum(len(s) for s in suffixes)
+
+
+def token_logprobs(logits: torch.Tensor, completions: list[list[int]], temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """log softmax(logits / T) at each completion token (right-aligned [B, C_max]) and the entropy there."""
+    c_max = logits.shape[1]
+    targets = torch.zeros(logits.shape[:2], dtype=torch.long, device=logits.device)
+    for row, completion in enumerate(completions):
+        targets[row, c_max - len(completion) :] = torch.tensor(completion)
+    logp_all = torch.log_softmax(logits.float() / (temperature if temperature > 0 else 1.0), dim=-1)
+    logp = logp_all.gather(-1, targets[..., None]).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    return logp, entropy
+
+
+def sequence_logprobs(model, prompts, completions, *, temperature: float, pad_id: int, share_prefix: bool = True):
+    """(token logprobs [B, C_max], entropy [B, C_max], mask [B, C_max], tokens forwarded)."""
+    logits, mask, tokens = completion_logits(model, prompts, completions, pad_id=pad_id, share_prefix=share_prefix)
+    logp, entropy = token_logprobs(logits, completions, temperature)
+    return logp, entropy, mask, tokens
+
+
+def right_aligned(rows: list[list[float]], width: int, device) -> torch.Tensor:
+    out = torch.zeros((len(rows), width), dtype=torch.float32)
+    for i, row in enumerate(rows):
+        out[i, width - len(row) :] = torch.tensor(row, dtype=torch.float32)
+    return out.to(device)
+
+
+def clipped_pg_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    epsilon: float,
+    epsilon_high: float | None = None,
+    ref_logp: torch.Tensor | None = None,
+    beta: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Per-token loss pg_t + beta * kl_t (see the module docstring) and per-token diagnostics.
+
+    `advantages` is [B] (one per sample), broadcast over the sample's tokens.
+    """
+    ratio = torch.exp(logp - old_logp)
+    adv = advantages[:, None]
+    pg1 = -adv * ratio
+    pg2 = -adv * ratio.clamp(1 - epsilon, 1 + (epsilon_high if epsilon_high is not None else epsilon))
+    pg = torch.maximum(pg1, pg2)
+    loss = pg
+    kl = torch.zeros_like(logp)
+    if ref_logp is not None and beta > 0:
+        log_r = ref_logp - logp
+        kl = torch.exp(log_r) - log_r - 1
+        loss = pg + beta * kl
+    loss = loss * mask
+    stats = {
+        "pg": pg * mask,
+        "kl": kl * mask,
+        "clipped": (pg2 > pg1).float() * mask,
+        "ratio": ratio * mask,
+        "approx_kl": (old_logp - logp) * mask,  # k1 estimate of KL(pi_old || pi_theta)
+    }
+    return loss, stats
+
+
+def aggregate(per_token: torch.Tensor, mask: torch.Tensor, how: Literal["token", "sequence"], tokens: int, sequences: int) -> torch.Tensor:
+    """Sum of this micro-batch's share of the mini-batch loss.
+
+    token:    sum_i sum_t l_it / (tokens in the mini-batch)
+    sequence: sum_i (sum_t l_it / |o_i|) / (samples in the mini-batch)
+    """
+    if how == "token":
+        return per_token.sum() / tokens
+    return (per_token.sum(-1) / mask.sum(-1).clamp(min=1)).sum() / sequences
+
+
+class GRPOTrainer:
+    """Updates a peft LoRA model from `Sample`s with the clipped policy-gradient loss."""
+
+    Config = GRPOConfig
+
+    def __init__(self, model, config: GRPOConfig, *, temperature: float, pad_id: int, seed: int = 0):
+        self.model, self.config, self.temperature, self.pad_id = model, config, temperature, pad_id
+        self.parameters = [p for p in model.parameters() if p.requires_grad]
+        if not self.parameters:
+            raise ValueError("the model has no trainable parameters (wrap it with peft's get_peft_model)")
+        self.optimizer = torch.optim.AdamW(self.parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+        self.generator = torch.Generator().manual_seed(seed)  # mini-batch shuffling
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+
+    def _reference(self, prompts, completions) -> torch.Tensor:
+        with torch.no_grad(), self.model.disable_adapter():
+            logp, _, _, _ = sequence_logprobs(self.model, prompts, completions, temperature=self.temperature, pad_id=self.pad_id)
+        return logp
+
+    def update(self, episodes, learner_seats: list[str]) -> dict[str, float]:
+        """The campaign's entry point: the iteration's episodes -> advantages -> `step`."""
+        from trainers.advantages import training_samples
+
+        cfg = self.config
+        samples, stats = training_samples(
+            episodes,
+            lambda e: learner_seats,
+            estimator=cfg.estimator,
+            std_normalize=cfg.std_normalize,
+            statistics=cfg.statistics,
+            credit=cfg.credit,
+            gamma=cfg.gamma,
+            step_weight=cfg.step_weight,
+            anchor=cfg.anchor,
+            similarity_threshold=cfg.similarity_threshold,
+            invalid_action_penalty=cfg.invalid_action_penalty,
+        )
+        metrics = {**stats, **self.step(samples)}
+        metrics["train/fallback_rate"] = sum(s.fallback for s in samples) / len(samples) if samples else 0.0
+        return metrics
+
+    def step(self, samples: list[Sample]) -> dict[str, float]:
+        """One iteration's update: `epochs` passes, `mini_batches` optimizer steps each. Returns train/* and perf/* metrics."""
+        cfg = self.config
+        if cfg.skip_fallbacks:
+            samples = [s for s in samples if not s.fallback]
+        if cfg.beta == 0:
+            samples = [s for s in samples if s.advantage != 0.0]  # A = 0 and no KL term: no gradient
+        sums: dict[str, float] = {k: 0.0 for k in ("loss", "pg", "kl", "clipped", "entropy", "ratio", "approx_kl")}
+        tokens_total, forward_tokens, steps, grad_norms = 0, 0, 0, []
+        start = time.perf_counter()
+        self.model.train()
+        for _ in range(cfg.epochs):
+            order = torch.randperm(len(samples), generator=self.generator).tolist()
+            per_mini = math.ceil(len(order) / cfg.mini_batches) if order else 0
+            for lo in range(0, len(order), per_mini or 1):
+                mini = [samples[i] for i in order[lo : lo + per_mini]]
+                # Micro-batches in prompt order, so that rows with a long common prefix share it.
+                mini.sort(key=lambda s: s.prompt_ids)
+                n_tokens = sum(len(s.completion_ids) for s in mini)
+                self.optimizer.zero_grad(set_to_none=True)
+                for mlo in range(0, len(mini), cfg.micro_batch_size):
+                    micro = mini[mlo : mlo + cfg.micro_batch_size]
+                    prompts = [s.prompt_ids for s in micro]
+                    completions = [s.completion_ids for s in micro]
+                    ref = self._reference(prompts, completions) if cfg.beta > 0 else None
+                    logp, entropy, mask, fwd = sequence_logprobs(
+                        self.model, prompts, completions, temperature=self.temperature, pad_id=self.pad_id
+                    )
+                    forward_tokens += fwd
+                    old = right_aligned([s.old_logprobs for s in micro], logp.shape[1], logp.device)
+                    adv = torch.tensor([s.advantage for s in micro], dtype=torch.float32, device=logp.device)
+                    per_token, diag = clipped_pg_loss(
+                        logp, old, adv, mask.float(), epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, ref_logp=ref, beta=cfg.beta
+                    )
+                    loss = aggregate(per_token, mask.float(), cfg.aggregation, n_tokens, len(mini))
+                    loss.backward()
+                    m = mask.float()
+                    sums["loss"] += float(loss.detach())  # this micro-batch's share of the mini-batch loss
+                    for key in ("pg", "kl", "clipped", "ratio", "approx_kl"):
+                        sums[key] += float(diag[key].detach().sum())
+                    sums["entropy"] += float((entropy.detach() * m).sum())
+                grad_norms.append(float(torch.nn.utils.clip_grad_norm_(self.parameters, cfg.max_grad_norm)))
+                self.optimizer.step()
+                steps += 1
+                tokens_total += n_tokens
+        seconds = time.perf_counter() - start
+        tokens = max(tokens_total, 1)
+        return {
+            "train/loss": sums["loss"] / max(steps, 1),  # mean mini-batch loss
+            "train/pg_loss": sums["pg"] / tokens,
+            "train/kl": sums["kl"] / tokens,
+            "train/clip_fraction": sums["clipped"] / tokens,
+            "train/entropy": sums["entropy"] / tokens,
+            "train/ratio": sums["ratio"] / tokens,
+            "train/approx_kl": sums["approx_kl"] / tokens,
+            "train/grad_norm": float(sum(grad_norms) / len(grad_norms)) if grad_norms else 0.0,
+            "train/samples": float(len(samples)),
+            "train/optimizer_steps": float(steps),
+            "perf/train_seconds": seconds,
+            "perf/train_tokens_per_s": forward_tokens / seconds if seconds > 0 and forward_tokens else 0.0,
+        }

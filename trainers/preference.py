@@ -1,0 +1,221 @@
+"""Preference losses on pairs / labels built from trajectories: DPO, IPO, KTO (ALGORITHMS.md §10).
+
+With r(x, y) = log pi_theta(y|x) - log pi_ref(y|x) (sums over the completion's tokens) and the
+margin h = r(x, y_w) - r(x, y_l):
+
+    DPO:  L = -(1 - s) log sigma(beta h) - s log sigma(-beta h)      (s: label smoothing, cDPO)
+    IPO:  L = (h - 1 / (2 beta))^2
+    KTO:  desirable   L = lambda_D (1 - sigma(beta (r - z0)))
+          undesirable L = lambda_U (1 - sigma(beta (z0 - r)))
+          z0 = max(0, mean over mismatched pairs (x_i, y_j) of r), detached
+
+Data from trajectories. Pairs (DPO/IPO): within a GRPO group (one initial state, one seat), the
+best- and worst-returning trajectories, if their returns differ by at least `min_margin`, give one
+pair per decision whose prompt is token-for-token the same in both (the same state, e.g. the
+opening turn). Labels (KTO): a decision is desirable when its trajectory's return is above its
+group's mean, undesirable when below; ties carry no label. The reference is the learner's model
+with the LoRA adapter disabled; log-probs use the model's own distribution (T = 1).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+from agora.trajectory import Episode
+
+
+class PreferenceConfig(BaseModel):
+    """DPO / IPO / KTO hyperparameters (the campaign file's `trainer:` keys)."""
+
+    model_config = ConfigDict(extra="forbid")
+    loss: Literal["dpo", "ipo", "kto"] = Field("dpo", description="dpo | ipo (pairs) or kto (desirable/undesirable labels)")
+    beta: float = Field(0.1, gt=0.0, description="strength of the implicit KL to the reference")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5, description="cDPO: assumed share of flipped preference labels")
+    desirable_weight: float = Field(1.0, gt=0.0, description="KTO lambda_D")
+    undesirable_weight: float = Field(1.0, gt=0.0, description="KTO lambda_U")
+    min_margin: float = Field(0.0, ge=0.0, description="pairs: least return difference between chosen and rejected trajectories")
+    learning_rate: float = Field(1e-5, gt=0.0, le=1.0, description="AdamW learning rate of the LoRA weights")
+    epochs: int = Field(1, ge=1, le=100, description="passes over each iteration's pairs / labels")
+    micro_batch_size: int = Field(8, ge=1, le=4096, description="sequences per forward/backward pass")
+    max_grad_norm: float = Field(1.0, gt=0.0, description="gradient clipping by global norm")
+
+
+# --- losses -------------------------------------------------------------------------------------
+
+
+def dpo_loss(chosen: torch.Tensor, rejected: torch.Tensor, ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, *, beta: float, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Per-pair DPO loss from sequence log-probs (policy and reference, chosen and rejected)."""
+    h = (chosen - ref_chosen) - (rejected - ref_rejected)
+    return -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
+
+
+def ipo_loss(chosen: torch.Tensor, rejected: torch.Tensor, ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, *, beta: float) -> torch.Tensor:
+    """Per-pair IPO loss: the margin regressed onto 1 / (2 beta)."""
+    h = (chosen - ref_chosen) - (rejected - ref_rejected)
+    return (h - 1 / (2 * beta)) ** 2
+
+
+def kto_loss(
+    logp: torch.Tensor,
+    ref_logp: torch.Tensor,
+    desirable: torch.Tensor,
+    mismatched_logp: torch.Tensor,
+    mismatched_ref_logp: torch.Tensor,
+    *,
+    beta: float,
+    desirable_weight: float = 1.0,
+    undesirable_weight: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sequence KTO loss and the reference point z0 (from mismatched prompt/completion pairs)."""
+    z0 = (mismatched_logp - mismatched_ref_logp).mean().clamp(min=0).detach()
+    r = logp - ref_logp
+    loss = torch.where(
+        desirable,
+        desirable_weight * (1 - torch.sigmoid(beta * (r - z0))),
+        undesirable_weight * (1 - torch.sigmoid(beta * (z0 - r))),
+    )
+    return loss, z0
+
+
+# --- data from trajectories -----------------------------------------------------------------------
+
+
+@dataclass
+class Decision:
+    prompt_ids: list[int]
+    completion_ids: list[int]
+
+
+def _trajectories(episodes: list[Episode], learner_seats: list[str]) -> dict[str, list[tuple[float, list]]]:
+    """group uid (seed:seat) -> [(return, the seat's steps with tokens)]."""
+    groups: dict[str, list[tuple[float, list]]] = defaultdict(list)
+    for episode in episodes:
+        for seat in learner_seats:
+            steps = [s for s in episode.steps if s.agent == seat and s.completion_ids and s.prompt_ids is not None]
+            groups[f"{episode.seed}:{seat}"].append((float(episode.returns.get(seat, 0.0)), steps))
+    return groups
+
+
+def preference_pairs(episodes: list[Episode], learner_seats: list[str], *, min_margin: float = 0.0) -> list[tuple[Decision, Decision]]:
+    """(chosen, rejected) decisions: best vs worst trajectory of each group, on prompts both saw."""
+    pairs = []
+    for members in _trajectories(episodes, learner_seats).values():
+        best = max(members, key=lambda m: m[0])
+        worst = min(members, key=lambda m: m[0])
+        if best[0] - worst[0] <= 0 or best[0] - worst[0] < min_margin:
+            continue
+        rejected_by_prompt = {tuple(s.prompt_ids): s for s in worst[1]}
+        for step in best[1]:
+            other = rejected_by_prompt.get(tuple(step.prompt_ids))
+            if other is not None and other.completion_ids != step.completion_ids:
+                pairs.append((Decision(step.prompt_ids, step.completion_ids), Decision(other.prompt_ids, other.completion_ids)))
+    return pairs
+
+
+def kto_labels(episodes: list[Episode], learner_seats: list[str]) -> list[tuple[Decision, bool]]:
+    """(decision, desirable): above its group's mean return -> True, below -> False, equal -> left out."""
+    out = []
+    for members in _trajectories(episodes, learner_seats).values():
+        mean = sum(m[0] for m in members) / len(members)
+        for ret, steps in members:
+            if ret != mean:
+                out += [(Decision(s.prompt_ids, s.completion_ids), ret > mean) for s in steps]
+    return out
+
+
+# --- trainer --------------------------------------------------------------------------------------
+
+
+class PreferenceTrainer:
+    """Updates a peft LoRA model with DPO, IPO or KTO on decisions from the iteration's trajectories."""
+
+    Config = PreferenceConfig
+
+    def __init__(self, model, config: PreferenceConfig, *, temperature: float, pad_id: int, seed: int = 0):
+        self.model, self.config, self.pad_id = model, config, pad_id
+        self.parameters = [p for p in model.parameters() if p.requires_grad]
+        if not self.parameters:
+            raise ValueError("the model has no trainable parameters (wrap it with peft's get_peft_model)")
+        self.optimizer = torch.optim.AdamW(self.parameters, lr=config.learning_rate)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+
+    def logps(self, decisions: list[Decision], *, reference: bool = False) -> tuple[torch.Tensor, int]:
+        """Sequence log-probs sum_t log pi(y_t | x, y_<t) (T = 1), and the tokens forwarded."""
+        from trainers.grpo import sequence_logprobs
+
+        prompts, completions = [d.prompt_ids for d in decisions], [d.completion_ids for d in decisions]
+        if reference:
+            with torch.no_grad(), self.model.disable_adapter():
+                logp, _, mask, tokens = sequence_logprobs(self.model, prompts, completions, temperature=1.0, pad_id=self.pad_id)
+        else:
+            logp, _, mask, tokens = sequence_logprobs(self.model, prompts, completions, temperature=1.0, pad_id=self.pad_id)
+        return (logp * mask).sum(-1), tokens
+
+    def update(self, episodes: list[Episode], learner_seats: list[str]) -> dict[str, float]:
+        cfg = self.config
+        if cfg.loss == "kto":
+            items = kto_labels(episodes, learner_seats)
+        else:
+            items = preference_pairs(episodes, learner_seats, min_margin=cfg.min_margin)
+        start, tokens, total, margins, steps = time.perf_counter(), 0, 0.0, [], 0
+        self.model.train()
+        for _ in range(cfg.epochs):
+            order = torch.randperm(len(items), generator=self.generator).tolist()
+            for lo in range(0, len(order), cfg.micro_batch_size):
+                batch = [items[i] for i in order[lo : lo + cfg.micro_batch_size]]
+                self.optimizer.zero_grad(set_to_none=True)
+                if cfg.loss == "kto":
+                    decisions = [d for d, _ in batch]
+                    desirable = torch.tensor([label for _, label in batch])
+                    # mismatched pairs (x_i, y_{i+1}) estimate the KL reference point z0
+                    shifted = [Decision(d.prompt_ids, decisions[(i + 1) % len(decisions)].completion_ids) for i, d in enumerate(decisions)]
+                    logp, n1 = self.logps(decisions)
+                    ref, _ = self.logps(decisions, reference=True)
+                    with torch.no_grad():
+                        mis, n2 = self.logps(shifted)
+                    mis_ref, _ = self.logps(shifted, reference=True)
+                    loss, _ = kto_loss(
+                        logp, ref, desirable, mis, mis_ref, beta=cfg.beta,
+                        desirable_weight=cfg.desirable_weight, undesirable_weight=cfg.undesirable_weight,
+                    )
+                    margins += (logp - ref).detach().tolist()
+                    tokens += n1 + n2
+                else:
+                    chosen, n1 = self.logps([c for c, _ in batch])
+                    rejected, n2 = self.logps([r for _, r in batch])
+                    ref_c, _ = self.logps([c for c, _ in batch], reference=True)
+                    ref_r, _ = self.logps([r for _, r in batch], reference=True)
+                    if cfg.loss == "dpo":
+                        loss = dpo_loss(chosen, rejected, ref_c, ref_r, beta=cfg.beta, label_smoothing=cfg.label_smoothing)
+                    else:
+                        loss = ipo_loss(chosen, rejected, ref_c, ref_r, beta=cfg.beta)
+                    margins += ((chosen - ref_c) - (rejected - ref_r)).detach().tolist()
+                    tokens += n1 + n2
+                loss.mean().backward()
+                torch.nn.utils.clip_grad_norm_(self.parameters, cfg.max_grad_norm)
+                self.optimizer.step()
+                total += float(loss.detach().mean())
+                steps += 1
+        seconds = time.perf_counter() - start
+        return {
+            "train/loss": total / steps if steps else 0.0,
+            "train/pairs" if cfg.loss != "kto" else "train/labels": float(len(items)),
+            "train/margin": sum(margins) / len(margins) if margins else 0.0,  # mean h (pairs) or r (KTO)
+            "train/optimizer_steps": float(steps),
+            "perf/train_seconds": seconds,
+            "perf/train_tokens_per_s": tokens / seconds if seconds > 0 and tokens else 0.0,
+        }
