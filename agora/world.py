@@ -15,7 +15,8 @@ import numpy as np
 
 
 def cached_per_agent(method):
-    """Cache `method(self, agent)` on the instance: one object per agent, as PettingZoo's API tests want.
+    """Cache `method(self, agent, ...)` on the instance: one object per agent (per argument tuple), as
+    PettingZoo's API tests want for spaces.
 
     Unlike `functools.lru_cache` on a method, whose class-level cache holds every instance ever
     asked, this keeps nothing alive once a world is dropped (a long run builds thousands).
@@ -23,11 +24,11 @@ def cached_per_agent(method):
     name = f"_cached_{method.__name__}"
 
     @functools.wraps(method)
-    def wrapper(self, agent):
+    def wrapper(self, *args):
         cache = self.__dict__.setdefault(name, {})
-        if agent not in cache:
-            cache[agent] = method(self, agent)
-        return cache[agent]
+        if args not in cache:
+            cache[args] = method(self, *args)
+        return cache[args]
 
     return wrapper
 
