@@ -32,6 +32,12 @@ def user_errors():
         raise typer.Exit(2) from None
 
 
+def progress_bar(disable: bool = False) -> Progress:
+    """The live bar of every long CLI loop: description, bar, done/total, elapsed and remaining time."""
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    return Progress(*columns, console=console, disable=disable)
+
+
 @app.command()
 def run(
     scenario: Path = typer.Argument(..., help="scenario YAML file"),
@@ -51,16 +57,7 @@ def run(
         spec = resolved.spec
         # A person typing at the terminal (a policy with `interactive = True`) and a live bar would garble each other.
         interactive = any(getattr(seat.entry.load(), "interactive", False) for seat in resolved.seats.values())
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=False,
-            disable=interactive,
-        ) as progress:
+        with progress_bar(disable=interactive) as progress:
             task = progress.add_task(f"loading {spec.name}", total=spec.episodes)
             result = run_scenario(
                 resolved,
@@ -95,14 +92,7 @@ def train(
             console.print(f"MLflow run [bold]{runner.tracker.run_id}[/] in {runner.tracker.uri}")
         if runner.resumed_from:
             console.print(f"resuming from {runner.resumed_from}")
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-        ) as progress:
+        with progress_bar() as progress:
             task = progress.add_task(spec.name, total=spec.iterations, completed=runner.start)
 
             def report(i: int, metrics: dict[str, float]) -> None:

@@ -33,6 +33,15 @@ def cached_per_agent(method):
     return wrapper
 
 
+PRINTABLE = "".join(chr(c) for c in range(32, 127))  # the charset of agents' free text in worlds: printable ASCII
+
+
+def sanitize(text: Any, limit: int) -> str:
+    """Free agent text as one line of printable ASCII, at most `limit` characters (other characters become '?')."""
+    line = " ".join(str(text).split())
+    return "".join(ch if ch in PRINTABLE else "?" for ch in line)[:limit].strip()
+
+
 class ParseError(ValueError):
     """Agent text that the world cannot turn into a legal action. The message is shown to the agent."""
 

@@ -42,13 +42,12 @@ from pettingzoo import AECEnv
 from pettingzoo.utils import wrappers
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from agora.world import ParseError, Report, cached_per_agent
+from agora.world import PRINTABLE, ParseError, Report, cached_per_agent, sanitize
 
 EVAL, CREATE, DEFER = 0, 1, 2
 ACTION_NAMES = ("EVAL", "CREATE", "DEFER")
 EXPERT = "expert"
 KINDS = ("arithmetic", "word", "closed")
-PRINTABLE = "".join(chr(c) for c in range(32, 127))
 MAX_ANSWER_CHARS = 60
 MAX_EXPLANATION_CHARS = 300
 MAX_NOTE_CHARS = 500
@@ -59,12 +58,6 @@ EXPLAINS = "; expert explains: "  # marks the expert's explanation in the histor
 
 NUMBER = re.compile(r"(?<![\w.])-?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*\d+)?%?")
 WHOLE_NUMBER = re.compile(r"-?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?%?")
-
-
-def sanitize(text: Any, limit: int) -> str:
-    """One line of printable ASCII, at most `limit` characters (other characters become '?')."""
-    line = " ".join(str(text).split())
-    return "".join(ch if ch in PRINTABLE else "?" for ch in line)[:limit].strip()
 
 
 def number_value(text: str) -> Fraction | None:

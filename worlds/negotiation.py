@@ -29,10 +29,9 @@ from pettingzoo import AECEnv
 from pettingzoo.utils import wrappers
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agora.world import ParseError, cached_per_agent
+from agora.world import PRINTABLE, ParseError, cached_per_agent, sanitize
 
 PROPOSE, ACCEPT, WALK_AWAY = 0, 1, 2
-PRINTABLE = "".join(chr(c) for c in range(32, 127))  # the message charset: printable ASCII
 POOL_DRAWS = 10_000  # count vectors tried before a config is declared impossible
 MAX_VALUE_VECTORS = 100_000  # larger pools would take seconds to enumerate on every reset
 
@@ -163,12 +162,6 @@ def draw_pool(rng: np.random.Generator, config: NegotiationConfig) -> tuple[np.n
         f"no pool found in {POOL_DRAWS} draws where {config.total_value} can be split into integer item values "
         "that differ between the agents and leave no item type worthless to both; raise total_value or change the counts"
     )
-
-
-def sanitize(message: Any, limit: int) -> str:
-    """A message on one line of printable ASCII, at most `limit` characters."""
-    text = " ".join(str(message).split())
-    return "".join(ch if ch in PRINTABLE else "?" for ch in text)[:limit].strip()
 
 
 ACTION_LINE = re.compile(r"[ \t>#*_`-]*action[ \t*_`]*:(.*)", re.IGNORECASE)

@@ -42,8 +42,7 @@ from pettingzoo import AECEnv
 from pettingzoo.utils import wrappers
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agora.world import ParseError, Report, cached_per_agent
-from worlds.negotiation import PRINTABLE, sanitize  # statements follow the negotiation messages' charset rules
+from agora.world import PRINTABLE, ParseError, Report, cached_per_agent, sanitize
 
 ROLES = ("villager", "werewolf", "seer", "doctor")  # index = role id in observations
 VILLAGER, WEREWOLF, SEER, DOCTOR = range(4)
