@@ -139,11 +139,30 @@ class ResolvedCampaign:
         return out
 
 
-def load_campaign(path: str | Path, overrides: dict[str, Any] | None = None) -> ResolvedCampaign:
+@dataclass(frozen=True)
+class CampaignKind:
+    """One kind of campaign file (its top-level `kind:` key; default `train`), as `agora train` runs it.
+
+    `resolve(data, source=, text=)` validates the file's mapping (ScenarioError on bad input) into an
+    object of class `resolved` with `.spec.name` and `.spec.iterations`; `runner(resolved, resume=, tracking_uri=, track=)`
+    builds an object with `.tracker`, `.resumed_from`, `.start` and `.run(on_iteration) -> result`;
+    `describe(resolved)` is `agora validate`'s line. Kinds are registered in `agora.registry.CAMPAIGNS`.
+    """
+
+    resolved: type  # the class `resolve` returns
+    resolve: Callable[..., Any]
+    runner: Callable[..., Any]
+    describe: Callable[[Any], str]
+
+
+def load_campaign(path: str | Path, overrides: dict[str, Any] | None = None) -> Any:
     """Read and validate a campaign file (the same checks and messages as scenario files).
 
     `overrides` set keys before validation; dotted keys reach into mappings ("evaluation.episodes").
+    The file's `kind:` (default `train`) picks the registered campaign kind that validates the rest.
     """
+    from agora.registry import CAMPAIGNS
+
     path = Path(path)
     file = str(path)
     if not path.is_file():
@@ -163,7 +182,13 @@ def load_campaign(path: str | Path, overrides: dict[str, Any] | None = None) -> 
         for part in parents:
             node = node.setdefault(part, {})
         node[last] = value
-    return resolve_campaign(data, source=file, text=text)
+    data = dict(data)
+    kind = data.pop("kind", "train")
+    try:
+        entry = CAMPAIGNS.get(str(kind), path="kind")
+    except ScenarioError as exc:
+        raise ScenarioError(exc.message, file=file, path=exc.path, hint=exc.hint) from None
+    return entry.load().resolve(data, source=file, text=text)
 
 
 def _match(patterns: list[str], seats: list[str], path: str) -> list[str]:
@@ -684,3 +709,13 @@ def pid_alive(pid: int) -> bool:
 
 def run_campaign(campaign: ResolvedCampaign, *, resume: bool = False, tracking_uri: str | None = None, track: bool | None = None, on_iteration=None) -> CampaignResult:
     return CampaignRunner(campaign, resume=resume, tracking_uri=tracking_uri, track=track).run(on_iteration)
+
+
+def describe_training(campaign: ResolvedCampaign) -> str:
+    return (
+        f"campaign, world {campaign.train.world_entry.name}, learner {', '.join(campaign.learner_seats)}, "
+        f"trainer {campaign.trainer_entry.name}, {campaign.spec.iterations} iterations"
+    )
+
+
+TRAINING = CampaignKind(ResolvedCampaign, resolve_campaign, CampaignRunner, describe_training)

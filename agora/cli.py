@@ -81,26 +81,35 @@ def train(
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default: campaign, $MLFLOW_TRACKING_URI, embedded store)"),
 ) -> None:
     """Run a training campaign: rollouts -> advantages -> LoRA updates, evaluated and checkpointed."""
-    from agora.campaign import CampaignRunner, load_campaign
+    from agora.campaign import ResolvedCampaign, load_campaign
 
     with user_errors():
         resolved = load_campaign(campaign)
         spec = resolved.spec
-        console.print(f"loading the learner ({resolved.learner_params.model}) ...")
-        runner = CampaignRunner(resolved, resume=resume, tracking_uri=tracking_uri)
+        if isinstance(resolved, ResolvedCampaign):
+            console.print(f"loading the learner ({resolved.learner_params.model}) ...")
+        runner = campaign_runner(resolved, resume=resume, tracking_uri=tracking_uri)
         if runner.tracker:
             console.print(f"MLflow run [bold]{runner.tracker.run_id}[/] in {runner.tracker.uri}")
         if runner.resumed_from:
             console.print(f"resuming from {runner.resumed_from}")
+        # the runner may name the metrics of its progress line: key -> label (the first is in the bar)
+        shown = getattr(runner, "progress_metrics", None) or {
+            "train/reward/learner": "reward",
+            "train/loss": "loss",
+            "train/kl": "kl",
+            "train/zero_variance_groups": "zero-variance groups",
+            "train/fallback_rate": "fallback rate",
+        }
         with progress_bar() as progress:
             task = progress.add_task(spec.name, total=spec.iterations, completed=runner.start)
 
             def report(i: int, metrics: dict[str, float]) -> None:
-                reward = metrics.get("train/reward/learner", float("nan"))
-                progress.update(task, completed=i + 1, description=f"{spec.name}  reward {reward:.2f}")
-                shown = {"train/loss": "loss", "train/kl": "kl", "train/zero_variance_groups": "zero-variance groups", "train/fallback_rate": "fallback rate"}
-                line = f"iteration {i}: reward {reward:.3f}, " + ", ".join(f"{label} {metrics[k]:.4f}" for k, label in shown.items() if k in metrics)
-                line += f", {metrics['perf/iteration_seconds']:.0f} s"
+                first, label = next(iter(shown.items()))
+                progress.update(task, completed=i + 1, description=f"{spec.name}  {label} {metrics.get(first, float('nan')):.2f}")
+                line = f"iteration {i}: " + ", ".join(f"{label} {metrics[k]:.4f}" for k, label in shown.items() if k in metrics)
+                if "perf/iteration_seconds" in metrics:
+                    line += f", {metrics['perf/iteration_seconds']:.0f} s"
                 progress.console.print(line)
 
             try:
@@ -108,6 +117,33 @@ def train(
             except KeyboardInterrupt:
                 errors.print("interrupted: continue with --resume from the last checkpoint (run marked KILLED)")
                 raise typer.Exit(130) from None
+    table = runner.summary_table(result) if hasattr(runner, "summary_table") else evaluation_table(resolved, result)
+    if table is not None:
+        console.print(table)
+    if getattr(result, "checkpoint", None):
+        console.print(f"last checkpoint: {result.checkpoint}")
+    if result.run_id:
+        console.print(f"MLflow run [bold]{result.run_id}[/] in {result.tracking_uri}  (browse with `agora ui`)")
+
+
+def campaign_kind(resolved):
+    """The registered kind (`agora.registry.CAMPAIGNS`) a resolved campaign belongs to."""
+    from agora.registry import CAMPAIGNS
+
+    for entry in CAMPAIGNS.entries():
+        kind = entry.load()
+        if isinstance(resolved, kind.resolved):
+            return kind
+    raise TypeError(f"no campaign kind resolves to {type(resolved).__name__}")
+
+
+def campaign_runner(resolved, **kwargs):
+    return campaign_kind(resolved).runner(resolved, **kwargs)
+
+
+def evaluation_table(resolved, result) -> Table:
+    """The training campaign's held-out evaluations: one row per step and opponent."""
+    spec = resolved.spec
     table = Table(title=f"{spec.name}: evaluation on held-out seeds", title_justify="left")
     for column in ("step", "opponent", "score (95% CI)", "win rate (95% CI)", "agreement"):
         table.add_column(column)
@@ -121,11 +157,7 @@ def train(
                 f"{metrics[p + 'win_rate']:.3f} [{metrics[p + 'win_rate_ci_low']:.2f}, {metrics[p + 'win_rate_ci_high']:.2f}]",
                 f"{metrics[p + 'agreement']:.3f}" if p + "agreement" in metrics else "-",
             )
-    console.print(table)
-    if result.checkpoint:
-        console.print(f"last checkpoint: {result.checkpoint}")
-    if result.run_id:
-        console.print(f"MLflow run [bold]{result.run_id}[/] in {result.tracking_uri}  (browse with `agora ui`)")
+    return table
 
 
 def summary_table(resolved, summary: dict[str, float]) -> Table:
@@ -153,14 +185,14 @@ def summary_table(resolved, summary: dict[str, float]) -> Table:
 
 
 def is_campaign(file: Path) -> bool:
-    """A campaign file has a top-level `trainer:` key (scenario files have none)."""
+    """A campaign file has a top-level `trainer:` or `kind:` key (scenario files have neither)."""
     try:
         import yaml
 
         data = yaml.safe_load(file.read_text(encoding="utf-8"))
     except Exception:
         return False  # load_scenario explains what is wrong with it
-    return isinstance(data, dict) and "trainer" in data
+    return isinstance(data, dict) and ("trainer" in data or "kind" in data)
 
 
 @app.command()
@@ -174,10 +206,7 @@ def validate(files: list[Path] = typer.Argument(..., help="scenario or campaign 
         try:
             if is_campaign(file):
                 campaign = load_campaign(file)
-                console.print(
-                    f"[green]ok[/] {file}: campaign, world {campaign.train.world_entry.name}, learner {', '.join(campaign.learner_seats)}, "
-                    f"trainer {campaign.trainer_entry.name}, {campaign.spec.iterations} iterations"
-                )
+                console.print(f"[green]ok[/] {file}: {campaign_kind(campaign).describe(campaign)}")
                 continue
             resolved = load_scenario(file)
         except AgoraError as exc:
@@ -234,9 +263,15 @@ def agents(world: Optional[str] = typer.Option(None, help="only agents that can 
 
 @app.command()
 def trainers() -> None:
-    """List the registered trainers and their hyperparameters (the campaign file's `trainer:` keys)."""
-    from agora.registry import TRAINERS
+    """List the campaign kinds (a campaign file's `kind:`), the trainers and their hyperparameters (`trainer:` keys)."""
+    from agora.registry import CAMPAIGNS, TRAINERS
 
+    kinds = Table(title="campaign kinds (a campaign file's `kind:`; default train)", title_justify="left")
+    kinds.add_column("kind")
+    kinds.add_column("what it runs")
+    for entry in CAMPAIGNS.entries():
+        kinds.add_row(entry.name, entry.summary)
+    console.print(kinds)
     for entry in TRAINERS.entries():
         console.print(params_table(f"[bold]{entry.name}[/] — {entry.summary}", entry.params))
 

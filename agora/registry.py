@@ -36,9 +36,10 @@ class Entry:
 
 
 class Registry:
-    def __init__(self, kind: str, entries: list[Entry]):
+    def __init__(self, kind: str, entries: list[Entry], listing: str | None = None):
         self.kind = kind
         self._entries = entries
+        self.listing = listing or f"agora {kind}s"  # the command that lists the entries
 
     def entries(self, world: str | None = None) -> list[Entry]:
         """Entries usable with `world` (all when `world` is None)."""
@@ -52,7 +53,7 @@ class Registry:
         names = [e.name for e in usable]
         close = difflib.get_close_matches(name, names, n=1)
         where = f" for world '{world}'" if world else ""
-        hint = f"did you mean '{close[0]}'?" if close else f"run `agora {self.kind}s` to list them"
+        hint = f"did you mean '{close[0]}'?" if close else f"run `{self.listing}` to list them"
         raise ScenarioError(
             f"unknown {self.kind} '{name}'{where}; registered: {', '.join(names) or 'none'}", path=path, hint=hint
         )
@@ -101,4 +102,12 @@ TRAINERS = Registry(
         Entry("grpo", "trainers.grpo:GRPOTrainer", "Clipped policy gradient with group-relative advantages (GRPO; GiGPO with estimator: gigpo), LoRA."),
         Entry("preference", "trainers.preference:PreferenceTrainer", "DPO / IPO / KTO on pairs or labels built from each group's best and worst trajectories, LoRA."),
     ],
+)
+
+CAMPAIGNS = Registry(
+    "campaign kind",
+    [
+        Entry("train", "agora.campaign:TRAINING", "An LLM with LoRA trained by a trainer (GRPO, DPO/KTO) against fixed opponents or its own snapshots."),
+    ],
+    listing="agora trainers",
 )

@@ -14,8 +14,8 @@ from mlflow import MlflowClient
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from agora.campaign import evaluation_metrics, load_campaign, mean_ci, run_campaign, wilson_interval
-from agora.cli import app
+from agora.campaign import ResolvedCampaign, evaluation_metrics, load_campaign, mean_ci, run_campaign, wilson_interval
+from agora.cli import app, campaign_kind
 from agora.errors import ScenarioError
 from agora.trajectory import Episode
 from tests.conftest import ROOT, SCENARIOS
@@ -88,7 +88,19 @@ def test_shipped_campaigns_validate():
     assert files
     for file in files:
         campaign = load_campaign(file)
-        assert campaign.learner_seats and campaign.evaluations
+        assert campaign_kind(campaign).describe(campaign) and campaign.spec.iterations >= 1
+        result = runner.invoke(app, ["validate", str(file)])
+        assert result.exit_code == 0 and "ok" in result.output, result.output
+
+
+def test_unknown_campaign_kind_is_explained(tmp_path):
+    text = TINY.format(model="smollm2-135m-instruct", iterations=2, dir=tmp_path / "ck")
+    with pytest.raises(ScenarioError) as info:
+        load_campaign(write(tmp_path, "kind: trian\n" + text))
+    assert info.value.path == "kind" and "did you mean 'train'" in str(info.value) and info.value.file
+    assert isinstance(load_campaign(write(tmp_path, "kind: train\n" + text)), ResolvedCampaign)
+    result = runner.invoke(app, ["trainers"])
+    assert result.exit_code == 0 and "campaign kinds" in result.output and "train" in result.output
 
 
 def test_evaluation_metrics_and_intervals():
