@@ -26,7 +26,7 @@ class LLMParams(PolicyParams):
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass")
     max_new_tokens: int = Field(64, ge=1, le=8192, description="longest reply, in tokens")
     max_batch_size: int = Field(32, ge=1, le=4096, description="most prompts in one forward pass")
-    prefix_cache_tokens: int = Field(8192, ge=0, le=1_000_000, description="prompt-prefix tokens whose KV is kept between calls (0 = off)")
+    prefix_cache_mb: int = Field(1024, ge=0, le=1_000_000, description="memory for the KV of recent prompts, reused by later turns (MB; 0 = off)")
     system_prompt: str | None = Field(None, description="optional system message before the world's prompt")
     demonstrations: bool = Field(True, description="show the world's worked example exchange before each prompt (helps small models)")
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$", description="auto = cuda when available")
@@ -48,7 +48,7 @@ class LLMPolicy(Policy):
         self.device = next(self.model.parameters()).device
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.stop_ids = stop_token_ids(self.model, self.tokenizer)
-        self.prefix_cache = PrefixCache(params.prefix_cache_tokens) if params.prefix_cache_tokens else None
+        self.prefix_cache = PrefixCache(params.prefix_cache_mb * 2**20) if params.prefix_cache_mb else None
 
     def render(self, messages: list[dict[str, str]], demonstration: list[dict[str, str]] = ()) -> str:
         if self.params.demonstrations:
@@ -99,19 +99,22 @@ def stop_token_ids(model, tokenizer) -> set[int]:
 
 
 class PrefixCache:
-    """KV of recently computed prompt prefixes, reused across calls (LRU, bounded in tokens).
+    """KV of recently computed prompts, reused across calls (LRU, bounded in bytes).
 
-    Consecutive calls of a policy share long prefixes (chat template, the world's demonstration
-    and fixed instructions): the KV of the longest cached match is cropped to the shared length
-    and only the rest is computed. Entries are dropped when any model parameter changes in place
-    (an optimizer step, a loaded checkpoint), so a training loop never samples from stale keys.
+    Consecutive calls of a policy share long prefixes: the chat template, the world's
+    demonstration and fixed instructions across episodes, and within an episode a turn's prompt
+    usually extends the same agent's previous prompt. The KV of the longest cached match is
+    cropped to the shared length and only the rest is computed. Entries are dropped when any
+    model parameter changes in place (an optimizer step, a loaded checkpoint), so a training loop
+    never samples from stale keys.
     """
 
     MIN_TOKENS = 16  # shorter matches are cheaper to recompute than to copy
 
-    def __init__(self, max_tokens: int = 8192):
-        self.max_tokens = max_tokens
+    def __init__(self, max_bytes: int = 2**30):
+        self.max_bytes = max_bytes
         self.entries: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
+        self.bytes = 0
         self.fingerprint: tuple | None = None
         self.hits = self.reused_tokens = 0
 
@@ -119,6 +122,7 @@ class PrefixCache:
         fingerprint = (id(model), tuple(p._version for p in model.parameters()), str(getattr(model, "active_adapters", "")))
         if fingerprint != self.fingerprint:
             self.entries.clear()
+            self.bytes = 0
             self.fingerprint = fingerprint
 
     def longest_match(self, model, ids: list[int]) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor]] | None]:
@@ -132,19 +136,37 @@ class PrefixCache:
         if best < self.MIN_TOKENS:
             return 0, None
         self.entries.move_to_end(best_key)
-        self.hits += 1
-        self.reused_tokens += best
         return best, [(k[..., :best, :], v[..., :best, :]) for k, v in self.entries[best_key]]
 
+    def count(self, tokens: int) -> None:
+        """A lookup that skipped computing `tokens` prompt tokens."""
+        self.hits += 1
+        self.reused_tokens += tokens
+
+    def fits(self, tokens: int, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> bool:
+        """Whether an entry of `tokens` tokens shaped like `layers` (one row) is worth storing."""
+        per_token = sum(k[0, :, 0].numel() * k.element_size() + v[0, :, 0].numel() * v.element_size() for k, v in layers)
+        return self.MIN_TOKENS <= tokens and tokens * per_token <= self.max_bytes
+
     def store(self, ids: list[int], layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        if len(ids) < self.MIN_TOKENS or len(ids) > self.max_tokens:
+        if not self.fits(len(ids), layers):
             return
         key = tuple(ids)
         for old in [k for k in self.entries if len(k) <= len(key) and key[: len(k)] == k]:
-            del self.entries[old]  # a prefix of the new entry: cropping the new one gives it back
+            self._drop(old)  # a prefix of the new entry: cropping the new one gives it back
+        if key in self.entries:
+            self._drop(key)
         self.entries[key] = layers
-        while sum(map(len, self.entries)) > self.max_tokens:
-            self.entries.popitem(last=False)
+        self.bytes += _nbytes(layers)
+        while self.bytes > self.max_bytes:
+            self._drop(next(iter(self.entries)))
+
+    def _drop(self, key: tuple[int, ...]) -> None:
+        self.bytes -= _nbytes(self.entries.pop(key))
+
+
+def _nbytes(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> int:
+    return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in layers)
 
 
 def shared_length(a, b) -> int:
@@ -165,6 +187,58 @@ def _plain_layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
+def _context(model, prompts: list[list[int]], prefix_cache: PrefixCache | None, device) -> tuple["DynamicCache", list[int]]:
+    """The KV cache each row resumes from, and how many of its prompt tokens it covers.
+
+    The batch's common prefix is computed once at batch size 1 (or taken from `prefix_cache`).
+    With a prefix cache, each row then resumes from its own longest cached prefix (typically its
+    episode's previous prompt), left-aligned in a (batch, heads, M, dim) cache whose unused
+    columns the attention mask skips; without one (or for layers that cannot be cropped) the
+    common prefix's KV is repeated over the rows.
+    """
+    from transformers import DynamicCache
+
+    batch = len(prompts)
+    shared = common_prefix_length(prompts)
+    base: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    if shared:
+        prefix = prompts[0][:shared]
+        reused, layers = prefix_cache.longest_match(model, prefix) if prefix_cache else (0, None)
+        if reused:
+            prefix_cache.count(reused)
+        cache = DynamicCache(ddp_cache_data=layers) if layers is not None else DynamicCache()
+        if reused < shared:
+            model(input_ids=torch.tensor([prefix[reused:]], device=device), past_key_values=cache,
+                  position_ids=torch.arange(reused, shared, device=device)[None])
+        base = _plain_layers(cache)
+        if prefix_cache is None or base is None:
+            cache.batch_repeat_interleave(batch)
+            return cache, [shared] * batch
+        if reused < shared:
+            prefix_cache.store(prefix, base)
+    if prefix_cache is None:
+        return DynamicCache(), [0] * batch
+    found = [prefix_cache.longest_match(model, p[:-1]) for p in prompts]  # each row computes >= 1 token
+    found = [(n, layers) if n >= shared else (shared, base) for n, layers in found]
+    for n, _ in found:
+        if n > shared:  # beyond the common prefix: the row's own earlier prompt
+            prefix_cache.count(n - shared)
+    width = max(n for n, _ in found)
+    if width == 0:
+        return DynamicCache(), [0] * batch
+    out = []
+    template = next(layers for n, layers in found if layers is not None)
+    for index, (k0, v0) in enumerate(template):
+        keys = k0.new_zeros((batch, k0.shape[1], width, k0.shape[3]))
+        values = v0.new_zeros((batch, v0.shape[1], width, v0.shape[3]))
+        for row, (n, layers) in enumerate(found):
+            if n:
+                keys[row, :, width - n :] = layers[index][0][0, :, :n]
+                values[row, :, width - n :] = layers[index][1][0, :, :n]
+        out.append((keys, values))
+    return DynamicCache(ddp_cache_data=out), [n for n, _ in found]
+
+
 @torch.inference_mode()
 def sample(
     model,
@@ -180,43 +254,36 @@ def sample(
 ) -> list[tuple[list[int], list[float]]]:
     """Sample a completion for every prompt in one batch with a KV cache.
 
-    The batch's longest common prefix (chat template, the world's demonstration, the start of
-    the prompt) is computed once at batch size 1 (or taken from `prefix_cache`, which also keeps
-    it for later calls) and its KV repeated over the rows; only the suffixes are padded, between
-    prefix and suffix, with the attention mask and position ids skipping the padding. Rows that
-    have sampled a stop token leave the batch, so the decode steps cost only what is still
-    running. Returns, per prompt, the completion token ids (the stop token included when one was
-    sampled) and log pi(token) = log softmax(logits / T) at each position (T = 1 when greedy).
+    Each row resumes from the KV of the longest prompt prefix already known (`_context`: the
+    batch's common prefix, or with `prefix_cache` the row's own cached prefix, e.g. its episode's
+    previous turn) and computes only the rest of its prompt; these suffixes are left-padded, and
+    the attention mask and position ids skip every padding column. The rows' full prompts go back
+    into `prefix_cache` for later calls. Rows that have sampled a stop token leave the batch, so
+    the decode steps cost only what is still running. Returns, per prompt, the completion token
+    ids (the stop token included when one was sampled) and log pi(token) = log softmax(logits / T)
+    at each position (T = 1 when greedy).
     """
-    from transformers import DynamicCache
-
     device = next(model.parameters()).device
     batch = len(prompts)
-    shared = common_prefix_length(prompts)
-    suffixes = [p[shared:] for p in prompts]
+    cache, known = _context(model, prompts, prefix_cache, device)
+    context = max(known)
+    suffixes = [p[n:] for p, n in zip(prompts, known)]
     width = max(len(s) for s in suffixes)
     input_ids = torch.full((batch, width), pad_id, dtype=torch.long)
-    suffix_mask = torch.zeros((batch, width), dtype=torch.long)
-    for row, ids in enumerate(suffixes):
+    mask = torch.zeros((batch, context + width), dtype=torch.long)
+    for row, (ids, n) in enumerate(zip(suffixes, known)):
         input_ids[row, width - len(ids) :] = torch.tensor(ids)
-        suffix_mask[row, width - len(ids) :] = 1
-    input_ids, suffix_mask = input_ids.to(device), suffix_mask.to(device)
-    cache = DynamicCache()
-    if shared:
-        prefix = prompts[0][:shared]
-        reused, layers = prefix_cache.longest_match(model, prefix) if prefix_cache else (0, None)
-        if layers is not None:
-            cache = DynamicCache(ddp_cache_data=layers)
-        if reused < shared:
-            model(input_ids=torch.tensor([prefix[reused:]], device=device), past_key_values=cache,
-                  position_ids=torch.arange(reused, shared, device=device)[None])
-            if prefix_cache is not None and (fresh := _plain_layers(cache)) is not None:
-                prefix_cache.store(prefix, fresh)
-        cache.batch_repeat_interleave(batch)
-    attention = torch.cat([torch.ones((batch, shared), dtype=torch.long, device=device), suffix_mask], dim=-1)
-    positions = shared + (suffix_mask.cumsum(-1) - 1).clamp(min=0)
+        mask[row, context - n : context] = 1
+        mask[row, context + width - len(ids) :] = 1
+    input_ids, attention = input_ids.to(device), mask.to(device)
+    positions = torch.tensor(known, device=device)[:, None] + (attention[:, context:].cumsum(-1) - 1).clamp(min=0)
     stop = torch.tensor(sorted(stop_ids), device=device)
     logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, past_key_values=cache).logits[:, -1]
+    if prefix_cache is not None and (layers := _plain_layers(cache)) is not None:
+        for row, prompt in enumerate(prompts):  # the rows' whole prompts, for their next turns
+            if prefix_cache.fits(len(prompt), layers):
+                columns = mask[row].nonzero().squeeze(-1).to(device)
+                prefix_cache.store(prompt, [(k[row : row + 1].index_select(2, columns), v[row : row + 1].index_select(2, columns)) for k, v in layers])
     rows = torch.arange(batch, device=device)  # original index of each row still decoding
     tokens: list[list[int]] = [[] for _ in range(batch)]
     logps: list[list[float]] = [[] for _ in range(batch)]

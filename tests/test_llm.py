@@ -61,10 +61,10 @@ SYSTEM = "You are a careful negotiator. Always answer in the exact format MESSAG
 
 
 def test_prefix_cache_reuses_kv_across_calls_without_changing_outputs(tiny_model_dir):
-    make = lambda tokens: LLMPolicy(
-        LLMPolicy.Params(model=tiny_model_dir, temperature=0, max_new_tokens=6, system_prompt=SYSTEM, prefix_cache_tokens=tokens), seed=0
+    make = lambda mb: LLMPolicy(
+        LLMPolicy.Params(model=tiny_model_dir, temperature=0, max_new_tokens=6, system_prompt=SYSTEM, prefix_cache_mb=mb), seed=0
     )
-    cached, plain = make(8192), make(0)
+    cached, plain = make(64), make(0)
     assert plain.prefix_cache is None
     for prompts in (PROMPTS, ["Propose a split.", "Accept?"], PROMPTS[:1]):
         a, b = cached.act(requests(prompts)), plain.act(requests(prompts))
@@ -72,7 +72,29 @@ def test_prefix_cache_reuses_kv_across_calls_without_changing_outputs(tiny_model
         for r in a:
             assert torch.allclose(recomputed_logprobs(cached.model, r.prompt_ids, r.completion_ids), torch.tensor(r.logprobs), atol=1e-4)
     system_tokens = len(cached.tokenizer(SYSTEM)["input_ids"])
-    assert cached.prefix_cache.hits == 2 and cached.prefix_cache.reused_tokens >= 2 * system_tokens
+    assert cached.prefix_cache.hits >= 2 and cached.prefix_cache.reused_tokens >= 2 * system_tokens
+
+
+def test_each_row_resumes_from_its_own_earlier_prompt(tiny_model_dir):
+    """The next turn of each episode extends that episode's previous prompt: every row reuses its own
+    cached prompt (different per row), and outputs and logprobs are those of a cold computation."""
+    from transformers import AutoTokenizer
+
+    model, _ = load_causal_lm(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    first = [tokenizer(SYSTEM + " " + p)["input_ids"] for p in PROMPTS]
+    second = [ids + tokenizer(f" Then turn {i} said: I want {i + 1} books.")["input_ids"] for i, ids in enumerate(first)]
+    kwargs = dict(max_new_tokens=6, temperature=0, top_p=1.0, stop_ids=set(), pad_id=0, generator=torch.Generator())
+    cache = PrefixCache()
+    sample(model, first, prefix_cache=cache, **kwargs)
+    hits, reused = cache.hits, cache.reused_tokens
+    shared = min(len(a) for a in first)  # an upper bound of the common prefix
+    warm = sample(model, second, prefix_cache=cache, **kwargs)
+    assert cache.hits - hits >= len(second)  # every row found its own prompt
+    assert cache.reused_tokens - reused >= sum(len(ids) for ids in first) - len(first) * shared
+    assert [t for t, _ in warm] == [t for t, _ in sample(model, second, **kwargs)]
+    for prompt, (tokens, logprobs) in zip(second, warm):
+        assert torch.allclose(recomputed_logprobs(model, prompt, tokens, temperature=1.0), torch.tensor(logprobs), atol=1e-4)
 
 
 def test_prefix_cache_is_dropped_when_the_weights_change(tiny_model_dir):
@@ -157,3 +179,20 @@ def test_common_prefix_leaves_every_prompt_a_token():
     assert common_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 9]]) == 2
     assert common_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2
     assert common_prefix_length([[7], [7, 8]]) == 0
+
+
+def test_prefix_cache_is_bounded_in_bytes_and_evicts_least_recently_used():
+    layer = lambda n: [(torch.zeros(1, 2, n, 4), torch.zeros(1, 2, n, 4))]  # 2 * 2*4 floats = 64 bytes per token
+    cache, model = PrefixCache(max_bytes=64 * 60), torch.nn.Linear(1, 1)
+    cache._check(model)
+    a, b, c = list(range(20)), list(range(100, 130)), list(range(200, 220))
+    cache.store(a, layer(20))
+    cache.store(b, layer(30))
+    assert cache.bytes == 64 * 50
+    assert cache.longest_match(model, a + [7])[0] == 20  # a is now the most recently used
+    cache.store(c, layer(20))  # 70 tokens > 60: the least recently used (b) goes
+    assert set(cache.entries) == {tuple(a), tuple(c)} and cache.bytes == 64 * 40
+    cache.store(a + list(range(5)), layer(25))  # an extension replaces its prefix
+    assert tuple(a) not in cache.entries and cache.bytes == 64 * 45
+    cache.store(list(range(300, 400)), layer(100))  # larger than the whole budget: not stored
+    assert cache.bytes == 64 * 45 and not cache.fits(100, layer(1)) and not cache.fits(8, layer(1))
