@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from transformers.cache_utils import DynamicLayer
+
 from agora.models import EMBEDDED, load_causal_lm
 from agora.policy import ActRequest, ActResponse, Policy, PolicyParams
 
@@ -178,26 +180,85 @@ def shared_length(a, b) -> int:
     return int(diff[0]) if diff.size else n
 
 
+class GrowingLayer(DynamicLayer):
+    """A full-attention KV layer that appends into spare capacity in place.
+
+    transformers' DynamicLayer concatenates the whole cache with every new token, so each decode
+    step copies O(length) memory per layer: at batch 8 and 700 cached tokens that copy costs as
+    much as all of the model's matmuls on a CPU. This layer writes the new keys and values into
+    a buffer with room to spare (grown by a quarter when full) and hands out views of the filled
+    part; anything that replaces `keys` (row selection, repetition) starts a fresh buffer.
+    """
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        n, new = self.get_seq_length(), key_states.shape[-2]
+        buffer = getattr(self, "_buffer", None)
+        if buffer is None or self.keys.data_ptr() != buffer[0].data_ptr() or buffer[0].shape[0] != key_states.shape[0] or n + new > buffer[0].shape[-2]:
+            capacity = n + new + max(128, (n + new) // 4)
+            buffer = tuple(s.new_empty((*s.shape[:-2], capacity, s.shape[-1])) for s in (key_states, value_states))
+            if n:
+                buffer[0][..., :n, :] = self.keys
+                buffer[1][..., :n, :] = self.values
+            self._buffer = buffer
+        buffer[0][..., n : n + new, :] = key_states
+        buffer[1][..., n : n + new, :] = value_states
+        self.keys, self.values = buffer[0][..., : n + new, :], buffer[1][..., : n + new, :]
+        return self.keys, self.values
+
+    @classmethod
+    def holding(cls, keys: torch.Tensor, values: torch.Tensor, length: int | None = None) -> GrowingLayer:
+        """A layer whose buffer IS (keys, values); the first `length` positions (default all) are filled."""
+        layer = cls()
+        layer.lazy_initialization(keys, values)
+        layer._buffer = (keys, values)
+        n = keys.shape[-2] if length is None else length
+        layer.keys, layer.values = keys[..., :n, :], values[..., :n, :]
+        return layer
+
+
+def growing_cache(model, layers: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> "DynamicCache":
+    """A KV cache of GrowingLayers (holding `layers` when given, without copying them), or
+    transformers' own DynamicCache when the model has layers other than full attention."""
+    from transformers import DynamicCache
+
+    if not _full_attention(model.config):
+        return DynamicCache(ddp_cache_data=layers) if layers is not None else DynamicCache(config=model.config)
+    cache = DynamicCache()
+    cache.layer_class_to_replicate = GrowingLayer
+    cache.layers = [GrowingLayer.holding(k, v) for k, v in layers or []]
+    return cache
+
+
+def _full_attention(config) -> bool:
+    from transformers import DynamicCache
+
+    key = id(config)
+    if key not in _FULL_ATTENTION:
+        _FULL_ATTENTION[key] = all(type(layer) is DynamicLayer for layer in DynamicCache(config=config).layers)
+    return _FULL_ATTENTION[key]
+
+
+_FULL_ATTENTION: dict[int, bool] = {}
+
+
 def _plain_layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
     """The (keys, values) of every layer of a batch-1 DynamicCache, or None for other layer kinds."""
-    from transformers.cache_utils import DynamicLayer
-
-    if not all(type(layer) is DynamicLayer for layer in cache.layers):
+    if not all(type(layer) in (DynamicLayer, GrowingLayer) for layer in cache.layers):
         return None  # sliding-window and other layers cannot simply be cropped and extended
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
-def _context(model, prompts: list[list[int]], prefix_cache: PrefixCache | None, device) -> tuple["DynamicCache", list[int]]:
+def _context(model, prompts: list[list[int]], prefix_cache: PrefixCache | None, device, new_tokens: int) -> tuple["DynamicCache", list[int]]:
     """The KV cache each row resumes from, and how many of its prompt tokens it covers.
 
     The batch's common prefix is computed once at batch size 1 (or taken from `prefix_cache`).
     With a prefix cache, each row then resumes from its own longest cached prefix (typically its
-    episode's previous prompt), left-aligned in a (batch, heads, M, dim) cache whose unused
+    episode's previous prompt), right-aligned in a (batch, heads, M, dim) cache whose unused
     columns the attention mask skips; without one (or for layers that cannot be cropped) the
-    common prefix's KV is repeated over the rows.
+    common prefix's KV is repeated over the rows. Room is reserved for the suffixes and `new_tokens`.
     """
-    from transformers import DynamicCache
-
     batch = len(prompts)
     shared = common_prefix_length(prompts)
     base: list[tuple[torch.Tensor, torch.Tensor]] | None = None
@@ -206,7 +267,7 @@ def _context(model, prompts: list[list[int]], prefix_cache: PrefixCache | None, 
         reused, layers = prefix_cache.longest_match(model, prefix) if prefix_cache else (0, None)
         if reused:
             prefix_cache.count(reused)
-        cache = DynamicCache(ddp_cache_data=layers) if layers is not None else DynamicCache()
+        cache = growing_cache(model, [(k.clone(), v.clone()) for k, v in layers] if layers is not None else None)
         if reused < shared:
             model(input_ids=torch.tensor([prefix[reused:]], device=device), past_key_values=cache,
                   position_ids=torch.arange(reused, shared, device=device)[None])
@@ -215,9 +276,9 @@ def _context(model, prompts: list[list[int]], prefix_cache: PrefixCache | None, 
             cache.batch_repeat_interleave(batch)
             return cache, [shared] * batch
         if reused < shared:
-            prefix_cache.store(prefix, base)
+            prefix_cache.store(prefix, [(k.contiguous(), v.contiguous()) for k, v in base])
     if prefix_cache is None:
-        return DynamicCache(), [0] * batch
+        return growing_cache(model), [0] * batch
     found = [prefix_cache.longest_match(model, p[:-1]) for p in prompts]  # each row computes >= 1 token
     found = [(n, layers) if n >= shared else (shared, base) for n, layers in found]
     for n, _ in found:
@@ -225,18 +286,21 @@ def _context(model, prompts: list[list[int]], prefix_cache: PrefixCache | None, 
             prefix_cache.count(n - shared)
     width = max(n for n, _ in found)
     if width == 0:
-        return DynamicCache(), [0] * batch
+        return growing_cache(model), [0] * batch
+    spare = max(len(p) - n for p, (n, _) in zip(prompts, found)) + new_tokens
     out = []
     template = next(layers for n, layers in found if layers is not None)
     for index, (k0, v0) in enumerate(template):
-        keys = k0.new_zeros((batch, k0.shape[1], width, k0.shape[3]))
-        values = v0.new_zeros((batch, v0.shape[1], width, v0.shape[3]))
+        keys = k0.new_zeros((batch, k0.shape[1], width + spare, k0.shape[3]))
+        values = v0.new_zeros((batch, v0.shape[1], width + spare, v0.shape[3]))
         for row, (n, layers) in enumerate(found):
             if n:
-                keys[row, :, width - n :] = layers[index][0][0, :, :n]
-                values[row, :, width - n :] = layers[index][1][0, :, :n]
+                keys[row, :, width - n : width] = layers[index][0][0, :, :n]
+                values[row, :, width - n : width] = layers[index][1][0, :, :n]
         out.append((keys, values))
-    return DynamicCache(ddp_cache_data=out), [n for n, _ in found]
+    cache = growing_cache(model)
+    cache.layers = [GrowingLayer.holding(k, v, width) for k, v in out]  # full attention: base was plain
+    return cache, [n for n, _ in found]
 
 
 @torch.inference_mode()
@@ -265,7 +329,7 @@ def sample(
     """
     device = next(model.parameters()).device
     batch = len(prompts)
-    cache, known = _context(model, prompts, prefix_cache, device)
+    cache, known = _context(model, prompts, prefix_cache, device, new_tokens=max_new_tokens)
     context = max(known)
     suffixes = [p[n:] for p, n in zip(prompts, known)]
     width = max(len(s) for s in suffixes)
