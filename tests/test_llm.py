@@ -196,3 +196,28 @@ def test_prefix_cache_is_bounded_in_bytes_and_evicts_least_recently_used():
     assert tuple(a) not in cache.entries and cache.bytes == 64 * 45
     cache.store(list(range(300, 400)), layer(100))  # larger than the whole budget: not stored
     assert cache.bytes == 64 * 45 and not cache.fits(100, layer(1)) and not cache.fits(8, layer(1))
+
+
+def test_growing_cache_matches_transformers_dynamic_cache(tiny_model_dir):
+    """In-place appends give the logits of transformers' concatenating cache, through row selection and growth."""
+    from transformers import DynamicCache
+
+    from agents.llm import GrowingLayer, growing_cache
+
+    model, _ = load_causal_lm(tiny_model_dir)
+    ids = torch.randint(3, model.config.vocab_size, (3, 9), generator=torch.Generator().manual_seed(0))
+    logits = []
+    for cache in (DynamicCache(), growing_cache(model)):
+        with torch.no_grad():
+            out = [model(input_ids=ids, past_key_values=cache).logits[:, -1]]
+            token = out[-1].argmax(-1)
+            for step in range(150):  # past the first buffer's spare room (128)
+                if step == 5:
+                    cache.batch_select_indices(torch.tensor([0, 2]))
+                    token = token[[0, 2]]
+                out.append(model(input_ids=token[:, None], past_key_values=cache).logits[:, -1])
+                token = out[-1].argmax(-1)
+        logits.append(out)
+    assert isinstance(cache.layers[0], GrowingLayer) and cache.get_seq_length() == 9 + 150
+    for a, b in zip(*logits):
+        assert torch.allclose(a, b, atol=1e-5)
