@@ -164,9 +164,9 @@ def summary_table(resolved, summary: dict[str, float]) -> Table:
     table = Table(title=f"{resolved.spec.name}: {int(summary['perf/episodes'])} episodes", title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
+    world_labels = getattr(resolved.world_entry.load(), "metric_labels", {})
     labels = {
-        "eval/agreement": "agreement rate",
-        "eval/pareto_optimal": "Pareto-optimal rate",
+        **{f"eval/{key}": label for key, label in world_labels.items()},
         "parse/failure_rate": "parse-failure rate",
         "parse/fallback_rate": "fallback rate",
         "perf/tokens_per_s": "generated tokens/s",

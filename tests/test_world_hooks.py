@@ -65,3 +65,23 @@ def test_spaces_are_cached_per_world_and_finished_worlds_are_freed():
     del world
     gc.collect()
     assert ref() is None  # no class-level cache keeps it alive
+
+
+import pytest  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+
+@pytest.mark.parametrize("scenario", ["negotiation_scripted", "werewolf_scripted", "economy_scripted", "deferral_scripted"])
+def test_summary_table_labels_the_worlds_metrics(scenario):
+    """Every label a world declares names a metric of its runs, and `agora run` shows it."""
+    from agora.cli import app
+    from agora.run import run_scenario
+    from agora.scenario import load_scenario
+    from tests.conftest import SCENARIOS
+
+    labels = load_scenario(SCENARIOS / f"{scenario}.yaml").world_entry.load().metric_labels
+    summary = run_scenario(load_scenario(SCENARIOS / f"{scenario}.yaml", {"episodes": 6}), track=False).summary
+    assert labels and {f"eval/{key}" for key in labels} <= set(summary)
+    result = CliRunner().invoke(app, ["run", str(SCENARIOS / f"{scenario}.yaml"), "--no-track", "--episodes", "6"])
+    assert result.exit_code == 0, result.output
+    assert all(label in result.output for label in labels.values())

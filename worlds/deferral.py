@@ -379,6 +379,17 @@ def env(**kwargs) -> AECEnv:
 
 class raw_env(AECEnv):
     metadata = {"name": "deferral_v0", "render_modes": ["human", "ansi"], "is_parallelizable": False}
+    # labels of episode metrics in `agora run`'s summary table (the rest show their keys)
+    metric_labels = {
+        "accuracy": "team accuracy",
+        "reward": "mean reward",
+        "deferral_rate": "deferral rate (per decision)",
+        "expert_calls": "expert calls per problem",
+        "cost": "cost per problem",
+        "round0_correct": "right in round 0",
+        "p_defer_given_team_wrong": "P(defer | team wrong)",
+        "p_defer_given_team_right": "P(defer | team right)",
+    }
     Config = DeferralConfig
 
     def __init__(self, config: DeferralConfig | None = None, render_mode: str | None = None, **kwargs):

@@ -296,6 +296,18 @@ WORK, STAND, VOTE = 0, 1, 2  # democratic phases of a step
 
 class parallel_env(ParallelEnv):
     metadata = {"name": "economy_v0", "render_modes": ["ansi"], "is_parallelizable": True}
+    # labels of episode metrics in `agora run`'s summary table (the rest show their keys)
+    metric_labels = {
+        "swf": "social welfare (mean per step)",
+        "planner_swf": "social welfare under the planner",
+        "mean_utility": "mean worker utility",
+        "mean_labor": "mean hours worked",
+        "total_income": "total pre-tax income",
+        "tax_revenue": "tax revenue",
+        "gini_pre": "Gini before tax",
+        "gini_post": "Gini after tax and rebate",
+        "br_gap": "workers' gap to best-response utility",
+    }
     Config = EconomyConfig
 
     def __init__(self, config: EconomyConfig | None = None, render_mode: str | None = None, **kwargs):

@@ -194,6 +194,16 @@ def env(**kwargs) -> AECEnv:
 
 class raw_env(AECEnv):
     metadata = {"name": "negotiation_v0", "render_modes": ["human", "ansi"], "is_parallelizable": False}
+    # labels of episode metrics in `agora run`'s summary table (the rest show their keys)
+    metric_labels = {
+        "agreement": "agreement rate",
+        "pareto_optimal": "Pareto-optimal rate",
+        "joint_welfare": "joint welfare (sum of scores)",
+        "nash_product": "Nash product of the scores",
+        "walk_away": "walk-away rate",
+        "turns": "turns per episode",
+        "illegal": "illegal actions per episode",
+    }
     Config = NegotiationConfig
 
     def __init__(self, config: NegotiationConfig | None = None, render_mode: str | None = None, **kwargs):

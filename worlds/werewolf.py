@@ -165,6 +165,16 @@ def env(**kwargs) -> AECEnv:
 
 class raw_env(AECEnv):
     metadata = {"name": "werewolf_v0", "render_modes": ["human", "ansi"], "is_parallelizable": False}
+    # labels of episode metrics in `agora run`'s summary table (the rest show their keys)
+    metric_labels = {
+        "win/village": "village win rate",
+        "win/werewolves": "werewolf win rate",
+        "draw": "draw rate (day limit)",
+        "days": "days per game",
+        "vote_accuracy": "village votes on a werewolf",
+        "wolf_detection": "day-1 vote leaders who are werewolves",
+        "seer_survival": "seer survival rate",
+    }
     Config = WerewolfConfig
 
     def __init__(self, config: WerewolfConfig | None = None, render_mode: str | None = None, **kwargs):
