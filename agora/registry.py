@@ -82,6 +82,7 @@ AGENTS = Registry(
         Entry("random", "agents.scripted.werewolf:RandomPlayer", "Uniformly random legal targets (a sanity baseline).", world="werewolf"),
         Entry("mixed", "agents.scripted.matrix:MixedStrategy", "A fixed mixed strategy (uniform by default).", world="matrix"),
         Entry("tit_for_tat", "agents.scripted.matrix:TitForTat", "Opens with one action, then copies the opponent.", world="matrix"),
+        Entry("tabular", "agents.scripted.matrix:TabularSoftmax", "A learnable stationary strategy softmax(θ) (trained by PSRO's train oracle).", world="matrix"),
         Entry("hedge", "agents.scripted.matrix:Hedge", "Hedge (multiplicative weights) on the known payoff table: a no-regret learner.", world="matrix"),
         Entry("best_response", "agents.scripted.economy:BestResponseWorker", "Worker: the exact utility-maximising hours under the schedule.", world="economy"),
         Entry("saez", "agents.scripted.economy:SaezPlanner", "Planner: Saez optimal rates for the population (40 h reference).", world="economy"),
@@ -108,6 +109,7 @@ CAMPAIGNS = Registry(
     "campaign kind",
     [
         Entry("train", "agora.campaign:TRAINING", "An LLM with LoRA trained by a trainer (GRPO, DPO/KTO) against fixed opponents or its own snapshots."),
+        Entry("psro", "trainers.psro_campaign:PSRO", "PSRO on the matrix world: payoffs by rollouts, a meta-solver, best responses (exact or trained tabular) added per iteration."),
     ],
     listing="agora trainers",
 )
