@@ -485,7 +485,7 @@ class PSRORunner:
                     if not added:
                         self.stop_reason = "no new best response"
                 metrics["perf/iteration_seconds"] = time.perf_counter() - start
-                self.history.append({"iteration": float(iteration), **metrics})
+                self.history.append({"iteration": float(iteration), **metrics, **oracle_metrics})
                 self.log(metrics, step=iteration)
                 self.log(oracle_metrics, step=iteration)  # its own batch: a resumed budget-stopped iteration logs it once
                 checkpoint = self._save(iteration)
