@@ -512,7 +512,7 @@ class PSRORunner:
         return PSROCampaignResult(
             self.tracker.run_id if self.tracker else None,
             self.tracker.uri if self.tracker else None,
-            iteration,
+            iteration + 1,  # iterations done
             self.stop_reason,
             self.history,
             self.population,
