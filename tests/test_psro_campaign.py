@@ -88,6 +88,8 @@ def test_budget_stops_and_resume_equals_a_straight_run(tmp_path, tracking_uri):
     assert [m.step for m in client.get_metric_history(first.run_id, "pop/exploitability")] == [0, 1, 2]  # none twice
     assert sorted(m.step for m in client.get_metric_history(first.run_id, "oracle/player_0/br_value")) == [0, 1]
     assert client.get_run(first.run_id).data.tags["agora.resumes"] == "1"
+    with pytest.raises(AgoraError, match="another game"):
+        PSRORunner(campaign(tmp_path / "b", **{"oracle.id": "exact", "seed": 5}), resume=True)
     with pytest.raises(AgoraError, match="already finished"):
         PSRORunner(campaign(tmp_path / "b", **{"oracle.id": "exact"}), resume=True)
     with pytest.raises(AgoraError, match="nothing to resume"):

@@ -300,6 +300,11 @@ class PSRORunner:
             self.population = Population.from_dict(state["population"])
             self.cells, self.history = state["cells"], state["history"]
             self.records = WinRecord.from_dict(state["records"])
+            if state.get("game") != self.game_fingerprint():
+                raise AgoraError(
+                    f"{self.state_file} holds a campaign with another game, population, meta-solver, oracle or seed; "
+                    "only iterations and threshold may change on --resume (or set checkpoint.dir to start over)"
+                )
             if state["stop_reason"] in ("threshold", "no new best response"):
                 raise AgoraError(f"the campaign already finished ({state['stop_reason']}) at iteration {state['iteration']}; nothing to resume")
             # a run stopped by its budget did not run the oracles of its last iteration: that iteration runs again
@@ -352,6 +357,11 @@ class PSRORunner:
         if last is None or step > last:
             self.tracker.log_metrics(metrics, step=step)
             self.tracker.flush()
+
+    def game_fingerprint(self) -> dict[str, Any]:
+        """What a checkpoint must share with the campaign that resumes it (all but the budget and the threshold)."""
+        config = self.campaign.resolved_config()
+        return {k: v for k, v in config.items() if k not in ("iterations", "threshold", "checkpoint", "tracking", "name", "description", "concurrency")}
 
     # the population
     def members(self, seat: str) -> list[PolicyVersion]:
@@ -443,6 +453,7 @@ class PSRORunner:
     def _save(self, iteration: int) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
         state = {
+            "game": self.game_fingerprint(),
             "iteration": iteration,
             "stop_reason": self.stop_reason,
             "population": self.population.to_dict(),
