@@ -21,7 +21,7 @@ from pettingzoo import ParallelEnv
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agora.world import ParseError, Report, cached_per_agent
-from trainers.regret import cumulative_regret, repeated_game_losses
+from trainers.regret import repeated_game_regret_curve
 
 # payoffs[i][j] = (payoff of player 0, payoff of player 1) when player 0 plays i and player 1 plays j
 GAMES: dict[str, tuple[list[str], list[list[tuple[float, float]]]]] = {
@@ -172,9 +172,7 @@ class parallel_env(ParallelEnv):
 
     def regret_curve(self, history: list[tuple[int, int]], seat: int) -> np.ndarray:
         """Reg_t of `seat` for t = 1..T over the joint actions `history` (ℓ_t(a) = −u(a, b_t))."""
-        joint = np.asarray(history, dtype=int).reshape(-1, 2)
-        own = self.payoffs[..., 0] if seat == 0 else self.payoffs[..., 1].T  # own[mine, theirs]
-        return cumulative_regret(repeated_game_losses(own, joint[:, 1 - seat]), joint[:, seat])
+        return repeated_game_regret_curve(self.payoffs, history, seat)
 
     def episode_info(self) -> dict:
         return {"history": [list(joint) for joint in self.history]}
