@@ -96,7 +96,9 @@ def test_uniform_has_linear_regret_on_stochastic_losses_and_hedge_does_not():
 def test_parser_is_strict_with_actionable_messages():
     world = raw_env(n_actions=3)
     np.testing.assert_allclose(world.parse("learner", "PLAY 0.2 0.5 0.3"), [0.2, 0.5, 0.3])
-    np.testing.assert_allclose(world.parse("learner", "I think: **Play:** 0.2, 0.5, 0.3."), [0.2, 0.5, 0.3])
+    np.testing.assert_allclose(world.parse("learner", "I'd rather display it.\n**Play:** 0.2, 0.5, 0.3."), [0.2, 0.5, 0.3])
+    with pytest.raises(ParseError, match="no 'PLAY' line"):
+        world.parse("learner", "I will play 0.2 0.5 0.3")  # PLAY starts its line
     np.testing.assert_allclose(world.parse("learner", "PLAY 0.333 0.333 0.333"), [1 / 3] * 3)  # within 0.01: renormalised
     cases = {
         "I would pick action 1": "no 'PLAY' line",

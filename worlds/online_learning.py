@@ -194,12 +194,12 @@ class raw_env(AECEnv):
     def parse(self, agent: str, text: str) -> np.ndarray:
         """The distribution of exactly one `PLAY p_0 ... p_{n−1}` line.
 
-        Tolerated: letter case, markdown emphasis, a ':' after PLAY, commas between numbers, a sum off
-        by at most 0.01 (renormalised). Not guessed: a missing line, two lines, a wrong count,
+        PLAY starts its line. Tolerated: letter case, markdown emphasis, a ':' after PLAY, commas
+        between numbers, a sum off by at most 0.01 (renormalised). Not guessed: a missing line, two lines, a wrong count,
         a probability outside [0, 1], a sum that is not 1.
         """
         n = self.config.n_actions
-        found = re.findall(r"play\s*\**\s*:?\s*\**\s*([^\n]*)", text.lower())
+        found = re.findall(r"^[\s*_>#-]*play\b\s*\**\s*:?\s*\**\s*([^\n]*)", text.lower(), flags=re.MULTILINE)
         if not found:
             raise ParseError(f"no 'PLAY' line; write e.g. 'PLAY {' '.join(['%.2f' % (1 / n)] * n)}'")
         if len(found) > 1:
