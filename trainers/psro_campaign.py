@@ -222,7 +222,7 @@ def train_best_response(
     policies = {v.name: build_version(v, policy_seed(seed, v.name)) for v in opponents}
     rng = np.random.default_rng(policy_seed(seed, "matchmaking"))
     weights = dict(zip(names, map(float, sigma)))
-    rewards_seen, regrets, loss, returns = [], [], 0.0, np.zeros(0)
+    rewards_seen, regrets, loss = [], [], 0.0
     for step in range(oracle.steps):
         drawn = sample_opponents(rng, names, oracle.episodes, rule="psro", meta_strategy=weights)
         rollout = Rollout(
@@ -423,7 +423,7 @@ class PSRORunner:
         return version, metrics
 
     def evaluate(self, iteration: int) -> tuple[dict[str, float], tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-        """Payoffs → σ → exact NashConv of the meta-mixture; pop/* and meta/* metrics."""
+        """Payoffs → σ → exact NashConv of the meta-mixture: (pop/* and meta/* metrics, σ per seat, mixture per seat)."""
         campaign, spec = self.campaign, self.campaign.spec
         U0, U1, played = self.payoffs()
         sigma = meta_strategy(U0, U1, spec.meta_solver)
@@ -448,7 +448,7 @@ class PSRORunner:
                 f"payoffs/heatmap_iter_{iteration:03d}.png",
             )
             self.tracker.log_table(payoff_table(U0, names0, names1), f"payoffs/table_iter_{iteration:03d}.json")
-        return metrics, (U0, U1), (x, y)
+        return metrics, sigma, (x, y)
 
     def _save(self, iteration: int) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -475,9 +475,8 @@ class PSRORunner:
             iteration = self.start
             while True:
                 start = time.perf_counter()
-                metrics, _, mixtures = self.evaluate(iteration)
+                metrics, last_sigma, mixtures = self.evaluate(iteration)
                 oracle_metrics: dict[str, float] = {}
-                last_sigma = tuple(np.array([metrics[f"meta/{v.name}"] for v in self.members(seat)]) for seat in campaign.seats)
                 self.stop_reason = ""
                 if metrics["pop/exploitability"] <= spec.threshold:
                     self.stop_reason = "threshold"
