@@ -164,7 +164,8 @@ def test_llm_text_path_with_a_tiny_model(tiny_model_dir):
 @pytest.mark.model
 def test_shipped_llm_scenario_runs_with_the_embedded_model():
     world = {"id": "online_learning", "n_actions": 2, "rounds": 3, "sequence": "gaussian"}
-    scenario = load_scenario(SCENARIOS / "online_learning.yaml", {"episodes": 2, "world": world})
+    learner = {"learner": {"policy": "llm", "max_new_tokens": 16}}
+    scenario = load_scenario(SCENARIOS / "online_learning.yaml", {"episodes": 1, "world": world, "agents": learner})
     result = run_scenario(scenario, track=False)
     assert all(len(e.steps) == 3 for e in result.episodes)
     assert 0 <= result.summary["parse/fallback_rate"] <= 1 and np.isfinite(result.summary["eval/regret"])
