@@ -21,7 +21,7 @@ from pettingzoo import ParallelEnv
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agora.world import ParseError, Report, cached_per_agent
-from trainers.regret import repeated_game_regret_curve
+from trainers.regret import episode_history, repeated_game_regret_curve
 
 # payoffs[i][j] = (payoff of player 0, payoff of player 1) when player 0 plays i and player 1 plays j
 GAMES: dict[str, tuple[list[str], list[list[tuple[float, float]]]]] = {
@@ -164,8 +164,12 @@ class parallel_env(ParallelEnv):
         counts = np.bincount([j[0] for j in self.history] + [j[1] for j in self.history], minlength=len(self.action_names))
         metrics = {f"score/{a}": total for a, total in self.totals.items()}
         metrics.update({f"freq/{name}": count / max(1, counts.sum()) for name, count in zip(self.action_names, counts)})
+        joint = np.asarray(self.history, dtype=int).reshape(-1, 2)
         for seat, agent in enumerate(self.possible_agents):
-            regret = float(self.regret_curve(self.history, seat)[-1]) if self.history else 0.0
+            # Reg_T = max_a Σ_t u(a, b_t) − Σ_t u(a_t, b_t) = max_a (own · counts of b)_a − the seat's total
+            own = self.payoffs[..., 0] if seat == 0 else self.payoffs[..., 1].T  # own[mine, theirs]
+            theirs = np.bincount(joint[:, 1 - seat], minlength=len(self.action_names))
+            regret = float(np.max(own @ theirs) - self.totals[agent]) if self.history else 0.0
             metrics[f"regret/{agent}"] = regret
             metrics[f"regret_per_round/{agent}"] = regret / max(1, len(self.history))
         return metrics
@@ -174,15 +178,12 @@ class parallel_env(ParallelEnv):
         """Reg_t of `seat` for t = 1..T over the joint actions `history` (ℓ_t(a) = −u(a, b_t))."""
         return repeated_game_regret_curve(self.payoffs, history, seat)
 
-    def episode_info(self) -> dict:
-        return {"history": [list(joint) for joint in self.history]}
-
     def run_report(self, episodes: list) -> Report:
         """The mean regret curve Reg_t (t = 1..rounds) of each seat over the run's episodes, as a series and a figure."""
         from matplotlib.figure import Figure
 
         report = Report()
-        histories = [e.info.get("history") for e in episodes if e.info.get("history")]
+        histories = [h for h in (episode_history(e, self.possible_agents) for e in episodes) if h]
         if not histories:
             return report
         figure = Figure(figsize=(7, 4), layout="constrained")

@@ -78,6 +78,13 @@ def env(**kwargs) -> AECEnv:
 
 class raw_env(AECEnv):
     metadata = {"name": "online_learning_v0", "render_modes": ["ansi"], "is_parallelizable": True}
+    # labels of episode metrics in `agora run`'s summary table (the rest show their keys)
+    metric_labels = {
+        "regret": "external regret Reg_T",
+        "regret_per_round": "regret per round Reg_T / T",
+        "loss": "total loss",
+        "best_fixed_loss": "best fixed action's total loss",
+    }
     Config = OnlineLearningConfig
 
     def __init__(self, config: OnlineLearningConfig | None = None, render_mode: str | None = None, **kwargs):
