@@ -66,6 +66,7 @@ WORLDS = Registry(
         Entry("economy", "worlds.economy:parallel_env", "LLM Economist: a tax planner over N workers choosing labor (Parallel)."),
         Entry("werewolf", "worlds.werewolf:raw_env", "Social deduction: hidden roles, night actions, free-text discussion, plurality votes."),
         Entry("matrix", "worlds.matrix:parallel_env", "Repeated normal-form games (RPS, matching pennies, prisoner's dilemma, custom)."),
+        Entry("online_learning", "worlds.online_learning:raw_env", "Online learning with full information: play a distribution, see the loss vector; external regret (arXiv 2403.16843)."),
         Entry("deferral", "worlds.deferral:raw_env", "A team answers problems over rounds; each agent may EVAL a peer, CREATE or DEFER to an expert (HILA)."),
     ],
 )
@@ -82,7 +83,11 @@ AGENTS = Registry(
         Entry("random", "agents.scripted.werewolf:RandomPlayer", "Uniformly random legal targets (a sanity baseline).", world="werewolf"),
         Entry("mixed", "agents.scripted.matrix:MixedStrategy", "A fixed mixed strategy (uniform by default).", world="matrix"),
         Entry("tit_for_tat", "agents.scripted.matrix:TitForTat", "Opens with one action, then copies the opponent.", world="matrix"),
+        Entry("tabular", "agents.scripted.matrix:TabularSoftmax", "A learnable stationary strategy softmax(θ) (trained by PSRO's train oracle).", world="matrix"),
         Entry("hedge", "agents.scripted.matrix:Hedge", "Hedge (multiplicative weights) on the known payoff table: a no-regret learner.", world="matrix"),
+        Entry("hedge", "agents.scripted.online_learning:Hedge", "Hedge (multiplicative weights) on the revealed losses: a no-regret learner.", world="online_learning"),
+        Entry("ftl", "agents.scripted.online_learning:FollowTheLeader", "Follow-the-leader: all mass on the least total loss so far.", world="online_learning"),
+        Entry("uniform", "agents.scripted.online_learning:Uniform", "The uniform distribution every round.", world="online_learning"),
         Entry("best_response", "agents.scripted.economy:BestResponseWorker", "Worker: the exact utility-maximising hours under the schedule.", world="economy"),
         Entry("saez", "agents.scripted.economy:SaezPlanner", "Planner: Saez optimal rates for the population (40 h reference).", world="economy"),
         Entry("us_federal", "agents.scripted.economy:FederalPlanner", "Planner: the 2024 US federal marginal rates.", world="economy"),
@@ -108,6 +113,7 @@ CAMPAIGNS = Registry(
     "campaign kind",
     [
         Entry("train", "agora.campaign:TRAINING", "An LLM with LoRA trained by a trainer (GRPO, DPO/KTO) against fixed opponents or its own snapshots."),
+        Entry("psro", "trainers.psro_campaign:PSRO", "PSRO on the matrix world: payoffs by rollouts, a meta-solver, best responses (exact or trained tabular) added per iteration."),
     ],
     listing="agora trainers",
 )

@@ -64,3 +64,42 @@ def test_parser_rejects_with_actionable_messages_and_never_crashes():
             pass
     for action in range(3):
         assert env.parse("player_0", env.render_action("player_0", action)) == action
+
+
+def test_episode_metrics_give_each_seats_external_regret_by_hand():
+    env = parallel_env(rounds=3)
+    env.reset(seed=0)
+    for _ in range(3):  # rock vs paper three times
+        env.step({"player_0": 0, "player_1": 1})
+    metrics = env.episode_metrics()
+    # player_0 lost 3; scissors would have won 3 -> regret 6, 2 per round; paper was player_1's best reply -> 0
+    assert metrics["regret/player_0"] == 6.0 and metrics["regret_per_round/player_0"] == 2.0
+    assert metrics["regret/player_1"] == 0.0
+    assert env.regret_curve(env.history, 0).tolist() == [2.0, 4.0, 6.0]
+
+
+def run_matrix(player_0: dict, rounds: int, tracking: bool = False):
+    from agora.run import run_scenario
+    from agora.scenario import resolve_scenario
+
+    scenario = resolve_scenario({
+        "name": "regret", "world": {"id": "matrix", "rounds": rounds}, "episodes": 4, "seed": 0,
+        "agents": {"player_0": player_0, "player_1": {"policy": "mixed", "probs": [0.2, 0.6, 0.2]}},
+    })
+    return run_scenario(scenario, track=tracking)
+
+
+def test_agora_run_logs_regret_hedge_small_always_rock_not(tracking_uri):
+    from mlflow import MlflowClient
+
+    hedge = run_matrix({"policy": "hedge"}, rounds=300, tracking=True)
+    rock = run_matrix({"policy": "mixed", "probs": [1, 0, 0]}, rounds=300)
+    assert hedge.summary["eval/regret_per_round/player_0"] < 0.15
+    # rock vs (0.2, 0.6, 0.2) earns -0.4 a round where scissors would earn +0.4: regret/T about 0.8
+    assert rock.summary["eval/regret_per_round/player_0"] > 0.6
+    curve = hedge.report.series["regret_curve/player_0"]
+    assert [t for t, _ in curve] == list(range(1, 301)) and curve[-1][1] == pytest.approx(hedge.summary["eval/regret/player_0"])
+    client = MlflowClient(tracking_uri)
+    assert client.get_run(hedge.run_id).data.metrics["eval/regret_per_round/player_0"] < 0.15
+    assert len(client.get_metric_history(hedge.run_id, "regret_curve/player_0")) == 300
+    assert "figures/regret_curve.png" in {a.path for a in client.list_artifacts(hedge.run_id, "figures")}

@@ -108,6 +108,8 @@ def alpharank(A: np.ndarray, B: np.ndarray, *, alpha: float = 100.0, m: int = 50
     """
     A, B = np.asarray(A, dtype=np.float64), np.asarray(B, dtype=np.float64)
     rows, cols = A.shape
+    if rows == cols == 1:  # one profile: all the mass (and no mutation to normalise η by)
+        return np.ones((1, 1))
     eta = 1.0 / ((rows - 1) + (cols - 1))
     size = rows * cols
     C = np.zeros((size, size))

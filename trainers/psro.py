@@ -148,11 +148,14 @@ def rollout_payoff_matrix(
     episodes_per_cell: int = 10,
     seed: int = 0,
     concurrency: int = 16,
+    on_cell: Callable[[str, str, list], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Empirical payoff matrices U_0, U_1 by playing `episodes_per_cell` episodes per pair with the rollout engine.
 
     `row_policies` / `column_policies` map a policy id to a factory `seed -> Policy` (a fresh policy
-    per cell, seeded from `seed` and the cell's ids). U_i[k, l] is seat i's mean episode return.
+    per cell, seeded from `seed` and the cell's ids, so a cell's value does not depend on which other
+    cells are played with it). U_i[k, l] is seat i's mean episode return. `on_cell(row_id,
+    column_id, episodes)` sees each cell's episodes (win records, regret).
     """
     from agora.rollout import Rollout, policy_seed
 
@@ -167,6 +170,8 @@ def rollout_payoff_matrix(
                 seed=policy_seed(seed, cell), concurrency=concurrency, record_observations=False,
             )
             episodes = rollout.run(episodes_per_cell)
+            if on_cell is not None:
+                on_cell(row_id, column_id, episodes)
             U0[k, l] = np.mean([e.returns[seats[0]] for e in episodes])
             U1[k, l] = np.mean([e.returns[seats[1]] for e in episodes])
     return U0, U1

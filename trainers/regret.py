@@ -83,15 +83,20 @@ def repeated_game_losses(own_payoffs: np.ndarray, opponent_actions: Sequence[int
     return -np.asarray(own_payoffs, dtype=np.float64)[:, np.asarray(opponent_actions, dtype=int)].T
 
 
-def repeated_game_regret(payoffs: np.ndarray, history: Sequence[tuple[int, int]], seat: int) -> float:
-    """External regret of `seat` (0 row, 1 column) over the joint actions `history` of a matrix game.
+def repeated_game_regret_curve(payoffs: np.ndarray, history: Sequence[tuple[int, int]], seat: int) -> np.ndarray:
+    """Reg_t for t = 1..T of `seat` (0 row, 1 column) over the joint actions `history` of a matrix game.
 
     `payoffs` has shape (n, n, 2) as in worlds/matrix.py: payoffs[i, j] = (u_0, u_1).
     """
     payoffs = np.asarray(payoffs, dtype=np.float64)
     history = np.asarray(history, dtype=int).reshape(-1, 2)
     own = payoffs[..., 0] if seat == 0 else payoffs[..., 1].T  # own[mine, theirs]
-    return external_regret(repeated_game_losses(own, history[:, 1 - seat]), history[:, seat])
+    return cumulative_regret(repeated_game_losses(own, history[:, 1 - seat]), history[:, seat])
+
+
+def repeated_game_regret(payoffs: np.ndarray, history: Sequence[tuple[int, int]], seat: int) -> float:
+    """External regret Reg_T of `seat` over the joint actions `history` of a matrix game."""
+    return float(repeated_game_regret_curve(payoffs, history, seat)[-1])
 
 
 def episode_history(episode, seats: Sequence[str]) -> list[tuple[int, int]]:

@@ -4,6 +4,10 @@ A PettingZoo `ParallelEnv`: two players pick one action each per round, simultan
 `rounds` rounds; each gets its payoff from the table. Games: rock-paper-scissors, matching
 pennies, prisoner's dilemma, or a custom payoff table. Each player observes the round number and
 the full public history of joint actions.
+
+Each episode reports each seat's external regret over the repeated game (trainers/regret.py):
+Reg_T = Σ_t u(a*, b_t) − Σ_t u(a_t, b_t) for the best fixed action a* in hindsight against the
+opponent's actual plays b_t, and Reg_T / T; the run report adds the mean regret curve Reg_t.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agora.world import ParseError, cached_per_agent
+from agora.world import ParseError, Report, cached_per_agent
+from trainers.regret import episode_history, repeated_game_regret_curve
 
 # payoffs[i][j] = (payoff of player 0, payoff of player 1) when player 0 plays i and player 1 plays j
 GAMES: dict[str, tuple[list[str], list[list[tuple[float, float]]]]] = {
@@ -159,4 +164,38 @@ class parallel_env(ParallelEnv):
         counts = np.bincount([j[0] for j in self.history] + [j[1] for j in self.history], minlength=len(self.action_names))
         metrics = {f"score/{a}": total for a, total in self.totals.items()}
         metrics.update({f"freq/{name}": count / max(1, counts.sum()) for name, count in zip(self.action_names, counts)})
+        joint = np.asarray(self.history, dtype=int).reshape(-1, 2)
+        for seat, agent in enumerate(self.possible_agents):
+            # Reg_T = max_a Σ_t u(a, b_t) − Σ_t u(a_t, b_t) = max_a (own · counts of b)_a − the seat's total
+            own = self.payoffs[..., 0] if seat == 0 else self.payoffs[..., 1].T  # own[mine, theirs]
+            theirs = np.bincount(joint[:, 1 - seat], minlength=len(self.action_names))
+            regret = float(np.max(own @ theirs) - self.totals[agent]) if self.history else 0.0
+            metrics[f"regret/{agent}"] = regret
+            metrics[f"regret_per_round/{agent}"] = regret / max(1, len(self.history))
         return metrics
+
+    def regret_curve(self, history: list[tuple[int, int]], seat: int) -> np.ndarray:
+        """Reg_t of `seat` for t = 1..T over the joint actions `history` (ℓ_t(a) = −u(a, b_t))."""
+        return repeated_game_regret_curve(self.payoffs, history, seat)
+
+    def run_report(self, episodes: list) -> Report:
+        """The mean regret curve Reg_t (t = 1..rounds) of each seat over the run's episodes, as a series and a figure."""
+        from matplotlib.figure import Figure
+
+        report = Report()
+        histories = [h for h in (episode_history(e, self.possible_agents) for e in episodes) if h]
+        if not histories:
+            return report
+        figure = Figure(figsize=(7, 4), layout="constrained")
+        ax = figure.subplots()
+        for seat, agent in enumerate(self.possible_agents):
+            curves = [self.regret_curve(h, seat) for h in histories]
+            length = min(len(c) for c in curves)
+            mean = np.mean([c[:length] for c in curves], axis=0)
+            report.series[f"regret_curve/{agent}"] = [(t + 1, float(v)) for t, v in enumerate(mean)]
+            ax.plot(np.arange(1, length + 1), mean, label=agent)
+        ax.set(title="external regret over the repeated game (mean over episodes)", xlabel="round t", ylabel="Reg_t")
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.legend()
+        report.figures["figures/regret_curve.png"] = figure
+        return report

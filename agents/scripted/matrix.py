@@ -86,3 +86,44 @@ class Hedge(Policy):
             probs = np.exp(logits) / np.exp(logits).sum()
             out.append(ActResponse("", int(self.rng.choice(n, p=probs))))
         return out
+
+
+class TabularSoftmax(Policy):
+    """A learnable stationary strategy: π(a) = softmax(θ)_a, the same every round.
+
+    `θ` (`logits`) is what a trainer updates (PSRO's `train` oracle: policy gradient,
+    ∇_θ log π(a) = e_a − π); `probs` sets the starting strategy (θ = log probs, so every
+    entry must be > 0), default uniform.
+    """
+
+    class Params(PolicyParams):
+        probs: list[float] | None = Field(None, description="starting strategy, in the game's action order, every entry > 0; default uniform")
+
+        @field_validator("probs")
+        @classmethod
+        def _interior(cls, probs: list[float] | None) -> list[float] | None:
+            if probs is not None and (min(probs) <= 0 or abs(sum(probs) - 1) > 1e-6):
+                raise ValueError("probs must be > 0 (the logits are log probs) and sum to 1")
+            return probs
+
+    def __init__(self, params: Params, *, seed: int, n_actions: int | None = None):
+        super().__init__(params, seed=seed)
+        self.rng = np.random.default_rng(seed)
+        n = len(params.probs) if params.probs is not None else n_actions
+        self.logits = np.log(np.asarray(params.probs, dtype=np.float64)) if params.probs is not None else (np.zeros(n) if n else None)
+
+    @property
+    def probs(self) -> np.ndarray:
+        z = np.exp(self.logits - self.logits.max())
+        return z / z.sum()
+
+    def act(self, requests: list[ActRequest]) -> list[ActResponse]:
+        out = []
+        for request in requests:
+            n = int(request.action_space.n)
+            if self.logits is None:
+                self.logits = np.zeros(n)
+            if len(self.logits) != n:
+                raise ValueError(f"the tabular strategy has {len(self.logits)} entries but the game has {n} actions")
+            out.append(ActResponse("", int(self.rng.choice(n, p=self.probs))))
+        return out
