@@ -23,10 +23,12 @@ import math
 import time
 from typing import Any, Literal
 
+import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from trainers.advantages import Sample
+from trainers.judges import JudgeConfig, build_judge, judge_metrics
 
 
 class GRPOConfig(BaseModel):
@@ -43,6 +45,10 @@ class GRPOConfig(BaseModel):
     anchor: Literal["exact", "similarity"] = Field("exact", description="GiGPO anchor-state key: identical observations, or difflib-similar ones")
     similarity_threshold: float = Field(0.95, gt=0.0, le=1.0, description="GiGPO similarity key: least difflib ratio to share a group")
     invalid_action_penalty: float = Field(0.0, ge=0.0, description="subtracted from a trajectory's return per unparseable reply that fell back (GiGPO/ALFWorld: 0.1)")
+    group_reward: Literal["return", "spo", "arena"] = Field(
+        "return", description="trajectory reward: its return; spo: win rate vs the group (judge); arena: ArenaRL tournament rank (judge)"
+    )
+    judge: JudgeConfig = Field(JudgeConfig(), description="pairwise judge of spo / arena: {id: outcome} or {id: llm, model: ..., rubric: ...}")
     # loss
     epsilon: float = Field(0.2, gt=0.0, le=1.0, description="clip range: rho in [1 - epsilon, 1 + epsilon_high]")
     epsilon_high: float | None = Field(None, gt=0.0, le=10.0, description="upper clip (DAPO: 0.28); default = epsilon")
@@ -56,6 +62,12 @@ class GRPOConfig(BaseModel):
     micro_batch_size: int = Field(8, ge=1, le=4096, description="samples per forward/backward pass (gradient accumulation)")
     max_grad_norm: float = Field(1.0, gt=0.0, description="gradient clipping by global norm")
     skip_fallbacks: bool = Field(False, description="leave out completions the world could not parse (their action was the fallback)")
+
+    @model_validator(mode="after")
+    def _judged_rewards_are_episode_level(self) -> "GRPOConfig":
+        if self.group_reward != "return" and (self.estimator != "grpo" or self.credit != "own"):
+            raise ValueError(f"group_reward: {self.group_reward} needs estimator: grpo and credit: own (the judge scores whole trajectories of one seat)")
+        return self
 
 
 def common_prefix_length(prompts: list[list[int]]) -> int:
@@ -194,6 +206,7 @@ class GRPOTrainer:
             raise ValueError("the model has no trainable parameters (wrap it with peft's get_peft_model)")
         self.optimizer = torch.optim.AdamW(self.parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
         self.generator = torch.Generator().manual_seed(seed)  # mini-batch shuffling
+        self.judge = build_judge(config.judge) if config.group_reward != "return" else None
 
     def state_dict(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state()}
@@ -210,8 +223,12 @@ class GRPOTrainer:
     def update(self, episodes, learner_seats: list[str]) -> dict[str, float]:
         """The campaign's entry point: the iteration's episodes -> advantages -> `step`."""
         from trainers.advantages import training_samples
+        from trainers.tournament import group_rewards
 
         cfg = self.config
+        judged, calls_before = None, self.judge.calls if self.judge else 0
+        if self.judge is not None:  # SPO win rates or ArenaRL rank rewards replace the returns
+            judged = group_rewards(episodes, learner_seats, self.judge, cfg.group_reward)
         samples, stats = training_samples(
             episodes,
             lambda e: learner_seats,
@@ -224,7 +241,11 @@ class GRPOTrainer:
             anchor=cfg.anchor,
             similarity_threshold=cfg.similarity_threshold,
             invalid_action_penalty=cfg.invalid_action_penalty,
+            trajectory_rewards=judged,
         )
+        if judged is not None:
+            stats.update(judge_metrics(self.judge, calls_before))
+            stats["train/group_reward"] = float(np.mean(list(judged.values()))) if judged else 0.0
         metrics = {**stats, **self.step(samples)}
         metrics["train/fallback_rate"] = sum(s.fallback for s in samples) / len(samples) if samples else 0.0
         return metrics
