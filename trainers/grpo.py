@@ -139,6 +139,12 @@ def sequence_logprobs(model, prompts, completions, *, temperature: float, pad_id
     return logp, entropy, mask, tokens
 
 
+def reference_logprobs(model, prompts, completions, *, temperature: float, pad_id: int, share_prefix: bool = True):
+    """`sequence_logprobs` of the frozen reference: the same peft model with its LoRA adapter disabled, no gradient."""
+    with torch.no_grad(), model.disable_adapter():
+        return sequence_logprobs(model, prompts, completions, temperature=temperature, pad_id=pad_id, share_prefix=share_prefix)
+
+
 def right_aligned(rows: list[list[float]], width: int, device) -> torch.Tensor:
     out = torch.zeros((len(rows), width), dtype=torch.float32)
     for i, row in enumerate(rows):
@@ -216,9 +222,7 @@ class GRPOTrainer:
         self.generator.set_state(state["generator"])
 
     def _reference(self, prompts, completions) -> torch.Tensor:
-        with torch.no_grad(), self.model.disable_adapter():
-            logp, _, _, _ = sequence_logprobs(self.model, prompts, completions, temperature=self.temperature, pad_id=self.pad_id)
-        return logp
+        return reference_logprobs(self.model, prompts, completions, temperature=self.temperature, pad_id=self.pad_id)[0]
 
     def update(self, episodes, learner_seats: list[str]) -> dict[str, float]:
         """The campaign's entry point: the iteration's episodes -> advantages -> `step`."""
