@@ -208,3 +208,30 @@ def test_grpo_advantages_come_from_the_judged_group_rewards(tiny_model_dir):
     assert [s.advantage for s in seen["arena"]] == pytest.approx(group_advantages(arena, ["g"] * 5).tolist())
     assert [s.ret for s in seen["arena"]] == pytest.approx(arena.tolist())
     assert [s.ret for s in seen["return"]] == returns
+
+
+def test_the_shipped_spo_campaign_runs(tmp_path, tracking_uri, tiny_model_dir):
+    """scenarios/campaigns/negotiation_spo.yaml as shipped, on the tiny model at tiny sizes."""
+    from mlflow import MlflowClient
+
+    from agora.campaign import load_campaign, run_campaign
+    from tests.conftest import SCENARIOS
+
+    campaign = load_campaign(
+        SCENARIOS / "campaigns" / "negotiation_spo.yaml",
+        {
+            "learner.model": tiny_model_dir,
+            "learner.max_new_tokens": 4,
+            "iterations": 1,
+            "group_size": 4,
+            "evaluation.episodes": 2,
+            "opponents": {"bob": {"policy": "random"}},
+            "checkpoint.dir": str(tmp_path / "ck"),
+        },
+    )
+    assert campaign.trainer_config.group_reward == "spo" and campaign.trainer_config.judge.id == "outcome"
+    result = run_campaign(campaign)
+    client = MlflowClient(tracking_uri)
+    assert client.get_run(result.run_id).info.status == "FINISHED"
+    assert client.get_metric_history(result.run_id, "train/judge_calls")[0].value == 2 * 6  # 2 groups x G(G-1)/2
+    assert client.get_run(result.run_id).data.params["trainer.judge.id"] == "outcome"

@@ -53,6 +53,10 @@ class JudgeConfig(BaseModel):
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$", description="llm: auto = cuda when available")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="llm: auto = bf16 on GPU, fp32 on CPU")
 
+    def __repr__(self) -> str:  # as a campaign file writes it, e.g. in `agora trainers`: {id: outcome}
+        keys = ["id", *(k for k in type(self).model_fields if k != "id" and getattr(self, k) != type(self).model_fields[k].default)]
+        return "{" + ", ".join(f"{k}: {getattr(self, k)}" for k in keys) + "}"
+
     @model_validator(mode="after")
     def _keys_of_the_other_judge(self) -> "JudgeConfig":
         llm_only = {"model", "rubric", "decision", "max_chars", "max_batch_size", "device", "dtype"}
