@@ -12,6 +12,10 @@ reference forward. log pi is recomputed from the exact `prompt_ids + completion_
 used, as log softmax(logits / T) with the sampler's temperature, so rho = 1 before the first
 update. The reference is the same model with its LoRA adapter disabled.
 
+`group_reward: spo | arena` replaces each trajectory's return by its SPO win rate or ArenaRL rank
+reward within its group, from the configured pairwise judge (`trainers.tournament`,
+`trainers.judges`); the advantage then treats it as the return. The rest is unchanged.
+
 Prompts of one micro-batch usually share a long prefix (chat template, demonstration, the world's
 instructions): it is run once at batch size 1 and its KV cache repeated over the rows, with the
 gradient flowing back through the repeat (Prefix Grouper's equivalence, §9, via a cached prefix).
@@ -23,7 +27,6 @@ import math
 import time
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -249,7 +252,6 @@ class GRPOTrainer:
         )
         if judged is not None:
             stats.update(judge_metrics(self.judge, calls_before))
-            stats["train/group_reward"] = float(np.mean(list(judged.values()))) if judged else 0.0
         metrics = {**stats, **self.step(samples)}
         metrics["train/fallback_rate"] = sum(s.fallback for s in samples) / len(samples) if samples else 0.0
         return metrics
