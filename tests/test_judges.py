@@ -235,3 +235,14 @@ def test_the_shipped_spo_campaign_runs(tmp_path, tracking_uri, tiny_model_dir):
     assert client.get_run(result.run_id).info.status == "FINISHED"
     assert client.get_metric_history(result.run_id, "train/judge_calls")[0].value == 2 * 6  # 2 groups x G(G-1)/2
     assert client.get_run(result.run_id).data.params["trainer.judge.id"] == "outcome"
+
+
+@pytest.mark.model
+def test_the_embedded_model_as_judge():
+    """SmolLM2-135M-Instruct reads 'A' and 'B' as single tokens; its verdicts are consistent and cached."""
+    judge = LLMJudge(JudgeConfig(id="llm"))
+    x = Candidate(episode(0, 0.0, text="I propose: I take 1 book, you take 2 hats and 1 ball."), ("a",))
+    y = Candidate(episode(1, 0.0, text="asdf qwerty"), ("a",))
+    [p] = judge.compare([(x, y)])
+    [q] = judge.compare([(y, x)])
+    assert 0.0 < p < 1.0 and p + q == pytest.approx(1.0) and judge.model_calls == 2 and judge.cache_hits == 2
