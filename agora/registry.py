@@ -106,6 +106,7 @@ TRAINERS = Registry(
     [
         Entry("grpo", "trainers.grpo:GRPOTrainer", "Clipped policy gradient with group-relative advantages (GRPO; GiGPO with estimator: gigpo), LoRA."),
         Entry("preference", "trainers.preference:PreferenceTrainer", "DPO / IPO / KTO on pairs or labels built from each group's best and worst trajectories, LoRA."),
+        Entry("inpo", "trainers.preference_games:INPOTrainer", "INPO self-play preference optimisation: square loss on judge-labelled on-policy pairs of each group, LoRA."),
     ],
 )
 

@@ -176,19 +176,25 @@ def training_samples(
     anchor: Literal["exact", "similarity"] = "exact",
     similarity_threshold: float = 0.95,
     invalid_action_penalty: float = 0.0,
+    trajectory_rewards: dict[tuple[int, str], float] | None = None,
 ) -> tuple[list[Sample], dict[str, float]]:
     """Samples with advantages for every learner decision that has token ids, plus group statistics
     (`train/zero_variance_groups`, `train/groups`, `train/mean_group_size`).
 
     `invalid_action_penalty` is subtracted from a trajectory's return, and from the reward of the
     step, for each of its decisions whose text could not be parsed (the world's fallback acted).
+    `trajectory_rewards` ((episode index, seat) -> reward, e.g. SPO win rates or ArenaRL rank
+    rewards from `trainers.tournament`) replace the credited returns.
     """
     trajectories = []  # (episode, agent, group uid, R, learner steps)
     for episode in episodes:
         for agent in learner_seats(episode):
             steps = [s for s in episode.steps if s.agent == agent]
             penalty = invalid_action_penalty * sum(s.fallback for s in steps)
-            ret = credited_return(episode, agent, credit) - penalty
+            if trajectory_rewards is not None:
+                ret = trajectory_rewards[(episode.index, agent)] - penalty
+            else:
+                ret = credited_return(episode, agent, credit) - penalty
             trajectories.append((episode, agent, f"{episode.seed}:{agent}", ret, steps))
     returns = np.array([t[3] for t in trajectories])
     groups = [t[2] for t in trajectories]

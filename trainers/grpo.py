@@ -12,6 +12,10 @@ reference forward. log pi is recomputed from the exact `prompt_ids + completion_
 used, as log softmax(logits / T) with the sampler's temperature, so rho = 1 before the first
 update. The reference is the same model with its LoRA adapter disabled.
 
+`group_reward: spo | arena` replaces each trajectory's return by its SPO win rate or ArenaRL rank
+reward within its group, from the configured pairwise judge (`trainers.tournament`,
+`trainers.judges`); the advantage then treats it as the return. The rest is unchanged.
+
 Prompts of one micro-batch usually share a long prefix (chat template, demonstration, the world's
 instructions): it is run once at batch size 1 and its KV cache repeated over the rows, with the
 gradient flowing back through the repeat (Prefix Grouper's equivalence, §9, via a cached prefix).
@@ -24,9 +28,10 @@ import time
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from trainers.advantages import Sample
+from trainers.judges import JudgeConfig, build_judge, judge_metrics
 
 
 class GRPOConfig(BaseModel):
@@ -43,6 +48,10 @@ class GRPOConfig(BaseModel):
     anchor: Literal["exact", "similarity"] = Field("exact", description="GiGPO anchor-state key: identical observations, or difflib-similar ones")
     similarity_threshold: float = Field(0.95, gt=0.0, le=1.0, description="GiGPO similarity key: least difflib ratio to share a group")
     invalid_action_penalty: float = Field(0.0, ge=0.0, description="subtracted from a trajectory's return per unparseable reply that fell back (GiGPO/ALFWorld: 0.1)")
+    group_reward: Literal["return", "spo", "arena"] = Field(
+        "return", description="trajectory reward: its return; spo: win rate vs the group (judge); arena: ArenaRL tournament rank (judge)"
+    )
+    judge: JudgeConfig = Field(JudgeConfig(), description="pairwise judge of spo / arena: {id: outcome} or {id: llm, model: ..., rubric: ...}")
     # loss
     epsilon: float = Field(0.2, gt=0.0, le=1.0, description="clip range: rho in [1 - epsilon, 1 + epsilon_high]")
     epsilon_high: float | None = Field(None, gt=0.0, le=10.0, description="upper clip (DAPO: 0.28); default = epsilon")
@@ -56,6 +65,12 @@ class GRPOConfig(BaseModel):
     micro_batch_size: int = Field(8, ge=1, le=4096, description="samples per forward/backward pass (gradient accumulation)")
     max_grad_norm: float = Field(1.0, gt=0.0, description="gradient clipping by global norm")
     skip_fallbacks: bool = Field(False, description="leave out completions the world could not parse (their action was the fallback)")
+
+    @model_validator(mode="after")
+    def _judged_rewards_are_episode_level(self) -> "GRPOConfig":
+        if self.group_reward != "return" and (self.estimator != "grpo" or self.credit != "own"):
+            raise ValueError(f"group_reward: {self.group_reward} needs estimator: grpo and credit: own (the judge scores whole trajectories of one seat)")
+        return self
 
 
 def common_prefix_length(prompts: list[list[int]]) -> int:
@@ -127,6 +142,12 @@ def sequence_logprobs(model, prompts, completions, *, temperature: float, pad_id
     return logp, entropy, mask, tokens
 
 
+def reference_logprobs(model, prompts, completions, *, temperature: float, pad_id: int, share_prefix: bool = True):
+    """`sequence_logprobs` of the frozen reference: the same peft model with its LoRA adapter disabled, no gradient."""
+    with torch.no_grad(), model.disable_adapter():
+        return sequence_logprobs(model, prompts, completions, temperature=temperature, pad_id=pad_id, share_prefix=share_prefix)
+
+
 def right_aligned(rows: list[list[float]], width: int, device) -> torch.Tensor:
     out = torch.zeros((len(rows), width), dtype=torch.float32)
     for i, row in enumerate(rows):
@@ -194,6 +215,7 @@ class GRPOTrainer:
             raise ValueError("the model has no trainable parameters (wrap it with peft's get_peft_model)")
         self.optimizer = torch.optim.AdamW(self.parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
         self.generator = torch.Generator().manual_seed(seed)  # mini-batch shuffling
+        self.judge = build_judge(config.judge) if config.group_reward != "return" else None
 
     def state_dict(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state()}
@@ -203,15 +225,17 @@ class GRPOTrainer:
         self.generator.set_state(state["generator"])
 
     def _reference(self, prompts, completions) -> torch.Tensor:
-        with torch.no_grad(), self.model.disable_adapter():
-            logp, _, _, _ = sequence_logprobs(self.model, prompts, completions, temperature=self.temperature, pad_id=self.pad_id)
-        return logp
+        return reference_logprobs(self.model, prompts, completions, temperature=self.temperature, pad_id=self.pad_id)[0]
 
     def update(self, episodes, learner_seats: list[str]) -> dict[str, float]:
         """The campaign's entry point: the iteration's episodes -> advantages -> `step`."""
         from trainers.advantages import training_samples
+        from trainers.tournament import group_rewards
 
         cfg = self.config
+        judged, calls_before = None, self.judge.calls if self.judge else 0
+        if self.judge is not None:  # SPO win rates or ArenaRL rank rewards replace the returns
+            judged = group_rewards(episodes, learner_seats, self.judge, cfg.group_reward)
         samples, stats = training_samples(
             episodes,
             lambda e: learner_seats,
@@ -224,7 +248,10 @@ class GRPOTrainer:
             anchor=cfg.anchor,
             similarity_threshold=cfg.similarity_threshold,
             invalid_action_penalty=cfg.invalid_action_penalty,
+            trajectory_rewards=judged,
         )
+        if judged is not None:
+            stats.update(judge_metrics(self.judge, calls_before))
         metrics = {**stats, **self.step(samples)}
         metrics["train/fallback_rate"] = sum(s.fallback for s in samples) / len(samples) if samples else 0.0
         return metrics

@@ -91,6 +91,19 @@ def kto_loss(
 class Decision:
     prompt_ids: list[int]
     completion_ids: list[int]
+    old_logprobs: list[float] | None = None  # log pi_old per completion token, as the sampler recorded it
+
+
+def decision_pairs(chosen_steps: list, rejected_steps: list) -> list[tuple[Decision, Decision]]:
+    """(chosen, rejected) decisions of two trajectories from the same initial state, on each prompt both saw
+    token for token (the same state, e.g. the opening turn) where their completions differ."""
+    rejected_by_prompt = {tuple(s.prompt_ids): s for s in rejected_steps}
+    pairs = []
+    for step in chosen_steps:
+        other = rejected_by_prompt.get(tuple(step.prompt_ids))
+        if other is not None and other.completion_ids != step.completion_ids:
+            pairs.append((Decision(step.prompt_ids, step.completion_ids, step.logprobs), Decision(other.prompt_ids, other.completion_ids, other.logprobs)))
+    return pairs
 
 
 def _trajectories(episodes: list[Episode], learner_seats: list[str]) -> dict[str, list[tuple[float, list]]]:
@@ -111,11 +124,7 @@ def preference_pairs(episodes: list[Episode], learner_seats: list[str], *, min_m
         worst = min(members, key=lambda m: m[0])
         if best[0] - worst[0] <= 0 or best[0] - worst[0] < min_margin:
             continue
-        rejected_by_prompt = {tuple(s.prompt_ids): s for s in worst[1]}
-        for step in best[1]:
-            other = rejected_by_prompt.get(tuple(step.prompt_ids))
-            if other is not None and other.completion_ids != step.completion_ids:
-                pairs.append((Decision(step.prompt_ids, step.completion_ids), Decision(other.prompt_ids, other.completion_ids)))
+        pairs += decision_pairs(best[1], worst[1])
     return pairs
 
 
@@ -138,6 +147,8 @@ class PreferenceTrainer:
 
     Config = PreferenceConfig
 
+    logp_temperature = 1.0  # log-probs of the model's own distribution
+
     def __init__(self, model, config: PreferenceConfig, *, temperature: float, pad_id: int, seed: int = 0):
         self.model, self.config, self.pad_id = model, config, pad_id
         self.parameters = [p for p in model.parameters() if p.requires_grad]
@@ -154,23 +165,52 @@ class PreferenceTrainer:
         self.generator.set_state(state["generator"])
 
     def logps(self, decisions: list[Decision], *, reference: bool = False) -> tuple[torch.Tensor, int]:
-        """Sequence log-probs sum_t log pi(y_t | x, y_<t) (T = 1), and the tokens forwarded."""
-        from trainers.grpo import sequence_logprobs
+        """Sequence log-probs sum_t log pi(y_t | x, y_<t) at `logp_temperature`, and the tokens forwarded;
+        `reference`: of the adapter-free model, without gradient."""
+        from trainers.grpo import reference_logprobs, sequence_logprobs
 
         prompts, completions = [d.prompt_ids for d in decisions], [d.completion_ids for d in decisions]
-        if reference:
-            with torch.no_grad(), self.model.disable_adapter():
-                logp, _, mask, tokens = sequence_logprobs(self.model, prompts, completions, temperature=1.0, pad_id=self.pad_id)
-        else:
-            logp, _, mask, tokens = sequence_logprobs(self.model, prompts, completions, temperature=1.0, pad_id=self.pad_id)
+        fn = reference_logprobs if reference else sequence_logprobs
+        logp, _, mask, tokens = fn(self.model, prompts, completions, temperature=self.logp_temperature, pad_id=self.pad_id)
         return (logp * mask).sum(-1), tokens
+
+    def items(self, episodes: list[Episode], learner_seats: list[str]) -> list:
+        """What one update trains on: (chosen, rejected) pairs, or (decision, desirable) labels for KTO."""
+        if self.config.loss == "kto":
+            return kto_labels(episodes, learner_seats)
+        return preference_pairs(episodes, learner_seats, min_margin=self.config.min_margin)
+
+    def batch_loss(self, batch: list) -> tuple[torch.Tensor, list[float], int]:
+        """Per-item loss of a micro-batch, the margins it logs (h for pairs, r for KTO), tokens forwarded."""
+        cfg = self.config
+        if cfg.loss == "kto":
+            decisions = [d for d, _ in batch]
+            desirable = torch.tensor([label for _, label in batch])
+            # mismatched pairs (x_i, y_{i+1}) estimate the KL reference point z0
+            shifted = [Decision(d.prompt_ids, decisions[(i + 1) % len(decisions)].completion_ids) for i, d in enumerate(decisions)]
+            logp, n1 = self.logps(decisions)
+            ref, _ = self.logps(decisions, reference=True)
+            with torch.no_grad():
+                mis, n2 = self.logps(shifted)
+            mis_ref, _ = self.logps(shifted, reference=True)
+            loss, _ = kto_loss(
+                logp, ref, desirable, mis, mis_ref, beta=cfg.beta,
+                desirable_weight=cfg.desirable_weight, undesirable_weight=cfg.undesirable_weight,
+            )
+            return loss, (logp - ref).detach().tolist(), n1 + n2
+        chosen, n1 = self.logps([c for c, _ in batch])
+        rejected, n2 = self.logps([r for _, r in batch])
+        ref_c, _ = self.logps([c for c, _ in batch], reference=True)
+        ref_r, _ = self.logps([r for _, r in batch], reference=True)
+        if cfg.loss == "dpo":
+            loss = dpo_loss(chosen, rejected, ref_c, ref_r, beta=cfg.beta, label_smoothing=cfg.label_smoothing)
+        else:
+            loss = ipo_loss(chosen, rejected, ref_c, ref_r, beta=cfg.beta)
+        return loss, ((chosen - ref_c) - (rejected - ref_r)).detach().tolist(), n1 + n2
 
     def update(self, episodes: list[Episode], learner_seats: list[str]) -> dict[str, float]:
         cfg = self.config
-        if cfg.loss == "kto":
-            items = kto_labels(episodes, learner_seats)
-        else:
-            items = preference_pairs(episodes, learner_seats, min_margin=cfg.min_margin)
+        items = self.items(episodes, learner_seats)
         start, tokens, total, margins, steps = time.perf_counter(), 0, 0.0, [], 0
         self.model.train()
         for _ in range(cfg.epochs):
@@ -178,42 +218,18 @@ class PreferenceTrainer:
             for lo in range(0, len(order), cfg.micro_batch_size):
                 batch = [items[i] for i in order[lo : lo + cfg.micro_batch_size]]
                 self.optimizer.zero_grad(set_to_none=True)
-                if cfg.loss == "kto":
-                    decisions = [d for d, _ in batch]
-                    desirable = torch.tensor([label for _, label in batch])
-                    # mismatched pairs (x_i, y_{i+1}) estimate the KL reference point z0
-                    shifted = [Decision(d.prompt_ids, decisions[(i + 1) % len(decisions)].completion_ids) for i, d in enumerate(decisions)]
-                    logp, n1 = self.logps(decisions)
-                    ref, _ = self.logps(decisions, reference=True)
-                    with torch.no_grad():
-                        mis, n2 = self.logps(shifted)
-                    mis_ref, _ = self.logps(shifted, reference=True)
-                    loss, _ = kto_loss(
-                        logp, ref, desirable, mis, mis_ref, beta=cfg.beta,
-                        desirable_weight=cfg.desirable_weight, undesirable_weight=cfg.undesirable_weight,
-                    )
-                    margins += (logp - ref).detach().tolist()
-                    tokens += n1 + n2
-                else:
-                    chosen, n1 = self.logps([c for c, _ in batch])
-                    rejected, n2 = self.logps([r for _, r in batch])
-                    ref_c, _ = self.logps([c for c, _ in batch], reference=True)
-                    ref_r, _ = self.logps([r for _, r in batch], reference=True)
-                    if cfg.loss == "dpo":
-                        loss = dpo_loss(chosen, rejected, ref_c, ref_r, beta=cfg.beta, label_smoothing=cfg.label_smoothing)
-                    else:
-                        loss = ipo_loss(chosen, rejected, ref_c, ref_r, beta=cfg.beta)
-                    margins += ((chosen - ref_c) - (rejected - ref_r)).detach().tolist()
-                    tokens += n1 + n2
+                loss, batch_margins, n = self.batch_loss(batch)
                 loss.mean().backward()
                 torch.nn.utils.clip_grad_norm_(self.parameters, cfg.max_grad_norm)
                 self.optimizer.step()
                 total += float(loss.detach().mean())
+                margins += batch_margins
+                tokens += n
                 steps += 1
         seconds = time.perf_counter() - start
         return {
             "train/loss": total / steps if steps else 0.0,
-            "train/pairs" if cfg.loss != "kto" else "train/labels": float(len(items)),
+            "train/labels" if getattr(cfg, "loss", None) == "kto" else "train/pairs": float(len(items)),
             "train/margin": sum(margins) / len(margins) if margins else 0.0,  # mean h (pairs) or r (KTO)
             "train/optimizer_steps": float(steps),
             "perf/train_seconds": seconds,
