@@ -171,6 +171,15 @@ class PreferenceTrainer:
             items = kto_labels(episodes, learner_seats)
         else:
             items = preference_pairs(episodes, learner_seats, min_margin=cfg.min_margin)
+        return self.fit(items)
+
+    def fit(self, items: list) -> dict[str, float]:
+        """`epochs` passes of the configured loss over (chosen, rejected) pairs (dpo, ipo) or
+        (decision, desirable) labels (kto), however they were built (e.g. trainers/lspo.py's pairs).
+
+        train/accuracy (pairs): share of pairs whose implicit reward margin h was > 0 when they were trained on.
+        """
+        cfg = self.config
         start, tokens, total, margins, steps = time.perf_counter(), 0, 0.0, [], 0
         self.model.train()
         for _ in range(cfg.epochs):
@@ -215,6 +224,7 @@ class PreferenceTrainer:
             "train/loss": total / steps if steps else 0.0,
             "train/pairs" if cfg.loss != "kto" else "train/labels": float(len(items)),
             "train/margin": sum(margins) / len(margins) if margins else 0.0,  # mean h (pairs) or r (KTO)
+            **({} if cfg.loss == "kto" else {"train/accuracy": sum(h > 0 for h in margins) / len(margins) if margins else 0.0}),
             "train/optimizer_steps": float(steps),
             "perf/train_seconds": seconds,
             "perf/train_tokens_per_s": tokens / seconds if seconds > 0 and tokens else 0.0,
