@@ -266,12 +266,17 @@ def classify_reply(state: DiscussionState, text: str, max_chars: int) -> tuple[s
 
 
 def generate_candidates(policy: Policy, states: list[DiscussionState], n: int, hint: str, iteration: int) -> list[Candidate]:
-    """N replies per state from the LLM in one batched call (its sampler batches and seeds them)."""
-    requests = []
+    """N replies per state from the LLM: one batched call per state, of N copies of its prompt.
+
+    The sampler computes a batch's common prefix once, so a batch of one prompt's N copies costs one
+    prompt forward plus N decoding rows; mixing states in a batch would forward every prompt in full.
+    """
+    requests, responses = [], []
     for i, state in enumerate(states):
         prompt = state.prompt + (f"\n{hint}" if hint else "")
-        requests += [ActRequest(i, state.agent, state.observation, [{"role": "user", "content": prompt}], None, state.demonstration)] * n
-    responses = policy.act(requests)
+        batch = [ActRequest(i, state.agent, state.observation, [{"role": "user", "content": prompt}], None, state.demonstration)] * n
+        requests += batch
+        responses += policy.act(batch)
     out = []
     for request, response in zip(requests, responses):
         state = states[request.episode]
