@@ -361,3 +361,21 @@ def test_lspo_campaign_end_to_end_with_the_tiny_model(tiny_model_dir, tracking_u
     assert keys <= set(space.policy)
     latent = LatentPolicy(LatentParams(space=str(result.checkpoint / "latent_space.json")), seed=0)
     play(raw_env(), {a: latent for a in raw_env().possible_agents}, 11, 0)
+
+
+def test_utilities_from_real_games_reward_the_seer_claim_and_cfr_plays_it():
+    """With rule-based votes, a village whose seer claims and accuses (cluster 0) wins far more often
+    than one whose seer keeps quiet (cluster 1), whatever the others do; CFR's seer then claims."""
+    from trainers.lspo import estimate_utilities
+
+    claim = [Member("I am the seer, and Alice is a werewolf.", "rule", "Alice")]
+    quiet = [Member("I have nothing to report.", "nobody")]
+    space = LatentSpace({"seer": [claim, quiet], "werewolf": [claim, quiet]})
+    make_world = lambda: raw_env(discussion_rounds=1, max_days=6)  # noqa: E731
+    utility, stats = estimate_utilities(make_world, space, seed=0, games=24, concurrency=16)
+    assert stats["cfr/games"] == 4 * 24 and stats["cfr/utility_stderr"] > 0
+    assert utility == estimate_utilities(make_world, space, seed=0, games=24, concurrency=16)[0]
+    for w in range(2):
+        assert utility[(("seer", 0), ("werewolf", w))] > utility[(("seer", 1), ("werewolf", w))] + 0.3
+    policy, _ = solve_latent_game(latent_game(space, utility), "cfr_plus", 300)
+    assert policy["village:seer"][0] > 0.95

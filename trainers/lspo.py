@@ -418,9 +418,11 @@ def latent_game(space: LatentSpace, utility: dict[tuple[tuple[str, int], ...], f
     return Game("werewolf_latent", node(0, 0, [], []), {})
 
 
-def estimate_utilities(make_world: Callable[[], Any], space: LatentSpace, *, seed: int, games: int, concurrency: int) -> tuple[dict, int]:
+def estimate_utilities(make_world: Callable[[], Any], space: LatentSpace, *, seed: int, games: int, concurrency: int) -> tuple[dict, dict[str, float]]:
     """utility[profile] = mean village reward over `games` games with every seat on that profile; the same
-    seeds for every profile. Returns the table and the number of games played."""
+    seeds for every profile. Returns the table and its statistics: games played, the spread of the
+    profiles' utilities (max - min) and their mean standard error s / sqrt(games), which says how much
+    of the spread is sampling noise (with 2 or more games)."""
     from agora.campaign import GroupRollout
 
     cells = profiles(space)
@@ -431,10 +433,14 @@ def estimate_utilities(make_world: Callable[[], Any], space: LatentSpace, *, see
     rollout = GroupRollout(make_world, seats, {a: "latent" for a in seats}, seed=seed, concurrency=concurrency, max_retries=0,
                            record_observations=False, seeds=seeds, group_size=len(cells))
     episodes = rollout.run(len(cells) * games)
-    totals = np.zeros(len(cells))
+    rewards = np.zeros((len(cells), games))
     for e in episodes:
-        totals[e.index % len(cells)] += e.metrics["win/village"] - e.metrics["win/werewolves"]
-    return {tuple(c.items()): float(t / games) for c, t in zip(cells, totals)}, len(episodes)
+        rewards[e.index % len(cells), e.index // len(cells)] = e.metrics["win/village"] - e.metrics["win/werewolves"]
+    means = rewards.mean(1)
+    stats = {"cfr/games": float(len(episodes)), "cfr/utility_spread": float(means.max() - means.min())}
+    if games > 1:
+        stats["cfr/utility_stderr"] = float(rewards.std(1, ddof=1).mean() / np.sqrt(games))
+    return {tuple(c.items()): float(m) for c, m in zip(cells, means)}, stats
 
 
 def solve_latent_game(game: Game, solver: str, iterations: int) -> tuple[dict[str, np.ndarray], dict[str, float]]:
@@ -643,11 +649,11 @@ class LSPORunner:
                 metrics[f"latent/{role}/size_{c}"] = float(len(members))
         # 2. the latent game: utilities from real games, solved by CFR
         t0 = time.perf_counter()
-        utility, games = estimate_utilities(self.campaign.make_world, space, seed=policy_seed(spec.seed, f"utility/{i}"),
+        utility, stats = estimate_utilities(self.campaign.make_world, space, seed=policy_seed(spec.seed, f"utility/{i}"),
                                             games=spec.cfr.games_per_profile, concurrency=spec.concurrency)
         metrics["perf/utility_seconds"] = time.perf_counter() - t0
         metrics["cfr/profiles"] = float(len(utility))
-        metrics["cfr/games"] = float(games)
+        metrics.update(stats)
         game = latent_game(space, utility)
         t0 = time.perf_counter()
         policy, solved = solve_latent_game(game, spec.cfr.solver, spec.cfr.iterations)
