@@ -137,8 +137,18 @@ def replace_name(statement: str, old: str | None, new: str | None, names: list[s
     return re.sub(rf"\b{re.escape(old)}\b", new, statement)
 
 
+def space_path(value: str) -> Path:
+    """A latent space file: relative to the working directory, else to Agora's folder (shipped scenarios)."""
+    path = Path(value).expanduser()
+    if not path.is_absolute() and not path.exists():
+        shipped = Path(__file__).resolve().parent.parent / path
+        if shipped.exists():
+            return shipped
+    return path
+
+
 class LatentParams(PolicyParams):
-    space: str | None = Field(None, description="latent space JSON written by an lspo campaign (checkpoints/<name>/iter-N/latent_space.json)")
+    space: str | None = Field(None, description="latent space JSON written by an lspo campaign (checkpoints/<name>/iter-N/latent_space.json); relative to the working directory or Agora's folder")
     max_statement_chars: int = Field(200, ge=1, le=2000, description="longer statements are cut")
 
     @field_validator("space")
@@ -146,9 +156,9 @@ class LatentParams(PolicyParams):
     def _readable(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        path = Path(value).expanduser()
+        path = space_path(value)
         if not path.is_file():
-            raise ValueError(f"no such file: {value} (paths are relative to the working directory)")
+            raise ValueError(f"no such file: {value} (paths are relative to the working directory or to Agora's folder)")
         try:
             LatentSpace.load(path)
         except (OSError, json.JSONDecodeError, TypeError, ValueError) as exc:
@@ -169,7 +179,7 @@ class LatentPolicy(WerewolfPlayer):
         if space is None:
             if params.space is None:
                 raise AgoraError("the latent policy needs a latent space: set `space:` to a latent_space.json written by an lspo campaign")
-            space = LatentSpace.load(params.space)
+            space = LatentSpace.load(space_path(params.space))
         self.space, self.assign = space, assign
         self.rule = RuleBasedPlayer(RuleBasedPlayer.Params(), seed=seed)
         self.profiles: dict[tuple[int, str], dict[str, int]] = {}

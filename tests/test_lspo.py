@@ -294,6 +294,14 @@ def test_latent_space_files_round_trip_and_bad_ones_are_explained(tmp_path):
     assert error.value.path == "agents.*.space" and "no such file" in error.value.message
 
 
+def test_the_shipped_latent_space_is_found_from_any_working_directory(tmp_path, monkeypatch):
+    from agents.latent import space_path
+
+    monkeypatch.chdir(tmp_path)
+    assert space_path("scenarios/latent/werewolf_lspo_space.json") == ROOT / "scenarios" / "latent" / "werewolf_lspo_space.json"
+    assert LatentParams(space="scenarios/latent/werewolf_lspo_space.json").space == "scenarios/latent/werewolf_lspo_space.json"
+
+
 def test_the_latent_scenario_runs_latent_village_against_rule_based_werewolves(tracking_uri):
     from agora.run import run_scenario
     from agora.scenario import load_scenario
