@@ -81,6 +81,7 @@ AGENTS = Registry(
         Entry("random", "agents.scripted.negotiation:RandomNegotiator", "Random legal actions (a sanity baseline).", world="negotiation"),
         Entry("rule_based", "agents.scripted.werewolf:RuleBasedPlayer", "Seer claims its finds, village follows the seer, wolves fake-claim and vote together.", world="werewolf"),
         Entry("random", "agents.scripted.werewolf:RandomPlayer", "Uniformly random legal targets (a sanity baseline).", world="werewolf"),
+        Entry("latent", "agents.latent:LatentPolicy", "LSPO: day statements from latent strategies drawn from a solved latent game; night actions and votes by rule.", world="werewolf"),
         Entry("mixed", "agents.scripted.matrix:MixedStrategy", "A fixed mixed strategy (uniform by default).", world="matrix"),
         Entry("tit_for_tat", "agents.scripted.matrix:TitForTat", "Opens with one action, then copies the opponent.", world="matrix"),
         Entry("tabular", "agents.scripted.matrix:TabularSoftmax", "A learnable stationary strategy softmax(θ) (trained by PSRO's train oracle).", world="matrix"),
@@ -115,6 +116,7 @@ CAMPAIGNS = Registry(
     [
         Entry("train", "agora.campaign:TRAINING", "An LLM with LoRA trained by a trainer (GRPO, DPO/KTO) against fixed opponents or its own snapshots."),
         Entry("psro", "trainers.psro_campaign:PSRO", "PSRO on the matrix world: payoffs by rollouts, a meta-solver, best responses (exact or trained tabular) added per iteration."),
+        Entry("lspo", "trainers.lspo:LSPO", "LSPO on werewolf: LLM candidates -> k-means latent strategies -> CFR on the latent game -> DPO."),
     ],
     listing="agora trainers",
 )

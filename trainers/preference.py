@@ -209,8 +209,15 @@ class PreferenceTrainer:
         return loss, ((chosen - ref_c) - (rejected - ref_r)).detach().tolist(), n1 + n2
 
     def update(self, episodes: list[Episode], learner_seats: list[str]) -> dict[str, float]:
+        return self.fit(self.items(episodes, learner_seats))
+
+    def fit(self, items: list) -> dict[str, float]:
+        """`epochs` passes of the loss over what `items` builds — (chosen, rejected) pairs (dpo, ipo,
+        inpo) or (decision, desirable) labels (kto) — or over items built elsewhere (trainers/lspo.py).
+
+        train/accuracy (pairs): share of pairs whose implicit reward margin h was > 0 when they were trained on.
+        """
         cfg = self.config
-        items = self.items(episodes, learner_seats)
         start, tokens, total, margins, steps = time.perf_counter(), 0, 0.0, [], 0
         self.model.train()
         for _ in range(cfg.epochs):
@@ -231,6 +238,7 @@ class PreferenceTrainer:
             "train/loss": total / steps if steps else 0.0,
             "train/labels" if getattr(cfg, "loss", None) == "kto" else "train/pairs": float(len(items)),
             "train/margin": sum(margins) / len(margins) if margins else 0.0,  # mean h (pairs) or r (KTO)
+            **({} if getattr(cfg, "loss", None) == "kto" else {"train/accuracy": sum(h > 0 for h in margins) / len(margins) if margins else 0.0}),
             "train/optimizer_steps": float(steps),
             "perf/train_seconds": seconds,
             "perf/train_tokens_per_s": tokens / seconds if seconds > 0 and tokens else 0.0,
