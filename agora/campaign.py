@@ -740,19 +740,27 @@ class CampaignRunner:
 
         return VersionPool(build, swap_in)
 
-    def league_episodes(self, i: int) -> tuple[list[Episode], list[str], dict[str, float]]:
-        """Draw one opponent version per group by the matchmaking rule, play the groups together, record
-        every game. Returns the episodes, the seats the learner played, and league/* metrics."""
+    def draw_opponents(self, i: int) -> tuple[list[str], np.ndarray, list[str]]:
+        """(candidates, matchmaking probabilities, one drawn opponent per group) for iteration `i`, from a
+        generator seeded by (seed, i): the same draws after a resume. psro draws from the meta-strategy of
+        the side the opponents play."""
         spec, rule, league = self.campaign.spec, self.campaign.spec.league, self.league
         swapped = rule.swap_sides and i % 2 == 1
-        mine, theirs = (self.campaign.league_seats, self.campaign.learner_seats) if swapped else (self.campaign.learner_seats, self.campaign.league_seats)
         candidates = league.candidates()
         probs = matchmaking_distribution(
             rule.matchmaking, candidates, learner=League.LEARNER, records=league.records,
             meta_strategy=league.meta.get("a" if swapped else "b", {}), weighting=rule.pfsp_weighting, p=rule.pfsp_exponent,
         )
         rng = np.random.default_rng(policy_seed(spec.seed, f"league/matchmaking/{i}"))
-        drawn = [candidates[k] for k in rng.choice(len(candidates), size=spec.groups_per_iteration, p=probs)]
+        return candidates, probs, [candidates[k] for k in rng.choice(len(candidates), size=spec.groups_per_iteration, p=probs)]
+
+    def league_episodes(self, i: int) -> tuple[list[Episode], list[str], dict[str, float]]:
+        """Draw one opponent version per group by the matchmaking rule, play the groups together, record
+        every game. Returns the episodes, the seats the learner played, and league/* metrics."""
+        spec, rule, league = self.campaign.spec, self.campaign.spec.league, self.league
+        swapped = rule.swap_sides and i % 2 == 1
+        mine, theirs = (self.campaign.league_seats, self.campaign.learner_seats) if swapped else (self.campaign.learner_seats, self.campaign.league_seats)
+        candidates, probs, drawn = self.draw_opponents(i)
         assignment = {e: drawn[e // spec.group_size] for e in range(spec.groups_per_iteration * spec.group_size)}
         router = VersionRouter(self.league_pool(f"train/{i}", spec.seed), assignment)
         seats = {**{s: self.learner for s in mine}, **{s: router for s in theirs}, **self.fixed}
@@ -997,6 +1005,8 @@ def describe_training(campaign: ResolvedCampaign) -> str:
     return (
         f"campaign, world {campaign.train.world_entry.name}, learner {', '.join(campaign.learner_seats)}, "
         f"trainer {campaign.trainer_entry.name}, {campaign.spec.iterations} iterations"
+        + (f", league on {', '.join(campaign.league_seats)} ({campaign.spec.league.matchmaking}, members: {', '.join(campaign.league_members) or 'none'})"
+           if campaign.spec.league else "")
     )
 
 
