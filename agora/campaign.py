@@ -322,7 +322,7 @@ def resolve_campaign(data: dict[str, Any], *, source: str | None = None, text: s
             for plays, other in sides:  # the member must be able to play every seat it may get
                 fill = {**{s: {"policy": "llm"} for s in other}, **opponents}
                 member = scenario({"*": agent.model_dump()}, "agents.*", f"league.members.{name}", fill)
-            league_members[name] = member.seats[league_seats[0]]
+                league_members.setdefault(name, member.seats[plays[0]])
         trainer_entry = TRAINERS.get(spec.trainer.id, path="trainer.id")
         trainer_config = _validate(trainer_entry.params, spec.trainer.model_extra or {}, prefix="trainer", file=source)
         if spec.group_size < 2:

@@ -165,3 +165,29 @@ def test_league_campaign_snapshots_lineage_ratings_and_artifacts(tmp_path, track
     x, y = meta_strategy(U, 1 - U, "nash")
     logged = client.get_metric_history(run_id, "league/exploitability")
     assert [m.step for m in logged] == [1, 2] and logged[-1].value == pytest.approx(exploitability(U, 1 - U, x, y))
+
+
+def test_resume_restores_the_league(tmp_path, tiny_model_dir):
+    """Stopping after 1 iteration and resuming for 1 more gives the league (population, lineage, records,
+    ratings, games, snapshot weights) of 2 iterations in one go."""
+    small = {"league.members": {"fair": {"policy": "fair"}}, "league.max_snapshots": 1}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    straight = run_campaign(load_campaign(league_file(tmp_path / "a", tiny_model_dir), small), track=False)
+    file = league_file(tmp_path / "b", tiny_model_dir)
+    run_campaign(load_campaign(file, {**small, "iterations": 1}), track=False)
+    runner = CampaignRunner(load_campaign(file, small), resume=True, track=False)
+    assert runner.start == 1 and runner.league.population.names == ["fair", "learner-0", "learner-1"]
+    assert list(runner.league.adapters) == ["learner-1"]
+    resumed = runner.run()
+    a, b = state(straight.checkpoint)["league"], state(resumed.checkpoint)["league"]
+    assert [v["name"] for v in b["population"]] == ["fair", "learner-0", "learner-1", "learner-2"]
+    assert b == a
+    wa, wb = (load_file(str(r.checkpoint / "league" / "learner-2.safetensors")) for r in (straight, resumed))
+    assert wa.keys() == wb.keys() and all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+
+
+def test_members_are_resolved_as_written(tmp_path):
+    campaign = load_campaign(league_file(tmp_path))
+    members = {n: (s.entry.name, s.params.model_dump()) for n, s in campaign.league_members.items()}
+    assert members == {"fair": ("fair", {"target_ratio": 0.5}), "random": ("random", {"accept_prob": 0.5, "walk_prob": 0.0})}
