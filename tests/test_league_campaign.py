@@ -170,7 +170,7 @@ def test_league_campaign_snapshots_lineage_ratings_and_artifacts(tmp_path, track
 def test_resume_restores_the_league(tmp_path, tiny_model_dir):
     """Stopping after 1 iteration and resuming for 1 more gives the league (population, lineage, records,
     ratings, games, snapshot weights) of 2 iterations in one go."""
-    small = {"league.members": {"fair": {"policy": "fair"}}, "league.max_snapshots": 1}
+    small = {"league.members": {"fair": {"policy": "fair"}}, "league.max_snapshots": 1, "groups_per_iteration": 1}
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     straight = run_campaign(load_campaign(league_file(tmp_path / "a", tiny_model_dir), small), track=False)
