@@ -23,12 +23,13 @@ import fnmatch
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import numpy as np
 import yaml
@@ -41,9 +42,24 @@ from agora.registry import TRAINERS, WORLDS, Entry
 from agora.rollout import Rollout, _Slot, episode_seed, policy_seed
 from agora.scenario import AgentSpec, ResolvedScenario, TrackingSpec, WorldSpec, _validate, resolve_scenario
 from agora.trajectory import Episode
+from trainers.league import (
+    Game,
+    League,
+    MatchmakingRule,
+    PolicyVersion,
+    VersionPool,
+    VersionRouter,
+    league_figure,
+    matchmaking_distribution,
+    payoff_cells,
+    payoff_heatmap,
+    payoff_table,
+    side_score,
+)
 from trainers.lora import LoRAConfig
 
 CHECKPOINT_PREFIX = "iter-"
+METRIC_NAME = re.compile(r"[A-Za-z0-9_.\-]+")  # what a version or side name may hold: it goes into metric keys
 
 
 class LearnerSpec(BaseModel):
@@ -65,6 +81,31 @@ class SelfPlaySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     seats: list[str] = Field(min_length=1, description="seats (names or glob patterns) played by a frozen snapshot of the learner")
     snapshot_every: int = Field(1, ge=1, le=100_000, description="copy the learner's current weights into the snapshot before every N-th iteration")
+
+
+class PayoffSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    every: int = Field(0, ge=0, le=100_000, description="payoff matrix after every N-th iteration (0: only after the last; always after the last)")
+    episodes_per_cell: int = Field(4, ge=1, le=100_000, description="games per (side A version, side B version) cell")
+    seed: int = Field(2_000_003, ge=0, description="root seed of the payoff games (every cell plays the same seeds)")
+    meta_solver: Literal["nash", "uniform", "replicator", "alpharank"] = Field("nash", description="meta-strategy of the payoff matrix (psro matchmaking, exploitability)")
+    bootstrap: int = Field(200, ge=0, le=100_000, description="bootstrap resamples of the Bradley-Terry fit's 95% intervals (0: none)")
+
+
+class LeagueSpec(BaseModel):
+    """`league: {seats: [...], matchmaking: pfsp, members: {...}, ...}`: a population of versions plays the other side."""
+
+    model_config = ConfigDict(extra="forbid")
+    seats: list[str] = Field(min_length=1, description="seats (names or glob patterns) played by a version drawn from the league: the other side")
+    matchmaking: MatchmakingRule = Field("pfsp", description="how opponents are drawn: latest | uniform | pfsp | psro")
+    pfsp_weighting: Literal["hard", "variance"] = Field("hard", description="pfsp: hard (1-x)^p favours opponents the learner loses to; variance x(1-x) even matches")
+    pfsp_exponent: float = Field(2.0, gt=0.0, le=100.0, description="pfsp hard weighting's exponent p")
+    snapshot_every: int = Field(1, ge=1, le=100_000, description="add a LoRA snapshot of the learner to the league after every N-th iteration (and before the first)")
+    max_snapshots: int = Field(8, ge=1, le=10_000, description="snapshots kept in play (older ones stay in the lineage only)")
+    members: dict[str, AgentSpec] = Field({}, description="name -> fixed policy (e.g. scripted) in the league from the start")
+    swap_sides: bool = Field(False, description="odd iterations: the learner plays league.seats and the league plays learner.seats")
+    side_names: list[str] = Field(["a", "b"], min_length=2, max_length=2, description="names of the learner.seats side and the league.seats side in metrics")
+    payoff: PayoffSpec = PayoffSpec()
 
 
 class EvaluationSpec(BaseModel):
@@ -93,6 +134,7 @@ class Campaign(BaseModel):
     learner: LearnerSpec
     opponents: dict[str, AgentSpec] = Field({}, description="non-learner seat (or glob pattern) -> fixed policy")
     self_play: SelfPlaySpec | None = Field(None, description="seats played by frozen snapshots of the learner")
+    league: LeagueSpec | None = Field(None, description="seats played by versions drawn from a league (population) of snapshots and members")
     trainer: TrainerSpec
     iterations: int = Field(ge=1, le=1_000_000, description="training iterations (one update each)")
     groups_per_iteration: int = Field(4, ge=1, le=100_000, description="initial states (episode seeds) per iteration")
@@ -118,6 +160,8 @@ class ResolvedCampaign:
     trainer_config: BaseModel
     source: str | None
     text: str | None
+    league_seats: list[str] = field(default_factory=list)  # played by versions drawn from the league
+    league_members: dict[str, Any] = field(default_factory=dict)  # member name -> agora.scenario.Seat (its entry and params)
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -127,9 +171,15 @@ class ResolvedCampaign:
         out = self.spec.model_dump(mode="json", exclude={"world", "learner", "opponents", "trainer", "evaluation"})
         out["world"] = {"id": self.train.world_entry.name, **self.train.world_config.model_dump(mode="json")}
         out["learner"] = {"seats": self.learner_seats, "lora": self.spec.learner.lora.model_dump(), **self.learner_params.model_dump(mode="json")}
-        fixed = set(self.learner_seats) | set(self.snapshot_seats)
+        fixed = set(self.learner_seats) | set(self.snapshot_seats) | set(self.league_seats)
         out["opponents"] = {a: {"policy": s.entry.name, **s.params.model_dump(mode="json")} for a, s in self.train.seats.items() if a not in fixed}
         out["self_play"] = self.spec.self_play.model_dump() if self.spec.self_play else None
+        if self.spec.league:
+            out["league"] = self.spec.league.model_dump(mode="json", exclude={"members"})
+            out["league"]["seats"] = self.league_seats
+            out["league"]["members"] = {n: {"policy": s.entry.name, **s.params.model_dump(mode="json")} for n, s in self.league_members.items()}
+        else:
+            out["league"] = None
         out["trainer"] = {"id": self.trainer_entry.name, **self.trainer_config.model_dump(mode="json")}
         out["evaluation"] = self.spec.evaluation.model_dump(mode="json", exclude={"opponents"})
         out["evaluation"]["opponents"] = {
@@ -219,6 +269,18 @@ def resolve_campaign(data: dict[str, Any], *, source: str | None = None, text: s
         snapshot_seats = _match(spec.self_play.seats, seats, "self_play.seats") if spec.self_play else []
         if set(snapshot_seats) & set(learner_seats):
             raise ScenarioError("a seat cannot be both the learner's and a snapshot's", path="self_play.seats", hint="list each seat once")
+        league_seats = _match(spec.league.seats, seats, "league.seats") if spec.league else []
+        if spec.league and spec.self_play:
+            raise ScenarioError(
+                "a campaign has self_play or a league, not both", path="league",
+                hint="drop self_play: a league with `matchmaking: latest` plays the newest snapshot of the learner",
+            )
+        if set(league_seats) & set(learner_seats):
+            raise ScenarioError("a seat cannot be both the learner's and the league's", path="league.seats", hint="list each seat once")
+        if spec.league:
+            for k, name in enumerate(spec.league.side_names):
+                if not METRIC_NAME.fullmatch(name):
+                    raise ScenarioError(f"side name {name!r} cannot go in a metric name", path=f"league.side_names.{k}", hint="letters, digits, _ . -")
         if spec.evaluation.seats is not None:
             eval_seats = _match(spec.evaluation.seats, seats, "evaluation.seats")
         else:
@@ -227,9 +289,9 @@ def resolve_campaign(data: dict[str, Any], *, source: str | None = None, text: s
             raise ScenarioError("the learner would play every seat in evaluation, with no opponent", path="evaluation.seats", hint=f"e.g. [{seats[0]}]")
         learner_params = _validate(LLMParams, spec.learner.model_extra or {}, prefix="learner", file=source)
         for key in spec.opponents:
-            if key in learner_seats or key in snapshot_seats:
-                raise ScenarioError(f"seat '{key}' is played by the learner or its snapshot", path=f"opponents.{key}", hint="remove it from opponents")
-        placeholder = {seat: {"policy": "llm"} for seat in learner_seats + snapshot_seats}
+            if key in learner_seats or key in snapshot_seats or key in league_seats:
+                raise ScenarioError(f"seat '{key}' is played by the learner, its snapshot or the league", path=f"opponents.{key}", hint="remove it from opponents")
+        placeholder = {seat: {"policy": "llm"} for seat in learner_seats + snapshot_seats + league_seats}
         base = {"name": spec.name, "world": data["world"], "episodes": 1, "seed": spec.seed}
 
         def scenario(agents: dict[str, Any], old: str, new: str, fill: dict[str, Any] = placeholder) -> ResolvedScenario:
@@ -241,7 +303,7 @@ def resolve_campaign(data: dict[str, Any], *, source: str | None = None, text: s
         opponents = {k: v.model_dump() for k, v in spec.opponents.items()}
         train = scenario(opponents, "agents", "opponents")
         if spec.evaluation.opponents is None:
-            if snapshot_seats or eval_seats != learner_seats:
+            if snapshot_seats or league_seats or eval_seats != learner_seats:
                 raise ScenarioError("name the fixed opponents to evaluate against", path="evaluation.opponents", hint="e.g. {fair: {policy: fair}}")
             evaluations = {"train": train}
         else:
@@ -249,6 +311,18 @@ def resolve_campaign(data: dict[str, Any], *, source: str | None = None, text: s
                 name: scenario({"*": agent.model_dump()}, "agents.*", f"evaluation.opponents.{name}", {s: {"policy": "llm"} for s in eval_seats})
                 for name, agent in spec.evaluation.opponents.items()
             }
+        league_members = {}
+        for name, agent in (spec.league.members if spec.league else {}).items():
+            if not METRIC_NAME.fullmatch(name) or name == League.LEARNER or name.startswith(League.LEARNER + "-"):
+                raise ScenarioError(
+                    f"member name {name!r} is reserved or cannot go in a metric name", path=f"league.members.{name}",
+                    hint="letters, digits, _ . - ; 'learner' and 'learner-N' name the learner and its snapshots",
+                )
+            sides = [(league_seats, learner_seats)] + ([(learner_seats, league_seats)] if spec.league.swap_sides else [])
+            for plays, other in sides:  # the member must be able to play every seat it may get
+                fill = {**{s: {"policy": "llm"} for s in other}, **opponents}
+                member = scenario({"*": agent.model_dump()}, "agents.*", f"league.members.{name}", fill)
+                league_members.setdefault(name, member.seats[plays[0]])
         trainer_entry = TRAINERS.get(spec.trainer.id, path="trainer.id")
         trainer_config = _validate(trainer_entry.params, spec.trainer.model_extra or {}, prefix="trainer", file=source)
         if spec.group_size < 2:
@@ -257,7 +331,10 @@ def resolve_campaign(data: dict[str, Any], *, source: str | None = None, text: s
         if exc.file is None and source is not None:
             raise ScenarioError(exc.message, file=source, path=exc.path, hint=exc.hint) from None
         raise
-    return ResolvedCampaign(spec, learner_seats, snapshot_seats, eval_seats, learner_params, train, evaluations, trainer_entry, trainer_config, source, text)
+    return ResolvedCampaign(
+        spec, learner_seats, snapshot_seats, eval_seats, learner_params, train, evaluations, trainer_entry, trainer_config, source, text,
+        league_seats, league_members,
+    )
 
 
 # --- rollouts -----------------------------------------------------------------------------
@@ -429,7 +506,7 @@ class CampaignRunner:
         torch.manual_seed(policy_seed(spec.seed, "torch"))  # nothing should draw from it; keep it seeded regardless
         self.model, self.tokenizer = load_learner(params.model, spec.learner.lora, device=params.device, dtype=params.dtype, seed=policy_seed(spec.seed, "lora"))
         self.learner = LLMPolicy(params, seed=policy_seed(spec.seed, "learner"), model=self.model, tokenizer=self.tokenizer)
-        self.fixed = build_fixed_policies(campaign.train, campaign.learner_seats + campaign.snapshot_seats, spec.seed)
+        self.fixed = build_fixed_policies(campaign.train, campaign.learner_seats + campaign.snapshot_seats + campaign.league_seats, spec.seed)
         self.seats: dict[str, Policy] = {**{s: self.learner for s in campaign.learner_seats}, **self.fixed}
         self.policy_ids = {s: "learner" if s in campaign.learner_seats else campaign.train.seats[s].entry.name for s in self.seats}
         self.population: list[str] = []  # snapshots taken, "learner@<iteration>"
@@ -440,6 +517,19 @@ class CampaignRunner:
             snapshot = LLMPolicy(params, seed=policy_seed(spec.seed, "snapshot"), model=self.snapshot_model, tokenizer=self.tokenizer)
             self.seats.update({s: snapshot for s in campaign.snapshot_seats})
             self.policy_ids.update({s: "snapshot" for s in campaign.snapshot_seats})
+        self.league: League | None = None
+        self.loaded_snapshot: str | None = None  # the league version whose adapter weights the snapshot model holds
+        if spec.league:  # LoRA snapshots and members play league.seats; snapshots act through one frozen model
+            self.snapshot_model, _ = load_learner(params.model, spec.learner.lora, device=params.device, dtype=params.dtype, seed=policy_seed(spec.seed, "lora"))
+            self.snapshot_model.requires_grad_(False)
+            self.snapshot_model.eval()
+            members = [
+                PolicyVersion(name, "llm" if seat.entry.name == "llm" else "scripted", {"policy": seat.entry.name, **seat.params.model_dump(mode="json")})
+                for name, seat in campaign.league_members.items()
+            ]
+            self.league = League(members, max_snapshots=spec.league.max_snapshots)
+            self.league_snapshot(0)  # the learner before any update: the base model (LoRA B = 0)
+            self.policy_ids.update({s: "league" for s in campaign.league_seats})
         self.trainer = campaign.trainer_entry.load()(
             self.model, campaign.trainer_config, temperature=params.temperature, pad_id=self.tokenizer.pad_token_id, seed=policy_seed(spec.seed, "trainer")
         )
@@ -532,14 +622,21 @@ class CampaignRunner:
         save_adapter(self.model, staging / "adapter")
         torch.save(self.trainer.state_dict(), staging / "trainer.pt")
         torch.save(generator_states(self.seats), staging / "rng.pt")
-        if self.snapshot_model is not None:
+        if self.snapshot_model is not None and self.league is None:
             save_adapter(self.snapshot_model, staging / "snapshot")
+        if self.league is not None:
+            from safetensors.torch import save_file
+
+            (staging / "league").mkdir()
+            for name, weights in self.league.adapters.items():
+                save_file({k: v.contiguous() for k, v in weights.items()}, str(staging / "league" / f"{name}.safetensors"))
         state = {
             "iteration": iteration,
             "run_id": self.tracker.run_id if self.tracker else None,
             "population": self.population,
             "rewards": self.result.rewards,
             "evaluations": self.result.evaluations,
+            "league": self.league.to_dict() if self.league is not None else None,
         }
         (staging / "state.json").write_text(json.dumps(state))  # written last: marks the checkpoint complete
         shutil.rmtree(final, ignore_errors=True)
@@ -562,21 +659,25 @@ class CampaignRunner:
         self.result.rewards = {int(k): v for k, v in state.get("rewards", {}).items()}
         self.result.evaluations = {int(k): v for k, v in state.get("evaluations", {}).items()}
         self.population = list(state.get("population", []))
-        if self.snapshot_model is not None:
+        if self.snapshot_model is not None and self.league is None:
             load_adapter_state(self.snapshot_model, load_file(str(folder / "snapshot" / "adapter_model.safetensors")))
+        if self.league is not None:
+            adapters = {path.stem: load_file(str(path)) for path in sorted((folder / "league").glob("*.safetensors"))}
+            self.league = League.from_dict(state["league"], adapters)
+            self.loaded_snapshot = None
         load_adapter_state(self.model, load_file(str(folder / "adapter" / "adapter_model.safetensors")))
         self.trainer.load_state_dict(torch.load(folder / "trainer.pt", weights_only=False))
         restore_generators(self.seats, torch.load(folder / "rng.pt", weights_only=False))
         self.start = int(state["iteration"]) + 1
 
     # rollouts
-    def training_episodes(self, iteration: int) -> list[Episode]:
+    def training_episodes(self, iteration: int, seats: dict[str, Policy] | None = None, policy_ids: dict[str, str] | None = None) -> list[Episode]:
         spec = self.campaign.spec
         seeds = [episode_seed(spec.seed, iteration * spec.groups_per_iteration + g) for g in range(spec.groups_per_iteration)]
         rollout = GroupRollout(
             self.campaign.train.make_world,
-            self.seats,
-            self.policy_ids,
+            seats or self.seats,
+            policy_ids or self.policy_ids,
             seed=spec.seed,
             concurrency=spec.concurrency,
             max_retries=spec.max_retries,
@@ -613,19 +714,177 @@ class CampaignRunner:
         load_adapter_state(self.snapshot_model, adapter_state(self.model))
         self.population.append(f"learner@{i}")
 
+    # league
+    def league_snapshot(self, iteration: int) -> None:
+        """Add the learner's current LoRA weights to the league as version `learner-<iteration>` (updates done)."""
+        from trainers.lora import adapter_state
+
+        self.league.snapshot(f"{League.LEARNER}-{iteration}", iteration, {k: v.cpu() for k, v in adapter_state(self.model).items()})
+
+    def league_pool(self, key: str, seed: int) -> VersionPool:
+        """Fresh, seeded policies of the league's versions for one rollout (`key` names it)."""
+        from agents.llm import LLMPolicy
+        from trainers.lora import load_adapter_state
+
+        def build(name: str) -> Policy:
+            version, version_seed = self.league.population[name], policy_seed(seed, f"{key}/{name}")
+            if version.kind == "lora":
+                return LLMPolicy(self.campaign.learner_params, seed=version_seed, model=self.snapshot_model, tokenizer=self.tokenizer)
+            member = self.campaign.league_members[name]
+            return member.entry.load()(member.params, seed=version_seed)
+
+        def swap_in(name: str) -> None:
+            if self.league.population[name].kind == "lora" and self.loaded_snapshot != name:
+                load_adapter_state(self.snapshot_model, self.league.adapters[name])
+                self.loaded_snapshot = name
+
+        return VersionPool(build, swap_in)
+
+    def draw_opponents(self, i: int) -> tuple[list[str], np.ndarray, list[str]]:
+        """(candidates, matchmaking probabilities, one drawn opponent per group) for iteration `i`, from a
+        generator seeded by (seed, i): the same draws after a resume. psro draws from the meta-strategy of
+        the side the opponents play."""
+        spec, rule, league = self.campaign.spec, self.campaign.spec.league, self.league
+        swapped = rule.swap_sides and i % 2 == 1
+        candidates = league.candidates()
+        probs = matchmaking_distribution(
+            rule.matchmaking, candidates, learner=League.LEARNER, records=league.records,
+            meta_strategy=league.meta.get("a" if swapped else "b", {}), weighting=rule.pfsp_weighting, p=rule.pfsp_exponent,
+        )
+        rng = np.random.default_rng(policy_seed(spec.seed, f"league/matchmaking/{i}"))
+        return candidates, probs, [candidates[k] for k in rng.choice(len(candidates), size=spec.groups_per_iteration, p=probs)]
+
+    def league_episodes(self, i: int) -> tuple[list[Episode], list[str], dict[str, float]]:
+        """Draw one opponent version per group by the matchmaking rule, play the groups together, record
+        every game. Returns the episodes, the seats the learner played, and league/* metrics."""
+        spec, rule, league = self.campaign.spec, self.campaign.spec.league, self.league
+        swapped = rule.swap_sides and i % 2 == 1
+        mine, theirs = (self.campaign.league_seats, self.campaign.learner_seats) if swapped else (self.campaign.learner_seats, self.campaign.league_seats)
+        candidates, probs, drawn = self.draw_opponents(i)
+        assignment = {e: drawn[e // spec.group_size] for e in range(spec.groups_per_iteration * spec.group_size)}
+        router = VersionRouter(self.league_pool(f"train/{i}", spec.seed), assignment)
+        seats = {**{s: self.learner for s in mine}, **{s: router for s in theirs}, **self.fixed}
+        ids = {s: "learner" if s in mine else "league" if s in theirs else self.policy_ids[s] for s in seats}
+        episodes = self.training_episodes(i, seats, ids)
+        wins = {name: [] for name in rule.side_names}
+        learner_scores = []
+        for episode in episodes:
+            opponent = assignment[episode.index]
+            episode.policies.update({s: opponent for s in theirs})
+            score = side_score(episode.returns, mine, theirs)  # the learner's
+            a, b, score_a = (opponent, League.LEARNER, 1.0 - score) if swapped else (League.LEARNER, opponent, score)
+            league.play(Game(i, "train", a, b, score_a))
+            learner_scores.append(score)
+            wins[rule.side_names[0]].append(score_a)
+            wins[rule.side_names[1]].append(1.0 - score_a)
+        metrics = {f"league/p/{c}": float(q) for c, q in zip(candidates, probs)}
+        metrics.update({f"league/drawn/{c}": drawn.count(c) / len(drawn) for c in candidates})
+        metrics.update({f"league/win_rate/{side}": float(np.mean(v)) for side, v in wins.items()})
+        metrics["league/learner_win_rate"] = float(np.mean(learner_scores))
+        metrics["league/learner_side"] = float(swapped)
+        return episodes, mine, metrics
+
+    def league_ratings(self) -> dict[str, float]:
+        """league/rating/<version>/{mu,sigma,conservative} of every rated version, and the population's size."""
+        ratings = self.league.ratings
+        out = {"league/population": float(len(self.league.population)), "league/in_play": float(len(self.league.candidates()))}
+        for name in ratings.ratings:
+            out[f"league/rating/{name}/mu"] = ratings.mu(name)
+            out[f"league/rating/{name}/sigma"] = ratings.sigma(name)
+            out[f"league/rating/{name}/conservative"] = ratings.conservative(name)
+        return out
+
+    def after_league_iteration(self, i: int) -> None:
+        """Snapshot the learner every `snapshot_every` iterations, the payoff matrix every `payoff.every` (both after
+        the last), then log the ratings."""
+        rule, last = self.campaign.spec.league, i + 1 == self.campaign.spec.iterations
+        if (i + 1) % rule.snapshot_every == 0 or last:
+            self.league_snapshot(i + 1)
+        if (rule.payoff.every and (i + 1) % rule.payoff.every == 0) or last:
+            self.log(self.league_payoff(i + 1), step=i + 1)
+        self.log(self.league_ratings(), step=i + 1)  # after this iteration's games (and payoff games): step = iterations done
+
+    def league_payoff(self, step: int) -> dict[str, float]:
+        """The empirical payoff matrix between the versions in play, every cell's games played together.
+
+        U[k, l] = P(side A wins) with version k on side A (learner.seats) and version l on side B (league.seats),
+        over `episodes_per_cell` games on the same seeds in every cell; the meta-game is constant-sum
+        (U_A = U, U_B = 1 − U). Logs the heatmap and table, the meta-strategy σ = MSS(U), its
+        exploitability and NashConv within the population, a Bradley–Terry fit of the payoff games with
+        bootstrap 95% intervals, and the league graph.
+        """
+        from trainers.meta import exploitability, nash_conv
+        from trainers.psro import meta_strategy
+        from trainers.ratings import bradley_terry
+
+        spec, payoff, league = self.campaign.spec, self.campaign.spec.league.payoff, self.league
+        side_a, side_b = self.campaign.learner_seats, self.campaign.league_seats
+        name_a, name_b = spec.league.side_names
+        versions = league.candidates()
+        cells = payoff_cells(len(versions))
+        n_cells, per_cell = len(cells), payoff.episodes_per_cell
+        root = policy_seed(payoff.seed, f"step/{step}")
+        pool = self.league_pool(f"payoff/{step}", payoff.seed)
+        # episode index e * n_cells + c is game e of cell c: GroupRollout gives it seed `seeds[e]`, the same in every cell
+        routers = [VersionRouter(pool, {e * n_cells + c: versions[cell[side]] for e in range(per_cell) for c, cell in enumerate(cells)}) for side in (0, 1)]
+        fixed = build_fixed_policies(self.campaign.train, side_a + side_b, root)
+        seats = {**{s: routers[0] for s in side_a}, **{s: routers[1] for s in side_b}, **fixed}
+        ids = {s: name_a if s in side_a else name_b if s in side_b else self.policy_ids[s] for s in seats}
+        start = time.perf_counter()
+        rollout = GroupRollout(
+            self.campaign.train.make_world, seats, ids, seed=root, concurrency=spec.concurrency, max_retries=spec.max_retries,
+            record_observations=False, seeds=[episode_seed(root, e) for e in range(per_cell)], group_size=n_cells,
+        )
+        U = np.zeros((len(versions), len(versions)))
+        for episode in rollout.run(per_cell * n_cells):
+            k, l = cells[episode.index % n_cells]
+            score = side_score(episode.returns, side_a, side_b)
+            U[k, l] += score / per_cell
+            league.play(Game(step, "payoff", versions[k], versions[l], score))
+        seconds = time.perf_counter() - start
+        x, y = meta_strategy(U, 1.0 - U, payoff.meta_solver)
+        league.meta = {"a": dict(zip(versions, map(float, x))), "b": dict(zip(versions, map(float, y)))}
+        metrics = {
+            "league/exploitability": exploitability(U, 1.0 - U, x, y),
+            "league/nash_conv": nash_conv(U, 1.0 - U, x, y),
+            "league/payoff_games": float(per_cell * n_cells),
+            "perf/payoff_seconds": seconds,
+        }
+        metrics.update({f"league/meta/{name_a}/{v}": float(p) for v, p in zip(versions, x)})
+        metrics.update({f"league/meta/{name_b}/{v}": float(p) for v, p in zip(versions, y)})
+        if self.tracker:
+            tag = f"step-{step:04d}"
+            title = f"P({name_a} side wins): row version plays {name_a}, column version plays {name_b}; after iteration {step}"
+            self.tracker.log_figure(payoff_heatmap(U, versions, versions, title=title, label=f"P({name_a} wins)"), f"league/payoff/{tag}.png")
+            self.tracker.log_table(payoff_table(U, versions, versions), f"league/payoff/{tag}.json")
+            games = [(g.a, g.b, g.score_a) for g in league.games if g.kind == "payoff" and g.a != g.b]
+            if games:
+                fit = bradley_terry(games, bootstrap=payoff.bootstrap, rng=np.random.default_rng(policy_seed(payoff.seed, f"bootstrap/{step}")))
+                self.tracker.log_table(
+                    {"version": fit.players, "elo": fit.elo.tolist(), "ci95_low": fit.lower.tolist(), "ci95_high": fit.upper.tolist(),
+                     "games": [sum(p in (a, b) for a, b, _ in games) for p in fit.players]},
+                    f"league/bradley_terry/{tag}.json",
+                )
+            self.tracker.log_figure(league_figure(league.population.graph(league.records), title=f"league after iteration {step}"), f"league/graph/{tag}.png")
+        return metrics
+
     def iteration(self, i: int) -> dict[str, float]:
-        if self.snapshot_model is not None and i % self.campaign.spec.self_play.snapshot_every == 0:
+        if self.league is None and self.snapshot_model is not None and i % self.campaign.spec.self_play.snapshot_every == 0:
             self.refresh_snapshot(i)
         tokens0, seconds0 = self.learner.stats.generated_tokens, self.learner.stats.generate_seconds
         start = time.perf_counter()
         self.model.eval()
-        episodes = self.training_episodes(i)
+        league: dict[str, float] = {}
+        if self.league is not None:
+            episodes, mine, league = self.league_episodes(i)
+        else:
+            episodes, mine = self.training_episodes(i), self.campaign.learner_seats
         rollout_seconds = time.perf_counter() - start
-        metrics = {"train/iteration": float(i), **self.trainer.update(episodes, self.campaign.learner_seats)}
+        metrics = {"train/iteration": float(i), **self.trainer.update(episodes, mine)}
         rewards: dict[str, list[float]] = {}
         for episode in episodes:
             for seat, ret in episode.returns.items():
-                rewards.setdefault(self.policy_ids[seat], []).append(ret)
+                rewards.setdefault(episode.policies.get(seat, self.policy_ids[seat]), []).append(ret)
             for key, value in episode.metrics.items():
                 rewards.setdefault(f"world/{key}", []).append(value)
         for key, values in rewards.items():
@@ -635,8 +894,9 @@ class CampaignRunner:
         metrics["perf/generate_tokens_per_s"] = tokens / gen_seconds if gen_seconds else 0.0
         metrics["perf/rollout_seconds"] = rollout_seconds
         metrics["perf/iteration_seconds"] = time.perf_counter() - start
-        if self.snapshot_model is not None:
+        if self.snapshot_model is not None and self.league is None:
             metrics["pop/snapshots"] = float(len(self.population))
+        metrics.update(league)
         return metrics
 
     def run(self, on_iteration: Callable[[int, dict[str, float]], None] | None = None) -> CampaignResult:
@@ -653,6 +913,8 @@ class CampaignRunner:
                     self.log(result.evaluations[i], step=i)
                 metrics = self.iteration(i)
                 self.log(metrics, step=i)
+                if self.league is not None:
+                    self.after_league_iteration(i)
                 result.iterations_done, result.last_metrics = i + 1, metrics
                 result.rewards[i] = metrics.get("train/reward/learner", float("nan"))
                 if (i + 1) % spec.checkpoint.every == 0 or i + 1 == spec.iterations:
@@ -664,6 +926,9 @@ class CampaignRunner:
             self.log(result.evaluations[final], step=final)
             if self.tracker:
                 self.tracker.log_figure(learning_curve(result, list(self.campaign.evaluations)), "figures/learning_curve.png")
+                if self.league is not None:
+                    self.tracker.log_table(games_table(self.league), "league/games.json")
+                    self.tracker.log_table(ratings_table(self.league), "league/ratings.json")
             status = "FINISHED"
         except KeyboardInterrupt:
             status = "KILLED"
@@ -695,6 +960,31 @@ def learning_curve(result: CampaignResult, opponents: list[str]):
     return figure
 
 
+def games_table(league: League) -> dict[str, list[Any]]:
+    """Every game of the league in order (MLflow table): iteration, kind, the versions on sides A and B, A's score."""
+    return {
+        "iteration": [g.iteration for g in league.games],
+        "kind": [g.kind for g in league.games],
+        "a": [g.a for g in league.games],
+        "b": [g.b for g in league.games],
+        "score_a": [g.score_a for g in league.games],
+    }
+
+
+def ratings_table(league: League) -> dict[str, list[Any]]:
+    """The OpenSkill leaderboard (best conservative score first) with each version's lineage."""
+    rows = league.ratings.leaderboard()
+    pop = league.population
+    return {
+        "version": [r[0] for r in rows],
+        "conservative": [r[1] for r in rows],
+        "mu": [r[2] for r in rows],
+        "sigma": [r[3] for r in rows],
+        "parent": [pop[r[0]].parent if r[0] in pop else None for r in rows],
+        "trained_against": [", ".join(pop[r[0]].opponents) if r[0] in pop else "" for r in rows],
+    }
+
+
 def pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
@@ -715,6 +1005,8 @@ def describe_training(campaign: ResolvedCampaign) -> str:
     return (
         f"campaign, world {campaign.train.world_entry.name}, learner {', '.join(campaign.learner_seats)}, "
         f"trainer {campaign.trainer_entry.name}, {campaign.spec.iterations} iterations"
+        + (f", league on {', '.join(campaign.league_seats)} ({campaign.spec.league.matchmaking}, members: {', '.join(campaign.league_members) or 'none'})"
+           if campaign.spec.league else "")
     )
 
 

@@ -103,3 +103,50 @@ def test_league_graph_edges_and_figures():
     assert beats[0]["win_rate"] == pytest.approx(2 / 3) and beats[0]["games"] == 3
     assert league_figure(g).axes and payoff_heatmap(np.eye(3), pop.names[:3], pop.names[:3]).axes
     assert payoff_table(np.array([[0.5, 1.0], [0.0, 0.5]]), ["a", "b"], ["a", "b"]) == {"row": ["a", "b"], "a": [0.5, 0.0], "b": [1.0, 0.5]}
+
+
+def test_side_score_and_league_bookkeeping():
+    from trainers.league import Game, League, side_score
+
+    # werewolf: +1 winners, -1 losers; a draw is 0 all round
+    assert side_score({"w0": 1.0, "w1": 1.0, "v0": -1.0}, ["w0", "w1"], ["v0"]) == 1.0
+    assert side_score({"a": 3.0, "b": 3.0}, ["a"], ["b"]) == 0.5 and side_score({"a": 2.0, "b": 5.0}, ["a"], ["b"]) == 0.0
+    league = League([PolicyVersion("fair", "scripted", {"policy": "fair"})], max_snapshots=2)
+    league.snapshot("learner-0", 0, {"w": 0})
+    league.play(Game(0, "train", "learner", "fair", 1.0))
+    league.play(Game(0, "train", "learner-0", "learner", 0.5))  # swapped sides: the opponent is on side a
+    league.play(Game(0, "train", "learner", "fair", 0.0))
+    league.play(Game(1, "payoff", "fair", "fair", 0.0))  # a version against itself: logged, not rated
+    assert league.records.win_rate("learner", "fair") == 0.5 and league.records.games("fair", "fair") == 0
+    assert set(league.ratings.ratings) == {"learner", "fair", "learner-0"}
+    v1 = league.snapshot("learner-1", 1, {"w": 1})
+    assert (v1.parent, v1.opponents, league.since_snapshot) == ("learner-0", ["fair", "learner-0"], [])
+    league.snapshot("learner-2", 2, {"w": 2})
+    assert league.candidates() == ["fair", "learner-1", "learner-2"] and list(league.adapters) == ["learner-1", "learner-2"]
+    assert league.population.names == ["fair", "learner-0", "learner-1", "learner-2"]  # learner-0 left play, not the lineage
+    again = League.from_dict(json.loads(json.dumps(league.to_dict())), league.adapters)
+    assert again.to_dict() == league.to_dict() and again.ratings.mu("learner") == league.ratings.mu("learner")
+
+
+def test_version_router_sends_each_episode_to_its_version():
+    from agora.policy import ActRequest, ActResponse
+    from trainers.league import VersionPool, VersionRouter
+
+    calls, loaded = [], []
+
+    class Echo:
+        expensive, uses_text = False, False
+
+        def __init__(self, name):
+            self.name = name
+
+        def act(self, requests):
+            calls.append((self.name, [r.episode for r in requests]))
+            return [ActResponse(f"{self.name}:{r.episode}") for r in requests]
+
+    pool = VersionPool(Echo, loaded.append)
+    router = VersionRouter(pool, {0: "x", 1: "y", 2: "x", 3: "y"})
+    out = router.act([ActRequest(e, "bob", None, []) for e in (3, 0, 2, 1)])
+    assert [r.text for r in out] == ["y:3", "x:0", "x:2", "y:1"]  # answers in the requests' order
+    assert calls == [("y", [3, 1]), ("x", [0, 2])] and loaded == ["y", "x"]  # one call per version, weights swapped in first
+    assert router.expensive is False and router.uses_text is False

@@ -24,7 +24,7 @@ from typing import Any, Iterator, Literal, Sequence
 import networkx as nx
 import numpy as np
 
-VersionKind = Literal["lora", "scripted", "tabular", "latent"]
+VersionKind = Literal["lora", "scripted", "llm", "tabular", "latent"]
 MatchmakingRule = Literal["latest", "uniform", "pfsp", "psro"]
 
 
@@ -34,7 +34,7 @@ class PolicyVersion:
 
     name: str
     kind: VersionKind
-    spec: dict[str, Any] = field(default_factory=dict)  # scripted: {"policy": id, **params}; lora: {"adapter": folder}; tabular: {"strategy": [...]}
+    spec: dict[str, Any] = field(default_factory=dict)  # scripted/llm: {"policy": id, **params}; lora: {"adapter": file}; tabular: {"strategy": [...]}
     parent: str | None = None  # the version it was trained from
     opponents: list[str] = field(default_factory=list)  # the versions it was trained against
     iteration: int | None = None  # the campaign iteration that produced it
@@ -259,7 +259,7 @@ def league_figure(graph: nx.MultiDiGraph, *, title: str = "league"):
         return figure
     pos = nx.circular_layout(graph) if len(nodes) > 2 else {n: (i, 0) for i, n in enumerate(nodes)}
     kinds = nx.get_node_attributes(graph, "kind")
-    palette = {"lora": "#4c72b0", "scripted": "#dd8452", "tabular": "#55a868", "latent": "#8172b3"}
+    palette = {"lora": "#4c72b0", "scripted": "#dd8452", "llm": "#937860", "tabular": "#55a868", "latent": "#8172b3"}
     nx.draw_networkx_nodes(graph, pos, ax=ax, node_color=[palette.get(kinds.get(n), "#999999") for n in nodes], node_size=900)
     nx.draw_networkx_labels(graph, pos, ax=ax, font_size=8)
     lineage = [(a, b) for a, b, d in graph.edges(data=True) if d.get("relation") == "trained_from"]
@@ -282,3 +282,165 @@ def league_figure(graph: nx.MultiDiGraph, *, title: str = "league"):
     legend += [Line2D([], [], marker="o", ls="", color=c, label=k) for k, c in palette.items() if k in kinds.values()]
     ax.legend(handles=legend, loc="lower left", fontsize=8)
     return figure
+
+
+# --- a league in a training campaign -----------------------------------------------------------
+
+
+def side_score(returns: dict[str, float], side_a: Sequence[str], side_b: Sequence[str]) -> float:
+    """Side A's result against side B in one game: 1 if its seats' mean return is higher, 1/2 if equal, 0 if lower.
+
+    Werewolf: +1 to each winner and −1 to each loser, so this is the winning side (a draw, 0 all round, is 1/2);
+    negotiation: who scored more.
+    """
+    a = float(np.mean([returns[s] for s in side_a]))
+    b = float(np.mean([returns[s] for s in side_b]))
+    return 1.0 if a > b else 0.5 if a == b else 0.0
+
+
+@dataclass
+class Game:
+    """One game between two versions, one per side (a side may hold several seats: a werewolf team)."""
+
+    iteration: int
+    kind: Literal["train", "payoff"]  # a training game of the live learner, or a payoff-matrix game
+    a: str  # the version on side A (learner.seats)
+    b: str  # the version on side B (league.seats)
+    score_a: float  # 1 A won, 1/2 draw, 0 B won
+
+
+class League:
+    """The running state of a league: population with lineage, win records, OpenSkill ratings, the game
+    log, the LoRA snapshots' adapter weights and the last meta-strategy. `learner` names the live learner."""
+
+    LEARNER = "learner"
+
+    def __init__(self, members: Sequence[PolicyVersion] = (), *, max_snapshots: int = 8):
+        from trainers.ratings import OpenSkillRatings
+
+        self.population = Population(members)
+        self.records = WinRecord()
+        self.ratings = OpenSkillRatings()
+        self.games: list[Game] = []
+        self.adapters: dict[str, dict[str, Any]] = {}  # snapshot name -> LoRA state dict (only the active ones)
+        self.since_snapshot: list[str] = []  # versions the learner played since the last snapshot, first-met order
+        self.meta: dict[str, dict[str, float]] = {}  # "a" / "b" -> the meta-strategy over versions playing that side
+        self.max_snapshots = max_snapshots
+
+    def snapshots(self) -> list[str]:
+        return [v.name for v in self.population if v.kind == "lora"]
+
+    def candidates(self) -> list[str]:
+        """The versions matchmaking draws from: every non-LoRA member, then the last `max_snapshots` snapshots (newest last)."""
+        return [v.name for v in self.population if v.kind != "lora"] + self.snapshots()[-self.max_snapshots :]
+
+    def snapshot(self, name: str, iteration: int, state: dict[str, Any]) -> PolicyVersion:
+        """Add a LoRA snapshot of the learner: parent = the previous snapshot, opponents = the versions
+        played since it. Snapshots beyond the last `max_snapshots` leave the pool (their weights are freed;
+        they stay in the population for the lineage)."""
+        previous = self.population.latest("lora")
+        version = self.population.add(
+            PolicyVersion(name, "lora", {"adapter": f"{name}.safetensors"}, parent=previous.name if previous else None,
+                          opponents=list(self.since_snapshot), iteration=iteration)
+        )
+        self.adapters[name] = state
+        self.since_snapshot = []
+        active = set(self.candidates())
+        for old in [n for n in self.adapters if n not in active]:
+            del self.adapters[old]
+        return version
+
+    def play(self, game: Game) -> None:
+        """Record one game: the log, the win record and the OpenSkill ratings (two teams of one version each;
+        a version against itself changes no rating)."""
+        self.games.append(game)
+        opponent = game.b if game.a == self.LEARNER else game.a
+        if game.kind == "train" and opponent not in self.since_snapshot:
+            self.since_snapshot.append(opponent)
+        if game.a == game.b:
+            return
+        self.records.record(game.a, game.b, game.score_a)
+        ranks = [0, 1] if game.score_a > 0.5 else [1, 0] if game.score_a < 0.5 else [0, 0]
+        self.ratings.rate([[game.a], [game.b]], ranks=ranks)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything but the adapter weights (those go to files), as JSON."""
+        return {
+            "population": self.population.to_dict(),
+            "records": self.records.to_dict(),
+            "ratings": {n: [self.ratings.mu(n), self.ratings.sigma(n)] for n in self.ratings.ratings},
+            "games": [asdict(g) for g in self.games],
+            "since_snapshot": list(self.since_snapshot),
+            "meta": self.meta,
+            "max_snapshots": self.max_snapshots,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], adapters: dict[str, dict[str, Any]]) -> League:
+        league = cls(max_snapshots=int(data["max_snapshots"]))
+        league.population = Population.from_dict(data["population"])
+        league.records = WinRecord.from_dict(data["records"])
+        for name, (mu, sigma) in data["ratings"].items():
+            league.ratings.ratings[name] = league.ratings.model.rating(mu=mu, sigma=sigma, name=name)
+        league.games = [Game(**g) for g in data["games"]]
+        league.since_snapshot = list(data["since_snapshot"])
+        league.meta = {k: dict(v) for k, v in data["meta"].items()}
+        league.adapters = dict(adapters)
+        return league
+
+
+class VersionRouter:
+    """A policy that plays each episode with the version assigned to it (`assignment[episode index]`).
+
+    The rollout engine batches every pending turn of a seat's policy into one `act` call; the router
+    splits that batch by version and passes each part to the version's policy (`pool(version, requests)`),
+    so all groups (or all payoff cells) of a rollout are stepped together whatever version plays them.
+    `expensive` / `uses_text` are those of the versions it routes to.
+    """
+
+    def __init__(self, pool: Any, assignment: dict[int, str]):
+        from agora.policy import PolicyStats
+
+        self.pool, self.assignment = pool, assignment
+        policies = [pool.policy(v) for v in dict.fromkeys(assignment.values())]
+        self.expensive = any(p.expensive for p in policies)
+        self.uses_text = any(p.uses_text for p in policies)
+        self.stats = PolicyStats()
+
+    def act(self, requests: list) -> list:
+        by_version: dict[str, list[int]] = {}
+        for k, request in enumerate(requests):
+            by_version.setdefault(self.assignment[request.episode], []).append(k)
+        responses: list[Any] = [None] * len(requests)
+        for version, indices in by_version.items():
+            for k, response in zip(indices, self.pool.act(version, [requests[k] for k in indices])):
+                responses[k] = response
+        return responses
+
+    def close(self) -> None:
+        pass
+
+
+class VersionPool:
+    """The policies of a league's versions for one rollout, built on first use by `build(version)`.
+
+    LoRA snapshots all act through ONE frozen model: `swap_in(version)` loads that version's adapter
+    weights into it before its turns are sampled (a no-op when they are loaded already)."""
+
+    def __init__(self, build: Any, swap_in: Any):
+        self.build, self.swap_in = build, swap_in
+        self.policies: dict[str, Any] = {}
+
+    def policy(self, version: str) -> Any:
+        if version not in self.policies:
+            self.policies[version] = self.build(version)
+        return self.policies[version]
+
+    def act(self, version: str, requests: list) -> list:
+        self.swap_in(version)
+        return self.policy(version).act(requests)
+
+
+def payoff_cells(n: int) -> list[tuple[int, int]]:
+    """Every (row, column) pair of an n-version payoff matrix, row-major."""
+    return [(k, l) for k in range(n) for l in range(n)]

@@ -1,0 +1,193 @@
+"""League campaigns (`league:` in a train campaign): schema, matchmaking, snapshots and lineage, ratings, payoff artifacts, resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from mlflow import MlflowClient
+from safetensors.torch import load_file
+
+from agora.campaign import CampaignRunner, load_campaign, run_campaign
+from agora.errors import ScenarioError
+from tests.conftest import SCENARIOS
+from trainers.league import League, WinRecord
+from trainers.ratings import OpenSkillRatings
+
+LEAGUE = """\
+name: tiny-league
+world: {{id: negotiation, max_turns: 4}}
+learner:
+  seats: [alice]
+  model: {model}
+  temperature: 1.0
+  max_new_tokens: 4
+  lora: {{r: 4, alpha: 8}}
+league:
+  seats: [bob]
+  matchmaking: {rule}
+  members: {{fair: {{policy: fair}}, random: {{policy: random}}}}
+  max_snapshots: 2
+  swap_sides: true
+  payoff: {{every: 1, episodes_per_cell: 1, bootstrap: 20}}
+trainer: {{id: grpo, learning_rate: 0.01, micro_batch_size: 16, statistics: batch}}
+iterations: {iterations}
+groups_per_iteration: 2
+group_size: 2
+max_retries: 0
+evaluation: {{every: 0, episodes: 2, opponents: {{fair: {{policy: fair}}}}}}
+checkpoint: {{every: 1, dir: {dir}}}
+"""
+
+
+def league_file(tmp_path, model="smollm2-135m-instruct", *, rule="uniform", iterations=2, name="c.yaml"):
+    path = tmp_path / name
+    path.write_text(LEAGUE.format(model=model, rule=rule, iterations=iterations, dir=tmp_path / "ck"))
+    return path
+
+
+def state(folder) -> dict:
+    return json.loads((folder / "state.json").read_text())
+
+
+@pytest.mark.parametrize(
+    "change, path, message",
+    [
+        (("matchmaking: uniform", "matchmaking: elo"), "league.matchmaking", "'latest', 'uniform', 'pfsp' or 'psro'"),
+        (("seats: [bob]", "seats: [alice]"), "league.seats", "both the learner's and the league's"),
+        (("seats: [bob]", "seats: [carol]"), "league.seats.0", "no seat matches 'carol'"),
+        (("league:\n", "self_play: {seats: [bob]}\nleague:\n"), "league", "not both"),
+        (("random: {policy: random}", "learner-3: {policy: random}"), "league.members.learner-3", "reserved"),
+        (("random: {policy: random}", "random: {policy: rule_based}"), "league.members.random.policy", "rule_based"),
+        (("random: {policy: random}", "random: {policy: fair, target_ratio: 2}"), "league.members.random.target_ratio", "less than or equal to 1"),
+        (("every: 1, episodes_per_cell: 2", "every: 1, episodes_per_cell: 0"), "league.payoff.episodes_per_cell", "greater than or equal to 1"),
+        (("evaluation: {every: 0, episodes: 2, opponents: {fair: {policy: fair}}}", "evaluation: {every: 0}"), "evaluation.opponents", "name the fixed opponents"),
+    ],
+)
+def test_league_mistakes_are_explained(tmp_path, change, path, message):
+    text = league_file(tmp_path).read_text()
+    assert change[0] in text
+    (tmp_path / "bad.yaml").write_text(text.replace(change[0], change[1], 1))
+    with pytest.raises(ScenarioError) as info:
+        load_campaign(tmp_path / "bad.yaml")
+    assert info.value.path == path and message in str(info.value), str(info.value)
+
+
+
+def test_matchmaking_is_seeded_and_follows_the_rule(tmp_path, tiny_model_dir):
+    """pfsp never draws an opponent the learner always beats; psro draws from the opponents' side of the
+    meta-strategy; latest draws the newest snapshot; the same seed draws the same opponents."""
+    from trainers.league import Game
+
+    def runner(rule: str, folder: str) -> CampaignRunner:
+        campaign = load_campaign(league_file(tmp_path, tiny_model_dir, rule=rule), {"checkpoint.dir": str(tmp_path / folder), "groups_per_iteration": 40})
+        return CampaignRunner(campaign, track=False)
+
+    pfsp = runner("pfsp", "a")
+    assert pfsp.league.candidates() == ["fair", "random", "learner-0"]
+    for _ in range(5):
+        pfsp.league.play(Game(0, "train", League.LEARNER, "random", 1.0))  # the learner always beats random
+    pfsp.league.play(Game(0, "train", "fair", League.LEARNER, 1.0))  # and lost to fair on the other side, once
+    candidates, probs, drawn = pfsp.draw_opponents(0)
+    # hard pfsp, p = 2: x = (0, 1, 1/2) -> (1 - x)^2 = (1, 0, 1/4) -> (0.8, 0, 0.2)
+    np.testing.assert_allclose(probs, [0.8, 0.0, 0.2])
+    assert "random" not in drawn and len(drawn) == 40 and drawn.count("fair") > drawn.count("learner-0")
+    assert pfsp.draw_opponents(0)[2] == drawn and pfsp.draw_opponents(1)[2] != drawn  # seeded by (seed, iteration)
+    again = runner("pfsp", "b")
+    for game in pfsp.league.games:
+        again.league.play(game)
+    assert again.draw_opponents(0)[2] == drawn
+
+    psro = runner("psro", "c")
+    assert set(psro.draw_opponents(0)[2]) == {"fair", "random", "learner-0"}  # no payoff matrix yet: uniform
+    psro.league.meta = {"a": {"random": 1.0}, "b": {"fair": 0.25, "learner-0": 0.75}}
+    _, probs, drawn = psro.draw_opponents(0)  # the learner plays side a: opponents come from side b's mixture
+    np.testing.assert_allclose(probs, [0.25, 0.0, 0.75])
+    assert psro.draw_opponents(1)[2] == ["random"] * 40  # swap_sides: odd iterations the league plays side a
+
+    latest = runner("latest", "d")
+    latest.league_snapshot(1)
+    assert latest.draw_opponents(0)[2] == ["learner-1"] * 40
+
+
+def test_league_campaign_snapshots_lineage_ratings_and_artifacts(tmp_path, tracking_uri, tiny_model_dir):
+    from trainers.meta import exploitability
+    from trainers.psro import meta_strategy
+
+    result = run_campaign(load_campaign(league_file(tmp_path, tiny_model_dir, iterations=2)))
+    first, last = tmp_path / "ck" / "iter-000000", tmp_path / "ck" / "iter-000001"
+    league = state(last)["league"]
+    games = league["games"]
+    train = [g for g in games if g["kind"] == "train"]
+    assert len(train) == 2 * 2 * 2 and [g["a"] for g in train[:4]] == ["learner"] * 4 and [g["b"] for g in train[4:]] == ["learner"] * 4  # swap_sides
+
+    # lineage: each snapshot's parent is the previous one, its opponents those the learner met since
+    versions = {v["name"]: v for v in league["population"]}
+    assert list(versions) == ["fair", "random", "learner-0", "learner-1", "learner-2"]
+    met = [list(dict.fromkeys(g["b"] if g["a"] == "learner" else g["a"] for g in train if g["iteration"] == i)) for i in (0, 1)]
+    assert (versions["learner-0"]["parent"], versions["learner-0"]["opponents"]) == (None, [])
+    assert (versions["learner-1"]["parent"], versions["learner-1"]["opponents"]) == ("learner-0", met[0])
+    assert (versions["learner-2"]["parent"], versions["learner-2"]["opponents"]) == ("learner-1", met[1])
+    # max_snapshots = 2: learner-0 left play (weights dropped); learner-1 holds the learner's weights after iteration 0
+    assert sorted(p.name for p in (last / "league").iterdir()) == ["learner-1.safetensors", "learner-2.safetensors"]
+    snapshot, learner_0 = load_file(str(last / "league" / "learner-1.safetensors")), load_file(str(first / "adapter" / "adapter_model.safetensors"))
+    assert snapshot.keys() == learner_0.keys() and all(torch.equal(snapshot[k], learner_0[k]) for k in snapshot)
+
+    # ratings and records are exactly the recorded games, replayed
+    ratings, records = OpenSkillRatings(), WinRecord()
+    for g in games:
+        if g["a"] != g["b"]:
+            ratings.rate([[g["a"]], [g["b"]]], ranks=[0, 1] if g["score_a"] == 1 else [1, 0] if g["score_a"] == 0 else [0, 0])
+            records.record(g["a"], g["b"], g["score_a"])
+    assert league["ratings"] == {n: [ratings.mu(n), ratings.sigma(n)] for n in ratings.ratings}
+    assert league["records"] == records.to_dict()
+    assert len([g for g in games if g["kind"] == "payoff"]) == 16 + 16  # 4 versions in play, one game per cell, twice
+
+    client = MlflowClient(tracking_uri)
+    run_id = result.run_id
+    assert client.get_run(run_id).info.status == "FINISHED"
+    paths = {a.path for folder in ("league", "league/payoff", "league/graph", "league/bradley_terry") for a in client.list_artifacts(run_id, folder)}
+    assert {"league/games.json", "league/ratings.json", "league/payoff/step-0001.png", "league/payoff/step-0002.json",
+            "league/graph/step-0002.png", "league/bradley_terry/step-0002.json"} <= paths
+    assert [m.step for m in client.get_metric_history(run_id, "league/rating/learner/mu")] == [1, 2]
+    assert client.get_metric_history(run_id, "league/rating/learner/mu")[-1].value == pytest.approx(ratings.mu("learner"))
+    assert [m.step for m in client.get_metric_history(run_id, "league/win_rate/a")] == [0, 1]
+    assert [m.value for m in client.get_metric_history(run_id, "league/learner_side")] == [0.0, 1.0]
+    # the logged payoff table is the step's payoff games, and the logged exploitability is its meta-strategy's
+    table = json.loads(open(client.download_artifacts(run_id, "league/payoff/step-0002.json", str(tmp_path))).read())
+    names = table["columns"][1:]
+    U = np.array([row[1:] for row in table["data"]])
+    assert [row[0] for row in table["data"]] == names == ["fair", "random", "learner-1", "learner-2"]
+    for g in [g for g in games if g["kind"] == "payoff" and g["iteration"] == 2]:
+        assert U[names.index(g["a"]), names.index(g["b"])] == g["score_a"]
+    x, y = meta_strategy(U, 1 - U, "nash")
+    logged = client.get_metric_history(run_id, "league/exploitability")
+    assert [m.step for m in logged] == [1, 2] and logged[-1].value == pytest.approx(exploitability(U, 1 - U, x, y))
+
+
+def test_resume_restores_the_league(tmp_path, tiny_model_dir):
+    """Stopping after 1 iteration and resuming for 1 more gives the league (population, lineage, records,
+    ratings, games, snapshot weights) of 2 iterations in one go."""
+    small = {"league.members": {"fair": {"policy": "fair"}}, "league.max_snapshots": 1, "groups_per_iteration": 1}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    straight = run_campaign(load_campaign(league_file(tmp_path / "a", tiny_model_dir), small), track=False)
+    file = league_file(tmp_path / "b", tiny_model_dir)
+    run_campaign(load_campaign(file, {**small, "iterations": 1}), track=False)
+    runner = CampaignRunner(load_campaign(file, small), resume=True, track=False)
+    assert runner.start == 1 and runner.league.population.names == ["fair", "learner-0", "learner-1"]
+    assert list(runner.league.adapters) == ["learner-1"]
+    resumed = runner.run()
+    a, b = state(straight.checkpoint)["league"], state(resumed.checkpoint)["league"]
+    assert [v["name"] for v in b["population"]] == ["fair", "learner-0", "learner-1", "learner-2"]
+    assert b == a
+    wa, wb = (load_file(str(r.checkpoint / "league" / "learner-2.safetensors")) for r in (straight, resumed))
+    assert wa.keys() == wb.keys() and all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+
+
+def test_members_are_resolved_as_written(tmp_path):
+    campaign = load_campaign(league_file(tmp_path))
+    members = {n: (s.entry.name, s.params.model_dump()) for n, s in campaign.league_members.items()}
+    assert members == {"fair": ("fair", {"target_ratio": 0.5}), "random": ("random", {"accept_prob": 0.5, "walk_prob": 0.0})}
