@@ -62,7 +62,7 @@ def state(folder) -> dict:
         (("random: {policy: random}", "learner-3: {policy: random}"), "league.members.learner-3", "reserved"),
         (("random: {policy: random}", "random: {policy: rule_based}"), "league.members.random.policy", "rule_based"),
         (("random: {policy: random}", "random: {policy: fair, target_ratio: 2}"), "league.members.random.target_ratio", "less than or equal to 1"),
-        (("every: 1, episodes_per_cell: 2", "every: 1, episodes_per_cell: 0"), "league.payoff.episodes_per_cell", "greater than or equal to 1"),
+        (("every: 1, episodes_per_cell: 1", "every: 1, episodes_per_cell: 0"), "league.payoff.episodes_per_cell", "greater than or equal to 1"),
         (("evaluation: {every: 0, episodes: 2, opponents: {fair: {policy: fair}}}", "evaluation: {every: 0}"), "evaluation.opponents", "name the fixed opponents"),
     ],
 )
