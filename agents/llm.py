@@ -303,6 +303,52 @@ def _context(model, prompts: list[list[int]], prefix_cache: PrefixCache | None, 
     return cache, [n for n, _ in found]
 
 
+SPLIT_SAVING = 256  # padding tokens a second prefill pass must save to be worth its own forward call
+
+
+def _prefill(model, cache, input_ids: torch.Tensor, attention: torch.Tensor, positions: torch.Tensor, context: int, lengths: list[int]) -> torch.Tensor:
+    """Forward the left-padded suffixes into `cache`; the last position's logits per row.
+
+    When suffix lengths differ a lot (a new episode's whole prompt beside other episodes' short
+    next turns), padding every row to the longest wastes most of the pass. Then the short rows
+    and the long rows are forwarded separately, each padded to its own longest, and their KV is
+    written into the shared buffers exactly where one pass would have put it.
+    """
+    batch, width = input_ids.shape
+    order = sorted(range(batch), key=lengths.__getitem__)
+    split, saved = 0, 0
+    for k in range(1, batch):
+        if k * (width - lengths[order[k - 1]]) > saved:
+            split, saved = k, k * (width - lengths[order[k - 1]])
+    layers = cache.layers
+    ready = all(
+        type(layer) is GrowingLayer and layer.is_initialized and layer.keys.data_ptr() == layer._buffer[0].data_ptr()
+        and layer.get_seq_length() == context and layer._buffer[0].shape[-2] >= context + width for layer in layers
+    )
+    if not layers or not ready or saved < SPLIT_SAVING:
+        return model(input_ids=input_ids, attention_mask=attention, position_ids=positions, past_key_values=cache).logits[:, -1]
+    logits = None
+    for rows in (order[:split], order[split:]):
+        index = torch.tensor(rows, device=input_ids.device)
+        w = max(lengths[r] for r in rows)
+        part = growing_cache(model)
+        part.layers = [GrowingLayer.holding(layer._buffer[0][index, :, : context + w], layer._buffer[1][index, :, : context + w], context) for layer in layers]
+        out = model(
+            input_ids=input_ids[index, width - w :],
+            attention_mask=torch.cat([attention[index, :context], attention[index, context + width - w :]], dim=-1),
+            position_ids=positions[index, width - w :],
+            past_key_values=part,
+        ).logits[:, -1]
+        logits = out.new_empty((batch, out.shape[-1])) if logits is None else logits
+        logits[index] = out
+        for layer, piece in zip(layers, part.layers):
+            layer._buffer[0][index, :, context + width - w : context + width] = piece.keys[:, :, context:]
+            layer._buffer[1][index, :, context + width - w : context + width] = piece.values[:, :, context:]
+    for layer in layers:
+        layer.keys, layer.values = layer._buffer[0][..., : context + width, :], layer._buffer[1][..., : context + width, :]
+    return logits
+
+
 @torch.inference_mode()
 def sample(
     model,
@@ -342,7 +388,7 @@ def sample(
     input_ids, attention = input_ids.to(device), mask.to(device)
     positions = torch.tensor(known, device=device)[:, None] + (attention[:, context:].cumsum(-1) - 1).clamp(min=0)
     stop = torch.tensor(sorted(stop_ids), device=device)
-    logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, past_key_values=cache).logits[:, -1]
+    logits = _prefill(model, cache, input_ids, attention, positions, context, [len(s) for s in suffixes])
     if prefix_cache is not None and (layers := _plain_layers(cache)) is not None:
         for row, prompt in enumerate(prompts):  # the rows' whole prompts, for their next turns
             if prefix_cache.fits(len(prompt), layers):

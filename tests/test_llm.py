@@ -221,3 +221,31 @@ def test_growing_cache_matches_transformers_dynamic_cache(tiny_model_dir):
     assert isinstance(cache.layers[0], GrowingLayer) and cache.get_seq_length() == 9 + 150
     for a, b in zip(*logits):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_long_and_short_suffixes_are_prefilled_apart_with_the_same_results(tiny_model_dir):
+    """A new episode's whole prompt beside other episodes' short next turns: the short rows and the long row
+    are forwarded in separate passes (less padding), with the outputs and logprobs of a cold computation."""
+    from transformers import AutoTokenizer
+
+    model, _ = load_causal_lm(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    first = [tokenizer(SYSTEM + " " + p)["input_ids"] for p in PROMPTS]
+    second = [ids + tokenizer(f" Then turn {i} said: I want {i + 1} books.")["input_ids"] for i, ids in enumerate(first)]
+    fresh = tokenizer(" ".join(["The pool holds three books, two hats and a ball; values differ."] * 30))["input_ids"]
+    batch = [*second, fresh]
+    kwargs = dict(max_new_tokens=6, temperature=0, top_p=1.0, stop_ids=set(), pad_id=0, generator=torch.Generator())
+    cache = PrefixCache()
+    sample(model, first, prefix_cache=cache, **kwargs)
+    passes = []
+    forward = model.forward
+    model.forward = lambda *a, **k: (passes.append(tuple(k["input_ids"].shape)), forward(*a, **k))[1]
+    try:
+        warm = sample(model, batch, prefix_cache=cache, **kwargs)
+    finally:
+        model.forward = forward
+    prefill = [shape for shape in passes if shape[1] > 1]
+    assert sorted(prefill) == sorted([(len(second), max(len(b) - len(a) for a, b in zip(first, second))), (1, len(fresh))])
+    assert [t for t, _ in warm] == [t for t, _ in sample(model, batch, **kwargs)]
+    for prompt, (tokens, logprobs) in zip(batch, warm):
+        assert torch.allclose(recomputed_logprobs(model, prompt, tokens), torch.tensor(logprobs), atol=1e-4)
