@@ -93,7 +93,7 @@ def test_cli_human_expert_with_piped_answers(tmp_path):
     assert out.count("you play expert") == 4
     assert "What you know (the team does not):" in out and "Agents 0, 1, 2 asked you" in out
     assert "Your reply could not be used: no number" in out
-    assert "human-expert: 2 episodes" in out and "expert_calls" in out
+    assert "human-expert: 2 episodes" in out and "expert calls per problem" in out
     assert not re.search(r"━+ +\d+/2", out) and "Traceback" not in result.stderr  # no live bar drawn over the prompt
 
 
@@ -135,7 +135,7 @@ def test_cli_human_plays_another_text_world(tmp_path):
     )
     result = cli([str(path)], "ACTION: WALK AWAY\n")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "You are alice, negotiating with bob" in result.stdout and "walk_away" in result.stdout
+    assert "You are alice, negotiating with bob" in result.stdout and "walk-away rate" in result.stdout
 
 
 @pytest.mark.model
