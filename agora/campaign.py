@@ -547,7 +547,6 @@ class CampaignRunner:
             run = {"run_id": self.tracker.run_id, "tracking_uri": self.tracker.uri} if self.tracker else {"run_id": None}
             self.run_file.write_text(json.dumps(run))
         self.resume = resume
-        self.logged_up_to: dict[str, int | None] = {}  # first metric of a kind -> last step the killed process logged
 
     # tracking
     def _open_tracker(self, uri: str | None, resume: bool) -> None:
@@ -594,19 +593,8 @@ class CampaignRunner:
         self.tracker.log_text(json.dumps(config, indent=2), "campaign/resolved.json")
 
     def log(self, metrics: dict[str, float], step: int) -> None:
-        """Log a step's metrics (and write them now) unless the killed process already logged that step.
-
-        Each call's metrics go out in one batch, so its first key tells whether the step is there.
-        """
-        if not self.tracker or not metrics:
-            return
-        marker = next(iter(metrics))
-        if self.resume and marker not in self.logged_up_to:
-            self.logged_up_to[marker] = self.tracker.last_step(marker)
-        last = self.logged_up_to.get(marker)
-        if last is None or step > last:
-            self.tracker.log_metrics(metrics, step=step)
-            self.tracker.flush()
+        if self.tracker:
+            self.tracker.log_step(metrics, step)  # a resumed run skips the steps its killed process logged
 
     # checkpoints
     def _save(self, iteration: int) -> Path:

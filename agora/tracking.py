@@ -99,6 +99,7 @@ class Tracker:
             raise AgoraError(f"cannot open the MLflow store at {self.uri}: {exc}") from None
         self._metrics: list[Metric] = []
         self._last_flush = time.monotonic()
+        self._logged_up_to: dict[str, int | None] | None = None  # attached runs: first key of a batch -> last step logged before
 
     def log_params(self, params: dict[str, Any]) -> None:
         items = [Param(k, v) for k, v in flatten(params).items()]
@@ -113,6 +114,19 @@ class Tracker:
         now = int(time.time() * 1000)
         self._metrics.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
         if len(self._metrics) >= METRICS_PER_BATCH or time.monotonic() - self._last_flush > FLUSH_SECONDS:
+            self.flush()
+
+    def log_step(self, metrics: dict[str, float], step: int) -> None:
+        """Log one step's metrics as one batch and write them now; in a reattached run (a resumed
+        campaign), skip a step the killed process already logged (the batch's first key tells)."""
+        if not metrics:
+            return
+        marker = next(iter(metrics))
+        if self._logged_up_to is not None and marker not in self._logged_up_to:
+            self._logged_up_to[marker] = self.last_step(marker)
+        last = self._logged_up_to.get(marker) if self._logged_up_to is not None else None
+        if last is None or step > last:
+            self.log_metrics(metrics, step=step)
             self.flush()
 
     def flush(self) -> None:
@@ -158,7 +172,7 @@ class Tracker:
         self.run_id, self.previous_status, self.tags = run_id, run.info.status, dict(run.data.tags)
         self.experiment_id = run.info.experiment_id
         self.client.update_run(run_id, status="RUNNING")
-        self._metrics, self._last_flush = [], time.monotonic()
+        self._metrics, self._last_flush, self._logged_up_to = [], time.monotonic(), {}
         return self
 
     def last_step(self, key: str) -> int | None:

@@ -311,7 +311,6 @@ class PSRORunner:
             self.start = int(state["iteration"]) + (0 if state["stop_reason"] == "budget" else 1)
             self.history = [h for h in self.history if h["iteration"] < self.start]
         self.tracker = None
-        self.logged_up_to: dict[str, int | None] = {}
         self.resume = resume
         if spec.tracking.enabled if track is None else track:
             self._open_tracker(tracking_uri or spec.tracking.uri, resume)
@@ -347,16 +346,8 @@ class PSRORunner:
         self.tracker.log_text(json.dumps(config, indent=2), "campaign/resolved.json")
 
     def log(self, metrics: dict[str, float], step: int) -> None:
-        """Log one step's metrics in one batch, unless a killed process already logged that step."""
-        if not self.tracker or not metrics:
-            return
-        marker = next(iter(metrics))
-        if self.resume and marker not in self.logged_up_to:
-            self.logged_up_to[marker] = self.tracker.last_step(marker)
-        last = self.logged_up_to.get(marker)
-        if last is None or step > last:
-            self.tracker.log_metrics(metrics, step=step)
-            self.tracker.flush()
+        if self.tracker:
+            self.tracker.log_step(metrics, step)  # a resumed run skips the steps its killed process logged
 
     def game_fingerprint(self) -> dict[str, Any]:
         """What a checkpoint must share with the campaign that resumes it (all but the budget and the threshold)."""
