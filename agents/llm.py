@@ -234,13 +234,7 @@ def growing_cache(model, layers: list[tuple[torch.Tensor, torch.Tensor]] | None 
 def _full_attention(config) -> bool:
     from transformers import DynamicCache
 
-    key = id(config)
-    if key not in _FULL_ATTENTION:
-        _FULL_ATTENTION[key] = all(type(layer) is DynamicLayer for layer in DynamicCache(config=config).layers)
-    return _FULL_ATTENTION[key]
-
-
-_FULL_ATTENTION: dict[int, bool] = {}
+    return all(type(layer) is DynamicLayer for layer in DynamicCache(config=config).layers)
 
 
 def _plain_layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]] | None:

@@ -106,6 +106,13 @@ class Tracker:
         for lo in range(0, len(items), PARAMS_PER_BATCH):
             self.client.log_batch(self.run_id, params=items[lo : lo + PARAMS_PER_BATCH])
 
+    def log_campaign_config(self, config: dict[str, Any], source: str | None) -> None:
+        """A campaign's resolved config as params and `campaign/resolved.json`, and its file as an artifact."""
+        self.log_params(config)
+        if source:
+            self.log_artifact(source, "campaign")
+        self.log_text(json.dumps(config, indent=2), "campaign/resolved.json")
+
     def set_tags(self, tags: dict[str, str]) -> None:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 

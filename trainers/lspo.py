@@ -585,11 +585,7 @@ class LSPORunner:
             tags = {"agora.campaign": spec.name, "agora.world": "werewolf", "agora.trainer": "lspo", "agora.seed": str(spec.seed),
                     "agora.version": agora.__version__}
             self.tracker = Tracker(tracking_uri or spec.tracking.uri, spec.tracking.experiment or spec.name, spec.name, tags)
-            config = campaign.resolved_config()
-            self.tracker.log_params(config)
-            if campaign.source:
-                self.tracker.log_artifact(campaign.source, "campaign")
-            self.tracker.log_text(json.dumps(config, indent=2), "campaign/resolved.json")
+            self.tracker.log_campaign_config(campaign.resolved_config(), campaign.source)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         todo = list(dict.fromkeys(t for t in texts if t not in self.embeddings))

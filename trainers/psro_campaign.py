@@ -339,11 +339,7 @@ class PSRORunner:
             "agora.version": agora.__version__,
         }
         self.tracker = Tracker(uri, spec.tracking.experiment or spec.name, spec.name, tags)
-        config = self.campaign.resolved_config()
-        self.tracker.log_params(config)
-        if self.campaign.source:
-            self.tracker.log_artifact(self.campaign.source, "campaign")
-        self.tracker.log_text(json.dumps(config, indent=2), "campaign/resolved.json")
+        self.tracker.log_campaign_config(self.campaign.resolved_config(), self.campaign.source)
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         if self.tracker:
