@@ -207,6 +207,15 @@ class GrowingLayer(DynamicLayer):
         self.keys, self.values = buffer[0][..., : n + new, :], buffer[1][..., : n + new, :]
         return self.keys, self.values
 
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Keep the `indices` rows: one copy into a buffer with the same spare room (DynamicLayer's
+        indexing would copy them once here and again into a fresh buffer on the next update)."""
+        n, buffer = self.get_seq_length(), getattr(self, "_buffer", None)
+        if not n or buffer is None or self.keys.data_ptr() != buffer[0].data_ptr():
+            return super().batch_select_indices(indices)
+        self._buffer = tuple(b.index_select(0, indices.to(b.device)) for b in buffer)
+        self.keys, self.values = self._buffer[0][..., :n, :], self._buffer[1][..., :n, :]
+
     @classmethod
     def holding(cls, keys: torch.Tensor, values: torch.Tensor, length: int | None = None) -> GrowingLayer:
         """A layer whose buffer IS (keys, values); the first `length` positions (default all) are filled."""
@@ -264,7 +273,7 @@ def _context(model, prompts: list[list[int]], prefix_cache: PrefixCache | None, 
         cache = growing_cache(model, [(k.clone(), v.clone()) for k, v in layers] if layers is not None else None)
         if reused < shared:
             model(input_ids=torch.tensor([prefix[reused:]], device=device), past_key_values=cache,
-                  position_ids=torch.arange(reused, shared, device=device)[None])
+                  position_ids=torch.arange(reused, shared, device=device)[None], **last_logits_only(model))
         base = _plain_layers(cache)
         if prefix_cache is None or base is None:
             cache.batch_repeat_interleave(batch)
@@ -297,6 +306,13 @@ def _context(model, prompts: list[list[int]], prefix_cache: PrefixCache | None, 
     return cache, [n for n, _ in found]
 
 
+def last_logits_only(model) -> dict[str, int]:
+    """Forward kwargs that make the LM head score the last position only (a prefill needs no more;
+    on a 49k vocabulary the head over every position costs as much as the rest of the model)."""
+    supports = getattr(model, "_supports_logits_to_keep", None)
+    return {"logits_to_keep": 1} if supports is not None and supports() else {}
+
+
 SPLIT_SAVING = 256  # padding tokens a second prefill pass must save to be worth its own forward call
 
 
@@ -320,7 +336,7 @@ def _prefill(model, cache, input_ids: torch.Tensor, attention: torch.Tensor, pos
         and layer.get_seq_length() == context and layer._buffer[0].shape[-2] >= context + width for layer in layers
     )
     if not layers or not ready or saved < SPLIT_SAVING:
-        return model(input_ids=input_ids, attention_mask=attention, position_ids=positions, past_key_values=cache).logits[:, -1]
+        return model(input_ids=input_ids, attention_mask=attention, position_ids=positions, past_key_values=cache, **last_logits_only(model)).logits[:, -1]
     logits = None
     for rows in (order[:split], order[split:]):
         index = torch.tensor(rows, device=input_ids.device)
@@ -332,6 +348,7 @@ def _prefill(model, cache, input_ids: torch.Tensor, attention: torch.Tensor, pos
             attention_mask=torch.cat([attention[index, :context], attention[index, context + width - w :]], dim=-1),
             position_ids=positions[index, width - w :],
             past_key_values=part,
+            **last_logits_only(model),
         ).logits[:, -1]
         logits = out.new_empty((batch, out.shape[-1])) if logits is None else logits
         logits[index] = out

@@ -144,6 +144,10 @@ def load_causal_lm(name: str = EMBEDDED, *, device: str = "auto", dtype: str = "
             )
             raise ModelNotFoundError(f"cannot load model '{name}': {hint}") from None
         model.to(device).eval()
+        if device == "cpu":
+            from agora.kernels import use_skinny_linears
+
+            use_skinny_linears(model)  # few-row inference products at memory bandwidth (agora/kernels.py)
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         _loaded[key] = (model, tokenizer)

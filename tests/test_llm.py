@@ -215,6 +215,11 @@ def test_growing_cache_matches_transformers_dynamic_cache(tiny_model_dir):
                 if step == 5:
                     cache.batch_select_indices(torch.tensor([0, 2]))
                     token = token[[0, 2]]
+                    if isinstance(cache.layers[0], GrowingLayer):  # one copy, into a buffer kept for the appends
+                        buffer = cache.layers[0]._buffer[0]
+                        assert buffer.shape[0] == 2 and cache.layers[0].keys.data_ptr() == buffer.data_ptr()
+                if step == 6 and isinstance(cache.layers[0], GrowingLayer):
+                    assert cache.layers[0]._buffer[0] is buffer
                 out.append(model(input_ids=token[:, None], past_key_values=cache).logits[:, -1])
                 token = out[-1].argmax(-1)
         logits.append(out)

@@ -39,6 +39,10 @@ def load_learner(name: str, lora: LoRAConfig, *, device: str = "auto", dtype: st
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     base = AutoModelForCausalLM.from_pretrained(location, dtype=pick_dtype(dtype, device), **kwargs).to(device)
+    if device == "cpu":
+        from agora.kernels import use_skinny_linears
+
+        use_skinny_linears(base)  # faster rollouts; training (grad on) keeps PyTorch's kernels
     config = LoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules), task_type="CAUSAL_LM"
     )

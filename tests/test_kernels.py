@@ -1,0 +1,73 @@
+"""SkinnyLinear: the few-row CPU inference product computes what nn.Linear computes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from agora.kernels import MAX_ROWS, SkinnyLinear, use_skinny_linears
+from agora.models import load_causal_lm
+
+
+def pair(bias: bool) -> tuple[torch.nn.Linear, torch.nn.Linear]:
+    torch.manual_seed(0)
+    plain = torch.nn.Linear(48, 80, bias=bias)
+    skinny = torch.nn.Linear(48, 80, bias=bias)
+    skinny.load_state_dict(plain.state_dict())
+    use_skinny_linears(skinny)
+    return plain, skinny
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("shape", [(1, 48), (2, 48), (3, 48), (8, 48), (1, 1, 48), (4, 1, 48), (2, 5, 48), (MAX_ROWS + 8, 48)])
+def test_same_outputs_as_nn_linear_for_every_row_count(bias, shape):
+    plain, skinny = pair(bias)
+    assert type(skinny) is SkinnyLinear and isinstance(skinny, torch.nn.Linear)
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        want, got = plain(x), skinny(x)
+    assert got.shape == want.shape and got.is_contiguous()
+    assert torch.allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_training_keeps_pytorchs_kernel_and_gradients():
+    plain, skinny = pair(True)
+    x = torch.randn(3, 48, requires_grad=True)
+    out = skinny(x)
+    assert torch.equal(out, plain(x))  # grad on: nn.Linear's own forward, bit for bit
+    out.sum().backward()
+    assert skinny.weight.grad is not None and x.grad is not None
+
+
+def test_other_dtypes_fall_back_to_nn_linear():
+    plain, skinny = pair(False)
+    plain, skinny = plain.to(torch.bfloat16), skinny.to(torch.bfloat16)
+    x = torch.randn(2, 48, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        assert torch.equal(skinny(x), plain(x))
+
+
+def test_cpu_models_get_skinny_linears_and_peft_still_wraps_them(tiny_model_dir):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model, _ = load_causal_lm(tiny_model_dir)
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(type(m) is SkinnyLinear for m in linears)
+
+    plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    assert set(plain.state_dict()) == set(model.state_dict())
+    ids = torch.randint(3, plain.config.vocab_size, (3, 7), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        assert torch.allclose(model(ids).logits, plain(ids).logits, atol=1e-5)
+
+    skinny = use_skinny_linears(AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval())
+    config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    lora = get_peft_model(skinny, config)
+    assert type(lora.base_model.model.model.layers[0].self_attn.q_proj.base_layer) is SkinnyLinear
+    with torch.inference_mode():
+        out = lora(ids).logits
+    loss = lora(ids).logits.float().logsumexp(-1).mean()  # grad on: trains through nn.Linear's kernel
+    loss.backward()
+    assert out.shape == (3, 7, plain.config.vocab_size)
+    assert any(p.grad is not None for n, p in lora.named_parameters() if "lora_" in n)
