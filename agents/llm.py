@@ -313,32 +313,44 @@ def last_logits_only(model) -> dict[str, int]:
     return {"logits_to_keep": 1} if supports is not None and supports() else {}
 
 
-SPLIT_SAVING = 256  # padding tokens a second prefill pass must save to be worth its own forward call
+PASS_COST = 32  # a forward pass's fixed cost, in prompt tokens computed (on a CPU: reading every weight once)
+
+
+def prefill_groups(lengths: list[int], pass_cost: int = PASS_COST) -> list[list[int]]:
+    """Rows grouped into prefill passes: contiguous runs of the rows sorted by suffix length, chosen
+    to minimise sum over passes of (pass_cost + rows x longest suffix), i.e. padding plus passes."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    best = [0] + [None] * len(order)  # best[i]: cost of the shortest i rows
+    cut = [0] * (len(order) + 1)
+    for i in range(1, len(order) + 1):
+        best[i], cut[i] = min((best[j] + pass_cost + (i - j) * lengths[order[i - 1]], j) for j in range(i))
+    groups, i = [], len(order)
+    while i:
+        groups.append(order[cut[i] : i])
+        i = cut[i]
+    return groups[::-1]
 
 
 def _prefill(model, cache, input_ids: torch.Tensor, attention: torch.Tensor, positions: torch.Tensor, context: int, lengths: list[int]) -> torch.Tensor:
     """Forward the left-padded suffixes into `cache`; the last position's logits per row.
 
-    When suffix lengths differ a lot (a new episode's whole prompt beside other episodes' short
-    next turns), padding every row to the longest wastes most of the pass. Then the short rows
-    and the long rows are forwarded separately, each padded to its own longest, and their KV is
-    written into the shared buffers exactly where one pass would have put it.
+    When suffix lengths differ (a new episode's whole prompt beside other episodes' short next
+    turns, a one-token retry beside long prompts), padding every row to the longest wastes most
+    of the pass. Then the rows are forwarded in groups of similar length (`prefill_groups`), each
+    padded to its own longest, and their KV is written into the shared buffers exactly where one
+    pass would have put it.
     """
     batch, width = input_ids.shape
-    order = sorted(range(batch), key=lengths.__getitem__)
-    split, saved = 0, 0
-    for k in range(1, batch):
-        if k * (width - lengths[order[k - 1]]) > saved:
-            split, saved = k, k * (width - lengths[order[k - 1]])
+    groups = prefill_groups(lengths)
     layers = cache.layers
     ready = all(
         type(layer) is GrowingLayer and layer.is_initialized and layer.keys.data_ptr() == layer._buffer[0].data_ptr()
         and layer.get_seq_length() == context and layer._buffer[0].shape[-2] >= context + width for layer in layers
     )
-    if not layers or not ready or saved < SPLIT_SAVING:
+    if not layers or not ready or len(groups) == 1:
         return model(input_ids=input_ids, attention_mask=attention, position_ids=positions, past_key_values=cache, **last_logits_only(model)).logits[:, -1]
     logits = None
-    for rows in (order[:split], order[split:]):
+    for rows in groups:
         index = torch.tensor(rows, device=input_ids.device)
         w = max(lengths[r] for r in rows)
         part = growing_cache(model)

@@ -254,3 +254,15 @@ def test_long_and_short_suffixes_are_prefilled_apart_with_the_same_results(tiny_
     assert [t for t, _ in warm] == [t for t, _ in sample(model, batch, **kwargs)]
     for prompt, (tokens, logprobs) in zip(batch, warm):
         assert torch.allclose(recomputed_logprobs(model, prompt, tokens), torch.tensor(logprobs), atol=1e-4)
+
+
+def test_prefill_groups_trade_padding_against_passes():
+    from agents.llm import prefill_groups
+
+    # a new episode's 174-token prompts beside next turns of 120-121 tokens: two passes (1191 < 1424 in one)
+    assert prefill_groups([174, 120, 121, 120, 174, 120, 174, 120]) == [[1, 3, 5, 7, 2], [0, 4, 6]]
+    # a one-token retry, a short and two long suffixes: 32*3 + 1 + 88 + 2*157 = 499 beats 554 (two passes) and 660 (one)
+    assert prefill_groups([157, 1, 152, 88]) == [[1], [3], [2, 0]]
+    assert prefill_groups([40, 40, 40]) == [[0, 1, 2]]  # equal lengths: never split
+    assert prefill_groups([1, 500], pass_cost=10_000) == [[0, 1]]  # passes dearer than any padding
+    assert prefill_groups([3, 1, 2], pass_cost=0) == [[1], [2], [0]]  # free passes: no padding at all
