@@ -5,8 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agora.kernels import MAX_ROWS, SkinnyLinear, use_skinny_linears
+from agora.kernels import MAX_ROWS, SkinnyLinear, skinny_is_faster, use_skinny_linears
 from agora.models import load_causal_lm
+
+
+@pytest.fixture(autouse=True)
+def forced(monkeypatch):
+    monkeypatch.setenv("AGORA_SKINNY_LINEAR", "1")  # whatever this machine's timing says
 
 
 def pair(bias: bool) -> tuple[torch.nn.Linear, torch.nn.Linear]:
@@ -47,13 +52,15 @@ def test_other_dtypes_fall_back_to_nn_linear():
         assert torch.equal(skinny(x), plain(x))
 
 
-def test_cpu_models_get_skinny_linears_and_peft_still_wraps_them(tiny_model_dir):
+def test_cpu_models_get_skinny_linears_and_peft_still_wraps_them(tiny_model_dir, monkeypatch):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    model, _ = load_causal_lm(tiny_model_dir)
+    monkeypatch.delenv("AGORA_SKINNY_LINEAR")
+    model, _ = load_causal_lm(tiny_model_dir)  # switched or not by this machine's timing
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    assert linears and all(type(m) is SkinnyLinear for m in linears)
+    assert linears and all(type(m) is SkinnyLinear for m in linears) == skinny_is_faster(model.lm_head.weight.detach())
+    monkeypatch.setenv("AGORA_SKINNY_LINEAR", "1")
 
     plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     assert set(plain.state_dict()) == set(model.state_dict())
@@ -71,3 +78,20 @@ def test_cpu_models_get_skinny_linears_and_peft_still_wraps_them(tiny_model_dir)
     loss.backward()
     assert out.shape == (3, 7, plain.config.vocab_size)
     assert any(p.grad is not None for n, p in lora.named_parameters() if "lora_" in n)
+
+
+def test_the_choice_follows_timing_unless_forced(monkeypatch):
+    import agora.kernels as kernels
+
+    monkeypatch.setenv("AGORA_SKINNY_LINEAR", "0")
+    assert type(pair(False)[1]) is torch.nn.Linear  # forced off
+    monkeypatch.delenv("AGORA_SKINNY_LINEAR")
+    monkeypatch.setattr(kernels, "_verdicts", {(80, 48): False})  # timed slower here: left alone
+    assert type(pair(False)[1]) is torch.nn.Linear
+    monkeypatch.setattr(kernels, "_verdicts", {})
+    weight = torch.randn(4096, 256)
+    assert skinny_is_faster(weight) == kernels._verdicts[(4096, 256)]  # timed once, then remembered
+    monkeypatch.setattr(kernels, "_verdicts", {(80, 48): True})
+    assert type(pair(False)[1]) is SkinnyLinear
+    bf16 = torch.nn.Linear(48, 80).to(torch.bfloat16)
+    assert type(use_skinny_linears(bf16)) is torch.nn.Linear  # float32 only
