@@ -78,6 +78,7 @@ class LLMPolicy(Policy):
                 pad_id=self.tokenizer.pad_token_id,
                 generator=self.generator,
                 prefix_cache=self.prefix_cache,
+                greedy=[requests[i].greedy for i in chunk],
             )
             results.update(zip(chunk, outs))
         self.stats.generate_seconds += time.perf_counter() - start
@@ -384,6 +385,7 @@ def sample(
     pad_id: int,
     generator: torch.Generator,
     prefix_cache: PrefixCache | None = None,
+    greedy: list[bool] | None = None,
 ) -> list[tuple[list[int], list[float]]]:
     """Sample a completion for every prompt in one batch with a KV cache.
 
@@ -394,7 +396,9 @@ def sample(
     into `prefix_cache` for later calls. Rows that have sampled a stop token leave the batch, so
     the decode steps cost only what is still running. Returns, per prompt, the completion token
     ids (the stop token included when one was sampled) and log pi(token) = log softmax(logits / T)
-    at each position (T = 1 when greedy).
+    at each position (T = 1 when greedy). Rows flagged in `greedy` take the most likely token
+    while the others sample at `temperature`; their logprobs are still under T, the policy whose
+    data they are (their draws are made and discarded, so the generator advances alike).
     """
     device = next(model.parameters()).device
     batch = len(prompts)
@@ -418,6 +422,7 @@ def sample(
                 columns = mask[row].nonzero().squeeze(-1).to(device)
                 prefix_cache.store(prompt, [(k[row : row + 1].index_select(2, columns), v[row : row + 1].index_select(2, columns)) for k, v in layers])
     rows = torch.arange(batch, device=device)  # original index of each row still decoding
+    argmax_rows = torch.tensor(greedy, device=device) if temperature > 0 and greedy and any(greedy) else None
     tokens: list[list[int]] = [[] for _ in range(batch)]
     logps: list[list[float]] = [[] for _ in range(batch)]
     for _ in range(max_new_tokens):
@@ -430,6 +435,8 @@ def sample(
             if top_p < 1.0:
                 probs = nucleus(probs, top_p)
             token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+            if argmax_rows is not None:
+                token = torch.where(argmax_rows, logp.argmax(-1), token)
         chosen = logp.gather(-1, token[:, None]).squeeze(-1)
         for row, t, lp in zip(rows.tolist(), token.tolist(), chosen.tolist()):
             tokens[row].append(t)
@@ -440,6 +447,7 @@ def sample(
         if not bool(running.all()):  # finished rows leave the batch
             keep = running.nonzero().squeeze(-1)
             rows, token, attention, positions = rows[keep], token[keep], attention[keep], positions[keep]
+            argmax_rows = argmax_rows[keep] if argmax_rows is not None else None
             cache.batch_select_indices(keep)
         attention = torch.cat([attention, torch.ones_like(attention[:, :1])], dim=-1)
         positions = positions[:, -1:] + 1

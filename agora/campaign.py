@@ -39,7 +39,7 @@ import agora
 from agora.errors import AgoraError, ScenarioError
 from agora.policy import Policy
 from agora.registry import TRAINERS, WORLDS, Entry
-from agora.rollout import Rollout, _Slot, episode_seed, policy_seed
+from agora.rollout import Rollout, episode_seed, policy_seed
 from agora.scenario import AgentSpec, ResolvedScenario, TrackingSpec, WorldSpec, _validate, resolve_scenario
 from agora.trajectory import Episode
 from trainers.league import (
@@ -342,32 +342,18 @@ def resolve_campaign(data: dict[str, Any], *, source: str | None = None, text: s
 
 class GroupRollout(Rollout):
     """A Rollout whose episode `index` is played from initial state `seeds[index // group_size]`:
-    `group_size` consecutive episodes share a seed (a GRPO group), and differ by sampling."""
+    `group_size` consecutive episodes share a seed (a GRPO group), and differ by sampling. The
+    turns of `anchor_seats` in each group's first episode are decoded greedily (ArenaRL's anchor)."""
 
-    def __init__(self, *args, seeds: list[int], group_size: int, **kwargs):
+    def __init__(self, *args, seeds: list[int], group_size: int, anchor_seats=(), **kwargs):
         super().__init__(*args, **kwargs)
-        self.seeds, self.group_size = seeds, group_size
+        self.seeds, self.group_size, self.anchor_seats = seeds, group_size, frozenset(anchor_seats)
 
-    def run(self, episodes: int, *, first_index: int = 0, on_episode=None) -> list[Episode]:
-        start, done = time.perf_counter(), len(self.episodes)
-        todo = iter(range(first_index, first_index + episodes))
-        active: list[_Slot] = []
-        try:
-            while True:
-                while len(active) < self.concurrency and (index := next(todo, None)) is not None:
-                    seed = self.seeds[index // self.group_size]
-                    active.append(_Slot(self.make_world(), index, seed, self.policy_ids, self.text_seats))
-                if not active:
-                    break
-                self._tick(active)
-                for slot in [s for s in active if s.done]:
-                    active.remove(slot)
-                    self.episodes.append(slot.finish())
-                    if on_episode:
-                        on_episode(self.episodes[-1])
-        finally:
-            self.seconds += time.perf_counter() - start
-        return sorted(self.episodes[done:], key=lambda e: e.index)
+    def episode_seed(self, index: int) -> int:
+        return self.seeds[index // self.group_size]
+
+    def greedy(self, index: int, agent: str) -> bool:
+        return index % self.group_size == 0 and agent in self.anchor_seats
 
 
 def build_fixed_policies(scenario: ResolvedScenario, skip: list[str], seed: int) -> dict[str, Policy]:
@@ -667,6 +653,7 @@ class CampaignRunner:
             max_retries=spec.max_retries,
             seeds=seeds,
             group_size=spec.group_size,
+            anchor_seats=self.campaign.learner_seats if getattr(self.trainer, "greedy_anchor", False) else (),
         )
         return rollout.run(spec.groups_per_iteration * spec.group_size)
 

@@ -21,6 +21,7 @@ class ActRequest:
     messages: list[dict[str, str]]  # chat messages: the world's prompt, plus any failed attempts and their errors
     action_space: Any = None  # the seat's gymnasium action space
     demonstration: list[dict[str, str]] = field(default_factory=list)  # the world's worked example (chat messages)
+    greedy: bool = False  # decode this turn greedily whatever the policy's temperature (e.g. ArenaRL's anchor rollout)
 
 
 @dataclass

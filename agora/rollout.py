@@ -179,8 +179,7 @@ class Rollout:
         try:
             while True:
                 while len(active) < self.concurrency and (index := next(todo, None)) is not None:
-                    seed = episode_seed(self.seed, index)
-                    active.append(_Slot(self.make_world(), index, seed, self.policy_ids, self.text_seats))
+                    active.append(_Slot(self.make_world(), index, self.episode_seed(index), self.policy_ids, self.text_seats))
                 if not active:
                     break
                 self._tick(active)
@@ -196,6 +195,14 @@ class Rollout:
                 gc.enable()
             self.seconds += time.perf_counter() - start
         return sorted(self.episodes[done:], key=lambda e: e.index)
+
+    def episode_seed(self, index: int) -> int:
+        """The seed episode `index` is reset with."""
+        return episode_seed(self.seed, index)
+
+    def greedy(self, index: int, agent: str) -> bool:
+        """Whether `agent`'s turns in episode `index` are decoded greedily (none by default)."""
+        return False
 
     def _tick(self, active: list[_Slot]) -> None:
         while True:  # settle cheap turns first so that expensive calls see every episode waiting
@@ -219,6 +226,7 @@ class Rollout:
                     t.messages,
                     t.slot.world.action_space(t.agent),
                     demonstration(t.slot.world, t.agent) if t.messages else [],
+                    greedy=self.greedy(t.slot.episode.index, t.agent),
                 )
                 for t in group
             ]

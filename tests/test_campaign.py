@@ -243,3 +243,25 @@ def test_an_untracked_campaign_can_be_resumed(tmp_path, tiny_model_dir):
     run_campaign(load_campaign(file, {"iterations": 1}), track=False)
     result = run_campaign(load_campaign(file), resume=True, track=False)
     assert result.run_id is None and result.iterations_done == 2 and sorted(result.evaluations) == [0, 2]
+
+
+def test_arena_campaigns_decode_each_groups_anchor_greedily(tmp_path, tiny_model_dir):
+    """group_reward: arena -> the learner's turns in episode 0 of each group are greedy; other rollouts sample."""
+    from agora.campaign import CampaignRunner
+
+    text = tiny_campaign(tmp_path, tiny_model_dir).read_text().replace(
+        "trainer: {id: grpo, learning_rate: 0.01, micro_batch_size: 16}",
+        "trainer: {id: grpo, learning_rate: 0.01, micro_batch_size: 16, group_reward: arena, judge: {id: outcome}}",
+    )
+    runner_ = CampaignRunner(load_campaign(write(tmp_path, text, "arena.yaml")), track=False)
+    learner = runner_.seats["alice"]
+    seen = []
+    act = learner.act
+    learner.act = lambda requests: (seen.extend((r.episode, r.agent, r.greedy) for r in requests), act(requests))[1]
+    runner_.training_episodes(0)
+    assert {(e, a) for e, a, greedy in seen if greedy} == {(e, "alice") for e, _, _ in seen if e % 3 == 0}
+    assert any(not greedy for _, _, greedy in seen) and all(a == "alice" for _, a, _ in seen)
+
+    (tmp_path / "plain").mkdir()
+    plain = CampaignRunner(load_campaign(tiny_campaign(tmp_path / "plain", tiny_model_dir)), track=False)
+    assert not plain.trainer.greedy_anchor and runner_.trainer.greedy_anchor

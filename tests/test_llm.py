@@ -266,3 +266,19 @@ def test_prefill_groups_trade_padding_against_passes():
     assert prefill_groups([40, 40, 40]) == [[0, 1, 2]]  # equal lengths: never split
     assert prefill_groups([1, 500], pass_cost=10_000) == [[0, 1]]  # passes dearer than any padding
     assert prefill_groups([3, 1, 2], pass_cost=0) == [[1], [2], [0]]  # free passes: no padding at all
+
+
+def test_greedy_rows_take_the_argmax_beside_sampled_rows(tiny_model_dir):
+    """A request flagged greedy (ArenaRL's anchor) decodes as a temperature-0 policy would, inside a batch
+    whose other rows sample; its logprobs are under the policy's sampling temperature."""
+    sampled = LLMPolicy(LLMPolicy.Params(model=tiny_model_dir, temperature=0.8, max_new_tokens=8), seed=3)
+    greedy = LLMPolicy(LLMPolicy.Params(model=tiny_model_dir, temperature=0.0, max_new_tokens=8), seed=3)
+    batch = requests()
+    for r in batch[::2]:
+        r.greedy = True
+    mixed = sampled.act(batch)
+    for r, out in zip(batch, mixed):
+        alone = greedy.act([ActRequest(0, "a", None, r.messages)])[0]
+        assert (out.completion_ids == alone.completion_ids) == r.greedy  # sampled rows leave the argmax path
+        want = recomputed_logprobs(sampled.model, out.prompt_ids, out.completion_ids, temperature=0.8)
+        assert torch.allclose(torch.tensor(out.logprobs), want, atol=1e-4)

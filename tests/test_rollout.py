@@ -115,3 +115,19 @@ def test_text_policies_receive_the_worlds_demonstration():
     first = llm.seen[0]
     assert first.demonstration == raw_env().demonstration(first.agent)
     assert first.messages[0]["role"] == "user" and "ACTION: WALK AWAY" in first.messages[0]["content"]
+
+
+def test_group_rollouts_decode_each_groups_first_episode_greedily_for_anchor_seats():
+    """ArenaRL's anchor: in episode 0 of every GRPO group the anchor seats' turns are flagged greedy,
+    all other turns (other episodes, other seats) are sampled as usual; seeds follow the groups."""
+    from agora.campaign import GroupRollout
+
+    llm = Scripted(lambda r: "ACTION: rock")
+    seats = {"player_0": llm, "player_1": llm}
+    ids = {agent: "Scripted" for agent in seats}
+    rollout = GroupRollout(lambda: parallel_env(rounds=2), seats, ids, concurrency=4, seeds=[11, 22, 33], group_size=3, anchor_seats=["player_0"])
+    episodes = rollout.run(9)
+    assert [e.seed for e in episodes] == [11] * 3 + [22] * 3 + [33] * 3
+    flagged = {(r.episode, r.agent) for r in llm.seen if r.greedy}
+    assert flagged == {(0, "player_0"), (3, "player_0"), (6, "player_0")}
+    assert len(llm.seen) == 9 * 2 * 2 and not Rollout(lambda: parallel_env(rounds=2), seats, ids).greedy(0, "player_0")

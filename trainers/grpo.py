@@ -217,6 +217,12 @@ class GRPOTrainer:
         self.generator = torch.Generator().manual_seed(seed)  # mini-batch shuffling
         self.judge = build_judge(config.judge) if config.group_reward != "return" else None
 
+    @property
+    def greedy_anchor(self) -> bool:
+        """Whether each group's first rollout is decoded greedily by the learner: ArenaRL's anchor,
+        against which every other rollout of the group is seeded (ALGORITHMS.md §7)."""
+        return self.config.group_reward == "arena"
+
     def state_dict(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state()}
 

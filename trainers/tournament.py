@@ -18,8 +18,9 @@ normalises it within the group as usual.
      one round ordered by their mean points (then by seed);
   5. reward 1 - rank / (G-1) (the group normalisation (r - mean) / (std + 1e-6) is GRPO's).
   qqr drops the byes from the bracket list and pairs its neighbours; here a bye is a slot, so a
-  top seed's bye is exactly the one the standard bracket gives it. The anchor is rollout 0 as
-  sampled (ArenaRL decodes it greedily; campaigns sample every rollout alike).
+  top seed's bye is exactly the one the standard bracket gives it. The anchor is rollout 0, which
+  campaigns decode greedily for the learner's seats (`GroupRollout(anchor_seats=...)`), its
+  logprobs taken under the sampling temperature like every other rollout's.
 """
 
 from __future__ import annotations
