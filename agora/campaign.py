@@ -455,6 +455,53 @@ def checkpoints(folder: Path) -> list[Path]:
 # --- the campaign loop ----------------------------------------------------------------------
 
 
+class RunFolder:
+    """A campaign's checkpoint folder and its MLflow run, tied by `run.json` so that `--resume`
+    continues the same run. Refuses to start over a folder that holds a run, to resume nothing,
+    and to resume a run that a live process on this host still writes; a resumed run is tagged
+    with how it was left, and runs of the campaign left RUNNING by dead processes are marked killed."""
+
+    def __init__(self, folder: Path, source: str | None, *, resume: bool, occupied: bool):
+        self.folder, self.run_file, self.resume = folder, folder / "run.json", resume
+        if not resume and (occupied or self.run_file.exists()):
+            raise AgoraError(
+                f"{folder} already holds this campaign's run; continue it with `agora train {source or ''} --resume`, "
+                "or delete the folder (or set checkpoint.dir) to start over"
+            )
+        if resume and not self.run_file.exists():
+            raise AgoraError(f"nothing to resume: no {self.run_file}; start the campaign without --resume")
+
+    def open_tracker(self, uri: str | None, spec: Any, tags: dict[str, str], config: dict[str, Any], source: str | None, resumed_from: str):
+        """The campaign's Tracker: on resume the run in run.json (when the first process tracked one),
+        else a new run with `tags`, the resolved config and the campaign file."""
+        from agora.tracking import Tracker
+
+        run = json.loads(self.run_file.read_text()) if self.resume else {}
+        here = {"agora.pid": str(os.getpid()), "agora.host": socket.gethostname()}
+        if not run.get("run_id"):
+            tracker = Tracker(uri, spec.tracking.experiment or spec.name, spec.name, {**tags, **here})
+            tracker.log_campaign_config(config, source)
+            return tracker
+        tracker = Tracker.attach(uri or run.get("tracking_uri"), run["run_id"])
+        pid, host = int(tracker.tags.get("agora.pid", "0")), tracker.tags.get("agora.host")
+        if tracker.previous_status == "RUNNING" and host == here["agora.host"] and pid_alive(pid) and pid != os.getpid():
+            raise AgoraError(f"the campaign's run {run['run_id']} is still running in process {pid}; stop it before resuming")
+        resumes = int(tracker.tags.get("agora.resumes", "0")) + 1
+        left = " (left RUNNING by a killed process)" if tracker.previous_status == "RUNNING" else ""
+        tracker.set_tags({"agora.resumes": str(resumes), f"agora.resume.{resumes}": f"was {tracker.previous_status}{left}; from {resumed_from}", **here})
+        for run_id, other in tracker.running_runs("agora.campaign", spec.name).items():
+            if run_id != tracker.run_id and other.get("agora.host") == here["agora.host"] and not pid_alive(int(other.get("agora.pid", "0"))):
+                tracker.mark_killed(run_id, f"left RUNNING by dead process {other.get('agora.pid')}; marked on resuming {tracker.run_id}")
+        return tracker
+
+    def mark(self, tracker) -> None:
+        """Write run.json: for a new campaign, or a resumed one whose first process did not track a run."""
+        if not self.resume or (tracker and not json.loads(self.run_file.read_text()).get("run_id")):
+            self.folder.mkdir(parents=True, exist_ok=True)
+            run = {"run_id": tracker.run_id, "tracking_uri": tracker.uri} if tracker else {"run_id": None}
+            self.run_file.write_text(json.dumps(run))
+
+
 @dataclass
 class CampaignResult:
     run_id: str | None
@@ -477,15 +524,8 @@ class CampaignRunner:
 
         self.campaign, spec = campaign, campaign.spec
         self.folder = campaign.checkpoint_dir
-        self.run_file = self.folder / "run.json"
         found = checkpoints(self.folder)
-        if not resume and (found or self.run_file.exists()):
-            raise AgoraError(
-                f"{self.folder} already holds this campaign's run; continue it with `agora train {campaign.source or ''} --resume`, "
-                "or delete the folder (or set checkpoint.dir) to start over"
-            )
-        if resume and not self.run_file.exists():
-            raise AgoraError(f"nothing to resume: no {self.run_file}; start the campaign without --resume")
+        self.run_folder = RunFolder(self.folder, campaign.source, resume=resume, occupied=bool(found))
         self.resumed_from = found[-1] if resume and found else None
 
         params = campaign.learner_params
@@ -526,54 +566,20 @@ class CampaignRunner:
 
         self.tracker = None
         if spec.tracking.enabled if track is None else track:
-            self._open_tracker(tracking_uri or spec.tracking.uri, resume)
-        if not resume or (self.tracker and not json.loads(self.run_file.read_text()).get("run_id")):
-            # marks the folder as this campaign's; --resume reads the run id from it
-            self.folder.mkdir(parents=True, exist_ok=True)
-            run = {"run_id": self.tracker.run_id, "tracking_uri": self.tracker.uri} if self.tracker else {"run_id": None}
-            self.run_file.write_text(json.dumps(run))
+            tags = {
+                "agora.campaign": spec.name,
+                "agora.world": campaign.train.world_entry.name,
+                "agora.trainer": campaign.trainer_entry.name,
+                "agora.learner_seats": ",".join(campaign.learner_seats),
+                "agora.seed": str(spec.seed),
+                "agora.version": agora.__version__,
+            }
+            where = self.resumed_from.name if self.resumed_from else "the start"
+            self.tracker = self.run_folder.open_tracker(tracking_uri or spec.tracking.uri, spec, tags, campaign.resolved_config(), campaign.source, where)
+        self.run_folder.mark(self.tracker)  # marks the folder as this campaign's; --resume reads the run id from it
         self.resume = resume
 
     # tracking
-    def _open_tracker(self, uri: str | None, resume: bool) -> None:
-        from agora.tracking import Tracker
-
-        spec = self.campaign.spec
-        run = json.loads(self.run_file.read_text()) if resume else {}
-        if run.get("run_id"):
-            self.tracker = Tracker.attach(uri or run.get("tracking_uri"), run["run_id"])
-            tags = self.tracker.tags
-            pid, host = int(tags.get("agora.pid", "0")), tags.get("agora.host")
-            if self.tracker.previous_status == "RUNNING" and host == socket.gethostname() and pid_alive(pid) and pid != os.getpid():
-                raise AgoraError(f"the campaign's run {run['run_id']} is still running in process {pid}; stop it before resuming")
-            resumes = int(tags.get("agora.resumes", "0")) + 1
-            self.tracker.set_tags(
-                {
-                    "agora.resumes": str(resumes),
-                    f"agora.resume.{resumes}": f"was {self.tracker.previous_status}"
-                    + (" (left RUNNING by a killed process)" if self.tracker.previous_status == "RUNNING" else "")
-                    + f"; from {self.resumed_from.name if self.resumed_from else 'the start'}",
-                    "agora.pid": str(os.getpid()),
-                    "agora.host": socket.gethostname(),
-                }
-            )
-            for run_id, other in self.tracker.running_runs("agora.campaign", spec.name).items():
-                if run_id != self.tracker.run_id and other.get("agora.host") == socket.gethostname() and not pid_alive(int(other.get("agora.pid", "0"))):
-                    self.tracker.mark_killed(run_id, f"left RUNNING by dead process {other.get('agora.pid')}; marked on resuming {self.tracker.run_id}")
-            return
-        tags = {
-            "agora.campaign": spec.name,
-            "agora.world": self.campaign.train.world_entry.name,
-            "agora.trainer": self.campaign.trainer_entry.name,
-            "agora.learner_seats": ",".join(self.campaign.learner_seats),
-            "agora.seed": str(spec.seed),
-            "agora.version": agora.__version__,
-            "agora.pid": str(os.getpid()),
-            "agora.host": socket.gethostname(),
-        }
-        self.tracker = Tracker(uri, spec.tracking.experiment or spec.name, spec.name, tags)
-        self.tracker.log_campaign_config(self.campaign.resolved_config(), self.campaign.source)
-
     def log(self, metrics: dict[str, float], step: int) -> None:
         if self.tracker:
             self.tracker.log_step(metrics, step)  # a resumed run skips the steps its killed process logged

@@ -30,7 +30,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -38,6 +38,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 import agora
+from agora.campaign import CampaignKind, RunFolder
 from agora.errors import AgoraError, ScenarioError
 from agora.policy import ActRequest, ActResponse, Policy
 from agora.registry import AGENTS, WORLDS, Entry
@@ -280,14 +281,8 @@ class PSRORunner:
     def __init__(self, campaign: ResolvedPSRO, *, resume: bool = False, tracking_uri: str | None = None, track: bool | None = None):
         self.campaign, spec = campaign, campaign.spec
         self.folder = campaign.checkpoint_dir
-        self.state_file, self.run_file = self.folder / "state.json", self.folder / "run.json"
-        if not resume and (self.state_file.exists() or self.run_file.exists()):
-            raise AgoraError(
-                f"{self.folder} already holds this campaign's run; continue it with `agora train {campaign.source or ''} --resume`, "
-                "or delete the folder (or set checkpoint.dir) to start over"
-            )
-        if resume and not self.run_file.exists():
-            raise AgoraError(f"nothing to resume: no {self.run_file}; start the campaign without --resume")
+        self.state_file = self.folder / "state.json"
+        self.run_folder = RunFolder(self.folder, campaign.source, resume=resume, occupied=self.state_file.exists())
         self.population = Population(campaign.initial)
         self.cells: dict[str, list[float]] = {}  # "row|column" -> [U_0, U_1] per round
         self.records = WinRecord()
@@ -313,34 +308,20 @@ class PSRORunner:
         self.tracker = None
         self.resume = resume
         if spec.tracking.enabled if track is None else track:
-            self._open_tracker(tracking_uri or spec.tracking.uri, resume)
-        if not resume:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            self.run_file.write_text(json.dumps({"run_id": self.tracker.run_id if self.tracker else None, "tracking_uri": self.tracker.uri if self.tracker else None}))
+            tags = {
+                "agora.campaign": spec.name,
+                "agora.kind": "psro",
+                "agora.world": "matrix",
+                "agora.meta_solver": spec.meta_solver,
+                "agora.oracle": spec.oracle.id,
+                "agora.seed": str(spec.seed),
+                "agora.version": agora.__version__,
+            }
+            self.tracker = self.run_folder.open_tracker(tracking_uri or spec.tracking.uri, spec, tags, campaign.resolved_config(), campaign.source,
+                                                        f"iteration {self.start}")
+        self.run_folder.mark(self.tracker)
 
     # tracking
-    def _open_tracker(self, uri: str | None, resume: bool) -> None:
-        from agora.tracking import Tracker
-
-        spec = self.campaign.spec
-        run = json.loads(self.run_file.read_text()) if resume else {}
-        if run.get("run_id"):
-            self.tracker = Tracker.attach(uri or run.get("tracking_uri"), run["run_id"])
-            resumes = int(self.tracker.tags.get("agora.resumes", "0")) + 1
-            self.tracker.set_tags({"agora.resumes": str(resumes), f"agora.resume.{resumes}": f"was {self.tracker.previous_status}; from iteration {self.start}"})
-            return
-        tags = {
-            "agora.campaign": spec.name,
-            "agora.kind": "psro",
-            "agora.world": "matrix",
-            "agora.meta_solver": spec.meta_solver,
-            "agora.oracle": spec.oracle.id,
-            "agora.seed": str(spec.seed),
-            "agora.version": agora.__version__,
-        }
-        self.tracker = Tracker(uri, spec.tracking.experiment or spec.name, spec.name, tags)
-        self.tracker.log_campaign_config(self.campaign.resolved_config(), self.campaign.source)
-
     def log(self, metrics: dict[str, float], step: int) -> None:
         if self.tracker:
             self.tracker.log_step(metrics, step)  # a resumed run skips the steps its killed process logged
@@ -562,10 +543,4 @@ def run_psro_campaign(campaign: ResolvedPSRO, **kwargs: Any) -> PSROCampaignResu
     return PSRORunner(campaign, **kwargs).run(on_iteration)
 
 
-def _kind():
-    from agora.campaign import CampaignKind
-
-    return CampaignKind(ResolvedPSRO, resolve_psro, PSRORunner, describe_psro)
-
-
-PSRO = _kind()
+PSRO = CampaignKind(ResolvedPSRO, resolve_psro, PSRORunner, describe_psro)
