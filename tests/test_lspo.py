@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from agents.latent import LatentParams, LatentPolicy, LatentSpace, Member, infoset_key, replace_name
-from agora.errors import ScenarioError
+from agora.errors import AgoraError, ScenarioError
 from agora.policy import ActRequest
 from trainers.lspo import (
     Candidate,
@@ -387,3 +388,50 @@ def test_utilities_from_real_games_reward_the_seer_claim_and_cfr_plays_it():
         assert utility[(("seer", 0), ("werewolf", w))] > utility[(("seer", 1), ("werewolf", w))] + 0.3
     policy, _ = solve_latent_game(latent_game(space, utility), "cfr_plus", 300)
     assert policy["village:seer"][0] > 0.95
+
+
+def test_lspo_campaign_resumes_into_the_same_run_and_equals_a_straight_one(tiny_model_dir, tracking_uri, tmp_path, monkeypatch):
+    """One iteration, then --resume for the second == two iterations in one go: LoRA, DPO optimizer,
+    latent space, embeddings, metrics; the resumed process logs into the first one's MLflow run, each step once."""
+    from mlflow import MlflowClient
+    from safetensors.torch import load_file
+
+    import trainers.lspo as lspo
+    from agora.campaign import load_campaign
+    from trainers.lspo import LSPORunner
+
+    def skewed(space):  # the tiny model's clusters all play alike (CFR: uniform, no DPO pair): prefer cluster 0
+        return {role: np.linspace(1.0, 0.1, len(cs)) / np.linspace(1.0, 0.1, len(cs)).sum() for role, cs in space.clusters.items()}
+
+    monkeypatch.setattr(lspo, "role_marginals", skewed)
+
+    overrides = {
+        "learner.model": tiny_model_dir, "learner.max_new_tokens": 4, "learner.max_batch_size": 12, "learner.demonstrations": False,
+        "latent.embedder": "policy", "latent.candidates": 3, "latent.states_per_role": 1, "latent.clusters": 2,
+        "latent.self_play_games": 2, "cfr.games_per_profile": 1, "cfr.iterations": 50, "dpo.pairs_per_state": 1,
+        "evaluation.episodes": 4, "iterations": 2,
+    }
+    whole = LSPORunner(load_campaign(CAMPAIGN, {**overrides, "checkpoint.dir": str(tmp_path / "a")}), track=False)
+    straight = whole.run()
+    b = {**overrides, "checkpoint.dir": str(tmp_path / "b")}
+    first = LSPORunner(load_campaign(CAMPAIGN, {**b, "iterations": 1}), tracking_uri=tracking_uri).run()
+    with pytest.raises(AgoraError, match="already holds this campaign's run"):
+        LSPORunner(load_campaign(CAMPAIGN, b), tracking_uri=tracking_uri)
+    seen = []
+    second = LSPORunner(load_campaign(CAMPAIGN, b), resume=True, tracking_uri=tracking_uri)
+    resumed = second.run(lambda i, m: seen.append(i))
+    assert seen == [1] and resumed.iterations_done == 2 and resumed.run_id == first.run_id
+    a_weights = load_file(str(straight.checkpoint / "adapter" / "adapter_model.safetensors"))
+    b_weights = load_file(str(resumed.checkpoint / "adapter" / "adapter_model.safetensors"))
+    assert a_weights.keys() == b_weights.keys() and all(torch.allclose(a_weights[k], b_weights[k], atol=1e-6) for k in a_weights)
+    assert (straight.checkpoint / "latent_space.json").read_text() == (resumed.checkpoint / "latent_space.json").read_text()
+    assert whole.embeddings.keys() == second.embeddings.keys()  # iteration 0's texts keep the embeddings of that time
+    assert all(np.allclose(whole.embeddings[t], second.embeddings[t], atol=1e-6) for t in whole.embeddings)
+    assert all(straight.metrics[i]["train/optimizer_steps"] > 0 for i in (0, 1))  # the LoRA and the optimizer moved
+    for i in (0, 1):
+        same = {k: v for k, v in straight.metrics[i].items() if not k.startswith("perf/")}
+        assert same == {k: v for k, v in resumed.metrics[i].items() if not k.startswith("perf/")}
+    client = MlflowClient(tracking_uri)
+    assert [m.step for m in client.get_metric_history(first.run_id, "cfr/nash_conv")] == [0, 1]
+    run = client.get_run(first.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["agora.resumes"] == "1"

@@ -28,11 +28,17 @@ One iteration of `agora train` on a `kind: lspo` campaign:
    highest CFR probability of its role (the marginal of the team's behaviour strategy) is preferred to one
    from the cluster with the lowest; the LoRA is trained with trainers/preference.py's DPO loss and
    log-prob code. The fine-tuned model samples the next iteration's candidates.
+
+Every iteration ends in a checkpoint (LoRA, DPO optimizer, sampler and global torch RNG, latent
+space, candidate pool, embedding cache, metrics), written to a staging folder and renamed into
+place; `agora train FILE --resume` continues into the same MLflow run from the last complete one,
+and a resumed campaign equals a straight one.
 """
 
 from __future__ import annotations
 
 import copy
+import shutil
 import itertools
 import json
 import time
@@ -45,7 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import agora
 from agents.latent import TEAMS, LatentParams, LatentPolicy, LatentSpace, Member, infoset_key
-from agora.campaign import CampaignKind
+from agora.campaign import CHECKPOINT_PREFIX, CampaignKind, RunFolder, checkpoints, generator_states, restore_generators
 from agora.errors import AgoraError, ScenarioError
 from agora.policy import ActRequest, Policy
 from agora.registry import WORLDS, Entry
@@ -560,13 +566,11 @@ class LSPORunner:
         from trainers.lora import load_learner
         from trainers.preference import PreferenceTrainer
 
-        if resume:
-            raise AgoraError("an lspo campaign cannot resume yet; start it again (delete its checkpoint folder or set checkpoint.dir)")
         self.campaign, spec = campaign, campaign.spec
         self.folder = campaign.checkpoint_dir
-        if self.folder.exists() and any(self.folder.iterdir()):
-            raise AgoraError(f"{self.folder} already holds checkpoints; delete the folder or set checkpoint.dir to start over")
-        self.resumed_from, self.start = None, 0
+        found = checkpoints(self.folder)
+        self.run_folder = RunFolder(self.folder, campaign.source, resume=resume, occupied=bool(found))
+        self.resumed_from, self.start = (found[-1] if resume and found else None), 0
         params = campaign.learner_params
         torch.manual_seed(policy_seed(spec.seed, "torch"))
         self.model, self.tokenizer = load_learner(params.model, spec.learner.lora, device=params.device, dtype=params.dtype, seed=policy_seed(spec.seed, "lora"))
@@ -578,14 +582,16 @@ class LSPORunner:
         self.pool: list[Candidate] = []
         self.embeddings: dict[str, np.ndarray] = {}  # text -> embedding (each text is embedded once)
         self.space: LatentSpace | None = None
+        self.history: dict[int, dict[str, float]] = {}  # iteration -> metrics (restored on resume)
+        if self.resumed_from:
+            self._restore(self.resumed_from)
         self.tracker = None
         if spec.tracking.enabled if track is None else track:
-            from agora.tracking import Tracker
-
             tags = {"agora.campaign": spec.name, "agora.world": "werewolf", "agora.trainer": "lspo", "agora.seed": str(spec.seed),
                     "agora.version": agora.__version__}
-            self.tracker = Tracker(tracking_uri or spec.tracking.uri, spec.tracking.experiment or spec.name, spec.name, tags)
-            self.tracker.log_campaign_config(campaign.resolved_config(), campaign.source)
+            where = self.resumed_from.name if self.resumed_from else "the start"
+            self.tracker = self.run_folder.open_tracker(tracking_uri or spec.tracking.uri, spec, tags, campaign.resolved_config(), campaign.source, where)
+        self.run_folder.mark(self.tracker)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         todo = list(dict.fromkeys(t for t in texts if t not in self.embeddings))
@@ -682,34 +688,64 @@ class LSPORunner:
         ]
         return metrics, rows
 
-    def save(self, i: int, rows: list[dict[str, Any]]) -> Path:
+    def save(self, i: int, metrics: dict[str, float], rows: list[dict[str, Any]]) -> Path:
+        """Checkpoint iteration `i`: everything the next iteration reads (module docstring); state.json last."""
+        import torch
+
         from trainers.lora import save_adapter
 
-        folder = self.folder / f"iter-{i:06d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        save_adapter(self.model, folder / "adapter")
-        (folder / "latent_space.json").write_text(json.dumps(self.space.to_json(), indent=1))
-        (folder / "candidates.json").write_text(json.dumps(
-            [{"role": c.role, "iteration": c.iteration, "state": c.state, "text": c.text, "statement": c.statement,
-              "accusation": c.accusation, "parsed": c.parsed} for c in self.pool], indent=1))
+        final = self.folder / f"{CHECKPOINT_PREFIX}{i:06d}"
+        staging = self.folder / f".staging-{final.name}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        save_adapter(self.model, staging / "adapter")
+        torch.save(self.trainer.state_dict(), staging / "trainer.pt")
+        torch.save({"generators": generator_states({"learner": self.llm}), "torch": torch.get_rng_state()}, staging / "rng.pt")
+        (staging / "latent_space.json").write_text(json.dumps(self.space.to_json(), indent=1))
+        (staging / "candidates.json").write_text(json.dumps([vars(c) for c in self.pool], indent=1))
+        texts = list(self.embeddings)
+        np.savez(staging / "embeddings.npz", texts=np.array(texts, dtype=str), vectors=np.stack([self.embeddings[t] for t in texts]))
+        self.history[i] = metrics
+        (staging / "state.json").write_text(json.dumps({"iteration": i, "metrics": self.history}))  # last: the checkpoint is complete
+        shutil.rmtree(final, ignore_errors=True)
+        staging.rename(final)
         if self.tracker:
             self.tracker.log_table({k: [r[k] for r in rows] for k in rows[0]} if rows else {}, f"latent/exemplars_iter{i}.json")
-            for path in sorted(folder.rglob("*")):
+            for path in sorted(final.rglob("*")):
                 if path.is_file():
                     self.tracker.log_artifact(path, str(Path("checkpoints") / path.parent.relative_to(self.folder)))
-        return folder
+        return final
+
+    def _restore(self, folder: Path) -> None:
+        import torch
+        from safetensors.torch import load_file
+
+        from trainers.lora import load_adapter_state
+
+        state = json.loads((folder / "state.json").read_text())
+        load_adapter_state(self.model, load_file(str(folder / "adapter" / "adapter_model.safetensors")))
+        self.trainer.load_state_dict(torch.load(folder / "trainer.pt", weights_only=False))
+        rng = torch.load(folder / "rng.pt", weights_only=False)
+        restore_generators({"learner": self.llm}, rng["generators"])
+        torch.set_rng_state(rng["torch"])
+        self.space = LatentSpace.from_json(json.loads((folder / "latent_space.json").read_text()))
+        self.pool = [Candidate(**c) for c in json.loads((folder / "candidates.json").read_text())]
+        with np.load(folder / "embeddings.npz") as saved:
+            self.embeddings = dict(zip(saved["texts"].tolist(), saved["vectors"]))
+        self.history = {int(k): v for k, v in state["metrics"].items()}
+        self.start = int(state["iteration"]) + 1
 
     def run(self, on_iteration: Callable[[int, dict[str, float]], None] | None = None) -> LSPOResult:
         spec = self.campaign.spec
         result = LSPOResult(*((self.tracker.run_id, self.tracker.uri) if self.tracker else (None, None)))
+        result.metrics, result.iterations_done, result.space, result.checkpoint = dict(self.history), self.start, self.space, self.resumed_from
         status = "FAILED"
         try:
-            for i in range(spec.iterations):
+            for i in range(self.start, spec.iterations):
                 metrics, rows = self.iteration(i)
                 if self.tracker:
-                    self.tracker.log_metrics(metrics, step=i)
-                    self.tracker.flush()
-                result.checkpoint = self.save(i, rows)
+                    self.tracker.log_step(metrics, i)  # a resumed run skips the steps its killed process logged
+                result.checkpoint = self.save(i, metrics, rows)
                 result.metrics[i], result.iterations_done, result.space = metrics, i + 1, self.space
                 if on_iteration:
                     on_iteration(i, metrics)
