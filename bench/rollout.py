@@ -9,7 +9,7 @@ the transcripts are identical. Sequential baselines:
 - `agora`: Agora's own sampler once per turn, with its prefix KV cache (isolates the gain that
   batching across episodes brings on top of everything else).
 
-    .venv/bin/python bench/rollout.py [--episodes 16] [--concurrency 8] [--max-new-tokens 48] [--baseline generate|agora|both]
+    .venv/bin/python bench/rollout.py [--episodes 16] [--concurrency 8] [--max-new-tokens 48] [--baseline generate|agora|both] [--dtype auto|float32|bfloat16]
 """
 
 from __future__ import annotations
@@ -103,12 +103,13 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--scenario", type=Path, default=SCENARIO)
     parser.add_argument("--baseline", choices=[*BASELINES, "both"], default="generate")
+    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto", help="the model's dtype, both sides")
     args = parser.parse_args()
 
     data = yaml.safe_load(args.scenario.read_text())
     for spec in data["agents"].values():
         if spec["policy"] == "llm":
-            spec.update(temperature=0.0, max_new_tokens=args.max_new_tokens)
+            spec.update(temperature=0.0, max_new_tokens=args.max_new_tokens, dtype=args.dtype)
     data.update(episodes=args.episodes, concurrency=args.concurrency)
     scenario = resolve_scenario(data)
     policies = build_policies(scenario)
@@ -128,7 +129,7 @@ def main() -> None:
 
     failures = sum(c.parse_failures for c in rollout.counters.values())
     attempts = sum(c.text_attempts for c in rollout.counters.values())
-    print(f"world {scenario.world_entry.name}, {args.episodes} episodes, greedy, max_new_tokens {args.max_new_tokens}, "
+    print(f"world {scenario.world_entry.name}, {args.episodes} episodes, greedy, max_new_tokens {args.max_new_tokens}, dtype {args.dtype}, "
           f"LLM parse-failure rate {failures / max(attempts, 1):.2f}")
     print(f"{'':34}{'tokens':>8}{'seconds':>10}{'tokens/s':>10}{'episodes/min':>14}{'speed-up':>10}{'identical':>11}")
     row = lambda name, tokens, seconds: f"{name:34}{tokens:>8}{seconds:>10.1f}{tokens / seconds:>10.1f}{60 * args.episodes / seconds:>14.2f}"
