@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -125,3 +126,29 @@ def test_ui_serves_the_store(tracking_uri):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # mlflow ui runs workers of its own
         proc.wait(timeout=30)
+
+
+def test_sigterm_stops_a_run_like_ctrl_c_and_keeps_its_episodes(tmp_path, tracking_uri):
+    """`kill PID` mid-run: exit 130, the finished episodes' trajectories in MLflow, the run marked KILLED."""
+    from mlflow import MlflowClient
+
+    from tests.conftest import ROOT
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "agora.cli", "run", str(ROOT / "scenarios" / "negotiation_scripted.yaml"), "--episodes", "10000000"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    client, deadline, runs = MlflowClient(tracking_uri), time.monotonic() + 120, []
+    while not runs and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+        experiment = client.get_experiment_by_name("negotiation")
+        runs = client.search_runs([experiment.experiment_id]) if experiment else []
+    time.sleep(2)  # episodes finish meanwhile
+    assert runs and proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err.decode()[-2000:]
+    assert b"finished episodes kept (run marked KILLED)" in err and b"Traceback" not in err
+    run_id = runs[0].info.run_id
+    assert client.get_run(run_id).info.status == "KILLED"
+    lines = Path(client.download_artifacts(run_id, "trajectories.jsonl", str(tmp_path))).read_text().splitlines()
+    assert lines and all(json.loads(line)["steps"] for line in lines)
