@@ -317,14 +317,21 @@ def last_logits_only(model) -> dict[str, int]:
 PASS_COST = 32  # a forward pass's fixed cost, in prompt tokens computed (on a CPU: reading every weight once)
 
 
-def prefill_groups(lengths: list[int], pass_cost: int = PASS_COST) -> list[list[int]]:
+def prefill_groups(lengths: list[int], pass_cost: int = PASS_COST, max_widths: int = 256) -> list[list[int]]:
     """Rows grouped into prefill passes: contiguous runs of the rows sorted by suffix length, chosen
-    to minimise sum over passes of (pass_cost + rows x longest suffix), i.e. padding plus passes."""
+    to minimise sum over passes of (pass_cost + rows x longest suffix), i.e. padding plus passes.
+
+    A dynamic programme over the distinct lengths (rows of one length never split), O(widths^2);
+    beyond `max_widths` distinct lengths they are first rounded up to `max_widths` steps, so a batch
+    of thousands of rows is grouped in milliseconds.
+    """
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    best = [0] + [None] * len(order)  # best[i]: cost of the shortest i rows
-    cut = [0] * (len(order) + 1)
-    for i in range(1, len(order) + 1):
-        best[i], cut[i] = min((best[j] + pass_cost + (i - j) * lengths[order[i - 1]], j) for j in range(i))
+    step = -(-max(lengths, default=0) // max_widths) if len(set(lengths)) > max_widths else 1
+    width = [-(-lengths[r] // step) * step for r in order]  # per sorted row: the width its pass pays for it
+    ends = [k + 1 for k in range(len(order)) if k + 1 == len(order) or width[k + 1] != width[k]]  # last row of each width, +1
+    best, cut = {0: 0}, {}
+    for i in ends:  # best[i]: cost of the shortest i rows
+        best[i], cut[i] = min((best[j] + pass_cost + (i - j) * width[i - 1], j) for j in [0, *ends[: ends.index(i)]])
     groups, i = [], len(order)
     while i:
         groups.append(order[cut[i] : i])

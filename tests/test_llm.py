@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -266,6 +267,10 @@ def test_prefill_groups_trade_padding_against_passes():
     assert prefill_groups([40, 40, 40]) == [[0, 1, 2]]  # equal lengths: never split
     assert prefill_groups([1, 500], pass_cost=10_000) == [[0, 1]]  # passes dearer than any padding
     assert prefill_groups([3, 1, 2], pass_cost=0) == [[1], [2], [0]]  # free passes: no padding at all
+    lengths = np.random.default_rng(0).integers(1, 3000, 4096).tolist()  # max_batch_size's limit, all lengths distinct-ish
+    groups = prefill_groups(lengths)  # rounded to 256 widths: milliseconds, not minutes
+    assert sorted(r for g in groups for r in g) == list(range(4096))
+    assert all(max(lengths[r] for r in a) <= min(lengths[r] for r in b) for a, b in zip(groups, groups[1:]))
 
 
 def test_greedy_rows_take_the_argmax_beside_sampled_rows(tiny_model_dir):
