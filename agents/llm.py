@@ -399,8 +399,8 @@ def sample(
     Each row resumes from the KV of the longest prompt prefix already known (`_context`: the
     batch's common prefix, or with `prefix_cache` the row's own cached prefix, e.g. its episode's
     previous turn) and computes only the rest of its prompt; these suffixes are left-padded, and
-    the attention mask and position ids skip every padding column. The rows' full prompts go back
-    into `prefix_cache` for later calls. Rows that have sampled a stop token leave the batch, so
+    the attention mask and position ids skip every padding column. Each row's prompt and completion
+    go back into `prefix_cache` when it finishes (`_remember`). Rows that have sampled a stop token leave the batch, so
     the decode steps cost only what is still running. Returns, per prompt, the completion token
     ids (the stop token included when one was sampled) and log pi(token) = log softmax(logits / T)
     at each position (T = 1 when greedy). Rows flagged in `greedy` take the most likely token
@@ -423,16 +423,12 @@ def sample(
     positions = torch.tensor(known, device=device)[:, None] + (attention[:, context:].cumsum(-1) - 1).clamp(min=0)
     stop = torch.tensor(sorted(stop_ids), device=device)
     logits = _prefill(model, cache, input_ids, attention, positions, context, [len(s) for s in suffixes])
-    if prefix_cache is not None and (layers := _plain_layers(cache)) is not None:
-        for row, prompt in enumerate(prompts):  # the rows' whole prompts, for their next turns
-            if prefix_cache.fits(len(prompt), layers):
-                columns = mask[row].nonzero().squeeze(-1).to(device)
-                prefix_cache.store(prompt, [(k[row : row + 1].index_select(2, columns), v[row : row + 1].index_select(2, columns)) for k, v in layers])
+    remember = prefix_cache is not None and _plain_layers(cache) is not None
     rows = torch.arange(batch, device=device)  # original index of each row still decoding
     argmax_rows = torch.tensor(greedy, device=device) if temperature > 0 and greedy and any(greedy) else None
     tokens: list[list[int]] = [[] for _ in range(batch)]
     logps: list[list[float]] = [[] for _ in range(batch)]
-    for _ in range(max_new_tokens):
+    for step in range(max_new_tokens):
         scaled = logits.float() / (temperature if temperature > 0 else 1.0)
         logp = torch.log_softmax(scaled, dim=-1)
         if temperature == 0:
@@ -448,7 +444,9 @@ def sample(
         for row, t, lp in zip(rows.tolist(), token.tolist(), chosen.tolist()):
             tokens[row].append(t)
             logps[row].append(lp)
-        running = ~torch.isin(token, stop)
+        running = ~torch.isin(token, stop) if step + 1 < max_new_tokens else torch.zeros_like(token, dtype=torch.bool)
+        if remember and not bool(running.all()):
+            _remember(prefix_cache, cache, attention, (~running).nonzero().squeeze(-1).tolist(), [prompts[r] + tokens[r][:-1] for r in rows.tolist()])
         if not bool(running.any()):
             break
         if not bool(running.all()):  # finished rows leave the batch
@@ -460,6 +458,18 @@ def sample(
         positions = positions[:, -1:] + 1
         logits = model(input_ids=token[:, None], attention_mask=attention, position_ids=positions, past_key_values=cache).logits[:, -1]
     return list(zip(tokens, logps))
+
+
+def _remember(prefix_cache: PrefixCache, cache, attention: torch.Tensor, local: list[int], ids: list[list[int]]) -> None:
+    """Store in `prefix_cache` the KV of each finished row `local[i]` of the decode batch: its prompt and
+    completion but the last token (not forwarded yet), `ids[row]`; the attention mask's nonzero columns
+    are that row's tokens. A re-prompt after an unparseable reply (prompt, the reply, the parser's
+    message) then computes only the message, and a turn that extends the prompt still finds it."""
+    layers = _plain_layers(cache)
+    for k in local:
+        if prefix_cache.fits(len(ids[k]), layers):
+            columns = attention[k].nonzero().squeeze(-1)
+            prefix_cache.store(ids[k], [(a[k : k + 1].index_select(2, columns), b[k : k + 1].index_select(2, columns)) for a, b in layers])
 
 
 def common_prefix_length(prompts: list[list[int]]) -> int:

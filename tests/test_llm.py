@@ -287,3 +287,31 @@ def test_greedy_rows_take_the_argmax_beside_sampled_rows(tiny_model_dir):
         assert (out.completion_ids == alone.completion_ids) == r.greedy  # sampled rows leave the argmax path
         want = recomputed_logprobs(sampled.model, out.prompt_ids, out.completion_ids, temperature=0.8)
         assert torch.allclose(torch.tensor(out.logprobs), want, atol=1e-4)
+
+
+def test_a_finished_rows_prompt_and_completion_are_reused_by_a_re_prompt(tiny_model_dir):
+    """After a call, the prefix cache holds each row's prompt + completion (but its last, unforwarded token):
+    a re-prompt that repeats the reply and adds the parser's message computes only the message, with the
+    outputs and logprobs of a cold computation."""
+    from transformers import AutoTokenizer
+
+    model, _ = load_causal_lm(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prompts = [tokenizer(SYSTEM + " " + p)["input_ids"] for p in PROMPTS[:3]]
+    kwargs = dict(max_new_tokens=6, temperature=0, top_p=1.0, stop_ids=set(), pad_id=0, generator=torch.Generator())
+    cache = PrefixCache()
+    first = sample(model, prompts, prefix_cache=cache, **kwargs)
+    message = tokenizer(" Your reply could not be used. Reply again.")["input_ids"]
+    again = [p + tokens + message for p, (tokens, _) in zip(prompts, first)]
+    passes = []
+    forward = model.forward
+    model.forward = lambda *a, **k: (passes.append(tuple(k["input_ids"].shape)), forward(*a, **k))[1]
+    try:
+        warm = sample(model, again, prefix_cache=cache, **kwargs)
+    finally:
+        model.forward = forward
+    prefill = [shape for shape in passes if shape[1] > 1]
+    assert prefill == [(len(prompts), len(message) + 1)]  # the reply's last token and the message, nothing else
+    assert [t for t, _ in warm] == [t for t, _ in sample(model, again, **kwargs)]
+    for prompt, (tokens, logprobs) in zip(again, warm):
+        assert torch.allclose(recomputed_logprobs(model, prompt, tokens), torch.tensor(logprobs), atol=1e-4)
