@@ -28,7 +28,7 @@ class LLMParams(PolicyParams):
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass")
     max_new_tokens: int = Field(64, ge=1, le=8192, description="longest reply, in tokens")
     max_batch_size: int = Field(32, ge=1, le=4096, description="most prompts in one forward pass")
-    prefix_cache_mb: int = Field(1024, ge=0, le=1_000_000, description="memory for the KV of recent prompts, reused by later turns (MB; 0 = off)")
+    prefix_cache_mb: int = Field(1024, ge=0, le=1_000_000, description="memory for the KV of recent prompts and replies, reused by later turns (MB; 0 = off)")
     system_prompt: str | None = Field(None, description="optional system message before the world's prompt")
     demonstrations: bool = Field(True, description="show the world's worked example exchange before each prompt (helps small models)")
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$", description="auto = cuda when available")
@@ -102,11 +102,12 @@ def stop_token_ids(model, tokenizer) -> set[int]:
 
 
 class PrefixCache:
-    """KV of recently computed prompts, reused across calls (LRU, bounded in bytes).
+    """KV of recently computed prompts (with their completions), reused across calls (LRU, bounded in bytes).
 
     Consecutive calls of a policy share long prefixes: the chat template, the world's
-    demonstration and fixed instructions across episodes, and within an episode a turn's prompt
-    usually extends the same agent's previous prompt. The KV of the longest cached match is
+    demonstration and fixed instructions across episodes, within an episode a turn's prompt
+    usually extends the same agent's previous prompt, and a re-prompt after an unparseable reply
+    repeats the prompt and the reply. The KV of the longest cached match is
     cropped to the shared length and only the rest is computed. Entries are dropped when any
     model parameter changes in place (an optimizer step, a loaded checkpoint), so a training loop
     never samples from stale keys.
