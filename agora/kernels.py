@@ -47,7 +47,7 @@ def skinny_product(weight: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
     """flat @ weight.T computed as weight @ flat.T (a fresh contiguous tensor)."""
     rows = flat.shape[0]
     if rows == 1:
-        flat = flat.repeat(2, 1)  # a real second row: MKL's GEMM, not its slower matrix-vector path
+        flat = torch.cat([flat, flat])  # a real second row: MKL's GEMM, not its slower matrix-vector path
     return (weight @ flat.T).T[:rows].contiguous()
 
 
