@@ -27,6 +27,25 @@ def recomputed_logprobs(model, prompt_ids, completion_ids, temperature=1.0):
     return torch.log_softmax(logits, -1).gather(-1, torch.tensor(completion_ids)[:, None]).squeeze(-1)
 
 
+def sample_counting_prefills(model, prompts, **kwargs):
+    """`sample`'s outputs, and the (rows, width) of each prefill pass it made."""
+    passes = []
+    forward = model.forward
+    model.forward = lambda *a, **k: (passes.append(tuple(k["input_ids"].shape)), forward(*a, **k))[1]
+    try:
+        out = sample(model, prompts, **kwargs)
+    finally:
+        model.forward = forward
+    return out, [shape for shape in passes if shape[1] > 1]
+
+
+def assert_like_a_cold_computation(model, prompts, warm, kwargs):
+    """Cached-prefix outputs equal those of a call without a cache, logprobs those of a full forward."""
+    assert [t for t, _ in warm] == [t for t, _ in sample(model, prompts, **kwargs)]
+    for prompt, (tokens, logprobs) in zip(prompts, warm):
+        assert torch.allclose(recomputed_logprobs(model, prompt, tokens), torch.tensor(logprobs), atol=1e-4)
+
+
 def test_sampler_stops_and_records_one_logprob_per_token(tiny_model_dir):
     policy = LLMPolicy(LLMPolicy.Params(model=tiny_model_dir, temperature=1.0, max_new_tokens=12), seed=0)
     out = policy.act(requests())
@@ -243,18 +262,9 @@ def test_long_and_short_suffixes_are_prefilled_apart_with_the_same_results(tiny_
     kwargs = dict(max_new_tokens=6, temperature=0, top_p=1.0, stop_ids=set(), pad_id=0, generator=torch.Generator())
     cache = PrefixCache()
     sample(model, first, prefix_cache=cache, **kwargs)
-    passes = []
-    forward = model.forward
-    model.forward = lambda *a, **k: (passes.append(tuple(k["input_ids"].shape)), forward(*a, **k))[1]
-    try:
-        warm = sample(model, batch, prefix_cache=cache, **kwargs)
-    finally:
-        model.forward = forward
-    prefill = [shape for shape in passes if shape[1] > 1]
+    warm, prefill = sample_counting_prefills(model, batch, prefix_cache=cache, **kwargs)
     assert sorted(prefill) == sorted([(len(second), max(len(b) - len(a) for a, b in zip(first, second))), (1, len(fresh))])
-    assert [t for t, _ in warm] == [t for t, _ in sample(model, batch, **kwargs)]
-    for prompt, (tokens, logprobs) in zip(batch, warm):
-        assert torch.allclose(recomputed_logprobs(model, prompt, tokens), torch.tensor(logprobs), atol=1e-4)
+    assert_like_a_cold_computation(model, batch, warm, kwargs)
 
 
 def test_prefill_groups_trade_padding_against_passes():
@@ -303,15 +313,6 @@ def test_a_finished_rows_prompt_and_completion_are_reused_by_a_re_prompt(tiny_mo
     first = sample(model, prompts, prefix_cache=cache, **kwargs)
     message = tokenizer(" Your reply could not be used. Reply again.")["input_ids"]
     again = [p + tokens + message for p, (tokens, _) in zip(prompts, first)]
-    passes = []
-    forward = model.forward
-    model.forward = lambda *a, **k: (passes.append(tuple(k["input_ids"].shape)), forward(*a, **k))[1]
-    try:
-        warm = sample(model, again, prefix_cache=cache, **kwargs)
-    finally:
-        model.forward = forward
-    prefill = [shape for shape in passes if shape[1] > 1]
+    warm, prefill = sample_counting_prefills(model, again, prefix_cache=cache, **kwargs)
     assert prefill == [(len(prompts), len(message) + 1)]  # the reply's last token and the message, nothing else
-    assert [t for t, _ in warm] == [t for t, _ in sample(model, again, **kwargs)]
-    for prompt, (tokens, logprobs) in zip(again, warm):
-        assert torch.allclose(recomputed_logprobs(model, prompt, tokens), torch.tensor(logprobs), atol=1e-4)
+    assert_like_a_cold_computation(model, again, warm, kwargs)
