@@ -40,9 +40,10 @@ class LLMPolicy(Policy):
     expensive = True
     uses_text = True
 
-    def __init__(self, params: LLMParams, *, seed: int, model=None, tokenizer=None):
+    def __init__(self, params: LLMParams, *, seed: int, model=None, tokenizer=None, weights_key=None):
         """`model`/`tokenizer` given: act with that model object instead of the shared cached one, e.g. a
-        trainer's LoRA (peft) model, so that rollouts always use the learner's current weights."""
+        trainer's LoRA (peft) model, so that rollouts always use the learner's current weights.
+        `weights_key`: see PrefixCache (a frozen version that shares its model with others)."""
         super().__init__(params, seed=seed)
         if model is None:
             model, tokenizer = load_causal_lm(params.model, device=params.device, dtype=params.dtype)
@@ -50,7 +51,7 @@ class LLMPolicy(Policy):
         self.device = next(self.model.parameters()).device
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.stop_ids = stop_token_ids(self.model, self.tokenizer)
-        self.prefix_cache = PrefixCache(params.prefix_cache_mb * 2**20) if params.prefix_cache_mb else None
+        self.prefix_cache = PrefixCache(params.prefix_cache_mb * 2**20, weights_key) if params.prefix_cache_mb else None
 
     def render(self, messages: list[dict[str, str]], demonstration: list[dict[str, str]] = ()) -> str:
         if self.params.demonstrations:
@@ -115,15 +116,19 @@ class PrefixCache:
 
     MIN_TOKENS = 16  # shorter matches are cheaper to recompute than to copy
 
-    def __init__(self, max_bytes: int = 2**30):
-        self.max_bytes = max_bytes
+    def __init__(self, max_bytes: int = 2**30, weights_key=None):
+        """`weights_key()`, when given, names the weights the model holds at each lookup instead of
+        the parameters' in-place version counters: for a policy whose frozen adapter is swapped in and
+        out of a shared model (a league version), so that its entries survive the other versions' turns."""
+        self.max_bytes, self.weights_key = max_bytes, weights_key
         self.entries: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
         self.bytes = 0
         self.fingerprint: tuple | None = None
         self.hits = self.reused_tokens = 0
 
     def _check(self, model) -> None:
-        fingerprint = (id(model), tuple(p._version for p in model.parameters()), str(getattr(model, "active_adapters", "")))
+        weights = self.weights_key() if self.weights_key else tuple(p._version for p in model.parameters())
+        fingerprint = (id(model), weights, str(getattr(model, "active_adapters", "")))
         if fingerprint != self.fingerprint:
             self.entries.clear()
             self.bytes = 0

@@ -705,8 +705,9 @@ class CampaignRunner:
 
         def build(name: str) -> Policy:
             version, version_seed = self.league.population[name], policy_seed(seed, f"{key}/{name}")
-            if version.kind == "lora":
-                return LLMPolicy(self.campaign.learner_params, seed=version_seed, model=self.snapshot_model, tokenizer=self.tokenizer)
+            if version.kind == "lora":  # its adapter is frozen: its KV cache stays valid while other versions take turns
+                return LLMPolicy(self.campaign.learner_params, seed=version_seed, model=self.snapshot_model, tokenizer=self.tokenizer,
+                                 weights_key=lambda: ("league version", name, self.loaded_snapshot))
             member = self.campaign.league_members[name]
             return member.entry.load()(member.params, seed=version_seed)
 

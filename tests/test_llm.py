@@ -134,6 +134,37 @@ def test_prefix_cache_is_dropped_when_the_weights_change(tiny_model_dir):
     assert cache.hits == 0
 
 
+def test_versions_swapped_through_one_model_keep_their_own_caches(tiny_model_dir):
+    """League versions act through one shared model whose weights are swapped before each one's turns: with
+    `weights_key` naming the loaded version, each version's prefix cache survives the others' turns, and its
+    outputs stay those of a cold computation under its own weights."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    states = {"a": {k: v.clone() for k, v in model.state_dict().items()}}
+    states["b"] = {k: v + 0.05 if k.endswith("q_proj.weight") else v for k, v in states["a"].items()}
+    loaded = []
+
+    def swap_in(name):
+        model.load_state_dict(states[name])  # in place, like load_adapter_state
+        loaded[:] = [name]
+
+    params = LLMPolicy.Params(model=tiny_model_dir, temperature=0, max_new_tokens=4)
+    keyed = {n: LLMPolicy(params, seed=0, model=model, tokenizer=tokenizer, weights_key=lambda: tuple(loaded)) for n in "ab"}
+    plain = {n: LLMPolicy(params, seed=0, model=model, tokenizer=tokenizer) for n in "ab"}
+    first, later = requests(PROMPTS[:2]), [ActRequest(i, "a", None, [{"role": "user", "content": p + " And then?"}]) for i, p in enumerate(PROMPTS[:2])]
+    for policies in (keyed, plain):
+        for batch in (first, later):
+            for name in "ab":
+                swap_in(name)
+                out = policies[name].act(batch)
+                cold = LLMPolicy(params.model_copy(update={"prefix_cache_mb": 0}), seed=0, model=model, tokenizer=tokenizer).act(batch)
+                assert [r.completion_ids for r in out] == [r.completion_ids for r in cold]
+    assert all(keyed[n].prefix_cache.hits > 0 for n in "ab")  # the second prompts resumed from each version's first
+    assert all(plain[n].prefix_cache.hits == 0 for n in "ab")  # without the key every swap empties the cache
+
+
 def test_rows_that_stop_early_leave_the_batch_without_changing_the_others(tiny_model_dir):
     model, tokenizer = load_causal_lm(tiny_model_dir)
     prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
