@@ -36,7 +36,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 import agora
-from agora.errors import AgoraError, ScenarioError
+from agora.errors import AgoraError, ScenarioError, in_file
 from agora.policy import Policy
 from agora.registry import TRAINERS, WORLDS, Entry
 from agora.rollout import Rollout, episode_seed, policy_seed
@@ -147,8 +147,16 @@ class Campaign(BaseModel):
     tracking: TrackingSpec = TrackingSpec()
 
 
+class CheckpointedFile:
+    """A resolved campaign file whose `spec.checkpoint.dir` (default checkpoints/<name>) holds its checkpoints."""
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return Path(self.spec.checkpoint.dir or Path("checkpoints") / self.spec.name)
+
+
 @dataclass(frozen=True)
-class ResolvedCampaign:
+class ResolvedCampaign(CheckpointedFile):
     spec: Campaign
     learner_seats: list[str]
     snapshot_seats: list[str]  # played by a frozen snapshot of the learner (self-play)
@@ -163,13 +171,9 @@ class ResolvedCampaign:
     league_seats: list[str] = field(default_factory=list)  # played by versions drawn from the league
     league_members: dict[str, Any] = field(default_factory=dict)  # member name -> agora.scenario.Seat (its entry and params)
 
-    @property
-    def checkpoint_dir(self) -> Path:
-        return Path(self.spec.checkpoint.dir or Path("checkpoints") / self.spec.name)
-
     def resolved_config(self) -> dict[str, Any]:
         out = self.spec.model_dump(mode="json", exclude={"world", "learner", "opponents", "trainer", "evaluation"})
-        out["world"] = {"id": self.train.world_entry.name, **self.train.world_config.model_dump(mode="json")}
+        out["world"] = self.train.world_json()
         out["learner"] = {"seats": self.learner_seats, "lora": self.spec.learner.lora.model_dump(), **self.learner_params.model_dump(mode="json")}
         fixed = set(self.learner_seats) | set(self.snapshot_seats) | set(self.league_seats)
         out["opponents"] = {a: {"policy": s.entry.name, **s.params.model_dump(mode="json")} for a, s in self.train.seats.items() if a not in fixed}
@@ -260,7 +264,7 @@ def _reprefix(exc: ScenarioError, old: str, new: str, file: str | None) -> Scena
 def resolve_campaign(data: dict[str, Any], *, source: str | None = None, text: str | None = None) -> ResolvedCampaign:
     from agents.llm import LLMParams
 
-    try:
+    with in_file(source):
         spec = _validate(Campaign, data, prefix="", file=source)
         world_entry = WORLDS.get(spec.world.id, path="world.id")
         world_config = _validate(world_entry.params, spec.world.model_extra or {}, prefix="world", file=source)
@@ -327,10 +331,6 @@ def resolve_campaign(data: dict[str, Any], *, source: str | None = None, text: s
         trainer_config = _validate(trainer_entry.params, spec.trainer.model_extra or {}, prefix="trainer", file=source)
         if spec.group_size < 2:
             raise ScenarioError("a group of one rollout has no advantage signal", path="group_size", hint="use 2 or more (8 is common)")
-    except ScenarioError as exc:
-        if exc.file is None and source is not None:
-            raise ScenarioError(exc.message, file=source, path=exc.path, hint=exc.hint) from None
-        raise
     return ResolvedCampaign(
         spec, learner_seats, snapshot_seats, eval_seats, learner_params, train, evaluations, trainer_entry, trainer_config, source, text,
         league_seats, league_members,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 
 class AgoraError(Exception):
     """A mistake in the user's input or environment, explained well enough to fix it."""
@@ -15,6 +17,17 @@ class ScenarioError(AgoraError):
         where = ": ".join(p for p in (file, path) if p)
         text = f"{where}: {message}" if where else message
         super().__init__(f"{text}\n  hint: {hint}" if hint else text)
+
+
+@contextlib.contextmanager
+def in_file(source: str | None):
+    """ScenarioErrors raised inside (e.g. by the registry, which knows no file) name `source` as their file."""
+    try:
+        yield
+    except ScenarioError as exc:
+        if exc.file is None and source is not None:
+            raise ScenarioError(exc.message, file=source, path=exc.path, hint=exc.hint) from None
+        raise
 
 
 class ModelNotFoundError(AgoraError):

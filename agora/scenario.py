@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agora.errors import ScenarioError
+from agora.errors import ScenarioError, in_file
 from agora.registry import AGENTS, WORLDS, Entry
 
 
@@ -61,8 +61,19 @@ class Seat:
     params: BaseModel
 
 
+class WorldFile:
+    """A resolved file (scenario or campaign) with a `world_entry` and its `world_config`."""
+
+    def make_world(self):
+        return self.world_entry.load()(self.world_config)
+
+    def world_json(self) -> dict[str, Any]:
+        """The world's id and every parameter, defaults filled in (for the logged config)."""
+        return {"id": self.world_entry.name, **self.world_config.model_dump(mode="json")}
+
+
 @dataclass(frozen=True)
-class ResolvedScenario:
+class ResolvedScenario(WorldFile):
     """A scenario whose world, seats and every parameter have been checked and typed."""
 
     spec: Scenario
@@ -72,13 +83,10 @@ class ResolvedScenario:
     source: str | None  # the file it came from (None when built in code)
     text: str | None  # the file's text, logged as an artifact
 
-    def make_world(self):
-        return self.world_entry.load()(self.world_config)
-
     def resolved_config(self) -> dict[str, Any]:
         """Everything that determines the run, with defaults filled in (logged as MLflow params)."""
         out = self.spec.model_dump(exclude={"world", "agents"})
-        out["world"] = {"id": self.world_entry.name, **self.world_config.model_dump(mode="json")}
+        out["world"] = self.world_json()
         out["agents"] = {
             name: {"policy": seat.entry.name, **seat.params.model_dump(mode="json")} for name, seat in self.seats.items()
         }
@@ -111,15 +119,11 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
 
 
 def resolve_scenario(data: dict[str, Any], *, source: str | None = None, text: str | None = None) -> ResolvedScenario:
-    try:
+    with in_file(source):
         spec = _validate(Scenario, data, prefix="", file=source)
         world_entry = WORLDS.get(spec.world.id, path="world.id")
         world_config = _validate(world_entry.params, spec.world.model_extra or {}, prefix="world", file=source)
         seats = _match_seats(spec, world_entry, world_config, source)
-    except ScenarioError as exc:
-        if exc.file is None and source is not None:  # raised by the registry, which knows no file
-            raise ScenarioError(exc.message, file=source, path=exc.path, hint=exc.hint) from None
-        raise
     return ResolvedScenario(spec, world_entry, world_config, seats, source, text)
 
 

@@ -36,6 +36,13 @@ def cached_per_agent(method):
 PRINTABLE = "".join(chr(c) for c in range(32, 127))  # the charset of agents' free text in worlds: printable ASCII
 
 
+def world_config(config_class: type, config: Any, settings: dict[str, Any]) -> Any:
+    """A world's config: the `config` object given, or one built from keyword `settings` (not both)."""
+    if config is not None and settings:
+        raise TypeError(f"pass either a {config_class.__name__} object or keyword settings, not both")
+    return config or config_class(**settings)
+
+
 def sanitize(text: Any, limit: int) -> str:
     """Free agent text as one line of printable ASCII, at most `limit` characters (other characters become '?')."""
     line = " ".join(str(text).split())

@@ -51,12 +51,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import agora
 from agents.latent import TEAMS, LatentParams, LatentPolicy, LatentSpace, Member, infoset_key
-from agora.campaign import CHECKPOINT_PREFIX, CampaignKind, RunFolder, checkpoints, generator_states, restore_generators
-from agora.errors import AgoraError, ScenarioError
+from agora.campaign import CHECKPOINT_PREFIX, CampaignKind, CheckpointedFile, RunFolder, checkpoints, generator_states, restore_generators
+from agora.errors import AgoraError, ScenarioError, in_file
 from agora.policy import ActRequest, Policy
 from agora.registry import WORLDS, Entry
 from agora.rollout import Rollout, episode_seed, policy_seed
-from agora.scenario import TrackingSpec, WorldSpec, _validate
+from agora.scenario import TrackingSpec, WorldFile, WorldSpec, _validate
 from agora.world import ParseError, demonstration, sanitize
 from trainers.cfr import CFRPlusSolver, CFRSolver, expected_value, exploitability, nash_conv
 from trainers.games import TERMINAL, Game, Node
@@ -139,7 +139,7 @@ class LSPOCampaign(BaseModel):
 
 
 @dataclass(frozen=True)
-class ResolvedLSPO:
+class ResolvedLSPO(WorldFile, CheckpointedFile):
     spec: LSPOCampaign
     world_entry: Entry
     world_config: BaseModel
@@ -147,16 +147,9 @@ class ResolvedLSPO:
     source: str | None
     text: str | None
 
-    def make_world(self):
-        return self.world_entry.load()(self.world_config)
-
-    @property
-    def checkpoint_dir(self) -> Path:
-        return Path(self.spec.checkpoint.dir or Path("checkpoints") / self.spec.name)
-
     def resolved_config(self) -> dict[str, Any]:
         out = self.spec.model_dump(mode="json", exclude={"world", "learner"})
-        out["world"] = {"id": self.world_entry.name, **self.world_config.model_dump(mode="json")}
+        out["world"] = self.world_json()
         out["learner"] = {"lora": self.spec.learner.lora.model_dump(), **self.learner_params.model_dump(mode="json")}
         return out
 
@@ -164,7 +157,7 @@ class ResolvedLSPO:
 def resolve_lspo(data: dict[str, Any], *, source: str | None = None, text: str | None = None) -> ResolvedLSPO:
     from agents.llm import LLMParams
 
-    try:
+    with in_file(source):
         spec = _validate(LSPOCampaign, data, prefix="", file=source)
         if spec.world.id != "werewolf":
             raise ScenarioError(f"LSPO plays werewolf, not '{spec.world.id}'", path="world.id", hint="world: {id: werewolf, ...}")
@@ -174,10 +167,6 @@ def resolve_lspo(data: dict[str, Any], *, source: str | None = None, text: str |
             raise ScenarioError("LSPO abstracts the day discussion; with no discussion there is nothing to learn",
                                 path="world.discussion_rounds", hint="use 1 or more")
         learner_params = _validate(LLMParams, spec.learner.model_extra or {}, prefix="learner", file=source)
-    except ScenarioError as exc:
-        if exc.file is None and source is not None:
-            raise ScenarioError(exc.message, file=source, path=exc.path, hint=exc.hint) from None
-        raise
     return ResolvedLSPO(spec, world_entry, world_config, learner_params, source, text)
 
 

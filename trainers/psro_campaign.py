@@ -38,12 +38,12 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 import agora
-from agora.campaign import CampaignKind, RunFolder
-from agora.errors import AgoraError, ScenarioError
+from agora.campaign import CampaignKind, CheckpointedFile, RunFolder
+from agora.errors import AgoraError, ScenarioError, in_file
 from agora.policy import ActRequest, ActResponse, Policy
 from agora.registry import AGENTS, WORLDS, Entry
 from agora.rollout import Rollout, policy_seed
-from agora.scenario import AgentSpec, TrackingSpec, WorldSpec, _validate
+from agora.scenario import AgentSpec, TrackingSpec, WorldFile, WorldSpec, _validate
 from agora.trajectory import Episode
 from trainers import meta
 from trainers.advantages import group_advantages
@@ -91,7 +91,7 @@ class PSROCampaign(BaseModel):
 
 
 @dataclass(frozen=True)
-class ResolvedPSRO:
+class ResolvedPSRO(WorldFile, CheckpointedFile):
     spec: PSROCampaign
     world_entry: Entry
     world_config: BaseModel
@@ -103,22 +103,15 @@ class ResolvedPSRO:
     source: str | None
     text: str | None
 
-    def make_world(self):
-        return self.world_entry.load()(self.world_config)
-
-    @property
-    def checkpoint_dir(self) -> Path:
-        return Path(self.spec.checkpoint.dir or Path("checkpoints") / self.spec.name)
-
     def resolved_config(self) -> dict[str, Any]:
         out = self.spec.model_dump(mode="json", exclude={"world", "population"})
-        out["world"] = {"id": self.world_entry.name, **self.world_config.model_dump(mode="json")}
+        out["world"] = self.world_json()
         out["population"] = {v.name: v.spec for v in self.initial}
         return out
 
 
 def resolve_psro(data: dict[str, Any], *, source: str | None = None, text: str | None = None) -> ResolvedPSRO:
-    try:
+    with in_file(source):
         spec = _validate(PSROCampaign, data, prefix="", file=source)
         world_entry = WORLDS.get(spec.world.id, path="world.id")
         if world_entry.name != "matrix":
@@ -159,10 +152,6 @@ def resolve_psro(data: dict[str, Any], *, source: str | None = None, text: str |
                     if len(probs) != len(actions):
                         raise ScenarioError(f"probs has {len(probs)} entries; the game has {len(actions)} actions ({', '.join(actions)})", path=f"{path}.probs")
                     initial.append(PolicyVersion(f"{seat}/{name}", "scripted", {"seat": seat, "policy": entry.name, "probs": [float(p) for p in probs]}))
-    except ScenarioError as exc:
-        if exc.file is None and source is not None:
-            raise ScenarioError(exc.message, file=source, path=exc.path, hint=exc.hint) from None
-        raise
     return ResolvedPSRO(spec, world_entry, world_config, seats, actions, A, B, initial, source, text)
 
 

@@ -42,7 +42,7 @@ from pettingzoo import AECEnv
 from pettingzoo.utils import wrappers
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from agora.world import PRINTABLE, ParseError, Report, cached_per_agent, sanitize
+from agora.world import PRINTABLE, ParseError, Report, cached_per_agent, sanitize, world_config
 
 EVAL, CREATE, DEFER = 0, 1, 2
 ACTION_NAMES = ("EVAL", "CREATE", "DEFER")
@@ -394,9 +394,7 @@ class raw_env(AECEnv):
 
     def __init__(self, config: DeferralConfig | None = None, render_mode: str | None = None, **kwargs):
         super().__init__()
-        if config is not None and kwargs:
-            raise TypeError("pass either a DeferralConfig or keyword settings, not both")
-        self.config = config or DeferralConfig(**kwargs)
+        self.config = world_config(DeferralConfig, config, kwargs)
         self.team = [f"agent_{i}" for i in range(self.config.team_size)]
         self.possible_agents = [*self.team, EXPERT]
         self.render_mode = render_mode

@@ -35,7 +35,7 @@ from gymnasium.utils import seeding
 from pettingzoo import ParallelEnv
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agora.world import ParseError, Report
+from agora.world import ParseError, Report, world_config
 
 # --- constants of the paper (ALGORITHMS.md §6) ------------------------------------------------
 
@@ -311,9 +311,7 @@ class parallel_env(ParallelEnv):
     Config = EconomyConfig
 
     def __init__(self, config: EconomyConfig | None = None, render_mode: str | None = None, **kwargs):
-        if config is not None and kwargs:
-            raise TypeError("pass either an EconomyConfig or keyword settings, not both")
-        self.config = config or EconomyConfig(**kwargs)
+        self.config = world_config(EconomyConfig, config, kwargs)
         self.cutoffs = self.config.cutoffs()
         self.workers = [f"worker_{i}" for i in range(self.config.num_workers)]
         self.possible_agents = [PLANNER, *self.workers]

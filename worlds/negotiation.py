@@ -29,7 +29,7 @@ from pettingzoo import AECEnv
 from pettingzoo.utils import wrappers
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agora.world import PRINTABLE, ParseError, cached_per_agent, sanitize
+from agora.world import PRINTABLE, ParseError, cached_per_agent, sanitize, world_config
 
 PROPOSE, ACCEPT, WALK_AWAY = 0, 1, 2
 POOL_DRAWS = 10_000  # count vectors tried before a config is declared impossible
@@ -208,9 +208,7 @@ class raw_env(AECEnv):
 
     def __init__(self, config: NegotiationConfig | None = None, render_mode: str | None = None, **kwargs):
         super().__init__()
-        if config is not None and kwargs:
-            raise TypeError("pass either a NegotiationConfig or keyword settings, not both")
-        self.config = config or NegotiationConfig(**kwargs)
+        self.config = world_config(NegotiationConfig, config, kwargs)
         self.items = list(self.config.items)
         self.possible_agents = list(self.config.agent_names)
         self.render_mode = render_mode

@@ -33,7 +33,7 @@ from pettingzoo import AECEnv
 from pettingzoo.utils import wrappers
 from pydantic import BaseModel, ConfigDict, Field
 
-from agora.world import ParseError, Report, cached_per_agent
+from agora.world import ParseError, Report, cached_per_agent, world_config
 from trainers.regret import cumulative_regret
 
 SUM_TOLERANCE = 0.01  # |Σ p − 1| allowed in text replies (then renormalised)
@@ -89,9 +89,7 @@ class raw_env(AECEnv):
 
     def __init__(self, config: OnlineLearningConfig | None = None, render_mode: str | None = None, **kwargs):
         super().__init__()
-        if config is not None and kwargs:
-            raise TypeError("pass either an OnlineLearningConfig or keyword settings, not both")
-        self.config = config or OnlineLearningConfig(**kwargs)
+        self.config = world_config(OnlineLearningConfig, config, kwargs)
         self.possible_agents = [self.config.agent_name]
         self.render_mode = render_mode
         self.np_random, _ = seeding.np_random(None)

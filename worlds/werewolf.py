@@ -42,7 +42,7 @@ from pettingzoo import AECEnv
 from pettingzoo.utils import wrappers
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agora.world import PRINTABLE, ParseError, Report, cached_per_agent, sanitize
+from agora.world import PRINTABLE, ParseError, Report, cached_per_agent, sanitize, world_config
 
 ROLES = ("villager", "werewolf", "seer", "doctor")  # index = role id in observations
 VILLAGER, WEREWOLF, SEER, DOCTOR = range(4)
@@ -179,9 +179,7 @@ class raw_env(AECEnv):
 
     def __init__(self, config: WerewolfConfig | None = None, render_mode: str | None = None, **kwargs):
         super().__init__()
-        if config is not None and kwargs:
-            raise TypeError("pass either a WerewolfConfig or keyword settings, not both")
-        self.config = config or WerewolfConfig(**kwargs)
+        self.config = world_config(WerewolfConfig, config, kwargs)
         self.possible_agents = seat_names(self.config)
         self.n = len(self.possible_agents)
         self.names = list(self.config.names[: self.n])
