@@ -19,6 +19,7 @@ the killed process are not logged twice. Validation errors are `ScenarioError`s,
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import math
@@ -494,12 +495,46 @@ class RunFolder:
                 tracker.mark_killed(run_id, f"left RUNNING by dead process {other.get('agora.pid')}; marked on resuming {tracker.run_id}")
         return tracker
 
+    def staging(self, iteration: int) -> Path:
+        """An empty folder to write iteration `iteration`'s checkpoint into (state.json last); `publish` moves it in place."""
+        staging = self.folder / f".staging-{CHECKPOINT_PREFIX}{iteration:06d}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        return staging
+
+    def publish(self, staging: Path, tracker) -> Path:
+        """Rename a written staging folder into place, a complete checkpoint even if the process dies now; log its files."""
+        final = self.folder / staging.name.removeprefix(".staging-")
+        shutil.rmtree(final, ignore_errors=True)
+        staging.rename(final)
+        if tracker:
+            for path in sorted(final.rglob("*")):
+                if path.is_file():
+                    tracker.log_artifact(path, str(Path("checkpoints") / path.parent.relative_to(self.folder)))
+        return final
+
     def mark(self, tracker) -> None:
         """Write run.json: for a new campaign, or a resumed one whose first process did not track a run."""
         if not self.resume or (tracker and not json.loads(self.run_file.read_text()).get("run_id")):
             self.folder.mkdir(parents=True, exist_ok=True)
             run = {"run_id": tracker.run_id, "tracking_uri": tracker.uri} if tracker else {"run_id": None}
             self.run_file.write_text(json.dumps(run))
+
+
+@contextlib.contextmanager
+def ending(tracker):
+    """End `tracker`'s run (when there is one) with the block: FINISHED, KILLED on Ctrl-C or SIGTERM
+    (the KeyboardInterrupt goes on), FAILED on any other exception."""
+    status = "FAILED"
+    try:
+        yield
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        if tracker:
+            tracker.end(status)
 
 
 @dataclass
@@ -590,11 +625,7 @@ class CampaignRunner:
 
         from trainers.lora import save_adapter
 
-        self.folder.mkdir(parents=True, exist_ok=True)
-        final = self.folder / f"{CHECKPOINT_PREFIX}{iteration:06d}"
-        staging = self.folder / f".staging-{final.name}"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
+        staging = self.run_folder.staging(iteration)
         save_adapter(self.model, staging / "adapter")
         torch.save(self.trainer.state_dict(), staging / "trainer.pt")
         torch.save(generator_states(self.seats), staging / "rng.pt")
@@ -615,14 +646,9 @@ class CampaignRunner:
             "league": self.league.to_dict() if self.league is not None else None,
         }
         (staging / "state.json").write_text(json.dumps(state))  # written last: marks the checkpoint complete
-        shutil.rmtree(final, ignore_errors=True)
-        staging.rename(final)
+        final = self.run_folder.publish(staging, self.tracker)
         for old in checkpoints(self.folder)[: -self.campaign.spec.checkpoint.keep]:
             shutil.rmtree(old, ignore_errors=True)
-        if self.tracker:
-            for path in sorted(final.rglob("*")):
-                if path.is_file():
-                    self.tracker.log_artifact(path, str(Path("checkpoints") / path.parent.relative_to(self.folder)))
         return final
 
     def _restore(self, folder: Path) -> None:
@@ -883,8 +909,7 @@ class CampaignRunner:
         result.run_id, result.tracking_uri = (self.tracker.run_id, self.tracker.uri) if self.tracker else (None, None)
         result.iterations_done = self.start
         every = spec.evaluation.every
-        status = "FAILED"
-        try:
+        with ending(self.tracker):
             for i in range(self.start, spec.iterations):
                 if (every and i % every == 0) or i == 0:
                     result.evaluations[i] = self.evaluate()
@@ -907,13 +932,6 @@ class CampaignRunner:
                 if self.league is not None:
                     self.tracker.log_table(games_table(self.league), "league/games.json")
                     self.tracker.log_table(ratings_table(self.league), "league/ratings.json")
-            status = "FINISHED"
-        except KeyboardInterrupt:
-            status = "KILLED"
-            raise
-        finally:
-            if self.tracker:
-                self.tracker.end(status)
         return result
 
 

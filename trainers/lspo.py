@@ -38,7 +38,6 @@ and a resumed campaign equals a straight one.
 from __future__ import annotations
 
 import copy
-import shutil
 import itertools
 import json
 import time
@@ -51,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import agora
 from agents.latent import TEAMS, LatentParams, LatentPolicy, LatentSpace, Member, infoset_key
-from agora.campaign import CHECKPOINT_PREFIX, CampaignKind, CheckpointedFile, RunFolder, checkpoints, generator_states, restore_generators
+from agora.campaign import CampaignKind, CheckpointedFile, RunFolder, checkpoints, ending, generator_states, restore_generators
 from agora.errors import AgoraError, ScenarioError, in_file
 from agora.policy import ActRequest, Policy
 from agora.registry import WORLDS, Entry
@@ -683,10 +682,7 @@ class LSPORunner:
 
         from trainers.lora import save_adapter
 
-        final = self.folder / f"{CHECKPOINT_PREFIX}{i:06d}"
-        staging = self.folder / f".staging-{final.name}"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
+        staging = self.run_folder.staging(i)
         save_adapter(self.model, staging / "adapter")
         torch.save(self.trainer.state_dict(), staging / "trainer.pt")
         torch.save({"generators": generator_states({"learner": self.llm}), "torch": torch.get_rng_state()}, staging / "rng.pt")
@@ -696,14 +692,9 @@ class LSPORunner:
         np.savez(staging / "embeddings.npz", texts=np.array(texts, dtype=str), vectors=np.stack([self.embeddings[t] for t in texts]))
         self.history[i] = metrics
         (staging / "state.json").write_text(json.dumps({"iteration": i, "metrics": self.history}))  # last: the checkpoint is complete
-        shutil.rmtree(final, ignore_errors=True)
-        staging.rename(final)
         if self.tracker:
             self.tracker.log_table({k: [r[k] for r in rows] for k in rows[0]} if rows else {}, f"latent/exemplars_iter{i}.json")
-            for path in sorted(final.rglob("*")):
-                if path.is_file():
-                    self.tracker.log_artifact(path, str(Path("checkpoints") / path.parent.relative_to(self.folder)))
-        return final
+        return self.run_folder.publish(staging, self.tracker)
 
     def _restore(self, folder: Path) -> None:
         import torch
@@ -728,8 +719,7 @@ class LSPORunner:
         spec = self.campaign.spec
         result = LSPOResult(*((self.tracker.run_id, self.tracker.uri) if self.tracker else (None, None)))
         result.metrics, result.iterations_done, result.space, result.checkpoint = dict(self.history), self.start, self.space, self.resumed_from
-        status = "FAILED"
-        try:
+        with ending(self.tracker):
             for i in range(self.start, spec.iterations):
                 metrics, rows = self.iteration(i)
                 if self.tracker:
@@ -738,13 +728,6 @@ class LSPORunner:
                 result.metrics[i], result.iterations_done, result.space = metrics, i + 1, self.space
                 if on_iteration:
                     on_iteration(i, metrics)
-            status = "FINISHED"
-        except KeyboardInterrupt:
-            status = "KILLED"
-            raise
-        finally:
-            if self.tracker:
-                self.tracker.end(status)
         return result
 
     def summary_table(self, result: LSPOResult):

@@ -38,7 +38,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 import agora
-from agora.campaign import CampaignKind, CheckpointedFile, RunFolder
+from agora.campaign import CampaignKind, CheckpointedFile, RunFolder, ending
 from agora.errors import AgoraError, ScenarioError, in_file
 from agora.policy import ActRequest, ActResponse, Policy
 from agora.registry import AGENTS, WORLDS, Entry
@@ -425,10 +425,10 @@ class PSRORunner:
 
     def run(self, on_iteration: Callable[[int, dict[str, float]], None] | None = None) -> PSROCampaignResult:
         campaign, spec = self.campaign, self.campaign.spec
-        status, checkpoint = "FAILED", None
+        checkpoint = None
         last_sigma: tuple[np.ndarray, np.ndarray] | None = None
         mixtures: tuple[np.ndarray, np.ndarray] | None = None
-        try:
+        with ending(self.tracker):
             iteration = self.start
             while True:
                 start = time.perf_counter()
@@ -466,13 +466,6 @@ class PSRORunner:
                 self.tracker.log_figure(exploitability_figure(self.history), "figures/exploitability.png")
                 self.tracker.log_text(json.dumps(self.population.to_dict(), indent=2), "population.json")
                 self.tracker.set_tags({"agora.stop_reason": self.stop_reason})
-            status = "FINISHED"
-        except KeyboardInterrupt:
-            status = "KILLED"
-            raise
-        finally:
-            if self.tracker:
-                self.tracker.end(status)
         meta_strategies = {
             seat: {v.name: float(w) for v, w in zip(self.members(seat), weights)} for seat, weights in zip(campaign.seats, last_sigma or ((), ()))
         }
