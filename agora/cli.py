@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 from pathlib import Path
 from typing import Literal, Optional, get_args, get_origin
 
@@ -17,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from agora.errors import AgoraError
+from agora.interrupts import interruptible
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Agora: multi-agent LLM worlds, rollouts and training.")
 console = Console()
@@ -31,26 +31,6 @@ def user_errors():
     except AgoraError as exc:
         errors.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(2) from None
-
-
-@contextlib.contextmanager
-def terminate_as_interrupt():
-    """`kill PID` (SIGTERM) stops a run or campaign the way Ctrl-C does: finished episodes are logged,
-    the MLflow run is marked KILLED, a campaign keeps its checkpoints for --resume. (SIGKILL cannot
-    be caught: a campaign then resumes from its last checkpoint.)"""
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread (e.g. an embedding application): leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def progress_bar(disable: bool = False) -> Progress:
@@ -73,7 +53,7 @@ def run(
     from agora.scenario import load_scenario
 
     overrides = {k: v for k, v in {"episodes": episodes, "seed": seed, "concurrency": concurrency}.items() if v is not None}
-    with user_errors(), terminate_as_interrupt():
+    with user_errors(), interruptible():
         resolved = load_scenario(scenario, overrides)
         spec = resolved.spec
         # A person typing at the terminal (a policy with `interactive = True`) and a live bar would garble each other.
@@ -104,7 +84,7 @@ def train(
     """Run a training campaign: rollouts -> advantages -> LoRA updates, evaluated and checkpointed."""
     from agora.campaign import ResolvedCampaign, load_campaign
 
-    with user_errors(), terminate_as_interrupt():
+    with user_errors(), interruptible():
         resolved = load_campaign(campaign)
         spec = resolved.spec
         if isinstance(resolved, ResolvedCampaign):

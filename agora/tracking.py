@@ -23,6 +23,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
 from agora.errors import AgoraError
+from agora.interrupts import uninterrupted
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)  # no schema-migration chatter in users' terminals
 logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -78,6 +79,22 @@ def git_commit() -> str | None:
         return None
 
 
+class StoreClient:
+    """An MlflowClient whose every call completes before Ctrl-C or SIGTERM takes effect (agora/interrupts.py)."""
+
+    def __init__(self, uri: str):
+        self._client = MlflowClient(tracking_uri=uri)
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with uninterrupted():
+                return method(*args, **kwargs)
+
+        return call
+
+
 class Tracker:
     """One MLflow run: params, tags, buffered metrics, artifacts, tables and figures."""
 
@@ -86,7 +103,7 @@ class Tracker:
         if self.uri.startswith("sqlite:///"):
             Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.client = MlflowClient(tracking_uri=self.uri)
+            self.client = StoreClient(self.uri)
             found = self.client.get_experiment_by_name(experiment)
             experiment_id = (
                 found.experiment_id
@@ -172,7 +189,7 @@ class Tracker:
         self = cls.__new__(cls)
         self.uri = resolve_uri(uri)
         try:
-            self.client = MlflowClient(tracking_uri=self.uri)
+            self.client = StoreClient(self.uri)
             run = self.client.get_run(run_id)
         except Exception as exc:
             raise AgoraError(f"cannot reopen MLflow run {run_id} in {self.uri}: {exc}") from None
