@@ -452,7 +452,8 @@ def sample(
             logps[row].append(lp)
         running = ~torch.isin(token, stop) if step + 1 < max_new_tokens else torch.zeros_like(token, dtype=torch.bool)
         if remember and not bool(running.all()):
-            _remember(prefix_cache, cache, attention, (~running).nonzero().squeeze(-1).tolist(), [prompts[r] + tokens[r][:-1] for r in rows.tolist()])
+            finished = {k: int(rows[k]) for k in (~running).nonzero().squeeze(-1).tolist()}
+            _remember(prefix_cache, cache, attention, {k: prompts[r] + tokens[r][:-1] for k, r in finished.items()})
         if not bool(running.any()):
             break
         if not bool(running.all()):  # finished rows leave the batch
@@ -466,16 +467,16 @@ def sample(
     return list(zip(tokens, logps))
 
 
-def _remember(prefix_cache: PrefixCache, cache, attention: torch.Tensor, local: list[int], ids: list[list[int]]) -> None:
-    """Store in `prefix_cache` the KV of each finished row `local[i]` of the decode batch: its prompt and
-    completion but the last token (not forwarded yet), `ids[row]`; the attention mask's nonzero columns
-    are that row's tokens. A re-prompt after an unparseable reply (prompt, the reply, the parser's
+def _remember(prefix_cache: PrefixCache, cache, attention: torch.Tensor, finished: dict[int, list[int]]) -> None:
+    """Store in `prefix_cache` the KV of each finished row k of the decode batch: its prompt and
+    completion but the last token (not forwarded yet), `finished[k]`; the attention mask's nonzero
+    columns are that row's tokens. A re-prompt after an unparseable reply (prompt, the reply, the parser's
     message) then computes only the message, and a turn that extends the prompt still finds it."""
     layers = _plain_layers(cache)
-    for k in local:
-        if prefix_cache.fits(len(ids[k]), layers):
+    for k, ids in finished.items():
+        if prefix_cache.fits(len(ids), layers):
             columns = attention[k].nonzero().squeeze(-1)
-            prefix_cache.store(ids[k], [(a[k : k + 1].index_select(2, columns), b[k : k + 1].index_select(2, columns)) for a, b in layers])
+            prefix_cache.store(ids, [(a[k : k + 1].index_select(2, columns), b[k : k + 1].index_select(2, columns)) for a, b in layers])
 
 
 def common_prefix_length(prompts: list[list[int]]) -> int:
