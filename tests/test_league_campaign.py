@@ -12,7 +12,6 @@ from safetensors.torch import load_file
 
 from agora.campaign import CampaignRunner, load_campaign, run_campaign
 from agora.errors import ScenarioError
-from tests.conftest import SCENARIOS
 from trainers.league import League, WinRecord
 from trainers.ratings import OpenSkillRatings
 
