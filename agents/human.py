@@ -16,7 +16,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from agora.policy import ActRequest, ActResponse, Policy, PolicyParams
+from agora.policy import ActRequest, ActResponse, Policy, PolicyConfig
 
 RULE = "-" * 72
 
@@ -29,12 +29,12 @@ class HumanPolicy(Policy):
     uses_text = True
     interactive: ClassVar[bool] = True  # reads the terminal: the CLI hides its live progress bar
 
-    class Params(PolicyParams):
+    class Config(PolicyConfig):
         multiline: bool = Field(False, description="read a reply of several lines, ended by an empty line (for multi-line reply formats)")
         show_demonstration: bool = Field(False, description="print the world's worked example before the first prompt")
 
-    def __init__(self, params: Params, *, seed: int):
-        super().__init__(params, seed=seed)
+    def __init__(self, config: Config, *, seed: int):
+        super().__init__(config, seed=seed)
         self.shown_demonstration = False
 
     def act(self, requests: list[ActRequest]) -> list[ActResponse]:
@@ -42,7 +42,7 @@ class HumanPolicy(Policy):
 
     def ask(self, request: ActRequest) -> ActResponse:
         out = sys.stdout
-        if self.params.show_demonstration and request.demonstration and not self.shown_demonstration:
+        if self.config.show_demonstration and request.demonstration and not self.shown_demonstration:
             self.shown_demonstration = True
             out.write(f"{RULE}\nWorked example:\n")
             for message in request.demonstration:
@@ -53,7 +53,7 @@ class HumanPolicy(Policy):
             out.write(f"{RULE}\nEpisode {request.episode}, you play {request.agent}\n{RULE}\n")
             out.write(request.messages[0]["content"] if request.messages else "")
             out.write("\n")
-        end = " (end with an empty line)" if self.params.multiline else ""
+        end = " (end with an empty line)" if self.config.multiline else ""
         text = self.read(f"your reply{end}> ")
         self.stats.requests += 1
         return ActResponse(text)
@@ -78,5 +78,5 @@ class HumanPolicy(Policy):
                 sys.stdout.write("(empty reply: type your answer; Ctrl-D or Ctrl-C stops the run)\n")
                 continue
             lines.append(line)
-            if not self.params.multiline:
+            if not self.config.multiline:
                 return line

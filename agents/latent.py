@@ -33,7 +33,7 @@ from pydantic import Field, field_validator
 
 from agents.scripted.werewolf import RuleBasedPlayer, WerewolfPlayer
 from agora.errors import AgoraError
-from agora.policy import PolicyParams
+from agora.policy import PolicyConfig
 from agora.world import sanitize
 from worlds.werewolf import DISCUSSION, NAMES, ROLES, WEREWOLF
 
@@ -147,7 +147,7 @@ def space_path(value: str) -> Path:
     return path
 
 
-class LatentParams(PolicyParams):
+class LatentConfig(PolicyConfig):
     space: str | None = Field(None, description="latent space JSON written by an lspo campaign (checkpoints/<name>/iter-N/latent_space.json); relative to the working directory or Agora's folder")
     max_statement_chars: int = Field(200, ge=1, le=2000, description="longer statements are cut")
 
@@ -169,19 +169,19 @@ class LatentParams(PolicyParams):
 class LatentPolicy(WerewolfPlayer):
     """Day statements from latent strategies drawn from an LSPO policy; night actions and votes by rule."""
 
-    Params = LatentParams
+    Config = LatentConfig
 
-    def __init__(self, params: LatentParams, *, seed: int, space: LatentSpace | None = None,
+    def __init__(self, config: LatentConfig, *, seed: int, space: LatentSpace | None = None,
                  assign: Callable[[int], dict[str, int]] | None = None):
-        """`space` given: play that space (in code) instead of the file `params.space`. `assign(episode)`
+        """`space` given: play that space (in code) instead of the file `config.space`. `assign(episode)`
         given: play those clusters per role in that episode instead of drawing them (utility estimation)."""
-        super().__init__(params, seed=seed)
+        super().__init__(config, seed=seed)
         if space is None:
-            if params.space is None:
+            if config.space is None:
                 raise AgoraError("the latent policy needs a latent space: set `space:` to a latent_space.json written by an lspo campaign")
-            space = LatentSpace.load(space_path(params.space))
+            space = LatentSpace.load(space_path(config.space))
         self.space, self.assign = space, assign
-        self.rule = RuleBasedPlayer(RuleBasedPlayer.Params(), seed=seed)
+        self.rule = RuleBasedPlayer(RuleBasedPlayer.Config(), seed=seed)
         self.profiles: dict[tuple[int, str], dict[str, int]] = {}
         self.spoken: dict[str, dict[int, int]] = {}  # role -> cluster -> statements spoken (for reports and tests)
 
@@ -220,7 +220,7 @@ class LatentPolicy(WerewolfPlayer):
         if not mask[target]:
             target = n
         new_name = NAMES[target] if target < n else None
-        statement = sanitize(replace_name(member.statement, member.accused, new_name, NAMES[:n]), self.params.max_statement_chars)
+        statement = sanitize(replace_name(member.statement, member.accused, new_name, NAMES[:n]), self.config.max_statement_chars)
         self.spoken.setdefault(role, {}).setdefault(cluster, 0)
         self.spoken[role][cluster] += 1
         return {"target": target, "statement": statement}

@@ -57,7 +57,7 @@ def run(
         resolved = load_scenario(scenario, overrides)
         spec = resolved.spec
         # A person typing at the terminal (a policy with `interactive = True`) and a live bar would garble each other.
-        interactive = any(getattr(seat.entry.load(), "interactive", False) for seat in resolved.seats.values())
+        interactive = any(seat.entry.load().interactive for seat in resolved.seats.values())
         with progress_bar(disable=interactive) as progress:
             task = progress.add_task(f"loading {spec.name}", total=spec.episodes)
             result = run_scenario(
@@ -81,33 +81,28 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint, into the same MLflow run"),
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default: campaign, $MLFLOW_TRACKING_URI, embedded store)"),
 ) -> None:
-    """Run a training campaign: rollouts -> advantages -> LoRA updates, evaluated and checkpointed."""
-    from agora.campaign import ResolvedCampaign, load_campaign
+    """Run a training campaign of any kind (train, psro, lspo, ...): iterations, checkpoints, MLflow."""
+    from agora.campaign import load_campaign
 
     with user_errors(), interruptible():
         resolved = load_campaign(campaign)
-        spec = resolved.spec
-        if isinstance(resolved, ResolvedCampaign):
-            console.print(f"loading the learner ({resolved.learner_params.model}) ...")
-        runner = campaign_runner(resolved, resume=resume, tracking_uri=tracking_uri)
+        if message := resolved.loading_message():
+            console.print(message)
+        runner = resolved.start(resume=resume, tracking_uri=tracking_uri)
         if runner.tracker:
             console.print(f"MLflow run [bold]{runner.tracker.run_id}[/] in {runner.tracker.uri}")
         if runner.resumed_from:
             console.print(f"resuming from {runner.resumed_from}")
-        # the runner may name the metrics of its progress line: key -> label (the first is in the bar)
-        shown = getattr(runner, "progress_metrics", None) or {
-            "train/reward/learner": "reward",
-            "train/loss": "loss",
-            "train/kl": "kl",
-            "train/zero_variance_groups": "zero-variance groups",
-            "train/fallback_rate": "fallback rate",
-        }
+        shown = runner.progress  # key -> label of the per-iteration line (the first is in the bar)
         with progress_bar() as progress:
-            task = progress.add_task(spec.name, total=spec.iterations, completed=runner.start)
+            task = progress.add_task(resolved.name, total=resolved.iterations, completed=runner.first_iteration)
 
             def report(i: int, metrics: dict[str, float]) -> None:
-                first, label = next(iter(shown.items()))
-                progress.update(task, completed=i + 1, description=f"{spec.name}  {label} {metrics.get(first, float('nan')):.2f}")
+                description = resolved.name
+                if shown:
+                    first, label = next(iter(shown.items()))
+                    description += f"  {label} {metrics.get(first, float('nan')):.2f}"
+                progress.update(task, completed=i + 1, description=description)
                 line = f"iteration {i}: " + ", ".join(f"{label} {metrics[k]:.4f}" for k, label in shown.items() if k in metrics)
                 if "perf/iteration_seconds" in metrics:
                     line += f", {metrics['perf/iteration_seconds']:.0f} s"
@@ -118,47 +113,18 @@ def train(
             except KeyboardInterrupt:
                 errors.print("interrupted: continue with --resume from the last checkpoint (run marked KILLED)")
                 raise typer.Exit(130) from None
-    table = runner.summary_table(result) if hasattr(runner, "summary_table") else evaluation_table(resolved, result)
-    if table is not None:
+    summary = runner.summary(result)
+    if summary is not None:
+        table = Table(title=summary.title, title_justify="left")
+        for column in summary.columns:
+            table.add_column(column)
+        for row in summary.rows:
+            table.add_row(*row)
         console.print(table)
-    if getattr(result, "checkpoint", None):
+    if result.checkpoint:
         console.print(f"last checkpoint: {result.checkpoint}")
     if result.run_id:
         console.print(f"MLflow run [bold]{result.run_id}[/] in {result.tracking_uri}  (browse with `agora ui`)")
-
-
-def campaign_kind(resolved):
-    """The registered kind (`agora.registry.CAMPAIGNS`) a resolved campaign belongs to."""
-    from agora.registry import CAMPAIGNS
-
-    for entry in CAMPAIGNS.entries():
-        kind = entry.load()
-        if isinstance(resolved, kind.resolved):
-            return kind
-    raise TypeError(f"no campaign kind resolves to {type(resolved).__name__}")
-
-
-def campaign_runner(resolved, **kwargs):
-    return campaign_kind(resolved).runner(resolved, **kwargs)
-
-
-def evaluation_table(resolved, result) -> Table:
-    """The training campaign's held-out evaluations: one row per step and opponent."""
-    spec = resolved.spec
-    table = Table(title=f"{spec.name}: evaluation on held-out seeds", title_justify="left")
-    for column in ("step", "opponent", "score (95% CI)", "win rate (95% CI)", "agreement"):
-        table.add_column(column)
-    for step, metrics in sorted(result.evaluations.items()):
-        for name in resolved.evaluations:
-            p = f"eval/{name}/"
-            table.add_row(
-                str(step),
-                name,
-                f"{metrics[p + 'score']:.3f} [{metrics[p + 'score_ci_low']:.2f}, {metrics[p + 'score_ci_high']:.2f}]",
-                f"{metrics[p + 'win_rate']:.3f} [{metrics[p + 'win_rate_ci_low']:.2f}, {metrics[p + 'win_rate_ci_high']:.2f}]",
-                f"{metrics[p + 'agreement']:.3f}" if p + "agreement" in metrics else "-",
-            )
-    return table
 
 
 def summary_table(resolved, summary: dict[str, float]) -> Table:
@@ -185,29 +151,17 @@ def summary_table(resolved, summary: dict[str, float]) -> Table:
     return table
 
 
-def is_campaign(file: Path) -> bool:
-    """A campaign file has a top-level `trainer:` or `kind:` key (scenario files have neither)."""
-    try:
-        import yaml
-
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except Exception:
-        return False  # load_scenario explains what is wrong with it
-    return isinstance(data, dict) and ("trainer" in data or "kind" in data)
-
-
 @app.command()
 def validate(files: list[Path] = typer.Argument(..., help="scenario or campaign files to check")) -> None:
     """Check scenario and campaign files without running them."""
     from agora.campaign import load_campaign
-    from agora.scenario import load_scenario
+    from agora.scenario import is_campaign, load_scenario, read_mapping
 
     failed = 0
     for file in files:
         try:
-            if is_campaign(file):
-                campaign = load_campaign(file)
-                console.print(f"[green]ok[/] {file}: {campaign_kind(campaign).describe(campaign)}")
+            if is_campaign(read_mapping(file, hint="copy a file in scenarios/ to start from")[0]):
+                console.print(f"[green]ok[/] {file}: {load_campaign(file).describe()}")
                 continue
             resolved = load_scenario(file)
         except AgoraError as exc:
@@ -246,7 +200,7 @@ def worlds() -> None:
     from agora.registry import WORLDS
 
     for entry in WORLDS.entries():
-        console.print(params_table(f"[bold]{entry.name}[/] — {entry.summary}", entry.params))
+        console.print(params_table(f"[bold]{entry.name}[/] — {entry.summary}", entry.config))
 
 
 @app.command()
@@ -259,7 +213,7 @@ def agents(world: Optional[str] = typer.Option(None, help="only agents that can 
             WORLDS.get(world)
         for entry in AGENTS.entries(world):
             scope = f" [dim](world: {entry.world})[/]" if entry.world else ""
-            console.print(params_table(f"[bold]{entry.name}[/]{scope} — {entry.summary}", entry.params))
+            console.print(params_table(f"[bold]{entry.name}[/]{scope} — {entry.summary}", entry.config))
 
 
 @app.command()
@@ -274,7 +228,7 @@ def trainers() -> None:
         kinds.add_row(entry.name, entry.summary)
     console.print(kinds)
     for entry in TRAINERS.entries():
-        console.print(params_table(f"[bold]{entry.name}[/] — {entry.summary}", entry.params))
+        console.print(params_table(f"[bold]{entry.name}[/] — {entry.summary}", entry.config))
 
 
 @app.command()

@@ -122,12 +122,13 @@ def pick_dtype(dtype: str, device: str):
     return getattr(torch, dtype)
 
 
-def load_causal_lm(name: str = EMBEDDED, *, device: str = "auto", dtype: str = "auto") -> tuple[Any, Any]:
-    """(model, tokenizer) for `name`, shared by every policy in the process that asks for the same one."""
+def load_causal_lm(name: str = EMBEDDED, *, device: str = "auto", dtype: str = "auto", private: bool = False) -> tuple[Any, Any]:
+    """(model, tokenizer) for `name`, in eval mode. Shared by every caller in the process that asks for the
+    same one, unless `private`: then a copy of its own (a learner whose weights a trainer changes)."""
     device = pick_device(device)
     key = (name, device, dtype)
     with _lock:
-        if key in _loaded:
+        if key in _loaded and not private:
             return _loaded[key]
         location, kwargs = resolve_model_path(name)
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -147,10 +148,11 @@ def load_causal_lm(name: str = EMBEDDED, *, device: str = "auto", dtype: str = "
         if device == "cpu":
             from agora.kernels import use_skinny_linears
 
-            use_skinny_linears(model)  # few-row inference products at memory bandwidth (agora/kernels.py)
+            use_skinny_linears(model)  # few-row inference products at memory bandwidth (agora/kernels.py); training keeps PyTorch's
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        _loaded[key] = (model, tokenizer)
+        if not private:
+            _loaded[key] = (model, tokenizer)
         return model, tokenizer
 
 

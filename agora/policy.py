@@ -43,7 +43,7 @@ class PolicyStats:
     extra: dict[str, float] = field(default_factory=dict)
 
 
-class PolicyParams(BaseModel):
+class PolicyConfig(BaseModel):
     """Base of every policy's parameters: unknown keys are errors, not silently ignored."""
 
     model_config = ConfigDict(extra="forbid")
@@ -52,12 +52,14 @@ class PolicyParams(BaseModel):
 class Policy(ABC):
     """Maps a batch of requests to a batch of responses, in order."""
 
-    Params: ClassVar[type[PolicyParams]] = PolicyParams
+    Config: ClassVar[type[PolicyConfig]] = PolicyConfig
     expensive: ClassVar[bool] = False  # model-backed: the engine calls it once per tick with every pending turn
     uses_text: ClassVar[bool] = False  # reads the world's prompt and answers in text (else acts on the observation)
+    interactive: ClassVar[bool] = False  # reads the terminal (a person): the CLI draws no live progress bar
+    world: ClassVar[str | None] = None  # the one world this policy plays (scripted baselines), or None for any
 
-    def __init__(self, params: PolicyParams, *, seed: int):
-        self.params = params
+    def __init__(self, config: PolicyConfig, *, seed: int):
+        self.config = config
         self.seed = seed
         self.stats = PolicyStats()
 

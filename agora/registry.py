@@ -1,55 +1,102 @@
-"""Names users write in scenario files -> the classes that implement them.
+"""Names users write in scenario and campaign files -> the classes that implement them.
 
-Only the entries below can be built from a file; nothing is imported from a user-given string.
-A new world, agent or trainer is one file plus one line here. Classes load lazily, so listing
-the registry does not import torch.
+Four registries, one per extension point: worlds, agents, trainers and campaign kinds. Agora's own
+units are the entries below; an installed package adds its own through Python entry points in the
+groups `agora.worlds`, `agora.agents`, `agora.trainers` and `agora.campaigns` (name = the id users
+write, value = "module:Class"), as pytest and MLflow plug-ins do. Only registered names can be
+built from a file: nothing is imported from a user-given string. Classes load lazily, so listing
+Agora's own entries does not import torch.
+
+Each registered class carries its `Config` (a pydantic model of its parameters) and a docstring
+whose first line is its summary; an agent that plays one world only names it in `world`.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.metadata
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
 
-from agora.errors import ScenarioError
+from agora.errors import AgoraError, ScenarioError
+
+ORIGIN = "agora"  # the origin of Agora's own entries (a plug-in's is its distribution)
 
 
 @dataclass(frozen=True)
 class Entry:
     name: str
-    target: str  # "package.module:attribute" inside this project
-    summary: str
+    target: str  # "package.module:attribute"
+    doc: str | None = None  # one line; plug-ins: None, read from the class's docstring
     world: str | None = None  # set for agents that only play one world (scripted baselines)
+    origin: str = ORIGIN  # "agora" or the plug-in's "distribution version"
 
     def load(self) -> Any:
         module, attr = self.target.split(":")
-        return getattr(importlib.import_module(module), attr)
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except Exception as exc:
+            if self.origin == ORIGIN:
+                raise
+            raise AgoraError(f"the plug-in '{self.name}' from {self.origin} ({self.target}) cannot be loaded: {type(exc).__name__}: {exc}") from None
 
     @property
-    def params(self) -> type[BaseModel]:
-        """The pydantic model of this entry's parameters (worlds: `Config`, agents: `Params`)."""
-        cls = self.load()
-        return getattr(cls, "Config", None) or cls.Params
+    def summary(self) -> str:
+        if self.doc is not None:
+            return self.doc
+        doc = (self.load().__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+    @property
+    def config(self) -> type[BaseModel]:
+        """The pydantic model of this entry's parameters: the class's `Config` (worlds, agents, trainers, campaign kinds)."""
+        return self.load().Config
+
+
+def plugin_entries(group: str) -> list[Entry]:
+    """The entries installed packages add through the entry point group `group`."""
+    out = []
+    for point in sorted(importlib.metadata.entry_points(group=group), key=lambda p: p.name):
+        dist = getattr(point, "dist", None)
+        origin = f"{dist.name} {dist.version}" if dist is not None else "a plug-in"
+        world = None
+        if group == "agora.agents":
+            entry = Entry(point.name, point.value, origin=origin)
+            try:
+                world = entry.load().world
+            except AgoraError:
+                pass  # listed; `get` explains the failure
+        out.append(Entry(point.name, point.value, world=world, origin=origin))
+    return out
 
 
 class Registry:
-    def __init__(self, kind: str, entries: list[Entry], listing: str | None = None):
+    def __init__(self, kind: str, entries: list[Entry], *, group: str, listing: str | None = None):
         self.kind = kind
-        self._entries = entries
+        self.group = group  # the entry point group plug-ins register in
+        self._own = entries
+        self._plugins: list[Entry] | None = None
         self.listing = listing or f"agora {kind}s"  # the command that lists the entries
 
     def entries(self, world: str | None = None) -> list[Entry]:
-        """Entries usable with `world` (all when `world` is None)."""
-        return [e for e in self._entries if world is None or e.world in (None, world)]
+        """Entries usable with `world` (all when `world` is None): Agora's own, then plug-ins'."""
+        if self._plugins is None:
+            self._plugins = plugin_entries(self.group)
+        return [e for e in self._own + self._plugins if world is None or e.world in (None, world)]
 
     def get(self, name: str, *, world: str | None = None, path: str | None = None) -> Entry:
         usable = self.entries(world)
-        for entry in usable:
-            if entry.name == name:
-                return entry
+        found = [e for e in usable if e.name == name]
+        if len(found) > 1:
+            raise ScenarioError(
+                f"{len(found)} registered {self.kind}s are named '{name}' (from {', '.join(e.origin for e in found)})", path=path,
+                hint="uninstall one of the plug-ins, or ask its authors to rename it",
+            )
+        if found:
+            return found[0]
         names = [e.name for e in usable]
         close = difflib.get_close_matches(name, names, n=1)
         where = f" for world '{world}'" if world else ""
@@ -69,6 +116,7 @@ WORLDS = Registry(
         Entry("online_learning", "worlds.online_learning:raw_env", "Online learning with full information: play a distribution, see the loss vector; external regret (arXiv 2403.16843)."),
         Entry("deferral", "worlds.deferral:raw_env", "A team answers problems over rounds; each agent may EVAL a peer, CREATE or DEFER to an expert (HILA)."),
     ],
+    group="agora.worlds",
 )
 
 AGENTS = Registry(
@@ -100,6 +148,7 @@ AGENTS = Registry(
         Entry("oracle", "agents.scripted.deferral:Oracle", "Team upper bound: adopts a right answer, else defers (needs oracle_observations).", world="deferral"),
         Entry("simulated", "agents.scripted.deferral:SimulatedExpert", "Expert: right with a per-difficulty accuracy, may explain.", world="deferral"),
     ],
+    group="agora.agents",
 )
 
 TRAINERS = Registry(
@@ -107,16 +156,18 @@ TRAINERS = Registry(
     [
         Entry("grpo", "trainers.grpo:GRPOTrainer", "Clipped policy gradient with group-relative advantages (GRPO; GiGPO with estimator: gigpo), LoRA."),
         Entry("preference", "trainers.preference:PreferenceTrainer", "DPO / IPO / KTO on pairs or labels built from each group's best and worst trajectories, LoRA."),
-        Entry("inpo", "trainers.preference_games:INPOTrainer", "INPO self-play preference optimisation: square loss on judge-labelled on-policy pairs of each group, LoRA."),
+        Entry("inpo", "trainers.inpo:INPOTrainer", "INPO self-play preference optimisation: square loss on judge-labelled on-policy pairs of each group, LoRA."),
     ],
+    group="agora.trainers",
 )
 
 CAMPAIGNS = Registry(
     "campaign kind",
     [
-        Entry("train", "agora.campaign:TRAINING", "An LLM with LoRA trained by a trainer (GRPO, DPO/KTO) against fixed opponents or its own snapshots."),
-        Entry("psro", "trainers.psro_campaign:PSRO", "PSRO on the matrix world: payoffs by rollouts, a meta-solver, best responses (exact or trained tabular) added per iteration."),
-        Entry("lspo", "trainers.lspo:LSPO", "LSPO on werewolf: LLM candidates -> k-means latent strategies -> CFR on the latent game -> DPO."),
+        Entry("train", "campaigns.train:TrainCampaign", "An LLM with LoRA trained by a trainer (GRPO, DPO/KTO, INPO) against fixed opponents or a league of its snapshots."),
+        Entry("psro", "campaigns.psro:PSROCampaign", "PSRO on the matrix world: payoffs by rollouts, a meta-solver, best responses (exact or trained tabular) added per iteration."),
+        Entry("lspo", "campaigns.lspo:LSPOCampaign", "LSPO on werewolf: LLM candidates -> k-means latent strategies -> CFR on the latent game -> DPO."),
     ],
+    group="agora.campaigns",
     listing="agora trainers",
 )

@@ -273,3 +273,19 @@ class Rollout:
         )
         turn.slot.apply(turn, step, action)
         return True
+
+
+class GroupRollout(Rollout):
+    """A Rollout whose episode `index` is played from initial state `seeds[index // group_size]`:
+    `group_size` consecutive episodes share a seed (a GRPO group), and differ by sampling. The
+    turns of `anchor_seats` in each group's first episode are decoded greedily (ArenaRL's anchor)."""
+
+    def __init__(self, *args, seeds: list[int], group_size: int, anchor_seats=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seeds, self.group_size, self.anchor_seats = seeds, group_size, frozenset(anchor_seats)
+
+    def episode_seed(self, index: int) -> int:
+        return self.seeds[index // self.group_size]
+
+    def greedy(self, index: int, agent: str) -> bool:
+        return index % self.group_size == 0 and agent in self.anchor_seats

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -33,14 +33,18 @@ class RunResult:
     report: Report | None = None  # the world's end-of-run report (figures, tables, series)
 
 
-def build_policies(scenario: ResolvedScenario) -> dict[str, Policy]:
-    """One policy per seat; seats with identical specs share one instance (and one batched call)."""
+def build_policies(scenario: ResolvedScenario, *, skip: Sequence[str] = (), seed: int | None = None) -> dict[str, Policy]:
+    """One policy per seat but those in `skip`, seeded from `seed` (default the scenario's) and the seat's key;
+    seats with identical specs share one instance (and one batched call)."""
+    root = scenario.spec.seed if seed is None else seed
     shared: dict[str, Policy] = {}
     seats: dict[str, Policy] = {}
     for agent, seat in scenario.seats.items():
-        spec = json.dumps([seat.entry.name, seat.params.model_dump(mode="json")], sort_keys=True)
+        if agent in skip:
+            continue
+        spec = json.dumps([seat.entry.name, seat.config.model_dump(mode="json")], sort_keys=True)
         if spec not in shared:
-            shared[spec] = seat.entry.load()(seat.params, seed=policy_seed(scenario.spec.seed, seat.key))
+            shared[spec] = seat.entry.load()(seat.config, seed=policy_seed(root, seat.key))
         seats[agent] = shared[spec]
     return seats
 

@@ -58,7 +58,7 @@ class Seat:
     agent: str  # the world's agent name
     key: str  # the key in `agents:` that matched it
     entry: Entry
-    params: BaseModel
+    config: BaseModel  # the agent's validated Config
 
 
 class WorldFile:
@@ -88,13 +88,14 @@ class ResolvedScenario(WorldFile):
         out = self.spec.model_dump(exclude={"world", "agents"})
         out["world"] = self.world_json()
         out["agents"] = {
-            name: {"policy": seat.entry.name, **seat.params.model_dump(mode="json")} for name, seat in self.seats.items()
+            name: {"policy": seat.entry.name, **seat.config.model_dump(mode="json")} for name, seat in self.seats.items()
         }
         return out
 
 
-def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> ResolvedScenario:
-    """Read, parse and validate a scenario file. `overrides` replace top-level keys (CLI flags)."""
+def read_mapping(path: str | Path, *, hint: str) -> tuple[dict[str, Any], str, str]:
+    """(mapping, text, file name) of a scenario or campaign YAML file; a `ScenarioError` for a missing,
+    unreadable (not UTF-8), malformed or empty file, or one whose top level is not a mapping."""
     path = Path(path)
     file = str(path)
     if not path.is_file():
@@ -102,7 +103,7 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ScenarioError(f"cannot read: {exc}", file=file) from None
+        raise ScenarioError(f"cannot read: {exc}", file=file, hint="save it as UTF-8 text") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -111,18 +112,32 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
         problem = getattr(exc, "problem", None) or str(exc)
         raise ScenarioError(f"invalid YAML: {where}{problem}", file=file, hint="check indentation and quoting near that line") from None
     if data is None:
-        raise ScenarioError("the file is empty", file=file, hint="copy one of the files in scenarios/ to start from")
+        raise ScenarioError("the file is empty", file=file, hint=hint)
     if not isinstance(data, dict):
-        raise ScenarioError(f"expected a mapping of keys at the top level, got {type(data).__name__}", file=file)
+        raise ScenarioError(f"expected a mapping of keys at the top level, got {type(data).__name__}", file=file, hint=hint)
+    return data, text, file
+
+
+def is_campaign(data: dict[str, Any]) -> bool:
+    """A campaign file has a top-level `trainer:` or `kind:` key (scenario files have neither)."""
+    return "trainer" in data or "kind" in data
+
+
+def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> ResolvedScenario:
+    """Read, parse and validate a scenario file. `overrides` replace top-level keys (CLI flags)."""
+    data, text, file = read_mapping(path, hint="copy one of the files in scenarios/ to start from")
+    if is_campaign(data):
+        raise ScenarioError("this is a campaign file (it has `trainer:` or `kind:`), not a scenario", file=file,
+                            hint=f"train it with `agora train {file}`")
     data.update(overrides or {})
     return resolve_scenario(data, source=file, text=text)
 
 
 def resolve_scenario(data: dict[str, Any], *, source: str | None = None, text: str | None = None) -> ResolvedScenario:
     with in_file(source):
-        spec = _validate(Scenario, data, prefix="", file=source)
+        spec = validate_model(Scenario, data, prefix="", file=source)
         world_entry = WORLDS.get(spec.world.id, path="world.id")
-        world_config = _validate(world_entry.params, spec.world.model_extra or {}, prefix="world", file=source)
+        world_config = validate_model(world_entry.config, spec.world.model_extra or {}, prefix="world", file=source)
         seats = _match_seats(spec, world_entry, world_config, source)
     return ResolvedScenario(spec, world_entry, world_config, seats, source, text)
 
@@ -153,12 +168,12 @@ def _match_seats(spec: Scenario, world_entry: Entry, world_config: BaseModel, fi
         if key not in built:
             agent_spec = spec.agents[key]
             entry = AGENTS.get(agent_spec.policy, world=world_entry.name, path=f"agents.{key}.policy")
-            built[key] = (entry, _validate(entry.params, agent_spec.model_extra or {}, prefix=f"agents.{key}", file=file))
+            built[key] = (entry, validate_model(entry.config, agent_spec.model_extra or {}, prefix=f"agents.{key}", file=file))
         seats[agent] = Seat(agent, key, *built[key])
     return seats
 
 
-def _validate(model: type[BaseModel], data: Any, *, prefix: str, file: str | None) -> Any:
+def validate_model(model: type[BaseModel], data: Any, *, prefix: str, file: str | None) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:

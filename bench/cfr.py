@@ -21,8 +21,8 @@ import pyspiel  # noqa: E402
 from open_spiel.python.algorithms import cfr as os_cfr  # noqa: E402
 from open_spiel.python.algorithms import exploitability as os_exploitability  # noqa: E402
 
-from trainers.cfr import CFRPlusSolver, CFRSolver, nash_conv  # noqa: E402
-from trainers.games import kuhn_poker, leduc_poker  # noqa: E402
+from solvers.cfr import CFRPlusSolver, CFRSolver, nash_conv  # noqa: E402
+from solvers.games import kuhn_poker, leduc_poker  # noqa: E402
 
 
 def rate(step, iterations: int) -> float:

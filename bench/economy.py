@@ -64,16 +64,16 @@ def main() -> None:
     parser.add_argument("--skip-llm", action="store_true")
     args = parser.parse_args()
 
-    worker, planner = BestResponseWorker(BestResponseWorker.Params(), seed=0), HillClimbingPlanner(HillClimbingPlanner.Params(), seed=0)
+    worker, planner = BestResponseWorker(BestResponseWorker.Config(), seed=0), HillClimbingPlanner(HillClimbingPlanner.Config(), seed=0)
     play(args.sizes[0], 5, worker, planner)  # warm-up: imports, caches
     rows = [(n, min(play(n, args.steps, worker, planner)[0] for _ in range(args.repeats)), args.steps) for n in args.sizes]
     report("scripted workers (best response) + hill-climbing planner, through the rollout engine", rows)
 
     if args.skip_llm:
         return
-    from agents.llm import LLMParams, LLMPolicy
+    from agents.llm import LLMConfig, LLMPolicy
 
-    llm = LLMPolicy(LLMParams(model=args.model, temperature=0.0, max_new_tokens=args.max_new_tokens, max_batch_size=64, device=args.device), seed=0)
+    llm = LLMPolicy(LLMConfig(model=args.model, temperature=0.0, max_new_tokens=args.max_new_tokens, max_batch_size=64, device=args.device), seed=0)
     play(args.llm_sizes[0], 1, llm, planner)  # warm-up
     rows, notes = [], {}
     for n in args.llm_sizes:

@@ -1,7 +1,7 @@
 """Time to build a 16×16 empirical payoff matrix with scripted policies: rollout engine vs a plain PettingZoo loop.
 
 16 scripted mixed strategies of rock-paper-scissors (seeded Dirichlet draws) play every ordered
-pair for `--episodes` episodes of `--rounds` rounds. Agora's side is `trainers.psro.rollout_payoff_matrix`
+pair for `--episodes` episodes of `--rounds` rounds. Agora's side is `solvers.psro.rollout_payoff_matrix`
 (the batched rollout engine); the baseline steps each `parallel_env` episode in a plain loop, asking
 the same policies for one action at a time. Prints both times, their ratio, and the largest
 difference between the two matrices in standard errors (they sample differently, so they agree
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agents.scripted.matrix import MixedStrategy  # noqa: E402
 from agora.policy import ActRequest  # noqa: E402
-from trainers.psro import rollout_payoff_matrix  # noqa: E402
+from solvers.psro import rollout_payoff_matrix  # noqa: E402
 from worlds.matrix import parallel_env  # noqa: E402
 
 
@@ -56,7 +56,7 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     mixtures = {f"mix{i}": rng.dirichlet(np.ones(3)).tolist() for i in range(args.policies)}
-    factories = {name: (lambda seed, p=p: MixedStrategy(MixedStrategy.Params(probs=p), seed=seed)) for name, p in mixtures.items()}
+    factories = {name: (lambda seed, p=p: MixedStrategy(MixedStrategy.Config(probs=p), seed=seed)) for name, p in mixtures.items()}
     make = lambda: parallel_env(game="rock_paper_scissors", rounds=args.rounds)  # noqa: E731
 
     start = time.perf_counter()

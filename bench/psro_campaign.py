@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agora.campaign import load_campaign  # noqa: E402
-from trainers.psro_campaign import run_psro_campaign  # noqa: E402
+from campaigns.psro import run_psro_campaign  # noqa: E402
 
 FILE = Path(__file__).resolve().parent.parent / "scenarios" / "campaigns" / "rps_psro.yaml"
 

@@ -43,7 +43,7 @@ def hf_generate(policy, request: ActRequest):
         ids,
         attention_mask=torch.ones_like(ids),
         do_sample=False,
-        max_new_tokens=policy.params.max_new_tokens,
+        max_new_tokens=policy.config.max_new_tokens,
         eos_token_id=sorted(policy.stop_ids),
         pad_token_id=policy.tokenizer.pad_token_id,
     )[0, ids.shape[1]:].tolist()

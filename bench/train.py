@@ -47,7 +47,8 @@ def build_model(layers: int, seed: int):
 
 def update(model, prompt, completions, old, advantages, *, share_prefix: bool):
     """One GRPO loss forward + backward; returns (token logprobs, LoRA gradients)."""
-    from trainers.grpo import aggregate, clipped_pg_loss, sequence_logprobs
+    from agora.engine import sequence_logprobs
+    from trainers.grpo import aggregate, clipped_pg_loss
 
     model.zero_grad(set_to_none=True)
     logp, _, mask, _ = sequence_logprobs(model, [prompt] * len(completions), completions, temperature=1.0, pad_id=0, share_prefix=share_prefix)
@@ -77,7 +78,7 @@ def main() -> None:
     completions = [torch.randint(10, vocab, (args.completion,), generator=g).tolist() for _ in range(args.group)]
     advantages = torch.randn(args.group, generator=g)
     with torch.no_grad():
-        from trainers.grpo import sequence_logprobs
+        from agora.engine import sequence_logprobs
 
         old, _, _, _ = sequence_logprobs(model, [prompt] * args.group, completions, temperature=1.0, pad_id=0, share_prefix=False)
 

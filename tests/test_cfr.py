@@ -7,7 +7,7 @@ from open_spiel.python import policy as os_policy
 from open_spiel.python.algorithms import cfr as os_cfr
 from open_spiel.python.algorithms import exploitability as os_exploitability
 
-from trainers.cfr import (
+from solvers.cfr import (
     CFRPlusSolver,
     CFRSolver,
     best_response_value,
@@ -17,7 +17,7 @@ from trainers.cfr import (
     regret_matching,
     uniform_policy,
 )
-from trainers.games import CHANCE, TERMINAL, kuhn_poker, leduc_poker
+from solvers.games import CHANCE, TERMINAL, kuhn_poker, leduc_poker
 
 GAMES = {"kuhn_poker": kuhn_poker, "leduc_poker": leduc_poker}
 

@@ -500,7 +500,7 @@ def team_obs(answers, me=0, reference=None, round_=1):
 
 
 def decide(policy_class, obs, **params):
-    policy = policy_class(policy_class.Params(**params), seed=0)
+    policy = policy_class(policy_class.Config(**params), seed=0)
     return policy.act([request(obs, f"agent_{obs['self']}")])[0].action
 
 
@@ -521,9 +521,9 @@ def test_seat_mistakes_are_explained():
     with pytest.raises(AgoraError, match="oracle_observations: true"):
         decide(Oracle, team_obs(["1", "2", "3"]))
     with pytest.raises(AgoraError, match="plays team seats"):
-        NeverDefer(NeverDefer.Params(), seed=0).act([request({"round": 1}, EXPERT)])
+        NeverDefer(NeverDefer.Config(), seed=0).act([request({"round": 1}, EXPERT)])
     with pytest.raises(AgoraError, match="expert seat only"):
-        SimulatedExpert(SimulatedExpert.Params(), seed=0).act([request(team_obs(["1", "2", "3"]))])
+        SimulatedExpert(SimulatedExpert.Config(), seed=0).act([request(team_obs(["1", "2", "3"]))])
 
 
 def expert_obs(difficulty=2, reference="417"):
@@ -532,7 +532,7 @@ def expert_obs(difficulty=2, reference="417"):
 
 def test_simulated_expert_accuracy_and_explanation():
     def answers(accuracy, n=200, **obs):
-        expert = SimulatedExpert(SimulatedExpert.Params(accuracy=accuracy), seed=3)
+        expert = SimulatedExpert(SimulatedExpert.Config(accuracy=accuracy), seed=3)
         return [expert.answer(expert_obs(**obs)) for _ in range(n)]
 
     assert all(a == {"answer": "417", "explanation": f"{CLOSED.note} {CLOSED.solution}"} for a in answers({1: 0, 2: 1, 3: 0}))
@@ -545,9 +545,9 @@ def test_simulated_expert_accuracy_and_explanation():
 
 
 def run_baseline(policy_class, episodes=300, seed=0, **world):
-    team = policy_class(policy_class.Params(), seed=1)
+    team = policy_class(policy_class.Config(), seed=1)
     seats = {f"agent_{i}": team for i in range(3)}
-    seats[EXPERT] = SimulatedExpert(SimulatedExpert.Params(), seed=2)
+    seats[EXPERT] = SimulatedExpert(SimulatedExpert.Config(), seed=2)
     rollout = Rollout(lambda: raw_env(**world), seats, {a: "x" for a in seats}, seed=seed, concurrency=32)
     return rollout.run(episodes)
 
@@ -616,8 +616,8 @@ def test_garbage_llm_team_falls_back_and_finishes(tiny_model_dir):
     """A random 2-layer model writes garbage: every turn is re-asked once, then the seeded fallback."""
     from agents.llm import LLMPolicy
 
-    team = LLMPolicy(LLMPolicy.Params(model=tiny_model_dir, max_new_tokens=4, device="cpu", demonstrations=False), seed=0)
-    seats = {f"agent_{i}": team for i in range(3)} | {EXPERT: SimulatedExpert(SimulatedExpert.Params(), seed=1)}
+    team = LLMPolicy(LLMPolicy.Config(model=tiny_model_dir, max_new_tokens=4, device="cpu", demonstrations=False), seed=0)
+    seats = {f"agent_{i}": team for i in range(3)} | {EXPERT: SimulatedExpert(SimulatedExpert.Config(), seed=1)}
     rollout = Rollout(lambda: raw_env(rounds=2), seats, {a: "x" for a in seats}, concurrency=2, max_retries=1)
     episodes = rollout.run(2)
     assert all(len(e.info["answers_by_round"]) == 2 for e in episodes)

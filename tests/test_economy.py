@@ -54,7 +54,7 @@ def small_world(**kwargs) -> raw_env:
 
 
 def scripted_rollout(config: EconomyConfig, planner, worker=None, *, concurrency: int = 1) -> Rollout:
-    worker = worker or BestResponseWorker(BestResponseWorker.Params(), seed=0)
+    worker = worker or BestResponseWorker(BestResponseWorker.Config(), seed=0)
     world = raw_env(config)
     seats = {a: planner if a == PLANNER else worker for a in world.possible_agents}
     return Rollout(lambda: raw_env(config), seats, {a: "scripted" for a in seats}, seed=3, concurrency=concurrency)
@@ -154,7 +154,7 @@ def test_planner_acts_every_k_steps_after_warmup_and_its_schedule_taxes_that_ste
 
 def test_engine_asks_the_planner_only_on_its_steps_and_credits_it_its_periods_swf():
     config = EconomyConfig(num_workers=4, steps=9, warmup=3, tax_period=3)
-    rollout = scripted_rollout(config, FlatPlanner(FlatPlanner.Params(rate=20), seed=0))
+    rollout = scripted_rollout(config, FlatPlanner(FlatPlanner.Config(rate=20), seed=0))
     episode = rollout.run(1)[0]
     planner_steps = [s for s in episode.steps if s.agent == PLANNER]
     assert [s.observation["step"] for s in planner_steps] == [3, 6]
@@ -200,7 +200,7 @@ def test_best_response_closed_form_without_tax():
 
 def test_best_response_workers_have_zero_gap_and_random_ones_do_not():
     config = EconomyConfig(num_workers=20, steps=6, warmup=2, tax_period=2, skill_distribution="uniform")
-    episode = scripted_rollout(config, HillClimbingPlanner(HillClimbingPlanner.Params(), seed=0)).run(1)[0]
+    episode = scripted_rollout(config, HillClimbingPlanner(HillClimbingPlanner.Config(), seed=0)).run(1)[0]
     assert episode.metrics["br_gap"] == pytest.approx(0.0, abs=1e-9)
     world = raw_env(config)
     world.reset(seed=1)
@@ -295,15 +295,15 @@ def test_federal_flat_and_saez_planners():
     assert federal_marginal_rates(BRACKETS["three"]).tolist() == [10, 22, 24]  # $0: 10%; $90,000 in [47,150, 100,525): 22%; $159,100: 24%
     world = small_world(brackets="three")
     request = planner_request(world)
-    assert FederalPlanner(FederalPlanner.Params(), seed=0).act([request])[0].action.tolist() == [10, 22, 24]
-    assert FlatPlanner(FlatPlanner.Params(rate=30), seed=0).act([request])[0].action.tolist() == [30, 30, 30]
-    saez = SaezPlanner(SaezPlanner.Params(), seed=0).act([request])[0].action
+    assert FederalPlanner(FederalPlanner.Config(), seed=0).act([request])[0].action.tolist() == [10, 22, 24]
+    assert FlatPlanner(FlatPlanner.Config(rate=30), seed=0).act([request])[0].action.tolist() == [30, 30, 30]
+    saez = SaezPlanner(SaezPlanner.Config(), seed=0).act([request])[0].action
     assert saez.tolist() == pytest.approx(saez_rates(40 * world.skills, BRACKETS["three"]).tolist())
 
 
 def test_hill_climbing_moves_are_legal_deltas_and_it_improves_welfare():
     config = EconomyConfig(num_workers=50, steps=60, warmup=2, tax_period=2, brackets="three", skill_distribution="uniform")
-    episode = scripted_rollout(config, HillClimbingPlanner(HillClimbingPlanner.Params(), seed=0)).run(1)[0]
+    episode = scripted_rollout(config, HillClimbingPlanner(HillClimbingPlanner.Config(), seed=0)).run(1)[0]
     rates = np.asarray(episode.info["series"]["rates"])
     changes = np.diff(rates, axis=0)
     assert set(np.unique(changes)) <= {-20.0, -10.0, 0.0, 10.0, 20.0}
@@ -313,7 +313,7 @@ def test_hill_climbing_moves_are_legal_deltas_and_it_improves_welfare():
 
 
 def test_hill_climbing_keeps_separate_state_per_episode():
-    planner = HillClimbingPlanner(HillClimbingPlanner.Params(), seed=0)
+    planner = HillClimbingPlanner(HillClimbingPlanner.Config(), seed=0)
     rates = np.array([50.0, 50.0, 50.0])
     obs = {"rates": rates, "period_swf": np.array([1.0]), "step": 2}
     first = planner.decide(0, obs)
@@ -434,17 +434,17 @@ def test_scenario_files_validate():
 
 def test_a_thousand_scripted_workers_step():
     config = EconomyConfig(num_workers=1000, steps=3, warmup=1, tax_period=1)
-    episode = scripted_rollout(config, SaezPlanner(SaezPlanner.Params(), seed=0)).run(1)[0]
+    episode = scripted_rollout(config, SaezPlanner(SaezPlanner.Config(), seed=0)).run(1)[0]
     assert len(episode.steps) == 3 * 1000 + 2 and episode.metrics["br_gap"] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_llm_workers_are_batched_into_one_call_per_step(tiny_model_dir):
-    from agents.llm import LLMParams, LLMPolicy
+    from agents.llm import LLMConfig, LLMPolicy
 
-    llm = LLMPolicy(LLMParams(model=tiny_model_dir, max_new_tokens=6, device="cpu"), seed=0)
+    llm = LLMPolicy(LLMConfig(model=tiny_model_dir, max_new_tokens=6, device="cpu"), seed=0)
     config = EconomyConfig(num_workers=5, steps=3, warmup=1, tax_period=1, brackets="three")
     world = raw_env(config)
-    planner = FlatPlanner(FlatPlanner.Params(), seed=0)
+    planner = FlatPlanner(FlatPlanner.Config(), seed=0)
     seats = {a: planner if a == PLANNER else llm for a in world.possible_agents}
     rollout = Rollout(lambda: raw_env(config), seats, {a: "x" for a in seats}, seed=0, max_retries=0)
     episode = rollout.run(1)[0]
@@ -460,7 +460,7 @@ def test_rollout_keeps_the_callers_gc_setting():
     import gc
 
     config = EconomyConfig(num_workers=3, steps=3, warmup=1, tax_period=1)
-    planner = FlatPlanner(FlatPlanner.Params(), seed=0)
+    planner = FlatPlanner(FlatPlanner.Config(), seed=0)
     assert gc.isenabled()
     scripted_rollout(config, planner).run(1)
     assert gc.isenabled()
@@ -496,7 +496,7 @@ def test_a_scripted_policy_in_the_wrong_seat_is_a_scenario_error():
     world = small_world()
     obs, _ = world.reset(seed=0)
     with pytest.raises(ScenarioError, match="'saez' plays the planner only"):
-        SaezPlanner(SaezPlanner.Params(), seed=0).act([ActRequest(0, "worker_0", obs["worker_0"], [])])
+        SaezPlanner(SaezPlanner.Config(), seed=0).act([ActRequest(0, "worker_0", obs["worker_0"], [])])
 
 
 # --- democratic mode (ALGORITHMS.md §6 "Voting") -------------------------------------------------------

@@ -10,8 +10,9 @@ import torch
 from agents.llm import LLMPolicy
 from agora.policy import ActRequest
 from trainers.advantages import Sample
-from trainers.grpo import GRPOConfig, GRPOTrainer, aggregate, clipped_pg_loss, sequence_logprobs
-from trainers.lora import LoRAConfig, adapter_state, load_learner
+from agora.engine import sequence_logprobs
+from trainers.grpo import GRPOConfig, GRPOTrainer, aggregate, clipped_pg_loss
+from agora.lora import LoRAConfig, adapter_state, load_learner
 
 PROMPTS = ["What is 2+2?", "Name a colour, please.", "Say hello in French to my friend Bob.", "Count to 3."]
 
@@ -49,7 +50,7 @@ def test_token_and_sequence_aggregation():
 
 def sampled(model_dir, temperature=0.8, seed=0, max_new_tokens=10):
     model, tokenizer = load_learner(model_dir, LoRAConfig(r=4, alpha=8), seed=seed)
-    params = LLMPolicy.Params(model=model_dir, temperature=temperature, max_new_tokens=max_new_tokens)
+    params = LLMPolicy.Config(model=model_dir, temperature=temperature, max_new_tokens=max_new_tokens)
     policy = LLMPolicy(params, seed=seed, model=model, tokenizer=tokenizer)
     responses = policy.act([ActRequest(i, "a", None, [{"role": "user", "content": p}]) for i, p in enumerate(PROMPTS)])
     return model, tokenizer, policy, responses

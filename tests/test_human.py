@@ -25,7 +25,7 @@ def ask(monkeypatch, typed: str, messages=None, **params) -> tuple[str, str]:
     monkeypatch.setattr(sys, "stdin", io.StringIO(typed))
     out = io.StringIO()
     monkeypatch.setattr(sys, "stdout", out)
-    policy = HumanPolicy(HumanPolicy.Params(**params), seed=0)
+    policy = HumanPolicy(HumanPolicy.Config(**params), seed=0)
     messages = messages or [{"role": "user", "content": "What is 6 + 4?"}]
     reply = policy.act([ActRequest(3, "expert", {}, messages)])[0]
     assert reply.action is None  # text, parsed by the world like an LLM's

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from agora.errors import AgoraError, ScenarioError
-from agora.scenario import _validate
+from agora.scenario import validate_model
 from agora.trajectory import Episode, Step
 from trainers.grpo import GRPOConfig, GRPOTrainer
 from trainers.judges import Candidate, JudgeConfig, LLMJudge, OutcomeJudge, transcript
@@ -54,20 +54,20 @@ def test_outcome_judge_compares_returns_or_a_world_metric():
 def test_judge_config_is_validated_with_clear_messages():
     assert JudgeConfig().id == "outcome"
     with pytest.raises(ScenarioError) as info:
-        _validate(GRPOConfig, {"group_reward": "spo", "judge": {"id": "llm", "modle": "x"}}, prefix="trainer", file=None)
+        validate_model(GRPOConfig, {"group_reward": "spo", "judge": {"id": "llm", "modle": "x"}}, prefix="trainer", file=None)
     assert info.value.path == "trainer.judge.modle" and "unknown key" in str(info.value) and "did you mean 'model'" in str(info.value)
     with pytest.raises(ScenarioError) as info:
-        _validate(GRPOConfig, {"judge": {"id": "gpt"}}, prefix="trainer", file=None)
+        validate_model(GRPOConfig, {"judge": {"id": "gpt"}}, prefix="trainer", file=None)
     assert info.value.path == "trainer.judge.id" and "'outcome' or 'llm'" in str(info.value)
     with pytest.raises(ScenarioError, match="model is not a key of the outcome judge"):
-        _validate(GRPOConfig, {"judge": {"id": "outcome", "model": "x"}}, prefix="trainer", file=None)
+        validate_model(GRPOConfig, {"judge": {"id": "outcome", "model": "x"}}, prefix="trainer", file=None)
     with pytest.raises(ScenarioError, match="metric is not a key of the llm judge"):
-        _validate(GRPOConfig, {"judge": {"id": "llm", "metric": "x"}}, prefix="trainer", file=None)
+        validate_model(GRPOConfig, {"judge": {"id": "llm", "metric": "x"}}, prefix="trainer", file=None)
     with pytest.raises(ScenarioError) as info:
-        _validate(GRPOConfig, {"group_reward": "arenna"}, prefix="trainer", file=None)
+        validate_model(GRPOConfig, {"group_reward": "arenna"}, prefix="trainer", file=None)
     assert info.value.path == "trainer.group_reward" and "'return', 'spo' or 'arena'" in str(info.value)
     with pytest.raises(ScenarioError, match="needs estimator: grpo and credit: own"):
-        _validate(GRPOConfig, {"group_reward": "spo", "estimator": "gigpo"}, prefix="trainer", file=None)
+        validate_model(GRPOConfig, {"group_reward": "spo", "estimator": "gigpo"}, prefix="trainer", file=None)
 
 
 def test_transcript_marks_the_judged_seat_and_keeps_start_and_end():
@@ -190,7 +190,7 @@ def test_group_rewards_group_by_seed_and_seat_with_rollout_zero_as_anchor():
 
 def test_grpo_advantages_come_from_the_judged_group_rewards(tiny_model_dir):
     from trainers.advantages import group_advantages
-    from trainers.lora import LoRAConfig, load_learner
+    from agora.lora import LoRAConfig, load_learner
 
     model, tokenizer = load_learner(tiny_model_dir, LoRAConfig(r=4, alpha=8), seed=0)
     returns = [3, 5, 1, 4, 2]

@@ -7,17 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from trainers.league import (
-    PolicyVersion,
-    Population,
-    WinRecord,
-    league_figure,
-    matchmaking_distribution,
-    payoff_heatmap,
-    payoff_table,
-    pfsp_weights,
-    sample_opponents,
-)
+from solvers.population import PolicyVersion, Population, WinRecord, matchmaking_distribution, pfsp_weights, sample_opponents
+from campaigns.figures import league_figure, payoff_heatmap, payoff_table
 
 
 def league() -> Population:
@@ -106,17 +97,17 @@ def test_league_graph_edges_and_figures():
 
 
 def test_side_score_and_league_bookkeeping():
-    from trainers.league import Game, League, side_score
+    from campaigns.league import Match, League, side_score
 
     # werewolf: +1 winners, -1 losers; a draw is 0 all round
     assert side_score({"w0": 1.0, "w1": 1.0, "v0": -1.0}, ["w0", "w1"], ["v0"]) == 1.0
     assert side_score({"a": 3.0, "b": 3.0}, ["a"], ["b"]) == 0.5 and side_score({"a": 2.0, "b": 5.0}, ["a"], ["b"]) == 0.0
     league = League([PolicyVersion("fair", "scripted", {"policy": "fair"})], max_snapshots=2)
     league.snapshot("learner-0", 0, {"w": 0})
-    league.play(Game(0, "train", "learner", "fair", 1.0))
-    league.play(Game(0, "train", "learner-0", "learner", 0.5))  # swapped sides: the opponent is on side a
-    league.play(Game(0, "train", "learner", "fair", 0.0))
-    league.play(Game(1, "payoff", "fair", "fair", 0.0))  # a version against itself: logged, not rated
+    league.play(Match(0, "train", "learner", "fair", 1.0))
+    league.play(Match(0, "train", "learner-0", "learner", 0.5))  # swapped sides: the opponent is on side a
+    league.play(Match(0, "train", "learner", "fair", 0.0))
+    league.play(Match(1, "payoff", "fair", "fair", 0.0))  # a version against itself: logged, not rated
     assert league.records.win_rate("learner", "fair") == 0.5 and league.records.games("fair", "fair") == 0
     assert set(league.ratings.ratings) == {"learner", "fair", "learner-0"}
     v1 = league.snapshot("learner-1", 1, {"w": 1})
@@ -130,7 +121,7 @@ def test_side_score_and_league_bookkeeping():
 
 def test_version_router_sends_each_episode_to_its_version():
     from agora.policy import ActRequest, ActResponse
-    from trainers.league import VersionPool, VersionRouter
+    from campaigns.league import VersionPool, VersionRouter
 
     calls, loaded = [], []
 

@@ -12,8 +12,9 @@ from safetensors.torch import load_file
 
 from agora.campaign import CampaignRunner, load_campaign, run_campaign
 from agora.errors import ScenarioError
-from trainers.league import League, WinRecord
-from trainers.ratings import OpenSkillRatings
+from solvers.population import WinRecord
+from campaigns.league import League
+from solvers.ratings import OpenSkillRatings
 
 LEAGUE = """\
 name: tiny-league
@@ -78,7 +79,7 @@ def test_league_mistakes_are_explained(tmp_path, change, path, message):
 def test_matchmaking_is_seeded_and_follows_the_rule(tmp_path, tiny_model_dir):
     """pfsp never draws an opponent the learner always beats; psro draws from the opponents' side of the
     meta-strategy; latest draws the newest snapshot; the same seed draws the same opponents."""
-    from trainers.league import Game
+    from campaigns.league import Match
 
     def runner(rule: str, folder: str) -> CampaignRunner:
         campaign = load_campaign(league_file(tmp_path, tiny_model_dir, rule=rule), {"checkpoint.dir": str(tmp_path / folder), "groups_per_iteration": 40})
@@ -87,8 +88,8 @@ def test_matchmaking_is_seeded_and_follows_the_rule(tmp_path, tiny_model_dir):
     pfsp = runner("pfsp", "a")
     assert pfsp.league.candidates() == ["fair", "random", "learner-0"]
     for _ in range(5):
-        pfsp.league.play(Game(0, "train", League.LEARNER, "random", 1.0))  # the learner always beats random
-    pfsp.league.play(Game(0, "train", "fair", League.LEARNER, 1.0))  # and lost to fair on the other side, once
+        pfsp.league.play(Match(0, "train", League.LEARNER, "random", 1.0))  # the learner always beats random
+    pfsp.league.play(Match(0, "train", "fair", League.LEARNER, 1.0))  # and lost to fair on the other side, once
     candidates, probs, drawn = pfsp.draw_opponents(0)
     # hard pfsp, p = 2: x = (0, 1, 1/2) -> (1 - x)^2 = (1, 0, 1/4) -> (0.8, 0, 0.2)
     np.testing.assert_allclose(probs, [0.8, 0.0, 0.2])
@@ -112,8 +113,8 @@ def test_matchmaking_is_seeded_and_follows_the_rule(tmp_path, tiny_model_dir):
 
 
 def test_league_campaign_snapshots_lineage_ratings_and_artifacts(tmp_path, tracking_uri, tiny_model_dir):
-    from trainers.meta import exploitability
-    from trainers.psro import meta_strategy
+    from solvers.meta import exploitability
+    from solvers.psro import meta_strategy
 
     result = run_campaign(load_campaign(league_file(tmp_path, tiny_model_dir, iterations=2)))
     first, last = tmp_path / "ck" / "iter-000000", tmp_path / "ck" / "iter-000001"
@@ -188,5 +189,5 @@ def test_resume_restores_the_league(tmp_path, tiny_model_dir):
 
 def test_members_are_resolved_as_written(tmp_path):
     campaign = load_campaign(league_file(tmp_path))
-    members = {n: (s.entry.name, s.params.model_dump()) for n, s in campaign.league_members.items()}
+    members = {n: (s.entry.name, s.config.model_dump()) for n, s in campaign.league_members.items()}
     assert members == {"fair": ("fair", {"target_ratio": 0.5}), "random": ("random", {"accept_prob": 0.5, "walk_prob": 0.0})}

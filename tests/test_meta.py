@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from open_spiel.python.egt import alpharank as os_alpharank
 
-from trainers.meta import (
+from solvers.meta import (
     alpharank,
     exploitability,
     fixation_probability,

@@ -324,14 +324,14 @@ def test_fair_split_by_hand():
 
 
 def test_fair_negotiators_usually_agree():
-    fair = FairNegotiator(FairNegotiator.Params(), seed=0)
+    fair = FairNegotiator(FairNegotiator.Config(), seed=0)
     results = [play(raw_env(), {"alice": fair, "bob": fair}, s) for s in range(50)]
     assert np.mean([r["agreement"] for r in results]) > 0.8
     assert all(r["illegal"] == 0 for r in results)
 
 
 def test_greedy_accepts_only_above_its_threshold():
-    greedy = GreedyNegotiator(GreedyNegotiator.Params(accept_ratio=0.8), seed=0)
+    greedy = GreedyNegotiator(GreedyNegotiator.Config(accept_ratio=0.8), seed=0)
     world = set_state(raw_env(), [1, 2, 3], [4, 0, 2], [0, 2, 2], first="bob")
     world.step(prop(0, 2, 1))  # bob keeps hats + 1 ball: alice would get book + 2 balls = 8 of 10
     obs = world.observe("alice")
@@ -344,7 +344,7 @@ def test_greedy_accepts_only_above_its_threshold():
 
 def test_random_negotiator_is_seeded():
     def actions(seed):
-        policy = RandomNegotiator(RandomNegotiator.Params(walk_prob=0.1), seed=seed)
+        policy = RandomNegotiator(RandomNegotiator.Config(walk_prob=0.1), seed=seed)
         return [play(raw_env(), {"alice": policy, "bob": policy}, s)["turns"] for s in range(20)]
 
     assert actions(1) == actions(1) and actions(1) != actions(2)

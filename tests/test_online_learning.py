@@ -76,8 +76,8 @@ def play(policy, sequence: str, rounds: int, n_actions: int = 2, episodes: int =
 def test_ftl_regret_is_linear_on_alternating_losses_and_hedge_sublinear():
     ratios = {"ftl": [], "hedge": []}
     for T in (100, 1600):
-        (ftl,) = play(FollowTheLeader(FollowTheLeader.Params(), seed=0), "alternating", T)
-        (hedge,) = play(Hedge(Hedge.Params(), seed=0), "alternating", T)
+        (ftl,) = play(FollowTheLeader(FollowTheLeader.Config(), seed=0), "alternating", T)
+        (hedge,) = play(Hedge(Hedge.Config(), seed=0), "alternating", T)
         assert ftl.metrics["regret"] == pytest.approx(T / 2, abs=1)  # it always picks the action about to lose
         assert hedge.metrics["regret"] <= np.sqrt(T * np.log(2) / 2)  # Hedge's bound for losses in [0, 1]
         ratios["ftl"].append(ftl.metrics["regret_per_round"])
@@ -87,8 +87,8 @@ def test_ftl_regret_is_linear_on_alternating_losses_and_hedge_sublinear():
 
 
 def test_uniform_has_linear_regret_on_stochastic_losses_and_hedge_does_not():
-    uniform = play(Uniform(Uniform.Params(), seed=0), "gaussian", 1000, n_actions=3, episodes=3)
-    hedge = play(Hedge(Hedge.Params(), seed=0), "gaussian", 1000, n_actions=3, episodes=3)
+    uniform = play(Uniform(Uniform.Config(), seed=0), "gaussian", 1000, n_actions=3, episodes=3)
+    hedge = play(Hedge(Hedge.Config(), seed=0), "gaussian", 1000, n_actions=3, episodes=3)
     assert np.mean([e.metrics["regret_per_round"] for e in uniform]) > 0.05  # pays the mean, not the best mean
     assert np.mean([e.metrics["regret_per_round"] for e in hedge]) < np.sqrt(np.log(3) / 2 / 1000)
 

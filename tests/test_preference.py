@@ -62,7 +62,7 @@ def test_pairs_and_labels_come_from_each_groups_best_and_worst():
 
 @pytest.mark.parametrize("loss", ["dpo", "ipo", "kto"])
 def test_a_preference_update_favours_the_chosen_completion(tiny_model_dir, loss):
-    from trainers.lora import LoRAConfig, load_learner
+    from agora.lora import LoRAConfig, load_learner
 
     model, tokenizer = load_learner(tiny_model_dir, LoRAConfig(r=4, alpha=8), seed=0)
     prompt = tokenizer("Which colour is the sky?")["input_ids"]

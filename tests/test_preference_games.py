@@ -8,22 +8,19 @@ import torch
 from scipy.special import softmax
 
 from agora.errors import ScenarioError
-from agora.scenario import _validate
+from agora.scenario import validate_model
 from agora.trajectory import Episode, Step
 from trainers.judges import OutcomeJudge
 from trainers.preference import Decision
-from trainers.preference_games import (
-    INPOConfig,
-    INPOTrainer,
+from solvers.preference_games import (
     geometric_mixture,
-    inpo_loss,
-    inpo_pairs,
     inpo_step,
     last_iterate,
     nash_md_step,
     regularized_nash,
     regularized_value,
 )
+from trainers.inpo import INPOConfig, INPOTrainer, inpo_loss, inpo_pairs
 
 RPS = 0.5 + 0.5 * np.array([[0, 1, -1], [-1, 0, 1], [1, -1, 0]])  # P(y > y'): rock, paper, scissors
 # a weighted cycle: P - 1/2 = [[0, a, -b], [-a, 0, c], [b, -c, 0]] has the Nash equilibrium ∝ (c, b, a)
@@ -110,9 +107,9 @@ def test_inpo_loss_by_hand():
 
 def test_inpo_config_is_validated():
     with pytest.raises(ScenarioError, match="eta \\* tau = 2 must be at most 1"):
-        _validate(INPOConfig, {"eta": 4.0, "tau": 0.5}, prefix="trainer", file=None)
+        validate_model(INPOConfig, {"eta": 4.0, "tau": 0.5}, prefix="trainer", file=None)
     with pytest.raises(ScenarioError) as info:
-        _validate(INPOConfig, {"pairing": "random"}, prefix="trainer", file=None)
+        validate_model(INPOConfig, {"pairing": "random"}, prefix="trainer", file=None)
     assert info.value.path == "trainer.pairing"
 
 
@@ -131,8 +128,8 @@ def test_inpo_pairs_are_judged_within_groups():
 
 
 def test_inpo_trainer_loss_by_hand_and_it_decreases(tiny_model_dir):
-    from trainers.grpo import sequence_logprobs
-    from trainers.lora import LoRAConfig, load_learner
+    from agora.engine import sequence_logprobs
+    from agora.lora import LoRAConfig, load_learner
 
     model, tokenizer = load_learner(tiny_model_dir, LoRAConfig(r=4, alpha=8), seed=0)
     prompt = tokenizer("Which colour is the sky?")["input_ids"]

@@ -16,8 +16,8 @@ from agora.cli import app, campaign_kind
 from agora.errors import AgoraError, ScenarioError
 from agora.rollout import Rollout
 from tests.conftest import SCENARIOS
-from trainers.league import PolicyVersion
-from trainers.psro_campaign import MetaMixtureOpponent, PSRORunner, ResolvedPSRO, interior, run_psro_campaign, train_best_response
+from solvers.population import PolicyVersion
+from campaigns.psro import MetaMixtureOpponent, PSRORunner, ResolvedPSRO, interior, run_psro_campaign, train_best_response
 from worlds.matrix import parallel_env
 
 FILE = SCENARIOS / "campaigns" / "rps_psro.yaml"
@@ -157,9 +157,9 @@ def test_general_sum_games_run_with_alpharank(tmp_path):
 
 
 def test_meta_mixture_opponent_plays_the_version_drawn_for_each_episode():
-    rock, paper = (MixedStrategy(MixedStrategy.Params(probs=p), seed=0) for p in ([1, 0, 0], [0, 1, 0]))
+    rock, paper = (MixedStrategy(MixedStrategy.Config(probs=p), seed=0) for p in ([1, 0, 0], [0, 1, 0]))
     drawn = ["rock", "paper", "paper", "rock"]
-    seats = {"player_0": MixedStrategy(MixedStrategy.Params(), seed=1), "player_1": MetaMixtureOpponent({"rock": rock, "paper": paper}, drawn)}
+    seats = {"player_0": MixedStrategy(MixedStrategy.Config(), seed=1), "player_1": MetaMixtureOpponent({"rock": rock, "paper": paper}, drawn)}
     episodes = Rollout(lambda: parallel_env(rounds=3), seats, {"player_0": "a", "player_1": "b"}, concurrency=4).run(4)
     for episode in episodes:
         plays = {s.action for s in episode.steps if s.agent == "player_1"}
@@ -183,6 +183,6 @@ def test_interior_keeps_strategies_away_from_zero_and_one():
 
 
 def test_alpharank_of_a_single_profile():
-    from trainers.meta import alpharank
+    from solvers.meta import alpharank
 
     assert alpharank(np.array([[3.0]]), np.array([[3.0]])).tolist() == [[1.0]]  # PSRO's first iteration: one version per seat

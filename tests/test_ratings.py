@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from openskill.models import PlackettLuce
 
-from trainers.ratings import ELO_SCALE, OpenSkillRatings, bradley_terry, elo_expected, elo_update
+from solvers.ratings import ELO_SCALE, OpenSkillRatings, bradley_terry, elo_expected, elo_update
 
 # a fixed game log: 1v1s, a 3-player free-for-all, and a 2v2 team game (werewolf-like sides)
 LOG = [

@@ -5,7 +5,7 @@ import pytest
 
 from agents.scripted.matrix import Hedge, MixedStrategy
 from agora.rollout import Rollout
-from trainers.regret import (
+from solvers.regret import (
     cumulative_regret,
     episode_history,
     external_regret,
@@ -90,19 +90,19 @@ def play(row, column, rounds, seed=0):
 def test_agents_in_repeated_rps_fixed_action_linear_hedge_sublinear():
     payoffs = np.asarray(GAMES["rock_paper_scissors"][1], dtype=float)
     T = 400
-    rock = MixedStrategy(MixedStrategy.Params(probs=[1, 0, 0]), seed=0)
-    biased = MixedStrategy(MixedStrategy.Params(probs=[0.2, 0.6, 0.2]), seed=1)
+    rock = MixedStrategy(MixedStrategy.Config(probs=[1, 0, 0]), seed=0)
+    biased = MixedStrategy(MixedStrategy.Config(probs=[0.2, 0.6, 0.2]), seed=1)
     history = play(rock, biased, T)
     assert len(history) == T
     fixed = repeated_game_regret(payoffs, history, seat=0)
     assert fixed / T > 0.6  # expected (0.4 - (-0.4)) = 0.8 per round: scissors beats the paper-heavy opponent
-    learner = Hedge(Hedge.Params(seat=0), seed=2)
-    history = play(learner, MixedStrategy(MixedStrategy.Params(probs=[0.2, 0.6, 0.2]), seed=1), T)
+    learner = Hedge(Hedge.Config(seat=0), seed=2)
+    history = play(learner, MixedStrategy(MixedStrategy.Config(probs=[0.2, 0.6, 0.2]), seed=1), T)
     assert repeated_game_regret(payoffs, history, seat=0) / T < 0.15
     assert sum(a == 2 for a, _ in history[-100:]) > 80  # it has learned scissors
 
 
 def test_hedge_refuses_another_game():
-    learner = Hedge(Hedge.Params(game="matching_pennies"), seed=0)
+    learner = Hedge(Hedge.Config(game="matching_pennies"), seed=0)
     with pytest.raises(ValueError, match="matching_pennies"):
-        play(learner, MixedStrategy(MixedStrategy.Params(), seed=1), 3)
+        play(learner, MixedStrategy(MixedStrategy.Config(), seed=1), 3)

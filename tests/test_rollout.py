@@ -18,7 +18,7 @@ class Scripted(Policy):
     uses_text = True
 
     def __init__(self, reply, seed: int = 0):
-        super().__init__(Policy.Params(), seed=seed)
+        super().__init__(Policy.Config(), seed=seed)
         self.reply = reply
         self.batches: list[int] = []
         self.seen: list[ActRequest] = []
@@ -44,7 +44,7 @@ def test_one_batched_call_per_tick_across_episodes_and_seats():
 
 def test_cheap_turns_are_settled_before_the_batched_call():
     llm = Scripted(lambda r: "ACTION: paper")
-    rollout = make_rollout({"player_0": llm, "player_1": MixedStrategy(MixedStrategy.Params(), seed=1)}, rounds=4, concurrency=5)
+    rollout = make_rollout({"player_0": llm, "player_1": MixedStrategy(MixedStrategy.Config(), seed=1)}, rounds=4, concurrency=5)
     rollout.run(10)
     assert llm.batches == [5] * 8  # two waves of 5 episodes x 4 rounds, never a partial batch
 
@@ -53,7 +53,7 @@ def test_garbage_text_ends_in_counted_fallbacks_never_an_exception():
     rng = np.random.default_rng(0)
     garbage = lambda r: "".join(map(chr, rng.integers(0, 0x2FFF, size=int(rng.integers(0, 200)))))
     llm = Scripted(garbage)
-    rollout = make_rollout({"player_0": llm, "player_1": TitForTat(TitForTat.Params(), seed=0)}, rounds=5, max_retries=2)
+    rollout = make_rollout({"player_0": llm, "player_1": TitForTat(TitForTat.Config(), seed=0)}, rounds=5, max_retries=2)
     episodes = rollout.run(4)
     counters = rollout.counters["player_0"]
     assert counters.decisions == 20 and counters.fallbacks == 20
@@ -92,7 +92,7 @@ def test_rewards_and_returns_follow_the_payoff_table():
 
 def test_same_seed_same_episodes_and_seeds_are_independent_of_concurrency():
     def play(seed, concurrency):
-        seats = {"player_0": MixedStrategy(MixedStrategy.Params(), seed=seed), "player_1": MixedStrategy(MixedStrategy.Params(), seed=seed + 1)}
+        seats = {"player_0": MixedStrategy(MixedStrategy.Config(), seed=seed), "player_1": MixedStrategy(MixedStrategy.Config(), seed=seed + 1)}
         episodes = make_rollout(seats, rounds=6, seed=seed, concurrency=concurrency).run(5)
         return [(e.seed, [s.action for s in e.steps]) for e in episodes]
 

@@ -35,7 +35,7 @@ def test_good_file_resolves_defaults_and_params(tmp_path):
     resolved = load_scenario(write(tmp_path, GOOD))
     assert resolved.world_config.max_turns == 6
     assert resolved.world_config.total_value == 10  # default filled in
-    assert resolved.seats["alice"].params.accept_ratio == 0.7
+    assert resolved.seats["alice"].config.accept_ratio == 0.7
     assert resolved.seats["bob"].entry.name == "fair"
     config = resolved.resolved_config()
     assert config["agents"]["bob"]["target_ratio"] == 0.5 and config["concurrency"] == 8

@@ -271,7 +271,7 @@ def test_action_mask_is_in_the_info_for_gymnasium_sampling():
 
 def random_tables(games: int = 40):
     """Observations and prompts of every turn of random games (random players on every seat)."""
-    policy = RandomPlayer(RandomPlayer.Params(), seed=0)
+    policy = RandomPlayer(RandomPlayer.Config(), seed=0)
     for seed in range(games):
         world = raw_env(reveal_on_night_death=seed % 2 == 0)
         world.reset(seed=seed)
@@ -493,9 +493,9 @@ def play(village, wolves, games: int, seed: int = 0):
 
 
 def test_scripted_village_beats_random_werewolves_in_most_games():
-    rule, rand = RuleBasedPlayer(RuleBasedPlayer.Params(), seed=1), RandomPlayer(RandomPlayer.Params(), seed=2)
+    rule, rand = RuleBasedPlayer(RuleBasedPlayer.Config(), seed=1), RandomPlayer(RandomPlayer.Config(), seed=2)
     scripted = np.mean([e.metrics["win/village"] for e in play(rule, rand, 200)])
-    naive = np.mean([e.metrics["win/village"] for e in play(rand, RandomPlayer(RandomPlayer.Params(), seed=2), 200)])
+    naive = np.mean([e.metrics["win/village"] for e in play(rand, RandomPlayer(RandomPlayer.Config(), seed=2), 200)])
     assert scripted > 0.5 and scripted > naive + 0.3, (scripted, naive)
 
 
@@ -504,7 +504,7 @@ def request(world, agent):
 
 
 def test_rule_based_seer_claims_a_found_werewolf_and_the_village_follows():
-    rule = RuleBasedPlayer(RuleBasedPlayer.Params(fake_claims=False), seed=0)
+    rule = RuleBasedPlayer(RuleBasedPlayer.Config(fake_claims=False), seed=0)
     world = dealt(discussion_rounds=1)
     night(world, kill=(BOB, BOB), inspect=DAVE)
     for _ in range(2):  # Alice, then Carol speaks
@@ -519,7 +519,7 @@ def test_rule_based_seer_claims_a_found_werewolf_and_the_village_follows():
 
 
 def test_rule_based_werewolves_fake_claim_and_vote_together():
-    rule = RuleBasedPlayer(RuleBasedPlayer.Params(), seed=0)
+    rule = RuleBasedPlayer(RuleBasedPlayer.Config(), seed=0)
     world = dealt(discussion_rounds=1)
     night(world, kill=(BOB, BOB), inspect=FRANK)
     action = rule.act([request(world, "werewolf_0")])[0].action  # Alice speaks first
@@ -530,7 +530,7 @@ def test_rule_based_werewolves_fake_claim_and_vote_together():
     assert world.seer_claims[ALICE] == 1 and world.seer_claims[CAROL] > 1  # the real seer counter-claims
     votes = [rule.act([request(world, a)])[0].action["target"] for a in ("werewolf_0", "werewolf_1")]
     assert votes == [CAROL, CAROL]  # the pack votes out the real seer
-    assert not RuleBasedPlayer(RuleBasedPlayer.Params(fake_claims=False), seed=0).act(
+    assert not RuleBasedPlayer(RuleBasedPlayer.Config(fake_claims=False), seed=0).act(
         [request(dealt_day(), "werewolf_0")])[0].action["statement"].startswith("I am the seer")
 
 
@@ -542,7 +542,7 @@ def dealt_day():
 
 def test_random_player_is_seeded_and_legal():
     def targets(seed):
-        policy = RandomPlayer(RandomPlayer.Params(), seed=seed)
+        policy = RandomPlayer(RandomPlayer.Config(), seed=seed)
         obs = dealt().observe("werewolf_0")
         return [policy.act([ActRequest(episode, "werewolf_0", obs, [])])[0].action["target"] for episode in range(20)]
 
@@ -630,8 +630,8 @@ class Mumbler(RandomPlayer):
 
 
 def test_unparseable_replies_are_retried_then_replaced_by_legal_fallbacks():
-    rule = RuleBasedPlayer(RuleBasedPlayer.Params(), seed=1)
-    seats = {s: rule for s in raw_env().possible_agents} | {"seer_0": Mumbler(RandomPlayer.Params(), seed=0)}
+    rule = RuleBasedPlayer(RuleBasedPlayer.Config(), seed=1)
+    seats = {s: rule for s in raw_env().possible_agents} | {"seer_0": Mumbler(RandomPlayer.Config(), seed=0)}
     rollout = Rollout(raw_env, seats, {s: "x" for s in seats}, concurrency=4, max_retries=1)
     episodes = rollout.run(6)
     seer = rollout.counters["seer_0"]

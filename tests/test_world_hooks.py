@@ -27,7 +27,7 @@ class SlowPlayer1(parallel_env):
 
 
 def test_passive_agents_are_not_asked_and_info_is_recorded():
-    seats = {"player_0": MixedStrategy(MixedStrategy.Params(), seed=1), "player_1": MixedStrategy(MixedStrategy.Params(), seed=2)}
+    seats = {"player_0": MixedStrategy(MixedStrategy.Config(), seed=1), "player_1": MixedStrategy(MixedStrategy.Config(), seed=2)}
     rollout = Rollout(lambda: SlowPlayer1(MatrixConfig(rounds=5)), seats, {"player_0": "mixed", "player_1": "mixed"}, concurrency=2)
     episodes = rollout.run(2)
     for episode in episodes:

@@ -167,7 +167,7 @@ class PreferenceTrainer:
     def logps(self, decisions: list[Decision], *, reference: bool = False) -> tuple[torch.Tensor, int]:
         """Sequence log-probs sum_t log pi(y_t | x, y_<t) at `logp_temperature`, and the tokens forwarded;
         `reference`: of the adapter-free model, without gradient."""
-        from trainers.grpo import reference_logprobs, sequence_logprobs
+        from agora.engine import reference_logprobs, sequence_logprobs
 
         prompts, completions = [d.prompt_ids for d in decisions], [d.completion_ids for d in decisions]
         fn = reference_logprobs if reference else sequence_logprobs

@@ -21,7 +21,7 @@ from pettingzoo import ParallelEnv
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agora.world import ParseError, Report, cached_per_agent
-from trainers.regret import episode_history, repeated_game_regret_curve
+from solvers.regret import episode_history, repeated_game_regret_curve
 
 # payoffs[i][j] = (payoff of player 0, payoff of player 1) when player 0 plays i and player 1 plays j
 GAMES: dict[str, tuple[list[str], list[list[tuple[float, float]]]]] = {

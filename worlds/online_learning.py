@@ -34,7 +34,7 @@ from pettingzoo.utils import wrappers
 from pydantic import BaseModel, ConfigDict, Field
 
 from agora.world import ParseError, Report, cached_per_agent, world_config
-from trainers.regret import cumulative_regret
+from solvers.regret import cumulative_regret
 
 SUM_TOLERANCE = 0.01  # |Σ p − 1| allowed in text replies (then renormalised)
 NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"

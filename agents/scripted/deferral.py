@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from agora.errors import AgoraError
-from agora.policy import ActRequest, ActResponse, Policy, PolicyParams
+from agora.policy import ActRequest, ActResponse, Policy, PolicyConfig
 from worlds.deferral import CREATE, DEFER, EVAL, EXPERT, evaluate_formula, format_number, normalize_answer, number_value
 
 
@@ -32,11 +32,11 @@ def team_action(kind: int, target: int = 0, answer: str = "") -> dict[str, Any]:
 class TeamBaseline(Policy):
     """Round 0: the noisy solver's answer. Later rounds: `decide(observation)`."""
 
-    class Params(PolicyParams):
+    class Config(PolicyConfig):
         slip: float = Field(0.1, ge=0.0, le=1.0, description="probability that each arithmetic step of the solver goes wrong")
 
-    def __init__(self, params: PolicyParams, *, seed: int):
-        super().__init__(params, seed=seed)
+    def __init__(self, config: PolicyConfig, *, seed: int):
+        super().__init__(config, seed=seed)
         self.rng = np.random.default_rng(seed)
 
     def solve(self, observation: dict[str, Any]) -> str:
@@ -44,7 +44,7 @@ class TeamBaseline(Policy):
         formula = observation["formula"]
         if not formula:
             return ""
-        return format_number(evaluate_formula(formula, {}, slip=self.params.slip, rng=self.rng))
+        return format_number(evaluate_formula(formula, {}, slip=self.config.slip, rng=self.rng))
 
     def act(self, requests: list[ActRequest]) -> list[ActResponse]:
         out = []
@@ -106,7 +106,7 @@ class SimulatedExpert(Policy):
     """Answers right with probability `accuracy[difficulty]`, else gives a plausible wrong answer
     (a number off by 1..max(9, 10%), or 'unknown'); when right it may add the worked solution."""
 
-    class Params(PolicyParams):
+    class Config(PolicyConfig):
         accuracy: dict[int, float] = Field({1: 0.98, 2: 0.95, 3: 0.9}, description="probability of a right answer per difficulty (1-3)")
         explain: bool = Field(True, description="add a short explanation (the facts used and the worked solution) to right answers")
 
@@ -117,8 +117,8 @@ class SimulatedExpert(Policy):
                 raise ValueError("give a probability in [0, 1] for each difficulty 1, 2 and 3, e.g. {1: 0.98, 2: 0.95, 3: 0.9}")
             return accuracy
 
-    def __init__(self, params: Params, *, seed: int):
-        super().__init__(params, seed=seed)
+    def __init__(self, config: Config, *, seed: int):
+        super().__init__(config, seed=seed)
         self.rng = np.random.default_rng(seed)
 
     def act(self, requests: list[ActRequest]) -> list[ActResponse]:
@@ -132,8 +132,8 @@ class SimulatedExpert(Policy):
 
     def answer(self, obs: dict[str, Any]) -> dict[str, str]:
         truth = obs["reference"]
-        if self.rng.random() < self.params.accuracy[int(obs["difficulty"])]:
-            explanation = " ".join(p for p in (obs["note"], obs["solution"]) if p and p != truth) if self.params.explain else ""
+        if self.rng.random() < self.config.accuracy[int(obs["difficulty"])]:
+            explanation = " ".join(p for p in (obs["note"], obs["solution"]) if p and p != truth) if self.config.explain else ""
             return {"answer": truth, "explanation": explanation}
         value = number_value(truth)
         if value is None:

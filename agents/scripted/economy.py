@@ -11,7 +11,7 @@ import numpy as np
 from pydantic import Field
 
 from agora.errors import ScenarioError
-from agora.policy import ActRequest, ActResponse, Policy, PolicyParams
+from agora.policy import ActRequest, ActResponse, Policy, PolicyConfig
 from worlds.economy import (
     BRACKETS,
     PLANNER,
@@ -49,11 +49,11 @@ class BestResponseWorker(Policy):
     votes for the candidate whose platform gives it the highest V (ties: the first candidate).
     """
 
-    class Params(PolicyParams):
+    class Config(PolicyConfig):
         stand_probability: float = Field(0.3, ge=0, le=1, description="democratic mode: chance a worker stands as a candidate each tax period")
 
-    def __init__(self, params: PolicyParams, *, seed: int):
-        super().__init__(params, seed=seed)
+    def __init__(self, config: PolicyConfig, *, seed: int):
+        super().__init__(config, seed=seed)
         self.rng = np.random.default_rng(seed)
 
     def act(self, requests: list[ActRequest]) -> list[ActResponse]:
@@ -76,7 +76,7 @@ class BestResponseWorker(Policy):
             phase = int(obs["phase"])  # one step: the same phase for all of a schedule's workers
             platforms = best_platforms(skills, obs) if phase == STAND else None
             votes = best_votes(skills, obs) if phase == VOTE else None
-            stands = self.rng.random(len(members)) < self.params.stand_probability
+            stands = self.rng.random(len(members)) < self.config.stand_probability
             for i, (k, hours) in enumerate(zip(members, labor)):
                 action = {"labor": np.array(hours), "stand": 0, "platform": np.zeros(len(obs["rates"]), dtype=np.int64), "vote": -1}
                 if platforms is not None and stands[i]:
@@ -137,7 +137,7 @@ class SaezPlanner(Policy):
     with: v = annual income / 40), not times 100 h as in the published code.
     """
 
-    class Params(PolicyParams):
+    class Config(PolicyConfig):
         elasticity: float = Field(0.4, gt=0, le=10, description="labor elasticity e of the Saez formula (1/(δ−1) = 0.4 by default)")
 
     def act(self, requests: list[ActRequest]) -> list[ActResponse]:
@@ -145,7 +145,7 @@ class SaezPlanner(Policy):
         out = []
         for request in requests:
             obs = request.observation
-            out.append(ActResponse("", saez_rates(REFERENCE_HOURS * obs["skills"], obs["cutoffs"], self.params.elasticity)))
+            out.append(ActResponse("", saez_rates(REFERENCE_HOURS * obs["skills"], obs["cutoffs"], self.config.elasticity)))
         return out
 
 
@@ -168,12 +168,12 @@ class FederalPlanner(Policy):
 class FlatPlanner(Policy):
     """One marginal rate for every bracket."""
 
-    class Params(PolicyParams):
+    class Config(PolicyConfig):
         rate: float = Field(25.0, ge=0, le=100, description="the flat marginal rate, percent")
 
     def act(self, requests: list[ActRequest]) -> list[ActResponse]:
         check_seats(requests, True, "flat")
-        return [ActResponse("", np.full(len(r.observation["rates"]), self.params.rate)) for r in requests]
+        return [ActResponse("", np.full(len(r.observation["rates"]), self.config.rate)) for r in requests]
 
 
 class HillClimbingPlanner(Policy):
@@ -188,8 +188,8 @@ class HillClimbingPlanner(Policy):
 
     step = 10  # percentage points: a trial then differs from the schedule in force by at most 20 on a bracket
 
-    def __init__(self, params: PolicyParams, *, seed: int):
-        super().__init__(params, seed=seed)
+    def __init__(self, config: PolicyConfig, *, seed: int):
+        super().__init__(config, seed=seed)
         self.state: dict[int, dict] = {}
 
     def act(self, requests: list[ActRequest]) -> list[ActResponse]:

@@ -7,14 +7,14 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from agora.policy import ActRequest, ActResponse, Policy, PolicyParams
+from agora.policy import ActRequest, ActResponse, Policy, PolicyConfig
 from worlds.matrix import GAMES
 
 
 class MixedStrategy(Policy):
     """Plays a fixed mixed strategy every round: uniform, or `probs`."""
 
-    class Params(PolicyParams):
+    class Config(PolicyConfig):
         probs: list[float] | None = Field(None, description="probability of each action, in the game's order; default uniform")
 
         @field_validator("probs")
@@ -24,15 +24,15 @@ class MixedStrategy(Policy):
                 raise ValueError("probs must be non-negative and sum to 1")
             return probs
 
-    def __init__(self, params: Params, *, seed: int):
-        super().__init__(params, seed=seed)
+    def __init__(self, config: Config, *, seed: int):
+        super().__init__(config, seed=seed)
         self.rng = np.random.default_rng(seed)
 
     def act(self, requests: list[ActRequest]) -> list[ActResponse]:
         out = []
         for request in requests:
             n = int(request.action_space.n)
-            probs = self.params.probs
+            probs = self.config.probs
             if probs is not None and len(probs) != n:
                 raise ValueError(f"probs has {len(probs)} entries but the game has {n} actions")
             out.append(ActResponse("", int(self.rng.choice(n, p=probs))))
@@ -42,14 +42,14 @@ class MixedStrategy(Policy):
 class TitForTat(Policy):
     """Opens with `first`, then repeats the opponent's previous action."""
 
-    class Params(PolicyParams):
+    class Config(PolicyConfig):
         first: int = Field(0, ge=0, description="index of the opening action (0 = cooperate in the prisoner's dilemma)")
 
     def act(self, requests: list[ActRequest]) -> list[ActResponse]:
         out = []
         for request in requests:
             rounds = int(request.observation["round"])
-            action = self.params.first if rounds == 0 else int(request.observation["history"][rounds - 1, 1])
+            action = self.config.first if rounds == 0 else int(request.observation["history"][rounds - 1, 1])
             out.append(ActResponse("", min(action, int(request.action_space.n) - 1)))
         return out
 
@@ -58,29 +58,29 @@ class Hedge(Policy):
     """Hedge (multiplicative weights) with full information: p(a) ∝ exp(η·Σ_s u(a, b_s)) over the
     opponent's past actions b_s; η = sqrt(8 ln n / rounds) / (payoff range). A no-regret learner."""
 
-    class Params(PolicyParams):
+    class Config(PolicyConfig):
         game: Literal["rock_paper_scissors", "matching_pennies", "prisoners_dilemma"] = Field(
             "rock_paper_scissors", description="the named game whose payoff table the learner knows"
         )
         seat: int = Field(0, ge=0, le=1, description="0 = row player (player_0), 1 = column player")
         eta: float | None = Field(None, gt=0, description="learning rate; default sqrt(8 ln n / rounds) / payoff range")
 
-    def __init__(self, params: Params, *, seed: int):
-        super().__init__(params, seed=seed)
+    def __init__(self, config: Config, *, seed: int):
+        super().__init__(config, seed=seed)
         self.rng = np.random.default_rng(seed)
-        payoffs = np.asarray(GAMES[params.game][1], dtype=np.float64)
-        self.own = payoffs[..., 0] if params.seat == 0 else payoffs[..., 1].T  # own[mine, theirs]
+        payoffs = np.asarray(GAMES[config.game][1], dtype=np.float64)
+        self.own = payoffs[..., 0] if config.seat == 0 else payoffs[..., 1].T  # own[mine, theirs]
 
     def act(self, requests: list[ActRequest]) -> list[ActResponse]:
         out = []
         for request in requests:
             n = int(request.action_space.n)
             if n != len(self.own):
-                raise ValueError(f"hedge knows {self.params.game} ({len(self.own)} actions); the world has {n}")
+                raise ValueError(f"hedge knows {self.config.game} ({len(self.own)} actions); the world has {n}")
             history = request.observation["history"]
             rounds = int(request.observation["round"])
             spread = float(self.own.max() - self.own.min()) or 1.0
-            eta = self.params.eta or np.sqrt(8 * np.log(n) / len(history)) / spread
+            eta = self.config.eta or np.sqrt(8 * np.log(n) / len(history)) / spread
             gains = self.own[:, history[:rounds, 1]].sum(axis=1) if rounds else np.zeros(n)
             logits = eta * (gains - gains.max())
             probs = np.exp(logits) / np.exp(logits).sum()
@@ -96,7 +96,7 @@ class TabularSoftmax(Policy):
     entry must be > 0), default uniform.
     """
 
-    class Params(PolicyParams):
+    class Config(PolicyConfig):
         probs: list[float] | None = Field(None, description="starting strategy, in the game's action order, every entry > 0; default uniform")
 
         @field_validator("probs")
@@ -106,11 +106,11 @@ class TabularSoftmax(Policy):
                 raise ValueError("probs must be > 0 (the logits are log probs) and sum to 1")
             return probs
 
-    def __init__(self, params: Params, *, seed: int, n_actions: int | None = None):
-        super().__init__(params, seed=seed)
+    def __init__(self, config: Config, *, seed: int, n_actions: int | None = None):
+        super().__init__(config, seed=seed)
         self.rng = np.random.default_rng(seed)
-        n = len(params.probs) if params.probs is not None else n_actions
-        self.logits = np.log(np.asarray(params.probs, dtype=np.float64)) if params.probs is not None else (np.zeros(n) if n else None)
+        n = len(config.probs) if config.probs is not None else n_actions
+        self.logits = np.log(np.asarray(config.probs, dtype=np.float64)) if config.probs is not None else (np.zeros(n) if n else None)
 
     @property
     def probs(self) -> np.ndarray:

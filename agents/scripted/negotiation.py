@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from agora.policy import ActRequest, ActResponse, Policy, PolicyParams
+from agora.policy import ActRequest, ActResponse, Policy, PolicyConfig
 from worlds.negotiation import ACCEPT, PROPOSE, WALK_AWAY, all_splits, split_value
 
 
@@ -53,11 +53,11 @@ class GreedyNegotiator(ThresholdNegotiator):
 
     accept_message, propose_message = "Deal.", "I need everything I value; you can have the rest."
 
-    class Params(PolicyParams):
+    class Config(PolicyConfig):
         accept_ratio: float = Field(0.8, ge=0.0, le=1.0, description="share of its pool value an offer must reach to be accepted")
 
     def ratio(self) -> float:
-        return self.params.accept_ratio
+        return self.config.accept_ratio
 
     def proposal(self, counts, values, target: float):
         return np.where(np.asarray(values) > 0, np.asarray(counts), 0)
@@ -68,11 +68,11 @@ class FairNegotiator(ThresholdNegotiator):
 
     accept_message, propose_message = "That is fair, I accept.", "Let us split this fairly."
 
-    class Params(PolicyParams):
+    class Config(PolicyConfig):
         target_ratio: float = Field(0.5, ge=0.0, le=1.0, description="share of its pool value it asks for and accepts")
 
     def ratio(self) -> float:
-        return self.params.target_ratio
+        return self.config.target_ratio
 
     def proposal(self, counts, values, target: float) -> tuple[int, ...]:
         return self.fair_split(counts, values, target)
@@ -87,12 +87,12 @@ class FairNegotiator(ThresholdNegotiator):
 class RandomNegotiator(Policy):
     """Random legal actions: accepts a standing offer with `accept_prob`, walks away with `walk_prob`, else proposes."""
 
-    class Params(PolicyParams):
+    class Config(PolicyConfig):
         accept_prob: float = Field(0.5, ge=0.0, le=1.0, description="probability of accepting a standing offer")
         walk_prob: float = Field(0.0, ge=0.0, le=1.0, description="probability of walking away on a turn")
 
-    def __init__(self, params: Params, *, seed: int):
-        super().__init__(params, seed=seed)
+    def __init__(self, config: Config, *, seed: int):
+        super().__init__(config, seed=seed)
         self.rng = np.random.default_rng(seed)
 
     def act(self, requests: list[ActRequest]) -> list[ActResponse]:
@@ -100,9 +100,9 @@ class RandomNegotiator(Policy):
         for request in requests:
             obs = request.observation
             n = len(obs["counts"])
-            if self.rng.random() < self.params.walk_prob:
+            if self.rng.random() < self.config.walk_prob:
                 action = {"type": WALK_AWAY, "take": [0] * n, "message": ""}
-            elif obs["offer"][0] >= 0 and self.rng.random() < self.params.accept_prob:
+            elif obs["offer"][0] >= 0 and self.rng.random() < self.config.accept_prob:
                 action = accept(n)
             else:
                 action = propose([self.rng.integers(int(c) + 1) for c in obs["counts"]])

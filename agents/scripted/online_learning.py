@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from agora.policy import ActRequest, ActResponse, Policy, PolicyParams
+from agora.policy import ActRequest, ActResponse, Policy, PolicyConfig
 
 
 def revealed_losses(observation: dict) -> np.ndarray:
@@ -21,14 +21,14 @@ class Hedge(Policy):
     """Hedge / multiplicative weights: p_t(a) ∝ exp(−η·Σ_{s<t} ℓ_s(a)), η = sqrt(8 ln n / T) by default
     (Reg_T ≤ sqrt(T ln n / 2) for losses in [0, 1]): a no-regret learner."""
 
-    class Params(PolicyParams):
+    class Config(PolicyConfig):
         eta: float | None = Field(None, gt=0, description="learning rate; default sqrt(8 ln n / T), T = the episode's rounds")
 
     def act(self, requests: list[ActRequest]) -> list[ActResponse]:
         out = []
         for request in requests:
             T, n = np.asarray(request.observation["losses"]).shape
-            eta = self.params.eta or np.sqrt(8 * np.log(n) / T)
+            eta = self.config.eta or np.sqrt(8 * np.log(n) / T)
             logits = -eta * revealed_losses(request.observation).sum(axis=0)
             weights = np.exp(logits - logits.max())
             out.append(ActResponse("", weights / weights.sum()))

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from agora.policy import ActRequest, ActResponse, Policy, PolicyParams
+from agora.policy import ActRequest, ActResponse, Policy, PolicyConfig
 from worlds.werewolf import DISCUSSION, NIGHT, SEER, UNKNOWN, VOTE, WEREWOLF, WEREWOLF_TEAM
 
 CLAIM = "I am the seer, and my inspection says the player I accuse is a werewolf."
@@ -116,7 +116,7 @@ class RandomPlayer(WerewolfPlayer):
 class RuleBasedPlayer(WerewolfPlayer):
     """The textbook lines of each role (see the module docstring)."""
 
-    class Params(PolicyParams):
+    class Config(PolicyConfig):
         seer_claims: bool = Field(True, description="the seer claims its role every day and names its suspects (found werewolves first)")
         fake_claims: bool = Field(True, description="the werewolves fake-claim the seer role on day 1")
 
@@ -150,7 +150,7 @@ class RuleBasedPlayer(WerewolfPlayer):
                 mine = most_reckless(obs, unknown)
                 mine = self.random_target(obs, set(unknown)) if mine is None else mine
             target, statement = mine, SUSPECT
-        if not self.params.seer_claims:
+        if not self.config.seer_claims:
             statement = NOTHING if phase == DISCUSSION else ""
             target = target if phase == VOTE else None
         return target, statement
@@ -193,7 +193,7 @@ class RuleBasedPlayer(WerewolfPlayer):
         fakers = [p for p in claimants(obs) if p in pack]
         if fakers and (target := latest_accusation(obs, fakers[0])) is not None and target in prey:
             return target, FOLLOW
-        if phase == DISCUSSION and self.params.fake_claims and not fakers and me == pack[0] and int(obs["day"]) == 1:
+        if phase == DISCUSSION and self.config.fake_claims and not fakers and me == pack[0] and int(obs["day"]) == 1:
             return self.random_target(obs, set(prey)), CLAIM
         if phase == VOTE:
             target = most_accused(obs, set(pack))

@@ -1,7 +1,7 @@
 """Policy-Space Response Oracles (PSRO) over an empirical payoff matrix, and payoff matrices from rollouts.
 
-The loop (ALGORITHMS.md §8): populations Π_0, Π_1 → empirical payoffs U_i[k, l] = u_i(Π_0[k], Π_1[l])
-→ meta-strategy σ = MSS(U) → each player adds an oracle's best response to the opponent's
+The loop ("A Unified Game-Theoretic Approach to Multiagent Reinforcement Learning", arXiv 1711.00832):
+populations Π_0, Π_1 → empirical payoffs U_i[k, l] = u_i(Π_0[k], Π_1[l]) → meta-strategy σ = MSS(U) → each player adds an oracle's best response to the opponent's
 meta-mixture → repeat, until the exploitability of the meta-mixture is ≤ a threshold, the oracles
 add nothing new, or the iteration budget is spent. With an exact best-response oracle and the
 Nash meta-solver this is the double-oracle algorithm.
@@ -18,7 +18,7 @@ from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 
-from trainers import meta
+from solvers import meta
 
 MetaSolver = Literal["nash", "uniform", "replicator", "alpharank"]
 
@@ -48,6 +48,45 @@ class PSROResult:
     stop_reason: str = ""
 
 
+@dataclass
+class PSROStep:
+    """One PSRO iteration's outcome: σ, the meta-mixture's exploitability, each player's new strategy."""
+
+    sigma: tuple[np.ndarray, np.ndarray]  # σ = MSS(U) over each population
+    exploitability: float | None  # of the meta-mixture (None when not measurable)
+    new: list[Any]  # per player: the oracle's best response to add, or None (nothing new, or stopped)
+    stop_reason: str = ""  # "" (go on), "threshold", "budget", "no new best response"
+
+
+def psro_iteration(
+    populations: tuple[Sequence[Any], Sequence[Any]],
+    payoffs: tuple[np.ndarray, np.ndarray],
+    oracle: Callable[[int, list[Any], np.ndarray], Any],
+    *,
+    meta_solver: MetaSolver = "nash",
+    exploitability: Callable[[list[Any], np.ndarray, list[Any], np.ndarray], float] | None = None,
+    threshold: float = 1e-6,
+    last: bool = False,
+    same: Callable[[Any, Any], bool] = lambda a, b: bool(np.array_equal(a, b)),
+) -> PSROStep:
+    """One iteration of PSRO on the empirical payoffs U_0, U_1 of `populations`: σ = MSS(U); stop when the
+    meta-mixture's exploitability is ≤ `threshold` or on the `last` iteration of the budget; else each
+    player's `oracle(player, opponent_population, opponent_σ)` answers the other's meta-mixture, both
+    against the populations as they are (a None or a strategy `same` as a member adds nothing)."""
+    U0, U1 = payoffs
+    sigma = meta_strategy(U0, U1, meta_solver)
+    value = None
+    if exploitability is not None:
+        value = float(exploitability(list(populations[0]), sigma[0], list(populations[1]), sigma[1]))
+        if value <= threshold:
+            return PSROStep(sigma, value, [None, None], "threshold")
+    if last:
+        return PSROStep(sigma, value, [None, None], "budget")
+    new = [oracle(0, list(populations[1]), sigma[1]), oracle(1, list(populations[0]), sigma[0])]
+    new = [s if s is not None and not any(same(s, m) for m in populations[i]) else None for i, s in enumerate(new)]
+    return PSROStep(sigma, value, new, "" if any(s is not None for s in new) else "no new best response")
+
+
 def psro(
     initial: tuple[Sequence[Any], Sequence[Any]],
     payoff: Callable[[Any, Any], tuple[float, float]],
@@ -59,7 +98,7 @@ def psro(
     max_iterations: int = 50,
     same: Callable[[Any, Any], bool] = lambda a, b: bool(np.array_equal(a, b)),
 ) -> PSROResult:
-    """Run PSRO.
+    """Run PSRO: `max_iterations` iterations that may add best responses (`psro_iteration`), then a final evaluation.
 
     `payoff(s0, s1)` → (u_0, u_1); `oracle(player, opponent_population, opponent_σ)` → a new
     strategy for `player`; `exploitability(pop0, σ0, pop1, σ1)` of the meta-mixture (optional:
@@ -79,28 +118,18 @@ def psro(
         return U0, U1
 
     history: list[float] = []
-    reason = "budget"
-    for _ in range(max_iterations):
+    for t in range(max_iterations + 1):
         U0, U1 = matrices()
-        sigma0, sigma1 = meta_strategy(U0, U1, meta_solver)
-        if exploitability is not None:
-            history.append(float(exploitability(populations[0], sigma0, populations[1], sigma1)))
-            if history[-1] <= threshold:
-                reason = "threshold"
-                break
-        new = [oracle(0, populations[1], sigma1), oracle(1, populations[0], sigma0)]
-        added = False
-        for player, strategy in enumerate(new):
-            if not any(same(strategy, s) for s in populations[player]):
+        step = psro_iteration(populations, (U0, U1), oracle, meta_solver=meta_solver, exploitability=exploitability,
+                              threshold=threshold, last=t == max_iterations, same=same)
+        if step.exploitability is not None:
+            history.append(step.exploitability)
+        for player, strategy in enumerate(step.new):
+            if strategy is not None:
                 populations[player].append(strategy)
-                added = True
-        if not added:
-            reason = "no new best response"
+        if step.stop_reason:
             break
-    else:
-        U0, U1 = matrices()
-        sigma0, sigma1 = meta_strategy(U0, U1, meta_solver)
-    return PSROResult(populations, (sigma0, sigma1), (U0, U1), history, reason)
+    return PSROResult(populations, step.sigma, (U0, U1), history, step.stop_reason)
 
 
 # --- the matrix world ---------------------------------------------------------------------------

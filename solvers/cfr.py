@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from trainers.games import CHANCE, TERMINAL, Game, Node
+from solvers.games import CHANCE, TERMINAL, Game, Node
 
 Policy = dict[str, np.ndarray]
 

@@ -1,4 +1,4 @@
-"""LoRA adapters (peft) on the embedded default or any causal LM: build, save, load.
+"""LoRA adapters (peft) on the embedded default or any causal LM: build, save, load (the one checkpoint format of adapters).
 
 The learner gets its own copy of the base model (never the process-wide cached one that fixed
 LLM policies share), wrapped by `peft.get_peft_model`; the frozen reference of the KL term is the
@@ -28,21 +28,10 @@ def load_learner(name: str, lora: LoRAConfig, *, device: str = "auto", dtype: st
     """(peft model, tokenizer): a private copy of model `name` with fresh LoRA adapters (A ~ seeded init, B = 0)."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from agora.models import pick_device, pick_dtype, quiet_transformers, resolve_model_path
+    from agora.models import load_causal_lm
 
-    device = pick_device(device)
-    location, kwargs = resolve_model_path(name)
-    quiet_transformers()
-    tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    base = AutoModelForCausalLM.from_pretrained(location, dtype=pick_dtype(dtype, device), **kwargs).to(device)
-    if device == "cpu":
-        from agora.kernels import use_skinny_linears
-
-        use_skinny_linears(base)  # faster rollouts; training (grad on) keeps PyTorch's kernels
+    base, tokenizer = load_causal_lm(name, device=device, dtype=dtype, private=True)
     config = LoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules), task_type="CAUSAL_LM"
     )
@@ -74,3 +63,10 @@ def load_adapter_state(model, state: dict) -> None:
 def save_adapter(model, folder: str | Path) -> None:
     """peft's adapter folder (adapter_config.json + adapter_model.safetensors), loadable with PeftModel.from_pretrained."""
     model.save_pretrained(str(folder))
+
+
+def load_adapter_file(model, folder: str | Path) -> None:
+    """Load the LoRA weights of a folder `save_adapter` wrote."""
+    from safetensors.torch import load_file
+
+    load_adapter_state(model, load_file(str(Path(folder) / "adapter_model.safetensors")))

@@ -30,25 +30,25 @@ from __future__ import annotations
 import fnmatch
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-import agora
-from agora.campaign import CampaignKind, CheckpointedFile, RunFolder, ending
-from agora.errors import AgoraError, ScenarioError, in_file
-from agora.policy import ActRequest, ActResponse, Policy
-from agora.registry import AGENTS, WORLDS, Entry
+from agora.campaign import CampaignKind, CampaignResult, CampaignRunner, RunFolder, Summary, ending
+from agora.errors import AgoraError, ScenarioError
+from agora.policy import Policy
+from agora.registry import AGENTS, WORLDS
 from agora.rollout import Rollout, policy_seed
-from agora.scenario import AgentSpec, TrackingSpec, WorldFile, WorldSpec, _validate
+from agora.scenario import AgentSpec, TrackingSpec, WorldFile, WorldSpec, validate_model
 from agora.trajectory import Episode
-from trainers import meta
+from campaigns.figures import league_figure, payoff_heatmap, payoff_table
+from campaigns.league import VersionPool, VersionRouter
+from solvers import meta
+from solvers.population import PolicyVersion, Population, WinRecord, sample_opponents
+from solvers.psro import MetaSolver, PSROStep, matrix_best_response, mixture, psro_iteration, rollout_payoff_matrix
 from trainers.advantages import group_advantages
-from trainers.league import PolicyVersion, Population, WinRecord, league_figure, payoff_heatmap, payoff_table, sample_opponents
-from trainers.psro import MetaSolver, matrix_best_response, meta_strategy, mixture, rollout_payoff_matrix
 
 STATIONARY = ("mixed", "tabular")  # matrix-world agents that play one fixed mixed strategy every round
 
@@ -69,9 +69,12 @@ class OracleSpec(BaseModel):
 class PSROCheckpointSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     dir: str | None = Field(None, description="checkpoint folder (default: checkpoints/<name> in the working directory)")
+    keep: int = Field(2, ge=1, le=1000, description="checkpoints kept on disk (all are logged to MLflow)")
 
 
-class PSROCampaign(BaseModel):
+class PSROConfig(BaseModel):
+    """A PSRO campaign file (`kind: psro`)."""
+
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, description="campaign name: the MLflow run name")
     description: str = ""
@@ -90,18 +93,54 @@ class PSROCampaign(BaseModel):
     tracking: TrackingSpec = TrackingSpec()
 
 
-@dataclass(frozen=True)
-class ResolvedPSRO(WorldFile, CheckpointedFile):
-    spec: PSROCampaign
-    world_entry: Entry
-    world_config: BaseModel
-    seats: list[str]
-    actions: list[str]
-    A: np.ndarray  # the row seat's stage payoffs A[i, j]
-    B: np.ndarray  # the column seat's
-    initial: list[PolicyVersion]  # both seats' starting versions (spec: seat, policy, probs)
-    source: str | None
-    text: str | None
+class PSROCampaign(WorldFile, CampaignKind):
+    """PSRO on the matrix world: payoffs by rollouts, a meta-solver, best responses (exact or trained tabular) added per iteration."""
+
+    Config = PSROConfig
+
+    def __init__(self, spec: PSROConfig, *, source: str | None = None, text: str | None = None):
+        super().__init__(spec, source=source, text=text)
+        self.world_entry = WORLDS.get(spec.world.id, path="world.id")
+        if self.world_entry.name != "matrix":
+            raise ScenarioError(
+                f"PSRO campaigns run on the matrix world (its payoff table makes exploitability exact), not '{self.world_entry.name}'",
+                path="world.id", hint="world: {id: matrix, game: rock_paper_scissors}",
+            )
+        self.world_config = validate_model(self.world_entry.config, spec.world.model_extra or {}, prefix="world", file=source)
+        self.actions, payoffs = self.world_config.table()
+        self.A, self.B = payoffs[..., 0], payoffs[..., 1]  # the row seat's and the column seat's stage payoffs
+        self.seats = list(self.world_entry.load()(self.world_config).possible_agents)
+        if spec.meta_solver == "nash" and not np.allclose(self.A + self.B, (self.A + self.B).flat[0]):
+            raise ScenarioError(
+                f"the nash meta-solver is the zero-sum LP, and {self.world_config.game} is not constant-sum",
+                path="meta_solver", hint="use replicator, alpharank or uniform",
+            )
+        self.initial: list[PolicyVersion] = []  # both seats' starting versions (spec: seat, policy, probs)
+        for key in spec.population:
+            if not fnmatch.filter(self.seats, key):
+                raise ScenarioError(f"no seat matches '{key}'; seats: {', '.join(self.seats)}", path=f"population.{key}")
+        for seat in self.seats:
+            mine = [k for k in spec.population if fnmatch.fnmatch(seat, k)]
+            if not mine:
+                raise ScenarioError(f"seat '{seat}' has no initial strategy", path="population", hint=f"add `{seat}: {{rock: {{policy: mixed, probs: [1, 0, 0]}}}}` or use '*'")
+            for key in mine:
+                if not spec.population[key]:
+                    raise ScenarioError("give at least one initial strategy", path=f"population.{key}")
+                for name, agent in spec.population[key].items():
+                    self.initial.append(self.version(seat, name, agent, f"population.{key}.{name}"))
+
+    def version(self, seat: str, name: str, agent: AgentSpec, path: str) -> PolicyVersion:
+        entry = AGENTS.get(agent.policy, world="matrix", path=f"{path}.policy")
+        if entry.name not in STATIONARY:
+            raise ScenarioError(
+                f"'{entry.name}' is not a fixed mixed strategy, so its exploitability is not defined",
+                path=f"{path}.policy", hint="use policy: mixed (probs: [...]) or tabular",
+            )
+        config = validate_model(entry.config, agent.model_extra or {}, prefix=path, file=self.source)
+        probs = config.probs if config.probs is not None else [1 / len(self.actions)] * len(self.actions)
+        if len(probs) != len(self.actions):
+            raise ScenarioError(f"probs has {len(probs)} entries; the game has {len(self.actions)} actions ({', '.join(self.actions)})", path=f"{path}.probs")
+        return PolicyVersion(f"{seat}/{name}", "scripted", {"seat": seat, "policy": entry.name, "probs": [float(p) for p in probs]})
 
     def resolved_config(self) -> dict[str, Any]:
         out = self.spec.model_dump(mode="json", exclude={"world", "population"})
@@ -109,50 +148,16 @@ class ResolvedPSRO(WorldFile, CheckpointedFile):
         out["population"] = {v.name: v.spec for v in self.initial}
         return out
 
+    def describe(self) -> str:
+        spec = self.spec
+        sizes = ", ".join(f"{s} {sum(v.spec['seat'] == s for v in self.initial)}" for s in self.seats)
+        return (
+            f"PSRO campaign, matrix world ({self.world_config.game}), initial versions {sizes}, meta-solver {spec.meta_solver}, "
+            f"oracle {spec.oracle.id}, up to {spec.iterations} iterations, threshold {spec.threshold:g}"
+        )
 
-def resolve_psro(data: dict[str, Any], *, source: str | None = None, text: str | None = None) -> ResolvedPSRO:
-    with in_file(source):
-        spec = _validate(PSROCampaign, data, prefix="", file=source)
-        world_entry = WORLDS.get(spec.world.id, path="world.id")
-        if world_entry.name != "matrix":
-            raise ScenarioError(
-                f"PSRO campaigns run on the matrix world (its payoff table makes exploitability exact), not '{world_entry.name}'",
-                path="world.id", hint="world: {id: matrix, game: rock_paper_scissors}",
-            )
-        world_config = _validate(world_entry.params, spec.world.model_extra or {}, prefix="world", file=source)
-        actions, payoffs = world_config.table()
-        A, B = payoffs[..., 0], payoffs[..., 1]
-        seats = list(world_entry.load()(world_config).possible_agents)
-        if spec.meta_solver == "nash" and not np.allclose(A + B, (A + B).flat[0]):
-            raise ScenarioError(
-                f"the nash meta-solver is the zero-sum LP, and {world_config.game} is not constant-sum",
-                path="meta_solver", hint="use replicator, alpharank or uniform",
-            )
-        initial: list[PolicyVersion] = []
-        for key in spec.population:
-            if not fnmatch.filter(seats, key):
-                raise ScenarioError(f"no seat matches '{key}'; seats: {', '.join(seats)}", path=f"population.{key}")
-        for seat in seats:
-            keys = [k for k in spec.population if fnmatch.fnmatch(seat, k)]
-            if not keys:
-                raise ScenarioError(f"seat '{seat}' has no initial strategy", path="population", hint=f"add `{seat}: {{rock: {{policy: mixed, probs: [1, 0, 0]}}}}` or use '*'")
-            for key in keys:
-                if not spec.population[key]:
-                    raise ScenarioError("give at least one initial strategy", path=f"population.{key}")
-                for name, agent in spec.population[key].items():
-                    path = f"population.{key}.{name}"
-                    entry = AGENTS.get(agent.policy, world="matrix", path=f"{path}.policy")
-                    if entry.name not in STATIONARY:
-                        raise ScenarioError(
-                            f"'{entry.name}' is not a fixed mixed strategy, so its exploitability is not defined",
-                            path=f"{path}.policy", hint="use policy: mixed (probs: [...]) or tabular",
-                        )
-                    params = _validate(entry.params, agent.model_extra or {}, prefix=path, file=source)
-                    probs = params.probs if params.probs is not None else [1 / len(actions)] * len(actions)
-                    if len(probs) != len(actions):
-                        raise ScenarioError(f"probs has {len(probs)} entries; the game has {len(actions)} actions ({', '.join(actions)})", path=f"{path}.probs")
-                    initial.append(PolicyVersion(f"{seat}/{name}", "scripted", {"seat": seat, "policy": entry.name, "probs": [float(p) for p in probs]}))
-    return ResolvedPSRO(spec, world_entry, world_config, seats, actions, A, B, initial, source, text)
+    def start(self, *, resume: bool = False, tracking_uri: str | None = None, track: bool | None = None) -> PSRORunner:
+        return PSRORunner(self, resume=resume, tracking_uri=tracking_uri, track=track)
 
 
 # --- policies of versions -----------------------------------------------------------------------
@@ -161,25 +166,12 @@ def resolve_psro(data: dict[str, Any], *, source: str | None = None, text: str |
 def build_version(version: PolicyVersion, seed: int) -> Policy:
     """The policy a version's spec names (a fixed `mixed` or `tabular` strategy), seeded."""
     entry = AGENTS.get(version.spec["policy"], world="matrix")
-    return entry.load()(entry.params(probs=version.spec["probs"]), seed=seed)
+    return entry.load()(entry.config(probs=version.spec["probs"]), seed=seed)
 
 
-class MetaMixtureOpponent(Policy):
-    """The opponent seat in an oracle's episodes: episode `e` is played by `opponents[drawn[e]]`."""
-
-    def __init__(self, opponents: dict[str, Policy], drawn: list[str]):
-        super().__init__(None, seed=0)
-        self.opponents, self.drawn = opponents, drawn
-
-    def act(self, requests: list[ActRequest]) -> list[ActResponse]:
-        out: list[ActResponse | None] = [None] * len(requests)
-        by_version: dict[str, list[int]] = {}
-        for i, request in enumerate(requests):
-            by_version.setdefault(self.drawn[request.episode], []).append(i)
-        for name, ix in by_version.items():
-            for i, response in zip(ix, self.opponents[name].act([requests[i] for i in ix])):
-                out[i] = response
-        return out
+def meta_mixture_opponent(policies: dict[str, Policy], drawn: list[str]) -> VersionRouter:
+    """The opponent seat in an oracle's episodes: episode `e` is played by `policies[drawn[e]]`."""
+    return VersionRouter(VersionPool(policies.__getitem__, lambda name: None), dict(enumerate(drawn)))
 
 
 # --- oracles --------------------------------------------------------------------------------------
@@ -194,7 +186,7 @@ def interior(probs: np.ndarray, min_prob: float) -> list[float]:
 
 
 def train_best_response(
-    campaign: ResolvedPSRO, seat: str, opponents: list[PolicyVersion], sigma: np.ndarray, seed: int
+    campaign: PSROCampaign, seat: str, opponents: list[PolicyVersion], sigma: np.ndarray, seed: int
 ) -> tuple[np.ndarray, dict[str, float]]:
     """The `train` oracle: a tabular softmax policy trained by policy gradient against the meta-mixture.
 
@@ -207,7 +199,7 @@ def train_best_response(
     spec, oracle = campaign.spec, campaign.spec.oracle
     other = next(s for s in campaign.seats if s != seat)
     n = len(campaign.actions)
-    learner = TabularSoftmax(TabularSoftmax.Params(), seed=policy_seed(seed, "learner"), n_actions=n)
+    learner = TabularSoftmax(TabularSoftmax.Config(), seed=policy_seed(seed, "learner"), n_actions=n)
     names = [v.name for v in opponents]
     policies = {v.name: build_version(v, policy_seed(seed, v.name)) for v in opponents}
     rng = np.random.default_rng(policy_seed(seed, "matchmaking"))
@@ -216,7 +208,7 @@ def train_best_response(
     for step in range(oracle.steps):
         drawn = sample_opponents(rng, names, oracle.episodes, rule="psro", meta_strategy=weights)
         rollout = Rollout(
-            campaign.make_world, {seat: learner, other: MetaMixtureOpponent(policies, drawn)}, {seat: "learner", other: "meta-mixture"},
+            campaign.make_world, {seat: learner, other: meta_mixture_opponent(policies, drawn)}, {seat: "learner", other: "meta-mixture"},
             seed=policy_seed(seed, f"step {step}"), concurrency=spec.concurrency, record_observations=False,
         )
         episodes = rollout.run(oracle.episodes)
@@ -249,71 +241,37 @@ def train_best_response(
 # --- the campaign ----------------------------------------------------------------------------------
 
 
-@dataclass
-class PSROCampaignResult:
-    run_id: str | None
-    tracking_uri: str | None
-    iterations_done: int
-    stop_reason: str
-    history: list[dict[str, float]]  # per evaluated iteration: pop/*, meta/* metrics
-    population: Population
-    meta_strategies: dict[str, dict[str, float]]  # seat -> version -> σ (last evaluation)
-    mixtures: dict[str, list[float]]  # seat -> the meta-mixture in action space (last evaluation)
-    checkpoint: Path | None = None
-
-
-class PSRORunner:
+class PSRORunner(CampaignRunner):
     """One PSRO campaign: populations, the payoff cells played so far, the MLflow run and checkpoints."""
 
-    progress_metrics = {"pop/exploitability": "exploitability", "pop/nash_conv": "NashConv", "pop/size": "versions"}
+    progress = {"pop/exploitability": "exploitability", "pop/nash_conv": "NashConv", "pop/size": "versions"}
 
-    def __init__(self, campaign: ResolvedPSRO, *, resume: bool = False, tracking_uri: str | None = None, track: bool | None = None):
-        self.campaign, spec = campaign, campaign.spec
-        self.folder = campaign.checkpoint_dir
-        self.state_file = self.folder / "state.json"
-        self.run_folder = RunFolder(self.folder, campaign.source, resume=resume, occupied=self.state_file.exists())
+    def __init__(self, campaign: PSROCampaign, *, resume: bool = False, tracking_uri: str | None = None, track: bool | None = None):
+        super().__init__(campaign, resume=resume)
         self.population = Population(campaign.initial)
         self.cells: dict[str, list[float]] = {}  # "row|column" -> [U_0, U_1] per round
         self.records = WinRecord()
         self.history: list[dict[str, float]] = []
         self.stop_reason = ""
-        self.start = 0
-        self.resumed_from = self.state_file if resume and self.state_file.exists() else None
         if self.resumed_from:
-            state = json.loads(self.state_file.read_text())
-            self.population = Population.from_dict(state["population"])
-            self.cells, self.history = state["cells"], state["history"]
-            self.records = WinRecord.from_dict(state["records"])
-            if state.get("game") != self.game_fingerprint():
-                raise AgoraError(
-                    f"{self.state_file} holds a campaign with another game, population, meta-solver, oracle or seed; "
-                    "only iterations and threshold may change on --resume (or set checkpoint.dir to start over)"
-                )
-            if state["stop_reason"] in ("threshold", "no new best response"):
-                raise AgoraError(f"the campaign already finished ({state['stop_reason']}) at iteration {state['iteration']}; nothing to resume")
-            # a run stopped by its budget did not run the oracles of its last iteration: that iteration runs again
-            self.start = int(state["iteration"]) + (0 if state["stop_reason"] == "budget" else 1)
-            self.history = [h for h in self.history if h["iteration"] < self.start]
-        self.tracker = None
-        self.resume = resume
-        if spec.tracking.enabled if track is None else track:
-            tags = {
-                "agora.campaign": spec.name,
-                "agora.kind": "psro",
-                "agora.world": "matrix",
-                "agora.meta_solver": spec.meta_solver,
-                "agora.oracle": spec.oracle.id,
-                "agora.seed": str(spec.seed),
-                "agora.version": agora.__version__,
-            }
-            self.tracker = self.run_folder.open_tracker(tracking_uri or spec.tracking.uri, spec, tags, campaign.resolved_config(), campaign.source,
-                                                        f"iteration {self.start}")
-        self.run_folder.mark(self.tracker)
+            self.restore(RunFolder.load(self.resumed_from))
+        spec = campaign.spec
+        self.open_run({"agora.kind": "psro", "agora.world": "matrix", "agora.meta_solver": spec.meta_solver, "agora.oracle": spec.oracle.id},
+                      tracking_uri=tracking_uri, track=track)
 
-    # tracking
-    def log(self, metrics: dict[str, float], step: int) -> None:
-        if self.tracker:
-            self.tracker.log_step(metrics, step)  # a resumed run skips the steps its killed process logged
+    def restore(self, state: dict[str, Any]) -> None:
+        if state.get("game") != self.game_fingerprint():
+            raise AgoraError(
+                f"{self.resumed_from} holds a campaign with another game, population, meta-solver, oracle or seed; "
+                "only iterations and threshold may change on --resume (or set checkpoint.dir to start over)"
+            )
+        if state["stop_reason"] in ("threshold", "no new best response"):
+            raise AgoraError(f"the campaign already finished ({state['stop_reason']}) at iteration {state['iteration']}; nothing to resume")
+        self.population = Population.from_dict(state["population"])
+        self.cells, self.records = state["cells"], WinRecord.from_dict(state["records"])
+        # a run stopped by its budget did not run the oracles of its last iteration: that iteration runs again
+        self.first_iteration = int(state["iteration"]) + (0 if state["stop_reason"] == "budget" else 1)
+        self.history = [h for h in state["history"] if h["iteration"] < self.first_iteration]
 
     def game_fingerprint(self) -> dict[str, Any]:
         """What a checkpoint must share with the campaign that resumes it (all but the budget and the threshold)."""
@@ -379,25 +337,35 @@ class PSRORunner:
         version = PolicyVersion(name, "tabular", {"seat": seat, "policy": "tabular", "probs": kept, "opponent_weights": weights}, opponents=against, iteration=iteration)
         return version, metrics
 
-    def evaluate(self, iteration: int) -> tuple[dict[str, float], tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-        """Payoffs → σ → exact NashConv of the meta-mixture: (pop/* and meta/* metrics, σ per seat, mixture per seat)."""
+    def evaluate(self, iteration: int, last: bool) -> tuple[dict[str, float], dict[str, float], PSROStep]:
+        """One PSRO iteration (`solvers.psro.psro_iteration`) on the payoffs of the current populations: σ, the
+        exact exploitability of the meta-mixture, each seat's oracle. Returns pop/*, meta/* and mixture/*
+        metrics, oracle/<seat>/* metrics, and the step (its new versions are not added yet)."""
         campaign, spec = self.campaign, self.campaign.spec
         U0, U1, played = self.payoffs()
-        sigma = meta_strategy(U0, U1, spec.meta_solver)
         rows, columns = self.members(campaign.seats[0]), self.members(campaign.seats[1])
-        x = mixture([self.strategy(v) for v in rows], sigma[0])
-        y = mixture([self.strategy(v) for v in columns], sigma[1])
-        nash_conv = meta.nash_conv(campaign.A, campaign.B, x, y)
+        oracle_metrics: dict[str, float] = {}
+
+        def oracle(player: int, opponents: list[PolicyVersion], sigma: np.ndarray) -> PolicyVersion | None:
+            version, found = self.best_response(iteration, player, opponents, sigma)
+            oracle_metrics.update({f"oracle/{campaign.seats[player]}/{k}": v for k, v in found.items()})
+            return version
+
+        def exploitability(p0: list[PolicyVersion], x: np.ndarray, p1: list[PolicyVersion], y: np.ndarray) -> float:
+            return meta.nash_conv(campaign.A, campaign.B, self.mixture(p0, x), self.mixture(p1, y)) / 2
+
+        step = psro_iteration((rows, columns), (U0, U1), oracle, meta_solver=spec.meta_solver, exploitability=exploitability,
+                              threshold=spec.threshold, last=last, same=lambda a, b: False)  # the oracle returns None for nothing new
         metrics = {
-            "pop/exploitability": nash_conv / 2,
-            "pop/nash_conv": nash_conv,
+            "pop/exploitability": step.exploitability,
+            "pop/nash_conv": 2 * step.exploitability,
             "pop/size": float(len(self.population)),
             "pop/cells_played": float(played),
         }
-        for seat, members, weights, mix in zip(campaign.seats, (rows, columns), sigma, (x, y)):
+        for seat, members, weights in zip(campaign.seats, (rows, columns), step.sigma):
             metrics[f"pop/size/{seat}"] = float(len(members))
             metrics.update({f"meta/{v.name}": float(w) for v, w in zip(members, weights)})
-            metrics.update({f"mixture/{seat}/{a}": float(p) for a, p in zip(campaign.actions, mix)})
+            metrics.update({f"mixture/{seat}/{a}": float(p) for a, p in zip(campaign.actions, self.mixture(members, weights))})
         if self.tracker:
             names0, names1 = [v.name for v in rows], [v.name for v in columns]
             self.tracker.log_figure(
@@ -405,57 +373,42 @@ class PSRORunner:
                 f"payoffs/heatmap_iter_{iteration:03d}.png",
             )
             self.tracker.log_table(payoff_table(U0, names0, names1), f"payoffs/table_iter_{iteration:03d}.json")
-        return metrics, sigma, (x, y)
+        return metrics, oracle_metrics, step
 
-    def _save(self, iteration: int) -> Path:
-        self.folder.mkdir(parents=True, exist_ok=True)
+    def mixture(self, versions: list[PolicyVersion], sigma: np.ndarray) -> np.ndarray:
+        """The meta-mixture of `versions` with weights σ, in action space."""
+        return mixture([self.strategy(v) for v in versions], sigma)
+
+    def save(self, iteration: int) -> Path:
         state = {
             "game": self.game_fingerprint(),
-            "iteration": iteration,
             "stop_reason": self.stop_reason,
             "population": self.population.to_dict(),
             "cells": self.cells,
             "records": self.records.to_dict(),
             "history": self.history,
         }
-        staging = self.folder / ".state.json"
-        staging.write_text(json.dumps(state))
-        staging.replace(self.state_file)  # atomic: a kill leaves the previous complete state
-        return self.state_file
+        return self.run_folder.save(iteration, state, tracker=self.tracker, keep=self.campaign.spec.checkpoint.keep)
 
-    def run(self, on_iteration: Callable[[int, dict[str, float]], None] | None = None) -> PSROCampaignResult:
+    def run(self, on_iteration: Callable[[int, dict[str, float]], None] | None = None) -> CampaignResult:
         campaign, spec = self.campaign, self.campaign.spec
-        checkpoint = None
-        last_sigma: tuple[np.ndarray, np.ndarray] | None = None
-        mixtures: tuple[np.ndarray, np.ndarray] | None = None
+        result = self.new_result()
+        step = None
         with ending(self.tracker):
-            iteration = self.start
+            iteration = self.first_iteration
             while True:
                 start = time.perf_counter()
-                metrics, last_sigma, mixtures = self.evaluate(iteration)
-                oracle_metrics: dict[str, float] = {}
-                self.stop_reason = ""
-                if metrics["pop/exploitability"] <= spec.threshold:
-                    self.stop_reason = "threshold"
-                elif iteration >= spec.iterations - 1:
-                    self.stop_reason = "budget"
-                else:
-                    added = []
-                    for i, seat in enumerate(campaign.seats):
-                        opponents = self.members(campaign.seats[1 - i])
-                        version, found = self.best_response(iteration, i, opponents, last_sigma[1 - i])
-                        oracle_metrics.update({f"oracle/{seat}/{k}": v for k, v in found.items()})
-                        if version is not None:
-                            added.append(version)
-                    for version in added:  # after both oracles: each answered the populations as they were
+                metrics, oracle_metrics, step = self.evaluate(iteration, last=iteration >= spec.iterations - 1)
+                for version in step.new:  # after both oracles: each answered the populations as they were
+                    if version is not None:
                         self.population.add(version)
-                    if not added:
-                        self.stop_reason = "no new best response"
+                self.stop_reason = step.stop_reason
                 metrics["perf/iteration_seconds"] = time.perf_counter() - start
                 self.history.append({"iteration": float(iteration), **metrics, **oracle_metrics})
                 self.log(metrics, step=iteration)
                 self.log(oracle_metrics, step=iteration)  # its own batch: a resumed budget-stopped iteration logs it once
-                checkpoint = self._save(iteration)
+                result.checkpoint = self.save(iteration)
+                result.history[iteration], result.iterations_done = {**metrics, **oracle_metrics}, iteration + 1
                 if on_iteration:
                     on_iteration(iteration, {**metrics, **oracle_metrics})
                 if self.stop_reason:
@@ -466,33 +419,25 @@ class PSRORunner:
                 self.tracker.log_figure(exploitability_figure(self.history), "figures/exploitability.png")
                 self.tracker.log_text(json.dumps(self.population.to_dict(), indent=2), "population.json")
                 self.tracker.set_tags({"agora.stop_reason": self.stop_reason})
-        meta_strategies = {
-            seat: {v.name: float(w) for v, w in zip(self.members(seat), weights)} for seat, weights in zip(campaign.seats, last_sigma or ((), ()))
+        result.stop_reason = self.stop_reason
+        sigma = step.sigma if step else ((), ())
+        result.outputs = {
+            "population": self.population,
+            "meta_strategies": {seat: {v.name: float(w) for v, w in zip(self.members(seat), weights)} for seat, weights in zip(campaign.seats, sigma)},
+            "mixtures": {seat: [float(p) for p in self.mixture(self.members(seat), weights)] if len(weights) else []
+                         for seat, weights in zip(campaign.seats, sigma)},
         }
-        return PSROCampaignResult(
-            self.tracker.run_id if self.tracker else None,
-            self.tracker.uri if self.tracker else None,
-            iteration + 1,  # iterations done
-            self.stop_reason,
-            self.history,
-            self.population,
-            meta_strategies,
-            {seat: [float(p) for p in mix] for seat, mix in zip(campaign.seats, mixtures or ((), ()))},
-            checkpoint,
-        )
+        return result
 
-    def summary_table(self, result: PSROCampaignResult):
-        from rich.table import Table
-
-        campaign = self.campaign
-        table = Table(title=f"{campaign.spec.name}: PSRO ({campaign.spec.meta_solver} meta-solver, {campaign.spec.oracle.id} oracle), stopped on {result.stop_reason}", title_justify="left")
-        actions = "/".join(campaign.actions)
-        for column in ("iteration", "versions", "exploitability", "NashConv", *(f"{s} meta-mixture ({actions})" for s in campaign.seats)):
-            table.add_column(column)
-        for h in result.history:
-            mixes = [" / ".join(f"{h[f'mixture/{s}/{a}']:.3f}" for a in campaign.actions) for s in campaign.seats]
-            table.add_row(str(int(h["iteration"])), str(int(h["pop/size"])), f"{h['pop/exploitability']:.4f}", f"{h['pop/nash_conv']:.4f}", *mixes)
-        return table
+    def summary(self, result: CampaignResult) -> Summary:
+        spec, actions = self.campaign.spec, self.campaign.actions
+        rows = []
+        for h in self.history:
+            mixes = [" / ".join(f"{h[f'mixture/{s}/{a}']:.3f}" for a in actions) for s in self.campaign.seats]
+            rows.append([str(int(h["iteration"])), str(int(h["pop/size"])), f"{h['pop/exploitability']:.4f}", f"{h['pop/nash_conv']:.4f}", *mixes])
+        columns = ["iteration", "versions", "exploitability", "NashConv", *(f"{s} meta-mixture ({'/'.join(actions)})" for s in self.campaign.seats)]
+        title = f"{spec.name}: PSRO ({spec.meta_solver} meta-solver, {spec.oracle.id} oracle), stopped on {result.stop_reason}"
+        return Summary(title, columns, rows)
 
 
 def exploitability_figure(history: list[dict[str, float]]):
@@ -509,20 +454,3 @@ def exploitability_figure(history: list[dict[str, float]]):
     ax.set(title="PSRO: exploitability of the meta-mixture", xlabel="iteration", ylabel="value (exact, from the payoff table)")
     ax.legend()
     return figure
-
-
-def describe_psro(campaign: ResolvedPSRO) -> str:
-    spec = campaign.spec
-    sizes = ", ".join(f"{s} {sum(v.spec['seat'] == s for v in campaign.initial)}" for s in campaign.seats)
-    return (
-        f"PSRO campaign, matrix world ({campaign.world_config.game}), initial versions {sizes}, meta-solver {spec.meta_solver}, "
-        f"oracle {spec.oracle.id}, up to {spec.iterations} iterations, threshold {spec.threshold:g}"
-    )
-
-
-def run_psro_campaign(campaign: ResolvedPSRO, **kwargs: Any) -> PSROCampaignResult:
-    on_iteration = kwargs.pop("on_iteration", None)
-    return PSRORunner(campaign, **kwargs).run(on_iteration)
-
-
-PSRO = CampaignKind(ResolvedPSRO, resolve_psro, PSRORunner, describe_psro)

@@ -1,0 +1,62 @@
+"""The trainer contract: what a campaign needs from every optimizer of a learning LLM policy.
+
+A trainer updates the weights of one model (a peft LoRA model whose adapter is the learner) from
+the episodes the learner played. It is registered in `agora.registry.TRAINERS` (or by a plug-in's
+`agora.trainers` entry point) and named by a campaign file's `trainer: {id: ..., <config keys>}`;
+its `Config` validates those keys (the same class documents them in `agora trainers`).
+
+The sampler's settings travel with the samples: every learner `Step` records the temperature it
+was sampled at, and a trainer recomputes log-probs at that temperature (`sample_temperature`), so
+that the ratio pi_theta / pi_old is exactly 1 before the first update. A batch that mixes
+temperatures is refused.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Iterable
+
+from pydantic import BaseModel
+
+from agora.trajectory import Episode
+
+
+class Trainer(ABC):
+    """Updates `model`'s trainable weights from episodes; holds its optimizer and generators.
+
+    `update` is called once per campaign iteration with that iteration's episodes and the seats the
+    learner played in them (a group of `group_size` consecutive episodes shares an initial state);
+    it returns `train/*` and `perf/*` metrics. `state_dict` / `load_state_dict` cover everything a
+    resumed campaign needs to continue exactly (optimizer moments, generators).
+    """
+
+    Config: ClassVar[type[BaseModel]]
+    greedy_anchor: ClassVar[bool] = False  # each group's first rollout is decoded greedily (ArenaRL's anchor)
+
+    def __init__(self, model: Any, config: BaseModel, *, pad_id: int, seed: int = 0):
+        self.model, self.config, self.pad_id = model, config, pad_id
+
+    @abstractmethod
+    def update(self, episodes: list[Episode], seats: list[str]) -> dict[str, float]:
+        """One update from the episodes the learner played in `seats`; returns metrics."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue after a restart (saved in checkpoints)."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
+
+
+def sample_temperature(temperatures: Iterable[float | None]) -> float:
+    """The one temperature a batch of samples was drawn at (their recorded values must agree).
+
+    Log-probs recomputed at any other temperature would make the ratio pi_theta / pi_old differ from 1
+    before the first update, so a batch that mixes temperatures, or has none recorded, is refused."""
+    found = set(temperatures)
+    if None in found or not found:
+        raise ValueError("samples without a recorded sampling temperature: only an LLM policy's own steps can be trained on")
+    if len(found) > 1:
+        raise ValueError(f"samples drawn at different temperatures {sorted(found)}: train on one sampler setting per batch")
+    return found.pop()

@@ -1,0 +1,373 @@
+"""The `train` campaign kind: an LLM with LoRA trained by a registered trainer (`agora train CAMPAIGN.yaml`).
+
+A campaign file names the world, the learning policy (an LLM with LoRA adapters) and the seats it
+plays, the fixed policies of the other seats (or a league of versions: `campaigns.league`), the
+trainer and its hyperparameters (the trainer's own `Config` validates them: no second list of
+fields), and the schedule:
+
+    for iteration in 0 .. iterations-1:
+        every `evaluation.every` iterations: play held-out seeds against each fixed opponent (eval/*)
+        play `groups_per_iteration` initial states x `group_size` rollouts each (the GRPO groups)
+        trainer.update(episodes, learner seats) -> the LoRA weights change (train/*, perf/*)
+        every `checkpoint.every` iterations: LoRA weights, trainer state, generators, league -> files + MLflow
+    a final evaluation after the last iteration.
+
+The learner's rollout policy acts with the very model object the trainer updates, so every
+iteration samples from the current weights. `--resume` reloads the last checkpoint and continues
+into the same MLflow run (same run id); metric steps are iterations, and steps already logged by
+the killed process are not logged twice.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from agents.llm import LLMConfig, LLMPolicy
+from agora.campaign import (
+    CampaignKind,
+    CampaignResult,
+    CampaignRunner,
+    RunFolder,
+    Summary,
+    check_metric_name,
+    ending,
+    match_seats,
+    restore_learner,
+    save_learner,
+)
+from agora.errors import ScenarioError
+from agora.lora import LoRAConfig
+from agora.policy import Policy
+from agora.registry import TRAINERS, WORLDS
+from agora.rollout import GroupRollout, episode_seed, policy_seed
+from agora.run import build_policies
+from agora.scenario import AgentSpec, ResolvedScenario, TrackingSpec, WorldSpec, resolve_scenario, validate_model
+from agora.trajectory import Episode
+from campaigns.evaluation import evaluate, learning_curve
+from campaigns.league import League, LeagueOpponents, LeagueSpec, SelfPlaySpec
+
+
+class LearnerSpec(BaseModel):
+    """`learner: {seats: [alice], lora: {...}, <llm parameter>: <value>, ...}`."""
+
+    model_config = ConfigDict(extra="allow")
+    seats: list[str] = Field(min_length=1, description="seats (names or glob patterns) the learning policy plays; all seats = self-play")
+    lora: LoRAConfig = LoRAConfig()
+
+
+class TrainerSpec(BaseModel):
+    """`trainer: {id: grpo, <hyperparameter>: <value>, ...}`; every key but `id` is the trainer's config."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str = Field(description="registered trainer id (`agora trainers`)")
+
+
+class EvaluationSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seats: list[str] | None = Field(None, description="seats the learner plays in evaluation (default: learner.seats, or the first seat when those are all)")
+    every: int = Field(1, ge=0, le=100_000, description="evaluate before every N-th iteration (0: only before the first and after the last)")
+    episodes: int = Field(16, ge=1, le=1_000_000, description="episodes per fixed opponent")
+    seed: int = Field(1_000_003, ge=0, description="root seed of the held-out evaluation episodes (never a training seed)")
+    opponents: dict[str, AgentSpec] | None = Field(
+        None, description="name -> fixed policy for every non-learner seat (default: the training opponents, named 'train')"
+    )
+
+
+class CheckpointSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    every: int = Field(1, ge=1, le=100_000, description="checkpoint after every N-th iteration (and after the last)")
+    dir: str | None = Field(None, description="checkpoint folder (default: checkpoints/<name> in the working directory)")
+    keep: int = Field(2, ge=1, le=1000, description="checkpoints kept on disk (all are logged to MLflow)")
+
+
+class TrainConfig(BaseModel):
+    """A train campaign file (`kind: train`, the default)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, description="campaign name: the MLflow run name")
+    description: str = ""
+    world: WorldSpec
+    learner: LearnerSpec
+    opponents: dict[str, AgentSpec] = Field({}, description="non-learner seat (or glob pattern) -> fixed policy")
+    self_play: SelfPlaySpec | None = Field(None, description="seats played by frozen snapshots of the learner (= a league with matchmaking: latest)")
+    league: LeagueSpec | None = Field(None, description="seats played by versions drawn from a league (population) of snapshots and members")
+    trainer: TrainerSpec
+    iterations: int = Field(ge=1, le=1_000_000, description="training iterations (one update each)")
+    groups_per_iteration: int = Field(4, ge=1, le=100_000, description="initial states (episode seeds) per iteration")
+    group_size: int = Field(8, ge=1, le=4096, description="rollouts of each initial state: the GRPO group")
+    evaluation: EvaluationSpec = EvaluationSpec()
+    checkpoint: CheckpointSpec = CheckpointSpec()
+    seed: int = Field(0, ge=0, description="root seed of training episodes, sampling, LoRA init")
+    concurrency: int = Field(16, ge=1, le=4096, description="episodes stepped together (LLM turns batched across them)")
+    max_retries: int = Field(1, ge=0, le=10, description="re-prompts after unparseable text, before a fallback action")
+    tracking: TrackingSpec = TrackingSpec()
+
+
+def relabel(exc: ScenarioError, old: str, new: str, file: str | None) -> ScenarioError:
+    """An error about a generated scenario's key `old...`, said about the campaign file's key `new...`."""
+    path = exc.path
+    if path and (path == old or path.startswith(old + ".")):
+        path = new + path[len(old) :]
+    message = exc.message.replace(f"\n  {old}.", f"\n  {new}.")
+    return ScenarioError(message, file=exc.file or file, path=path, hint=exc.hint)
+
+
+class TrainCampaign(CampaignKind):
+    """An LLM with LoRA trained by a trainer (GRPO, DPO/KTO, INPO) against fixed opponents or a league of its snapshots."""
+
+    Config = TrainConfig
+
+    def __init__(self, spec: TrainConfig, *, source: str | None = None, text: str | None = None):
+        super().__init__(spec, source=source, text=text)
+        world_entry = WORLDS.get(spec.world.id, path="world.id")
+        world_config = validate_model(world_entry.config, spec.world.model_extra or {}, prefix="world", file=source)
+        seats = list(world_entry.load()(world_config).possible_agents)
+        self.learner_seats = match_seats(spec.learner.seats, seats, "learner.seats")
+        if spec.league and spec.self_play:
+            raise ScenarioError(
+                "a campaign has self_play or a league, not both", path="league",
+                hint="drop self_play: a league with `matchmaking: latest` plays the newest snapshot of the learner",
+            )
+        self.league_spec: LeagueSpec | None = spec.self_play.as_league() if spec.self_play else spec.league
+        where = "self_play" if spec.self_play else "league"
+        self.league_seats = match_seats(self.league_spec.seats, seats, f"{where}.seats") if self.league_spec else []
+        if set(self.league_seats) & set(self.learner_seats):
+            raise ScenarioError(f"a seat cannot be both the learner's and the {'snapshot' if spec.self_play else 'league'}'s",
+                                path=f"{where}.seats", hint="list each seat once")
+        if spec.league:
+            for k, name in enumerate(spec.league.side_names):
+                check_metric_name(name, f"league.side_names.{k}", "side name")
+        if spec.evaluation.seats is not None:
+            self.eval_seats = match_seats(spec.evaluation.seats, seats, "evaluation.seats")
+        else:
+            self.eval_seats = self.learner_seats if len(self.learner_seats) < len(seats) else seats[:1]
+        if len(self.eval_seats) == len(seats):
+            raise ScenarioError("the learner would play every seat in evaluation, with no opponent", path="evaluation.seats", hint=f"e.g. [{seats[0]}]")
+        self.learner_config = validate_model(LLMConfig, spec.learner.model_extra or {}, prefix="learner", file=source)
+        for key in spec.opponents:
+            if key in self.learner_seats or key in self.league_seats:
+                raise ScenarioError(f"seat '{key}' is played by the learner, its snapshot or the league", path=f"opponents.{key}", hint="remove it from opponents")
+        placeholder = {seat: {"policy": "llm"} for seat in self.learner_seats + self.league_seats}
+        base = {"name": spec.name, "world": spec.world.model_dump(), "episodes": 1, "seed": spec.seed}
+
+        def scenario(agents: dict[str, Any], old: str, new: str, fill: dict[str, Any] = placeholder) -> ResolvedScenario:
+            try:
+                return resolve_scenario({**base, "agents": {**fill, **agents}}, source=source)
+            except ScenarioError as exc:
+                raise relabel(exc, old, new, source) from None
+
+        opponents = {k: v.model_dump() for k, v in spec.opponents.items()}
+        self.train = scenario(opponents, "agents", "opponents")
+        if spec.evaluation.opponents is None:
+            if self.league_seats or self.eval_seats != self.learner_seats:
+                raise ScenarioError("name the fixed opponents to evaluate against", path="evaluation.opponents", hint="e.g. {fair: {policy: fair}}")
+            self.evaluations = {"train": self.train}
+        else:
+            self.evaluations = {
+                name: scenario({"*": agent.model_dump()}, "agents.*", f"evaluation.opponents.{name}", {s: {"policy": "llm"} for s in self.eval_seats})
+                for name, agent in spec.evaluation.opponents.items()
+            }
+        self.league_members = {}
+        for name, agent in (spec.league.members if spec.league else {}).items():
+            if name == League.LEARNER or name.startswith(League.LEARNER + "-"):
+                raise ScenarioError(f"member name {name!r} is reserved", path=f"league.members.{name}",
+                                    hint="'learner' and 'learner-N' name the learner and its snapshots")
+            check_metric_name(name, f"league.members.{name}", "member name")
+            sides = [(self.league_seats, self.learner_seats)] + ([(self.learner_seats, self.league_seats)] if spec.league.swap_sides else [])
+            for plays, other in sides:  # the member must be able to play every seat it may get
+                fill = {**{s: {"policy": "llm"} for s in other}, **opponents}
+                member = scenario({"*": agent.model_dump()}, "agents.*", f"league.members.{name}", fill)
+                self.league_members.setdefault(name, member.seats[plays[0]])
+        self.trainer_entry = TRAINERS.get(spec.trainer.id, path="trainer.id")
+        self.trainer_config = validate_model(self.trainer_entry.config, spec.trainer.model_extra or {}, prefix="trainer", file=source)
+        if spec.group_size < 2:
+            raise ScenarioError("a group of one rollout has no advantage signal", path="group_size", hint="use 2 or more (8 is common)")
+
+    def resolved_config(self) -> dict[str, Any]:
+        out = self.spec.model_dump(mode="json", exclude={"world", "learner", "opponents", "trainer", "evaluation", "league"})
+        out["world"] = self.train.world_json()
+        out["learner"] = {"seats": self.learner_seats, "lora": self.spec.learner.lora.model_dump(), **self.learner_config.model_dump(mode="json")}
+        fixed = set(self.learner_seats) | set(self.league_seats)
+        out["opponents"] = {a: {"policy": s.entry.name, **s.config.model_dump(mode="json")} for a, s in self.train.seats.items() if a not in fixed}
+        if self.league_spec:
+            out["league"] = self.league_spec.model_dump(mode="json", exclude={"members"})
+            out["league"]["seats"] = self.league_seats
+            out["league"]["members"] = {n: {"policy": s.entry.name, **s.config.model_dump(mode="json")} for n, s in self.league_members.items()}
+        else:
+            out["league"] = None
+        out["trainer"] = {"id": self.trainer_entry.name, **self.trainer_config.model_dump(mode="json")}
+        out["evaluation"] = self.spec.evaluation.model_dump(mode="json", exclude={"opponents"})
+        out["evaluation"]["opponents"] = {
+            name: {a: s.entry.name for a, s in sc.seats.items() if a not in self.eval_seats} for name, sc in self.evaluations.items()
+        }
+        out["evaluation"]["seats"] = self.eval_seats
+        return out
+
+    def describe(self) -> str:
+        league = self.league_spec
+        return (
+            f"campaign, world {self.train.world_entry.name}, learner {', '.join(self.learner_seats)}, "
+            f"trainer {self.trainer_entry.name}, {self.spec.iterations} iterations"
+            + (f", league on {', '.join(self.league_seats)} ({league.matchmaking}, members: {', '.join(self.league_members) or 'none'})"
+               if league else "")
+        )
+
+    def loading_message(self) -> str:
+        return f"loading the learner ({self.learner_config.model}) ..."
+
+    def start(self, *, resume: bool = False, tracking_uri: str | None = None, track: bool | None = None) -> TrainRunner:
+        return TrainRunner(self, resume=resume, tracking_uri=tracking_uri, track=track)
+
+
+class TrainRunner(CampaignRunner):
+    """Holds the learner, its trainer, the fixed policies, the league and the MLflow run of one train campaign."""
+
+    progress = {
+        "train/reward/learner": "reward",
+        "train/loss": "loss",
+        "train/kl": "kl",
+        "train/zero_variance_groups": "zero-variance groups",
+        "train/fallback_rate": "fallback rate",
+    }
+
+    def __init__(self, campaign: TrainCampaign, *, resume: bool = False, tracking_uri: str | None = None, track: bool | None = None):
+        import torch
+
+        from agora.lora import load_learner
+
+        super().__init__(campaign, resume=resume)
+        spec, config = campaign.spec, campaign.learner_config
+        torch.manual_seed(policy_seed(spec.seed, "torch"))  # nothing should draw from it; keep it seeded regardless
+        self.model, self.tokenizer = load_learner(config.model, spec.learner.lora, device=config.device, dtype=config.dtype, seed=policy_seed(spec.seed, "lora"))
+        self.learner = LLMPolicy(config, seed=policy_seed(spec.seed, "learner"), model=self.model, tokenizer=self.tokenizer)
+        self.fixed = build_policies(campaign.train, skip=campaign.learner_seats + campaign.league_seats, seed=spec.seed)
+        self.seats: dict[str, Policy] = {**{s: self.learner for s in campaign.learner_seats}, **self.fixed}
+        self.policy_ids = {s: "learner" if s in campaign.learner_seats else campaign.train.seats[s].entry.name for s in self.seats}
+        self.league = None
+        if campaign.league_spec:
+            self.league = LeagueOpponents(campaign, self.model, self.tokenizer, fixed=self.fixed, policy_ids=self.policy_ids)
+            self.policy_ids.update({s: "league" for s in campaign.league_seats})
+        self.trainer = campaign.trainer_entry.load()(
+            self.model, campaign.trainer_config, pad_id=self.tokenizer.pad_token_id, seed=policy_seed(spec.seed, "trainer")
+        )
+        self.result = CampaignResult(None, None)
+        if self.resumed_from:
+            self.restore(self.resumed_from)
+        self.open_run({"agora.kind": "train", "agora.world": campaign.train.world_entry.name, "agora.trainer": campaign.trainer_entry.name,
+                       "agora.learner_seats": ",".join(campaign.learner_seats)}, tracking_uri=tracking_uri, track=track)
+
+    # checkpoints
+    def save(self, iteration: int) -> Path:
+        state: dict[str, Any] = {"history": self.result.history, "evaluations": self.result.evaluations, "league": None}
+
+        def write(folder: Path) -> None:
+            save_learner(folder, self.model, self.trainer, self.seats)
+            if self.league is not None:
+                state["league"] = self.league.save(folder)
+
+        return self.run_folder.save(iteration, state, write, tracker=self.tracker, keep=self.campaign.spec.checkpoint.keep)
+
+    def restore(self, folder: Path) -> None:
+        state = RunFolder.load(folder)
+        self.result.history = {int(k): v for k, v in state["history"].items()}
+        self.result.evaluations = {int(k): v for k, v in state["evaluations"].items()}
+        if self.league is not None:
+            self.league.restore(folder, state["league"])
+        restore_learner(folder, self.model, self.trainer, self.seats)
+        self.first_iteration = int(state["iteration"]) + 1
+
+    # rollouts
+    def training_episodes(self, iteration: int, seats: dict[str, Policy] | None = None, policy_ids: dict[str, str] | None = None) -> list[Episode]:
+        spec = self.campaign.spec
+        seeds = [episode_seed(spec.seed, iteration * spec.groups_per_iteration + g) for g in range(spec.groups_per_iteration)]
+        rollout = GroupRollout(
+            self.campaign.train.make_world,
+            seats or self.seats,
+            policy_ids or self.policy_ids,
+            seed=spec.seed,
+            concurrency=spec.concurrency,
+            max_retries=spec.max_retries,
+            seeds=seeds,
+            group_size=spec.group_size,
+            anchor_seats=self.campaign.learner_seats if self.trainer.greedy_anchor else (),
+        )
+        return rollout.run(spec.groups_per_iteration * spec.group_size)
+
+    def evaluate(self) -> dict[str, float]:
+        return evaluate(self.campaign, self.model, self.tokenizer)
+
+    def iteration(self, i: int) -> dict[str, float]:
+        tokens0, seconds0 = self.learner.stats.generated_tokens, self.learner.stats.generate_seconds
+        start = time.perf_counter()
+        self.model.eval()
+        league: dict[str, float] = {}
+        if self.league is not None:
+            episodes, mine, league = self.league.play(i, self.learner, self.training_episodes)
+        else:
+            episodes, mine = self.training_episodes(i), self.campaign.learner_seats
+        rollout_seconds = time.perf_counter() - start
+        metrics = {"train/iteration": float(i), **self.trainer.update(episodes, mine)}
+        rewards: dict[str, list[float]] = {}
+        for episode in episodes:
+            for seat, ret in episode.returns.items():
+                rewards.setdefault(episode.policies.get(seat, self.policy_ids[seat]), []).append(ret)
+            for key, value in episode.metrics.items():
+                rewards.setdefault(f"world/{key}", []).append(value)
+        for key, values in rewards.items():
+            metrics[f"train/reward/{key}" if not key.startswith("world/") else f"train/{key[6:]}"] = float(np.mean(values))
+        tokens = self.learner.stats.generated_tokens - tokens0
+        gen_seconds = self.learner.stats.generate_seconds - seconds0
+        metrics["perf/generate_tokens_per_s"] = tokens / gen_seconds if gen_seconds else 0.0
+        metrics["perf/rollout_seconds"] = rollout_seconds
+        metrics["perf/iteration_seconds"] = time.perf_counter() - start
+        metrics.update(league)
+        return metrics
+
+    def run(self, on_iteration: Callable[[int, dict[str, float]], None] | None = None) -> CampaignResult:
+        spec = self.campaign.spec
+        result = self.result
+        result.run_id, result.tracking_uri = (self.tracker.run_id, self.tracker.uri) if self.tracker else (None, None)
+        result.iterations_done, result.checkpoint = self.first_iteration, self.resumed_from
+        every = spec.evaluation.every
+        with ending(self.tracker):
+            for i in range(self.first_iteration, spec.iterations):
+                if (every and i % every == 0) or i == 0:
+                    result.evaluations[i] = self.evaluate()
+                    self.log(result.evaluations[i], step=i)
+                metrics = self.iteration(i)
+                self.log(metrics, step=i)
+                if self.league is not None:
+                    self.league.after_iteration(i, self.log, self.tracker)
+                result.iterations_done, result.history[i] = i + 1, metrics
+                if (i + 1) % spec.checkpoint.every == 0 or i + 1 == spec.iterations:
+                    result.checkpoint = self.save(i)
+                if on_iteration:
+                    on_iteration(i, {**metrics, **result.evaluations.get(i, {})})
+            final = spec.iterations
+            result.evaluations[final] = self.evaluate()
+            self.log(result.evaluations[final], step=final)
+            if self.tracker:
+                self.tracker.log_figure(learning_curve(result, list(self.campaign.evaluations)), "figures/learning_curve.png")
+                if self.league is not None:
+                    self.league.finish(self.tracker)
+        return result
+
+    def summary(self, result: CampaignResult) -> Summary:
+        """The held-out evaluations: one row per step and opponent."""
+        rows = []
+        for step, metrics in sorted(result.evaluations.items()):
+            for name in self.campaign.evaluations:
+                p = f"eval/{name}/"
+                rows.append([
+                    str(step),
+                    name,
+                    f"{metrics[p + 'score']:.3f} [{metrics[p + 'score_ci_low']:.2f}, {metrics[p + 'score_ci_high']:.2f}]",
+                    f"{metrics[p + 'win_rate']:.3f} [{metrics[p + 'win_rate_ci_low']:.2f}, {metrics[p + 'win_rate_ci_high']:.2f}]",
+                    f"{metrics[p + 'agreement']:.3f}" if p + "agreement" in metrics else "-",
+                ])
+        return Summary(f"{self.campaign.name}: evaluation on held-out seeds", ["step", "opponent", "score (95% CI)", "win rate (95% CI)", "agreement"], rows)
