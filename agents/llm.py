@@ -81,5 +81,5 @@ class LLMPolicy(Policy):
             ids, logprobs = results[i]
             self.stats.generated_tokens += len(ids)
             text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
-            responses.append(ActResponse(text, None, prompt_ids[i], ids, logprobs, texts[i]))
+            responses.append(ActResponse(text, None, prompt_ids[i], ids, logprobs, texts[i], self.config.temperature))
         return responses

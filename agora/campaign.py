@@ -3,7 +3,7 @@
 A campaign file's top-level `kind:` (default `train`) names a registered kind
 (`agora.registry.CAMPAIGNS`, or a plug-in's `agora.campaigns` entry point). A kind is two classes:
 
-- a `CampaignKind` subclass with a pydantic `Config` (the file's keys but `kind`). An instance is a
+- a `CampaignKind` subclass with a pydantic `Config` (the file's keys but `kind`) and an `example`. An instance is a
   resolved campaign file: `resolve(data, source=, text=)` validates it (a `ScenarioError` naming the
   file, the key path and the fix on bad input) and runs the kind's cross-checks; it knows its `name`,
   `iterations`, `checkpoint_dir`, its `describe()` line for `agora validate`, its `resolved_config()`
@@ -100,6 +100,12 @@ class CampaignKind(ABC):
     @property
     def checkpoint_dir(self) -> Path:
         return Path(self.spec.checkpoint.dir or Path("checkpoints") / self.spec.name)
+
+    @classmethod
+    @abstractmethod
+    def example(cls, model: str = "smollm2-135m-instruct") -> dict[str, Any]:
+        """A small campaign of this kind as a file's mapping: one iteration in seconds on a CPU, with `model`
+        wherever an LLM plays (the conformance test runs it; users may start from it)."""
 
     @abstractmethod
     def describe(self) -> str:
@@ -244,6 +250,8 @@ def restore_learner(folder: Path, model, trainer, policies: dict[str, Any]) -> N
     load_adapter_file(model, folder / "adapter")
     trainer.load_state_dict(torch.load(folder / "trainer.pt", weights_only=False))
     rng = torch.load(folder / "rng.pt", weights_only=False)
+    if "generators" not in rng:  # written by Agora 0.1's train kind: the generators alone
+        rng = {"generators": rng, "torch": torch.get_rng_state()}
     restore_generators(policies, rng["generators"])
     torch.set_rng_state(rng["torch"])
 
@@ -275,7 +283,7 @@ class RunFolder:
 
     def __init__(self, folder: Path, source: str | None, *, resume: bool):
         self.folder, self.run_file, self.resume = folder, folder / "run.json", resume
-        if not resume and (checkpoints(folder) or self.run_file.exists()):
+        if not resume and (checkpoints(folder) or self.run_file.exists() or (folder / "state.json").exists()):
             raise AgoraError(
                 f"{folder} already holds this campaign's run; continue it with `agora train {source or ''} --resume`, "
                 "or delete the folder (or set checkpoint.dir) to start over"
@@ -284,8 +292,9 @@ class RunFolder:
             raise AgoraError(f"nothing to resume: no {self.run_file}; start the campaign without --resume")
 
     def latest(self) -> Path | None:
+        """The newest complete checkpoint (Agora 0.1's PSRO kind kept one `state.json` in the folder itself)."""
         found = checkpoints(self.folder)
-        return found[-1] if found else None
+        return found[-1] if found else self.folder if (self.folder / "state.json").is_file() else None
 
     def open_tracker(self, uri: str | None, spec: Any, tags: dict[str, str], config: dict[str, Any], source: str | None, resumed_from: str):
         """The campaign's Tracker: on resume the run in run.json (when the first process tracked one),

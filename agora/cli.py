@@ -17,6 +17,7 @@ from rich.table import Table
 
 from agora.errors import AgoraError
 from agora.interrupts import interruptible
+from agora.registry import ORIGIN
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Agora: multi-agent LLM worlds, rollouts and training.")
 console = Console()
@@ -194,26 +195,38 @@ def params_table(title: str, model: type[BaseModel]) -> Table:
     return table
 
 
+def entry_title(entry) -> str:
+    """`name (world: w) — summary [from origin]` for the listings; a plug-in that fails to load says why."""
+    scope = f" [dim](world: {entry.world})[/]" if entry.world else ""
+    origin = f" [dim]\\[from {escape(entry.origin)}][/]" if entry.origin != ORIGIN else ""
+    return f"[bold]{entry.name}[/]{scope} — {escape(entry.summary)}{origin}"
+
+
+def list_entries(entries) -> None:
+    for entry in entries:
+        try:
+            console.print(params_table(entry_title(entry), entry.config))
+        except AgoraError as exc:  # a broken plug-in: listed with its error, the others still shown
+            errors.print(f"[bold red]{entry.name}[/] [dim]\\[from {escape(entry.origin)}][/]: {escape(str(exc))}")
+
+
 @app.command()
 def worlds() -> None:
-    """List the registered worlds and their parameters."""
+    """List the registered worlds (Agora's and plug-ins') and their parameters."""
     from agora.registry import WORLDS
 
-    for entry in WORLDS.entries():
-        console.print(params_table(f"[bold]{entry.name}[/] — {entry.summary}", entry.config))
+    list_entries(WORLDS.entries())
 
 
 @app.command()
 def agents(world: Optional[str] = typer.Option(None, help="only agents that can play this world")) -> None:
-    """List the registered agents (policies) and their parameters."""
+    """List the registered agents (policies; Agora's and plug-ins') and their parameters."""
     from agora.registry import AGENTS, WORLDS
 
     with user_errors():
         if world:
             WORLDS.get(world)
-        for entry in AGENTS.entries(world):
-            scope = f" [dim](world: {entry.world})[/]" if entry.world else ""
-            console.print(params_table(f"[bold]{entry.name}[/]{scope} — {entry.summary}", entry.config))
+        list_entries(AGENTS.entries(world))
 
 
 @app.command()
@@ -222,13 +235,15 @@ def trainers() -> None:
     from agora.registry import CAMPAIGNS, TRAINERS
 
     kinds = Table(title="campaign kinds (a campaign file's `kind:`; default train)", title_justify="left")
-    kinds.add_column("kind")
-    kinds.add_column("what it runs")
+    for column in ("kind", "what it runs", "origin"):
+        kinds.add_column(column)
     for entry in CAMPAIGNS.entries():
-        kinds.add_row(entry.name, entry.summary)
+        try:
+            kinds.add_row(entry.name, escape(entry.summary), escape(entry.origin))
+        except AgoraError as exc:
+            kinds.add_row(entry.name, escape(str(exc)), escape(entry.origin))
     console.print(kinds)
-    for entry in TRAINERS.entries():
-        console.print(params_table(f"[bold]{entry.name}[/] — {entry.summary}", entry.config))
+    list_entries(TRAINERS.entries())
 
 
 @app.command()

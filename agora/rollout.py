@@ -267,6 +267,7 @@ class Rollout:
             prompt_ids=response.prompt_ids,
             completion_ids=response.completion_ids,
             logprobs=response.logprobs,
+            temperature=response.temperature,
             failed_attempts=turn.failed,
             fallback=fallback,
             observation=jsonable(turn.observation) if self.record_observations else None,

@@ -169,6 +169,12 @@ def _match_seats(spec: Scenario, world_entry: Entry, world_config: BaseModel, fi
             agent_spec = spec.agents[key]
             entry = AGENTS.get(agent_spec.policy, world=world_entry.name, path=f"agents.{key}.policy")
             built[key] = (entry, validate_model(entry.config, agent_spec.model_extra or {}, prefix=f"agents.{key}", file=file))
+        entry = built[key][0]
+        if not fnmatch.fnmatch(agent, plays := entry.load().seats):
+            raise ScenarioError(
+                f"policy '{entry.name}' plays the seats '{plays}', not '{agent}'", file=file, path=f"agents.{key}.policy",
+                hint=f"run `agora agents --world {world_entry.name}` to see which agents play which seats",
+            )
         seats[agent] = Seat(agent, key, *built[key])
     return seats
 

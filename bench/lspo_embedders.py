@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agora.models import EMBEDDED, load_causal_lm  # noqa: E402
-from campaigns.lspo import embed_minilm, embed_with_policy, kmeans_clusters  # noqa: E402
+from campaigns.latent_space import embed_minilm, embed_with_policy, kmeans_clusters  # noqa: E402
 
 STRATEGIES = {
     "claim": [

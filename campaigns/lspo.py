@@ -165,6 +165,15 @@ class LSPOCampaign(WorldFile, CampaignKind):
                                 path="world.discussion_rounds", hint="use 1 or more")
         self.learner_config = validate_model(LLMConfig, spec.learner.model_extra or {}, prefix="learner", file=source)
 
+    @classmethod
+    def example(cls, model: str = "smollm2-135m-instruct") -> dict[str, Any]:
+        return {
+            "name": "example-lspo", "world": {"id": "werewolf", "discussion_rounds": 1, "max_days": 4},
+            "learner": {"model": model, "max_new_tokens": 4, "max_batch_size": 12, "demonstrations": False},
+            "latent": {"candidates": 3, "states_per_role": 1, "clusters": 2, "self_play_games": 2},
+            "cfr": {"games_per_profile": 1, "iterations": 20}, "dpo": {"pairs_per_state": 1}, "evaluation": {"episodes": 2}, "iterations": 1,
+        }
+
     def resolved_config(self) -> dict[str, Any]:
         out = self.spec.model_dump(mode="json", exclude={"world", "learner"})
         out["world"] = self.world_json()

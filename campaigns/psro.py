@@ -142,6 +142,14 @@ class PSROCampaign(WorldFile, CampaignKind):
             raise ScenarioError(f"probs has {len(probs)} entries; the game has {len(self.actions)} actions ({', '.join(self.actions)})", path=f"{path}.probs")
         return PolicyVersion(f"{seat}/{name}", "scripted", {"seat": seat, "policy": entry.name, "probs": [float(p) for p in probs]})
 
+    @classmethod
+    def example(cls, model: str = "smollm2-135m-instruct") -> dict[str, Any]:
+        return {
+            "name": "example-psro", "world": {"id": "matrix", "game": "rock_paper_scissors", "rounds": 5},
+            "population": {"*": {"rock": {"policy": "mixed", "probs": [1, 0, 0]}}}, "oracle": {"id": "exact"},
+            "iterations": 1, "episodes_per_cell": 2,
+        }
+
     def resolved_config(self) -> dict[str, Any]:
         out = self.spec.model_dump(mode="json", exclude={"world", "population"})
         out["world"] = self.world_json()
@@ -393,6 +401,7 @@ class PSRORunner(CampaignRunner):
     def run(self, on_iteration: Callable[[int, dict[str, float]], None] | None = None) -> CampaignResult:
         campaign, spec = self.campaign, self.campaign.spec
         result = self.new_result()
+        result.history = {int(h["iteration"]): h for h in self.history}  # restored iterations included
         step = None
         with ending(self.tracker):
             iteration = self.first_iteration

@@ -40,7 +40,7 @@ from agora.campaign import (
     restore_learner,
     save_learner,
 )
-from agora.errors import ScenarioError
+from agora.errors import AgoraError, ScenarioError
 from agora.lora import LoRAConfig
 from agora.policy import Policy
 from agora.registry import TRAINERS, WORLDS
@@ -188,6 +188,15 @@ class TrainCampaign(CampaignKind):
         if spec.group_size < 2:
             raise ScenarioError("a group of one rollout has no advantage signal", path="group_size", hint="use 2 or more (8 is common)")
 
+    @classmethod
+    def example(cls, model: str = "smollm2-135m-instruct") -> dict[str, Any]:
+        return {
+            "name": "example-train", "world": {"id": "negotiation", "max_turns": 4},
+            "learner": {"seats": ["alice"], "model": model, "max_new_tokens": 8, "lora": {"r": 4, "alpha": 8}},
+            "opponents": {"bob": {"policy": "random"}}, "trainer": {"id": "grpo"},
+            "iterations": 1, "groups_per_iteration": 1, "group_size": 2, "evaluation": {"episodes": 2},
+        }
+
     def resolved_config(self) -> dict[str, Any]:
         out = self.spec.model_dump(mode="json", exclude={"world", "learner", "opponents", "trainer", "evaluation", "league"})
         out["world"] = self.train.world_json()
@@ -248,9 +257,9 @@ class TrainRunner(CampaignRunner):
         self.fixed = build_policies(campaign.train, skip=campaign.learner_seats + campaign.league_seats, seed=spec.seed)
         self.seats: dict[str, Policy] = {**{s: self.learner for s in campaign.learner_seats}, **self.fixed}
         self.policy_ids = {s: "learner" if s in campaign.learner_seats else campaign.train.seats[s].entry.name for s in self.seats}
-        self.league = None
+        self.opponents = None
         if campaign.league_spec:
-            self.league = LeagueOpponents(campaign, self.model, self.tokenizer, fixed=self.fixed, policy_ids=self.policy_ids)
+            self.opponents = LeagueOpponents(campaign, self.model, self.tokenizer, fixed=self.fixed, policy_ids=self.policy_ids)
             self.policy_ids.update({s: "league" for s in campaign.league_seats})
         self.trainer = campaign.trainer_entry.load()(
             self.model, campaign.trainer_config, pad_id=self.tokenizer.pad_token_id, seed=policy_seed(spec.seed, "trainer")
@@ -267,17 +276,22 @@ class TrainRunner(CampaignRunner):
 
         def write(folder: Path) -> None:
             save_learner(folder, self.model, self.trainer, self.seats)
-            if self.league is not None:
-                state["league"] = self.league.save(folder)
+            if self.opponents is not None:
+                state["league"] = self.opponents.save(folder)
 
         return self.run_folder.save(iteration, state, write, tracker=self.tracker, keep=self.campaign.spec.checkpoint.keep)
 
     def restore(self, folder: Path) -> None:
         state = RunFolder.load(folder)
+        if "history" not in state:  # written by Agora 0.1: the learner's rewards only
+            state["history"] = {i: {"train/reward/learner": r} for i, r in state.get("rewards", {}).items()}
         self.result.history = {int(k): v for k, v in state["history"].items()}
         self.result.evaluations = {int(k): v for k, v in state["evaluations"].items()}
-        if self.league is not None:
-            self.league.restore(folder, state["league"])
+        if self.opponents is not None:
+            if not state.get("league"):
+                raise AgoraError(f"{folder} was written by a self_play campaign of Agora 0.1, whose snapshot cannot become a league; "
+                                 "start the campaign over (delete the folder or set checkpoint.dir)")
+            self.opponents.restore(folder, state["league"])
         restore_learner(folder, self.model, self.trainer, self.seats)
         self.first_iteration = int(state["iteration"]) + 1
 
@@ -306,8 +320,8 @@ class TrainRunner(CampaignRunner):
         start = time.perf_counter()
         self.model.eval()
         league: dict[str, float] = {}
-        if self.league is not None:
-            episodes, mine, league = self.league.play(i, self.learner, self.training_episodes)
+        if self.opponents is not None:
+            episodes, mine, league = self.opponents.play(i, self.learner, self.training_episodes)
         else:
             episodes, mine = self.training_episodes(i), self.campaign.learner_seats
         rollout_seconds = time.perf_counter() - start
@@ -341,8 +355,8 @@ class TrainRunner(CampaignRunner):
                     self.log(result.evaluations[i], step=i)
                 metrics = self.iteration(i)
                 self.log(metrics, step=i)
-                if self.league is not None:
-                    self.league.after_iteration(i, self.log, self.tracker)
+                if self.opponents is not None:
+                    self.opponents.after_iteration(i, self.log, self.tracker)
                 result.iterations_done, result.history[i] = i + 1, metrics
                 if (i + 1) % spec.checkpoint.every == 0 or i + 1 == spec.iterations:
                     result.checkpoint = self.save(i)
@@ -353,8 +367,8 @@ class TrainRunner(CampaignRunner):
             self.log(result.evaluations[final], step=final)
             if self.tracker:
                 self.tracker.log_figure(learning_curve(result, list(self.campaign.evaluations)), "figures/learning_curve.png")
-                if self.league is not None:
-                    self.league.finish(self.tracker)
+                if self.opponents is not None:
+                    self.opponents.finish(self.tracker)
         return result
 
     def summary(self, result: CampaignResult) -> Summary:

@@ -14,8 +14,10 @@ from mlflow import MlflowClient
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from agora.campaign import ResolvedCampaign, evaluation_metrics, load_campaign, mean_ci, run_campaign, wilson_interval
-from agora.cli import app, campaign_kind
+from agora.campaign import load_campaign
+from campaigns.evaluation import evaluation_metrics, mean_ci, wilson_interval
+from campaigns.train import TrainCampaign
+from agora.cli import app
 from agora.errors import ScenarioError
 from agora.trajectory import Episode
 from tests.conftest import ROOT, SCENARIOS
@@ -88,7 +90,7 @@ def test_shipped_campaigns_validate():
     assert files
     for file in files:
         campaign = load_campaign(file)
-        assert campaign_kind(campaign).describe(campaign) and campaign.spec.iterations >= 1
+        assert campaign.describe() and campaign.spec.iterations >= 1
         result = runner.invoke(app, ["validate", str(file)])
         assert result.exit_code == 0 and "ok" in result.output, result.output
 
@@ -98,7 +100,7 @@ def test_unknown_campaign_kind_is_explained(tmp_path):
     with pytest.raises(ScenarioError) as info:
         load_campaign(write(tmp_path, "kind: trian\n" + text))
     assert info.value.path == "kind" and "did you mean 'train'" in str(info.value) and info.value.file
-    assert isinstance(load_campaign(write(tmp_path, "kind: train\n" + text)), ResolvedCampaign)
+    assert isinstance(load_campaign(write(tmp_path, "kind: train\n" + text)), TrainCampaign)
     result = runner.invoke(app, ["trainers"])
     assert result.exit_code == 0 and "campaign kinds" in result.output and "train" in result.output
 
@@ -118,7 +120,7 @@ def test_evaluation_metrics_and_intervals():
 
 def test_campaign_trains_lora_logs_metrics_and_checkpoints(tmp_path, tracking_uri, tiny_model_dir):
     campaign = load_campaign(tiny_campaign(tmp_path, tiny_model_dir, iterations=2))
-    result = run_campaign(campaign)
+    result = campaign.run()
     client = MlflowClient(tracking_uri)
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED" and run.data.params["trainer.epsilon"] == "0.2"
@@ -136,7 +138,7 @@ def test_campaign_trains_lora_logs_metrics_and_checkpoints(tmp_path, tracking_ur
     assert "figures/learning_curve.png" in {a.path for a in client.list_artifacts(result.run_id, "figures")}
     # a second start without --resume refuses to overwrite
     with pytest.raises(Exception, match="--resume"):
-        run_campaign(campaign)
+        campaign.run()
 
 
 def test_sigkilled_campaign_resumes_into_the_same_run(tmp_path, tracking_uri, tiny_model_dir):
@@ -173,11 +175,11 @@ def test_resume_restores_weights_optimizer_and_rng(tmp_path, tracking_uri, tiny_
     """Stopping after 2 iterations and resuming for 1 more equals 3 iterations in one go."""
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    straight = run_campaign(load_campaign(tiny_campaign(tmp_path / "a", tiny_model_dir, iterations=3)), track=False)
+    straight = load_campaign(tiny_campaign(tmp_path / "a", tiny_model_dir, iterations=3)).run(track=False)
     file = tiny_campaign(tmp_path / "b", tiny_model_dir, iterations=3)
     first = load_campaign(file, {"iterations": 2})
-    run_campaign(first)
-    resumed = run_campaign(load_campaign(file), resume=True)
+    first.run()
+    resumed = load_campaign(file).run(resume=True)
     a = load_file(str(straight.checkpoint / "adapter" / "adapter_model.safetensors"))
     b = load_file(str(resumed.checkpoint / "adapter" / "adapter_model.safetensors"))
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
@@ -198,7 +200,7 @@ def test_short_negotiation_grpo_campaign_changes_lora_and_logs(tmp_path, trackin
             "checkpoint.dir": str(tmp_path / "ck"),
         },
     )
-    result = run_campaign(campaign)
+    result = campaign.run()
     client = MlflowClient(tracking_uri)
     assert client.get_run(result.run_id).info.status == "FINISHED"
     for key in ("train/loss", "train/reward/learner", "train/entropy", "perf/train_tokens_per_s"):
@@ -214,25 +216,30 @@ def test_self_play_against_frozen_snapshots(tmp_path, tracking_uri, tiny_model_d
         "self_play: {seats: [bob], snapshot_every: 1}\n",
     ).replace("trainer: {id: grpo,", "trainer: {id: grpo, statistics: batch,")  # seeds differ in return: a signal even when every text fails
     campaign = load_campaign(write(tmp_path, text))
-    assert campaign.snapshot_seats == ["bob"] and campaign.eval_seats == ["alice"]
-    result = run_campaign(campaign)
+    assert campaign.league_seats == ["bob"] and campaign.eval_seats == ["alice"]
+    assert campaign.league_spec.matchmaking == "latest" and campaign.league_spec.snapshot_every == 1  # self_play is this league
+    result = campaign.run()
     first, second = tmp_path / "ck" / "iter-000000", tmp_path / "ck" / "iter-000001"
     import json
 
-    assert json.loads((second / "state.json").read_text())["population"] == ["learner@0", "learner@1"]
+    league = json.loads((second / "state.json").read_text())["league"]
+    assert [v["name"] for v in league["population"]] == ["learner-0", "learner-1", "learner-2"]
+    assert {(g["iteration"], g["b"]) for g in league["games"] if g["kind"] == "train"} == {(0, "learner-0"), (1, "learner-1")}
     # the snapshot bob played in iteration 1 is the learner as it was after iteration 0
     learner_0 = load_file(str(first / "adapter" / "adapter_model.safetensors"))
-    snapshot_1 = load_file(str(second / "snapshot" / "adapter_model.safetensors"))
+    snapshot_1 = load_file(str(second / "league" / "learner-1.safetensors"))
     learner_1 = load_file(str(second / "adapter" / "adapter_model.safetensors"))
     assert all(torch.equal(learner_0[k], snapshot_1[k]) for k in learner_0)
     assert any(not torch.equal(learner_1[k], snapshot_1[k]) for k in learner_1)
-    history = MlflowClient(tracking_uri).get_metric_history(result.run_id, "train/reward/snapshot")
-    assert [m.step for m in history] == [0, 1]
+    client = MlflowClient(tracking_uri)
+    assert [m.step for m in client.get_metric_history(result.run_id, "train/reward/learner-1")] == [1]
+    drawn = sorted((m.step, m.value) for m in client.get_metric_history(result.run_id, "league/drawn/learner-0"))
+    assert drawn == [(0, 1.0), (1, 0.0)]  # latest: the newest snapshot plays
 
 
 def test_self_play_seats_are_checked(tmp_path):
     text = TINY.format(model="smollm2-135m-instruct", iterations=2, dir=tmp_path / "ck")
-    with pytest.raises(ScenarioError, match="both the learner's and a snapshot's"):
+    with pytest.raises(ScenarioError, match="both the learner's and the snapshot's"):
         load_campaign(write(tmp_path, text.replace("opponents:\n  bob: {policy: random}", "self_play: {seats: ['*']}\nopponents:\n  bob: {policy: random}")))
     with pytest.raises(ScenarioError, match="every seat in evaluation"):
         load_campaign(write(tmp_path, text.replace("evaluation: {every: 2,", "evaluation: {seats: ['*'], every: 2,")))
@@ -240,20 +247,19 @@ def test_self_play_seats_are_checked(tmp_path):
 
 def test_an_untracked_campaign_can_be_resumed(tmp_path, tiny_model_dir):
     file = tiny_campaign(tmp_path, tiny_model_dir, iterations=2)
-    run_campaign(load_campaign(file, {"iterations": 1}), track=False)
-    result = run_campaign(load_campaign(file), resume=True, track=False)
+    load_campaign(file, {"iterations": 1}).run(track=False)
+    result = load_campaign(file).run(resume=True, track=False)
     assert result.run_id is None and result.iterations_done == 2 and sorted(result.evaluations) == [0, 2]
 
 
 def test_arena_campaigns_decode_each_groups_anchor_greedily(tmp_path, tiny_model_dir):
     """group_reward: arena -> the learner's turns in episode 0 of each group are greedy; other rollouts sample."""
-    from agora.campaign import CampaignRunner
 
     text = tiny_campaign(tmp_path, tiny_model_dir).read_text().replace(
         "trainer: {id: grpo, learning_rate: 0.01, micro_batch_size: 16}",
         "trainer: {id: grpo, learning_rate: 0.01, micro_batch_size: 16, group_reward: arena, judge: {id: outcome}}",
     )
-    runner_ = CampaignRunner(load_campaign(write(tmp_path, text, "arena.yaml")), track=False)
+    runner_ = load_campaign(write(tmp_path, text, "arena.yaml")).start(track=False)
     learner = runner_.seats["alice"]
     seen = []
     act = learner.act
@@ -263,5 +269,5 @@ def test_arena_campaigns_decode_each_groups_anchor_greedily(tmp_path, tiny_model
     assert any(not greedy for _, _, greedy in seen) and all(a == "alice" for _, a, _ in seen)
 
     (tmp_path / "plain").mkdir()
-    plain = CampaignRunner(load_campaign(tiny_campaign(tmp_path / "plain", tiny_model_dir)), track=False)
+    plain = load_campaign(tiny_campaign(tmp_path / "plain", tiny_model_dir)).start(track=False)
     assert not plain.trainer.greedy_anchor and runner_.trainer.greedy_anchor

@@ -136,8 +136,9 @@ def test_sigterm_stops_a_run_like_ctrl_c_and_keeps_its_episodes(tmp_path, tracki
 
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "agora.cli", "run", str(ROOT / "scenarios" / "negotiation_scripted.yaml"), "--episodes", "10000000"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     client, deadline, runs = MlflowClient(tracking_uri), time.monotonic() + 120, []
+    client.search_experiments()  # create the store first: two processes creating one sqlite store race (a known fault)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     while not runs and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.5)
         experiment = client.get_experiment_by_name("negotiation")

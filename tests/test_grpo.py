@@ -81,7 +81,7 @@ def test_recomputed_logprobs_match_the_sampler_on_the_embedded_model(embedded_mo
 
 def samples_from(responses, advantages):
     return [
-        Sample(r.prompt_ids, r.completion_ids, r.logprobs, a, "g", i, "a", 0, 0.0)
+        Sample(r.prompt_ids, r.completion_ids, r.logprobs, a, "g", i, "a", 0, 0.0, temperature=r.temperature)
         for i, (r, a) in enumerate(zip(responses, advantages))
     ]
 
@@ -91,7 +91,7 @@ def test_an_update_moves_lora_weights_towards_positive_advantages(tiny_model_dir
     before = adapter_state(model)
     base_before = {k: v.clone() for k, v in model.named_parameters() if not v.requires_grad}
     config = GRPOConfig(learning_rate=5e-3, micro_batch_size=3)
-    trainer = GRPOTrainer(model, config, temperature=1.0, pad_id=tokenizer.pad_token_id)
+    trainer = GRPOTrainer(model, config, pad_id=tokenizer.pad_token_id)
     samples = samples_from(responses, [1.0, -1.0, 1.0, -1.0])
     metrics = trainer.step(samples)
     after = adapter_state(model)
@@ -105,9 +105,25 @@ def test_an_update_moves_lora_weights_towards_positive_advantages(tiny_model_dir
     assert (new[0] > old[0]) and (new[2] > old[2]) and (new[1] < old[1]) and (new[3] < old[3])
 
 
+def test_the_sampling_temperature_travels_with_the_samples(tiny_model_dir):
+    """The sampler records its temperature on every response; the trainer recomputes log-probs at it
+    (rho = 1 above at T = 0.8) and refuses a batch that mixes temperatures or records none."""
+    model, tokenizer, _, responses = sampled(tiny_model_dir, temperature=0.8)
+    assert {r.temperature for r in responses} == {0.8}
+    trainer = GRPOTrainer(model, GRPOConfig(learning_rate=5e-3), pad_id=tokenizer.pad_token_id)
+    samples = samples_from(responses, [1.0, -1.0, 1.0, -1.0])
+    assert trainer.step(samples)["train/ratio"] == pytest.approx(1.0, abs=1e-4)
+    samples[0].temperature = 1.0
+    with pytest.raises(ValueError, match="different temperatures"):
+        trainer.step(samples)
+    samples[0].temperature = None
+    with pytest.raises(ValueError, match="without a recorded sampling temperature"):
+        trainer.step(samples)
+
+
 def test_kl_term_uses_the_adapter_free_reference(tiny_model_dir):
     model, tokenizer, _, responses = sampled(tiny_model_dir, temperature=1.0)
-    trainer = GRPOTrainer(model, GRPOConfig(beta=0.5, learning_rate=5e-3, epochs=2, mini_batches=2), temperature=1.0, pad_id=tokenizer.pad_token_id)
+    trainer = GRPOTrainer(model, GRPOConfig(beta=0.5, learning_rate=5e-3, epochs=2, mini_batches=2), pad_id=tokenizer.pad_token_id)
     metrics = trainer.step(samples_from(responses, [1.0, -1.0, 1.0, -1.0]))
     # B = 0 at init: the first step's policy equals the reference; later steps drift from it and from pi_old
     assert metrics["train/optimizer_steps"] == 4

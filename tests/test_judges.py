@@ -16,7 +16,7 @@ from trainers.tournament import arena_tournament, group_rewards, seeded_bracket,
 
 def episode(index, ret, seed=7, text="", metrics=None, prompt=(1, 2), completion=(5,)):
     step = Step(agent="a", turn=0, prompt="", text=text or f"offer {index}", action=None,
-                prompt_ids=list(prompt), completion_ids=list(completion), logprobs=[-1.0] * len(completion))
+                prompt_ids=list(prompt), completion_ids=list(completion), logprobs=[-1.0] * len(completion), temperature=1.0)
     return Episode(index, seed, {"a": "learner", "b": "fair"}, [step], returns={"a": float(ret), "b": 0.0}, metrics=metrics or {})
 
 
@@ -197,7 +197,7 @@ def test_grpo_advantages_come_from_the_judged_group_rewards(tiny_model_dir):
     eps = [episode(i, r, completion=(5 + i, 9)) for i, r in enumerate(returns)]
     seen = {}
     for reward in ("spo", "arena", "return"):
-        trainer = GRPOTrainer(model, GRPOConfig(group_reward=reward, learning_rate=1e-3), temperature=1.0, pad_id=tokenizer.pad_token_id)
+        trainer = GRPOTrainer(model, GRPOConfig(group_reward=reward, learning_rate=1e-3), pad_id=tokenizer.pad_token_id)
         trainer.step = lambda samples, r=reward: seen.__setitem__(r, samples) or {}
         metrics = trainer.update(eps, ["a"])
         if reward != "return":
@@ -214,7 +214,7 @@ def test_the_shipped_spo_campaign_runs(tmp_path, tracking_uri, tiny_model_dir):
     """scenarios/campaigns/negotiation_spo.yaml as shipped, on the tiny model at tiny sizes."""
     from mlflow import MlflowClient
 
-    from agora.campaign import load_campaign, run_campaign
+    from agora.campaign import load_campaign
     from tests.conftest import SCENARIOS
 
     campaign = load_campaign(
@@ -230,7 +230,7 @@ def test_the_shipped_spo_campaign_runs(tmp_path, tracking_uri, tiny_model_dir):
         },
     )
     assert campaign.trainer_config.group_reward == "spo" and campaign.trainer_config.judge.id == "outcome"
-    result = run_campaign(campaign)
+    result = campaign.run()
     client = MlflowClient(tracking_uri)
     assert client.get_run(result.run_id).info.status == "FINISHED"
     assert client.get_metric_history(result.run_id, "train/judge_calls")[0].value == 2 * 6  # 2 groups x G(G-1)/2

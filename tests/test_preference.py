@@ -71,7 +71,7 @@ def test_a_preference_update_favours_the_chosen_completion(tiny_model_dir, loss)
         Episode(0, 7, {}, [step("a", prompt, good)], returns={"a": 1.0}),
         Episode(1, 7, {}, [step("a", prompt, bad)], returns={"a": 0.0}),
     ]
-    trainer = PreferenceTrainer(model, PreferenceConfig(loss=loss, learning_rate=1e-2, epochs=3), temperature=1.0, pad_id=tokenizer.pad_token_id)
+    trainer = PreferenceTrainer(model, PreferenceConfig(loss=loss, learning_rate=1e-2, epochs=3), pad_id=tokenizer.pad_token_id)
 
     def margin():
         with torch.no_grad():

@@ -113,8 +113,9 @@ def test_inpo_config_is_validated():
     assert info.value.path == "trainer.pairing"
 
 
-def step(prompt, completion, logprobs, agent="a"):
-    return Step(agent=agent, turn=0, prompt="", text="", action=None, prompt_ids=list(prompt), completion_ids=list(completion), logprobs=list(logprobs))
+def step(prompt, completion, logprobs, agent="a", temperature=0.7):
+    return Step(agent=agent, turn=0, prompt="", text="", action=None, prompt_ids=list(prompt), completion_ids=list(completion),
+                logprobs=list(logprobs), temperature=temperature)
 
 
 def test_inpo_pairs_are_judged_within_groups():
@@ -141,7 +142,7 @@ def test_inpo_trainer_loss_by_hand_and_it_decreases(tiny_model_dir):
     ]
     eta, tau, temperature = 1.0, 0.2, 0.7
     config = INPOConfig(eta=eta, tau=tau, learning_rate=1e-2)
-    trainer = INPOTrainer(model, config, temperature=temperature, pad_id=tokenizer.pad_token_id)
+    trainer = INPOTrainer(model, config, pad_id=tokenizer.pad_token_id)
     with torch.no_grad():
         logp, _, mask, _ = sequence_logprobs(model, [prompt, prompt], [good, bad], temperature=temperature, pad_id=tokenizer.pad_token_id)
     seq = (logp * mask).sum(-1)
@@ -154,7 +155,7 @@ def test_inpo_trainer_loss_by_hand_and_it_decreases(tiny_model_dir):
     assert all(b < a for a, b in zip(losses, losses[1:])) and losses[-1] < 0.8 * losses[0]
     # the checkpoint state round-trips (optimizer + shuffling generator)
     state = trainer.state_dict()
-    again = INPOTrainer(model, config, temperature=temperature, pad_id=tokenizer.pad_token_id)
+    again = INPOTrainer(model, config, pad_id=tokenizer.pad_token_id)
     again.load_state_dict(state)
     assert again.optimizer.state_dict()["state"].keys() == trainer.optimizer.state_dict()["state"].keys()
     assert isinstance(trainer.items(episodes, ["a"])[0][0], Decision)
@@ -176,14 +177,14 @@ def test_judged_trainers_run_a_campaign_end_to_end(tmp_path, tracking_uri, tiny_
     from mlflow import MlflowClient
     from safetensors.torch import load_file
 
-    from agora.campaign import load_campaign, run_campaign
+    from agora.campaign import load_campaign
     from tests.test_campaign import TINY
 
     text = TINY.format(model=tiny_model_dir, iterations=2, dir=tmp_path / "ck")
     text = text.replace("trainer: {id: grpo, learning_rate: 0.01, micro_batch_size: 16}", f"trainer: {trainer}")
     text += "max_retries: 0\n"  # a re-prompt quotes the failed reply, and pairs need the same prompt in both trajectories
     (tmp_path / "c.yaml").write_text(text)
-    result = run_campaign(load_campaign(tmp_path / "c.yaml"))
+    result = load_campaign(tmp_path / "c.yaml").run()
     client = MlflowClient(tracking_uri)
     assert client.get_run(result.run_id).info.status == "FINISHED"
     calls = client.get_metric_history(result.run_id, "train/judge_calls")

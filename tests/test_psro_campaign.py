@@ -12,25 +12,25 @@ from typer.testing import CliRunner
 
 from agents.scripted.matrix import MixedStrategy
 from agora.campaign import load_campaign
-from agora.cli import app, campaign_kind
+from agora.cli import app
 from agora.errors import AgoraError, ScenarioError
 from agora.rollout import Rollout
 from tests.conftest import SCENARIOS
 from solvers.population import PolicyVersion
-from campaigns.psro import MetaMixtureOpponent, PSRORunner, ResolvedPSRO, interior, run_psro_campaign, train_best_response
+from campaigns.psro import PSROCampaign, interior, meta_mixture_opponent, train_best_response
 from worlds.matrix import parallel_env
 
 FILE = SCENARIOS / "campaigns" / "rps_psro.yaml"
 runner = CliRunner()
 
 
-def campaign(tmp_path, **overrides) -> ResolvedPSRO:
+def campaign(tmp_path, **overrides) -> PSROCampaign:
     return load_campaign(FILE, {"checkpoint.dir": str(tmp_path / "ck"), **overrides})
 
 
 def test_shipped_file_is_a_psro_campaign():
     resolved = load_campaign(FILE)
-    assert isinstance(resolved, ResolvedPSRO) and campaign_kind(resolved).runner is PSRORunner
+    assert isinstance(resolved, PSROCampaign)
     assert [v.name for v in resolved.initial] == ["player_0/rock", "player_1/rock"]
     assert resolved.initial[0].spec["probs"] == [1.0, 0.0, 0.0]
     result = runner.invoke(app, ["validate", str(FILE)])
@@ -38,62 +38,62 @@ def test_shipped_file_is_a_psro_campaign():
 
 
 def test_exact_oracle_is_double_oracle_on_rps(tmp_path):
-    result = run_psro_campaign(campaign(tmp_path, **{"oracle.id": "exact", "threshold": 1e-6}), track=False)
+    result = campaign(tmp_path, **{"oracle.id": "exact", "threshold": 1e-6}).run(track=False)
     # (rock, rock): each gains 1 by paper -> NashConv 2; Nash of {rock, paper} is paper, beaten by scissors -> 2; then uniform
-    assert [h["pop/nash_conv"] for h in result.history] == pytest.approx([2.0, 2.0, 0.0], abs=1e-9)
-    assert result.stop_reason == "threshold" and result.history[-1]["pop/exploitability"] < 1e-6
-    assert [v.name for v in result.population] == ["player_0/rock", "player_1/rock", "player_0/br0", "player_1/br0", "player_0/br1", "player_1/br1"]
-    assert result.population["player_0/br0"].spec["probs"] == [0.0, 1.0, 0.0]  # paper answers rock
-    assert result.population["player_0/br1"].spec["probs"] == [0.0, 0.0, 1.0]  # scissors answers paper
+    assert [h["pop/nash_conv"] for h in result.history.values()] == pytest.approx([2.0, 2.0, 0.0], abs=1e-9)
+    assert result.stop_reason == "threshold" and result.last_metrics["pop/exploitability"] < 1e-6
+    assert [v.name for v in result.outputs["population"]] == ["player_0/rock", "player_1/rock", "player_0/br0", "player_1/br0", "player_0/br1", "player_1/br1"]
+    assert result.outputs["population"]["player_0/br0"].spec["probs"] == [0.0, 1.0, 0.0]  # paper answers rock
+    assert result.outputs["population"]["player_0/br1"].spec["probs"] == [0.0, 0.0, 1.0]  # scissors answers paper
     for seat in ("player_0", "player_1"):
-        np.testing.assert_allclose(result.mixtures[seat], [1 / 3] * 3, atol=1e-8)
+        np.testing.assert_allclose(result.outputs["mixtures"][seat], [1 / 3] * 3, atol=1e-8)
     # only new cells are played: 1, then 2x2 - 1, then 3x3 - 4
-    assert [h["pop/cells_played"] for h in result.history] == [1, 3, 5]
+    assert [h["pop/cells_played"] for h in result.history.values()] == [1, 3, 5]
 
 
 def test_train_oracle_reaches_the_uniform_mixture(tmp_path):
-    result = run_psro_campaign(campaign(tmp_path), track=False)
+    result = campaign(tmp_path).run(track=False)
     assert result.stop_reason == "threshold"
-    assert result.history[-1]["pop/exploitability"] < 0.05 and result.history[0]["pop/exploitability"] == pytest.approx(1.0)
+    assert result.last_metrics["pop/exploitability"] < 0.05 and result.history[0]["pop/exploitability"] == pytest.approx(1.0)
     for seat in ("player_0", "player_1"):
-        np.testing.assert_allclose(result.mixtures[seat], [1 / 3] * 3, atol=0.05)
+        np.testing.assert_allclose(result.outputs["mixtures"][seat], [1 / 3] * 3, atol=0.05)
     # lineage: the first best response was trained against the opponent's rock with weight 1, and is paper
-    br0 = result.population["player_0/br0"]
+    br0 = result.outputs["population"]["player_0/br0"]
     assert br0.kind == "tabular" and br0.opponents == ["player_1/rock"] and br0.spec["opponent_weights"] == {"player_1/rock": pytest.approx(1.0)}
     assert br0.spec["probs"][1] > 0.95 and min(br0.spec["probs"]) > 0 and sum(br0.spec["probs"]) == pytest.approx(1.0, abs=1e-9)
-    br1 = result.population["player_0/br1"]
+    br1 = result.outputs["population"]["player_0/br1"]
     assert set(br1.opponents) <= {"player_1/rock", "player_1/br0"} and br1.spec["probs"][2] > 0.95  # scissors answers paper
     assert result.history[0]["oracle/player_0/br_gap"] < 0.05 and result.history[0]["oracle/player_0/return"] > 0.9
-    again = run_psro_campaign(campaign(tmp_path / "again"), track=False)
-    assert again.population.to_dict() == result.population.to_dict()  # seeded
+    again = campaign(tmp_path / "again").run(track=False)
+    assert again.outputs["population"].to_dict() == result.outputs["population"].to_dict()  # seeded
 
 
 def test_uniform_meta_solver_stalls_with_the_exact_oracle(tmp_path):
     # uniform over {rock, paper} is (1/2, 1/2, 0): its best response, paper, is already there
-    result = run_psro_campaign(campaign(tmp_path, **{"oracle.id": "exact", "meta_solver": "uniform", "threshold": 1e-6}), track=False)
-    assert result.stop_reason == "no new best response" and result.history[-1]["pop/exploitability"] == pytest.approx(0.5)
+    result = campaign(tmp_path, **{"oracle.id": "exact", "meta_solver": "uniform", "threshold": 1e-6}).run(track=False)
+    assert result.stop_reason == "no new best response" and result.last_metrics["pop/exploitability"] == pytest.approx(0.5)
 
 
 def test_budget_stops_and_resume_equals_a_straight_run(tmp_path, tracking_uri):
-    straight = run_psro_campaign(campaign(tmp_path / "a", **{"oracle.id": "exact", "threshold": 1e-6}), track=False)
-    first = run_psro_campaign(campaign(tmp_path / "b", **{"oracle.id": "exact", "threshold": 1e-6, "iterations": 2}))
-    assert first.stop_reason == "budget" and len(first.population) == 4  # the last iteration only evaluates
+    straight = campaign(tmp_path / "a", **{"oracle.id": "exact", "threshold": 1e-6}).run(track=False)
+    first = campaign(tmp_path / "b", **{"oracle.id": "exact", "threshold": 1e-6, "iterations": 2}).run()
+    assert first.stop_reason == "budget" and len(first.outputs["population"]) == 4  # the last iteration only evaluates
     with pytest.raises(AgoraError, match="--resume"):
-        PSRORunner(campaign(tmp_path / "b", **{"oracle.id": "exact", "threshold": 1e-6}))
-    resumed = run_psro_campaign(campaign(tmp_path / "b", **{"oracle.id": "exact", "threshold": 1e-6}), resume=True)
+        campaign(tmp_path / "b", **{"oracle.id": "exact", "threshold": 1e-6}).start()
+    resumed = campaign(tmp_path / "b", **{"oracle.id": "exact", "threshold": 1e-6}).run(resume=True)
     assert resumed.run_id == first.run_id and resumed.stop_reason == "threshold"
-    assert resumed.population.to_dict() == straight.population.to_dict()
-    assert [h["pop/nash_conv"] for h in resumed.history] == pytest.approx([h["pop/nash_conv"] for h in straight.history])
+    assert resumed.outputs["population"].to_dict() == straight.outputs["population"].to_dict()
+    assert [h["pop/nash_conv"] for h in resumed.history.values()] == pytest.approx([h["pop/nash_conv"] for h in straight.history.values()])
     client = MlflowClient(tracking_uri)
     assert [m.step for m in client.get_metric_history(first.run_id, "pop/exploitability")] == [0, 1, 2]  # none twice
     assert sorted(m.step for m in client.get_metric_history(first.run_id, "oracle/player_0/br_value")) == [0, 1]
     assert client.get_run(first.run_id).data.tags["agora.resumes"] == "1"
     with pytest.raises(AgoraError, match="another game"):
-        PSRORunner(campaign(tmp_path / "b", **{"oracle.id": "exact", "seed": 5}), resume=True)
+        campaign(tmp_path / "b", **{"oracle.id": "exact", "seed": 5}).start(resume=True)
     with pytest.raises(AgoraError, match="already finished"):
-        PSRORunner(campaign(tmp_path / "b", **{"oracle.id": "exact"}), resume=True)
+        campaign(tmp_path / "b", **{"oracle.id": "exact"}).start(resume=True)
     with pytest.raises(AgoraError, match="nothing to resume"):
-        PSRORunner(campaign(tmp_path / "c"), resume=True)
+        campaign(tmp_path / "c").start(resume=True)
 
 
 def test_cli_trains_a_psro_campaign_into_mlflow(tmp_path, tracking_uri, monkeypatch):
@@ -101,7 +101,7 @@ def test_cli_trains_a_psro_campaign_into_mlflow(tmp_path, tracking_uri, monkeypa
     out = runner.invoke(app, ["train", str(FILE), "--tracking-uri", tracking_uri])
     assert out.exit_code == 0, out.output
     assert "iteration 0: exploitability 1.0000" in out.output and "stopped on threshold" in out.output
-    assert (tmp_path / "checkpoints" / "rps-psro" / "state.json").is_file()
+    assert list((tmp_path / "checkpoints" / "rps-psro").glob("iter-*/state.json"))
     again = runner.invoke(app, ["train", str(FILE), "--tracking-uri", tracking_uri])
     assert again.exit_code == 2 and "--resume" in again.output
 
@@ -151,15 +151,15 @@ def test_general_sum_games_run_with_alpharank(tmp_path):
         "world.game": "prisoners_dilemma", "meta_solver": "alpharank", "oracle.id": "exact", "threshold": 1e-6,
         "population": {"*": {"cooperate": {"policy": "mixed", "probs": [1, 0]}}},
     }
-    result = run_psro_campaign(campaign(tmp_path, **overrides), track=False)
-    assert result.population["player_0/br0"].spec["probs"] == [0.0, 1.0]
-    assert result.stop_reason == "threshold" and result.mixtures["player_0"][1] > 0.99
+    result = campaign(tmp_path, **overrides).run(track=False)
+    assert result.outputs["population"]["player_0/br0"].spec["probs"] == [0.0, 1.0]
+    assert result.stop_reason == "threshold" and result.outputs["mixtures"]["player_0"][1] > 0.99
 
 
 def test_meta_mixture_opponent_plays_the_version_drawn_for_each_episode():
     rock, paper = (MixedStrategy(MixedStrategy.Config(probs=p), seed=0) for p in ([1, 0, 0], [0, 1, 0]))
     drawn = ["rock", "paper", "paper", "rock"]
-    seats = {"player_0": MixedStrategy(MixedStrategy.Config(), seed=1), "player_1": MetaMixtureOpponent({"rock": rock, "paper": paper}, drawn)}
+    seats = {"player_0": MixedStrategy(MixedStrategy.Config(), seed=1), "player_1": meta_mixture_opponent({"rock": rock, "paper": paper}, drawn)}
     episodes = Rollout(lambda: parallel_env(rounds=3), seats, {"player_0": "a", "player_1": "b"}, concurrency=4).run(4)
     for episode in episodes:
         plays = {s.action for s in episode.steps if s.agent == "player_1"}

@@ -47,6 +47,7 @@ class Sample:
     turn: int
     ret: float  # the trajectory's credited return R_i
     fallback: bool = False  # the world took its fallback action after this (unparseable) completion
+    temperature: float | None = None  # the sampler's temperature, which `old_logprobs` are under
 
 
 def group_advantages(
@@ -236,6 +237,7 @@ def training_samples(
                 turn=step.turn,
                 ret=ret,
                 fallback=step.fallback,
+                temperature=step.temperature,
             )
         )
     sizes = defaultdict(int)

@@ -31,6 +31,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agora.engine import reference_logprobs, right_aligned, sequence_logprobs
+from agora.trainer import Trainer, sample_temperature
 from trainers.advantages import Sample
 from trainers.judges import JudgeConfig, build_judge, judge_metrics
 
@@ -122,13 +123,13 @@ def aggregate(per_token: torch.Tensor, mask: torch.Tensor, how: Literal["token",
     return (per_token.sum(-1) / mask.sum(-1).clamp(min=1)).sum() / sequences
 
 
-class GRPOTrainer:
-    """Updates a peft LoRA model from `Sample`s with the clipped policy-gradient loss."""
+class GRPOTrainer(Trainer):
+    """Clipped policy gradient with group-relative advantages (GRPO; GiGPO with estimator: gigpo), LoRA."""
 
     Config = GRPOConfig
 
-    def __init__(self, model, config: GRPOConfig, *, temperature: float, pad_id: int, seed: int = 0):
-        self.model, self.config, self.temperature, self.pad_id = model, config, temperature, pad_id
+    def __init__(self, model, config: GRPOConfig, *, pad_id: int, seed: int = 0):
+        super().__init__(model, config, pad_id=pad_id, seed=seed)
         self.parameters = [p for p in model.parameters() if p.requires_grad]
         if not self.parameters:
             raise ValueError("the model has no trainable parameters (wrap it with peft's get_peft_model)")
@@ -139,7 +140,7 @@ class GRPOTrainer:
     @property
     def greedy_anchor(self) -> bool:
         """Whether each group's first rollout is decoded greedily by the learner: ArenaRL's anchor,
-        against which every other rollout of the group is seeded (ALGORITHMS.md §7)."""
+        against which every other rollout of the group is seeded (ArenaRL, arXiv 2601.06487)."""
         return self.config.group_reward == "arena"
 
     def state_dict(self) -> dict[str, Any]:
@@ -149,10 +150,8 @@ class GRPOTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
 
-    def _reference(self, prompts, completions) -> torch.Tensor:
-        return reference_logprobs(self.model, prompts, completions, temperature=self.temperature, pad_id=self.pad_id)[0]
 
-    def update(self, episodes, learner_seats: list[str]) -> dict[str, float]:
+    def update(self, episodes, seats: list[str]) -> dict[str, float]:
         """The campaign's entry point: the iteration's episodes -> advantages -> `step`."""
         from trainers.advantages import training_samples
         from trainers.tournament import group_rewards
@@ -160,10 +159,10 @@ class GRPOTrainer:
         cfg = self.config
         judged, calls_before = None, self.judge.calls if self.judge else 0
         if self.judge is not None:  # SPO win rates or ArenaRL rank rewards replace the returns
-            judged = group_rewards(episodes, learner_seats, self.judge, cfg.group_reward)
+            judged = group_rewards(episodes, seats, self.judge, cfg.group_reward)
         samples, stats = training_samples(
             episodes,
-            lambda e: learner_seats,
+            lambda e: seats,
             estimator=cfg.estimator,
             std_normalize=cfg.std_normalize,
             statistics=cfg.statistics,
@@ -188,6 +187,7 @@ class GRPOTrainer:
             samples = [s for s in samples if not s.fallback]
         if cfg.beta == 0:
             samples = [s for s in samples if s.advantage != 0.0]  # A = 0 and no KL term: no gradient
+        temperature = sample_temperature(s.temperature for s in samples) if samples else 1.0  # the sampler's: rho = 1 before the update
         sums: dict[str, float] = {k: 0.0 for k in ("loss", "pg", "kl", "clipped", "entropy", "ratio", "approx_kl")}
         tokens_total, forward_tokens, steps, grad_norms = 0, 0, 0, []
         start = time.perf_counter()
@@ -205,10 +205,10 @@ class GRPOTrainer:
                     micro = mini[mlo : mlo + cfg.micro_batch_size]
                     prompts = [s.prompt_ids for s in micro]
                     completions = [s.completion_ids for s in micro]
-                    ref = self._reference(prompts, completions) if cfg.beta > 0 else None
-                    logp, entropy, mask, fwd = sequence_logprobs(
-                        self.model, prompts, completions, temperature=self.temperature, pad_id=self.pad_id
-                    )
+                    ref = None
+                    if cfg.beta > 0:
+                        ref = reference_logprobs(self.model, prompts, completions, temperature=temperature, pad_id=self.pad_id)[0]
+                    logp, entropy, mask, fwd = sequence_logprobs(self.model, prompts, completions, temperature=temperature, pad_id=self.pad_id)
                     forward_tokens += fwd
                     old = right_aligned([s.old_logprobs for s in micro], logp.shape[1], logp.device)
                     adv = torch.tensor([s.advantage for s in micro], dtype=torch.float32, device=logp.device)

@@ -21,6 +21,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agora.trajectory import Episode
+from agora.trainer import sample_temperature
 from trainers.judges import JudgeConfig, build_judge, judge_metrics
 from trainers.preference import Decision, PreferenceTrainer, decision_pairs
 from trainers.tournament import judged_groups
@@ -88,11 +89,14 @@ class INPOTrainer(PreferenceTrainer):
 
     Config = INPOConfig
 
-    def __init__(self, model, config: INPOConfig, *, temperature: float, pad_id: int, seed: int = 0):
-        super().__init__(model, config, temperature=temperature, pad_id=pad_id, seed=seed)
-        self.logp_temperature = temperature  # the sampler's, as pi_t was recorded
+    def __init__(self, model, config: INPOConfig, *, pad_id: int, seed: int = 0):
+        super().__init__(model, config, pad_id=pad_id, seed=seed)
         self.judge = build_judge(config.judge)
         self.ties = 0
+
+    def logp_temperature(self, decisions: list[Decision]) -> float:
+        """The sampler's temperature, as pi_t was recorded: h = 0 before the first update."""
+        return sample_temperature(d.temperature for d in decisions)
 
     def items(self, episodes: list[Episode], learner_seats: list[str]) -> list:
         pairs, self.ties = inpo_pairs(episodes, learner_seats, self.judge, self.config.pairing)

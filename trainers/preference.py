@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
+from agora.engine import reference_logprobs, sequence_logprobs
+from agora.trainer import Trainer
 from agora.trajectory import Episode
 
 
@@ -92,6 +94,12 @@ class Decision:
     prompt_ids: list[int]
     completion_ids: list[int]
     old_logprobs: list[float] | None = None  # log pi_old per completion token, as the sampler recorded it
+    temperature: float | None = None  # the sampler's temperature, which `old_logprobs` are under
+
+    @classmethod
+    def of(cls, step) -> Decision:
+        """The decision a trajectory `Step` records."""
+        return cls(step.prompt_ids, step.completion_ids, step.logprobs, step.temperature)
 
 
 def decision_pairs(chosen_steps: list, rejected_steps: list) -> list[tuple[Decision, Decision]]:
@@ -102,7 +110,7 @@ def decision_pairs(chosen_steps: list, rejected_steps: list) -> list[tuple[Decis
     for step in chosen_steps:
         other = rejected_by_prompt.get(tuple(step.prompt_ids))
         if other is not None and other.completion_ids != step.completion_ids:
-            pairs.append((Decision(step.prompt_ids, step.completion_ids, step.logprobs), Decision(other.prompt_ids, other.completion_ids, other.logprobs)))
+            pairs.append((Decision.of(step), Decision.of(other)))
     return pairs
 
 
@@ -135,22 +143,20 @@ def kto_labels(episodes: list[Episode], learner_seats: list[str]) -> list[tuple[
         mean = sum(m[0] for m in members) / len(members)
         for ret, steps in members:
             if ret != mean:
-                out += [(Decision(s.prompt_ids, s.completion_ids), ret > mean) for s in steps]
+                out += [(Decision.of(s), ret > mean) for s in steps]
     return out
 
 
 # --- trainer --------------------------------------------------------------------------------------
 
 
-class PreferenceTrainer:
-    """Updates a peft LoRA model with DPO, IPO or KTO on decisions from the iteration's trajectories."""
+class PreferenceTrainer(Trainer):
+    """DPO / IPO / KTO on pairs or labels built from each group's best and worst trajectories, LoRA."""
 
     Config = PreferenceConfig
 
-    logp_temperature = 1.0  # log-probs of the model's own distribution
-
-    def __init__(self, model, config: PreferenceConfig, *, temperature: float, pad_id: int, seed: int = 0):
-        self.model, self.config, self.pad_id = model, config, pad_id
+    def __init__(self, model, config: PreferenceConfig, *, pad_id: int, seed: int = 0):
+        super().__init__(model, config, pad_id=pad_id, seed=seed)
         self.parameters = [p for p in model.parameters() if p.requires_grad]
         if not self.parameters:
             raise ValueError("the model has no trainable parameters (wrap it with peft's get_peft_model)")
@@ -164,14 +170,16 @@ class PreferenceTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
 
+    def logp_temperature(self, decisions: list[Decision]) -> float:
+        """DPO, IPO and KTO compare the model's own distribution (T = 1) with the reference's."""
+        return 1.0
+
     def logps(self, decisions: list[Decision], *, reference: bool = False) -> tuple[torch.Tensor, int]:
         """Sequence log-probs sum_t log pi(y_t | x, y_<t) at `logp_temperature`, and the tokens forwarded;
         `reference`: of the adapter-free model, without gradient."""
-        from agora.engine import reference_logprobs, sequence_logprobs
-
         prompts, completions = [d.prompt_ids for d in decisions], [d.completion_ids for d in decisions]
         fn = reference_logprobs if reference else sequence_logprobs
-        logp, _, mask, tokens = fn(self.model, prompts, completions, temperature=self.logp_temperature, pad_id=self.pad_id)
+        logp, _, mask, tokens = fn(self.model, prompts, completions, temperature=self.logp_temperature(decisions), pad_id=self.pad_id)
         return (logp * mask).sum(-1), tokens
 
     def items(self, episodes: list[Episode], learner_seats: list[str]) -> list:
@@ -187,7 +195,7 @@ class PreferenceTrainer:
             decisions = [d for d, _ in batch]
             desirable = torch.tensor([label for _, label in batch])
             # mismatched pairs (x_i, y_{i+1}) estimate the KL reference point z0
-            shifted = [Decision(d.prompt_ids, decisions[(i + 1) % len(decisions)].completion_ids) for i, d in enumerate(decisions)]
+            shifted = [Decision(d.prompt_ids, decisions[(i + 1) % len(decisions)].completion_ids, temperature=d.temperature) for i, d in enumerate(decisions)]
             logp, n1 = self.logps(decisions)
             ref, _ = self.logps(decisions, reference=True)
             with torch.no_grad():
@@ -208,8 +216,8 @@ class PreferenceTrainer:
             loss = ipo_loss(chosen, rejected, ref_c, ref_r, beta=cfg.beta)
         return loss, ((chosen - ref_c) - (rejected - ref_r)).detach().tolist(), n1 + n2
 
-    def update(self, episodes: list[Episode], learner_seats: list[str]) -> dict[str, float]:
-        return self.fit(self.items(episodes, learner_seats))
+    def update(self, episodes: list[Episode], seats: list[str]) -> dict[str, float]:
+        return self.fit(self.items(episodes, seats))
 
     def fit(self, items: list) -> dict[str, float]:
         """`epochs` passes of the loss over what `items` builds — (chosen, rejected) pairs (dpo, ipo,

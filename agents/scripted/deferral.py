@@ -32,6 +32,8 @@ def team_action(kind: int, target: int = 0, answer: str = "") -> dict[str, Any]:
 class TeamBaseline(Policy):
     """Round 0: the noisy solver's answer. Later rounds: `decide(observation)`."""
 
+    seats = "agent_*"  # the seats it plays
+
     class Config(PolicyConfig):
         slip: float = Field(0.1, ge=0.0, le=1.0, description="probability that each arithmetic step of the solver goes wrong")
 
@@ -105,6 +107,8 @@ class Oracle(TeamBaseline):
 class SimulatedExpert(Policy):
     """Answers right with probability `accuracy[difficulty]`, else gives a plausible wrong answer
     (a number off by 1..max(9, 10%), or 'unknown'); when right it may add the worked solution."""
+
+    seats = "expert"  # the seats it plays
 
     class Config(PolicyConfig):
         accuracy: dict[int, float] = Field({1: 0.98, 2: 0.95, 3: 0.9}, description="probability of a right answer per difficulty (1-3)")

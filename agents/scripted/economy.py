@@ -49,6 +49,8 @@ class BestResponseWorker(Policy):
     votes for the candidate whose platform gives it the highest V (ties: the first candidate).
     """
 
+    seats = "worker_*"  # the seats it plays
+
     class Config(PolicyConfig):
         stand_probability: float = Field(0.3, ge=0, le=1, description="democratic mode: chance a worker stands as a candidate each tax period")
 
@@ -137,6 +139,8 @@ class SaezPlanner(Policy):
     with: v = annual income / 40), not times 100 h as in the published code.
     """
 
+    seats = "planner"  # the seats it plays
+
     class Config(PolicyConfig):
         elasticity: float = Field(0.4, gt=0, le=10, description="labor elasticity e of the Saez formula (1/(δ−1) = 0.4 by default)")
 
@@ -160,6 +164,8 @@ class FederalPlanner(Policy):
     """Sets the 2024 US federal rates: exact on `us_federal` brackets; on other bracket sets, the
     federal marginal rate at each bracket's lower cutoff."""
 
+    seats = "planner"  # the seats it plays
+
     def act(self, requests: list[ActRequest]) -> list[ActResponse]:
         check_seats(requests, True, "us_federal")
         return [ActResponse("", federal_marginal_rates(r.observation["cutoffs"])) for r in requests]
@@ -167,6 +173,8 @@ class FederalPlanner(Policy):
 
 class FlatPlanner(Policy):
     """One marginal rate for every bracket."""
+
+    seats = "planner"  # the seats it plays
 
     class Config(PolicyConfig):
         rate: float = Field(25.0, ge=0, le=100, description="the flat marginal rate, percent")
@@ -185,6 +193,8 @@ class HillClimbingPlanner(Policy):
     legal Δ ∈ {−20, −10, 0, +10, +20} per bracket from the schedule in force. State is kept per
     episode.
     """
+
+    seats = "planner"  # the seats it plays
 
     step = 10  # percentage points: a trial then differs from the schedule in force by at most 20 on a bracket
 

@@ -1,0 +1,240 @@
+"""One conformance test over every registered unit, Agora's own and installed plug-ins' (as PettingZoo tests every env).
+
+- worlds (at their `small_config`): PettingZoo's `api_test` / `parallel_api_test` and `seed_test` /
+  `parallel_seed_test`; the `TextWorld` contract: a prompt for every decision, `parse(render_action(a)) == a`
+  and a legal `fallback_action` all through a game played with fallback actions;
+- agents: the default `Config` validates, and the agent plays a whole episode of its world in every seat it
+  plays (`seats`), the other seats taking fallback actions;
+- trainers: the default `Config` validates, one `update` on a tiny LoRA model returns finite metrics, and
+  `state_dict` / `load_state_dict` round-trip;
+- campaign kinds: the `Config` validates every shipped file of that kind and the kind's `example`, which runs
+  one iteration;
+- every file in scenarios/ passes `agora validate`.
+
+A new unit is checked the moment it is registered: nothing here names one (except the few that need a model,
+a terminal or a file, which get them below).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pettingzoo import ParallelEnv
+from pettingzoo.test import api_test, parallel_api_test, parallel_seed_test, seed_test
+from typer.testing import CliRunner
+
+from agora.campaign import CampaignKind, CampaignResult, load_campaign
+from agora.policy import ActRequest, ActResponse, Policy
+from agora.registry import AGENTS, CAMPAIGNS, TRAINERS, WORLDS, Entry
+from agora.rollout import GroupRollout, Rollout
+from agora.trainer import Trainer
+from agora.world import ParseError, TextWorld
+from tests.conftest import SCENARIOS
+
+
+def ids(entry: Entry) -> str:
+    return f"{entry.name}@{entry.world}" if entry.world else entry.name
+
+
+def small_world(entry: Entry):
+    """(world class, its small Config): the world's `small_config` settings (optional), else its defaults."""
+    cls = entry.load()
+    return cls, cls.Config(**getattr(cls, "small_config", {}))
+
+
+# --- worlds ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("entry", WORLDS.entries(), ids=ids)
+def test_world_passes_the_pettingzoo_api_and_seed_tests(entry):
+    cls, config = small_world(entry)
+    world = cls(config)
+    if isinstance(world, ParallelEnv):
+        parallel_api_test(world, num_cycles=20)
+        parallel_seed_test(lambda: cls(config), num_cycles=10)
+    else:
+        api_test(world, num_cycles=20)
+        seed_test(lambda: cls(config), num_cycles=10)
+
+
+class Fallback(Policy):
+    """Answers every text turn with nothing, so the engine plays the world's fallback action (max_retries 0)."""
+
+    uses_text = True
+
+    def act(self, requests: list[ActRequest]) -> list[ActResponse]:
+        return [ActResponse("") for _ in requests]
+
+
+class RoundTrip(Policy):
+    """Plays the world's own fallback actions, checking on each that the world renders and parses it back."""
+
+    uses_text = False
+
+    def __init__(self, worlds: dict[int, object], seed: int = 0):
+        super().__init__(self.Config(), seed=seed)
+        self.worlds, self.rng, self.checked = worlds, np.random.default_rng(seed), 0
+
+    def act(self, requests: list[ActRequest]) -> list[ActResponse]:
+        out = []
+        for request in requests:
+            world = self.worlds[request.episode]
+            prompt = world.prompt(request.agent, request.observation)
+            assert isinstance(prompt, str) and prompt.strip(), "an empty prompt"
+            action = world.fallback_action(request.agent, self.rng)
+            text = world.render_action(request.agent, action)
+            assert isinstance(text, str)
+            parsed = world.parse(request.agent, text)
+            assert_same_action(parsed, action)
+            self.checked += 1
+            out.append(ActResponse(text, action))
+        return out
+
+
+def assert_same_action(a, b) -> None:
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys()
+        for key in a:
+            assert_same_action(a[key], b[key])
+    else:
+        assert np.array_equal(np.asarray(a), np.asarray(b)), f"parse(render_action(a)) gave {a!r}, a = {b!r}"
+
+
+@pytest.mark.parametrize("entry", WORLDS.entries(), ids=ids)
+def test_world_text_interface_round_trips_on_legal_actions(entry):
+    cls, config = small_world(entry)
+    assert isinstance(cls(config), TextWorld)
+    with pytest.raises(ParseError):
+        cls(config).parse(cls(config).possible_agents[0], "\x00 not a reply \x00" * 3)
+    worlds: dict[int, object] = {}
+
+    def make():
+        world = cls(config)
+        worlds[len(worlds)] = world  # episode indices are given in order
+        return world
+
+    policy = RoundTrip(worlds)
+    seats = cls(config).possible_agents
+    episodes = Rollout(make, {s: policy for s in seats}, {s: "round-trip" for s in seats}, seed=3, concurrency=1).run(2)
+    assert policy.checked > 0 and all(not s.fallback for e in episodes for s in e.steps)
+    assert all(isinstance(v, float) and math.isfinite(v) for e in episodes for v in e.metrics.values())
+
+
+# --- agents ----------------------------------------------------------------------------------------
+
+
+def agent_world(entry: Entry) -> Entry:
+    """The world an agent is checked in: its own, else negotiation (any text world would do)."""
+    return WORLDS.get(entry.world or "negotiation")
+
+
+@pytest.fixture
+def agent_overrides(tiny_model_dir, monkeypatch):
+    """What the few agents that need a resource get: a tiny model, a terminal, a latent space."""
+    monkeypatch.setattr("sys.stdin", io.StringIO("ACCEPT\n" * 200))
+    return {
+        "llm": {"model": tiny_model_dir, "max_new_tokens": 4},
+        "latent": {"space": str(SCENARIOS / "latent" / "werewolf_lspo_space.json")},
+    }
+
+
+@pytest.mark.parametrize("entry", AGENTS.entries(), ids=ids)
+def test_agent_defaults_validate_and_it_plays_its_seats(entry, agent_overrides):
+    cls = entry.load()
+    assert issubclass(cls, Policy) and cls.Config().model_dump() is not None  # the defaults validate
+    config = cls.Config(**agent_overrides.get(entry.name, {}))
+    world_cls, world_config = small_world(agent_world(entry))
+    seats = world_cls(world_config).possible_agents
+    mine = [s for s in seats if fnmatch.fnmatch(s, cls.seats)]
+    assert mine, f"{entry.name} plays seats '{cls.seats}', none of {seats}"
+    agent, filler = cls(config, seed=0), Fallback(Fallback.Config(), seed=0)
+    players = {s: agent if s in mine else filler for s in seats}
+    rollout = Rollout(lambda: world_cls(world_config), players, {s: s for s in seats}, seed=1, concurrency=2, max_retries=0)
+    (episode,) = rollout.run(1)  # a whole game, whether or not the others' fallbacks ever turn to its seats
+    world = world_cls(world_config)
+    if isinstance(world, ParallelEnv):
+        observation = world.reset(seed=0)[0][mine[0]]
+    else:
+        world.reset(seed=0)
+        observation = world.observe(mine[0])
+    messages = [{"role": "user", "content": world.prompt(mine[0], observation)}]
+    (response,) = agent.act([ActRequest(0, mine[0], observation, messages, world.action_space(mine[0]))])
+    assert isinstance(response, ActResponse) and (response.action is not None or isinstance(response.text, str))
+
+
+# --- trainers --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def learner_batch(tiny_model_dir):
+    """Two groups of three negotiation games in which a tiny LLM plays alice (with tokens and log-probs)."""
+    from agents.llm import LLMConfig, LLMPolicy
+    from agora.lora import LoRAConfig, load_learner
+
+    model, tokenizer = load_learner(tiny_model_dir, LoRAConfig(r=4, alpha=8), seed=0)
+    llm = LLMPolicy(LLMConfig(model=tiny_model_dir, temperature=1.0, max_new_tokens=6), seed=0, model=model, tokenizer=tokenizer)
+    world = WORLDS.get("negotiation")
+    fair = AGENTS.get("random", world="negotiation")
+    seats = {"alice": llm, "bob": fair.load()(fair.config(), seed=0)}
+    rollout = GroupRollout(lambda: world.load()(world.config(max_turns=4)), seats, {"alice": "learner", "bob": "random"},
+                           seed=0, seeds=[11, 12], group_size=3, max_retries=0)
+    return model, tokenizer, rollout.run(6)
+
+
+@pytest.mark.parametrize("entry", TRAINERS.entries(), ids=ids)
+def test_trainer_defaults_validate_and_it_updates(entry, learner_batch):
+    import torch
+
+    model, tokenizer, episodes = learner_batch
+    cls = entry.load()
+    assert issubclass(cls, Trainer)
+    trainer = cls(model, cls.Config(), pad_id=tokenizer.pad_token_id, seed=0)
+    metrics = trainer.update(episodes, ["alice"])
+    assert metrics and all(isinstance(v, float) and math.isfinite(v) for v in metrics.values()), metrics
+    state = trainer.state_dict()
+    again = cls(model, cls.Config(), pad_id=tokenizer.pad_token_id, seed=1)
+    again.load_state_dict(state)
+    torch.testing.assert_close(again.state_dict(), state)
+
+
+# --- campaign kinds ----------------------------------------------------------------------------------
+
+
+def shipped_campaigns() -> list[Path]:
+    return sorted((SCENARIOS / "campaigns").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("entry", CAMPAIGNS.entries(), ids=ids)
+def test_campaign_kind_validates_its_files_and_runs_its_example(entry, tmp_path, tiny_model_dir):
+    cls = entry.load()
+    assert issubclass(cls, CampaignKind)
+    for file in shipped_campaigns():
+        campaign = load_campaign(file)
+        if isinstance(campaign, cls):
+            assert campaign.describe() and campaign.resolved_config()
+    data = cls.example(model=tiny_model_dir)
+    data["checkpoint"] = {**data.get("checkpoint", {}), "dir": str(tmp_path / "ck")}
+    campaign = cls.resolve(data)
+    assert campaign.iterations == 1
+    result = campaign.run(track=False)
+    assert isinstance(result, CampaignResult) and result.iterations_done == 1 and result.checkpoint is not None
+    assert result.history and all(math.isfinite(v) for v in result.last_metrics.values())
+    runner = campaign.start(resume=True, track=False)  # the one checkpoint format: found and restored
+    assert runner.resumed_from == result.checkpoint
+
+
+# --- files -----------------------------------------------------------------------------------------
+
+
+def test_every_shipped_file_validates():
+    from agora.cli import app
+
+    files = sorted(str(p) for p in SCENARIOS.rglob("*.yaml"))
+    result = CliRunner().invoke(app, ["validate", *files])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("ok") == len(files)
