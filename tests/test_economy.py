@@ -24,7 +24,6 @@ from agora.policy import ActRequest
 from agora.rollout import Rollout
 from agora.scenario import load_scenario, resolve_scenario
 from agora.world import ParseError, TextWorld
-from worlds.economy.env import env, raw_env
 from worlds.economy.rules import (
     BRACKETS,
     GB2_ACS_2023,
@@ -44,6 +43,7 @@ from worlds.economy.rules import (
     tax,
     utility,
 )
+from worlds.economy.world import env, raw_env
 
 from tests.conftest import SCENARIOS
 

@@ -24,8 +24,8 @@ from campaigns.lspo import (
     solve_latent_game,
 )
 from solvers.cfr import nash_conv
-from worlds.werewolf.env import raw_env
 from worlds.werewolf.rules import NAMES
+from worlds.werewolf.world import raw_env
 
 ROOT = Path(__file__).resolve().parent.parent
 CAMPAIGN = ROOT / "scenarios" / "campaigns" / "werewolf_lspo.yaml"

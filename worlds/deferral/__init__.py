@@ -53,11 +53,10 @@ and the table `deferral/decisions.json`; `episode_info` holds the problem, the a
 and every decision.
 
 Modules: `rules` (actions, answers and how they compare, the majority), `problems` (generated
-problems, the private fact table, problem files), `env` (the config and the AECEnv), `text`
+problems, the private fact table, problem files), `world` (the config and the AECEnv), `text`
 (prompts, demonstrations, the reply parser), `report` (metrics, the run report, the cost figure).
 """
 
-from worlds.deferral.env import DeferralConfig, env, raw_env
 from worlds.deferral.problems import Problem, evaluate_formula, fact_table, load_problems
 from worlds.deferral.report import tradeoff_figure
 from worlds.deferral.rules import (
@@ -71,6 +70,7 @@ from worlds.deferral.rules import (
     number_value,
     team_would_be_right,
 )
+from worlds.deferral.world import DeferralConfig, env, raw_env
 
 __all__ = [
     "CREATE",

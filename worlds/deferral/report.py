@@ -1,7 +1,7 @@
 """The deferral world's records: episode metrics and facts, the run report (accuracy and deferral
 calibration), and the accuracy-vs-cost figure of a comparison of policies.
 
-`DeferralRecords` is a mixin of `raw_env` (worlds/deferral/env.py); it reads the finished
+`DeferralRecords` is a mixin of `raw_env` (worlds/deferral/world.py); it reads the finished
 episode's `problem`, `team`, `decisions`, `answer_history`, `expert_answers`, `costs`, `illegal`,
 `team_answer` and `correct`.
 """

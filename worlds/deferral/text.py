@@ -1,7 +1,7 @@
 """The deferral world's text interface: team and expert prompts, the worked example, and the strict
 reply parser.
 
-`DeferralText` is a mixin of `raw_env` (worlds/deferral/env.py); it reads the env's `config`,
+`DeferralText` is a mixin of `raw_env` (worlds/deferral/world.py); it reads the env's `config`,
 `team`, `round` and `problem`.
 """
 

@@ -54,11 +54,10 @@ of best-response workers under its final schedule, under Saez, US federal and a 
 `economy/elections.json` and the series `election/platform/b<j>`.
 
 Modules: `rules` (constants, the config, taxes, utilities, best responses, the Saez rates),
-`env` (the ParallelEnv and its steps), `text` (prompts and the reply parsers), `report` (metrics
+`world` (the ParallelEnv and its steps), `text` (prompts and the reply parsers), `report` (metrics
 and the run report).
 """
 
-from worlds.economy.env import env, parallel_env, raw_env
 from worlds.economy.rules import (
     BRACKETS,
     GB2_ACS_2023,
@@ -82,6 +81,7 @@ from worlds.economy.rules import (
     tax,
     utility,
 )
+from worlds.economy.world import env, parallel_env, raw_env
 
 __all__ = [
     "BRACKETS",

@@ -1,7 +1,7 @@
 """The economy's records: episode metrics and facts, and the run report (per-step series, the
 schedule plot, and the comparison with Saez, US federal and flat schedules on the same population).
 
-`EconomyRecords` is a mixin of `parallel_env` (worlds/economy/env.py); it reads the finished
+`EconomyRecords` is a mixin of `parallel_env` (worlds/economy/world.py); it reads the finished
 episode's `log`, `rates`, `decisions`, `elections`, `skills` and `personas`.
 """
 

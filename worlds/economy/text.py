@@ -1,6 +1,6 @@
 """The economy's text interface: worker and planner prompts, the strict reply parsers, rendering.
 
-`EconomyText` is a mixin of `parallel_env` (worlds/economy/env.py); it reads the env's `config`,
+`EconomyText` is a mixin of `parallel_env` (worlds/economy/world.py); it reads the env's `config`,
 `cutoffs`, `rates`, `candidates` and `phase()`. The worked example (`demonstration`) lives with the
 env, which it plays.
 """

@@ -56,11 +56,10 @@ drawn as `werewolf/{votes,accusations}_graphs.png` and written as edge lists
 `werewolf/{votes,accusations}_edges.txt`. `episode_info` holds who was who and every statement,
 vote and death.
 
-Modules: `rules` (roles, phases, the config, legal targets), `env` (the AECEnv and the game's
+Modules: `rules` (roles, phases, the config, legal targets), `world` (the AECEnv and the game's
 course), `text` (prompts, demonstrations, the reply parser), `report` (metrics and the run report).
 """
 
-from worlds.werewolf.env import env, raw_env
 from worlds.werewolf.rules import (
     DISCUSSION,
     NAMES,
@@ -73,6 +72,7 @@ from worlds.werewolf.rules import (
     WEREWOLF_TEAM,
     WerewolfConfig,
 )
+from worlds.werewolf.world import env, raw_env
 
 __all__ = [
     "DISCUSSION",

@@ -1,6 +1,6 @@
 """Werewolf's records: episode metrics and facts, and the run report (vote and accusation graphs).
 
-`WerewolfRecords` is a mixin of `raw_env` (worlds/werewolf/env.py); it reads the finished game's
+`WerewolfRecords` is a mixin of `raw_env` (worlds/werewolf/world.py); it reads the finished game's
 state (`config`, `n`, `names`, `seating`, `roles`, `alive`, `votes`, `deaths`, `events`, `day`, `winner`).
 """
 

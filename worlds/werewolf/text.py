@@ -1,6 +1,6 @@
 """Werewolf's text interface: the prompt a player reads, its worked example, and the strict reply parser.
 
-`WerewolfText` is a mixin of `raw_env` (worlds/werewolf/env.py); it reads the env's state (`config`,
+`WerewolfText` is a mixin of `raw_env` (worlds/werewolf/world.py); it reads the env's state (`config`,
 `n`, `names`, `position`, `alive`, `roles`, `phase`, `winner`) and its legal-target mask `_mask(seat)`.
 """
 
