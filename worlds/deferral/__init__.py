@@ -52,6 +52,8 @@ strict plurality when the round begins), with the figure `deferral/accuracy_and_
 and the table `deferral/decisions.json`; `episode_info` holds the problem, the answers per round
 and every decision.
 
+Scripted team baselines and the simulated expert are in agents/scripted/deferral.py.
+
 Modules: `rules` (actions, answers and how they compare, the majority), `problems` (generated
 problems, the private fact table, problem files), `world` (the config and the AECEnv), `text`
 (prompts, demonstrations, the reply parser), `report` (metrics, the run report, the cost figure).

@@ -53,6 +53,9 @@ of best-response workers under its final schedule, under Saez, US federal and a 
 `comparison_flat_rate` schedule on the same population (`compare/*` means); democratic runs add
 `economy/elections.json` and the series `election/platform/b<j>`.
 
+Scripted workers (the exact best response, also as a voter) and planners (Saez, US federal, flat,
+hill climbing) are in agents/scripted/economy.py.
+
 Modules: `rules` (constants, the config, taxes, utilities, best responses, the Saez rates),
 `world` (the ParallelEnv and its steps), `text` (prompts and the reply parsers), `report` (metrics
 and the run report).

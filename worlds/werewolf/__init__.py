@@ -56,6 +56,8 @@ drawn as `werewolf/{votes,accusations}_graphs.png` and written as edge lists
 `werewolf/{votes,accusations}_edges.txt`. `episode_info` holds who was who and every statement,
 vote and death.
 
+Scripted players (random, rule-based) are in agents/scripted/werewolf.py.
+
 Modules: `rules` (roles, phases, the config, legal targets), `world` (the AECEnv and the game's
 course), `text` (prompts, demonstrations, the reply parser), `report` (metrics and the run report).
 """
