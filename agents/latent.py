@@ -35,7 +35,7 @@ from agents.scripted.werewolf import RuleBasedPlayer, WerewolfPlayer
 from agora.errors import AgoraError
 from agora.policy import PolicyConfig
 from agora.world import sanitize
-from worlds.werewolf import DISCUSSION, NAMES, ROLES, WEREWOLF
+from worlds.werewolf.rules import DISCUSSION, NAMES, ROLES, WEREWOLF
 
 TEAMS = {"village": ("seer", "doctor", "villager"), "werewolves": ("werewolf",)}  # each team's roles, in choosing order
 ACCUSATION_KINDS = ("rule", "nobody", "other")

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agora.run import run_scenario  # noqa: E402
 from agora.scenario import resolve_scenario  # noqa: E402
-from worlds.deferral import tradeoff_figure  # noqa: E402
+from worlds.deferral.report import tradeoff_figure  # noqa: E402
 
 BASELINES = ["never_defer", "defer_when_disagree", "oracle", "always_defer"]
 

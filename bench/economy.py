@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agents.scripted.economy import BestResponseWorker, HillClimbingPlanner  # noqa: E402
 from agora.rollout import Rollout  # noqa: E402
-from worlds.economy import PLANNER, EconomyConfig, raw_env  # noqa: E402
+from worlds.economy.rules import PLANNER, EconomyConfig  # noqa: E402
+from worlds.economy.world import raw_env  # noqa: E402
 
 
 def play(n: int, steps: int, worker_policy, planner_policy, *, max_retries: int = 0) -> tuple[float, Rollout]:

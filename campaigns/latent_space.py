@@ -66,7 +66,7 @@ def discussion_states(make_world: Callable[[], Any], seats: dict[str, Policy], *
     """Play `games` games with `seats` (scripted or latent policies, acting on observations) and freeze
     every day-discussion decision on the way (a deep copy of the world, so its parser can read replies)."""
     from agents.scripted.werewolf import RuleBasedPlayer
-    from worlds.werewolf import DISCUSSION, ROLES
+    from worlds.werewolf.rules import DISCUSSION, ROLES
 
     rule = RuleBasedPlayer(RuleBasedPlayer.Config(), seed=seed)
     states = []

@@ -20,22 +20,10 @@ from agora.rollout import Rollout
 from agora.scenario import resolve_scenario
 from agora.trajectory import Episode
 from agora.world import ParseError, TextWorld
-from worlds.deferral import (
-    CREATE,
-    DEFER,
-    EVAL,
-    EXPERT,
-    Problem,
-    env,
-    evaluate_formula,
-    fact_table,
-    load_problems,
-    majority_answer,
-    normalize_answer,
-    raw_env,
-    team_would_be_right,
-    tradeoff_figure,
-)
+from worlds.deferral.problems import Problem, evaluate_formula, fact_table, load_problems
+from worlds.deferral.report import tradeoff_figure
+from worlds.deferral.rules import CREATE, DEFER, EVAL, EXPERT, majority_answer, normalize_answer, team_would_be_right
+from worlds.deferral.world import env, raw_env
 from tests.conftest import ROOT
 
 ARITH = Problem("What is 6 + 4?", "10", 1, "arithmetic", "6 + 4", "", "6 + 4 = 10")

@@ -24,7 +24,7 @@ from agora.policy import ActRequest
 from agora.rollout import Rollout
 from agora.scenario import load_scenario, resolve_scenario
 from agora.world import ParseError, TextWorld
-from worlds.economy import (
+from worlds.economy.rules import (
     BRACKETS,
     GB2_ACS_2023,
     PERSONAS,
@@ -33,18 +33,17 @@ from worlds.economy import (
     EconomyConfig,
     best_response_labor,
     best_response_value,
-    env,
     gini,
     platform_deltas,
     plurality_winner,
     post_tax_incomes,
-    raw_env,
     sample_gb2,
     saez_rates,
     social_welfare,
     tax,
     utility,
 )
+from worlds.economy.world import env, raw_env
 
 from tests.conftest import SCENARIOS
 

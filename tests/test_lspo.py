@@ -24,7 +24,8 @@ from campaigns.latent_space import (
     solve_latent_game,
 )
 from solvers.cfr import nash_conv
-from worlds.werewolf import NAMES, raw_env
+from worlds.werewolf.rules import NAMES
+from worlds.werewolf.world import raw_env
 
 ROOT = Path(__file__).resolve().parent.parent
 CAMPAIGN = ROOT / "scenarios" / "campaigns" / "werewolf_lspo.yaml"

@@ -12,7 +12,8 @@ from agents.scripted.werewolf import RandomPlayer, RuleBasedPlayer
 from agora.policy import ActRequest
 from agora.rollout import Rollout
 from agora.world import ParseError, TextWorld
-from worlds.werewolf import DISCUSSION, NIGHT, ROLES, VOTE, env, raw_env
+from worlds.werewolf.rules import DISCUSSION, NIGHT, ROLES, VOTE
+from worlds.werewolf.world import env, raw_env
 
 # Position -> seat: Alice and Dave are the werewolves, Carol the seer, Erin the doctor.
 TABLE = ["werewolf_0", "villager_0", "seer_0", "werewolf_1", "doctor_0", "villager_1", "villager_2"]

@@ -1,13 +1,17 @@
 """Repeated normal-form games: the ground truth for regret, exploitability and Nash-solver tests.
 
 A PettingZoo `ParallelEnv`: two players pick one action each per round, simultaneously, for
-`rounds` rounds; each gets its payoff from the table. Games: rock-paper-scissors, matching
-pennies, prisoner's dilemma, or a custom payoff table. Each player observes the round number and
-the full public history of joint actions.
+`rounds` rounds; each gets its payoff from the table. Games: `rock_paper_scissors`,
+`matching_pennies`, `prisoners_dilemma`, or a `custom` payoff table. Each player observes the round
+number and the full public history of joint actions.
 
-Each episode reports each seat's external regret over the repeated game (trainers/regret.py):
+Each episode reports each seat's external regret over the repeated game (solvers/regret.py):
 Reg_T = Σ_t u(a*, b_t) − Σ_t u(a_t, b_t) for the best fixed action a* in hindsight against the
-opponent's actual plays b_t, and Reg_T / T; the run report adds the mean regret curve Reg_t.
+opponent's actual plays b_t (`regret/<seat>`), and Reg_T / T (`regret_per_round/<seat>`). The run
+report adds the mean regret curve Reg_t per seat (the metric history `regret_curve/<seat>` over
+rounds and the figure `figures/regret_curve.png`). Scripted players (a fixed mixed strategy, a
+learnable tabular softmax strategy, tit-for-tat, Hedge on the known table) are in
+agents/scripted/matrix.py.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 One agent, `rounds` rounds. Each round it plays a distribution p_t over `n_actions` actions
 (a pure action is a one-hot p_t), then the loss vector ℓ_t ∈ [0, 1]^n is revealed; it pays
-⟨ℓ_t, p_t⟩ (reward −⟨ℓ_t, p_t⟩). The yardstick is the external regret (trainers/regret.py)
+⟨ℓ_t, p_t⟩ (reward −⟨ℓ_t, p_t⟩). The yardstick is the external regret (solvers/regret.py)
 
     Reg_T = Σ_t ⟨ℓ_t, p_t⟩ − min_a Σ_t ℓ_t(a),
 
@@ -17,8 +17,19 @@ from the seed:
 - `trending`: each action's mean moves linearly from m0_a to m1_a (both ~ U[0.2, 0.8]) over the
   episode, plus noise·N(0, 1), clipped to [0, 1]: the best action changes along the way.
 
-The text interface shows the history of loss vectors and each action's total, and reads one
-line `PLAY p_0 p_1 ... p_{n−1}` (probabilities summing to 1).
+Reply format: the prompt shows the loss vectors of the last `show_rounds` rounds and each action's
+total over all rounds, and the parser reads one line
+
+    PLAY 0.2 0.5 0.3
+
+with one probability in [0, 1] per action, summing to 1 within 0.01 (then renormalised). A wrong
+count, a value out of range, a sum off by more, two PLAY lines or words among the numbers are
+parse errors that say which.
+
+Metrics per episode: `loss`, `best_fixed_loss`, `regret` (Reg_T), `regret_per_round` (Reg_T / T).
+The run report adds the mean regret curve over episodes (series `regret_curve`, and the figure
+`figures/regret_curve.png` with the Hedge bound √(t ln n / 2)). Scripted players (Hedge,
+follow-the-leader, uniform) are in agents/scripted/online_learning.py.
 """
 
 from __future__ import annotations

@@ -22,7 +22,8 @@ from pydantic import Field, field_validator
 
 from agora.errors import AgoraError
 from agora.policy import ActRequest, ActResponse, Policy, PolicyConfig
-from worlds.deferral import CREATE, DEFER, EVAL, EXPERT, evaluate_formula, format_number, normalize_answer, number_value
+from worlds.deferral.problems import evaluate_formula
+from worlds.deferral.rules import CREATE, DEFER, EVAL, EXPERT, format_number, normalize_answer, number_value
 
 
 def team_action(kind: int, target: int = 0, answer: str = "") -> dict[str, Any]:

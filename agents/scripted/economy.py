@@ -12,7 +12,7 @@ from pydantic import Field
 
 from agora.errors import ScenarioError
 from agora.policy import ActRequest, ActResponse, Policy, PolicyConfig
-from worlds.economy import (
+from worlds.economy.rules import (
     BRACKETS,
     PLANNER,
     PLANNER_DELTAS,

@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import Field
 
 from agora.policy import ActRequest, ActResponse, Policy, PolicyConfig
-from worlds.werewolf import DISCUSSION, NIGHT, SEER, UNKNOWN, VOTE, WEREWOLF, WEREWOLF_TEAM
+from worlds.werewolf.rules import DISCUSSION, NIGHT, SEER, UNKNOWN, VOTE, WEREWOLF, WEREWOLF_TEAM
 
 CLAIM = "I am the seer, and my inspection says the player I accuse is a werewolf."
 COUNTER_CLAIM = "I am the seer, and the player I accuse is lying about being the seer."

@@ -1,0 +1,220 @@
+"""The deferral world's text interface: team and expert prompts, the worked example, and the strict
+reply parser.
+
+`DeferralText` is a mixin of `raw_env` (worlds/deferral/world.py); it reads the env's `config`,
+`team`, `round` and `problem`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+
+from agora.world import ParseError, cached_per_agent, sanitize
+from worlds.deferral.rules import (
+    ACTION_NAMES,
+    CREATE,
+    DEFER,
+    EVAL,
+    EXPERT,
+    EXPLAINS,
+    MAX_EXPLANATION_CHARS,
+    NUMBER,
+    is_numeric,
+    normalize_answer,
+)
+
+ANSWER_LABEL = re.compile(r"\banswer\b\s*(?:is\s*|=\s*|:\s*)+|final answer\s*[:=]?", re.IGNORECASE)
+EXPLANATION_LABEL = re.compile(r"\bexplanation\s*:", re.IGNORECASE)
+ACTION_WORD = re.compile(r"\b(eval|evaluate|adopt|create|defer)\b", re.IGNORECASE)
+ACTION_ALIASES = {"eval": EVAL, "evaluate": EVAL, "adopt": EVAL, "create": CREATE, "defer": DEFER}
+AGENT_REF = re.compile(r"[\s:*_`#(\[-]*(?:agent|player)?[\s_#:-]*(\d{1,3})\b", re.IGNORECASE)
+
+
+class DeferralText:
+    """Prompts, demonstrations, parsing and rendering of replies for the deferral world."""
+
+    def numeric(self) -> bool:
+        """Whether answers to this problem are numbers (then replies must name exactly one)."""
+        return is_numeric(self.problem.answer)
+
+    def prompt(self, agent: str, observation: dict[str, Any]) -> str:
+        """Rules, the question, the answers as the round began and the reply format; built from `observation`.
+
+        Team agents never see the expert's private note or the true answer; the expert sees the note
+        (what a human expert is told) but not the true answer, which only the simulated expert reads
+        from its structured observation.
+        """
+        c, n = self.config, self.config.team_size
+        answers = observation["answers"]
+        if agent == EXPERT:
+            asked = [i for i in range(n) if observation["deferred"][i]]
+            lines = [
+                "You are the expert helping a team of agents answer a question.",
+                f"Agent{'s' if len(asked) > 1 else ''} {', '.join(str(i) for i in asked)} asked you for the answer.",
+                "Reply with your answer on the first line. You may add a short explanation for the team after a ';'.",
+                "",
+                f"Question: {observation['question']}",
+            ]
+            if observation["note"]:
+                lines.append(f"What you know (the team does not): {observation['note']}")
+            shown = [f"  agent {i}: {a}" for i, a in enumerate(answers) if a]
+            lines += ["The team's answers so far:", *shown] if shown else ["The team has no answers yet."]
+            example = "42; 40 + 2 = 42" if is_numeric(observation["reference"]) else "Paris; it is the capital"
+            lines += [f"Round {int(observation['round']) + 1} of {c.rounds}.", "", f"Example reply: {example}"]
+            return "\n".join(lines)
+        me = int(observation["self"])
+        if int(observation["round"]) == 0:
+            lines = [
+                f"You are agent {me} in a team of {n} agents answering a question. Give your own answer.",
+                "Reply with one line:",
+                "ANSWER: <your answer>",
+                "",
+                f"Question: {observation['question']}",
+            ]
+            return "\n".join(lines)
+        others = [i for i in range(n) if i != me]
+        lines = [
+            f"You are agent {me} in a team of {n} agents answering a question. The team's answer is the majority "
+            f"of the agents' answers; everyone scores 1 if it is right.",
+            "Choose ONE action for this round:",
+            f"EVAL <agent>      adopt that agent's answer, e.g. EVAL {others[0]} (free)",
+            f"CREATE <answer>   give a new answer of your own (costs {c.create_cost:g})",
+            f"DEFER             ask the expert, who knows facts you do not (costs {c.defer_cost:g})",
+            f"Reply with one line, e.g.: EVAL {others[-1]} or CREATE 42 or DEFER",
+            "",
+            f"Question: {observation['question']}",
+            "Answers now:",
+        ]
+        for i, answer in enumerate(answers):
+            source = " (from the expert)" if observation["from_expert"][i] else ""
+            lines.append(f"  agent {i}{' (you)' if i == me else ''}: {answer or '(no answer)'}{source}")
+        explained = [line.split(EXPLAINS, 1)[1] for line in observation["history"].split("\n") if EXPLAINS in line]
+        lines += [f"The expert explained: {e}" for e in explained]
+        lines.append(f"Round {int(observation['round']) + 1} of {c.rounds}.")
+        return "\n".join(lines)
+
+    @cached_per_agent
+    def demonstration(self, agent: str) -> list[dict[str, str]]:
+        """Worked replies on fixed examples (nothing from the real episode): an answer, then a deferral
+        on a question that needs a private fact while the team disagrees."""
+        if agent == EXPERT:
+            return []
+        me, n = self.team.index(agent), self.config.team_size
+        answer_obs = {"round": 0, "self": me, "question": "What is 12 + 30?", "answers": ("",) * n, "from_expert": [0] * n, "history": ""}
+        disagree = tuple(str(20 + 7 * i) for i in range(n))
+        decide_obs = {
+            "round": 1,
+            "self": me,
+            "question": "How many employees does Ulmont Labs have?",
+            "answers": disagree,
+            "from_expert": [0] * n,
+            "history": "",
+        }
+        answer_turn = [{"role": "user", "content": self.prompt(agent, answer_obs)}, {"role": "assistant", "content": "ANSWER: 42"}]
+        if self.config.rounds == 1:  # no decision rounds to show
+            return answer_turn
+        return [*answer_turn, {"role": "user", "content": self.prompt(agent, decide_obs)}, {"role": "assistant", "content": "DEFER"}]
+
+    def extract_answer(self, text: str) -> str:
+        """The answer in `text`. With an 'ANSWER:' / 'answer is' label: the first non-empty line after it,
+        and on that line what follows the last '=' ('ANSWER: 12 x 4 = 48' -> 48), its first number for
+        numeric problems. Without a label: exactly one number for numeric problems, else the first line."""
+        labelled = ANSWER_LABEL.search(text)
+        body = re.sub(r"[*_`]", " ", text[labelled.end() :] if labelled else text).strip()
+        if labelled:
+            body = next((line for line in body.splitlines() if line.strip()), "").rsplit("=", 1)[-1]
+        if self.numeric():
+            numbers = [m.group(0) for m in NUMBER.finditer(body)]
+            values = list(dict.fromkeys(normalize_answer(x) for x in numbers))
+            if not values:
+                raise ParseError("no number in your answer; reply e.g. 'ANSWER: 42'")
+            if len(values) > 1 and not labelled:
+                raise ParseError(f"several numbers ({', '.join(values[:4])}); give exactly one, e.g. 'ANSWER: {values[0]}'")
+            return values[0]
+        first = next((line for line in body.splitlines() if line.strip()), "")
+        answer = normalize_answer(first)
+        if not answer:
+            raise ParseError("empty answer; reply e.g. 'ANSWER: <your answer>'")
+        return answer
+
+    def parse(self, agent: str, text: str) -> dict[str, Any]:
+        """Team, round 0: an answer ('ANSWER: 42', 'The answer is 42.', '42').
+        Team, later rounds: exactly one of EVAL <agent> ('EVAL 2', 'eval agent_2'), CREATE <answer>, DEFER.
+        Expert: '<answer>[; explanation]' or 'ANSWER: <answer>' + 'EXPLANATION: ...'.
+        Tolerated: case, markdown emphasis, labels and filler words. Not guessed: two different
+        actions, EVAL of oneself or of no agent, a missing or ambiguous answer.
+        """
+        if not isinstance(text, str):
+            raise ParseError("the reply must be text")
+        if not text.strip():
+            raise ParseError("empty reply")
+        if agent == EXPERT:
+            return self._parse_expert(text)
+        me = self.team.index(agent)
+        if self.round == 0:
+            if any(ACTION_ALIASES[m.group(1).lower()] != CREATE for m in ACTION_WORD.finditer(text)):
+                raise ParseError("in round 0 every agent answers on its own (no EVAL or DEFER yet); reply 'ANSWER: <your answer>'")
+            return {"type": CREATE, "target": 0, "answer": self.extract_answer(text)}
+        found = [(m.group(1).lower(), m) for m in ACTION_WORD.finditer(text)]
+        kinds = {ACTION_ALIASES[word] for word, _ in found}
+        if not kinds:
+            raise ParseError(f"no action; reply with one of: EVAL <agent> (e.g. EVAL {(me + 1) % len(self.team)}), CREATE <answer>, DEFER")
+        if len(kinds) > 1:
+            raise ParseError("more than one action (" + ", ".join(ACTION_NAMES[k] for k in sorted(kinds)) + "); choose exactly one")
+        kind = kinds.pop()
+        if kind == DEFER:
+            return {"type": DEFER, "target": 0, "answer": ""}
+        if kind == CREATE:
+            rest = text[found[0][1].end() :].split("\n", 1)[0]
+            if not re.sub(r"[\W_]", "", rest):
+                raise ParseError("CREATE needs your new answer on the same line, e.g. 'CREATE 42'")
+            return {"type": CREATE, "target": 0, "answer": self.extract_answer(rest)}
+        targets = set()
+        for _, match in found:
+            ref = AGENT_REF.match(text, match.end())
+            if ref:
+                targets.add(int(ref.group(1)))
+        if not targets:
+            raise ParseError(f"EVAL needs the agent whose answer you adopt, e.g. 'EVAL {(me + 1) % len(self.team)}'")
+        if len(targets) > 1:
+            raise ParseError("EVAL names more than one agent; name exactly one")
+        target = targets.pop()
+        if target == me:
+            raise ParseError(f"you are agent {me}: EVAL adopts another agent's answer; EVAL another agent, CREATE or DEFER")
+        if not 0 <= target < len(self.team):
+            raise ParseError(f"there is no agent {target}; the agents are 0 to {len(self.team) - 1}")
+        return {"type": EVAL, "target": target, "answer": ""}
+
+    def _parse_expert(self, text: str) -> dict[str, str]:
+        explained = EXPLANATION_LABEL.search(text)
+        head = text[: explained.start()] if explained else text
+        lines = [line for line in head.splitlines() if line.strip()]
+        labelled = next((line for line in lines if ANSWER_LABEL.search(line)), None)
+        answer_line = labelled or (lines[0] if lines else "")
+        answer_part, _, after = answer_line.partition(";")
+        explanation = explained and text[explained.end() :] or after or "\n".join(l for l in lines if l is not answer_line)
+        return {"answer": self.extract_answer(answer_part), "explanation": sanitize(explanation, MAX_EXPLANATION_CHARS)}
+
+    def render_action(self, agent: str, action: dict[str, Any]) -> str:
+        if agent == EXPERT:
+            explanation = action.get("explanation", "")
+            return f"ANSWER: {action['answer']}" + (f"\nEXPLANATION: {explanation}" if explanation else "")
+        kind = int(action["type"])
+        if self.round == 0:
+            return f"ANSWER: {action['answer']}"
+        if kind == EVAL:
+            return f"EVAL {int(action['target'])}"
+        return f"CREATE {action['answer']}" if kind == CREATE else "DEFER"
+
+    def fallback_action(self, agent: str, rng: np.random.Generator) -> dict[str, Any]:
+        """Round 0 and the expert: no answer. Later rounds: EVAL of a uniformly drawn other agent (free)."""
+        if agent == EXPERT:
+            return {"answer": "", "explanation": ""}
+        if self.round == 0:
+            return {"type": CREATE, "target": 0, "answer": ""}
+        me = self.team.index(agent)
+        others = [i for i in range(len(self.team)) if i != me]
+        return {"type": EVAL, "target": int(rng.choice(others)), "answer": ""}

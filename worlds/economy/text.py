@@ -1,0 +1,252 @@
+"""The economy's text interface: worker and planner prompts, the strict reply parsers, rendering.
+
+`EconomyText` is a mixin of `parallel_env` (worlds/economy/world.py); it reads the env's `config`,
+`cutoffs`, `rates`, `candidates` and `phase()`. The worked example (`demonstration`) lives with the
+env, which it plays.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+
+from agora.world import ParseError
+from worlds.economy.rules import (
+    MAX_LABOR,
+    PERSONAS,
+    PLANNER,
+    PLANNER_DELTAS,
+    STAND,
+    VOTE,
+    WORK,
+    action_field,
+    action_labor,
+    platform_deltas,
+)
+
+
+def money(x: float) -> str:
+    """Dollars as prompts write them: whole from $100 up (and $0), else with cents."""
+    return f"${x:,.0f}" if abs(x) >= 100 or x == 0 else f"${x:,.2f}"
+
+
+def _signed(delta) -> str:
+    return f"{int(round(float(delta))):+d}" if round(float(delta)) else "0"
+
+
+LABOR_LINE = re.compile(r'^[\s>*_`{"\']*labou?r["\'\s*_`]*[:=]\s*[*_`"\']*\s*(-?[0-9][0-9,]*(?:\.[0-9]*)?|-?\.[0-9]+)\s*(h|hours?)?[\s*_`"\'}.]*$', re.IGNORECASE)
+DELTAS_LINE = re.compile(r"^[\s>*_`]*deltas?[\s*_`]*:(.*)$", re.IGNORECASE)
+STAND_LINE = re.compile(r"^[\s>*_`]*stand[\s*_`]*:(.*)$", re.IGNORECASE)
+VOTE_LINE = re.compile(r"^[\s>*_`]*vote[\s*_`]*:[\s*_`]*(?:candidate\s*)?#?\s*([0-9]+)[\s.*_`]*$", re.IGNORECASE)
+
+
+class EconomyText:
+    """Prompts, parsing and rendering of replies for the economy world."""
+
+    def _schedule_lines(self, cutoffs, rates) -> list[str]:
+        uppers = [*cutoffs[1:], None]
+        return [
+            f"  {money(lo)} to {money(hi)}: {r:.0f}%" if hi is not None else f"  above {money(lo)}: {r:.0f}%"
+            for lo, hi, r in zip(cutoffs, uppers, rates)
+        ]
+
+    def prompt(self, agent: str, observation: dict) -> str:
+        return self._planner_prompt(observation) if agent == PLANNER else self._worker_prompt(observation)
+
+    def _worker_prompt(self, obs: dict) -> str:
+        c, delta, _ = (float(x) for x in obs["utility_params"])
+        # Fixed instructions and the (episode-wide) schedule first: prompts of one batch share that prefix.
+        lines = [
+            "You are a worker in a simulated economy. Each step you choose how many hours to work, from 0 to 100.",
+            "Your income is your hourly wage times your hours. Income is taxed by brackets (marginal rates below),",
+            "and all tax collected is shared equally among all workers as a rebate.",
+            f"Your utility = income - tax + rebate - {c:g} * hours^{delta:g}. Long hours get very tiring.",
+            "Choose the hours that give you the highest utility.",
+            "Tax brackets (the rate applies to the part of income inside each bracket):",
+            *self._schedule_lines(obs["cutoffs"], obs["rates"]),
+            "Reply with one line: LABOR: <hours>",
+            "",
+        ]
+        age, job, household, attitude = (PERSONAS[k][int(i)] for k, i in zip(PERSONAS, obs["persona"]))
+        lines.append(f"About you: age {age}, {job}, {household}; {attitude}.")
+        lines.append(f"Your hourly wage: {money(float(obs['skill']))}.")
+        lines.append(f"This is step {int(obs['step']) + 1} of {self.config.steps}.")
+        for k in range(int(obs["history_len"])):
+            hours, income, paid, rebate, u = obs["history"][5 * k : 5 * k + 5]
+            when = "Last step" if k == 0 else f"{k + 1} steps ago"
+            lines.append(
+                f"{when}: you worked {hours:.0f} h, earned {money(income)}, paid {money(paid)} tax, "
+                f"got a {money(rebate)} rebate; utility {u:,.0f}."
+            )
+        lines.extend(self._election_lines(obs))
+        return "\n".join(lines)
+
+    def _standing(self, obs: dict) -> np.ndarray:
+        return np.flatnonzero(obs["candidates"])
+
+    def _election_lines(self, obs: dict) -> list[str]:
+        """The closing lines: the reply format, with the election's stand/vote line in democratic mode."""
+        labor = "Reply now with one line, hours from 0 to 100: LABOR: <hours>"  # small models follow the last line best
+        phase = int(obs.get("phase", WORK))
+        b = len(obs["rates"])
+        if phase == STAND:
+            return [
+                "Election: next step the workers vote on how to change each bracket's rate by -20, -10, 0, +10 or +20 points.",
+                f"You may stand as a candidate with a platform of {b} change{'s' if b > 1 else ''}, one per bracket in order, or decline.",
+                "Reply now with two lines, hours from 0 to 100 and your platform or NO:",
+                "LABOR: <hours>",
+                "STAND: " + ", ".join(["+10", "0", "-10", "+20", "-20"][i % 5] for i in range(b)) + "   (or STAND: NO)",
+            ]
+        standing = self._standing(obs) if phase == VOTE else []
+        if len(standing) == 0:
+            return [labor]
+        lines = ["Election: the candidate with the most votes changes each bracket's rate by its platform (points):"]
+        for k, c in enumerate(standing):
+            lines.append(f"  Candidate {k + 1}: " + ", ".join(_signed(d) for d in platform_deltas(obs["platforms"][c])))
+        lines += [f"Reply now with two lines, hours from 0 to 100 and the candidate you vote for (1-{len(standing)}):", "LABOR: <hours>", "VOTE: <candidate number>"]
+        return lines
+
+    def _planner_prompt(self, obs: dict) -> str:
+        n, k = self.config.num_workers, self.config.tax_period
+        welfare = "the sum over workers of utility divided by income (it weighs low incomes most)" if self.config.welfare == "inverse_income" else "the sum of the workers' utilities"
+        b = len(obs["rates"])
+        lines = [
+            f"You are the tax planner of an economy of {n} workers. Every {k} steps you change the marginal tax rate",
+            f"of each income bracket by one of {', '.join(f'{d:+d}' if d else '0' for d in PLANNER_DELTAS)} percentage points (rates stay within 0-100%).",
+            "Workers choose their hours in response. All tax collected is returned to the workers in equal shares.",
+            f"Your goal: maximise social welfare, {welfare}.",
+            f"Reply with one line with {b} change{'s' if b > 1 else ''}, one per bracket in order, e.g.:",
+            "DELTAS: " + ", ".join(["+10", "0", "-10", "+20", "-20"][i % 5] for i in range(b)),
+            "",
+            "Current brackets and rates:",
+            *self._schedule_lines(obs["cutoffs"], obs["rates"]),
+        ]
+        incomes, labor = obs["incomes"], obs["labor"]
+        if int(obs["step"]) > 0:
+            p10, p50, p90 = np.percentile(incomes, [10, 50, 90])
+            lines.append(
+                f"Last step: mean income {money(incomes.mean())} (10th/50th/90th percentile {money(p10)}/{money(p50)}/{money(p90)}), "
+                f"mean hours {labor.mean():.1f}."
+            )
+            lines.append(f"Social welfare per step since your last decision: {float(obs['period_swf'][0]):.3f}.")
+        for j in range(int(obs["periods_len"])):
+            row = obs["periods"][j]
+            rates = ", ".join(f"{r:.0f}%" for r in row[:-1])
+            lines.append(f"Period {j + 1} back: rates [{rates}] gave welfare {row[-1]:.3f} per step.")
+        lines.append(f"Reply now with one line of {b} changes, each -20, -10, 0, +10 or +20: DELTAS: <changes>")
+        return "\n".join(lines)
+
+    def parse(self, agent: str, text: str):
+        if not isinstance(text, str):
+            raise ParseError("the reply must be text")
+        return self._parse_deltas(text) if agent == PLANNER else self._parse_worker(text)
+
+    def _parse_worker(self, text: str):
+        """Labor; in democratic mode also the STAND line (stand step) or the VOTE line (vote step with candidates)."""
+        hours = self._parse_labor(text)
+        if not self.config.democratic:
+            return hours
+        action = {"labor": hours, "stand": 0, "platform": np.zeros(len(self.cutoffs), dtype=np.int64), "vote": -1}
+        phase = self.phase()
+        if phase == STAND:
+            bodies = {m.group(1).strip().strip("*_`[]() .") for m in map(STAND_LINE.match, text.splitlines()) if m}
+            if len(bodies) != 1:
+                raise ParseError("give exactly one 'STAND:' line: your platform, e.g. 'STAND: " + ", ".join(["0"] * len(self.cutoffs)) + "', or 'STAND: NO'")
+            body = bodies.pop()
+            if body.lower() not in ("no", "none", "decline"):
+                deltas = self._delta_tokens(body, "STAND")
+                action.update(stand=1, platform=np.array([PLANNER_DELTAS.index(d) for d in deltas], dtype=np.int64))
+        elif phase == VOTE and len(standing := np.flatnonzero(self.candidates)):
+            found = {m.group(1) for m in map(VOTE_LINE.match, text.splitlines()) if m}
+            if len(found) != 1:
+                raise ParseError(f"give exactly one 'VOTE: <candidate number>' line, a number from 1 to {len(standing)}")
+            k = int(found.pop())
+            if not 1 <= k <= len(standing):
+                raise ParseError(f"there are {len(standing)} candidates; vote with a number from 1 to {len(standing)}")
+            action["vote"] = int(standing[k - 1])
+        return action
+
+    def _parse_labor(self, text: str) -> np.ndarray:
+        """`LABOR: 40` (or the paper's JSON `{"LABOR": 40}`): one number of hours in [0, 100]."""
+        stripped = text.strip()
+        if stripped.startswith("{"):
+            try:
+                data = json.loads(stripped)
+            except json.JSONDecodeError:
+                data = None
+            if isinstance(data, dict):
+                values = [v for k, v in data.items() if str(k).strip().lower() in ("labor", "labour")]
+                if len(values) == 1 and isinstance(values[0], (int, float)) and not isinstance(values[0], bool):
+                    return self._hours(str(values[0]))
+        found = [m.group(1) for m in map(LABOR_LINE.match, text.splitlines()) if m]
+        if not found:
+            raise ParseError("no 'LABOR: <hours>' line; reply e.g. 'LABOR: 40'")
+        if len({float(f.replace(",", "")) for f in found}) > 1:
+            raise ParseError("more than one different LABOR value; give exactly one")
+        return self._hours(found[0])
+
+    def _hours(self, raw: str) -> np.ndarray:
+        hours = float(raw.replace(",", ""))
+        if not np.isfinite(hours) or not 0 <= hours <= MAX_LABOR:
+            raise ParseError(f"{raw[:12]} hours is not possible: LABOR must be hours from 0 to 100 (a step has 100 hours at most); reply e.g. 'LABOR: 45'")
+        return np.array(hours)
+
+    def _parse_deltas(self, text: str) -> np.ndarray:
+        """`DELTAS: +10, 0, -10, ...`: one change per bracket from {−20, −10, 0, +10, +20} -> the new rates.
+
+        Tolerated: markdown emphasis, brackets, '%' signs, Unicode minus and dashes (models write '–10')."""
+        bodies = {m.group(1).strip().strip("*_`[]() .") for m in map(DELTAS_LINE.match, text.splitlines()) if m}
+        b = len(self.cutoffs)
+        example = "DELTAS: " + ", ".join(["0"] * b)
+        if not bodies:
+            raise ParseError(f"no 'DELTAS:' line; reply e.g. '{example}'")
+        if len(bodies) > 1:
+            raise ParseError("more than one different DELTAS line; give exactly one")
+        deltas = self._delta_tokens(bodies.pop(), "DELTAS")
+        return np.clip(self.rates + np.array(deltas, dtype=np.float64), 0.0, 100.0)
+
+    def _delta_tokens(self, body: str, keyword: str) -> list[int]:
+        """One legal change per bracket from a line's body ('+10, 0, -10')."""
+        b = len(self.cutoffs)
+        example = f"{keyword}: " + ", ".join(["0"] * b)
+        tokens = [t for t in re.split(r"[\s,;]+", re.sub("[\u2212\u2013\u2014]", "-", body)) if t]  # −, –, — as minus
+        if len(tokens) != b:
+            raise ParseError(f"give exactly {b} change{'s' if b > 1 else ''} (one per bracket), got {len(tokens)}; e.g. '{example}'")
+        deltas = []
+        for token in tokens:
+            clean = token.rstrip("%")
+            if not re.fullmatch(r"[+-]?[0-9]{1,3}", clean) or int(clean) not in PLANNER_DELTAS:
+                raise ParseError(f"'{token[:10]}' is not a legal change; each must be one of -20, -10, 0, +10, +20")
+            deltas.append(int(clean))
+        return deltas
+
+    def render_action(self, agent: str, action) -> str:
+        if agent != PLANNER:
+            text = f"LABOR: {action_labor(action)!r}"
+            phase = self.phase()
+            if phase == STAND:
+                stand = action_field(action, "stand", 0) == 1
+                text += "\nSTAND: " + (", ".join(_signed(d) for d in platform_deltas(action["platform"])) if stand else "NO")
+            elif phase == VOTE and self.candidates.any():
+                standing, vote = np.flatnonzero(self.candidates).tolist(), action_field(action, "vote", -1)
+                text += f"\nVOTE: {standing.index(vote) + 1}" if vote in standing else "\nVOTE: (none)"
+            return text
+        rates = np.asarray(action, dtype=np.float64).reshape(-1)
+        deltas = rates - self.rates
+        if np.allclose(deltas, np.round(deltas / 10) * 10) and set(np.round(deltas).astype(int)) <= set(PLANNER_DELTAS):
+            return "DELTAS: " + ", ".join(f"{int(round(d)):+d}" if round(d) else "0" for d in deltas)
+        return "RATES: " + ", ".join(f"{r:.2f}" for r in rates)  # a scripted baseline setting rates directly
+
+    def fallback_action(self, agent: str, rng: np.random.Generator) -> np.ndarray:
+        """Workers: uniform hours in [0, 100] (democratic: decline to stand; vote for a uniform
+        candidate); the planner: a uniform legal change per bracket."""
+        if agent == PLANNER:
+            return np.clip(self.rates + rng.choice(PLANNER_DELTAS, size=len(self.cutoffs)), 0.0, 100.0)
+        hours = np.array(rng.uniform(0.0, MAX_LABOR))
+        if not self.config.democratic:
+            return hours
+        standing = np.flatnonzero(self.candidates)
+        vote = int(rng.choice(standing)) if self.phase() == VOTE and len(standing) else -1
+        return {"labor": hours, "stand": 0, "platform": np.zeros(len(self.cutoffs), dtype=np.int64), "vote": vote}
