@@ -55,6 +55,11 @@ class ParseError(ValueError):
 
 @runtime_checkable
 class TextWorld(Protocol):
+    """The text interface of a world (a PettingZoo `AECEnv` or `ParallelEnv` class with a pydantic `Config`,
+    built as `World(config)`). Optional: the hooks below (`demonstration`, `run_report`, `episode_info`,
+    `passive_action`), `metric_labels` (metric -> label in `agora run`'s summary) and `small_config` (settings of a
+    small, quick instance, used by the conformance test)."""
+
     def prompt(self, agent: str, observation: Any) -> str:
         """The full instruction + state text an agent sees before acting."""
 

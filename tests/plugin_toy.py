@@ -62,8 +62,8 @@ class Guess(AECEnv):
         self.terminations, self.truncations, self.infos = {PLAYER: False}, {PLAYER: False}, {PLAYER: {}}
         self.agent_selection = PLAYER
 
-    def observe(self, agent: str) -> int:
-        return self.left
+    def observe(self, agent: str) -> np.int64:
+        return np.int64(self.left)
 
     def step(self, action: Any) -> None:
         if self.terminations[PLAYER] or self.truncations[PLAYER]:

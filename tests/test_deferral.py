@@ -614,3 +614,14 @@ def test_garbage_llm_team_falls_back_and_finishes(tiny_model_dir):
     steps = [s for e in episodes for s in e.steps if s.agent == "agent_0"]
     assert all(s.logprobs and s.prompt.startswith("<|im_start|>") for s in steps)
     assert all(e.metrics["illegal"] == 0 for e in episodes)  # fallbacks are legal
+
+
+def test_a_bare_answer_label_is_no_answer_as_the_fallback_writes_it():
+    world = raw_env(rounds=2)
+    world.reset(seed=0)
+    rng = np.random.default_rng(0)
+    for agent in ("agent_0", "expert"):
+        fallback = world.fallback_action(agent, rng)
+        assert world.render_action(agent, fallback).strip() == "ANSWER:" and world.parse(agent, "ANSWER:") == fallback
+    with pytest.raises(ParseError):
+        world.parse("agent_0", "the answer is")  # a label inside a sentence with nothing after it is still no reply

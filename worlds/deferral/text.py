@@ -121,9 +121,12 @@ class DeferralText:
     def extract_answer(self, text: str) -> str:
         """The answer in `text`. With an 'ANSWER:' / 'answer is' label: the first non-empty line after it,
         and on that line what follows the last '=' ('ANSWER: 12 x 4 = 48' -> 48), its first number for
-        numeric problems. Without a label: exactly one number for numeric problems, else the first line."""
+        numeric problems. Without a label: exactly one number for numeric problems, else the first line.
+        A bare 'ANSWER:' is no answer ('')."""
         labelled = ANSWER_LABEL.search(text)
         body = re.sub(r"[*_`]", " ", text[labelled.end() :] if labelled else text).strip()
+        if labelled and not body and not text[: labelled.start()].strip():
+            return ""  # a bare 'ANSWER:' gives no answer (how the fallback of round 0 and of the expert is written)
         if labelled:
             body = next((line for line in body.splitlines() if line.strip()), "").rsplit("=", 1)[-1]
         if self.numeric():

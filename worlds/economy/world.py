@@ -51,6 +51,7 @@ def env(config: EconomyConfig | None = None, **kwargs):
 class parallel_env(EconomyText, EconomyRecords, ParallelEnv):
     metadata = {"name": "economy_v0", "render_modes": ["ansi"], "is_parallelizable": True}
     Config = EconomyConfig
+    small_config = {"num_workers": 5, "steps": 20, "tax_period": 5, "warmup": 3}  # a quick instance (the conformance test)
 
     def __init__(self, config: EconomyConfig | None = None, render_mode: str | None = None, **kwargs):
         self.config = world_config(EconomyConfig, config, kwargs)
