@@ -11,7 +11,7 @@ TORCH_INDEX ?=
 SCENARIO   ?= scenarios/negotiation.yaml
 STAMP      := $(VENV)/.agora-installed
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test lint bench clean
 
 setup: $(STAMP)
 	@$(BIN)/python -m agora.models
@@ -26,8 +26,12 @@ $(STAMP): pyproject.toml
 run: setup
 	$(BIN)/agora run $(SCENARIO)
 
-test: setup
+test: setup lint
 	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: setup
 	$(BIN)/python bench/rollout.py

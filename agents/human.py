@@ -30,7 +30,9 @@ class HumanPolicy(Policy):
     interactive: ClassVar[bool] = True  # reads the terminal: the CLI hides its live progress bar
 
     class Config(PolicyConfig):
-        multiline: bool = Field(False, description="read a reply of several lines, ended by an empty line (for multi-line reply formats)")
+        multiline: bool = Field(
+            False, description="read a reply of several lines, ended by an empty line (for multi-line reply formats)"
+        )
         show_demonstration: bool = Field(False, description="print the world's worked example before the first prompt")
 
     def __init__(self, config: Config, *, seed: int):

@@ -1,6 +1,7 @@
-"""A latent-strategy werewolf player (LSPO, ALGORITHMS.md §5): it speaks by latent strategy, acts by rule.
+"""A latent-strategy werewolf player (LSPO: "Learning Strategic Language Agents in the Werewolf Game with Iterative
+Latent Space Policy Optimization", arXiv 2502.04686): it speaks by latent strategy, acts by rule.
 
-A latent space (written by `agora train` on a `kind: lspo` campaign, trainers/lspo.py) holds, per
+A latent space (written by `agora train` on a `kind: lspo` campaign, campaigns/lspo.py) holds, per
 role, k clusters of candidate day statements that an LLM produced in real game states, and the
 equilibrium policy of the latent game over them. In play:
 
@@ -82,7 +83,10 @@ class LatentSpace:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LatentSpace:
         if not isinstance(data, dict) or data.get("format") != "agora-latent-space-1":
-            raise ValueError("not a latent space file (its 'format' must be agora-latent-space-1); write one with `agora train` on a kind: lspo campaign")
+            raise ValueError(
+                "not a latent space file (its 'format' must be agora-latent-space-1); write one with `agora train` "
+                "on a kind: lspo campaign"
+            )
         clusters = {}
         for role, cs in data.get("clusters", {}).items():
             if role not in ROLES:
@@ -92,7 +96,9 @@ class LatentSpace:
                 raise ValueError(f"an empty cluster for role '{role}'")
             if any(m.accusation not in ACCUSATION_KINDS for c in clusters[role] for m in c):
                 raise ValueError(f"accusation kinds must be one of {', '.join(ACCUSATION_KINDS)}")
-        space = cls(clusters, {k: list(map(float, v)) for k, v in data.get("policy", {}).items()}, data.get("exemplars", {}))
+        space = cls(
+            clusters, {k: list(map(float, v)) for k, v in data.get("policy", {}).items()}, data.get("exemplars", {})
+        )
         for team in TEAMS:
             for key, size in space.infosets(team):
                 probs = space.policy.get(key)
@@ -148,7 +154,11 @@ def space_path(value: str) -> Path:
 
 
 class LatentConfig(PolicyConfig):
-    space: str | None = Field(None, description="latent space JSON written by an lspo campaign (checkpoints/<name>/iter-N/latent_space.json); relative to the working directory or Agora's folder")
+    space: str | None = Field(
+        None,
+        description="latent space JSON written by an lspo campaign (checkpoints/<name>/iter-N/latent_space.json); "
+        "relative to the working directory or Agora's folder",
+    )
     max_statement_chars: int = Field(200, ge=1, le=2000, description="longer statements are cut")
 
     @field_validator("space")
@@ -158,7 +168,9 @@ class LatentConfig(PolicyConfig):
             return value
         path = space_path(value)
         if not path.is_file():
-            raise ValueError(f"no such file: {value} (paths are relative to the working directory or to Agora's folder)")
+            raise ValueError(
+                f"no such file: {value} (paths are relative to the working directory or to Agora's folder)"
+            )
         try:
             LatentSpace.load(path)
         except (OSError, json.JSONDecodeError, TypeError, ValueError) as exc:
@@ -171,14 +183,23 @@ class LatentPolicy(WerewolfPlayer):
 
     Config = LatentConfig
 
-    def __init__(self, config: LatentConfig, *, seed: int, space: LatentSpace | None = None,
-                 assign: Callable[[int], dict[str, int]] | None = None):
+    def __init__(
+        self,
+        config: LatentConfig,
+        *,
+        seed: int,
+        space: LatentSpace | None = None,
+        assign: Callable[[int], dict[str, int]] | None = None,
+    ):
         """`space` given: play that space (in code) instead of the file `config.space`. `assign(episode)`
         given: play those clusters per role in that episode instead of drawing them (utility estimation)."""
         super().__init__(config, seed=seed)
         if space is None:
             if config.space is None:
-                raise AgoraError("the latent policy needs a latent space: set `space:` to a latent_space.json written by an lspo campaign")
+                raise AgoraError(
+                    "the latent policy needs a latent space: set `space:` to a latent_space.json written by an lspo "
+                    "campaign"
+                )
             space = LatentSpace.load(space_path(config.space))
         self.space, self.assign = space, assign
         self.rule = RuleBasedPlayer(RuleBasedPlayer.Config(), seed=seed)
@@ -190,7 +211,9 @@ class LatentPolicy(WerewolfPlayer):
             return self.assign(episode)
         key = (episode, team)
         if key not in self.profiles:
-            self.profiles[key] = self.space.draw_profile(team, np.random.default_rng([self.seed, episode, list(TEAMS).index(team)]))
+            self.profiles[key] = self.space.draw_profile(
+                team, np.random.default_rng([self.seed, episode, list(TEAMS).index(team)])
+            )
         return self.profiles[key]
 
     def decide(self, obs) -> dict:
@@ -220,7 +243,9 @@ class LatentPolicy(WerewolfPlayer):
         if not mask[target]:
             target = n
         new_name = NAMES[target] if target < n else None
-        statement = sanitize(replace_name(member.statement, member.accused, new_name, NAMES[:n]), self.config.max_statement_chars)
+        statement = sanitize(
+            replace_name(member.statement, member.accused, new_name, NAMES[:n]), self.config.max_statement_chars
+        )
         self.spoken.setdefault(role, {}).setdefault(cluster, 0)
         self.spoken[role][cluster] += 1
         return {"target": target, "statement": statement}

@@ -14,16 +14,27 @@ from agora.policy import ActRequest, ActResponse, Policy, PolicyConfig
 
 
 class LLMConfig(PolicyConfig):
-    model: str = Field(EMBEDDED, description="'smollm2-135m-instruct' (embedded), a local folder or .gguf file, or a cached hub id")
+    model: str = Field(
+        EMBEDDED, description="'smollm2-135m-instruct' (embedded), a local folder or .gguf file, or a cached hub id"
+    )
     temperature: float = Field(0.7, ge=0.0, le=5.0, description="sampling temperature; 0 = greedy decoding")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass")
     max_new_tokens: int = Field(64, ge=1, le=8192, description="longest reply, in tokens")
     max_batch_size: int = Field(32, ge=1, le=4096, description="most prompts in one forward pass")
-    prefix_cache_mb: int = Field(1024, ge=0, le=1_000_000, description="memory for the KV of recent prompts and replies, reused by later turns (MB; 0 = off)")
+    prefix_cache_mb: int = Field(
+        1024,
+        ge=0,
+        le=1_000_000,
+        description="memory for the KV of recent prompts and replies, reused by later turns (MB; 0 = off)",
+    )
     system_prompt: str | None = Field(None, description="optional system message before the world's prompt")
-    demonstrations: bool = Field(True, description="show the world's worked example exchange before each prompt (helps small models)")
+    demonstrations: bool = Field(
+        True, description="show the world's worked example exchange before each prompt (helps small models)"
+    )
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$", description="auto = cuda when available")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="auto = bf16 on GPU, fp32 on CPU")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto = bf16 on GPU, fp32 on CPU"
+    )
 
 
 class LLMPolicy(Policy):

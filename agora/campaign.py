@@ -78,7 +78,9 @@ class CampaignKind(ABC):
     """A resolved campaign file of one kind (module docstring). Subclasses set `Config` and may
     extend `__init__` with cross-checks that raise `ScenarioError`."""
 
-    Config: ClassVar[type[BaseModel]]  # the file's keys (besides `kind`); needs name, iterations, seed, tracking, checkpoint
+    Config: ClassVar[
+        type[BaseModel]
+    ]  # the file's keys (besides `kind`); needs name, iterations, seed, tracking, checkpoint
 
     def __init__(self, spec: BaseModel, *, source: str | None = None, text: str | None = None):
         self.spec, self.source, self.text = spec, source, text
@@ -120,11 +122,19 @@ class CampaignKind(ABC):
         return None
 
     @abstractmethod
-    def start(self, *, resume: bool = False, tracking_uri: str | None = None, track: bool | None = None) -> CampaignRunner:
+    def start(
+        self, *, resume: bool = False, tracking_uri: str | None = None, track: bool | None = None
+    ) -> CampaignRunner:
         """Build what the campaign runs with, restore the newest checkpoint on `resume`, open the MLflow run."""
 
-    def run(self, *, resume: bool = False, tracking_uri: str | None = None, track: bool | None = None,
-            on_iteration: Callable[[int, dict[str, float]], None] | None = None) -> CampaignResult:
+    def run(
+        self,
+        *,
+        resume: bool = False,
+        tracking_uri: str | None = None,
+        track: bool | None = None,
+        on_iteration: Callable[[int, dict[str, float]], None] | None = None,
+    ) -> CampaignResult:
         """`start(...).run(on_iteration)`: the whole campaign in one call."""
         return self.start(resume=resume, tracking_uri=tracking_uri, track=track).run(on_iteration)
 
@@ -145,10 +155,20 @@ class CampaignRunner(ABC):
         """Open the campaign's MLflow run (or reattach it on resume) unless tracking is off; mark the folder."""
         spec = self.campaign.spec
         if spec.tracking.enabled if track is None else track:
-            tags = {"agora.campaign": spec.name, "agora.seed": str(spec.seed), "agora.version": agora.__version__, **tags}
+            tags = {
+                "agora.campaign": spec.name,
+                "agora.seed": str(spec.seed),
+                "agora.version": agora.__version__,
+                **tags,
+            }
             where = self.resumed_from.name if self.resumed_from else "the start"
             self.tracker = self.run_folder.open_tracker(
-                tracking_uri or spec.tracking.uri, spec, tags, self.campaign.resolved_config(), self.campaign.source, where
+                tracking_uri or spec.tracking.uri,
+                spec,
+                tags,
+                self.campaign.resolved_config(),
+                self.campaign.source,
+                where,
             )
         self.run_folder.mark(self.tracker)
 
@@ -157,8 +177,11 @@ class CampaignRunner(ABC):
             self.tracker.log_step(metrics, step)  # a resumed run skips the steps its killed process logged
 
     def new_result(self) -> CampaignResult:
-        return CampaignResult(*((self.tracker.run_id, self.tracker.uri) if self.tracker else (None, None)),
-                              iterations_done=self.first_iteration, checkpoint=self.resumed_from)
+        return CampaignResult(
+            *((self.tracker.run_id, self.tracker.uri) if self.tracker else (None, None)),
+            iterations_done=self.first_iteration,
+            checkpoint=self.resumed_from,
+        )
 
     @abstractmethod
     def run(self, on_iteration: Callable[[int, dict[str, float]], None] | None = None) -> CampaignResult:
@@ -296,7 +319,15 @@ class RunFolder:
         found = checkpoints(self.folder)
         return found[-1] if found else self.folder if (self.folder / "state.json").is_file() else None
 
-    def open_tracker(self, uri: str | None, spec: Any, tags: dict[str, str], config: dict[str, Any], source: str | None, resumed_from: str):
+    def open_tracker(
+        self,
+        uri: str | None,
+        spec: Any,
+        tags: dict[str, str],
+        config: dict[str, Any],
+        source: str | None,
+        resumed_from: str,
+    ):
         """The campaign's Tracker: on resume the run in run.json (when the first process tracked one),
         else a new run with `tags`, the resolved config and the campaign file."""
         from agora.tracking import Tracker
@@ -309,14 +340,34 @@ class RunFolder:
             return tracker
         tracker = Tracker.attach(uri or run.get("tracking_uri"), run["run_id"])
         pid, host = int(tracker.tags.get("agora.pid", "0")), tracker.tags.get("agora.host")
-        if tracker.previous_status == "RUNNING" and host == here["agora.host"] and pid_alive(pid) and pid != os.getpid():
-            raise AgoraError(f"the campaign's run {run['run_id']} is still running in process {pid}; stop it before resuming")
+        if (
+            tracker.previous_status == "RUNNING"
+            and host == here["agora.host"]
+            and pid_alive(pid)
+            and pid != os.getpid()
+        ):
+            raise AgoraError(
+                f"the campaign's run {run['run_id']} is still running in process {pid}; stop it before resuming"
+            )
         resumes = int(tracker.tags.get("agora.resumes", "0")) + 1
         left = " (left RUNNING by a killed process)" if tracker.previous_status == "RUNNING" else ""
-        tracker.set_tags({"agora.resumes": str(resumes), f"agora.resume.{resumes}": f"was {tracker.previous_status}{left}; from {resumed_from}", **here})
+        tracker.set_tags(
+            {
+                "agora.resumes": str(resumes),
+                f"agora.resume.{resumes}": f"was {tracker.previous_status}{left}; from {resumed_from}",
+                **here,
+            }
+        )
         for run_id, other in tracker.running_runs("agora.campaign", spec.name).items():
-            if run_id != tracker.run_id and other.get("agora.host") == here["agora.host"] and not pid_alive(int(other.get("agora.pid", "0"))):
-                tracker.mark_killed(run_id, f"left RUNNING by dead process {other.get('agora.pid')}; marked on resuming {tracker.run_id}")
+            if (
+                run_id != tracker.run_id
+                and other.get("agora.host") == here["agora.host"]
+                and not pid_alive(int(other.get("agora.pid", "0")))
+            ):
+                tracker.mark_killed(
+                    run_id,
+                    f"left RUNNING by dead process {other.get('agora.pid')}; marked on resuming {tracker.run_id}",
+                )
         return tracker
 
     def mark(self, tracker) -> None:
@@ -326,8 +377,15 @@ class RunFolder:
             run = {"run_id": tracker.run_id, "tracking_uri": tracker.uri} if tracker else {"run_id": None}
             self.run_file.write_text(json.dumps(run))
 
-    def save(self, iteration: int, state: dict[str, Any], write: Callable[[Path], None] | None = None, *,
-             tracker=None, keep: int | None = None) -> Path:
+    def save(
+        self,
+        iteration: int,
+        state: dict[str, Any],
+        write: Callable[[Path], None] | None = None,
+        *,
+        tracker=None,
+        keep: int | None = None,
+    ) -> Path:
         """Checkpoint `iteration`: `write(folder)` adds the kind's files, then `state.json` (JSON) is written
         last and the folder renamed into place, complete even if the process dies now. Its files are logged
         to MLflow under `checkpoints/`; only the newest `keep` checkpoints stay on disk."""

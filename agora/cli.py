@@ -19,7 +19,9 @@ from agora.errors import AgoraError
 from agora.interrupts import interruptible
 from agora.registry import ORIGIN
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Agora: multi-agent LLM worlds, rollouts and training.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Agora: multi-agent LLM worlds, rollouts and training."
+)
 console = Console()
 errors = Console(stderr=True)
 
@@ -36,7 +38,13 @@ def user_errors():
 
 def progress_bar(disable: bool = False) -> Progress:
     """The live bar of every long CLI loop: description, bar, done/total, elapsed and remaining time."""
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     return Progress(*columns, console=console, disable=disable)
 
 
@@ -46,14 +54,18 @@ def run(
     episodes: Optional[int] = typer.Option(None, help="override `episodes`"),
     seed: Optional[int] = typer.Option(None, help="override `seed`"),
     concurrency: Optional[int] = typer.Option(None, help="override `concurrency`"),
-    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default: scenario, $MLFLOW_TRACKING_URI, embedded store)"),
+    tracking_uri: Optional[str] = typer.Option(
+        None, help="MLflow tracking URI (default: scenario, $MLFLOW_TRACKING_URI, embedded store)"
+    ),
     no_track: bool = typer.Option(False, "--no-track", help="do not record the run in MLflow"),
 ) -> None:
     """Play a scenario's episodes and record them in MLflow."""
     from agora.run import run_scenario
     from agora.scenario import load_scenario
 
-    overrides = {k: v for k, v in {"episodes": episodes, "seed": seed, "concurrency": concurrency}.items() if v is not None}
+    overrides = {
+        k: v for k, v in {"episodes": episodes, "seed": seed, "concurrency": concurrency}.items() if v is not None
+    }
     with user_errors(), interruptible():
         resolved = load_scenario(scenario, overrides)
         spec = resolved.spec
@@ -72,7 +84,10 @@ def run(
     if result.run_id:
         console.print(f"MLflow run [bold]{result.run_id}[/] in {result.tracking_uri}  (browse with `agora ui`)")
     if result.interrupted:
-        errors.print(f"interrupted: {len(result.episodes)} finished episodes kept" + (" (run marked KILLED)" if result.run_id else ""))
+        errors.print(
+            f"interrupted: {len(result.episodes)} finished episodes kept"
+            + (" (run marked KILLED)" if result.run_id else "")
+        )
         raise typer.Exit(130)
 
 
@@ -80,7 +95,9 @@ def run(
 def train(
     campaign: Path = typer.Argument(..., help="campaign YAML file"),
     resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint, into the same MLflow run"),
-    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default: campaign, $MLFLOW_TRACKING_URI, embedded store)"),
+    tracking_uri: Optional[str] = typer.Option(
+        None, help="MLflow tracking URI (default: campaign, $MLFLOW_TRACKING_URI, embedded store)"
+    ),
 ) -> None:
     """Run a training campaign of any kind (train, psro, lspo, ...): iterations, checkpoints, MLflow."""
     from agora.campaign import load_campaign
@@ -104,7 +121,9 @@ def train(
                     first, label = next(iter(shown.items()))
                     description += f"  {label} {metrics.get(first, float('nan')):.2f}"
                 progress.update(task, completed=i + 1, description=description)
-                line = f"iteration {i}: " + ", ".join(f"{label} {metrics[k]:.4f}" for k, label in shown.items() if k in metrics)
+                line = f"iteration {i}: " + ", ".join(
+                    f"{label} {metrics[k]:.4f}" for k, label in shown.items() if k in metrics
+                )
                 if "perf/iteration_seconds" in metrics:
                     line += f", {metrics['perf/iteration_seconds']:.0f} s"
                 progress.console.print(line)
@@ -145,10 +164,14 @@ def summary_table(resolved, summary: dict[str, float]) -> Table:
     if not summary.get("perf/generated_tokens"):
         labels.pop("perf/tokens_per_s")  # no model in this run
     shown = [k for k in labels if k in summary]
-    shown += sorted(k for k in summary if k.startswith("eval/") and k not in labels and not k.startswith("eval/return/"))
+    shown += sorted(
+        k for k in summary if k.startswith("eval/") and k not in labels and not k.startswith("eval/return/")
+    )
     for key in shown:
         value = summary[key]
-        table.add_row(labels.get(key, key.removeprefix("eval/")), f"{value:.3f}" if abs(value) < 1000 else f"{value:,.0f}")
+        table.add_row(
+            labels.get(key, key.removeprefix("eval/")), f"{value:.3f}" if abs(value) < 1000 else f"{value:,.0f}"
+        )
     return table
 
 
@@ -170,7 +193,9 @@ def validate(files: list[Path] = typer.Argument(..., help="scenario or campaign 
             errors.print(f"[bold red]invalid:[/] {exc}", highlight=False, soft_wrap=True)
             continue
         seats = ", ".join(f"{a}={s.entry.name}" for a, s in resolved.seats.items())
-        console.print(f"[green]ok[/] {file}: world {resolved.world_entry.name}, {seats}, {resolved.spec.episodes} episodes")
+        console.print(
+            f"[green]ok[/] {file}: world {resolved.world_entry.name}, {seats}, {resolved.spec.episodes} episodes"
+        )
     if failed:
         raise typer.Exit(2)
 
@@ -250,7 +275,9 @@ def trainers() -> None:
 def ui(
     host: str = typer.Option("127.0.0.1", help="address to serve on"),
     port: int = typer.Option(5000, help="port to serve on"),
-    tracking_uri: Optional[str] = typer.Option(None, help="store to browse (default: $MLFLOW_TRACKING_URI, embedded store)"),
+    tracking_uri: Optional[str] = typer.Option(
+        None, help="store to browse (default: $MLFLOW_TRACKING_URI, embedded store)"
+    ),
 ) -> None:
     """Serve the MLflow UI over the tracking store."""
     from agora.tracking import resolve_uri, serve_ui

@@ -14,10 +14,14 @@ exact prompt + completion ids, sharing the batch's common prompt prefix.
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from transformers.cache_utils import DynamicLayer
+
+if TYPE_CHECKING:
+    from transformers import DynamicCache
 
 
 def stop_token_ids(model, tokenizer) -> set[int]:
@@ -80,7 +84,9 @@ class PrefixCache:
 
     def fits(self, tokens: int, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> bool:
         """Whether an entry of `tokens` tokens shaped like `layers` (one row) is worth storing."""
-        per_token = sum(k[0, :, 0].numel() * k.element_size() + v[0, :, 0].numel() * v.element_size() for k, v in layers)
+        per_token = sum(
+            k[0, :, 0].numel() * k.element_size() + v[0, :, 0].numel() * v.element_size() for k, v in layers
+        )
         return self.MIN_TOKENS <= tokens and tokens * per_token <= self.max_bytes
 
     def store(self, ids: list[int], layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -123,12 +129,19 @@ class GrowingLayer(DynamicLayer):
     part; anything that replaces `keys` (row selection, repetition) starts a fresh buffer.
     """
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         n, new = self.get_seq_length(), key_states.shape[-2]
         buffer = getattr(self, "_buffer", None)
-        if buffer is None or self.keys.data_ptr() != buffer[0].data_ptr() or buffer[0].shape[0] != key_states.shape[0] or n + new > buffer[0].shape[-2]:
+        if (
+            buffer is None
+            or self.keys.data_ptr() != buffer[0].data_ptr()
+            or buffer[0].shape[0] != key_states.shape[0]
+            or n + new > buffer[0].shape[-2]
+        ):
             capacity = n + new + max(128, (n + new) // 4)
             buffer = tuple(s.new_empty((*s.shape[:-2], capacity, s.shape[-1])) for s in (key_states, value_states))
             if n:
@@ -186,7 +199,9 @@ def _plain_layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
-def _context(model, prompts: list[list[int]], prefix_cache: PrefixCache | None, device, new_tokens: int) -> tuple["DynamicCache", list[int]]:
+def _context(
+    model, prompts: list[list[int]], prefix_cache: PrefixCache | None, device, new_tokens: int
+) -> tuple["DynamicCache", list[int]]:
     """The KV cache each row resumes from, and how many of its prompt tokens it covers.
 
     The batch's common prefix is computed once at batch size 1 (or taken from `prefix_cache`).
@@ -205,8 +220,12 @@ def _context(model, prompts: list[list[int]], prefix_cache: PrefixCache | None, 
             prefix_cache.count(reused)
         cache = growing_cache(model, [(k.clone(), v.clone()) for k, v in layers] if layers is not None else None)
         if reused < shared:
-            model(input_ids=torch.tensor([prefix[reused:]], device=device), past_key_values=cache,
-                  position_ids=torch.arange(reused, shared, device=device)[None], **last_logits_only(model))
+            model(
+                input_ids=torch.tensor([prefix[reused:]], device=device),
+                past_key_values=cache,
+                position_ids=torch.arange(reused, shared, device=device)[None],
+                **last_logits_only(model),
+            )
         base = _plain_layers(cache)
         if prefix_cache is None or base is None:
             cache.batch_repeat_interleave(batch)
@@ -260,7 +279,9 @@ def prefill_groups(lengths: list[int], pass_cost: int = PASS_COST, max_widths: i
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     step = -(-max(lengths, default=0) // max_widths) if len(set(lengths)) > max_widths else 1
     width = [-(-lengths[r] // step) * step for r in order]  # per sorted row: the width its pass pays for it
-    ends = [k + 1 for k in range(len(order)) if k + 1 == len(order) or width[k + 1] != width[k]]  # last row of each width, +1
+    ends = [
+        k + 1 for k in range(len(order)) if k + 1 == len(order) or width[k + 1] != width[k]
+    ]  # last row of each width, +1
     best, cut = {0: 0}, {}
     for i in ends:  # best[i]: cost of the shortest i rows
         best[i], cut[i] = min((best[j] + pass_cost + (i - j) * width[i - 1], j) for j in [0, *ends[: ends.index(i)]])
@@ -271,7 +292,15 @@ def prefill_groups(lengths: list[int], pass_cost: int = PASS_COST, max_widths: i
     return groups[::-1]
 
 
-def _prefill(model, cache, input_ids: torch.Tensor, attention: torch.Tensor, positions: torch.Tensor, context: int, lengths: list[int]) -> torch.Tensor:
+def _prefill(
+    model,
+    cache,
+    input_ids: torch.Tensor,
+    attention: torch.Tensor,
+    positions: torch.Tensor,
+    context: int,
+    lengths: list[int],
+) -> torch.Tensor:
     """Forward the left-padded suffixes into `cache`; the last position's logits per row.
 
     When suffix lengths differ (a new episode's whole prompt beside other episodes' short next
@@ -284,17 +313,32 @@ def _prefill(model, cache, input_ids: torch.Tensor, attention: torch.Tensor, pos
     groups = prefill_groups(lengths)
     layers = cache.layers
     ready = all(
-        type(layer) is GrowingLayer and layer.is_initialized and layer.keys.data_ptr() == layer._buffer[0].data_ptr()
-        and layer.get_seq_length() == context and layer._buffer[0].shape[-2] >= context + width for layer in layers
+        type(layer) is GrowingLayer
+        and layer.is_initialized
+        and layer.keys.data_ptr() == layer._buffer[0].data_ptr()
+        and layer.get_seq_length() == context
+        and layer._buffer[0].shape[-2] >= context + width
+        for layer in layers
     )
     if not layers or not ready or len(groups) == 1:
-        return model(input_ids=input_ids, attention_mask=attention, position_ids=positions, past_key_values=cache, **last_logits_only(model)).logits[:, -1]
+        return model(
+            input_ids=input_ids,
+            attention_mask=attention,
+            position_ids=positions,
+            past_key_values=cache,
+            **last_logits_only(model),
+        ).logits[:, -1]
     logits = None
     for rows in groups:
         index = torch.tensor(rows, device=input_ids.device)
         w = max(lengths[r] for r in rows)
         part = growing_cache(model)
-        part.layers = [GrowingLayer.holding(layer._buffer[0][index, :, : context + w], layer._buffer[1][index, :, : context + w], context) for layer in layers]
+        part.layers = [
+            GrowingLayer.holding(
+                layer._buffer[0][index, :, : context + w], layer._buffer[1][index, :, : context + w], context
+            )
+            for layer in layers
+        ]
         out = model(
             input_ids=input_ids[index, width - w :],
             attention_mask=torch.cat([attention[index, :context], attention[index, context + width - w :]], dim=-1),
@@ -308,7 +352,10 @@ def _prefill(model, cache, input_ids: torch.Tensor, attention: torch.Tensor, pos
             layer._buffer[0][index, :, context + width - w : context + width] = piece.keys[:, :, context:]
             layer._buffer[1][index, :, context + width - w : context + width] = piece.values[:, :, context:]
     for layer in layers:
-        layer.keys, layer.values = layer._buffer[0][..., : context + width, :], layer._buffer[1][..., : context + width, :]
+        layer.keys, layer.values = (
+            layer._buffer[0][..., : context + width, :],
+            layer._buffer[1][..., : context + width, :],
+        )
     return logits
 
 
@@ -389,7 +436,9 @@ def sample(
             cache.batch_select_indices(keep)
         attention = torch.cat([attention, torch.ones_like(attention[:, :1])], dim=-1)
         positions = positions[:, -1:] + 1
-        logits = model(input_ids=token[:, None], attention_mask=attention, position_ids=positions, past_key_values=cache).logits[:, -1]
+        logits = model(
+            input_ids=token[:, None], attention_mask=attention, position_ids=positions, past_key_values=cache
+        ).logits[:, -1]
     return list(zip(tokens, logps))
 
 
@@ -402,7 +451,9 @@ def _remember(prefix_cache: PrefixCache, cache, attention: torch.Tensor, finishe
     for k, ids in finished.items():
         if prefix_cache.fits(len(ids), layers):
             columns = attention[k].nonzero().squeeze(-1)
-            prefix_cache.store(ids, [(a[k : k + 1].index_select(2, columns), b[k : k + 1].index_select(2, columns)) for a, b in layers])
+            prefix_cache.store(
+                ids, [(a[k : k + 1].index_select(2, columns), b[k : k + 1].index_select(2, columns)) for a, b in layers]
+            )
 
 
 def common_prefix_length(prompts: list[list[int]]) -> int:
@@ -426,7 +477,9 @@ def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
 # --- scoring -----------------------------------------------------------------------------
 
 
-def completion_logits(model, prompts: list[list[int]], completions: list[list[int]], *, pad_id: int, share_prefix: bool = True):
+def completion_logits(
+    model, prompts: list[list[int]], completions: list[list[int]], *, pad_id: int, share_prefix: bool = True
+):
     """Logits predicting each completion token: [B, C_max, V], rows right-aligned, plus mask [B, C_max].
 
     Each row is prompt + completion; the prompts' common prefix is run once (batch 1) and its KV
@@ -467,7 +520,9 @@ def completion_logits(model, prompts: list[list[int]], completions: list[list[in
     return out.logits[:, :-1], completion_mask, shared * 1 + sum(len(s) for s in suffixes)
 
 
-def token_logprobs(logits: torch.Tensor, completions: list[list[int]], temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+def token_logprobs(
+    logits: torch.Tensor, completions: list[list[int]], temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """log softmax(logits / T) at each completion token (right-aligned [B, C_max]) and the entropy there."""
     c_max = logits.shape[1]
     targets = torch.zeros(logits.shape[:2], dtype=torch.long, device=logits.device)
@@ -489,7 +544,9 @@ def sequence_logprobs(model, prompts, completions, *, temperature: float, pad_id
 def reference_logprobs(model, prompts, completions, *, temperature: float, pad_id: int, share_prefix: bool = True):
     """`sequence_logprobs` of the frozen reference: the same peft model with its LoRA adapter disabled, no gradient."""
     with torch.no_grad(), model.disable_adapter():
-        return sequence_logprobs(model, prompts, completions, temperature=temperature, pad_id=pad_id, share_prefix=share_prefix)
+        return sequence_logprobs(
+            model, prompts, completions, temperature=temperature, pad_id=pad_id, share_prefix=share_prefix
+        )
 
 
 def right_aligned(rows: list[list[float]], width: int, device) -> torch.Tensor:

@@ -31,7 +31,12 @@ class SkinnyLinear(torch.nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight
-        if torch.is_grad_enabled() or weight.device.type != "cpu" or weight.dtype != torch.float32 or x.dtype != torch.float32:
+        if (
+            torch.is_grad_enabled()
+            or weight.device.type != "cpu"
+            or weight.dtype != torch.float32
+            or x.dtype != torch.float32
+        ):
             return super().forward(x)
         flat = x.reshape(-1, x.shape[-1])
         rows = flat.shape[0]
@@ -61,7 +66,10 @@ def skinny_is_faster(weight: torch.Tensor) -> bool:
         xs = [torch.randn(rows, weight.shape[1], generator=torch.Generator().manual_seed(rows)) for rows in (1, 3, 8)]
         best = {}
         with torch.inference_mode():
-            for name, product in (("linear", lambda x: torch.nn.functional.linear(x, weight)), ("skinny", lambda x: skinny_product(weight, x))):
+            for name, product in (
+                ("linear", lambda x: torch.nn.functional.linear(x, weight)),
+                ("skinny", lambda x: skinny_product(weight, x)),
+            ):
                 product(xs[0])  # warm-up
                 times = []
                 for _ in range(3):

@@ -1,4 +1,5 @@
-"""LoRA adapters (peft) on the embedded default or any causal LM: build, save, load (the one checkpoint format of adapters).
+"""LoRA adapters (peft) on the embedded default or any causal LM: build, save, load (the one checkpoint format of
+adapters).
 
 The learner gets its own copy of the base model (never the process-wide cached one that fixed
 LLM policies share), wrapped by `peft.get_peft_model`; the frozen reference of the KL term is the
@@ -33,7 +34,11 @@ def load_learner(name: str, lora: LoRAConfig, *, device: str = "auto", dtype: st
 
     base, tokenizer = load_causal_lm(name, device=device, dtype=dtype, private=True)
     config = LoraConfig(
-        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules), task_type="CAUSAL_LM"
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        task_type="CAUSAL_LM",
     )
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)  # LoRA's A init draws from the global generator; keep it seeded and restore it
@@ -61,7 +66,8 @@ def load_adapter_state(model, state: dict) -> None:
 
 
 def save_adapter(model, folder: str | Path) -> None:
-    """peft's adapter folder (adapter_config.json + adapter_model.safetensors), loadable with PeftModel.from_pretrained."""
+    """peft's adapter folder (adapter_config.json + adapter_model.safetensors), loadable with
+    PeftModel.from_pretrained."""
     model.save_pretrained(str(folder))
 
 

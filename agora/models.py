@@ -122,7 +122,9 @@ def pick_dtype(dtype: str, device: str):
     return getattr(torch, dtype)
 
 
-def load_causal_lm(name: str = EMBEDDED, *, device: str = "auto", dtype: str = "auto", private: bool = False) -> tuple[Any, Any]:
+def load_causal_lm(
+    name: str = EMBEDDED, *, device: str = "auto", dtype: str = "auto", private: bool = False
+) -> tuple[Any, Any]:
     """(model, tokenizer) for `name`, in eval mode. Shared by every caller in the process that asks for the
     same one, unless `private`: then a copy of its own (a learner whose weights a trainer changes)."""
     device = pick_device(device)
@@ -148,7 +150,9 @@ def load_causal_lm(name: str = EMBEDDED, *, device: str = "auto", dtype: str = "
         if device == "cpu":
             from agora.kernels import use_skinny_linears
 
-            use_skinny_linears(model)  # few-row inference products at memory bandwidth (agora/kernels.py); training keeps PyTorch's
+            use_skinny_linears(
+                model
+            )  # few-row inference products at memory bandwidth (agora/kernels.py); training keeps PyTorch's
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         if not private:

@@ -32,7 +32,9 @@ class ActResponse:
     completion_ids: list[int] | None = None
     logprobs: list[float] | None = None  # log pi(token) under the sampling distribution, one per completion token
     prompt_text: str | None = None  # the prompt as the model saw it (chat template applied)
-    temperature: float | None = None  # learnable policies: the sampling temperature `logprobs` are under (trainers read it)
+    temperature: float | None = (
+        None  # learnable policies: the sampling temperature `logprobs` are under (trainers read it)
+    )
 
 
 @dataclass
@@ -57,8 +59,12 @@ class Policy(ABC):
     expensive: ClassVar[bool] = False  # model-backed: the engine calls it once per tick with every pending turn
     uses_text: ClassVar[bool] = False  # reads the world's prompt and answers in text (else acts on the observation)
     interactive: ClassVar[bool] = False  # reads the terminal (a person): the CLI draws no live progress bar
-    world: ClassVar[str | None] = None  # plug-ins: the one world this policy plays (scripted baselines), or None for any
-    seats: ClassVar[str] = "*"  # glob of the seats it can play in its world (e.g. "planner"); scenario files are checked against it
+    world: ClassVar[str | None] = (
+        None  # plug-ins: the one world this policy plays (scripted baselines), or None for any
+    )
+    seats: ClassVar[str] = (
+        "*"  # glob of the seats it can play in its world (e.g. "planner"); scenario files are checked against it
+    )
 
     def __init__(self, config: PolicyConfig, *, seed: int):
         self.config = config

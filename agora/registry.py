@@ -41,7 +41,10 @@ class Entry:
         except Exception as exc:
             if self.origin == ORIGIN:
                 raise
-            raise AgoraError(f"the plug-in '{self.name}' from {self.origin} ({self.target}) cannot be loaded: {type(exc).__name__}: {exc}") from None
+            raise AgoraError(
+                f"the plug-in '{self.name}' from {self.origin} ({self.target}) cannot be loaded: "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
 
     @property
     def summary(self) -> str:
@@ -52,7 +55,8 @@ class Entry:
 
     @property
     def config(self) -> type[BaseModel]:
-        """The pydantic model of this entry's parameters: the class's `Config` (worlds, agents, trainers, campaign kinds)."""
+        """The pydantic model of this entry's parameters: the class's `Config` (worlds, agents, trainers, campaign
+        kinds)."""
         return self.load().Config
 
 
@@ -92,7 +96,8 @@ class Registry:
         found = [e for e in usable if e.name == name]
         if len(found) > 1:
             raise ScenarioError(
-                f"{len(found)} registered {self.kind}s are named '{name}' (from {', '.join(e.origin for e in found)})", path=path,
+                f"{len(found)} registered {self.kind}s are named '{name}' (from {', '.join(e.origin for e in found)})",
+                path=path,
                 hint="uninstall one of the plug-ins, or ask its authors to rename it",
             )
         if found:
@@ -109,12 +114,35 @@ class Registry:
 WORLDS = Registry(
     "world",
     [
-        Entry("negotiation", "worlds.negotiation:raw_env", "Multi-issue bargaining over an item pool (Deal or No Deal)."),
-        Entry("economy", "worlds.economy:parallel_env", "LLM Economist: a tax planner over N workers choosing labor (Parallel)."),
-        Entry("werewolf", "worlds.werewolf:raw_env", "Social deduction: hidden roles, night actions, free-text discussion, plurality votes."),
-        Entry("matrix", "worlds.matrix:parallel_env", "Repeated normal-form games (RPS, matching pennies, prisoner's dilemma, custom)."),
-        Entry("online_learning", "worlds.online_learning:raw_env", "Online learning with full information: play a distribution, see the loss vector; external regret (arXiv 2403.16843)."),
-        Entry("deferral", "worlds.deferral:raw_env", "A team answers problems over rounds; each agent may EVAL a peer, CREATE or DEFER to an expert (HILA)."),
+        Entry(
+            "negotiation", "worlds.negotiation:raw_env", "Multi-issue bargaining over an item pool (Deal or No Deal)."
+        ),
+        Entry(
+            "economy",
+            "worlds.economy:parallel_env",
+            "LLM Economist: a tax planner over N workers choosing labor (Parallel).",
+        ),
+        Entry(
+            "werewolf",
+            "worlds.werewolf:raw_env",
+            "Social deduction: hidden roles, night actions, free-text discussion, plurality votes.",
+        ),
+        Entry(
+            "matrix",
+            "worlds.matrix:parallel_env",
+            "Repeated normal-form games (RPS, matching pennies, prisoner's dilemma, custom).",
+        ),
+        Entry(
+            "online_learning",
+            "worlds.online_learning:raw_env",
+            "Online learning with full information: play a distribution, see the loss vector; external regret "
+            "(arXiv 2403.16843).",
+        ),
+        Entry(
+            "deferral",
+            "worlds.deferral:raw_env",
+            "A team answers problems over rounds; each agent may EVAL a peer, CREATE or DEFER to an expert (HILA).",
+        ),
     ],
     group="agora.worlds",
 )
@@ -123,30 +151,143 @@ AGENTS = Registry(
     "agent",
     [
         Entry("llm", "agents.llm:LLMPolicy", "A Hugging Face causal LM (embedded default SmolLM2-135M-Instruct)."),
-        Entry("human", "agents.human:HumanPolicy", "A person at the terminal: sees the world's prompt, types the reply."),
-        Entry("greedy", "agents.scripted.negotiation:GreedyNegotiator", "Demands its best items; accepts only high offers.", world="negotiation"),
-        Entry("fair", "agents.scripted.negotiation:FairNegotiator", "Proposes and accepts about half of its own value.", world="negotiation"),
-        Entry("random", "agents.scripted.negotiation:RandomNegotiator", "Random legal actions (a sanity baseline).", world="negotiation"),
-        Entry("rule_based", "agents.scripted.werewolf:RuleBasedPlayer", "Seer claims its finds, village follows the seer, wolves fake-claim and vote together.", world="werewolf"),
-        Entry("random", "agents.scripted.werewolf:RandomPlayer", "Uniformly random legal targets (a sanity baseline).", world="werewolf"),
-        Entry("latent", "agents.latent:LatentPolicy", "LSPO: day statements from latent strategies drawn from a solved latent game; night actions and votes by rule.", world="werewolf"),
-        Entry("mixed", "agents.scripted.matrix:MixedStrategy", "A fixed mixed strategy (uniform by default).", world="matrix"),
-        Entry("tit_for_tat", "agents.scripted.matrix:TitForTat", "Opens with one action, then copies the opponent.", world="matrix"),
-        Entry("tabular", "agents.scripted.matrix:TabularSoftmax", "A learnable stationary strategy softmax(θ) (trained by PSRO's train oracle).", world="matrix"),
-        Entry("hedge", "agents.scripted.matrix:Hedge", "Hedge (multiplicative weights) on the known payoff table: a no-regret learner.", world="matrix"),
-        Entry("hedge", "agents.scripted.online_learning:Hedge", "Hedge (multiplicative weights) on the revealed losses: a no-regret learner.", world="online_learning"),
-        Entry("ftl", "agents.scripted.online_learning:FollowTheLeader", "Follow-the-leader: all mass on the least total loss so far.", world="online_learning"),
-        Entry("uniform", "agents.scripted.online_learning:Uniform", "The uniform distribution every round.", world="online_learning"),
-        Entry("best_response", "agents.scripted.economy:BestResponseWorker", "Worker: the exact utility-maximising hours under the schedule.", world="economy"),
-        Entry("saez", "agents.scripted.economy:SaezPlanner", "Planner: Saez optimal rates for the population (40 h reference).", world="economy"),
-        Entry("us_federal", "agents.scripted.economy:FederalPlanner", "Planner: the 2024 US federal marginal rates.", world="economy"),
+        Entry(
+            "human", "agents.human:HumanPolicy", "A person at the terminal: sees the world's prompt, types the reply."
+        ),
+        Entry(
+            "greedy",
+            "agents.scripted.negotiation:GreedyNegotiator",
+            "Demands its best items; accepts only high offers.",
+            world="negotiation",
+        ),
+        Entry(
+            "fair",
+            "agents.scripted.negotiation:FairNegotiator",
+            "Proposes and accepts about half of its own value.",
+            world="negotiation",
+        ),
+        Entry(
+            "random",
+            "agents.scripted.negotiation:RandomNegotiator",
+            "Random legal actions (a sanity baseline).",
+            world="negotiation",
+        ),
+        Entry(
+            "rule_based",
+            "agents.scripted.werewolf:RuleBasedPlayer",
+            "Seer claims its finds, village follows the seer, wolves fake-claim and vote together.",
+            world="werewolf",
+        ),
+        Entry(
+            "random",
+            "agents.scripted.werewolf:RandomPlayer",
+            "Uniformly random legal targets (a sanity baseline).",
+            world="werewolf",
+        ),
+        Entry(
+            "latent",
+            "agents.latent:LatentPolicy",
+            "LSPO: day statements from latent strategies drawn from a solved latent game; night actions and votes "
+            "by rule.",
+            world="werewolf",
+        ),
+        Entry(
+            "mixed",
+            "agents.scripted.matrix:MixedStrategy",
+            "A fixed mixed strategy (uniform by default).",
+            world="matrix",
+        ),
+        Entry(
+            "tit_for_tat",
+            "agents.scripted.matrix:TitForTat",
+            "Opens with one action, then copies the opponent.",
+            world="matrix",
+        ),
+        Entry(
+            "tabular",
+            "agents.scripted.matrix:TabularSoftmax",
+            "A learnable stationary strategy softmax(θ) (trained by PSRO's train oracle).",
+            world="matrix",
+        ),
+        Entry(
+            "hedge",
+            "agents.scripted.matrix:Hedge",
+            "Hedge (multiplicative weights) on the known payoff table: a no-regret learner.",
+            world="matrix",
+        ),
+        Entry(
+            "hedge",
+            "agents.scripted.online_learning:Hedge",
+            "Hedge (multiplicative weights) on the revealed losses: a no-regret learner.",
+            world="online_learning",
+        ),
+        Entry(
+            "ftl",
+            "agents.scripted.online_learning:FollowTheLeader",
+            "Follow-the-leader: all mass on the least total loss so far.",
+            world="online_learning",
+        ),
+        Entry(
+            "uniform",
+            "agents.scripted.online_learning:Uniform",
+            "The uniform distribution every round.",
+            world="online_learning",
+        ),
+        Entry(
+            "best_response",
+            "agents.scripted.economy:BestResponseWorker",
+            "Worker: the exact utility-maximising hours under the schedule.",
+            world="economy",
+        ),
+        Entry(
+            "saez",
+            "agents.scripted.economy:SaezPlanner",
+            "Planner: Saez optimal rates for the population (40 h reference).",
+            world="economy",
+        ),
+        Entry(
+            "us_federal",
+            "agents.scripted.economy:FederalPlanner",
+            "Planner: the 2024 US federal marginal rates.",
+            world="economy",
+        ),
         Entry("flat", "agents.scripted.economy:FlatPlanner", "Planner: one rate for every bracket.", world="economy"),
-        Entry("hill_climbing", "agents.scripted.economy:HillClimbingPlanner", "Planner: coordinate hill climbing on the period SWF with +-10-point moves.", world="economy"),
-        Entry("never_defer", "agents.scripted.deferral:NeverDefer", "Team baseline: follows the majority, never defers.", world="deferral"),
-        Entry("always_defer", "agents.scripted.deferral:AlwaysDefer", "Team baseline: defers every round.", world="deferral"),
-        Entry("defer_when_disagree", "agents.scripted.deferral:DeferWhenDisagree", "Team baseline: defers unless the team agrees.", world="deferral"),
-        Entry("oracle", "agents.scripted.deferral:Oracle", "Team upper bound: adopts a right answer, else defers (needs oracle_observations).", world="deferral"),
-        Entry("simulated", "agents.scripted.deferral:SimulatedExpert", "Expert: right with a per-difficulty accuracy, may explain.", world="deferral"),
+        Entry(
+            "hill_climbing",
+            "agents.scripted.economy:HillClimbingPlanner",
+            "Planner: coordinate hill climbing on the period SWF with +-10-point moves.",
+            world="economy",
+        ),
+        Entry(
+            "never_defer",
+            "agents.scripted.deferral:NeverDefer",
+            "Team baseline: follows the majority, never defers.",
+            world="deferral",
+        ),
+        Entry(
+            "always_defer",
+            "agents.scripted.deferral:AlwaysDefer",
+            "Team baseline: defers every round.",
+            world="deferral",
+        ),
+        Entry(
+            "defer_when_disagree",
+            "agents.scripted.deferral:DeferWhenDisagree",
+            "Team baseline: defers unless the team agrees.",
+            world="deferral",
+        ),
+        Entry(
+            "oracle",
+            "agents.scripted.deferral:Oracle",
+            "Team upper bound: adopts a right answer, else defers (needs oracle_observations).",
+            world="deferral",
+        ),
+        Entry(
+            "simulated",
+            "agents.scripted.deferral:SimulatedExpert",
+            "Expert: right with a per-difficulty accuracy, may explain.",
+            world="deferral",
+        ),
     ],
     group="agora.agents",
 )
@@ -154,9 +295,21 @@ AGENTS = Registry(
 TRAINERS = Registry(
     "trainer",
     [
-        Entry("grpo", "trainers.grpo:GRPOTrainer", "Clipped policy gradient with group-relative advantages (GRPO; GiGPO with estimator: gigpo), LoRA."),
-        Entry("preference", "trainers.preference:PreferenceTrainer", "DPO / IPO / KTO on pairs or labels built from each group's best and worst trajectories, LoRA."),
-        Entry("inpo", "trainers.inpo:INPOTrainer", "INPO self-play preference optimisation: square loss on judge-labelled on-policy pairs of each group, LoRA."),
+        Entry(
+            "grpo",
+            "trainers.grpo:GRPOTrainer",
+            "Clipped policy gradient with group-relative advantages (GRPO; GiGPO with estimator: gigpo), LoRA.",
+        ),
+        Entry(
+            "preference",
+            "trainers.preference:PreferenceTrainer",
+            "DPO / IPO / KTO on pairs or labels built from each group's best and worst trajectories, LoRA.",
+        ),
+        Entry(
+            "inpo",
+            "trainers.inpo:INPOTrainer",
+            "INPO self-play preference optimisation: square loss on judge-labelled on-policy pairs per group, LoRA.",
+        ),
     ],
     group="agora.trainers",
 )
@@ -164,9 +317,23 @@ TRAINERS = Registry(
 CAMPAIGNS = Registry(
     "campaign kind",
     [
-        Entry("train", "campaigns.train:TrainCampaign", "An LLM with LoRA trained by a trainer (GRPO, DPO/KTO, INPO) against fixed opponents or a league of its snapshots."),
-        Entry("psro", "campaigns.psro:PSROCampaign", "PSRO on the matrix world: payoffs by rollouts, a meta-solver, best responses (exact or trained tabular) added per iteration."),
-        Entry("lspo", "campaigns.lspo:LSPOCampaign", "LSPO on werewolf: LLM candidates -> k-means latent strategies -> CFR on the latent game -> DPO."),
+        Entry(
+            "train",
+            "campaigns.train:TrainCampaign",
+            "An LLM with LoRA trained by a trainer (GRPO, DPO/KTO, INPO) against fixed opponents or a league of its "
+            "snapshots.",
+        ),
+        Entry(
+            "psro",
+            "campaigns.psro:PSROCampaign",
+            "PSRO on the matrix world: payoffs by rollouts, a meta-solver, best responses (exact or trained "
+            "tabular) added per iteration.",
+        ),
+        Entry(
+            "lspo",
+            "campaigns.lspo:LSPOCampaign",
+            "LSPO on werewolf: LLM candidates -> k-means latent strategies -> CFR on the latent game -> DPO.",
+        ),
     ],
     group="agora.campaigns",
     listing="agora trainers",

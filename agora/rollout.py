@@ -100,7 +100,9 @@ class _Slot:
                     self._step_parallel()
             observations = {a: self.observations[a] for a in agents}
         else:
-            while world.agents and (world.terminations[world.agent_selection] or world.truncations[world.agent_selection]):
+            while world.agents and (
+                world.terminations[world.agent_selection] or world.truncations[world.agent_selection]
+            ):
                 world.step(None)  # PettingZoo: finished agents are stepped out with None
             if self.done:
                 return []
@@ -165,7 +167,9 @@ class Rollout:
         self.episodes: list[Episode] = []  # finished episodes, in the order they finished
         self.seconds = 0.0
 
-    def run(self, episodes: int, *, first_index: int = 0, on_episode: Callable[[Episode], None] | None = None) -> list[Episode]:
+    def run(
+        self, episodes: int, *, first_index: int = 0, on_episode: Callable[[Episode], None] | None = None
+    ) -> list[Episode]:
         """Play `episodes` episodes (indices first_index...), return them sorted by index."""
         start, done = time.perf_counter(), len(self.episodes)
         todo = iter(range(first_index, first_index + episodes))
@@ -179,7 +183,9 @@ class Rollout:
         try:
             while True:
                 while len(active) < self.concurrency and (index := next(todo, None)) is not None:
-                    active.append(_Slot(self.make_world(), index, self.episode_seed(index), self.policy_ids, self.text_seats))
+                    active.append(
+                        _Slot(self.make_world(), index, self.episode_seed(index), self.policy_ids, self.text_seats)
+                    )
                 if not active:
                     break
                 self._tick(active)

@@ -33,7 +33,9 @@ class RunResult:
     report: Report | None = None  # the world's end-of-run report (figures, tables, series)
 
 
-def build_policies(scenario: ResolvedScenario, *, skip: Sequence[str] = (), seed: int | None = None) -> dict[str, Policy]:
+def build_policies(
+    scenario: ResolvedScenario, *, skip: Sequence[str] = (), seed: int | None = None
+) -> dict[str, Policy]:
     """One policy per seat but those in `skip`, seeded from `seed` (default the scenario's) and the seat's key;
     seats with identical specs share one instance (and one batched call)."""
     root = scenario.spec.seed if seed is None else seed

@@ -37,7 +37,9 @@ class TrackingSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool = Field(True, description="record the run in MLflow")
     experiment: str | None = Field(None, description="MLflow experiment name (default: the scenario name)")
-    uri: str | None = Field(None, description="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the embedded store)")
+    uri: str | None = Field(
+        None, description="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the embedded store)"
+    )
 
 
 class Scenario(BaseModel):
@@ -49,7 +51,9 @@ class Scenario(BaseModel):
     episodes: int = Field(ge=1, le=10_000_000, description="number of episodes to play")
     seed: int = Field(0, ge=0, description="root seed: every episode seed and sampler seed derives from it")
     concurrency: int = Field(8, ge=1, le=4096, description="episodes stepped together (LLM turns batched across them)")
-    max_retries: int = Field(1, ge=0, le=10, description="re-prompts after unparseable agent text, before a fallback action")
+    max_retries: int = Field(
+        1, ge=0, le=10, description="re-prompts after unparseable agent text, before a fallback action"
+    )
     tracking: TrackingSpec = TrackingSpec()
 
 
@@ -88,7 +92,8 @@ class ResolvedScenario(WorldFile):
         out = self.spec.model_dump(exclude={"world", "agents"})
         out["world"] = self.world_json()
         out["agents"] = {
-            name: {"policy": seat.entry.name, **seat.config.model_dump(mode="json")} for name, seat in self.seats.items()
+            name: {"policy": seat.entry.name, **seat.config.model_dump(mode="json")}
+            for name, seat in self.seats.items()
         }
         return out
 
@@ -110,11 +115,15 @@ def read_mapping(path: str | Path, *, hint: str) -> tuple[dict[str, Any], str, s
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ScenarioError(f"invalid YAML: {where}{problem}", file=file, hint="check indentation and quoting near that line") from None
+        raise ScenarioError(
+            f"invalid YAML: {where}{problem}", file=file, hint="check indentation and quoting near that line"
+        ) from None
     if data is None:
         raise ScenarioError("the file is empty", file=file, hint=hint)
     if not isinstance(data, dict):
-        raise ScenarioError(f"expected a mapping of keys at the top level, got {type(data).__name__}", file=file, hint=hint)
+        raise ScenarioError(
+            f"expected a mapping of keys at the top level, got {type(data).__name__}", file=file, hint=hint
+        )
     return data, text, file
 
 
@@ -127,8 +136,11 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
     """Read, parse and validate a scenario file. `overrides` replace top-level keys (CLI flags)."""
     data, text, file = read_mapping(path, hint="copy one of the files in scenarios/ to start from")
     if is_campaign(data):
-        raise ScenarioError("this is a campaign file (it has `trainer:` or `kind:`), not a scenario", file=file,
-                            hint=f"train it with `agora train {file}`")
+        raise ScenarioError(
+            "this is a campaign file (it has `trainer:` or `kind:`), not a scenario",
+            file=file,
+            hint=f"train it with `agora train {file}`",
+        )
     data.update(overrides or {})
     return resolve_scenario(data, source=file, text=text)
 
@@ -168,11 +180,16 @@ def _match_seats(spec: Scenario, world_entry: Entry, world_config: BaseModel, fi
         if key not in built:
             agent_spec = spec.agents[key]
             entry = AGENTS.get(agent_spec.policy, world=world_entry.name, path=f"agents.{key}.policy")
-            built[key] = (entry, validate_model(entry.config, agent_spec.model_extra or {}, prefix=f"agents.{key}", file=file))
+            built[key] = (
+                entry,
+                validate_model(entry.config, agent_spec.model_extra or {}, prefix=f"agents.{key}", file=file),
+            )
         entry = built[key][0]
         if not fnmatch.fnmatch(agent, plays := entry.load().seats):
             raise ScenarioError(
-                f"policy '{entry.name}' plays the seats '{plays}', not '{agent}'", file=file, path=f"agents.{key}.policy",
+                f"policy '{entry.name}' plays the seats '{plays}', not '{agent}'",
+                file=file,
+                path=f"agents.{key}.policy",
                 hint=f"run `agora agents --world {world_entry.name}` to see which agents play which seats",
             )
         seats[agent] = Seat(agent, key, *built[key])

@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
 from agora.errors import AgoraError
 from agora.interrupts import uninterrupted
+from mlflow import MlflowClient
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)  # no schema-migration chatter in users' terminals
 logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -116,7 +116,9 @@ class Tracker:
             raise AgoraError(f"cannot open the MLflow store at {self.uri}: {exc}") from None
         self._metrics: list[Metric] = []
         self._last_flush = time.monotonic()
-        self._logged_up_to: dict[str, int | None] | None = None  # attached runs: first key of a batch -> last step logged before
+        self._logged_up_to: dict[str, int | None] | None = (
+            None  # attached runs: first key of a batch -> last step logged before
+        )
 
     def log_params(self, params: dict[str, Any]) -> None:
         items = [Param(k, v) for k, v in flatten(params).items()]

@@ -56,7 +56,11 @@ def sample_temperature(temperatures: Iterable[float | None]) -> float:
     before the first update, so a batch that mixes temperatures, or has none recorded, is refused."""
     found = set(temperatures)
     if None in found or not found:
-        raise ValueError("samples without a recorded sampling temperature: only an LLM policy's own steps can be trained on")
+        raise ValueError(
+            "samples without a recorded sampling temperature: only an LLM policy's own steps can be trained on"
+        )
     if len(found) > 1:
-        raise ValueError(f"samples drawn at different temperatures {sorted(found)}: train on one sampler setting per batch")
+        raise ValueError(
+            f"samples drawn at different temperatures {sorted(found)}: train on one sampler setting per batch"
+        )
     return found.pop()

@@ -28,7 +28,9 @@ class Step:
     failed_attempts: list[dict[str, str]] = field(default_factory=list)  # {"text", "error"} per unparseable reply
     fallback: bool = False  # True when `action` is the world's fallback, not the agent's choice
     observation: Any = None  # the world's structured observation (JSON), e.g. for anchor-state grouping
-    temperature: float | None = None  # the sampling temperature of `logprobs` (learnable policies): trainers recompute at it
+    temperature: float | None = (
+        None  # the sampling temperature of `logprobs` (learnable policies): trainers recompute at it
+    )
 
 
 @dataclass

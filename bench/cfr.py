@@ -38,7 +38,10 @@ def main() -> None:
     parser.add_argument("--kuhn-iterations", type=int, default=2000)
     parser.add_argument("--leduc-iterations", type=int, default=50)
     args = parser.parse_args()
-    for name, build, iterations in [("kuhn_poker", kuhn_poker, args.kuhn_iterations), ("leduc_poker", leduc_poker, args.leduc_iterations)]:
+    for name, build, iterations in [
+        ("kuhn_poker", kuhn_poker, args.kuhn_iterations),
+        ("leduc_poker", leduc_poker, args.leduc_iterations),
+    ]:
         game, os_game = build(), pyspiel.load_game(name)
         for variant, ours_cls, cpp_cls, py_cls in [
             ("CFR", CFRSolver, pyspiel.CFRSolver, os_cfr.CFRSolver),
@@ -53,7 +56,8 @@ def main() -> None:
             nc_py = os_exploitability.nash_conv(os_game, py.average_policy())
             print(
                 f"{name} {variant} ({iterations + 1} it): agora {r_ours:.1f} it/s | openspiel C++ {r_cpp:.1f} it/s | "
-                f"openspiel Python {r_py:.1f} it/s | agora/C++ = {r_ours / r_cpp:.3f} | agora/Python = {r_ours / r_py:.2f} | "
+                f"openspiel Python {r_py:.1f} it/s | agora/C++ = {r_ours / r_cpp:.3f} | agora/Python = "
+                f"{r_ours / r_py:.2f} | "
                 f"NashConv agora {nc_ours:.5f} C++ {nc_cpp:.5f} Python {nc_py:.5f}",
                 flush=True,
             )

@@ -66,7 +66,9 @@ def main() -> None:
     tracker = Tracker(None, "deferral", "deferral-baselines", {"agora.world": "deferral", "agora.seed": str(args.seed)})
     tracker.log_params({"episodes": args.episodes, "seed": args.seed, "baselines": ",".join(BASELINES)})
     tracker.log_metrics({f"baseline/{r['name']}/{c}": r[c] for r in rows for c in columns}, step=0)
-    tracker.log_table({"baseline": [r["name"] for r in rows], **{c: [r[c] for r in rows] for c in columns}}, "deferral/baselines.json")
+    tracker.log_table(
+        {"baseline": [r["name"] for r in rows], **{c: [r[c] for r in rows] for c in columns}}, "deferral/baselines.json"
+    )
     tracker.log_figure(tradeoff_figure(rows), "deferral/accuracy_vs_cost.png")
     tracker.end()
     print(f"MLflow run {tracker.run_id} in {tracker.uri}")

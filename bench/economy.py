@@ -49,13 +49,17 @@ def report(title: str, rows: list[tuple[int, float, int]], extra: dict[int, str]
         print(f"{n:>7}{steps:>7}{seconds / steps:>10.4f}{1e3 * seconds / steps / n:>16.4f}{note}")
     (n0, s0, k0), (n1, s1, k1) = rows[0], rows[-1]
     ratio = (s1 / k1 / n1) / (s0 / k0 / n0)
-    print(f"per-worker cost ratio N={n1} / N={n0}: {ratio:.2f}  ({'flat' if ratio <= 1.5 else 'NOT flat'}: limit 1.5)\n")
+    print(
+        f"per-worker cost ratio N={n1} / N={n0}: {ratio:.2f}  ({'flat' if ratio <= 1.5 else 'NOT flat'}: limit 1.5)\n"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=10, help="steps per scripted episode")
-    parser.add_argument("--repeats", type=int, default=3, help="episodes per N; the fastest counts (the machine may be shared)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="episodes per N; the fastest counts (the machine may be shared)"
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
     parser.add_argument("--llm-sizes", type=int, nargs="+", default=[4, 8, 16, 32])
     parser.add_argument("--llm-steps", type=int, default=2, help="steps per LLM episode")
@@ -65,16 +69,26 @@ def main() -> None:
     parser.add_argument("--skip-llm", action="store_true")
     args = parser.parse_args()
 
-    worker, planner = BestResponseWorker(BestResponseWorker.Config(), seed=0), HillClimbingPlanner(HillClimbingPlanner.Config(), seed=0)
+    worker, planner = (
+        BestResponseWorker(BestResponseWorker.Config(), seed=0),
+        HillClimbingPlanner(HillClimbingPlanner.Config(), seed=0),
+    )
     play(args.sizes[0], 5, worker, planner)  # warm-up: imports, caches
-    rows = [(n, min(play(n, args.steps, worker, planner)[0] for _ in range(args.repeats)), args.steps) for n in args.sizes]
+    rows = [
+        (n, min(play(n, args.steps, worker, planner)[0] for _ in range(args.repeats)), args.steps) for n in args.sizes
+    ]
     report("scripted workers (best response) + hill-climbing planner, through the rollout engine", rows)
 
     if args.skip_llm:
         return
     from agents.llm import LLMConfig, LLMPolicy
 
-    llm = LLMPolicy(LLMConfig(model=args.model, temperature=0.0, max_new_tokens=args.max_new_tokens, max_batch_size=64, device=args.device), seed=0)
+    llm = LLMPolicy(
+        LLMConfig(
+            model=args.model, temperature=0.0, max_new_tokens=args.max_new_tokens, max_batch_size=64, device=args.device
+        ),
+        seed=0,
+    )
     play(args.llm_sizes[0], 1, llm, planner)  # warm-up
     rows, notes = [], {}
     for n in args.llm_sizes:
@@ -90,7 +104,10 @@ def main() -> None:
         rows.append((n, seconds, args.llm_steps))
     import torch
 
-    title = f"LLM workers ({args.model}, greedy, max_new_tokens {args.max_new_tokens}, device {llm.device}, torch threads {torch.get_num_threads()})"
+    title = (
+        f"LLM workers ({args.model}, greedy, max_new_tokens {args.max_new_tokens}, device {llm.device}, torch "
+        f"threads {torch.get_num_threads()})"
+    )
     report(title + " + hill-climbing planner", rows, notes)
 
 

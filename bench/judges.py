@@ -1,4 +1,5 @@
-"""Judged group rewards on negotiation groups: ArenaRL's tournament vs SPO's round robin, and the LLM judge vs the outcome.
+"""Judged group rewards on negotiation groups: ArenaRL's tournament vs SPO's round robin, and the LLM judge vs the
+outcome.
 
 Groups: `--groups` initial states x `--group-size` rollouts of alice (scripted `random`) against
 `fair`, played by the rollout engine, so that returns differ within a group.
@@ -34,12 +35,20 @@ from trainers.tournament import arena_tournament, judged_groups, spo_win_rates  
 
 def negotiation_groups(groups: int, group_size: int, seed: int = 0):
     scenario = resolve_scenario(
-        {"name": "judges", "world": {"id": "negotiation", "max_turns": 4}, "agents": {"alice": {"policy": "random"}, "bob": {"policy": "fair"}}, "episodes": 1, "seed": seed}
+        {
+            "name": "judges",
+            "world": {"id": "negotiation", "max_turns": 4},
+            "agents": {"alice": {"policy": "random"}, "bob": {"policy": "fair"}},
+            "episodes": 1,
+            "seed": seed,
+        }
     )
     seats = build_fixed_policies(scenario, [], seed)
     ids = {s: scenario.seats[s].entry.name for s in seats}
     seeds = [episode_seed(seed, g) for g in range(groups)]
-    rollout = GroupRollout(scenario.make_world, seats, ids, seed=seed, concurrency=64, seeds=seeds, group_size=group_size)
+    rollout = GroupRollout(
+        scenario.make_world, seats, ids, seed=seed, concurrency=64, seeds=seeds, group_size=group_size
+    )
     return list(judged_groups(rollout.run(groups * group_size), ["alice"]).values())
 
 
@@ -60,9 +69,15 @@ def main() -> None:
             taus.append(kendalltau(arena, spo).statistic)
     g = args.group_size
     print(f"{len(groups)} groups of {g} (alice random vs fair, negotiation max_turns 4); outcome judge")
-    print(f"judge calls: ArenaRL {arena_judge.calls} ({arena_judge.calls / len(groups):.0f}/group = 2G-2), "
-          f"SPO {spo_judge.calls} ({spo_judge.calls / len(groups):.0f}/group = G(G-1)/2); SPO/ArenaRL = {spo_judge.calls / arena_judge.calls:.2f}x")
-    print(f"Kendall tau-b(ArenaRL rank reward, SPO win rate), mean over {len(taus)} groups with distinct returns: {np.mean(taus):.3f} (min {np.min(taus):.3f})")
+    print(
+        f"judge calls: ArenaRL {arena_judge.calls} ({arena_judge.calls / len(groups):.0f}/group = 2G-2), "
+        f"SPO {spo_judge.calls} ({spo_judge.calls / len(groups):.0f}/group = G(G-1)/2); SPO/ArenaRL = "
+        f"{spo_judge.calls / arena_judge.calls:.2f}x"
+    )
+    print(
+        f"Kendall tau-b(ArenaRL rank reward, SPO win rate), mean over {len(taus)} groups with distinct returns: "
+        f"{np.mean(taus):.3f} (min {np.min(taus):.3f})"
+    )
 
     pairs = []
     for group in groups:
@@ -79,16 +94,23 @@ def main() -> None:
     seconds = time.perf_counter() - start
     outcome = OutcomeJudge().compare(pairs)
     agree = np.mean([(pi > 0.5) == (o > 0.5) for pi, o in zip(p, outcome)])
-    print(f"LLM judge ({args.model}) on {len(pairs)} pairs with different returns: agrees with the outcome on {agree:.2f}, "
-          f"mean |P - 1/2| = {np.mean(np.abs(np.array(p) - 0.5)):.3f}, {judge.model_calls} model calls in {seconds:.1f} s "
-          f"({seconds / len(pairs):.2f} s/comparison)")
+    print(
+        f"LLM judge ({args.model}) on {len(pairs)} pairs with different returns: agrees with the outcome on "
+        f"{agree:.2f}, "
+        f"mean |P - 1/2| = {np.mean(np.abs(np.array(p) - 0.5)):.3f}, {judge.model_calls} model calls in "
+        f"{seconds:.1f} s "
+        f"({seconds / len(pairs):.2f} s/comparison)"
+    )
     calls = judge.model_calls
     start = time.perf_counter()
     q = judge.compare([(b, a) for a, b in pairs])
     again = time.perf_counter() - start
     assert np.allclose(np.array(p) + np.array(q), 1.0)
-    print(f"the same pairs reversed: {judge.model_calls - calls} model calls, {judge.cache_hits} cache hits, {again * 1000:.1f} ms; "
-          f"P(a>b) + P(b>a) = 1 on every pair; speed-up {seconds / max(again, 1e-9):.0f}x")
+    print(
+        f"the same pairs reversed: {judge.model_calls - calls} model calls, {judge.cache_hits} cache hits, "
+        f"{again * 1000:.1f} ms; "
+        f"P(a>b) + P(b>a) = 1 on every pair; speed-up {seconds / max(again, 1e-9):.0f}x"
+    )
 
 
 if __name__ == "__main__":

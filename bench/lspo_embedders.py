@@ -61,7 +61,9 @@ STRATEGIES = {
 
 
 def purity(labels: np.ndarray, classes: list[str]) -> float:
-    return sum(Counter(c for c, l in zip(classes, labels) if l == k).most_common(1)[0][1] for k in set(labels.tolist())) / len(classes)
+    return sum(
+        Counter(c for c, l in zip(classes, labels) if l == k).most_common(1)[0][1] for k in set(labels.tolist())
+    ) / len(classes)
 
 
 def main() -> None:
@@ -80,8 +82,10 @@ def main() -> None:
         labels = kmeans_clusters(vectors, len(STRATEGIES), seed=0)[0]
         chance = np.mean([purity(rng.permutation(labels), classes) for _ in range(200)])
         results[name] = float(np.mean(scores))
-        print(f"{name}: {seconds:.2f} s for {len(texts)} texts, dim {vectors.shape[1]}, "
-              f"strategy purity {np.mean(scores):.3f} (min {min(scores):.3f} over 10 seeds; chance {chance:.3f})")
+        print(
+            f"{name}: {seconds:.2f} s for {len(texts)} texts, dim {vectors.shape[1]}, "
+            f"strategy purity {np.mean(scores):.3f} (min {min(scores):.3f} over 10 seeds; chance {chance:.3f})"
+        )
     print(f"purity minilm/policy = {results['minilm'] / results['policy']:.2f}")
 
 

@@ -32,7 +32,10 @@ def plain_loop(make_world, factories: dict, episodes: int, seed: int) -> np.ndar
     U0 = np.zeros((len(names), len(names)))
     for k, row in enumerate(names):
         for l, column in enumerate(names):
-            policies = [factories[row](seed + 2 * (k * len(names) + l)), factories[column](seed + 2 * (k * len(names) + l) + 1)]
+            policies = [
+                factories[row](seed + 2 * (k * len(names) + l)),
+                factories[column](seed + 2 * (k * len(names) + l) + 1),
+            ]
             total = 0.0
             for e in range(episodes):
                 env = make_world()
@@ -56,7 +59,10 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     mixtures = {f"mix{i}": rng.dirichlet(np.ones(3)).tolist() for i in range(args.policies)}
-    factories = {name: (lambda seed, p=p: MixedStrategy(MixedStrategy.Config(probs=p), seed=seed)) for name, p in mixtures.items()}
+    factories = {
+        name: (lambda seed, p=p: MixedStrategy(MixedStrategy.Config(probs=p), seed=seed))
+        for name, p in mixtures.items()
+    }
     make = lambda: parallel_env(game="rock_paper_scissors", rounds=args.rounds)  # noqa: E731
 
     start = time.perf_counter()
@@ -68,10 +74,17 @@ def main() -> None:
 
     n = args.policies
     cells, rounds = n * n * args.episodes, n * n * args.episodes * args.rounds
-    # a round's payoff has variance ≤ 1, so a cell's mean return has se ≤ sqrt(rounds/episodes); the difference of two: ×√2
+    # a round's payoff has variance ≤ 1, so a cell's mean return has se ≤ sqrt(rounds/episodes); the difference of two:
+    # ×√2
     se = np.sqrt(2 * args.rounds / args.episodes)
-    print(f"{n}x{n} payoff matrix, {args.episodes} episodes/cell x {args.rounds} rounds ({cells} episodes, {rounds} joint moves)")
-    print(f"agora rollout engine: {t_agora:.2f} s | plain PettingZoo loop: {t_plain:.2f} s | agora/plain time = {t_agora / t_plain:.2f}")
+    print(
+        f"{n}x{n} payoff matrix, {args.episodes} episodes/cell x {args.rounds} rounds ({cells} episodes, {rounds} "
+        "joint moves)"
+    )
+    print(
+        f"agora rollout engine: {t_agora:.2f} s | plain PettingZoo loop: {t_plain:.2f} s | agora/plain time = "
+        f"{t_agora / t_plain:.2f}"
+    )
     print(f"max |U_agora - U_plain| = {np.abs(U_agora - U_plain).max():.2f} (difference-of-means se bound {se:.2f})")
 
 

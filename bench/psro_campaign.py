@@ -32,15 +32,27 @@ def main() -> None:
         final = {}
         for oracle in ("exact", "train"):
             with tempfile.TemporaryDirectory() as tmp:
-                overrides = {"meta_solver": solver, "oracle.id": oracle, "iterations": args.iterations, "threshold": args.threshold, "checkpoint.dir": tmp}
+                overrides = {
+                    "meta_solver": solver,
+                    "oracle.id": oracle,
+                    "iterations": args.iterations,
+                    "threshold": args.threshold,
+                    "checkpoint.dir": tmp,
+                }
                 start = time.perf_counter()
                 result = run_psro_campaign(load_campaign(FILE, overrides), track=False)
                 seconds = time.perf_counter() - start
             curve = " -> ".join(f"{h['pop/exploitability']:.4f}" for h in result.history)
             final[oracle] = (result.history[-1]["pop/exploitability"], seconds)
-            print(f"{solver:10s} {oracle:5s} oracle: exploitability {curve} | stopped on {result.stop_reason} | {seconds:.1f} s")
+            print(
+                f"{solver:10s} {oracle:5s} oracle: exploitability {curve} | stopped on {result.stop_reason} | "
+                f"{seconds:.1f} s"
+            )
         (e_exact, t_exact), (e_train, t_train) = final["exact"], final["train"]
-        print(f"{solver:10s} train/exact: final exploitability {e_train:.4f} / {e_exact:.4f}, time x{t_train / t_exact:.1f}")
+        print(
+            f"{solver:10s} train/exact: final exploitability {e_train:.4f} / {e_exact:.4f}, time "
+            f"x{t_train / t_exact:.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -25,9 +25,17 @@ from worlds.matrix import GAMES, parallel_env  # noqa: E402
 def regret(agent, rounds: int) -> float:
     seats = ["player_0", "player_1"]
     opponent = MixedStrategy(MixedStrategy.Config(probs=[0.2, 0.6, 0.2]), seed=1)
-    rollout = Rollout(lambda: parallel_env(rounds=rounds), {seats[0]: agent, seats[1]: opponent}, {s: s for s in seats}, seed=0, record_observations=False)
+    rollout = Rollout(
+        lambda: parallel_env(rounds=rounds),
+        {seats[0]: agent, seats[1]: opponent},
+        {s: s for s in seats},
+        seed=0,
+        record_observations=False,
+    )
     (episode,) = rollout.run(1)
-    return repeated_game_regret(np.asarray(GAMES["rock_paper_scissors"][1], dtype=float), episode_history(episode, seats), seat=0)
+    return repeated_game_regret(
+        np.asarray(GAMES["rock_paper_scissors"][1], dtype=float), episode_history(episode, seats), seat=0
+    )
 
 
 def main() -> None:
@@ -37,7 +45,10 @@ def main() -> None:
     for T in args.rounds:
         hedge = regret(Hedge(Hedge.Config(seat=0), seed=2), T)
         fixed = regret(MixedStrategy(MixedStrategy.Config(probs=[1, 0, 0]), seed=2), T)
-        print(f"T={T}: hedge Reg_T {hedge:.1f} (Reg_T/T {hedge / T:.3f}) | fixed rock Reg_T {fixed:.1f} (Reg_T/T {fixed / T:.3f}) | fixed/hedge = {fixed / max(hedge, 1e-9):.1f}")
+        print(
+            f"T={T}: hedge Reg_T {hedge:.1f} (Reg_T/T {hedge / T:.3f}) | fixed rock Reg_T {fixed:.1f} (Reg_T/T "
+            f"{fixed / T:.3f}) | fixed/hedge = {fixed / max(hedge, 1e-9):.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ the transcripts are identical. Sequential baselines:
 - `agora`: Agora's own sampler once per turn, with its prefix KV cache (isolates the gain that
   batching across episodes brings on top of everything else).
 
-    .venv/bin/python bench/rollout.py [--episodes 16] [--concurrency 8] [--max-new-tokens 48] [--baseline generate|agora|both] [--dtype auto|float32|bfloat16]
+    .venv/bin/python bench/rollout.py [--episodes 16] [--concurrency 8] [--max-new-tokens 48] [--baseline
+    generate|agora|both] [--dtype auto|float32|bfloat16]
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def hf_generate(policy, request: ActRequest):
         max_new_tokens=policy.config.max_new_tokens,
         eos_token_id=sorted(policy.stop_ids),
         pad_token_id=policy.tokenizer.pad_token_id,
-    )[0, ids.shape[1]:].tolist()
+    )[0, ids.shape[1] :].tolist()
     return policy.tokenizer.decode(out, skip_special_tokens=True).strip(), len(out)
 
 
@@ -74,7 +75,9 @@ def sequential(scenario, policies, episodes: int, max_retries: int, generate):
                 continue
             messages = [{"role": "user", "content": world.prompt(agent, obs)}]
             for attempt in range(max_retries + 1):
-                request = ActRequest(index, agent, obs, messages, world.action_space(agent), demonstration(world, agent))
+                request = ActRequest(
+                    index, agent, obs, messages, world.action_space(agent), demonstration(world, agent)
+                )
                 if not policies[agent].expensive:  # scripted seat: acts on the observation
                     response = policies[agent].act([request])[0]
                     action, text = response.action, response.text
@@ -85,8 +88,11 @@ def sequential(scenario, policies, episodes: int, max_retries: int, generate):
                     action = world.parse(agent, text)
                     break
                 except ParseError as error:
-                    messages = [*messages, {"role": "assistant", "content": text},
-                                {"role": "user", "content": RETRY_MESSAGE.format(error=error)}]
+                    messages = [
+                        *messages,
+                        {"role": "assistant", "content": text},
+                        {"role": "user", "content": RETRY_MESSAGE.format(error=error)},
+                    ]
             else:
                 action = world.fallback_action(agent, rng)
             text = text or world.render_action(agent, action)
@@ -103,7 +109,12 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--scenario", type=Path, default=SCENARIO)
     parser.add_argument("--baseline", choices=[*BASELINES, "both"], default="generate")
-    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto", help="the model's dtype, both sides")
+    parser.add_argument(
+        "--dtype",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        default="auto",
+        help="the model's dtype, both sides",
+    )
     args = parser.parse_args()
 
     data = yaml.safe_load(args.scenario.read_text())
@@ -118,8 +129,15 @@ def main() -> None:
     next(p for p in unique if p.expensive).act([ActRequest(0, "warmup", None, [{"role": "user", "content": "Hi"}])])
 
     before = sum(p.stats.generated_tokens for p in unique)
-    rollout = Rollout(scenario.make_world, policies, ids, seed=scenario.spec.seed,
-                      concurrency=args.concurrency, max_retries=scenario.spec.max_retries, record_observations=False)
+    rollout = Rollout(
+        scenario.make_world,
+        policies,
+        ids,
+        seed=scenario.spec.seed,
+        concurrency=args.concurrency,
+        max_retries=scenario.spec.max_retries,
+        record_observations=False,
+    )
     start = time.perf_counter()
     episodes = rollout.run(args.episodes)
     batched_s = time.perf_counter() - start
@@ -129,10 +147,16 @@ def main() -> None:
 
     failures = sum(c.parse_failures for c in rollout.counters.values())
     attempts = sum(c.text_attempts for c in rollout.counters.values())
-    print(f"world {scenario.world_entry.name}, {args.episodes} episodes, greedy, max_new_tokens {args.max_new_tokens}, dtype {args.dtype}, "
-          f"LLM parse-failure rate {failures / max(attempts, 1):.2f}")
+    print(
+        f"world {scenario.world_entry.name}, {args.episodes} episodes, greedy, max_new_tokens "
+        f"{args.max_new_tokens}, dtype {args.dtype}, "
+        f"LLM parse-failure rate {failures / max(attempts, 1):.2f}"
+    )
     print(f"{'':34}{'tokens':>8}{'seconds':>10}{'tokens/s':>10}{'episodes/min':>14}{'speed-up':>10}{'identical':>11}")
-    row = lambda name, tokens, seconds: f"{name:34}{tokens:>8}{seconds:>10.1f}{tokens / seconds:>10.1f}{60 * args.episodes / seconds:>14.2f}"
+
+    def row(name, tokens, seconds):
+        return f"{name:34}{tokens:>8}{seconds:>10.1f}{tokens / seconds:>10.1f}{60 * args.episodes / seconds:>14.2f}"
+
     print(row(f"batched (concurrency {args.concurrency})", batched_tokens, batched_s), flush=True)
     differ = []
     for name in BASELINES if args.baseline == "both" else [args.baseline]:
@@ -140,7 +164,11 @@ def main() -> None:
         seq, seq_tokens = sequential(scenario, policies, args.episodes, scenario.spec.max_retries, BASELINES[name])
         seq_s = time.perf_counter() - start
         same = sum(a == b for a, b in zip(batched, seq))
-        print(row(f"sequential ({name}, 1 per turn)", seq_tokens, seq_s) + f"{seq_s / batched_s:>9.2f}x{same:>8}/{args.episodes}", flush=True)
+        print(
+            row(f"sequential ({name}, 1 per turn)", seq_tokens, seq_s)
+            + f"{seq_s / batched_s:>9.2f}x{same:>8}/{args.episodes}",
+            flush=True,
+        )
         differ += [name] if same != args.episodes else []
     if differ:
         raise SystemExit(f"transcripts differ between batched and sequential play ({', '.join(differ)})")

@@ -1,4 +1,4 @@
-"""GRPO update throughput: repeated prefix vs shared prefix (Prefix Grouper, ALGORITHMS.md §9).
+"""GRPO update throughput: repeated prefix vs shared prefix (Prefix Grouper, arXiv 2506.05433).
 
 One group of G completions of one long prompt, the usual GRPO shape. Both sides compute the same
 clipped policy-gradient loss and its backward pass through LoRA adapters:
@@ -37,7 +37,13 @@ def build_model(layers: int, seed: int):
         base = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     else:
         base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=8,
+        lora_alpha=16,
+        lora_dropout=0.0,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+        task_type="CAUSAL_LM",
+    )
     model = get_peft_model(base, lora)
     for name, p in model.named_parameters():  # B = 0 at init would make every LoRA-A gradient zero
         if "lora_B" in name:
@@ -51,7 +57,9 @@ def update(model, prompt, completions, old, advantages, *, share_prefix: bool):
     from trainers.grpo import aggregate, clipped_pg_loss
 
     model.zero_grad(set_to_none=True)
-    logp, _, mask, _ = sequence_logprobs(model, [prompt] * len(completions), completions, temperature=1.0, pad_id=0, share_prefix=share_prefix)
+    logp, _, mask, _ = sequence_logprobs(
+        model, [prompt] * len(completions), completions, temperature=1.0, pad_id=0, share_prefix=share_prefix
+    )
     per_token, _ = clipped_pg_loss(logp, old, advantages, mask.float(), epsilon=0.2)
     loss = aggregate(per_token, mask.float(), "token", tokens=int(mask.sum()), sequences=len(completions))
     loss.backward()
@@ -64,7 +72,12 @@ def main() -> None:
     parser.add_argument("--prompt", type=int, default=1024, help="shared prompt tokens")
     parser.add_argument("--completion", type=int, default=64, help="tokens per completion")
     parser.add_argument("--group", type=int, default=8, help="G, completions per prompt")
-    parser.add_argument("--layers", type=int, default=4, help="decoder layers of a randomly initialised SmolLM2-135M (0: the real model)")
+    parser.add_argument(
+        "--layers",
+        type=int,
+        default=4,
+        help="decoder layers of a randomly initialised SmolLM2-135M (0: the real model)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed updates per side (after one warm-up)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
@@ -80,11 +93,15 @@ def main() -> None:
     with torch.no_grad():
         from agora.engine import sequence_logprobs
 
-        old, _, _, _ = sequence_logprobs(model, [prompt] * args.group, completions, temperature=1.0, pad_id=0, share_prefix=False)
+        old, _, _, _ = sequence_logprobs(
+            model, [prompt] * args.group, completions, temperature=1.0, pad_id=0, share_prefix=False
+        )
 
     results = {}
     for name, share in (("repeated prefix", False), ("shared prefix", True)):
-        logp, grads = update(model, prompt, completions, old, advantages, share_prefix=share)  # warm-up, and the values checked
+        logp, grads = update(
+            model, prompt, completions, old, advantages, share_prefix=share
+        )  # warm-up, and the values checked
         start = time.perf_counter()
         for _ in range(args.repeats):
             update(model, prompt, completions, old, advantages, share_prefix=share)
@@ -97,10 +114,16 @@ def main() -> None:
     ok = logp_diff < 1e-3 and grad_rel < 1e-3
     tokens = args.group * (args.prompt + args.completion)
     layers = args.layers or model.config.num_hidden_layers
-    print(f"GRPO update, G={args.group}, prompt {args.prompt} + completion {args.completion} tokens, SmolLM2-135M architecture with {layers} layers, LoRA r=8, fp32, {torch.get_num_threads()} threads")
+    print(
+        f"GRPO update, G={args.group}, prompt {args.prompt} + completion {args.completion} tokens, SmolLM2-135M "
+        f"architecture with {layers} layers, LoRA r=8, fp32, {torch.get_num_threads()} threads"
+    )
     print(f"repeated prefix: {t_rep:.3f} s/update  {tokens / t_rep:,.0f} training tokens/s")
     print(f"shared prefix:   {t_sh:.3f} s/update  {tokens / t_sh:,.0f} training tokens/s")
-    print(f"max |logprob difference| {logp_diff:.2e}, max relative LoRA-gradient difference {grad_rel:.2e}: {'equal within tolerance' if ok else 'NOT EQUAL'}")
+    print(
+        f"max |logprob difference| {logp_diff:.2e}, max relative LoRA-gradient difference {grad_rel:.2e}: "
+        f"{'equal within tolerance' if ok else 'NOT EQUAL'}"
+    )
     print(f"speed-up (shared / repeated): {t_rep / t_sh:.2f}x")
     if not ok:
         raise SystemExit(1)

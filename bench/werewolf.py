@@ -50,8 +50,14 @@ def plain_loop(scenario, policies, games: int) -> list[str]:
 
 def rollout(scenario, policies, games: int, concurrency: int):
     ids = {a: s.entry.name for a, s in scenario.seats.items()}
-    engine = Rollout(scenario.make_world, policies, ids, seed=scenario.spec.seed, concurrency=concurrency,
-                     max_retries=scenario.spec.max_retries)
+    engine = Rollout(
+        scenario.make_world,
+        policies,
+        ids,
+        seed=scenario.spec.seed,
+        concurrency=concurrency,
+        max_retries=scenario.spec.max_retries,
+    )
     start = time.perf_counter()
     episodes = engine.run(games)
     return episodes, time.perf_counter() - start, engine
@@ -71,11 +77,17 @@ def scripted(games: int) -> None:
     village = sum(w == "village" for w in winners) / games
     print(f"scripted werewolf ({scenario.spec.name}), {games} games, village win rate {village:.2f}")
     print(f"{'':36}{'seconds':>9}{'games/s':>10}{'ms/game':>9}")
-    for name, seconds in (("world alone (PettingZoo loop)", plain_s), ("rollout engine (concurrency 1)", engine_1_s),
-                          (f"rollout engine (concurrency {concurrency})", engine_s)):
+    for name, seconds in (
+        ("world alone (PettingZoo loop)", plain_s),
+        ("rollout engine (concurrency 1)", engine_1_s),
+        (f"rollout engine (concurrency {concurrency})", engine_s),
+    ):
         print(f"{name:36}{seconds:>9.2f}{games / seconds:>10.1f}{1000 * seconds / games:>9.2f}")
-    print(f"engine/world time ratio: {engine_1_s / plain_s:.2f}x (concurrency 1), {engine_s / plain_s:.2f}x (concurrency {concurrency})"
-          f"   same winners on all three: {same}/{games}")
+    print(
+        f"engine/world time ratio: {engine_1_s / plain_s:.2f}x (concurrency 1), {engine_s / plain_s:.2f}x "
+        f"(concurrency {concurrency})"
+        f"   same winners on all three: {same}/{games}"
+    )
     if same != games:
         raise SystemExit("the engine and the plain loop played different games")
 
@@ -97,15 +109,29 @@ def llm(games: int, max_new_tokens: int, max_days: int) -> None:
         tokens, calls = model.stats.generated_tokens - tokens, model.stats.calls - calls
         attempts = sum(c.text_attempts for c in engine.counters.values())
         failures = sum(c.parse_failures for c in engine.counters.values()) / max(attempts, 1)
-        rows.append((f"batched (concurrency {concurrency})" if concurrency > 1 else "one game at a time", tokens, calls, seconds, failures))
+        rows.append(
+            (
+                f"batched (concurrency {concurrency})" if concurrency > 1 else "one game at a time",
+                tokens,
+                calls,
+                seconds,
+                failures,
+            )
+        )
         transcripts.append([[(s.agent, s.text) for s in e.steps] for e in episodes])
-    print(f"LLM werewolf ({scenario.spec.name}), {games} games, max_days {max_days}, greedy, max_new_tokens {max_new_tokens}")
+    print(
+        f"LLM werewolf ({scenario.spec.name}), {games} games, max_days {max_days}, greedy, max_new_tokens "
+        f"{max_new_tokens}"
+    )
     print(f"{'':28}{'tokens':>8}{'calls':>7}{'seconds':>9}{'tokens/s':>10}{'parse-fail':>11}")
     for name, tokens, calls, seconds, failures in rows:
         print(f"{name:28}{tokens:>8}{calls:>7}{seconds:>9.1f}{tokens / seconds:>10.2f}{failures:>11.2f}")
     (_, t1, _, s1, _), (_, t2, _, s2, _) = rows
     same = sum(a == b for a, b in zip(*transcripts))
-    print(f"tokens/s ratio (batched / one at a time): {(t1 / s1) / (t2 / s2):.2f}x   identical transcripts: {same}/{games}")
+    print(
+        f"tokens/s ratio (batched / one at a time): {(t1 / s1) / (t2 / s2):.2f}x   identical transcripts: "
+        f"{same}/{games}"
+    )
 
 
 def main() -> None:

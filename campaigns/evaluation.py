@@ -87,12 +87,21 @@ def evaluate(campaign: Any, model: Any, tokenizer: Any) -> dict[str, float]:
 
     spec, out = campaign.spec, {}
     for name, scenario in campaign.evaluations.items():
-        learner = LLMPolicy(campaign.learner_config, seed=policy_seed(spec.evaluation.seed, "learner"), model=model, tokenizer=tokenizer)
+        learner = LLMPolicy(
+            campaign.learner_config, seed=policy_seed(spec.evaluation.seed, "learner"), model=model, tokenizer=tokenizer
+        )
         mine = campaign.eval_seats
         fixed = build_policies(scenario, skip=mine, seed=spec.evaluation.seed)
         seats = {**{s: learner for s in mine}, **fixed}
         ids = {s: "learner" if s in mine else scenario.seats[s].entry.name for s in seats}
-        rollout = Rollout(scenario.make_world, seats, ids, seed=spec.evaluation.seed, concurrency=spec.concurrency, max_retries=spec.max_retries)
+        rollout = Rollout(
+            scenario.make_world,
+            seats,
+            ids,
+            seed=spec.evaluation.seed,
+            concurrency=spec.concurrency,
+            max_retries=spec.max_retries,
+        )
         model.eval()
         episodes = rollout.run(spec.evaluation.episodes)
         out.update(evaluation_metrics(name, episodes, mine))

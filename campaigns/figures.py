@@ -8,7 +8,14 @@ import networkx as nx
 import numpy as np
 
 
-def payoff_heatmap(U: np.ndarray, rows: Sequence[str], columns: Sequence[str], *, title: str = "empirical payoff", label: str = "row's payoff"):
+def payoff_heatmap(
+    U: np.ndarray,
+    rows: Sequence[str],
+    columns: Sequence[str],
+    *,
+    title: str = "empirical payoff",
+    label: str = "row's payoff",
+):
     """A heatmap of a payoff matrix with each cell's value written in it (matplotlib Figure, no pyplot)."""
     from matplotlib.figure import Figure
 
@@ -24,7 +31,15 @@ def payoff_heatmap(U: np.ndarray, rows: Sequence[str], columns: Sequence[str], *
     if U.size <= 400:
         middle = (np.nanmax(U) + np.nanmin(U)) / 2 if U.size else 0.0
         for (i, j), value in np.ndenumerate(U):
-            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8, color="black" if abs(value - middle) < 0.35 * (np.ptp(U) or 1) else "white")
+            ax.text(
+                j,
+                i,
+                f"{value:.2f}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="black" if abs(value - middle) < 0.35 * (np.ptp(U) or 1) else "white",
+            )
     return figure
 
 
@@ -51,16 +66,29 @@ def league_figure(graph: nx.MultiDiGraph, *, title: str = "league"):
     pos = nx.circular_layout(graph) if len(nodes) > 2 else {n: (i, 0) for i, n in enumerate(nodes)}
     kinds = nx.get_node_attributes(graph, "kind")
     palette = {"lora": "#4c72b0", "scripted": "#dd8452", "llm": "#937860", "tabular": "#55a868", "latent": "#8172b3"}
-    nx.draw_networkx_nodes(graph, pos, ax=ax, node_color=[palette.get(kinds.get(n), "#999999") for n in nodes], node_size=900)
+    nx.draw_networkx_nodes(
+        graph, pos, ax=ax, node_color=[palette.get(kinds.get(n), "#999999") for n in nodes], node_size=900
+    )
     nx.draw_networkx_labels(graph, pos, ax=ax, font_size=8)
     lineage = [(a, b) for a, b, d in graph.edges(data=True) if d.get("relation") == "trained_from"]
     against = [(a, b) for a, b, d in graph.edges(data=True) if d.get("relation") == "trained_against"]
     beats = [(a, b, d) for a, b, d in graph.edges(data=True) if d.get("relation") == "beats"]
-    nx.draw_networkx_edges(graph, pos, ax=ax, edgelist=lineage, edge_color="#444444", width=2.0, node_size=900, arrowsize=15)
-    nx.draw_networkx_edges(graph, pos, ax=ax, edgelist=against, edge_color="#aaaaaa", style="dotted", node_size=900, arrowsize=10)
     nx.draw_networkx_edges(
-        graph, pos, ax=ax, edgelist=[(a, b) for a, b, _ in beats], edge_color="#c44e52", style="dashed",
-        width=[1.0 + 4.0 * (d["win_rate"] - 0.5) * 2 for _, _, d in beats], node_size=900, arrowsize=12,
+        graph, pos, ax=ax, edgelist=lineage, edge_color="#444444", width=2.0, node_size=900, arrowsize=15
+    )
+    nx.draw_networkx_edges(
+        graph, pos, ax=ax, edgelist=against, edge_color="#aaaaaa", style="dotted", node_size=900, arrowsize=10
+    )
+    nx.draw_networkx_edges(
+        graph,
+        pos,
+        ax=ax,
+        edgelist=[(a, b) for a, b, _ in beats],
+        edge_color="#c44e52",
+        style="dashed",
+        width=[1.0 + 4.0 * (d["win_rate"] - 0.5) * 2 for _, _, d in beats],
+        node_size=900,
+        arrowsize=12,
         connectionstyle="arc3,rad=0.15",
     )
     from matplotlib.lines import Line2D
@@ -72,4 +100,24 @@ def league_figure(graph: nx.MultiDiGraph, *, title: str = "league"):
     ]
     legend += [Line2D([], [], marker="o", ls="", color=c, label=k) for k, c in palette.items() if k in kinds.values()]
     ax.legend(handles=legend, loc="lower left", fontsize=8)
+    return figure
+
+
+def exploitability_figure(history: list[dict[str, float]]):
+    """Exploitability and NashConv of the meta-mixture per iteration (log scale when positive)."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7, 4), layout="constrained")
+    ax = figure.subplots()
+    steps = [int(h["iteration"]) for h in history]
+    for key, label in (("pop/exploitability", "exploitability"), ("pop/nash_conv", "NashConv")):
+        ax.plot(steps, [h[key] for h in history], marker="o", label=label)
+    if all(h["pop/nash_conv"] > 0 for h in history):
+        ax.set_yscale("log")
+    ax.set(
+        title="PSRO: exploitability of the meta-mixture",
+        xlabel="iteration",
+        ylabel="value (exact, from the payoff table)",
+    )
+    ax.legend()
     return figure

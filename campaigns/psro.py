@@ -1,6 +1,7 @@
 """PSRO as a training campaign: `agora train scenarios/campaigns/rps_psro.yaml` (`kind: psro`).
 
-The loop of ALGORITHMS.md §8 on the matrix world, whose payoff table makes exploitability exact:
+The PSRO loop ("A Unified Game-Theoretic Approach to Multiagent Reinforcement Learning", arXiv 1711.00832) on the
+matrix world, whose payoff table makes exploitability exact:
 
     populations Π_0, Π_1 (one per seat) start from the file's fixed strategies
     for iteration t = 0 .. iterations − 1:
@@ -16,7 +17,7 @@ Oracles: `exact` (the pure best response from the payoff table) and `train`: a t
 policy π = softmax(θ) trained by policy gradient, θ ← θ + lr · mean_j A_j (e_{a_j} − π), with
 group-relative advantages A (trainers/advantages.group_advantages) of per-round rewards, in
 episodes played through the rollout engine against opponents drawn per episode from the
-meta-mixture (trainers/league.sample_opponents, rule `psro`).
+meta-mixture (solvers.population.sample_opponents, rule `psro`).
 
 Each iteration logs pop/* (exploitability, NashConv, sizes), meta/<seat>/<version> (σ), and
 oracle/<seat>/* to MLflow, the payoff heatmap and table; at the end the league graph, the
@@ -43,7 +44,7 @@ from agora.registry import AGENTS, WORLDS
 from agora.rollout import Rollout, policy_seed
 from agora.scenario import AgentSpec, TrackingSpec, WorldFile, WorldSpec, validate_model
 from agora.trajectory import Episode
-from campaigns.figures import league_figure, payoff_heatmap, payoff_table
+from campaigns.figures import exploitability_figure, league_figure, payoff_heatmap, payoff_table
 from campaigns.league import VersionPool, VersionRouter
 from solvers import meta
 from solvers.population import PolicyVersion, Population, WinRecord, sample_opponents
@@ -57,18 +58,36 @@ class OracleSpec(BaseModel):
     """`oracle: {id: exact | train, ...}`; the other keys are the `train` oracle's."""
 
     model_config = ConfigDict(extra="forbid")
-    id: Literal["exact", "train"] = Field("train", description="exact: best response from the payoff table; train: a tabular softmax policy trained by policy gradient")
+    id: Literal["exact", "train"] = Field(
+        "train",
+        description="exact: best response from the payoff table; train: a tabular softmax policy trained by policy "
+        "gradient",
+    )
     steps: int = Field(40, ge=1, le=100_000, description="train: policy-gradient steps")
-    episodes: int = Field(32, ge=2, le=100_000, description="train: episodes per step, each against an opponent drawn from the meta-mixture")
+    episodes: int = Field(
+        32,
+        ge=2,
+        le=100_000,
+        description="train: episodes per step, each against an opponent drawn from the meta-mixture",
+    )
     learning_rate: float = Field(0.5, gt=0, le=100, description="train: step size on the logits θ")
-    statistics: Literal["group", "batch"] = Field("group", description="train: advantage mean/std per drawn opponent (group) or over the step's batch")
+    statistics: Literal["group", "batch"] = Field(
+        "group", description="train: advantage mean/std per drawn opponent (group) or over the step's batch"
+    )
     std_normalize: bool = Field(True, description="train: divide advantages by the std (False: Dr. GRPO)")
-    min_prob: float = Field(1e-4, gt=0, lt=0.1, description="train: the trained strategy is kept ≥ this per action (a tabular version needs probs > 0)")
+    min_prob: float = Field(
+        1e-4,
+        gt=0,
+        lt=0.1,
+        description="train: the trained strategy is kept ≥ this per action (a tabular version needs probs > 0)",
+    )
 
 
 class PSROCheckpointSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    dir: str | None = Field(None, description="checkpoint folder (default: checkpoints/<name> in the working directory)")
+    dir: str | None = Field(
+        None, description="checkpoint folder (default: checkpoints/<name> in the working directory)"
+    )
     keep: int = Field(2, ge=1, le=1000, description="checkpoints kept on disk (all are logged to MLflow)")
 
 
@@ -80,13 +99,22 @@ class PSROConfig(BaseModel):
     description: str = ""
     world: WorldSpec
     population: dict[str, dict[str, AgentSpec]] = Field(
-        min_length=1, description="seat (or glob pattern) -> initial versions: name -> fixed strategy (policy mixed or tabular)"
+        min_length=1,
+        description="seat (or glob pattern) -> initial versions: name -> fixed strategy (policy mixed or tabular)",
     )
-    meta_solver: MetaSolver = Field("nash", description="nash (zero-sum LP: double oracle), uniform (fictitious play), replicator, alpharank")
+    meta_solver: MetaSolver = Field(
+        "nash", description="nash (zero-sum LP: double oracle), uniform (fictitious play), replicator, alpharank"
+    )
     oracle: OracleSpec = OracleSpec()
-    iterations: int = Field(ge=1, le=10_000, description="iteration budget: each evaluates the population, and all but the last add best responses")
+    iterations: int = Field(
+        ge=1,
+        le=10_000,
+        description="iteration budget: each evaluates the population, and all but the last add best responses",
+    )
     threshold: float = Field(1e-6, ge=0, description="stop when the meta-mixture's exploitability is at most this")
-    episodes_per_cell: int = Field(20, ge=1, le=1_000_000, description="episodes per cell of the empirical payoff matrix")
+    episodes_per_cell: int = Field(
+        20, ge=1, le=1_000_000, description="episodes per cell of the empirical payoff matrix"
+    )
     seed: int = Field(0, ge=0, description="root seed of every episode, opponent draw and oracle")
     concurrency: int = Field(32, ge=1, le=4096, description="episodes stepped together")
     checkpoint: PSROCheckpointSpec = PSROCheckpointSpec()
@@ -94,7 +122,8 @@ class PSROConfig(BaseModel):
 
 
 class PSROCampaign(WorldFile, CampaignKind):
-    """PSRO on the matrix world: payoffs by rollouts, a meta-solver, best responses (exact or trained tabular) added per iteration."""
+    """PSRO on the matrix world: payoffs by rollouts, a meta-solver, best responses (exact or trained tabular) added
+    per iteration."""
 
     Config = PSROConfig
 
@@ -103,26 +132,37 @@ class PSROCampaign(WorldFile, CampaignKind):
         self.world_entry = WORLDS.get(spec.world.id, path="world.id")
         if self.world_entry.name != "matrix":
             raise ScenarioError(
-                f"PSRO campaigns run on the matrix world (its payoff table makes exploitability exact), not '{self.world_entry.name}'",
-                path="world.id", hint="world: {id: matrix, game: rock_paper_scissors}",
+                "PSRO campaigns run on the matrix world (its payoff table makes exploitability exact), not "
+                f"'{self.world_entry.name}'",
+                path="world.id",
+                hint="world: {id: matrix, game: rock_paper_scissors}",
             )
-        self.world_config = validate_model(self.world_entry.config, spec.world.model_extra or {}, prefix="world", file=source)
+        self.world_config = validate_model(
+            self.world_entry.config, spec.world.model_extra or {}, prefix="world", file=source
+        )
         self.actions, payoffs = self.world_config.table()
         self.A, self.B = payoffs[..., 0], payoffs[..., 1]  # the row seat's and the column seat's stage payoffs
         self.seats = list(self.world_entry.load()(self.world_config).possible_agents)
         if spec.meta_solver == "nash" and not np.allclose(self.A + self.B, (self.A + self.B).flat[0]):
             raise ScenarioError(
                 f"the nash meta-solver is the zero-sum LP, and {self.world_config.game} is not constant-sum",
-                path="meta_solver", hint="use replicator, alpharank or uniform",
+                path="meta_solver",
+                hint="use replicator, alpharank or uniform",
             )
         self.initial: list[PolicyVersion] = []  # both seats' starting versions (spec: seat, policy, probs)
         for key in spec.population:
             if not fnmatch.filter(self.seats, key):
-                raise ScenarioError(f"no seat matches '{key}'; seats: {', '.join(self.seats)}", path=f"population.{key}")
+                raise ScenarioError(
+                    f"no seat matches '{key}'; seats: {', '.join(self.seats)}", path=f"population.{key}"
+                )
         for seat in self.seats:
             mine = [k for k in spec.population if fnmatch.fnmatch(seat, k)]
             if not mine:
-                raise ScenarioError(f"seat '{seat}' has no initial strategy", path="population", hint=f"add `{seat}: {{rock: {{policy: mixed, probs: [1, 0, 0]}}}}` or use '*'")
+                raise ScenarioError(
+                    f"seat '{seat}' has no initial strategy",
+                    path="population",
+                    hint=f"add `{seat}: {{rock: {{policy: mixed, probs: [1, 0, 0]}}}}` or use '*'",
+                )
             for key in mine:
                 if not spec.population[key]:
                     raise ScenarioError("give at least one initial strategy", path=f"population.{key}")
@@ -134,20 +174,29 @@ class PSROCampaign(WorldFile, CampaignKind):
         if entry.name not in STATIONARY:
             raise ScenarioError(
                 f"'{entry.name}' is not a fixed mixed strategy, so its exploitability is not defined",
-                path=f"{path}.policy", hint="use policy: mixed (probs: [...]) or tabular",
+                path=f"{path}.policy",
+                hint="use policy: mixed (probs: [...]) or tabular",
             )
         config = validate_model(entry.config, agent.model_extra or {}, prefix=path, file=self.source)
         probs = config.probs if config.probs is not None else [1 / len(self.actions)] * len(self.actions)
         if len(probs) != len(self.actions):
-            raise ScenarioError(f"probs has {len(probs)} entries; the game has {len(self.actions)} actions ({', '.join(self.actions)})", path=f"{path}.probs")
-        return PolicyVersion(f"{seat}/{name}", "scripted", {"seat": seat, "policy": entry.name, "probs": [float(p) for p in probs]})
+            raise ScenarioError(
+                f"probs has {len(probs)} entries; the game has {len(self.actions)} actions ({', '.join(self.actions)})",
+                path=f"{path}.probs",
+            )
+        return PolicyVersion(
+            f"{seat}/{name}", "scripted", {"seat": seat, "policy": entry.name, "probs": [float(p) for p in probs]}
+        )
 
     @classmethod
     def example(cls, model: str = "smollm2-135m-instruct") -> dict[str, Any]:
         return {
-            "name": "example-psro", "world": {"id": "matrix", "game": "rock_paper_scissors", "rounds": 5},
-            "population": {"*": {"rock": {"policy": "mixed", "probs": [1, 0, 0]}}}, "oracle": {"id": "exact"},
-            "iterations": 1, "episodes_per_cell": 2,
+            "name": "example-psro",
+            "world": {"id": "matrix", "game": "rock_paper_scissors", "rounds": 5},
+            "population": {"*": {"rock": {"policy": "mixed", "probs": [1, 0, 0]}}},
+            "oracle": {"id": "exact"},
+            "iterations": 1,
+            "episodes_per_cell": 2,
         }
 
     def resolved_config(self) -> dict[str, Any]:
@@ -160,7 +209,8 @@ class PSROCampaign(WorldFile, CampaignKind):
         spec = self.spec
         sizes = ", ".join(f"{s} {sum(v.spec['seat'] == s for v in self.initial)}" for s in self.seats)
         return (
-            f"PSRO campaign, matrix world ({self.world_config.game}), initial versions {sizes}, meta-solver {spec.meta_solver}, "
+            f"PSRO campaign, matrix world ({self.world_config.game}), initial versions {sizes}, meta-solver "
+            f"{spec.meta_solver}, "
             f"oracle {spec.oracle.id}, up to {spec.iterations} iterations, threshold {spec.threshold:g}"
         )
 
@@ -216,8 +266,12 @@ def train_best_response(
     for step in range(oracle.steps):
         drawn = sample_opponents(rng, names, oracle.episodes, rule="psro", meta_strategy=weights)
         rollout = Rollout(
-            campaign.make_world, {seat: learner, other: meta_mixture_opponent(policies, drawn)}, {seat: "learner", other: "meta-mixture"},
-            seed=policy_seed(seed, f"step {step}"), concurrency=spec.concurrency, record_observations=False,
+            campaign.make_world,
+            {seat: learner, other: meta_mixture_opponent(policies, drawn)},
+            {seat: "learner", other: "meta-mixture"},
+            seed=policy_seed(seed, f"step {step}"),
+            concurrency=spec.concurrency,
+            record_observations=False,
         )
         episodes = rollout.run(oracle.episodes)
         actions, returns, groups = [], [], []
@@ -254,7 +308,14 @@ class PSRORunner(CampaignRunner):
 
     progress = {"pop/exploitability": "exploitability", "pop/nash_conv": "NashConv", "pop/size": "versions"}
 
-    def __init__(self, campaign: PSROCampaign, *, resume: bool = False, tracking_uri: str | None = None, track: bool | None = None):
+    def __init__(
+        self,
+        campaign: PSROCampaign,
+        *,
+        resume: bool = False,
+        tracking_uri: str | None = None,
+        track: bool | None = None,
+    ):
         super().__init__(campaign, resume=resume)
         self.population = Population(campaign.initial)
         self.cells: dict[str, list[float]] = {}  # "row|column" -> [U_0, U_1] per round
@@ -264,8 +325,16 @@ class PSRORunner(CampaignRunner):
         if self.resumed_from:
             self.restore(RunFolder.load(self.resumed_from))
         spec = campaign.spec
-        self.open_run({"agora.kind": "psro", "agora.world": "matrix", "agora.meta_solver": spec.meta_solver, "agora.oracle": spec.oracle.id},
-                      tracking_uri=tracking_uri, track=track)
+        self.open_run(
+            {
+                "agora.kind": "psro",
+                "agora.world": "matrix",
+                "agora.meta_solver": spec.meta_solver,
+                "agora.oracle": spec.oracle.id,
+            },
+            tracking_uri=tracking_uri,
+            track=track,
+        )
 
     def restore(self, state: dict[str, Any]) -> None:
         if state.get("game") != self.game_fingerprint():
@@ -274,7 +343,10 @@ class PSRORunner(CampaignRunner):
                 "only iterations and threshold may change on --resume (or set checkpoint.dir to start over)"
             )
         if state["stop_reason"] in ("threshold", "no new best response"):
-            raise AgoraError(f"the campaign already finished ({state['stop_reason']}) at iteration {state['iteration']}; nothing to resume")
+            raise AgoraError(
+                f"the campaign already finished ({state['stop_reason']}) at iteration {state['iteration']}; "
+                "nothing to resume"
+            )
         self.population = Population.from_dict(state["population"])
         self.cells, self.records = state["cells"], WinRecord.from_dict(state["records"])
         # a run stopped by its budget did not run the oracles of its last iteration: that iteration runs again
@@ -284,7 +356,11 @@ class PSRORunner(CampaignRunner):
     def game_fingerprint(self) -> dict[str, Any]:
         """What a checkpoint must share with the campaign that resumes it (all but the budget and the threshold)."""
         config = self.campaign.resolved_config()
-        return {k: v for k, v in config.items() if k not in ("iterations", "threshold", "checkpoint", "tracking", "name", "description", "concurrency")}
+        return {
+            k: v
+            for k, v in config.items()
+            if k not in ("iterations", "threshold", "checkpoint", "tracking", "name", "description", "concurrency")
+        }
 
     # the population
     def members(self, seat: str) -> list[PolicyVersion]:
@@ -311,8 +387,13 @@ class PSRORunner(CampaignRunner):
             if not missing:
                 continue
             U0, U1 = rollout_payoff_matrix(
-                campaign.make_world, {row.name: factory[row.name]}, {c.name: factory[c.name] for c in missing},
-                episodes_per_cell=spec.episodes_per_cell, seed=spec.seed, concurrency=spec.concurrency, on_cell=record,
+                campaign.make_world,
+                {row.name: factory[row.name]},
+                {c.name: factory[c.name] for c in missing},
+                episodes_per_cell=spec.episodes_per_cell,
+                seed=spec.seed,
+                concurrency=spec.concurrency,
+                on_cell=record,
             )
             for l, column in enumerate(missing):
                 self.cells[f"{row.name}|{column.name}"] = [float(U0[0, l]) / rounds, float(U1[0, l]) / rounds]
@@ -321,7 +402,9 @@ class PSRORunner(CampaignRunner):
         U1 = np.array([[self.cells[f"{r.name}|{c.name}"][1] for c in columns] for r in rows])
         return U0, U1, played
 
-    def best_response(self, iteration: int, seat_index: int, opponents: list[PolicyVersion], sigma: np.ndarray) -> tuple[PolicyVersion | None, dict[str, float]]:
+    def best_response(
+        self, iteration: int, seat_index: int, opponents: list[PolicyVersion], sigma: np.ndarray
+    ) -> tuple[PolicyVersion | None, dict[str, float]]:
         """The oracle's new version for seat `seat_index` against the opponents' meta-mixture (None: nothing new)."""
         campaign, oracle = self.campaign, self.campaign.spec.oracle
         seat = campaign.seats[seat_index]
@@ -331,18 +414,34 @@ class PSRORunner(CampaignRunner):
         values = campaign.A @ mix if seat_index == 0 else mix @ campaign.B  # each pure action's payoff vs the mixture
         name = f"{seat}/br{iteration}"
         if oracle.id == "exact":
-            probs = matrix_best_response(campaign.A, campaign.B)(seat_index, [self.strategy(v) for v in opponents], sigma)
+            probs = matrix_best_response(campaign.A, campaign.B)(
+                seat_index, [self.strategy(v) for v in opponents], sigma
+            )
             metrics = {"br_value": float(values.max())}
             if any(np.array_equal(probs, self.strategy(v)) for v in self.members(seat)):
                 return None, metrics
-            version = PolicyVersion(name, "scripted", {"seat": seat, "policy": "mixed", "probs": probs.tolist(), "opponent_weights": weights}, opponents=against, iteration=iteration)
+            version = PolicyVersion(
+                name,
+                "scripted",
+                {"seat": seat, "policy": "mixed", "probs": probs.tolist(), "opponent_weights": weights},
+                opponents=against,
+                iteration=iteration,
+            )
             return version, metrics
         seed = policy_seed(campaign.spec.seed, f"oracle {iteration} {seat}")
         probs, metrics = train_best_response(campaign, seat, opponents, sigma, seed)
         kept = interior(probs, oracle.min_prob)
         metrics["br_value"] = float(values.max())
-        metrics["br_gap"] = float(values.max() - np.asarray(kept) @ values)  # exact: how far the trained strategy is from a best response
-        version = PolicyVersion(name, "tabular", {"seat": seat, "policy": "tabular", "probs": kept, "opponent_weights": weights}, opponents=against, iteration=iteration)
+        metrics["br_gap"] = float(
+            values.max() - np.asarray(kept) @ values
+        )  # exact: how far the trained strategy is from a best response
+        version = PolicyVersion(
+            name,
+            "tabular",
+            {"seat": seat, "policy": "tabular", "probs": kept, "opponent_weights": weights},
+            opponents=against,
+            iteration=iteration,
+        )
         return version, metrics
 
     def evaluate(self, iteration: int, last: bool) -> tuple[dict[str, float], dict[str, float], PSROStep]:
@@ -362,8 +461,16 @@ class PSRORunner(CampaignRunner):
         def exploitability(p0: list[PolicyVersion], x: np.ndarray, p1: list[PolicyVersion], y: np.ndarray) -> float:
             return meta.nash_conv(campaign.A, campaign.B, self.mixture(p0, x), self.mixture(p1, y)) / 2
 
-        step = psro_iteration((rows, columns), (U0, U1), oracle, meta_solver=spec.meta_solver, exploitability=exploitability,
-                              threshold=spec.threshold, last=last, same=lambda a, b: False)  # the oracle returns None for nothing new
+        step = psro_iteration(
+            (rows, columns),
+            (U0, U1),
+            oracle,
+            meta_solver=spec.meta_solver,
+            exploitability=exploitability,
+            threshold=spec.threshold,
+            last=last,
+            same=lambda a, b: False,
+        )  # the oracle returns None for nothing new
         metrics = {
             "pop/exploitability": step.exploitability,
             "pop/nash_conv": 2 * step.exploitability,
@@ -373,11 +480,19 @@ class PSRORunner(CampaignRunner):
         for seat, members, weights in zip(campaign.seats, (rows, columns), step.sigma):
             metrics[f"pop/size/{seat}"] = float(len(members))
             metrics.update({f"meta/{v.name}": float(w) for v, w in zip(members, weights)})
-            metrics.update({f"mixture/{seat}/{a}": float(p) for a, p in zip(campaign.actions, self.mixture(members, weights))})
+            metrics.update(
+                {f"mixture/{seat}/{a}": float(p) for a, p in zip(campaign.actions, self.mixture(members, weights))}
+            )
         if self.tracker:
             names0, names1 = [v.name for v in rows], [v.name for v in columns]
             self.tracker.log_figure(
-                payoff_heatmap(U0, names0, names1, title=f"iteration {iteration}: {campaign.seats[0]}'s payoff per round", label=f"{campaign.seats[0]}'s payoff"),
+                payoff_heatmap(
+                    U0,
+                    names0,
+                    names1,
+                    title=f"iteration {iteration}: {campaign.seats[0]}'s payoff per round",
+                    label=f"{campaign.seats[0]}'s payoff",
+                ),
                 f"payoffs/heatmap_iter_{iteration:03d}.png",
             )
             self.tracker.log_table(payoff_table(U0, names0, names1), f"payoffs/table_iter_{iteration:03d}.json")
@@ -415,7 +530,9 @@ class PSRORunner(CampaignRunner):
                 metrics["perf/iteration_seconds"] = time.perf_counter() - start
                 self.history.append({"iteration": float(iteration), **metrics, **oracle_metrics})
                 self.log(metrics, step=iteration)
-                self.log(oracle_metrics, step=iteration)  # its own batch: a resumed budget-stopped iteration logs it once
+                self.log(
+                    oracle_metrics, step=iteration
+                )  # its own batch: a resumed budget-stopped iteration logs it once
                 result.checkpoint = self.save(iteration)
                 result.history[iteration], result.iterations_done = {**metrics, **oracle_metrics}, iteration + 1
                 if on_iteration:
@@ -424,7 +541,10 @@ class PSRORunner(CampaignRunner):
                     break
                 iteration += 1
             if self.tracker:
-                self.tracker.log_figure(league_figure(self.population.graph(self.records), title=f"{spec.name}: population"), "figures/league.png")
+                self.tracker.log_figure(
+                    league_figure(self.population.graph(self.records), title=f"{spec.name}: population"),
+                    "figures/league.png",
+                )
                 self.tracker.log_figure(exploitability_figure(self.history), "figures/exploitability.png")
                 self.tracker.log_text(json.dumps(self.population.to_dict(), indent=2), "population.json")
                 self.tracker.set_tags({"agora.stop_reason": self.stop_reason})
@@ -432,9 +552,14 @@ class PSRORunner(CampaignRunner):
         sigma = step.sigma if step else ((), ())
         result.outputs = {
             "population": self.population,
-            "meta_strategies": {seat: {v.name: float(w) for v, w in zip(self.members(seat), weights)} for seat, weights in zip(campaign.seats, sigma)},
-            "mixtures": {seat: [float(p) for p in self.mixture(self.members(seat), weights)] if len(weights) else []
-                         for seat, weights in zip(campaign.seats, sigma)},
+            "meta_strategies": {
+                seat: {v.name: float(w) for v, w in zip(self.members(seat), weights)}
+                for seat, weights in zip(campaign.seats, sigma)
+            },
+            "mixtures": {
+                seat: [float(p) for p in self.mixture(self.members(seat), weights)] if len(weights) else []
+                for seat, weights in zip(campaign.seats, sigma)
+            },
         }
         return result
 
@@ -443,23 +568,24 @@ class PSRORunner(CampaignRunner):
         rows = []
         for h in self.history:
             mixes = [" / ".join(f"{h[f'mixture/{s}/{a}']:.3f}" for a in actions) for s in self.campaign.seats]
-            rows.append([str(int(h["iteration"])), str(int(h["pop/size"])), f"{h['pop/exploitability']:.4f}", f"{h['pop/nash_conv']:.4f}", *mixes])
-        columns = ["iteration", "versions", "exploitability", "NashConv", *(f"{s} meta-mixture ({'/'.join(actions)})" for s in self.campaign.seats)]
-        title = f"{spec.name}: PSRO ({spec.meta_solver} meta-solver, {spec.oracle.id} oracle), stopped on {result.stop_reason}"
+            rows.append(
+                [
+                    str(int(h["iteration"])),
+                    str(int(h["pop/size"])),
+                    f"{h['pop/exploitability']:.4f}",
+                    f"{h['pop/nash_conv']:.4f}",
+                    *mixes,
+                ]
+            )
+        columns = [
+            "iteration",
+            "versions",
+            "exploitability",
+            "NashConv",
+            *(f"{s} meta-mixture ({'/'.join(actions)})" for s in self.campaign.seats),
+        ]
+        title = (
+            f"{spec.name}: PSRO ({spec.meta_solver} meta-solver, {spec.oracle.id} oracle), stopped on "
+            f"{result.stop_reason}"
+        )
         return Summary(title, columns, rows)
-
-
-def exploitability_figure(history: list[dict[str, float]]):
-    """Exploitability and NashConv of the meta-mixture per iteration (log scale when positive)."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(7, 4), layout="constrained")
-    ax = figure.subplots()
-    steps = [int(h["iteration"]) for h in history]
-    for key, label in (("pop/exploitability", "exploitability"), ("pop/nash_conv", "NashConv")):
-        ax.plot(steps, [h[key] for h in history], marker="o", label=label)
-    if all(h["pop/nash_conv"] > 0 for h in history):
-        ax.set_yscale("log")
-    ax.set(title="PSRO: exploitability of the meta-mixture", xlabel="iteration", ylabel="value (exact, from the payoff table)")
-    ax.legend()
-    return figure

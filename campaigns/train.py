@@ -56,7 +56,9 @@ class LearnerSpec(BaseModel):
     """`learner: {seats: [alice], lora: {...}, <llm parameter>: <value>, ...}`."""
 
     model_config = ConfigDict(extra="allow")
-    seats: list[str] = Field(min_length=1, description="seats (names or glob patterns) the learning policy plays; all seats = self-play")
+    seats: list[str] = Field(
+        min_length=1, description="seats (names or glob patterns) the learning policy plays; all seats = self-play"
+    )
     lora: LoRAConfig = LoRAConfig()
 
 
@@ -69,19 +71,33 @@ class TrainerSpec(BaseModel):
 
 class EvaluationSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    seats: list[str] | None = Field(None, description="seats the learner plays in evaluation (default: learner.seats, or the first seat when those are all)")
-    every: int = Field(1, ge=0, le=100_000, description="evaluate before every N-th iteration (0: only before the first and after the last)")
+    seats: list[str] | None = Field(
+        None,
+        description="seats the learner plays in evaluation (default: learner.seats, or the first seat when those "
+        "are all)",
+    )
+    every: int = Field(
+        1,
+        ge=0,
+        le=100_000,
+        description="evaluate before every N-th iteration (0: only before the first and after the last)",
+    )
     episodes: int = Field(16, ge=1, le=1_000_000, description="episodes per fixed opponent")
-    seed: int = Field(1_000_003, ge=0, description="root seed of the held-out evaluation episodes (never a training seed)")
+    seed: int = Field(
+        1_000_003, ge=0, description="root seed of the held-out evaluation episodes (never a training seed)"
+    )
     opponents: dict[str, AgentSpec] | None = Field(
-        None, description="name -> fixed policy for every non-learner seat (default: the training opponents, named 'train')"
+        None,
+        description="name -> fixed policy for every non-learner seat (default: the training opponents, named 'train')",
     )
 
 
 class CheckpointSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     every: int = Field(1, ge=1, le=100_000, description="checkpoint after every N-th iteration (and after the last)")
-    dir: str | None = Field(None, description="checkpoint folder (default: checkpoints/<name> in the working directory)")
+    dir: str | None = Field(
+        None, description="checkpoint folder (default: checkpoints/<name> in the working directory)"
+    )
     keep: int = Field(2, ge=1, le=1000, description="checkpoints kept on disk (all are logged to MLflow)")
 
 
@@ -94,8 +110,12 @@ class TrainConfig(BaseModel):
     world: WorldSpec
     learner: LearnerSpec
     opponents: dict[str, AgentSpec] = Field({}, description="non-learner seat (or glob pattern) -> fixed policy")
-    self_play: SelfPlaySpec | None = Field(None, description="seats played by frozen snapshots of the learner (= a league with matchmaking: latest)")
-    league: LeagueSpec | None = Field(None, description="seats played by versions drawn from a league (population) of snapshots and members")
+    self_play: SelfPlaySpec | None = Field(
+        None, description="seats played by frozen snapshots of the learner (= a league with matchmaking: latest)"
+    )
+    league: LeagueSpec | None = Field(
+        None, description="seats played by versions drawn from a league (population) of snapshots and members"
+    )
     trainer: TrainerSpec
     iterations: int = Field(ge=1, le=1_000_000, description="training iterations (one update each)")
     groups_per_iteration: int = Field(4, ge=1, le=100_000, description="initial states (episode seeds) per iteration")
@@ -118,7 +138,8 @@ def relabel(exc: ScenarioError, old: str, new: str, file: str | None) -> Scenari
 
 
 class TrainCampaign(CampaignKind):
-    """An LLM with LoRA trained by a trainer (GRPO, DPO/KTO, INPO) against fixed opponents or a league of its snapshots."""
+    """An LLM with LoRA trained by a trainer (GRPO, DPO/KTO, INPO) against fixed opponents or a league of its
+    snapshots."""
 
     Config = TrainConfig
 
@@ -130,15 +151,19 @@ class TrainCampaign(CampaignKind):
         self.learner_seats = match_seats(spec.learner.seats, seats, "learner.seats")
         if spec.league and spec.self_play:
             raise ScenarioError(
-                "a campaign has self_play or a league, not both", path="league",
+                "a campaign has self_play or a league, not both",
+                path="league",
                 hint="drop self_play: a league with `matchmaking: latest` plays the newest snapshot of the learner",
             )
         self.league_spec: LeagueSpec | None = spec.self_play.as_league() if spec.self_play else spec.league
         where = "self_play" if spec.self_play else "league"
         self.league_seats = match_seats(self.league_spec.seats, seats, f"{where}.seats") if self.league_spec else []
         if set(self.league_seats) & set(self.learner_seats):
-            raise ScenarioError(f"a seat cannot be both the learner's and the {'snapshot' if spec.self_play else 'league'}'s",
-                                path=f"{where}.seats", hint="list each seat once")
+            raise ScenarioError(
+                f"a seat cannot be both the learner's and the {'snapshot' if spec.self_play else 'league'}'s",
+                path=f"{where}.seats",
+                hint="list each seat once",
+            )
         if spec.league:
             for k, name in enumerate(spec.league.side_names):
                 check_metric_name(name, f"league.side_names.{k}", "side name")
@@ -147,15 +172,25 @@ class TrainCampaign(CampaignKind):
         else:
             self.eval_seats = self.learner_seats if len(self.learner_seats) < len(seats) else seats[:1]
         if len(self.eval_seats) == len(seats):
-            raise ScenarioError("the learner would play every seat in evaluation, with no opponent", path="evaluation.seats", hint=f"e.g. [{seats[0]}]")
+            raise ScenarioError(
+                "the learner would play every seat in evaluation, with no opponent",
+                path="evaluation.seats",
+                hint=f"e.g. [{seats[0]}]",
+            )
         self.learner_config = validate_model(LLMConfig, spec.learner.model_extra or {}, prefix="learner", file=source)
         for key in spec.opponents:
             if key in self.learner_seats or key in self.league_seats:
-                raise ScenarioError(f"seat '{key}' is played by the learner, its snapshot or the league", path=f"opponents.{key}", hint="remove it from opponents")
+                raise ScenarioError(
+                    f"seat '{key}' is played by the learner, its snapshot or the league",
+                    path=f"opponents.{key}",
+                    hint="remove it from opponents",
+                )
         placeholder = {seat: {"policy": "llm"} for seat in self.learner_seats + self.league_seats}
         base = {"name": spec.name, "world": spec.world.model_dump(), "episodes": 1, "seed": spec.seed}
 
-        def scenario(agents: dict[str, Any], old: str, new: str, fill: dict[str, Any] = placeholder) -> ResolvedScenario:
+        def scenario(
+            agents: dict[str, Any], old: str, new: str, fill: dict[str, Any] = placeholder
+        ) -> ResolvedScenario:
             try:
                 return resolve_scenario({**base, "agents": {**fill, **agents}}, source=source)
             except ScenarioError as exc:
@@ -165,54 +200,90 @@ class TrainCampaign(CampaignKind):
         self.train = scenario(opponents, "agents", "opponents")
         if spec.evaluation.opponents is None:
             if self.league_seats or self.eval_seats != self.learner_seats:
-                raise ScenarioError("name the fixed opponents to evaluate against", path="evaluation.opponents", hint="e.g. {fair: {policy: fair}}")
+                raise ScenarioError(
+                    "name the fixed opponents to evaluate against",
+                    path="evaluation.opponents",
+                    hint="e.g. {fair: {policy: fair}}",
+                )
             self.evaluations = {"train": self.train}
         else:
             self.evaluations = {
-                name: scenario({"*": agent.model_dump()}, "agents.*", f"evaluation.opponents.{name}", {s: {"policy": "llm"} for s in self.eval_seats})
+                name: scenario(
+                    {"*": agent.model_dump()},
+                    "agents.*",
+                    f"evaluation.opponents.{name}",
+                    {s: {"policy": "llm"} for s in self.eval_seats},
+                )
                 for name, agent in spec.evaluation.opponents.items()
             }
         self.league_members = {}
         for name, agent in (spec.league.members if spec.league else {}).items():
             if name == League.LEARNER or name.startswith(League.LEARNER + "-"):
-                raise ScenarioError(f"member name {name!r} is reserved", path=f"league.members.{name}",
-                                    hint="'learner' and 'learner-N' name the learner and its snapshots")
+                raise ScenarioError(
+                    f"member name {name!r} is reserved",
+                    path=f"league.members.{name}",
+                    hint="'learner' and 'learner-N' name the learner and its snapshots",
+                )
             check_metric_name(name, f"league.members.{name}", "member name")
-            sides = [(self.league_seats, self.learner_seats)] + ([(self.learner_seats, self.league_seats)] if spec.league.swap_sides else [])
+            sides = [(self.league_seats, self.learner_seats)] + (
+                [(self.learner_seats, self.league_seats)] if spec.league.swap_sides else []
+            )
             for plays, other in sides:  # the member must be able to play every seat it may get
                 fill = {**{s: {"policy": "llm"} for s in other}, **opponents}
                 member = scenario({"*": agent.model_dump()}, "agents.*", f"league.members.{name}", fill)
                 self.league_members.setdefault(name, member.seats[plays[0]])
         self.trainer_entry = TRAINERS.get(spec.trainer.id, path="trainer.id")
-        self.trainer_config = validate_model(self.trainer_entry.config, spec.trainer.model_extra or {}, prefix="trainer", file=source)
+        self.trainer_config = validate_model(
+            self.trainer_entry.config, spec.trainer.model_extra or {}, prefix="trainer", file=source
+        )
         if spec.group_size < 2:
-            raise ScenarioError("a group of one rollout has no advantage signal", path="group_size", hint="use 2 or more (8 is common)")
+            raise ScenarioError(
+                "a group of one rollout has no advantage signal", path="group_size", hint="use 2 or more (8 is common)"
+            )
 
     @classmethod
     def example(cls, model: str = "smollm2-135m-instruct") -> dict[str, Any]:
         return {
-            "name": "example-train", "world": {"id": "negotiation", "max_turns": 4},
+            "name": "example-train",
+            "world": {"id": "negotiation", "max_turns": 4},
             "learner": {"seats": ["alice"], "model": model, "max_new_tokens": 8, "lora": {"r": 4, "alpha": 8}},
-            "opponents": {"bob": {"policy": "random"}}, "trainer": {"id": "grpo"},
-            "iterations": 1, "groups_per_iteration": 1, "group_size": 2, "evaluation": {"episodes": 2},
+            "opponents": {"bob": {"policy": "random"}},
+            "trainer": {"id": "grpo"},
+            "iterations": 1,
+            "groups_per_iteration": 1,
+            "group_size": 2,
+            "evaluation": {"episodes": 2},
         }
 
     def resolved_config(self) -> dict[str, Any]:
-        out = self.spec.model_dump(mode="json", exclude={"world", "learner", "opponents", "trainer", "evaluation", "league"})
+        out = self.spec.model_dump(
+            mode="json", exclude={"world", "learner", "opponents", "trainer", "evaluation", "league"}
+        )
         out["world"] = self.train.world_json()
-        out["learner"] = {"seats": self.learner_seats, "lora": self.spec.learner.lora.model_dump(), **self.learner_config.model_dump(mode="json")}
+        out["learner"] = {
+            "seats": self.learner_seats,
+            "lora": self.spec.learner.lora.model_dump(),
+            **self.learner_config.model_dump(mode="json"),
+        }
         fixed = set(self.learner_seats) | set(self.league_seats)
-        out["opponents"] = {a: {"policy": s.entry.name, **s.config.model_dump(mode="json")} for a, s in self.train.seats.items() if a not in fixed}
+        out["opponents"] = {
+            a: {"policy": s.entry.name, **s.config.model_dump(mode="json")}
+            for a, s in self.train.seats.items()
+            if a not in fixed
+        }
         if self.league_spec:
             out["league"] = self.league_spec.model_dump(mode="json", exclude={"members"})
             out["league"]["seats"] = self.league_seats
-            out["league"]["members"] = {n: {"policy": s.entry.name, **s.config.model_dump(mode="json")} for n, s in self.league_members.items()}
+            out["league"]["members"] = {
+                n: {"policy": s.entry.name, **s.config.model_dump(mode="json")} for n, s in self.league_members.items()
+            }
         else:
             out["league"] = None
         out["trainer"] = {"id": self.trainer_entry.name, **self.trainer_config.model_dump(mode="json")}
         out["evaluation"] = self.spec.evaluation.model_dump(mode="json", exclude={"opponents"})
         out["evaluation"]["opponents"] = {
-            name: {a: s.entry.name for a, s in sc.seats.items() if a not in self.eval_seats} for name, sc in self.evaluations.items()
+            name: {a: s.entry.name for a, s in sc.seats.items() if a not in self.eval_seats}
+            for name, sc in self.evaluations.items()
         }
         out["evaluation"]["seats"] = self.eval_seats
         return out
@@ -222,8 +293,12 @@ class TrainCampaign(CampaignKind):
         return (
             f"campaign, world {self.train.world_entry.name}, learner {', '.join(self.learner_seats)}, "
             f"trainer {self.trainer_entry.name}, {self.spec.iterations} iterations"
-            + (f", league on {', '.join(self.league_seats)} ({league.matchmaking}, members: {', '.join(self.league_members) or 'none'})"
-               if league else "")
+            + (
+                f", league on {', '.join(self.league_seats)} ({league.matchmaking}, members: "
+                f"{', '.join(self.league_members) or 'none'})"
+                if league
+                else ""
+            )
         )
 
     def loading_message(self) -> str:
@@ -244,7 +319,14 @@ class TrainRunner(CampaignRunner):
         "train/fallback_rate": "fallback rate",
     }
 
-    def __init__(self, campaign: TrainCampaign, *, resume: bool = False, tracking_uri: str | None = None, track: bool | None = None):
+    def __init__(
+        self,
+        campaign: TrainCampaign,
+        *,
+        resume: bool = False,
+        tracking_uri: str | None = None,
+        track: bool | None = None,
+    ):
         import torch
 
         from agora.lora import load_learner
@@ -252,23 +334,46 @@ class TrainRunner(CampaignRunner):
         super().__init__(campaign, resume=resume)
         spec, config = campaign.spec, campaign.learner_config
         torch.manual_seed(policy_seed(spec.seed, "torch"))  # nothing should draw from it; keep it seeded regardless
-        self.model, self.tokenizer = load_learner(config.model, spec.learner.lora, device=config.device, dtype=config.dtype, seed=policy_seed(spec.seed, "lora"))
-        self.learner = LLMPolicy(config, seed=policy_seed(spec.seed, "learner"), model=self.model, tokenizer=self.tokenizer)
+        self.model, self.tokenizer = load_learner(
+            config.model,
+            spec.learner.lora,
+            device=config.device,
+            dtype=config.dtype,
+            seed=policy_seed(spec.seed, "lora"),
+        )
+        self.learner = LLMPolicy(
+            config, seed=policy_seed(spec.seed, "learner"), model=self.model, tokenizer=self.tokenizer
+        )
         self.fixed = build_policies(campaign.train, skip=campaign.learner_seats + campaign.league_seats, seed=spec.seed)
         self.seats: dict[str, Policy] = {**{s: self.learner for s in campaign.learner_seats}, **self.fixed}
-        self.policy_ids = {s: "learner" if s in campaign.learner_seats else campaign.train.seats[s].entry.name for s in self.seats}
+        self.policy_ids = {
+            s: "learner" if s in campaign.learner_seats else campaign.train.seats[s].entry.name for s in self.seats
+        }
         self.opponents = None
         if campaign.league_spec:
-            self.opponents = LeagueOpponents(campaign, self.model, self.tokenizer, fixed=self.fixed, policy_ids=self.policy_ids)
+            self.opponents = LeagueOpponents(
+                campaign, self.model, self.tokenizer, fixed=self.fixed, policy_ids=self.policy_ids
+            )
             self.policy_ids.update({s: "league" for s in campaign.league_seats})
         self.trainer = campaign.trainer_entry.load()(
-            self.model, campaign.trainer_config, pad_id=self.tokenizer.pad_token_id, seed=policy_seed(spec.seed, "trainer")
+            self.model,
+            campaign.trainer_config,
+            pad_id=self.tokenizer.pad_token_id,
+            seed=policy_seed(spec.seed, "trainer"),
         )
         self.result = CampaignResult(None, None)
         if self.resumed_from:
             self.restore(self.resumed_from)
-        self.open_run({"agora.kind": "train", "agora.world": campaign.train.world_entry.name, "agora.trainer": campaign.trainer_entry.name,
-                       "agora.learner_seats": ",".join(campaign.learner_seats)}, tracking_uri=tracking_uri, track=track)
+        self.open_run(
+            {
+                "agora.kind": "train",
+                "agora.world": campaign.train.world_entry.name,
+                "agora.trainer": campaign.trainer_entry.name,
+                "agora.learner_seats": ",".join(campaign.learner_seats),
+            },
+            tracking_uri=tracking_uri,
+            track=track,
+        )
 
     # checkpoints
     def save(self, iteration: int) -> Path:
@@ -279,7 +384,9 @@ class TrainRunner(CampaignRunner):
             if self.opponents is not None:
                 state["league"] = self.opponents.save(folder)
 
-        return self.run_folder.save(iteration, state, write, tracker=self.tracker, keep=self.campaign.spec.checkpoint.keep)
+        return self.run_folder.save(
+            iteration, state, write, tracker=self.tracker, keep=self.campaign.spec.checkpoint.keep
+        )
 
     def restore(self, folder: Path) -> None:
         state = RunFolder.load(folder)
@@ -289,16 +396,23 @@ class TrainRunner(CampaignRunner):
         self.result.evaluations = {int(k): v for k, v in state["evaluations"].items()}
         if self.opponents is not None:
             if not state.get("league"):
-                raise AgoraError(f"{folder} was written by a self_play campaign of Agora 0.1, whose snapshot cannot become a league; "
-                                 "start the campaign over (delete the folder or set checkpoint.dir)")
+                raise AgoraError(
+                    f"{folder} was written by a self_play campaign of Agora 0.1, whose snapshot cannot become a "
+                    "league; "
+                    "start the campaign over (delete the folder or set checkpoint.dir)"
+                )
             self.opponents.restore(folder, state["league"])
         restore_learner(folder, self.model, self.trainer, self.seats)
         self.first_iteration = int(state["iteration"]) + 1
 
     # rollouts
-    def training_episodes(self, iteration: int, seats: dict[str, Policy] | None = None, policy_ids: dict[str, str] | None = None) -> list[Episode]:
+    def training_episodes(
+        self, iteration: int, seats: dict[str, Policy] | None = None, policy_ids: dict[str, str] | None = None
+    ) -> list[Episode]:
         spec = self.campaign.spec
-        seeds = [episode_seed(spec.seed, iteration * spec.groups_per_iteration + g) for g in range(spec.groups_per_iteration)]
+        seeds = [
+            episode_seed(spec.seed, iteration * spec.groups_per_iteration + g) for g in range(spec.groups_per_iteration)
+        ]
         rollout = GroupRollout(
             self.campaign.train.make_world,
             seats or self.seats,
@@ -333,7 +447,9 @@ class TrainRunner(CampaignRunner):
             for key, value in episode.metrics.items():
                 rewards.setdefault(f"world/{key}", []).append(value)
         for key, values in rewards.items():
-            metrics[f"train/reward/{key}" if not key.startswith("world/") else f"train/{key[6:]}"] = float(np.mean(values))
+            metrics[f"train/reward/{key}" if not key.startswith("world/") else f"train/{key[6:]}"] = float(
+                np.mean(values)
+            )
         tokens = self.learner.stats.generated_tokens - tokens0
         gen_seconds = self.learner.stats.generate_seconds - seconds0
         metrics["perf/generate_tokens_per_s"] = tokens / gen_seconds if gen_seconds else 0.0
@@ -366,7 +482,9 @@ class TrainRunner(CampaignRunner):
             result.evaluations[final] = self.evaluate()
             self.log(result.evaluations[final], step=final)
             if self.tracker:
-                self.tracker.log_figure(learning_curve(result, list(self.campaign.evaluations)), "figures/learning_curve.png")
+                self.tracker.log_figure(
+                    learning_curve(result, list(self.campaign.evaluations)), "figures/learning_curve.png"
+                )
                 if self.opponents is not None:
                     self.opponents.finish(self.tracker)
         return result
@@ -377,11 +495,19 @@ class TrainRunner(CampaignRunner):
         for step, metrics in sorted(result.evaluations.items()):
             for name in self.campaign.evaluations:
                 p = f"eval/{name}/"
-                rows.append([
-                    str(step),
-                    name,
-                    f"{metrics[p + 'score']:.3f} [{metrics[p + 'score_ci_low']:.2f}, {metrics[p + 'score_ci_high']:.2f}]",
-                    f"{metrics[p + 'win_rate']:.3f} [{metrics[p + 'win_rate_ci_low']:.2f}, {metrics[p + 'win_rate_ci_high']:.2f}]",
-                    f"{metrics[p + 'agreement']:.3f}" if p + "agreement" in metrics else "-",
-                ])
-        return Summary(f"{self.campaign.name}: evaluation on held-out seeds", ["step", "opponent", "score (95% CI)", "win rate (95% CI)", "agreement"], rows)
+                rows.append(
+                    [
+                        str(step),
+                        name,
+                        f"{metrics[p + 'score']:.3f} [{metrics[p + 'score_ci_low']:.2f}, "
+                        f"{metrics[p + 'score_ci_high']:.2f}]",
+                        f"{metrics[p + 'win_rate']:.3f} [{metrics[p + 'win_rate_ci_low']:.2f}, "
+                        f"{metrics[p + 'win_rate_ci_high']:.2f}]",
+                        f"{metrics[p + 'agreement']:.3f}" if p + "agreement" in metrics else "-",
+                    ]
+                )
+        return Summary(
+            f"{self.campaign.name}: evaluation on held-out seeds",
+            ["step", "opponent", "score (95% CI)", "win rate (95% CI)", "agreement"],
+            rows,
+        )

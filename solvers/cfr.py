@@ -1,9 +1,10 @@
 """Counterfactual regret minimisation (CFR, CFR+) and best-response exploitability on game trees.
 
-Games are the explicit trees of trainers/games.py (two players, zero-sum; a terminal's `utility`
+Games are the explicit trees of solvers/games.py (two players, zero-sum; a terminal's `utility`
 is player 0's payoff). A policy maps an information-set key to action probabilities, aligned with
 that information set's legal actions. The update follows OpenSpiel's `open_spiel/python/algorithms/
-cfr.py` (ALGORITHMS.md §8), so both produce the same policies iteration by iteration:
+cfr.py` (CFR: "Regret Minimization in Games with Incomplete Information", NeurIPS 2007; CFR+: arXiv 1407.5042), so both
+produce the same policies iteration by iteration:
 
 - counterfactual value  v_i(σ, I) = Σ_{h∈I} π_{−i}^σ(h)·Σ_z π^σ(h→z)·u_i(z)
 - regret                R_T(I, a) += π_{−i}(h)·(v_i(ha) − v_i(h)),  CFR+: R ← max(R, 0) after each update
@@ -88,7 +89,9 @@ class CFRSolver:
         if reach0 == 0.0 and reach1 == 0.0:
             return 0.0  # no player reaches here: nothing below can change (OpenSpiel prunes the same way)
         if node.player == CHANCE:
-            return sum(p * self._traverse(c, player, reach0, reach1, chance * p) for p, c in zip(node.probs, node.children))
+            return sum(
+                p * self._traverse(c, player, reach0, reach1, chance * p) for p, c in zip(node.probs, node.children)
+            )
         policy = self.current[node.infoset]
         acting = node.player
         values = []
@@ -161,7 +164,9 @@ def best_response_value(game: Game, policy: Policy, player: int) -> float:
             result = sign * node.utility
         elif node.player == player:
             if node.infoset not in best_action:
-                scores = [sum(w * value(h.children[a]) for h, w in members[node.infoset]) for a in range(len(node.actions))]
+                scores = [
+                    sum(w * value(h.children[a]) for h, w in members[node.infoset]) for a in range(len(node.actions))
+                ]
                 best_action[node.infoset] = int(np.argmax(scores))
             result = value(node.children[best_action[node.infoset]])
         else:

@@ -1,6 +1,6 @@
 """Small two-player zero-sum extensive-form games as explicit game trees: Kuhn and Leduc poker.
 
-A game is built once into a tree of `Node`s; solvers (trainers/cfr.py) walk the tree. Action ids
+A game is built once into a tree of `Node`s; solvers (solvers/cfr.py) walk the tree. Action ids
 and chance outcomes follow OpenSpiel's `kuhn_poker` / `leduc_poker` (so policies can be compared
 with OpenSpiel's), and information-set keys are readable strings (private card(s) + public history).
 """
@@ -70,7 +70,9 @@ def kuhn_poker() -> Game:
         if len(dealt) == 2:
             return decision(dealt, "")  # type: ignore[arg-type]
         left = [c for c in range(3) if c not in dealt]
-        return Node(CHANCE, actions=left, children=[deal(dealt + (c,)) for c in left], probs=[1 / len(left)] * len(left))
+        return Node(
+            CHANCE, actions=left, children=[deal(dealt + (c,)) for c in left], probs=[1 / len(left)] * len(left)
+        )
 
     return Game("kuhn_poker", deal(()), {KUHN_PASS: "pass", KUHN_BET: "bet"})
 
@@ -138,6 +140,8 @@ def leduc_poker() -> Game:
         if len(dealt) == 2:
             return betting(dealt, None, [1, 1], [""])  # type: ignore[arg-type]
         left = [c for c in range(6) if c not in dealt]
-        return Node(CHANCE, actions=left, children=[deal_private(dealt + (c,)) for c in left], probs=[1 / len(left)] * len(left))
+        return Node(
+            CHANCE, actions=left, children=[deal_private(dealt + (c,)) for c in left], probs=[1 / len(left)] * len(left)
+        )
 
     return Game("leduc_poker", deal_private(()), {LEDUC_FOLD: "fold", LEDUC_CALL: "call", LEDUC_RAISE: "raise"})

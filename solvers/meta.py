@@ -2,7 +2,8 @@
 
 A 2-player normal-form game is given as two payoff matrices `A` (row player) and `B` (column
 player), both of shape (m, n); `A[i, j]` is the row player's payoff when she plays i and the
-column player plays j. Zero-sum games have B = -A. See ALGORITHMS.md §8.
+column player plays j. Zero-sum games have B = -A. See "A Unified Game-Theoretic Approach to Multiagent Reinforcement
+Learning" (arXiv 1711.00832) and α-Rank (arXiv 1903.01373).
 """
 
 from __future__ import annotations

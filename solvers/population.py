@@ -34,7 +34,9 @@ class PolicyVersion:
 
     name: str
     kind: VersionKind
-    spec: dict[str, Any] = field(default_factory=dict)  # scripted/llm: {"policy": id, **params}; lora: {"adapter": file}; tabular: {"strategy": [...]}
+    spec: dict[str, Any] = field(
+        default_factory=dict
+    )  # scripted/llm: {"policy": id, **params}; lora: {"adapter": file}; tabular: {"strategy": [...]}
     parent: str | None = None  # the version it was trained from
     opponents: list[str] = field(default_factory=list)  # the versions it was trained against
     iteration: int | None = None  # the campaign iteration that produced it
@@ -198,7 +200,9 @@ def matchmaking_distribution(
     if rule == "uniform":
         return np.full(n, 1.0 / n)
     if rule == "pfsp":
-        rates = [records.win_rate(learner, c) if records is not None and learner is not None else 0.5 for c in candidates]
+        rates = [
+            records.win_rate(learner, c) if records is not None and learner is not None else 0.5 for c in candidates
+        ]
         return pfsp_weights(np.array(rates), weighting, p)
     if rule == "psro":
         if meta_strategy is None:

@@ -1,4 +1,5 @@
-"""Self-play preference games: Nash-MD and INPO, tabular and on an LLM (ALGORITHMS.md §7).
+"""Self-play preference games: Nash-MD and INPO, tabular and on an LLM (Nash-MD: "Nash Learning from Human Feedback",
+arXiv 2312.00886; INPO: arXiv 2407.00617).
 
 The game (NLHF, arXiv 2312.00886): with a preference P(y > y') and a reference mu,
 
@@ -42,7 +43,9 @@ def inpo_step(pi: np.ndarray, P: np.ndarray, mu: np.ndarray, *, eta: float, tau:
     return softmax((1.0 - eta * tau) * np.log(pi) + eta * tau * np.log(mu) + eta * P @ pi)
 
 
-def last_iterate(step, P: np.ndarray, mu: np.ndarray, *, eta: float, tau: float, iterations: int, pi0: np.ndarray | None = None) -> np.ndarray:
+def last_iterate(
+    step, P: np.ndarray, mu: np.ndarray, *, eta: float, tau: float, iterations: int, pi0: np.ndarray | None = None
+) -> np.ndarray:
     """pi_T after `iterations` updates from pi0 (default mu)."""
     pi = np.asarray(mu if pi0 is None else pi0, dtype=np.float64)
     for _ in range(iterations):
@@ -58,7 +61,8 @@ def regularized_value(pi: np.ndarray, P: np.ndarray, mu: np.ndarray, tau: float)
 
 
 def regularized_nash(P: np.ndarray, mu: np.ndarray, tau: float) -> np.ndarray:
-    """pi*_tau by maximising `regularized_value` (concave in pi) over softmax logits with BFGS and the exact gradient."""
+    """pi*_tau by maximising `regularized_value` (concave in pi) over softmax logits with BFGS and the exact
+    gradient."""
     log_mu = np.log(mu)
 
     def negative(z):

@@ -1,7 +1,8 @@
 """Policy-Space Response Oracles (PSRO) over an empirical payoff matrix, and payoff matrices from rollouts.
 
 The loop ("A Unified Game-Theoretic Approach to Multiagent Reinforcement Learning", arXiv 1711.00832):
-populations Π_0, Π_1 → empirical payoffs U_i[k, l] = u_i(Π_0[k], Π_1[l]) → meta-strategy σ = MSS(U) → each player adds an oracle's best response to the opponent's
+populations Π_0, Π_1 → empirical payoffs U_i[k, l] = u_i(Π_0[k], Π_1[l]) → meta-strategy σ = MSS(U) → each player adds
+an oracle's best response to the opponent's
 meta-mixture → repeat, until the exploitability of the meta-mixture is ≤ a threshold, the oracles
 add nothing new, or the iteration budget is spent. With an exact best-response oracle and the
 Nash meta-solver this is the double-oracle algorithm.
@@ -27,7 +28,10 @@ def meta_strategy(U0: np.ndarray, U1: np.ndarray, solver: MetaSolver) -> tuple[n
     """σ = MSS(U): a mixture over each player's population from the empirical payoff matrices."""
     if solver == "nash":
         if not np.allclose(U0 + U1, (U0 + U1).flat[0]):
-            raise ValueError("the 'nash' meta-solver is the zero-sum LP: the payoffs must be constant-sum; use replicator or alpharank")
+            raise ValueError(
+                "the 'nash' meta-solver is the zero-sum LP: the payoffs must be constant-sum; use replicator or "
+                "alpharank"
+            )
         x, y, _ = meta.zero_sum_nash(U0)
         return x, y
     if solver == "uniform":  # PSRO with a uniform meta-strategy is fictitious play over the population
@@ -120,8 +124,16 @@ def psro(
     history: list[float] = []
     for t in range(max_iterations + 1):
         U0, U1 = matrices()
-        step = psro_iteration(populations, (U0, U1), oracle, meta_solver=meta_solver, exploitability=exploitability,
-                              threshold=threshold, last=t == max_iterations, same=same)
+        step = psro_iteration(
+            populations,
+            (U0, U1),
+            oracle,
+            meta_solver=meta_solver,
+            exploitability=exploitability,
+            threshold=threshold,
+            last=t == max_iterations,
+            same=same,
+        )
         if step.exploitability is not None:
             history.append(step.exploitability)
         for player, strategy in enumerate(step.new):
@@ -152,8 +164,13 @@ def matrix_best_response(A: np.ndarray, B: np.ndarray) -> Callable[[int, list[np
 
 
 def matrix_psro(
-    A: np.ndarray, B: np.ndarray, start: tuple[int, int] = (0, 0), *, meta_solver: MetaSolver = "nash",
-    threshold: float = 1e-6, max_iterations: int = 50,
+    A: np.ndarray,
+    B: np.ndarray,
+    start: tuple[int, int] = (0, 0),
+    *,
+    meta_solver: MetaSolver = "nash",
+    threshold: float = 1e-6,
+    max_iterations: int = 50,
 ) -> PSROResult:
     """PSRO on a 2-player matrix game from one pure strategy per player, with exact payoffs and oracle."""
     A, B = np.asarray(A, dtype=np.float64), np.asarray(B, dtype=np.float64)
@@ -193,10 +210,17 @@ def rollout_payoff_matrix(
     for k, (row_id, make_row) in enumerate(row_policies.items()):
         for l, (column_id, make_column) in enumerate(column_policies.items()):
             cell = f"{row_id}|{column_id}"
-            policies = {seats[0]: make_row(policy_seed(seed, cell + "|0")), seats[1]: make_column(policy_seed(seed, cell + "|1"))}
+            policies = {
+                seats[0]: make_row(policy_seed(seed, cell + "|0")),
+                seats[1]: make_column(policy_seed(seed, cell + "|1")),
+            }
             rollout = Rollout(
-                make_world, policies, {seats[0]: row_id, seats[1]: column_id},
-                seed=policy_seed(seed, cell), concurrency=concurrency, record_observations=False,
+                make_world,
+                policies,
+                {seats[0]: row_id, seats[1]: column_id},
+                seed=policy_seed(seed, cell),
+                concurrency=concurrency,
+                record_observations=False,
             )
             episodes = rollout.run(episodes_per_cell)
             if on_cell is not None:

@@ -3,7 +3,7 @@
 - OpenSkill (Weng–Lin Bayesian ratings, the maintained `openskill` package, Plackett–Luce model by
   default): every version holds (μ, σ); a game of any number of teams updates them; the
   leaderboard uses the conservative score μ − 3σ.
-- Elo (ALGORITHMS.md §8): E_A = 1 / (1 + 10^{(R_B − R_A)/400}); R_A ← R_A + K·(S_A − E_A). Depends on game order.
+- Elo (the chess rating): E_A = 1 / (1 + 10^{(R_B − R_A)/400}); R_A ← R_A + K·(S_A − E_A). Depends on game order.
 - Bradley–Terry: P(i beats j) = σ(θ_i − θ_j) fitted by maximum likelihood over the whole log
   (order-free), reported on the Elo scale R = 1500 + 400·θ/ln 10, with percentile bootstrap
   confidence intervals over resampled games.
@@ -38,7 +38,13 @@ class OpenSkillRatings:
             self.ratings[name] = self.model.rating(name=name)
         return self.ratings[name]
 
-    def rate(self, teams: Sequence[Sequence[str]], *, ranks: Sequence[float] | None = None, scores: Sequence[float] | None = None) -> None:
+    def rate(
+        self,
+        teams: Sequence[Sequence[str]],
+        *,
+        ranks: Sequence[float] | None = None,
+        scores: Sequence[float] | None = None,
+    ) -> None:
         """Record one game: `teams` lists each team's version names; `ranks` (lower is better, ties equal)
         or `scores` (higher is better); neither means the teams are listed from first to last."""
         if len(teams) < 2 or any(len(team) == 0 for team in teams):
@@ -86,7 +92,9 @@ class BradleyTerryFit:
     upper: np.ndarray
 
     def as_dict(self) -> dict[str, tuple[float, float, float]]:
-        return {p: (float(e), float(lo), float(hi)) for p, e, lo, hi in zip(self.players, self.elo, self.lower, self.upper)}
+        return {
+            p: (float(e), float(lo), float(hi)) for p, e, lo, hi in zip(self.players, self.elo, self.lower, self.upper)
+        }
 
 
 def _bt_theta(i: np.ndarray, j: np.ndarray, s: np.ndarray, n: int, prior: float) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""External regret of online-learning sequences and of agents in repeated matrix games (ALGORITHMS.md §8).
+"""External regret of online-learning sequences and of agents in repeated matrix games ("Do LLM Agents Have Regret? A
+Case Study in Online Learning and Games", arXiv 2403.16843).
 
 Regret of plays p_1..p_T (mixed strategies, or actions as one-hot) against loss vectors ℓ_1..ℓ_T:
 

@@ -35,7 +35,9 @@ def test_grpo_batch_statistics_use_the_whole_batch():
 
 
 def test_zero_variance_groups_are_counted():
-    assert zero_variance_fraction(np.array([1.0, 3.0, 2.0, 2.0, 0.0]), ["a", "a", "b", "b", "c"]) == pytest.approx(2 / 3)
+    assert zero_variance_fraction(np.array([1.0, 3.0, 2.0, 2.0, 0.0]), ["a", "a", "b", "b", "c"]) == pytest.approx(
+        2 / 3
+    )
 
 
 def test_discounted_returns():
@@ -63,9 +65,16 @@ def test_gigpo_similarity_key_clusters_greedily_on_first_members():
 
 def step(agent, turn, reward=0.0, obs=None, ids=True):
     return Step(
-        agent=agent, turn=turn, prompt="p", text="t", action=None, reward=reward,
-        prompt_ids=[1, 2, turn] if ids else None, completion_ids=[5, 6] if ids else None,
-        logprobs=[-0.1, -0.2] if ids else None, observation=obs,
+        agent=agent,
+        turn=turn,
+        prompt="p",
+        text="t",
+        action=None,
+        reward=reward,
+        prompt_ids=[1, 2, turn] if ids else None,
+        completion_ids=[5, 6] if ids else None,
+        logprobs=[-0.1, -0.2] if ids else None,
+        observation=obs,
     )
 
 
@@ -75,7 +84,12 @@ def episode(index, seed, returns, steps):
 
 def test_training_samples_group_by_seed_and_credit_each_agent_its_own_return():
     episodes = [
-        episode(0, 7, {"a": 1.0, "b": 9.0}, [step("a", 0, obs={"s": 0}), step("b", 1, ids=False), step("a", 2, 1.0, obs={"s": 1})]),
+        episode(
+            0,
+            7,
+            {"a": 1.0, "b": 9.0},
+            [step("a", 0, obs={"s": 0}), step("b", 1, ids=False), step("a", 2, 1.0, obs={"s": 1})],
+        ),
         episode(1, 7, {"a": 3.0, "b": 7.0}, [step("a", 0, obs={"s": 0}), step("a", 1, 3.0, obs={"s": 2})]),
         episode(2, 8, {"a": 4.0, "b": 0.0}, [step("a", 0, 4.0, obs={"s": 0})]),  # a group of one
     ]
@@ -95,7 +109,9 @@ def test_training_samples_group_by_seed_and_credit_each_agent_its_own_return():
 
 
 def test_self_play_seats_are_separate_trajectories():
-    both = lambda e: ["a", "b"]
+    def both(e):
+        return ["a", "b"]
+
     episodes = [
         episode(0, 7, {"a": 1.0, "b": 9.0}, [step("a", 0), step("b", 1)]),
         episode(1, 7, {"a": 3.0, "b": 7.0}, [step("a", 0), step("b", 1)]),

@@ -10,16 +10,16 @@ import time
 
 import pytest
 import torch
-from mlflow import MlflowClient
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from agora.campaign import load_campaign
-from campaigns.evaluation import evaluation_metrics, mean_ci, wilson_interval
-from campaigns.train import TrainCampaign
 from agora.cli import app
 from agora.errors import ScenarioError
 from agora.trajectory import Episode
+from campaigns.evaluation import evaluation_metrics, mean_ci, wilson_interval
+from campaigns.train import TrainCampaign
+from mlflow import MlflowClient
 from tests.conftest import ROOT, SCENARIOS
 
 runner = CliRunner()
@@ -57,15 +57,31 @@ def tiny_campaign(tmp_path, model, iterations=2):
 @pytest.mark.parametrize(
     "change, path, message",
     [
-        (("trainer: {id: grpo, learning_rate: 0.01, micro_batch_size: 16}", "trainer: {id: grpo, epsilonn: 0.3}"), "trainer.epsilonn", "did you mean 'epsilon'"),
-        (("trainer: {id: grpo, learning_rate: 0.01, micro_batch_size: 16}", "trainer: {id: grop}"), "trainer.id", "did you mean 'grpo'"),
-        (("trainer: {id: grpo, learning_rate: 0.01, micro_batch_size: 16}", "trainer: {id: grpo, beta: -1}"), "trainer.beta", "greater than or equal to 0"),
+        (
+            ("trainer: {id: grpo, learning_rate: 0.01, micro_batch_size: 16}", "trainer: {id: grpo, epsilonn: 0.3}"),
+            "trainer.epsilonn",
+            "did you mean 'epsilon'",
+        ),
+        (
+            ("trainer: {id: grpo, learning_rate: 0.01, micro_batch_size: 16}", "trainer: {id: grop}"),
+            "trainer.id",
+            "did you mean 'grpo'",
+        ),
+        (
+            ("trainer: {id: grpo, learning_rate: 0.01, micro_batch_size: 16}", "trainer: {id: grpo, beta: -1}"),
+            "trainer.beta",
+            "greater than or equal to 0",
+        ),
         (("seats: [alice]", "seats: [carol]"), "learner.seats.0", "no seat matches 'carol'"),
         (("temperature: 1.0", "temperature: hot"), "learner.temperature", "valid number"),
         (("lora: {r: 4, alpha: 8}", "lora: {rank: 4}"), "learner.lora.rank", "unknown key"),
         (("bob: {policy: random}", "bob: {policy: gready}"), "opponents.bob.policy", "did you mean 'greedy'"),
         (("bob: {policy: random}", "carol: {policy: fair}"), "opponents.carol", "no seat matches"),
-        (("fair: {policy: fair}", "fair: {policy: fair, target_ratio: 2}"), "evaluation.opponents.fair.target_ratio", "less than or equal to 1"),
+        (
+            ("fair: {policy: fair}", "fair: {policy: fair, target_ratio: 2}"),
+            "evaluation.opponents.fair.target_ratio",
+            "less than or equal to 1",
+        ),
         (("group_size: 3", "group_size: 1"), "group_size", "no advantage signal"),
         (("iterations: 2", "iterations: 0"), "iterations", "greater than or equal to 1"),
     ],
@@ -81,7 +97,11 @@ def test_campaign_mistakes_are_explained(tmp_path, change, path, message):
 def test_cli_train_rejects_a_bad_file_without_a_traceback(tmp_path, tracking_uri):
     bad = write(tmp_path, "name: x\nworld: {id: negotiation}\nlearner: {seats: [alice]}\ntrainer: {id: grpo}\n")
     result = runner.invoke(app, ["train", str(bad)])
-    assert result.exit_code == 2 and "iterations: required key is missing" in result.output and "Traceback" not in result.output
+    assert (
+        result.exit_code == 2
+        and "iterations: required key is missing" in result.output
+        and "Traceback" not in result.output
+    )
     assert not (tmp_path / "mlruns").exists()
 
 
@@ -124,8 +144,17 @@ def test_campaign_trains_lora_logs_metrics_and_checkpoints(tmp_path, tracking_ur
     client = MlflowClient(tracking_uri)
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED" and run.data.params["trainer.epsilon"] == "0.2"
-    for key in ("train/loss", "train/kl", "train/clip_fraction", "train/entropy", "train/zero_variance_groups",
-                "train/reward/learner", "train/reward/random", "perf/generate_tokens_per_s", "perf/train_tokens_per_s"):
+    for key in (
+        "train/loss",
+        "train/kl",
+        "train/clip_fraction",
+        "train/entropy",
+        "train/zero_variance_groups",
+        "train/reward/learner",
+        "train/reward/random",
+        "perf/generate_tokens_per_s",
+        "perf/train_tokens_per_s",
+    ):
         assert [m.step for m in client.get_metric_history(result.run_id, key)] == [0, 1], key
     for key in ("eval/fair/score", "eval/fair/win_rate_ci_low", "eval/random/score_ci_high", "eval/random/agreement"):
         assert [m.step for m in client.get_metric_history(result.run_id, key)] == [0, 2], key
@@ -134,7 +163,12 @@ def test_campaign_trains_lora_logs_metrics_and_checkpoints(tmp_path, tracking_ur
     adapter = load_file(str(result.checkpoint / "adapter" / "adapter_model.safetensors"))
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in adapter.items())
     artifacts = {a.path for a in client.list_artifacts(result.run_id, "checkpoints/iter-000001")}
-    assert {"checkpoints/iter-000001/adapter", "checkpoints/iter-000001/trainer.pt", "checkpoints/iter-000001/rng.pt", "checkpoints/iter-000001/state.json"} <= artifacts
+    assert {
+        "checkpoints/iter-000001/adapter",
+        "checkpoints/iter-000001/trainer.pt",
+        "checkpoints/iter-000001/rng.pt",
+        "checkpoints/iter-000001/state.json",
+    } <= artifacts
     assert "figures/learning_curve.png" in {a.path for a in client.list_artifacts(result.run_id, "figures")}
     # a second start without --resume refuses to overwrite
     with pytest.raises(Exception, match="--resume"):
@@ -163,12 +197,18 @@ def test_sigkilled_campaign_resumes_into_the_same_run(tmp_path, tracking_uri, ti
     assert [r.info.run_id for r in runs] == [run_id]  # the same run, no second one
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
-    assert run.data.tags["agora.resumes"] == "1" and "left RUNNING by a killed process" in run.data.tags["agora.resume.1"]
+    assert (
+        run.data.tags["agora.resumes"] == "1" and "left RUNNING by a killed process" in run.data.tags["agora.resume.1"]
+    )
     for key in ("train/iteration", "train/loss", "train/reward/learner"):
         assert sorted(m.step for m in client.get_metric_history(run_id, key)) == [0, 1, 2, 3], key  # none lost or twice
     assert sorted(m.step for m in client.get_metric_history(run_id, "eval/fair/score")) == [0, 2, 4]
-    assert [m.value for m in client.get_metric_history(run_id, "train/iteration")] == sorted(m.value for m in client.get_metric_history(run_id, "train/iteration"))
-    assert {a.path for a in client.list_artifacts(run_id, "checkpoints")} >= {f"checkpoints/iter-00000{i}" for i in range(4)}
+    assert [m.value for m in client.get_metric_history(run_id, "train/iteration")] == sorted(
+        m.value for m in client.get_metric_history(run_id, "train/iteration")
+    )
+    assert {a.path for a in client.list_artifacts(run_id, "checkpoints")} >= {
+        f"checkpoints/iter-00000{i}" for i in range(4)
+    }
 
 
 def test_resume_restores_weights_optimizer_and_rng(tmp_path, tracking_uri, tiny_model_dir):
@@ -211,20 +251,29 @@ def test_short_negotiation_grpo_campaign_changes_lora_and_logs(tmp_path, trackin
 
 
 def test_self_play_against_frozen_snapshots(tmp_path, tracking_uri, tiny_model_dir):
-    text = TINY.format(model=tiny_model_dir, iterations=2, dir=tmp_path / "ck").replace(
-        "opponents:\n  bob: {policy: random}          # varied returns within a group\n",
-        "self_play: {seats: [bob], snapshot_every: 1}\n",
-    ).replace("trainer: {id: grpo,", "trainer: {id: grpo, statistics: batch,")  # seeds differ in return: a signal even when every text fails
+    text = (
+        TINY.format(model=tiny_model_dir, iterations=2, dir=tmp_path / "ck")
+        .replace(
+            "opponents:\n  bob: {policy: random}          # varied returns within a group\n",
+            "self_play: {seats: [bob], snapshot_every: 1}\n",
+        )
+        .replace("trainer: {id: grpo,", "trainer: {id: grpo, statistics: batch,")
+    )  # seeds differ in return: a signal even when every text fails
     campaign = load_campaign(write(tmp_path, text))
     assert campaign.league_seats == ["bob"] and campaign.eval_seats == ["alice"]
-    assert campaign.league_spec.matchmaking == "latest" and campaign.league_spec.snapshot_every == 1  # self_play is this league
+    assert (
+        campaign.league_spec.matchmaking == "latest" and campaign.league_spec.snapshot_every == 1
+    )  # self_play is this league
     result = campaign.run()
     first, second = tmp_path / "ck" / "iter-000000", tmp_path / "ck" / "iter-000001"
     import json
 
     league = json.loads((second / "state.json").read_text())["league"]
     assert [v["name"] for v in league["population"]] == ["learner-0", "learner-1", "learner-2"]
-    assert {(g["iteration"], g["b"]) for g in league["games"] if g["kind"] == "train"} == {(0, "learner-0"), (1, "learner-1")}
+    assert {(g["iteration"], g["b"]) for g in league["games"] if g["kind"] == "train"} == {
+        (0, "learner-0"),
+        (1, "learner-1"),
+    }
     # the snapshot bob played in iteration 1 is the learner as it was after iteration 0
     learner_0 = load_file(str(first / "adapter" / "adapter_model.safetensors"))
     snapshot_1 = load_file(str(second / "league" / "learner-1.safetensors"))
@@ -240,7 +289,15 @@ def test_self_play_against_frozen_snapshots(tmp_path, tracking_uri, tiny_model_d
 def test_self_play_seats_are_checked(tmp_path):
     text = TINY.format(model="smollm2-135m-instruct", iterations=2, dir=tmp_path / "ck")
     with pytest.raises(ScenarioError, match="both the learner's and the snapshot's"):
-        load_campaign(write(tmp_path, text.replace("opponents:\n  bob: {policy: random}", "self_play: {seats: ['*']}\nopponents:\n  bob: {policy: random}")))
+        load_campaign(
+            write(
+                tmp_path,
+                text.replace(
+                    "opponents:\n  bob: {policy: random}",
+                    "self_play: {seats: ['*']}\nopponents:\n  bob: {policy: random}",
+                ),
+            )
+        )
     with pytest.raises(ScenarioError, match="every seat in evaluation"):
         load_campaign(write(tmp_path, text.replace("evaluation: {every: 2,", "evaluation: {seats: ['*'], every: 2,")))
 
@@ -255,9 +312,13 @@ def test_an_untracked_campaign_can_be_resumed(tmp_path, tiny_model_dir):
 def test_arena_campaigns_decode_each_groups_anchor_greedily(tmp_path, tiny_model_dir):
     """group_reward: arena -> the learner's turns in episode 0 of each group are greedy; other rollouts sample."""
 
-    text = tiny_campaign(tmp_path, tiny_model_dir).read_text().replace(
-        "trainer: {id: grpo, learning_rate: 0.01, micro_batch_size: 16}",
-        "trainer: {id: grpo, learning_rate: 0.01, micro_batch_size: 16, group_reward: arena, judge: {id: outcome}}",
+    text = (
+        tiny_campaign(tmp_path, tiny_model_dir)
+        .read_text()
+        .replace(
+            "trainer: {id: grpo, learning_rate: 0.01, micro_batch_size: 16}",
+            "trainer: {id: grpo, learning_rate: 0.01, micro_batch_size: 16, group_reward: arena, judge: {id: outcome}}",
+        )
     )
     runner_ = load_campaign(write(tmp_path, text, "arena.yaml")).start(track=False)
     learner = runner_.seats["alice"]

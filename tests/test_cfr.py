@@ -73,7 +73,8 @@ def test_kuhn_uniform_hand_checked():
     # always-pass for both: every hand is a 1-chip showdown, symmetric -> 0
     passive = {key: np.array([1.0, 0.0]) for key in uniform}
     assert expected_value(game, passive) == pytest.approx(0.0)
-    # against always-pass, P1 with K bets after a pass... BR of P0 vs passive P1: bet always; P1 never calls -> +1 each hand
+    # against always-pass, P1 with K bets after a pass... BR of P0 vs passive P1: bet always; P1 never calls -> +1 each
+    # hand
     assert best_response_value(game, passive, 0) == pytest.approx(1.0)
 
 
@@ -92,7 +93,9 @@ def test_cfr_kuhn_converges_slower_but_converges():
     assert later < first and later < 0.05
 
 
-@pytest.mark.parametrize("name, plus, iterations", [("kuhn_poker", False, 15), ("kuhn_poker", True, 15), ("leduc_poker", True, 2)])
+@pytest.mark.parametrize(
+    "name, plus, iterations", [("kuhn_poker", False, 15), ("kuhn_poker", True, 15), ("leduc_poker", True, 2)]
+)
 def test_average_policy_equals_openspiel_python_solver(name, plus, iterations):
     game = GAMES[name]()
     ours = (CFRPlusSolver(game) if plus else CFRSolver(game)).solve(iterations)
@@ -119,5 +122,7 @@ def test_exploitability_matches_openspiel(name):
         policies["random"] = {k: rng.dirichlet(np.ones(len(p))) for k, p in uniform_policy(game).items()}
     for label, policy in policies.items():
         os_game, tabular, _ = to_openspiel(name, game, policy)
-        assert exploitability(game, policy) == pytest.approx(os_exploitability.exploitability(os_game, tabular), abs=1e-9), label
+        assert exploitability(game, policy) == pytest.approx(
+            os_exploitability.exploitability(os_game, tabular), abs=1e-9
+        ), label
         assert nash_conv(game, policy) == pytest.approx(os_exploitability.nash_conv(os_game, tabular), abs=1e-9), label

@@ -102,7 +102,9 @@ def assert_same_action(a, b) -> None:
         for key in a:
             assert_same_action(a[key], b[key])
     elif np.asarray(b).dtype.kind == "f":  # text carries floats to the precision the world writes them
-        assert np.allclose(np.asarray(a, dtype=float), np.asarray(b), rtol=0, atol=1e-5), f"parse(render_action(a)) gave {a!r}, a = {b!r}"
+        assert np.allclose(np.asarray(a, dtype=float), np.asarray(b), rtol=0, atol=1e-5), (
+            f"parse(render_action(a)) gave {a!r}, a = {b!r}"
+        )
     else:
         assert np.array_equal(np.asarray(a), np.asarray(b)), f"parse(render_action(a)) gave {a!r}, a = {b!r}"
 
@@ -161,7 +163,9 @@ def test_agent_defaults_validate_and_it_plays_its_seats(entry, agent_overrides):
     assert mine, f"{entry.name} plays seats '{cls.seats}', none of {seats}"
     agent, filler = cls(config, seed=0), Fallback(Fallback.Config(), seed=0)
     players = {s: agent if s in mine else filler for s in seats}
-    rollout = Rollout(lambda: world_cls(world_config), players, {s: s for s in seats}, seed=1, concurrency=2, max_retries=0)
+    rollout = Rollout(
+        lambda: world_cls(world_config), players, {s: s for s in seats}, seed=1, concurrency=2, max_retries=0
+    )
     (episode,) = rollout.run(1)  # a whole game, whether or not the others' fallbacks ever turn to its seats
     world = world_cls(world_config)
     if isinstance(world, ParallelEnv):
@@ -184,12 +188,21 @@ def learner_batch(tiny_model_dir):
     from agora.lora import LoRAConfig, load_learner
 
     model, tokenizer = load_learner(tiny_model_dir, LoRAConfig(r=4, alpha=8), seed=0)
-    llm = LLMPolicy(LLMConfig(model=tiny_model_dir, temperature=1.0, max_new_tokens=6), seed=0, model=model, tokenizer=tokenizer)
+    llm = LLMPolicy(
+        LLMConfig(model=tiny_model_dir, temperature=1.0, max_new_tokens=6), seed=0, model=model, tokenizer=tokenizer
+    )
     world = WORLDS.get("negotiation")
     fair = AGENTS.get("random", world="negotiation")
     seats = {"alice": llm, "bob": fair.load()(fair.config(), seed=0)}
-    rollout = GroupRollout(lambda: world.load()(world.config(max_turns=4)), seats, {"alice": "learner", "bob": "random"},
-                           seed=0, seeds=[11, 12], group_size=3, max_retries=0)
+    rollout = GroupRollout(
+        lambda: world.load()(world.config(max_turns=4)),
+        seats,
+        {"alice": "learner", "bob": "random"},
+        seed=0,
+        seeds=[11, 12],
+        group_size=3,
+        max_retries=0,
+    )
     return model, tokenizer, rollout.run(6)
 
 

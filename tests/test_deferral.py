@@ -20,11 +20,11 @@ from agora.rollout import Rollout
 from agora.scenario import resolve_scenario
 from agora.trajectory import Episode
 from agora.world import ParseError, TextWorld
+from tests.conftest import ROOT
 from worlds.deferral.problems import Problem, evaluate_formula, fact_table, load_problems
 from worlds.deferral.report import tradeoff_figure
 from worlds.deferral.rules import CREATE, DEFER, EVAL, EXPERT, majority_answer, normalize_answer, team_would_be_right
 from worlds.deferral.world import env, raw_env
-from tests.conftest import ROOT
 
 ARITH = Problem("What is 6 + 4?", "10", 1, "arithmetic", "6 + 4", "", "6 + 4 = 10")
 CLOSED = Problem(
@@ -87,10 +87,16 @@ def test_rewards_by_hand_defaults():
     returns = play(
         world,
         [
-            answer("10"), answer("10"), answer("3"),  # round 0
-            DEFER_ACTION, answer("10"), evaluate(0),  # round 1: 0 defers, 1 creates, 2 adopts 0's round-0 answer
+            answer("10"),
+            answer("10"),
+            answer("3"),  # round 0
+            DEFER_ACTION,
+            answer("10"),
+            evaluate(0),  # round 1: 0 defers, 1 creates, 2 adopts 0's round-0 answer
             {"answer": "10", "explanation": "6 + 4 = 10"},  # the expert, because agent 0 deferred
-            evaluate(1), evaluate(0), evaluate(0),  # round 2, free
+            evaluate(1),
+            evaluate(0),
+            evaluate(0),  # round 2, free
         ],
     )
     assert ended(world) and world.team_answer == "10" and world.correct
@@ -101,8 +107,19 @@ def test_costs_are_configurable_and_paid_when_wrong():
     world = world_with(defer_cost=0.5, create_cost=0.2)
     returns = play(
         world,
-        [answer("1"), answer("2"), answer("3"), DEFER_ACTION, answer("4"), answer("4"), {"answer": "5", "explanation": ""},
-         DEFER_ACTION, evaluate(0), evaluate(0), {"answer": "9", "explanation": ""}],
+        [
+            answer("1"),
+            answer("2"),
+            answer("3"),
+            DEFER_ACTION,
+            answer("4"),
+            answer("4"),
+            {"answer": "5", "explanation": ""},
+            DEFER_ACTION,
+            evaluate(0),
+            evaluate(0),
+            {"answer": "9", "explanation": ""},
+        ],
     )
     assert world.answers == ["9", "5", "5"] and world.team_answer == "5" and not world.correct
     assert returns == pytest.approx({"agent_0": -1.0, "agent_1": -0.2, "agent_2": -0.2, EXPERT: 0.0})
@@ -166,9 +183,19 @@ def test_illegal_actions_are_flagged_and_cost_nothing():
 @pytest.mark.parametrize(
     "text, canonical",
     [
-        ("42", "42"), (" 42. ", "42"), ("1,234", "1234"), ("$12.50", "12.5"), ("12.0", "12"), ("-0", "0"),
-        ("3/4", "0.75"), ("1/3", "1/3"), ("50%", "0.5"), ("  Paris  ", "paris"), ("New   York!", "new york"),
-        ("'Blue'", "blue"), ("1, 2", "1, 2"),
+        ("42", "42"),
+        (" 42. ", "42"),
+        ("1,234", "1234"),
+        ("$12.50", "12.5"),
+        ("12.0", "12"),
+        ("-0", "0"),
+        ("3/4", "0.75"),
+        ("1/3", "1/3"),
+        ("50%", "0.5"),
+        ("  Paris  ", "paris"),
+        ("New   York!", "new york"),
+        ("'Blue'", "blue"),
+        ("1, 2", "1, 2"),
     ],
 )
 def test_answers_are_normalized(text, canonical):
@@ -301,7 +328,11 @@ def test_config_mistakes_are_explained(world, error):
 
 def test_expert_accuracy_must_cover_every_level():
     with pytest.raises(ScenarioError, match="each difficulty 1, 2 and 3"):
-        resolve_scenario(scenario_dict(agents={"agent_*": {"policy": "never_defer"}, "expert": {"policy": "simulated", "accuracy": {1: 0.9}}}))
+        resolve_scenario(
+            scenario_dict(
+                agents={"agent_*": {"policy": "never_defer"}, "expert": {"policy": "simulated", "accuracy": {1: 0.9}}}
+            )
+        )
 
 
 # --- what each seat sees ----------------------------------------------------------------------
@@ -341,7 +372,18 @@ def test_round_zero_is_independent_and_later_rounds_show_the_round_start():
 
 def test_expert_answers_and_explanations_are_shown_to_the_team_next_round():
     world = world_with()
-    play(world, [answer("1"), answer("2"), answer("3"), DEFER_ACTION, evaluate(0), evaluate(0), {"answer": "10", "explanation": "6 + 4"}])
+    play(
+        world,
+        [
+            answer("1"),
+            answer("2"),
+            answer("3"),
+            DEFER_ACTION,
+            evaluate(0),
+            evaluate(0),
+            {"answer": "10", "explanation": "6 + 4"},
+        ],
+    )
     text = world.prompt("agent_1", world.observe("agent_1"))
     assert "agent 0: 10 (from the expert)" in text and "The expert explained: 6 + 4" in text
 
@@ -397,8 +439,17 @@ def test_parser_is_strict_about_meaning(text, error):
 
 @pytest.mark.parametrize(
     "text, value",
-    [("ANSWER: 42", "42"), ("answer: **42**", "42"), ("The answer is 42.", "42"), ("42", "42"), ("I think 6 + 4 = 10. ANSWER: 10", "10"), ("CREATE 10", "10"),
-     ("ANSWER: 12 x 4 = 48 apples", "48"), ("ANSWER:\n42", "42"), ("ANSWER: 8\n\nThe answer is 8, not 9", "8")],
+    [
+        ("ANSWER: 42", "42"),
+        ("answer: **42**", "42"),
+        ("The answer is 42.", "42"),
+        ("42", "42"),
+        ("I think 6 + 4 = 10. ANSWER: 10", "10"),
+        ("CREATE 10", "10"),
+        ("ANSWER: 12 x 4 = 48 apples", "48"),
+        ("ANSWER:\n42", "42"),
+        ("ANSWER: 8\n\nThe answer is 8, not 9", "8"),
+    ],
 )
 def test_round_zero_answers(text, value):
     world = world_with()
@@ -407,7 +458,12 @@ def test_round_zero_answers(text, value):
 
 @pytest.mark.parametrize(
     "text, error",
-    [("6 + 4 = 10", "several numbers"), ("DEFER", "in round 0"), ("EVAL 2", "in round 0"), ("I do not know", "no number")],
+    [
+        ("6 + 4 = 10", "several numbers"),
+        ("DEFER", "in round 0"),
+        ("EVAL 2", "in round 0"),
+        ("I do not know", "no number"),
+    ],
 )
 def test_round_zero_rejects_missing_or_ambiguous_answers(text, error):
     with pytest.raises(ParseError, match=error):
@@ -481,7 +537,14 @@ def request(obs, agent="agent_0"):
 
 
 def team_obs(answers, me=0, reference=None, round_=1):
-    obs = {"round": round_, "self": me, "answers": tuple(answers), "formula": "6 + 4", "difficulty": 1, "from_expert": [0] * len(answers)}
+    obs = {
+        "round": round_,
+        "self": me,
+        "answers": tuple(answers),
+        "formula": "6 + 4",
+        "difficulty": 1,
+        "from_expert": [0] * len(answers),
+    }
     if reference is not None:
         obs["reference"] = reference
     return obs
@@ -496,7 +559,9 @@ def test_baseline_decisions_by_hand():
     assert decide(NeverDefer, team_obs(["3", "10", "10"])) == evaluate(1)
     assert decide(NeverDefer, team_obs(["10", "10", "3"], me=0)) == evaluate(1)  # keeps its answer for free
     assert decide(NeverDefer, team_obs(["10", "3", "3"], me=0))["type"] == EVAL
-    assert decide(NeverDefer, team_obs(["5", "7", "9"], me=0), slip=0.0) == answer("10")  # holds the tie-broken '5' alone: solves again
+    assert decide(NeverDefer, team_obs(["5", "7", "9"], me=0), slip=0.0) == answer(
+        "10"
+    )  # holds the tie-broken '5' alone: solves again
     assert decide(AlwaysDefer, team_obs(["10", "10", "10"])) == DEFER_ACTION
     assert decide(DeferWhenDisagree, team_obs(["10", "10", "10"], me=2)) == evaluate(0)
     assert decide(DeferWhenDisagree, team_obs(["10", "10", "3"], me=2)) == DEFER_ACTION
@@ -523,9 +588,13 @@ def test_simulated_expert_accuracy_and_explanation():
         expert = SimulatedExpert(SimulatedExpert.Config(accuracy=accuracy), seed=3)
         return [expert.answer(expert_obs(**obs)) for _ in range(n)]
 
-    assert all(a == {"answer": "417", "explanation": f"{CLOSED.note} {CLOSED.solution}"} for a in answers({1: 0, 2: 1, 3: 0}))
+    assert all(
+        a == {"answer": "417", "explanation": f"{CLOSED.note} {CLOSED.solution}"} for a in answers({1: 0, 2: 1, 3: 0})
+    )
     wrong = answers({1: 1, 2: 0, 3: 1})
-    assert all(a["answer"] != "417" and 417 - 41 <= int(a["answer"]) <= 417 + 41 and a["explanation"] == "" for a in wrong)
+    assert all(
+        a["answer"] != "417" and 417 - 41 <= int(a["answer"]) <= 417 + 41 and a["explanation"] == "" for a in wrong
+    )
     right = np.mean([a["answer"] == "417" for a in answers({1: 1, 2: 1, 3: 0.7}, n=2000, difficulty=3)])
     assert 0.66 < right < 0.74
     assert answers({1: 0, 2: 0, 3: 0}, n=1, reference="paris") == [{"answer": "unknown", "explanation": ""}]
@@ -565,7 +634,10 @@ def test_run_report_calibration_by_hand():
         info = {
             "problem": {"difficulty": difficulty, "kind": "word"},
             "correct": correct,
-            "decisions": [{"round": 1, "agent": "agent_0", "action": a, "team_right_before": r, "own_right_before": r} for a, r in decisions],
+            "decisions": [
+                {"round": 1, "agent": "agent_0", "action": a, "team_right_before": r, "own_right_before": r}
+                for a, r in decisions
+            ],
         }
         return Episode(index=index, seed=0, policies={}, info=info)
 
@@ -590,12 +662,18 @@ def test_same_seed_same_episodes():
 
 def test_baselines_bench_prints_every_baseline_and_the_ratio():
     result = subprocess.run(
-        [sys.executable, "bench/deferral_baselines.py", "--episodes", "40", "--no-track"], capture_output=True, text=True, cwd=ROOT, timeout=300
+        [sys.executable, "bench/deferral_baselines.py", "--episodes", "40", "--no-track"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     lines = {line.split()[0]: line.split() for line in result.stdout.splitlines()[2:]}
     assert set(lines) == {"never_defer", "defer_when_disagree", "oracle", "always_defer"}
-    assert float(lines["never_defer"][-1]) == 1.0 and float(lines["always_defer"][2]) == 1.0  # ratio to itself; deferral rate
+    assert (
+        float(lines["never_defer"][-1]) == 1.0 and float(lines["always_defer"][2]) == 1.0
+    )  # ratio to itself; deferral rate
     figure = tradeoff_figure([{"name": "a", "accuracy": 0.5, "cost": 0.1}, {"name": "b", "accuracy": 0.9, "cost": 0.6}])
     assert isinstance(figure, Figure) and len(figure.axes[0].collections) == 2
 
@@ -604,13 +682,17 @@ def test_garbage_llm_team_falls_back_and_finishes(tiny_model_dir):
     """A random 2-layer model writes garbage: every turn is re-asked once, then the seeded fallback."""
     from agents.llm import LLMPolicy
 
-    team = LLMPolicy(LLMPolicy.Config(model=tiny_model_dir, max_new_tokens=4, device="cpu", demonstrations=False), seed=0)
+    team = LLMPolicy(
+        LLMPolicy.Config(model=tiny_model_dir, max_new_tokens=4, device="cpu", demonstrations=False), seed=0
+    )
     seats = {f"agent_{i}": team for i in range(3)} | {EXPERT: SimulatedExpert(SimulatedExpert.Config(), seed=1)}
     rollout = Rollout(lambda: raw_env(rounds=2), seats, {a: "x" for a in seats}, concurrency=2, max_retries=1)
     episodes = rollout.run(2)
     assert all(len(e.info["answers_by_round"]) == 2 for e in episodes)
     counters = rollout.counters["agent_0"]
-    assert counters.decisions == 4 and counters.fallbacks == counters.decisions - (counters.text_attempts - counters.parse_failures)
+    assert counters.decisions == 4 and counters.fallbacks == counters.decisions - (
+        counters.text_attempts - counters.parse_failures
+    )
     steps = [s for e in episodes for s in e.steps if s.agent == "agent_0"]
     assert all(s.logprobs and s.prompt.startswith("<|im_start|>") for s in steps)
     assert all(e.metrics["illegal"] == 0 for e in episodes)  # fallbacks are legal

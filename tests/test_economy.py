@@ -10,13 +10,13 @@ from pettingzoo.test import api_test, parallel_api_test, parallel_seed_test
 from scipy import stats
 
 from agents.scripted.economy import (
-    best_platforms,
-    best_votes,
     BestResponseWorker,
     FederalPlanner,
     FlatPlanner,
     HillClimbingPlanner,
     SaezPlanner,
+    best_platforms,
+    best_votes,
     federal_marginal_rates,
 )
 from agora.errors import ScenarioError
@@ -24,6 +24,7 @@ from agora.policy import ActRequest
 from agora.rollout import Rollout
 from agora.scenario import load_scenario, resolve_scenario
 from agora.world import ParseError, TextWorld
+from tests.conftest import SCENARIOS
 from worlds.economy.rules import (
     BRACKETS,
     GB2_ACS_2023,
@@ -37,15 +38,13 @@ from worlds.economy.rules import (
     platform_deltas,
     plurality_winner,
     post_tax_incomes,
-    sample_gb2,
     saez_rates,
+    sample_gb2,
     social_welfare,
     tax,
     utility,
 )
 from worlds.economy.world import env, raw_env
-
-from tests.conftest import SCENARIOS
 
 
 def small_world(**kwargs) -> raw_env:
@@ -118,7 +117,9 @@ def test_world_step_pays_the_hand_computed_rewards():
     world = small_world(brackets="flat", initial_rate=10, labor_cost=0.5, labor_exponent=2.0)
     world.reset(seed=0)
     world.skills = np.array([1.0, 2.0, 3.0])
-    _, rewards, _, _, _ = world.step({"worker_0": np.array(0.0), "worker_1": np.array(5.0), "worker_2": np.array(10.0), PLANNER: world.rates})
+    _, rewards, _, _, _ = world.step(
+        {"worker_0": np.array(0.0), "worker_1": np.array(5.0), "worker_2": np.array(10.0), PLANNER: world.rates}
+    )
     # z = [0, 10, 30]; T = [0, 1, 3]; rebate 4/3; u = z̃ − 0.5·l² = [4/3, 9 + 4/3 − 12.5, 27 + 4/3 − 50]
     expected = [4 / 3, 9 + 4 / 3 - 12.5, 27 + 4 / 3 - 50]
     assert [rewards[f"worker_{i}"] for i in range(3)] == pytest.approx(expected)
@@ -186,7 +187,9 @@ def test_best_response_matches_a_brute_force_grid(seed):
         values = objective(v, grid)
         assert 0 <= l_star <= 100
         assert objective(v, np.array([l_star]))[0] >= values.max() - 1e-6 * max(1.0, abs(values.max()))
-        assert abs(l_star - grid[values.argmax()]) < 0.01 or np.isclose(objective(v, np.array([grid[values.argmax()]]))[0], objective(v, np.array([l_star]))[0])
+        assert abs(l_star - grid[values.argmax()]) < 0.01 or np.isclose(
+            objective(v, np.array([grid[values.argmax()]]))[0], objective(v, np.array([l_star]))[0]
+        )
 
 
 def test_best_response_closed_form_without_tax():
@@ -222,12 +225,19 @@ def test_gb2_sampler_matches_scipy():
     p = GB2_ACS_2023
     y = np.array([5_000.0, 30_000.0, 72_402.78, 150_000.0, 1_000_000.0])
     # density: Y = μ X^{1/σ} with X ~ BetaPrime(ν, τ), so f_Y(y) = f_X((y/μ)^σ) · σ/μ · (y/μ)^{σ−1}
-    via_scipy = stats.betaprime.pdf((y / p["mu"]) ** p["sigma"], p["nu"], p["tau"]) * p["sigma"] / p["mu"] * (y / p["mu"]) ** (p["sigma"] - 1)
+    via_scipy = (
+        stats.betaprime.pdf((y / p["mu"]) ** p["sigma"], p["nu"], p["tau"])
+        * p["sigma"]
+        / p["mu"]
+        * (y / p["mu"]) ** (p["sigma"] - 1)
+    )
     assert gb2_pdf(y, **p) == pytest.approx(via_scipy, rel=1e-9)
     draws = sample_gb2(np.random.default_rng(0), 20_000, **p)
     cdf = lambda x: stats.betaprime.cdf((np.asarray(x) / p["mu"]) ** p["sigma"], p["nu"], p["tau"])  # noqa: E731
     assert stats.kstest(draws, cdf).pvalue > 0.01
-    assert np.median(draws) == pytest.approx(p["mu"] * stats.betaprime.median(p["nu"], p["tau"]) ** (1 / p["sigma"]), rel=0.05)
+    assert np.median(draws) == pytest.approx(
+        p["mu"] * stats.betaprime.median(p["nu"], p["tau"]) ** (1 / p["sigma"]), rel=0.05
+    )
 
 
 def test_skill_modes():
@@ -237,14 +247,19 @@ def test_skill_modes():
     gb2 = raw_env(num_workers=2000)
     gb2.reset(seed=0)
     annual = 40 * gb2.skills
-    assert np.median(annual) == pytest.approx(GB2_ACS_2023["mu"] * stats.betaprime.median(GB2_ACS_2023["nu"], GB2_ACS_2023["tau"]) ** (1 / GB2_ACS_2023["sigma"]), rel=0.1)
+    assert np.median(annual) == pytest.approx(
+        GB2_ACS_2023["mu"]
+        * stats.betaprime.median(GB2_ACS_2023["nu"], GB2_ACS_2023["tau"]) ** (1 / GB2_ACS_2023["sigma"]),
+        rel=0.1,
+    )
 
 
 # --- Saez ---------------------------------------------------------------------------------------------
 
 
 def saez_by_hand(incomes, cutoffs, e):
-    """An independent, loop-by-loop reading of ALGORITHMS.md's Saez formula."""
+    """An independent, loop-by-loop reading of the Saez formula (as the LLM Economist paper, arXiv 2507.15815, states
+    it)."""
     z = [max(float(x), 1.0) for x in incomes]
     n = len(z)
     kde = stats.gaussian_kde(np.array(z))
@@ -291,7 +306,11 @@ def planner_request(world, episode=0):
 
 def test_federal_flat_and_saez_planners():
     assert federal_marginal_rates(BRACKETS["us_federal"]).tolist() == US_FEDERAL_RATES
-    assert federal_marginal_rates(BRACKETS["three"]).tolist() == [10, 22, 24]  # $0: 10%; $90,000 in [47,150, 100,525): 22%; $159,100: 24%
+    assert federal_marginal_rates(BRACKETS["three"]).tolist() == [
+        10,
+        22,
+        24,
+    ]  # $0: 10%; $90,000 in [47,150, 100,525): 22%; $159,100: 24%
     world = small_world(brackets="three")
     request = planner_request(world)
     assert FederalPlanner(FederalPlanner.Config(), seed=0).act([request])[0].action.tolist() == [10, 22, 24]
@@ -301,7 +320,9 @@ def test_federal_flat_and_saez_planners():
 
 
 def test_hill_climbing_moves_are_legal_deltas_and_it_improves_welfare():
-    config = EconomyConfig(num_workers=50, steps=60, warmup=2, tax_period=2, brackets="three", skill_distribution="uniform")
+    config = EconomyConfig(
+        num_workers=50, steps=60, warmup=2, tax_period=2, brackets="three", skill_distribution="uniform"
+    )
     episode = scripted_rollout(config, HillClimbingPlanner(HillClimbingPlanner.Config(), seed=0)).run(1)[0]
     rates = np.asarray(episode.info["series"]["rates"])
     changes = np.diff(rates, axis=0)
@@ -329,8 +350,15 @@ def test_hill_climbing_keeps_separate_state_per_episode():
 
 @pytest.mark.parametrize(
     "text, hours",
-    [("LABOR: 40", 40.0), ("labor = 37.5 hours", 37.5), ('{"LABOR": 40}', 40.0), ("**LABOR:** 12", 12.0),
-     ("I will work hard.\nLABOR: 0", 0.0), ("LABOUR: 100.", 100.0), ("LABOR: 40\nLABOR: 40.0", 40.0)],
+    [
+        ("LABOR: 40", 40.0),
+        ("labor = 37.5 hours", 37.5),
+        ('{"LABOR": 40}', 40.0),
+        ("**LABOR:** 12", 12.0),
+        ("I will work hard.\nLABOR: 0", 0.0),
+        ("LABOUR: 100.", 100.0),
+        ("LABOR: 40\nLABOR: 40.0", 40.0),
+    ],
 )
 def test_worker_parser_accepts(text, hours):
     assert small_world().parse("worker_0", text).tolist() == hours
@@ -338,8 +366,16 @@ def test_worker_parser_accepts(text, hours):
 
 @pytest.mark.parametrize(
     "text, message",
-    [("", "no 'LABOR"), ("I will work 40 hours", "no 'LABOR"), ("LABOR: 120", "from 0 to 100"), ("LABOR: -3", "from 0 to 100"),
-     ("LABOR: 40\nLABOR: 50", "more than one"), ("LABOR: forty", "no 'LABOR"), ('{"LABOR": "a lot"}', "no 'LABOR"), ("LABOR: 4e9", "no 'LABOR")],
+    [
+        ("", "no 'LABOR"),
+        ("I will work 40 hours", "no 'LABOR"),
+        ("LABOR: 120", "from 0 to 100"),
+        ("LABOR: -3", "from 0 to 100"),
+        ("LABOR: 40\nLABOR: 50", "more than one"),
+        ("LABOR: forty", "no 'LABOR"),
+        ('{"LABOR": "a lot"}', "no 'LABOR"),
+        ("LABOR: 4e9", "no 'LABOR"),
+    ],
 )
 def test_worker_parser_rejects_with_an_actionable_message(text, message):
     with pytest.raises(ParseError, match=message):
@@ -350,10 +386,18 @@ def test_planner_parser_applies_legal_deltas_and_rejects_the_rest():
     world = small_world(brackets="three", initial_rate=10)
     world.reset(seed=0)
     assert world.parse(PLANNER, "DELTAS: +10, 0, -10").tolist() == [20, 10, 0]
-    assert world.parse(PLANNER, "Raise the middle.\n**DELTAS:** [-20, +20, 20%]").tolist() == [0, 30, 30]  # clipped at 0
+    assert world.parse(PLANNER, "Raise the middle.\n**DELTAS:** [-20, +20, 20%]").tolist() == [
+        0,
+        30,
+        30,
+    ]  # clipped at 0
     assert world.parse(PLANNER, "DELTAS: \u201310, \u221210, +0").tolist() == [0, 0, 10]  # en dash and minus sign
-    for text, message in [("DELTAS: +10, 0", "exactly 3"), ("DELTAS: 15, 0, 0", "not a legal change"),
-                          ("raise taxes", "no 'DELTAS"), ("DELTAS: 0, 0, 0\nDELTAS: 10, 0, 0", "more than one")]:
+    for text, message in [
+        ("DELTAS: +10, 0", "exactly 3"),
+        ("DELTAS: 15, 0, 0", "not a legal change"),
+        ("raise taxes", "no 'DELTAS"),
+        ("DELTAS: 0, 0, 0\nDELTAS: 10, 0, 0", "more than one"),
+    ]:
         with pytest.raises(ParseError, match=message):
             world.parse(PLANNER, text)
 
@@ -366,7 +410,9 @@ def test_render_parse_round_trip_and_fallbacks():
     move = np.array([60.0, 30.0, 50.0])
     assert world.render_action(PLANNER, move) == "DELTAS: +10, -20, 0"
     assert world.parse(PLANNER, world.render_action(PLANNER, move)).tolist() == move.tolist()
-    assert world.render_action(PLANNER, np.array([12.5, 30.0, 41.0])).startswith("RATES:")  # a scripted baseline's direct schedule
+    assert world.render_action(PLANNER, np.array([12.5, 30.0, 41.0])).startswith(
+        "RATES:"
+    )  # a scripted baseline's direct schedule
     rng = np.random.default_rng(0)
     for _ in range(20):
         assert world.action_space("worker_0").contains(world.fallback_action("worker_0", rng))
@@ -394,15 +440,28 @@ def test_prompts_show_persona_schedule_and_history():
 
 def test_config_mistakes_are_explained():
     with pytest.raises(ScenarioError, match="warmup"):
-        resolve_scenario({"name": "x", "world": {"id": "economy", "steps": 10, "warmup": 10}, "agents": {"*": {"policy": "best_response"}}, "episodes": 1})
+        resolve_scenario(
+            {
+                "name": "x",
+                "world": {"id": "economy", "steps": 10, "warmup": 10},
+                "agents": {"*": {"policy": "best_response"}},
+                "episodes": 1,
+            }
+        )
     with pytest.raises(ScenarioError, match="brackets"):
-        resolve_scenario({"name": "x", "world": {"id": "economy", "brackets": "uk"}, "agents": {"*": {"policy": "best_response"}}, "episodes": 1})
+        resolve_scenario(
+            {
+                "name": "x",
+                "world": {"id": "economy", "brackets": "uk"},
+                "agents": {"*": {"policy": "best_response"}},
+                "episodes": 1,
+            }
+        )
 
 
 def test_scripted_scenario_runs_and_reports_the_comparison(tracking_uri):
-    from mlflow import MlflowClient
-
     from agora.run import run_scenario
+    from mlflow import MlflowClient
 
     scenario = load_scenario(SCENARIOS / "economy_scripted.yaml", {"episodes": 2})
     data = scenario.spec.model_dump()
@@ -415,7 +474,15 @@ def test_scripted_scenario_runs_and_reports_the_comparison(tracking_uri):
     assert report.metrics["compare/saez_swf"] == pytest.approx(np.mean(table["saez"]))
     assert len(report.series["step/swf"]) == 40 and "schedule/b2" in report.series
     assert "economy/schedule.png" in report.figures
-    for key in ("eval/swf", "eval/gini_pre", "eval/gini_post", "eval/mean_labor", "eval/tax_revenue", "eval/br_gap", "eval/rate/b0"):
+    for key in (
+        "eval/swf",
+        "eval/gini_pre",
+        "eval/gini_post",
+        "eval/mean_labor",
+        "eval/tax_revenue",
+        "eval/br_gap",
+        "eval/rate/b0",
+    ):
         assert key in result.summary
     client = MlflowClient(tracking_uri)
     history = client.get_metric_history(result.run_id, "schedule/b0")
@@ -428,7 +495,10 @@ def test_scenario_files_validate():
     assert load_scenario(SCENARIOS / "economy.yaml").world_entry.name == "economy"
     scripted = load_scenario(SCENARIOS / "economy_scripted.yaml")
     assert scripted.world_config.num_workers == 100
-    assert scripted.seats[PLANNER].entry.name == "hill_climbing" and scripted.seats["worker_99"].entry.name == "best_response"
+    assert (
+        scripted.seats[PLANNER].entry.name == "hill_climbing"
+        and scripted.seats["worker_99"].entry.name == "best_response"
+    )
 
 
 def test_a_thousand_scripted_workers_step():
@@ -450,7 +520,9 @@ def test_llm_workers_are_batched_into_one_call_per_step(tiny_model_dir):
     assert llm.stats.calls == 3 and llm.stats.requests == 15  # 5 workers' turns per generate call
     counters = [c for a, c in rollout.counters.items() if a != PLANNER]
     assert sum(c.text_attempts for c in counters) == 15
-    assert sum(c.fallbacks for c in counters) == sum(c.parse_failures for c in counters)  # garbage text -> fallbacks, no crash
+    assert sum(c.fallbacks for c in counters) == sum(
+        c.parse_failures for c in counters
+    )  # garbage text -> fallbacks, no crash
     assert np.isfinite(episode.metrics["br_gap"])
 
 
@@ -478,7 +550,12 @@ def test_finished_worlds_are_freed():
 
     world = raw_env(num_workers=5, steps=2, warmup=1, tax_period=1)
     obs, _ = world.reset(seed=0)
-    world.observation_space("worker_1"), world.action_space(PLANNER), world.demonstration("worker_1"), world.prompt("worker_1", obs["worker_1"])
+    (
+        world.observation_space("worker_1"),
+        world.action_space(PLANNER),
+        world.demonstration("worker_1"),
+        world.prompt("worker_1", obs["worker_1"]),
+    )
     ref = weakref.ref(world)
     del world, obs
     gc.collect()
@@ -488,8 +565,14 @@ def test_finished_worlds_are_freed():
 def test_a_scripted_policy_in_the_wrong_seat_is_a_scenario_error():
     from agora.run import run_scenario
 
-    scenario = resolve_scenario({"name": "x", "world": {"id": "economy", "num_workers": 2, "steps": 3, "warmup": 1, "tax_period": 1},
-                                 "agents": {"*": {"policy": "best_response"}}, "episodes": 1})
+    scenario = resolve_scenario(
+        {
+            "name": "x",
+            "world": {"id": "economy", "num_workers": 2, "steps": 3, "warmup": 1, "tax_period": 1},
+            "agents": {"*": {"policy": "best_response"}},
+            "episodes": 1,
+        }
+    )
     with pytest.raises(ScenarioError, match="'best_response' plays workers only, but was given seat 'planner'"):
         run_scenario(scenario, track=False)
     world = small_world()
@@ -498,11 +581,24 @@ def test_a_scripted_policy_in_the_wrong_seat_is_a_scenario_error():
         SaezPlanner(SaezPlanner.Config(), seed=0).act([ActRequest(0, "worker_0", obs["worker_0"], [])])
 
 
-# --- democratic mode (ALGORITHMS.md §6 "Voting") -------------------------------------------------------
+# --- democratic mode (LLM Economist, arXiv 2507.15815, "Voting")
+# -------------------------------------------------------
 
 
 def democratic_world(**kwargs) -> raw_env:
-    world = raw_env(EconomyConfig(**{"num_workers": 4, "steps": 8, "warmup": 2, "tax_period": 3, "brackets": "three", "democratic": True, **kwargs}))
+    world = raw_env(
+        EconomyConfig(
+            **{
+                "num_workers": 4,
+                "steps": 8,
+                "warmup": 2,
+                "tax_period": 3,
+                "brackets": "three",
+                "democratic": True,
+                **kwargs,
+            }
+        )
+    )
     world.reset(seed=0)
     return world
 
@@ -518,7 +614,9 @@ def test_plurality_winner_counts_valid_votes_and_breaks_ties_with_the_seed():
     assert plurality_winner([], [2], rng) == 2  # a lone candidate wins without votes
     winners = {plurality_winner([1, 3], [1, 3], np.random.default_rng(s)) for s in range(20)}
     assert winners == {1, 3}  # a tie goes either way ...
-    assert plurality_winner([1, 3], [1, 3], np.random.default_rng(5)) == plurality_winner([1, 3], [1, 3], np.random.default_rng(5))  # ... by the seed
+    assert plurality_winner([1, 3], [1, 3], np.random.default_rng(5)) == plurality_winner(
+        [1, 3], [1, 3], np.random.default_rng(5)
+    )  # ... by the seed
 
 
 def test_democratic_phases_stand_before_each_decision_and_vote_on_it():
@@ -533,11 +631,24 @@ def test_election_applies_the_plurality_winners_platform_and_counts_turnout_and_
     world = democratic_world()
     world.step({a: vote_action() for a in world.workers})  # step 0: work
     # step 1: worker_1 stands with (-20, 0, +10), worker_3 with (+20, +20, +20); worker_2's platform is malformed
-    world.step({"worker_0": vote_action(), "worker_1": vote_action(stand=1, platform=(0, 2, 3)),
-                "worker_2": vote_action(stand=1, platform=(9, 9)), "worker_3": vote_action(stand=1, platform=(4, 4, 4))})
+    world.step(
+        {
+            "worker_0": vote_action(),
+            "worker_1": vote_action(stand=1, platform=(0, 2, 3)),
+            "worker_2": vote_action(stand=1, platform=(9, 9)),
+            "worker_3": vote_action(stand=1, platform=(4, 4, 4)),
+        }
+    )
     assert world.candidates.tolist() == [0, 1, 0, 1]
     # step 2: two votes for worker_1, one for worker_3, one for a non-candidate (invalid)
-    world.step({"worker_0": vote_action(vote=1), "worker_1": vote_action(vote=1), "worker_2": vote_action(vote=2), "worker_3": vote_action(vote=3)})
+    world.step(
+        {
+            "worker_0": vote_action(vote=1),
+            "worker_1": vote_action(vote=1),
+            "worker_2": vote_action(vote=2),
+            "worker_3": vote_action(vote=3),
+        }
+    )
     assert world.rates.tolist() == [30.0, 50.0, 60.0]  # 50 + (-20, 0, +10), and it taxes this step
     assert world.log["rates"][-1] == [30.0, 50.0, 60.0]
     election = world.elections[-1]
@@ -566,14 +677,34 @@ def test_democratic_worker_parser_is_strict():
     world = democratic_world()
     world.step({a: vote_action() for a in world.workers})  # now a stand step
     action = world.parse("worker_0", "LABOR: 40\nSTAND: -20, 0, +10")
-    assert float(action["labor"]) == 40 and action["stand"] == 1 and platform_deltas(action["platform"]).tolist() == [-20, 0, 10]
+    assert (
+        float(action["labor"]) == 40
+        and action["stand"] == 1
+        and platform_deltas(action["platform"]).tolist() == [-20, 0, 10]
+    )
     assert world.parse("worker_0", "LABOR: 40\nSTAND: NO")["stand"] == 0
-    for text, message in (("LABOR: 40", "STAND"), ("LABOR: 40\nSTAND: -20, 0", "exactly 3"), ("LABOR: 40\nSTAND: -15, 0, 0", "not a legal change"), ("STAND: NO", "LABOR")):
+    for text, message in (
+        ("LABOR: 40", "STAND"),
+        ("LABOR: 40\nSTAND: -20, 0", "exactly 3"),
+        ("LABOR: 40\nSTAND: -15, 0, 0", "not a legal change"),
+        ("STAND: NO", "LABOR"),
+    ):
         with pytest.raises(ParseError, match=message):
             world.parse("worker_0", text)
-    world.step({"worker_0": vote_action(), "worker_1": vote_action(), "worker_2": vote_action(stand=1, platform=(0, 2, 2)), "worker_3": vote_action(stand=1, platform=(4, 2, 2))})
+    world.step(
+        {
+            "worker_0": vote_action(),
+            "worker_1": vote_action(),
+            "worker_2": vote_action(stand=1, platform=(0, 2, 2)),
+            "worker_3": vote_action(stand=1, platform=(4, 2, 2)),
+        }
+    )
     prompt = world.prompt("worker_0", world._observations()["worker_0"])
-    assert "Candidate 1: -20, 0, 0" in prompt and "Candidate 2: +20, 0, 0" in prompt and prompt.endswith("VOTE: <candidate number>")
+    assert (
+        "Candidate 1: -20, 0, 0" in prompt
+        and "Candidate 2: +20, 0, 0" in prompt
+        and prompt.endswith("VOTE: <candidate number>")
+    )
     assert world.parse("worker_0", "LABOR: 5\nVOTE: 2")["vote"] == 3  # candidate 2 is worker_3
     for text in ("LABOR: 5\nVOTE: 3", "LABOR: 5", "LABOR: 5\nVOTE: two"):
         with pytest.raises(ParseError, match="VOTE|candidate"):
@@ -596,7 +727,10 @@ def test_best_response_voters_stand_with_and_vote_for_their_own_best_platform():
     votes = best_votes(skills, {**obs, "candidates": candidates, "platforms": platforms})
     c, delta, share = obs["utility_params"]
     for v, vote in zip(skills, votes):  # brute force: the candidate with the highest V
-        values = {k: best_response_value([v], obs["cutoffs"], 50 + platform_deltas(platforms[k]), c, delta, share)[0] for k in (1, 2)}
+        values = {
+            k: best_response_value([v], obs["cutoffs"], 50 + platform_deltas(platforms[k]), c, delta, share)[0]
+            for k in (1, 2)
+        }
         assert vote == max(values, key=values.get)
     assert votes.tolist() == [1, 2]
 
@@ -607,7 +741,14 @@ def test_democratic_scenario_runs_with_scripted_voters(tracking_uri):
     scenario = load_scenario(SCENARIOS / "economy_democratic.yaml", {"episodes": 1})
     assert scenario.world_config.democratic
     data = scenario.spec.model_dump()
-    data["world"] = {**scenario.world_config.model_dump(), "id": "economy", "num_workers": 20, "steps": 25, "warmup": 4, "tax_period": 5}
+    data["world"] = {
+        **scenario.world_config.model_dump(),
+        "id": "economy",
+        "num_workers": 20,
+        "steps": 25,
+        "warmup": 4,
+        "tax_period": 5,
+    }
     result = run_scenario(resolve_scenario(data), tracking_uri=tracking_uri)
     table = result.report.tables["economy/elections.json"]
     assert table["step"] == [4, 9, 14, 19, 24]

@@ -14,12 +14,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from agora.cli import app
 from agora.run import run_scenario
 from agora.scenario import load_scenario
+from mlflow import MlflowClient
 from tests.conftest import ROOT, SCENARIOS
 
 runner = CliRunner()
@@ -33,7 +33,9 @@ def read_run(uri: str, run_id: str):
     client = MlflowClient(uri)
     run = client.get_run(run_id)
     table = client.load_table(run.info.experiment_id, "transcripts.json", run_ids=[run_id])
-    artifacts = {a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "scenario")}
+    artifacts = {a.path for a in client.list_artifacts(run_id)} | {
+        a.path for a in client.list_artifacts(run_id, "scenario")
+    }
     return run, table, artifacts
 
 
@@ -48,13 +50,35 @@ def test_scripted_run_is_recorded_and_readable(tracking_uri):
     assert metrics["eval/agreement"] == pytest.approx(result.summary["eval/agreement"])
     assert 0 <= metrics["eval/pareto_optimal"] <= metrics["eval/agreement"] <= 1
     assert len(MlflowClient(tracking_uri).get_metric_history(result.run_id, "episode/agreement")) == 20
-    assert {"scenario/negotiation_scripted.yaml", "scenario/resolved.json", "transcripts.json", "trajectories.jsonl"} <= artifacts
-    assert list(table.columns) == ["episode", "turn", "agent", "policy", "prompt", "text", "action", "reward", "fallback", "parse_failures"]
+    assert {
+        "scenario/negotiation_scripted.yaml",
+        "scenario/resolved.json",
+        "transcripts.json",
+        "trajectories.jsonl",
+    } <= artifacts
+    assert list(table.columns) == [
+        "episode",
+        "turn",
+        "agent",
+        "policy",
+        "prompt",
+        "text",
+        "action",
+        "reward",
+        "fallback",
+        "parse_failures",
+    ]
     assert len(table) == sum(len(e.steps) for e in result.episodes) and set(table["episode"]) == set(range(20))
 
 
 def test_same_seed_same_transcripts_scripted():
-    play = lambda seed: transcripts(run_scenario(load_scenario(SCENARIOS / "negotiation_scripted.yaml", {"episodes": 30, "seed": seed}), track=False))
+    def play(seed):
+        return transcripts(
+            run_scenario(
+                load_scenario(SCENARIOS / "negotiation_scripted.yaml", {"episodes": 30, "seed": seed}), track=False
+            )
+        )
+
     assert play(5) == play(5)
     assert play(5) != play(6)
 
@@ -75,7 +99,13 @@ def test_interrupted_run_keeps_finished_episodes(tracking_uri):
 def test_llm_negotiation_end_to_end_through_the_cli(tracking_uri):
     result = runner.invoke(app, ["run", str(SCENARIOS / "negotiation.yaml"), "--episodes", "2", "--concurrency", "2"])
     assert result.exit_code == 0, result.output
-    for label in ("agreement rate", "mean score alice (llm)", "Pareto-optimal rate", "parse-failure rate", "generated tokens/s"):
+    for label in (
+        "agreement rate",
+        "mean score alice (llm)",
+        "Pareto-optimal rate",
+        "parse-failure rate",
+        "generated tokens/s",
+    ):
         assert label in result.output
     run_id = re.search(r"MLflow run ([0-9a-f]{32})", result.output).group(1)
     run, table, artifacts = read_run(tracking_uri, run_id)
@@ -111,7 +141,11 @@ def test_ui_serves_the_store(tracking_uri):
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "agora.cli", "ui", "--port", str(port)],
-        cwd=ROOT, env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        cwd=ROOT,
+        env={**os.environ},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         deadline = time.time() + 90
@@ -131,11 +165,18 @@ def test_ui_serves_the_store(tracking_uri):
 def test_sigterm_stops_a_run_like_ctrl_c_and_keeps_its_episodes(tmp_path, tracking_uri):
     """`kill PID` mid-run: exit 130, the finished episodes' trajectories in MLflow, the run marked KILLED."""
     from mlflow import MlflowClient
-
     from tests.conftest import ROOT
 
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "agora.cli", "run", str(ROOT / "scenarios" / "negotiation_scripted.yaml"), "--episodes", "10000000"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "agora.cli",
+        "run",
+        str(ROOT / "scenarios" / "negotiation_scripted.yaml"),
+        "--episodes",
+        "10000000",
+    ]
     client, deadline, runs = MlflowClient(tracking_uri), time.monotonic() + 120, []
     client.search_experiments()  # create the store first: two processes creating one sqlite store race (a known fault)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from agents.llm import LLMPolicy
+from agora.engine import sequence_logprobs
+from agora.lora import LoRAConfig, adapter_state, load_learner
 from agora.policy import ActRequest
 from trainers.advantages import Sample
-from agora.engine import sequence_logprobs
 from trainers.grpo import GRPOConfig, GRPOTrainer, aggregate, clipped_pg_loss
-from agora.lora import LoRAConfig, adapter_state, load_learner
 
 PROMPTS = ["What is 2+2?", "Name a colour, please.", "Say hello in French to my friend Bob.", "Count to 3."]
 
@@ -34,10 +34,14 @@ def test_clipped_objective_takes_the_pessimistic_side():
 
 def test_k3_kl_to_the_reference():
     logp, ref = torch.tensor([[math.log(0.25)]]), torch.tensor([[math.log(0.5)]])  # pi_ref / pi_theta = 2
-    per_token, stats = clipped_pg_loss(logp, logp.clone(), torch.tensor([0.0]), torch.ones(1, 1), epsilon=0.2, ref_logp=ref, beta=0.1)
+    per_token, stats = clipped_pg_loss(
+        logp, logp.clone(), torch.tensor([0.0]), torch.ones(1, 1), epsilon=0.2, ref_logp=ref, beta=0.1
+    )
     assert float(stats["kl"]) == pytest.approx(2 - math.log(2) - 1)
     assert float(per_token) == pytest.approx(0.1 * (2 - math.log(2) - 1))
-    per_token, _ = clipped_pg_loss(logp, logp.clone(), torch.tensor([0.0]), torch.ones(1, 1), epsilon=0.2, ref_logp=ref, beta=0.0)
+    per_token, _ = clipped_pg_loss(
+        logp, logp.clone(), torch.tensor([0.0]), torch.ones(1, 1), epsilon=0.2, ref_logp=ref, beta=0.0
+    )
     assert float(per_token) == 0.0
 
 
@@ -60,12 +64,16 @@ def assert_ratio_one(model, tokenizer, responses, temperature, atol):
     prompts = [r.prompt_ids for r in responses]
     completions = [r.completion_ids for r in responses]
     for share in (True, False):
-        logp, _, mask, _ = sequence_logprobs(model, prompts, completions, temperature=temperature, pad_id=tokenizer.pad_token_id, share_prefix=share)
+        logp, _, mask, _ = sequence_logprobs(
+            model, prompts, completions, temperature=temperature, pad_id=tokenizer.pad_token_id, share_prefix=share
+        )
         for row, r in enumerate(responses):
             recomputed = logp[row][mask[row]]
             assert recomputed.shape == (len(r.completion_ids),)
             assert torch.allclose(recomputed, torch.tensor(r.logprobs), atol=atol)
-            assert torch.allclose(torch.exp(recomputed - torch.tensor(r.logprobs)), torch.ones(len(r.logprobs)), atol=atol)
+            assert torch.allclose(
+                torch.exp(recomputed - torch.tensor(r.logprobs)), torch.ones(len(r.logprobs)), atol=atol
+            )
 
 
 def test_recomputed_logprobs_match_the_sampler_at_ratio_one(tiny_model_dir):
@@ -97,9 +105,17 @@ def test_an_update_moves_lora_weights_towards_positive_advantages(tiny_model_dir
     after = adapter_state(model)
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert all(torch.equal(v, dict(model.named_parameters())[k]) for k, v in base_before.items())  # base frozen
-    assert metrics["train/ratio"] == pytest.approx(1.0, abs=1e-4) and metrics["train/clip_fraction"] == 0.0  # one step: rho = 1
+    assert (
+        metrics["train/ratio"] == pytest.approx(1.0, abs=1e-4) and metrics["train/clip_fraction"] == 0.0
+    )  # one step: rho = 1
     assert metrics["train/samples"] == 4 and metrics["perf/train_tokens_per_s"] > 0
-    logp, _, mask, _ = sequence_logprobs(model, [r.prompt_ids for r in responses], [r.completion_ids for r in responses], temperature=1.0, pad_id=tokenizer.pad_token_id)
+    logp, _, mask, _ = sequence_logprobs(
+        model,
+        [r.prompt_ids for r in responses],
+        [r.completion_ids for r in responses],
+        temperature=1.0,
+        pad_id=tokenizer.pad_token_id,
+    )
     new = (logp * mask).sum(-1)
     old = torch.tensor([sum(r.logprobs) for r in responses])
     assert (new[0] > old[0]) and (new[2] > old[2]) and (new[1] < old[1]) and (new[3] < old[3])
@@ -123,7 +139,9 @@ def test_the_sampling_temperature_travels_with_the_samples(tiny_model_dir):
 
 def test_kl_term_uses_the_adapter_free_reference(tiny_model_dir):
     model, tokenizer, _, responses = sampled(tiny_model_dir, temperature=1.0)
-    trainer = GRPOTrainer(model, GRPOConfig(beta=0.5, learning_rate=5e-3, epochs=2, mini_batches=2), pad_id=tokenizer.pad_token_id)
+    trainer = GRPOTrainer(
+        model, GRPOConfig(beta=0.5, learning_rate=5e-3, epochs=2, mini_batches=2), pad_id=tokenizer.pad_token_id
+    )
     metrics = trainer.step(samples_from(responses, [1.0, -1.0, 1.0, -1.0]))
     # B = 0 at init: the first step's policy equals the reference; later steps drift from it and from pi_old
     assert metrics["train/optimizer_steps"] == 4

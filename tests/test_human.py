@@ -13,10 +13,10 @@ import time
 
 import pytest
 import yaml
-from mlflow import MlflowClient
 
 from agents.human import EndOfInput, HumanPolicy
 from agora.policy import ActRequest
+from mlflow import MlflowClient
 from tests.conftest import ROOT, SCENARIOS
 
 
@@ -70,7 +70,13 @@ def cli(args: list[str], typed: str, timeout: int = 120) -> subprocess.Completed
     """The real `agora` command in a subprocess, `typed` piped to its stdin."""
     env = {**os.environ, "COLUMNS": "120"}
     return subprocess.run(
-        [sys.executable, "-m", "agora.cli", "run", *args], input=typed, capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout
+        [sys.executable, "-m", "agora.cli", "run", *args],
+        input=typed,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=timeout,
     )
 
 
@@ -112,7 +118,11 @@ def test_cli_ctrl_c_at_the_prompt_keeps_finished_episodes(tmp_path):
     """SIGINT while the person is being asked (episode 1): episode 0 is kept, exit 130, no traceback."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "agora.cli", "run", human_expert_scenario(tmp_path, episodes=3), "--no-track"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env={**os.environ, "COLUMNS": "120"},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "120"},
     )
     proc.stdin.write(b"1\n2\n")  # episode 0's two expert turns
     proc.stdin.flush()
@@ -131,7 +141,8 @@ def test_cli_human_plays_another_text_world(tmp_path):
     path = tmp_path / "negotiate.yaml"
     path.write_text(
         "name: human-negotiator\nworld: {id: negotiation, first_mover: first}\n"
-        "agents:\n  alice: {policy: human}\n  bob: {policy: fair}\nepisodes: 1\nconcurrency: 1\ntracking: {enabled: false}\n"
+        "agents:\n  alice: {policy: human}\n  bob: {policy: fair}\nepisodes: 1\nconcurrency: 1\ntracking: {enabled: "
+        "false}\n"
     )
     result = cli([str(path)], "ACTION: WALK AWAY\n")
     assert result.returncode == 0, result.stdout + result.stderr

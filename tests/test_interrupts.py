@@ -26,7 +26,10 @@ def test_a_signal_inside_an_uninterrupted_block_waits_for_its_end():
         with uninterrupted():  # nothing pending is left behind
             done.append("clean")
     assert done == ["inner", "outer", "clean"]
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert (
+        signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    )
 
 
 def test_the_blocks_own_exception_wins_over_a_held_signal():
@@ -40,9 +43,8 @@ def test_the_blocks_own_exception_wins_over_a_held_signal():
 
 
 def test_tracker_store_calls_complete_before_the_interrupt(tracking_uri):
-    from mlflow import MlflowClient
-
     from agora.tracking import Tracker
+    from mlflow import MlflowClient
 
     tracker = Tracker(tracking_uri, "e", "r")
     method = tracker.client._client.log_batch
@@ -52,6 +54,8 @@ def test_tracker_store_calls_complete_before_the_interrupt(tracking_uri):
         with pytest.raises(KeyboardInterrupt):
             tracker.flush()  # SIGTERM arrives inside the store write
     tracker.client._client.log_batch = method
-    assert [m.value for m in MlflowClient(tracking_uri).get_metric_history(tracker.run_id, "m")] == [1.0]  # written whole
+    assert [m.value for m in MlflowClient(tracking_uri).get_metric_history(tracker.run_id, "m")] == [
+        1.0
+    ]  # written whole
     tracker.end("KILLED")  # the store is not left locked
     assert MlflowClient(tracking_uri).get_run(tracker.run_id).info.status == "KILLED"

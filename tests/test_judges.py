@@ -15,9 +15,20 @@ from trainers.tournament import arena_tournament, group_rewards, seeded_bracket,
 
 
 def episode(index, ret, seed=7, text="", metrics=None, prompt=(1, 2), completion=(5,)):
-    step = Step(agent="a", turn=0, prompt="", text=text or f"offer {index}", action=None,
-                prompt_ids=list(prompt), completion_ids=list(completion), logprobs=[-1.0] * len(completion), temperature=1.0)
-    return Episode(index, seed, {"a": "learner", "b": "fair"}, [step], returns={"a": float(ret), "b": 0.0}, metrics=metrics or {})
+    step = Step(
+        agent="a",
+        turn=0,
+        prompt="",
+        text=text or f"offer {index}",
+        action=None,
+        prompt_ids=list(prompt),
+        completion_ids=list(completion),
+        logprobs=[-1.0] * len(completion),
+        temperature=1.0,
+    )
+    return Episode(
+        index, seed, {"a": "learner", "b": "fair"}, [step], returns={"a": float(ret), "b": 0.0}, metrics=metrics or {}
+    )
 
 
 def group(returns, seed=7, first_index=0):
@@ -54,8 +65,14 @@ def test_outcome_judge_compares_returns_or_a_world_metric():
 def test_judge_config_is_validated_with_clear_messages():
     assert JudgeConfig().id == "outcome"
     with pytest.raises(ScenarioError) as info:
-        validate_model(GRPOConfig, {"group_reward": "spo", "judge": {"id": "llm", "modle": "x"}}, prefix="trainer", file=None)
-    assert info.value.path == "trainer.judge.modle" and "unknown key" in str(info.value) and "did you mean 'model'" in str(info.value)
+        validate_model(
+            GRPOConfig, {"group_reward": "spo", "judge": {"id": "llm", "modle": "x"}}, prefix="trainer", file=None
+        )
+    assert (
+        info.value.path == "trainer.judge.modle"
+        and "unknown key" in str(info.value)
+        and "did you mean 'model'" in str(info.value)
+    )
     with pytest.raises(ScenarioError) as info:
         validate_model(GRPOConfig, {"judge": {"id": "gpt"}}, prefix="trainer", file=None)
     assert info.value.path == "trainer.judge.id" and "'outcome' or 'llm'" in str(info.value)
@@ -92,7 +109,10 @@ def next_token_p_a(model, tokenizer, judge, first, second):
     ids = judge.prompt_ids(first, second)
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([ids])).logits[0, -1]
-    a, b = tokenizer("A", add_special_tokens=False)["input_ids"][0], tokenizer("B", add_special_tokens=False)["input_ids"][0]
+    a, b = (
+        tokenizer("A", add_special_tokens=False)["input_ids"][0],
+        tokenizer("B", add_special_tokens=False)["input_ids"][0],
+    )
     return float(torch.softmax(logits[[a, b]].float(), -1)[0])
 
 
@@ -109,7 +129,12 @@ def test_llm_judge_asks_both_orders_combines_and_caches(tiny_judge):
     assert 0.0 <= p <= 1.0 and judge.calls == 1 and judge.model_calls == 2 and judge.cache_hits == 0
     # the reversed pair is two cache hits and exactly 1 - P; a new pair costs two model calls
     q = judge.compare([(y, x), (x, z)])
-    assert q[0] == pytest.approx(1 - p, abs=1e-12) and judge.model_calls == 4 and judge.cache_hits == 2 and judge.calls == 3
+    assert (
+        q[0] == pytest.approx(1 - p, abs=1e-12)
+        and judge.model_calls == 4
+        and judge.cache_hits == 2
+        and judge.calls == 3
+    )
     assert judge.compare([(x, x)]) == [pytest.approx(0.5)]  # a transcript against itself: the two orders cancel
     verdict = LLMJudge(JudgeConfig(id="llm", decision="argmax"), model=model, tokenizer=tokenizer)
     [v] = verdict.compare([(x, y)])
@@ -123,7 +148,9 @@ def test_spo_win_rates_by_hand():
     judge = OutcomeJudge()
     assert spo_win_rates(group([3, 5, 1, 4, 2]), judge).tolist() == pytest.approx([0.5, 1.0, 0.0, 0.75, 0.25])
     assert judge.calls == 10  # G(G-1)/2
-    assert spo_win_rates(group([1, 1, 0]), OutcomeJudge()).tolist() == pytest.approx([0.75, 0.75, 0.0])  # ties count half
+    assert spo_win_rates(group([1, 1, 0]), OutcomeJudge()).tolist() == pytest.approx(
+        [0.75, 0.75, 0.0]
+    )  # ties count half
     # intransitive (rock-paper-scissors) preferences: everyone wins half
     rps = MatrixJudge([[0.5, 1, 0], [0, 0.5, 1], [1, 0, 0.5]])
     assert spo_win_rates(group([0, 0, 0]), rps).tolist() == pytest.approx([0.5, 0.5, 0.5])
@@ -144,7 +171,8 @@ def test_arena_tournament_by_hand_with_byes():
     # seeding vs the anchor: P(i > 0) = 1, 0, 1, 0 for i = 1..4; the anchor scores mean(1 - P) = 0.5
     assert [m for m in t.matches[:4]] == [(1, 0, 1.0), (2, 0, 0.0), (3, 0, 1.0), (4, 0, 0.0)]
     assert t.seeding == [1, 3, 0, 2, 4]  # scores 1, 1, 0.5, 0, 0 (ties keep rollout order)
-    # bracket of 8: [1, bye, 2, 4, 3, bye, 0, bye]; round 1: 2 vs 4 -> 4; round 2: 1 vs 4 -> 1, 3 vs 0 -> 3; final 1 vs 3 -> 1
+    # bracket of 8: [1, bye, 2, 4, 3, bye, 0, bye]; round 1: 2 vs 4 -> 4; round 2: 1 vs 4 -> 1, 3 vs 0 -> 3; final 1 vs
+    # 3 -> 1
     assert t.matches[4:] == [(2, 4, 0.0), (1, 4, 1.0), (3, 0, 1.0), (1, 3, 1.0)]
     # semi-final losers 4 and 0: mean points 4: (0 + 1 + 0) / 3 = 1/3 > 0: (0.5 + 0) / 2 = 1/4
     assert t.ranking == [1, 3, 4, 0, 2]
@@ -158,7 +186,9 @@ def test_arena_uses_at_most_2g_minus_2_judge_calls(g):
     judge = OutcomeJudge()
     t = arena_tournament(group(rng.integers(0, 4, size=g).tolist()), judge)
     assert judge.calls == t.calls == 2 * g - 2
-    assert sorted(t.ranking) == list(range(g)) and sorted(t.rewards.tolist()) == pytest.approx([1 - r / (g - 1) for r in range(g)][::-1])
+    assert sorted(t.ranking) == list(range(g)) and sorted(t.rewards.tolist()) == pytest.approx(
+        [1 - r / (g - 1) for r in range(g)][::-1]
+    )
 
 
 def test_arena_ties_go_to_the_better_seed_and_strict_orders_rank_exactly():
@@ -176,7 +206,9 @@ def test_arena_ties_go_to_the_better_seed_and_strict_orders_rank_exactly():
 
 
 def test_group_rewards_group_by_seed_and_seat_with_rollout_zero_as_anchor():
-    eps = [episode(i, r, seed=7) for i, r in enumerate([3, 5, 1])] + [episode(3 + i, r, seed=9) for i, r in enumerate([0, 2])]
+    eps = [episode(i, r, seed=7) for i, r in enumerate([3, 5, 1])] + [
+        episode(3 + i, r, seed=9) for i, r in enumerate([0, 2])
+    ]
     judge = MatrixJudge(np.full((5, 5), 0.5))
     rewards = group_rewards(list(reversed(eps)), ["a"], judge, "arena")  # order of the list does not matter
     assert judge.asked[:2] == [(1, 0), (2, 0)]  # seeding of the first group: against its rollout 0, episode 0
@@ -189,8 +221,8 @@ def test_group_rewards_group_by_seed_and_seat_with_rollout_zero_as_anchor():
 
 
 def test_grpo_advantages_come_from_the_judged_group_rewards(tiny_model_dir):
-    from trainers.advantages import group_advantages
     from agora.lora import LoRAConfig, load_learner
+    from trainers.advantages import group_advantages
 
     model, tokenizer = load_learner(tiny_model_dir, LoRAConfig(r=4, alpha=8), seed=0)
     returns = [3, 5, 1, 4, 2]
@@ -212,9 +244,8 @@ def test_grpo_advantages_come_from_the_judged_group_rewards(tiny_model_dir):
 
 def test_the_shipped_spo_campaign_runs(tmp_path, tracking_uri, tiny_model_dir):
     """scenarios/campaigns/negotiation_spo.yaml as shipped, on the tiny model at tiny sizes."""
-    from mlflow import MlflowClient
-
     from agora.campaign import load_campaign
+    from mlflow import MlflowClient
     from tests.conftest import SCENARIOS
 
     campaign = load_campaign(

@@ -24,7 +24,9 @@ def pair(bias: bool) -> tuple[torch.nn.Linear, torch.nn.Linear]:
 
 
 @pytest.mark.parametrize("bias", [False, True])
-@pytest.mark.parametrize("shape", [(1, 48), (2, 48), (3, 48), (8, 48), (1, 1, 48), (4, 1, 48), (2, 5, 48), (MAX_ROWS + 8, 48)])
+@pytest.mark.parametrize(
+    "shape", [(1, 48), (2, 48), (3, 48), (8, 48), (1, 1, 48), (4, 1, 48), (2, 5, 48), (MAX_ROWS + 8, 48)]
+)
 def test_same_outputs_as_nn_linear_for_every_row_count(bias, shape):
     plain, skinny = pair(bias)
     assert type(skinny) is SkinnyLinear and isinstance(skinny, torch.nn.Linear)

@@ -1,4 +1,5 @@
-"""Populations, win records, matchmaking and league figures (trainers/league.py)."""
+"""Populations, win records, matchmaking and league figures (solvers/population.py, campaigns/league.py,
+campaigns/figures.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,15 @@ import json
 import numpy as np
 import pytest
 
-from solvers.population import PolicyVersion, Population, WinRecord, matchmaking_distribution, pfsp_weights, sample_opponents
 from campaigns.figures import league_figure, payoff_heatmap, payoff_table
+from solvers.population import (
+    PolicyVersion,
+    Population,
+    WinRecord,
+    matchmaking_distribution,
+    pfsp_weights,
+    sample_opponents,
+)
 
 
 def league() -> Population:
@@ -16,8 +24,12 @@ def league() -> Population:
         [
             PolicyVersion("fair", "scripted", {"policy": "fair"}),
             PolicyVersion("learner@0", "lora", {"adapter": "a0"}, opponents=["fair"], iteration=0),
-            PolicyVersion("learner@1", "lora", {"adapter": "a1"}, parent="learner@0", opponents=["fair", "learner@0"], iteration=1),
-            PolicyVersion("learner@2", "lora", {"adapter": "a2"}, parent="learner@1", opponents=["learner@1"], iteration=2),
+            PolicyVersion(
+                "learner@1", "lora", {"adapter": "a1"}, parent="learner@0", opponents=["fair", "learner@0"], iteration=1
+            ),
+            PolicyVersion(
+                "learner@2", "lora", {"adapter": "a2"}, parent="learner@1", opponents=["learner@1"], iteration=2
+            ),
         ]
     )
 
@@ -66,15 +78,26 @@ def test_matchmaking_rules():
     np.testing.assert_allclose(matchmaking_distribution("latest", names), [0, 0, 1])
     np.testing.assert_allclose(matchmaking_distribution("uniform", names), [1 / 3] * 3)
     # pfsp hard: x = 1, 0.5, 0.5 (never met) -> weights 0, 0.25, 0.25
-    np.testing.assert_allclose(matchmaking_distribution("pfsp", names, learner="learner@2", records=records), [0, 0.5, 0.5])
-    np.testing.assert_allclose(matchmaking_distribution("psro", names, meta_strategy={"fair": 0.2, "learner@1": 0.6}), [0.25, 0, 0.75])
+    np.testing.assert_allclose(
+        matchmaking_distribution("pfsp", names, learner="learner@2", records=records), [0, 0.5, 0.5]
+    )
+    np.testing.assert_allclose(
+        matchmaking_distribution("psro", names, meta_strategy={"fair": 0.2, "learner@1": 0.6}), [0.25, 0, 0.75]
+    )
     with pytest.raises(ValueError, match="meta-strategy"):
         matchmaking_distribution("psro", names)
     with pytest.raises(ValueError, match="unknown matchmaking rule"):
         matchmaking_distribution("elo", names)
-    draws = sample_opponents(np.random.default_rng(0), names, 4000, rule="psro", meta_strategy={"fair": 0.2, "learner@1": 0.6})
+    draws = sample_opponents(
+        np.random.default_rng(0), names, 4000, rule="psro", meta_strategy={"fair": 0.2, "learner@1": 0.6}
+    )
     assert "learner@0" not in draws and abs(draws.count("learner@1") / 4000 - 0.75) < 0.03
-    assert draws[:20] == sample_opponents(np.random.default_rng(0), names, 4000, rule="psro", meta_strategy={"fair": 0.2, "learner@1": 0.6})[:20]
+    assert (
+        draws[:20]
+        == sample_opponents(
+            np.random.default_rng(0), names, 4000, rule="psro", meta_strategy={"fair": 0.2, "learner@1": 0.6}
+        )[:20]
+    )
 
 
 def test_league_graph_edges_and_figures():
@@ -93,15 +116,21 @@ def test_league_graph_edges_and_figures():
     beats = [d for a, b, d in g.edges(data=True) if d["relation"] == "beats" and a == "learner@2"]
     assert beats[0]["win_rate"] == pytest.approx(2 / 3) and beats[0]["games"] == 3
     assert league_figure(g).axes and payoff_heatmap(np.eye(3), pop.names[:3], pop.names[:3]).axes
-    assert payoff_table(np.array([[0.5, 1.0], [0.0, 0.5]]), ["a", "b"], ["a", "b"]) == {"row": ["a", "b"], "a": [0.5, 0.0], "b": [1.0, 0.5]}
+    assert payoff_table(np.array([[0.5, 1.0], [0.0, 0.5]]), ["a", "b"], ["a", "b"]) == {
+        "row": ["a", "b"],
+        "a": [0.5, 0.0],
+        "b": [1.0, 0.5],
+    }
 
 
 def test_side_score_and_league_bookkeeping():
-    from campaigns.league import Match, League, side_score
+    from campaigns.league import League, Match, side_score
 
     # werewolf: +1 winners, -1 losers; a draw is 0 all round
     assert side_score({"w0": 1.0, "w1": 1.0, "v0": -1.0}, ["w0", "w1"], ["v0"]) == 1.0
-    assert side_score({"a": 3.0, "b": 3.0}, ["a"], ["b"]) == 0.5 and side_score({"a": 2.0, "b": 5.0}, ["a"], ["b"]) == 0.0
+    assert (
+        side_score({"a": 3.0, "b": 3.0}, ["a"], ["b"]) == 0.5 and side_score({"a": 2.0, "b": 5.0}, ["a"], ["b"]) == 0.0
+    )
     league = League([PolicyVersion("fair", "scripted", {"policy": "fair"})], max_snapshots=2)
     league.snapshot("learner-0", 0, {"w": 0})
     league.play(Match(0, "train", "learner", "fair", 1.0))
@@ -113,8 +142,16 @@ def test_side_score_and_league_bookkeeping():
     v1 = league.snapshot("learner-1", 1, {"w": 1})
     assert (v1.parent, v1.opponents, league.since_snapshot) == ("learner-0", ["fair", "learner-0"], [])
     league.snapshot("learner-2", 2, {"w": 2})
-    assert league.candidates() == ["fair", "learner-1", "learner-2"] and list(league.adapters) == ["learner-1", "learner-2"]
-    assert league.population.names == ["fair", "learner-0", "learner-1", "learner-2"]  # learner-0 left play, not the lineage
+    assert league.candidates() == ["fair", "learner-1", "learner-2"] and list(league.adapters) == [
+        "learner-1",
+        "learner-2",
+    ]
+    assert league.population.names == [
+        "fair",
+        "learner-0",
+        "learner-1",
+        "learner-2",
+    ]  # learner-0 left play, not the lineage
     again = League.from_dict(json.loads(json.dumps(league.to_dict())), league.adapters)
     assert again.to_dict() == league.to_dict() and again.ratings.mu("learner") == league.ratings.mu("learner")
 
@@ -139,5 +176,8 @@ def test_version_router_sends_each_episode_to_its_version():
     router = VersionRouter(pool, {0: "x", 1: "y", 2: "x", 3: "y"})
     out = router.act([ActRequest(e, "bob", None, []) for e in (3, 0, 2, 1)])
     assert [r.text for r in out] == ["y:3", "x:0", "x:2", "y:1"]  # answers in the requests' order
-    assert calls == [("y", [3, 1]), ("x", [0, 2])] and loaded == ["y", "x"]  # one call per version, weights swapped in first
+    assert calls == [("y", [3, 1]), ("x", [0, 2])] and loaded == [
+        "y",
+        "x",
+    ]  # one call per version, weights swapped in first
     assert router.expensive is False and router.uses_text is False

@@ -1,4 +1,5 @@
-"""League campaigns (`league:` in a train campaign): schema, matchmaking, snapshots and lineage, ratings, payoff artifacts, resume."""
+"""League campaigns (`league:` in a train campaign): schema, matchmaking, snapshots and lineage, ratings, payoff
+artifacts, resume."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from mlflow import MlflowClient
 from safetensors.torch import load_file
 
 from agora.campaign import load_campaign
 from agora.errors import ScenarioError
-from solvers.population import WinRecord
 from campaigns.league import League
+from mlflow import MlflowClient
+from solvers.population import WinRecord
 from solvers.ratings import OpenSkillRatings
 
 LEAGUE = """\
@@ -61,9 +62,21 @@ def state(folder) -> dict:
         (("league:\n", "self_play: {seats: [bob]}\nleague:\n"), "league", "not both"),
         (("random: {policy: random}", "learner-3: {policy: random}"), "league.members.learner-3", "reserved"),
         (("random: {policy: random}", "random: {policy: rule_based}"), "league.members.random.policy", "rule_based"),
-        (("random: {policy: random}", "random: {policy: fair, target_ratio: 2}"), "league.members.random.target_ratio", "less than or equal to 1"),
-        (("every: 1, episodes_per_cell: 1", "every: 1, episodes_per_cell: 0"), "league.payoff.episodes_per_cell", "greater than or equal to 1"),
-        (("evaluation: {every: 0, episodes: 2, opponents: {fair: {policy: fair}}}", "evaluation: {every: 0}"), "evaluation.opponents", "name the fixed opponents"),
+        (
+            ("random: {policy: random}", "random: {policy: fair, target_ratio: 2}"),
+            "league.members.random.target_ratio",
+            "less than or equal to 1",
+        ),
+        (
+            ("every: 1, episodes_per_cell: 1", "every: 1, episodes_per_cell: 0"),
+            "league.payoff.episodes_per_cell",
+            "greater than or equal to 1",
+        ),
+        (
+            ("evaluation: {every: 0, episodes: 2, opponents: {fair: {policy: fair}}}", "evaluation: {every: 0}"),
+            "evaluation.opponents",
+            "name the fixed opponents",
+        ),
     ],
 )
 def test_league_mistakes_are_explained(tmp_path, change, path, message):
@@ -75,21 +88,25 @@ def test_league_mistakes_are_explained(tmp_path, change, path, message):
     assert info.value.path == path and message in str(info.value), str(info.value)
 
 
-
 def test_matchmaking_is_seeded_and_follows_the_rule(tmp_path, tiny_model_dir):
     """pfsp never draws an opponent the learner always beats; psro draws from the opponents' side of the
     meta-strategy; latest draws the newest snapshot; the same seed draws the same opponents."""
     from campaigns.league import Match
 
     def runner(rule: str, folder: str):
-        campaign = load_campaign(league_file(tmp_path, tiny_model_dir, rule=rule), {"checkpoint.dir": str(tmp_path / folder), "groups_per_iteration": 40})
+        campaign = load_campaign(
+            league_file(tmp_path, tiny_model_dir, rule=rule),
+            {"checkpoint.dir": str(tmp_path / folder), "groups_per_iteration": 40},
+        )
         return campaign.start(track=False)
 
     pfsp = runner("pfsp", "a")
     assert pfsp.opponents.league.candidates() == ["fair", "random", "learner-0"]
     for _ in range(5):
         pfsp.opponents.league.play(Match(0, "train", League.LEARNER, "random", 1.0))  # the learner always beats random
-    pfsp.opponents.league.play(Match(0, "train", "fair", League.LEARNER, 1.0))  # and lost to fair on the other side, once
+    pfsp.opponents.league.play(
+        Match(0, "train", "fair", League.LEARNER, 1.0)
+    )  # and lost to fair on the other side, once
     candidates, probs, drawn = pfsp.opponents.draw(0)
     # hard pfsp, p = 2: x = (0, 1, 1/2) -> (1 - x)^2 = (1, 0, 1/4) -> (0.8, 0, 0.2)
     np.testing.assert_allclose(probs, [0.8, 0.0, 0.2])
@@ -121,25 +138,37 @@ def test_league_campaign_snapshots_lineage_ratings_and_artifacts(tmp_path, track
     league = state(last)["league"]
     games = league["games"]
     train = [g for g in games if g["kind"] == "train"]
-    assert len(train) == 2 * 2 * 2 and [g["a"] for g in train[:4]] == ["learner"] * 4 and [g["b"] for g in train[4:]] == ["learner"] * 4  # swap_sides
+    assert (
+        len(train) == 2 * 2 * 2
+        and [g["a"] for g in train[:4]] == ["learner"] * 4
+        and [g["b"] for g in train[4:]] == ["learner"] * 4
+    )  # swap_sides
 
     # lineage: each snapshot's parent is the previous one, its opponents those the learner met since
     versions = {v["name"]: v for v in league["population"]}
     assert list(versions) == ["fair", "random", "learner-0", "learner-1", "learner-2"]
-    met = [list(dict.fromkeys(g["b"] if g["a"] == "learner" else g["a"] for g in train if g["iteration"] == i)) for i in (0, 1)]
+    met = [
+        list(dict.fromkeys(g["b"] if g["a"] == "learner" else g["a"] for g in train if g["iteration"] == i))
+        for i in (0, 1)
+    ]
     assert (versions["learner-0"]["parent"], versions["learner-0"]["opponents"]) == (None, [])
     assert (versions["learner-1"]["parent"], versions["learner-1"]["opponents"]) == ("learner-0", met[0])
     assert (versions["learner-2"]["parent"], versions["learner-2"]["opponents"]) == ("learner-1", met[1])
     # max_snapshots = 2: learner-0 left play (weights dropped); learner-1 holds the learner's weights after iteration 0
     assert sorted(p.name for p in (last / "league").iterdir()) == ["learner-1.safetensors", "learner-2.safetensors"]
-    snapshot, learner_0 = load_file(str(last / "league" / "learner-1.safetensors")), load_file(str(first / "adapter" / "adapter_model.safetensors"))
+    snapshot, learner_0 = (
+        load_file(str(last / "league" / "learner-1.safetensors")),
+        load_file(str(first / "adapter" / "adapter_model.safetensors")),
+    )
     assert snapshot.keys() == learner_0.keys() and all(torch.equal(snapshot[k], learner_0[k]) for k in snapshot)
 
     # ratings and records are exactly the recorded games, replayed
     ratings, records = OpenSkillRatings(), WinRecord()
     for g in games:
         if g["a"] != g["b"]:
-            ratings.rate([[g["a"]], [g["b"]]], ranks=[0, 1] if g["score_a"] == 1 else [1, 0] if g["score_a"] == 0 else [0, 0])
+            ratings.rate(
+                [[g["a"]], [g["b"]]], ranks=[0, 1] if g["score_a"] == 1 else [1, 0] if g["score_a"] == 0 else [0, 0]
+            )
             records.record(g["a"], g["b"], g["score_a"])
     assert league["ratings"] == {n: [ratings.mu(n), ratings.sigma(n)] for n in ratings.ratings}
     assert league["records"] == records.to_dict()
@@ -148,11 +177,23 @@ def test_league_campaign_snapshots_lineage_ratings_and_artifacts(tmp_path, track
     client = MlflowClient(tracking_uri)
     run_id = result.run_id
     assert client.get_run(run_id).info.status == "FINISHED"
-    paths = {a.path for folder in ("league", "league/payoff", "league/graph", "league/bradley_terry") for a in client.list_artifacts(run_id, folder)}
-    assert {"league/games.json", "league/ratings.json", "league/payoff/step-0001.png", "league/payoff/step-0002.json",
-            "league/graph/step-0002.png", "league/bradley_terry/step-0002.json"} <= paths
+    paths = {
+        a.path
+        for folder in ("league", "league/payoff", "league/graph", "league/bradley_terry")
+        for a in client.list_artifacts(run_id, folder)
+    }
+    assert {
+        "league/games.json",
+        "league/ratings.json",
+        "league/payoff/step-0001.png",
+        "league/payoff/step-0002.json",
+        "league/graph/step-0002.png",
+        "league/bradley_terry/step-0002.json",
+    } <= paths
     assert [m.step for m in client.get_metric_history(run_id, "league/rating/learner/mu")] == [1, 2]
-    assert client.get_metric_history(run_id, "league/rating/learner/mu")[-1].value == pytest.approx(ratings.mu("learner"))
+    assert client.get_metric_history(run_id, "league/rating/learner/mu")[-1].value == pytest.approx(
+        ratings.mu("learner")
+    )
     assert [m.step for m in client.get_metric_history(run_id, "league/win_rate/a")] == [0, 1]
     assert [m.value for m in client.get_metric_history(run_id, "league/learner_side")] == [0.0, 1.0]
     # the logged payoff table is the step's payoff games, and the logged exploitability is its meta-strategy's
@@ -177,7 +218,11 @@ def test_resume_restores_the_league(tmp_path, tiny_model_dir):
     file = league_file(tmp_path / "b", tiny_model_dir)
     load_campaign(file, {**small, "iterations": 1}).run(track=False)
     runner = load_campaign(file, small).start(resume=True, track=False)
-    assert runner.first_iteration == 1 and runner.opponents.league.population.names == ["fair", "learner-0", "learner-1"]
+    assert runner.first_iteration == 1 and runner.opponents.league.population.names == [
+        "fair",
+        "learner-0",
+        "learner-1",
+    ]
     assert list(runner.opponents.league.adapters) == ["learner-1"]
     resumed = runner.run()
     a, b = state(straight.checkpoint)["league"], state(resumed.checkpoint)["league"]
@@ -190,4 +235,7 @@ def test_resume_restores_the_league(tmp_path, tiny_model_dir):
 def test_members_are_resolved_as_written(tmp_path):
     campaign = load_campaign(league_file(tmp_path))
     members = {n: (s.entry.name, s.config.model_dump()) for n, s in campaign.league_members.items()}
-    assert members == {"fair": ("fair", {"target_ratio": 0.5}), "random": ("random", {"accept_prob": 0.5, "walk_prob": 0.0})}
+    assert members == {
+        "fair": ("fair", {"target_ratio": 0.5}),
+        "random": ("random", {"accept_prob": 0.5, "walk_prob": 0.0}),
+    }

@@ -8,8 +8,8 @@ import torch
 from typer.testing import CliRunner
 
 from agents.llm import LLMPolicy
-from agora.engine import PrefixCache, nucleus, sample
 from agora.cli import app
+from agora.engine import PrefixCache, nucleus, sample
 from agora.errors import ModelNotFoundError
 from agora.models import load_causal_lm, resolve_model_path
 from agora.policy import ActRequest
@@ -72,26 +72,37 @@ def test_sampling_is_seeded_and_logprobs_match_a_fresh_forward(tiny_model_dir):
 
 
 def test_batched_greedy_equals_one_prompt_at_a_time(tiny_model_dir):
-    policy = LLMPolicy(LLMPolicy.Config(model=tiny_model_dir, temperature=0, max_new_tokens=8, max_batch_size=3), seed=0)
+    policy = LLMPolicy(
+        LLMPolicy.Config(model=tiny_model_dir, temperature=0, max_new_tokens=8, max_batch_size=3), seed=0
+    )
     batched = [r.completion_ids for r in policy.act(requests())]
     single = [policy.act([r])[0].completion_ids for r in requests()]
     assert batched == single
 
 
-SYSTEM = "You are a careful negotiator. Always answer in the exact format MESSAGE: ... then ACTION: ... on its own line."
+SYSTEM = (
+    "You are a careful negotiator. Always answer in the exact format MESSAGE: ... then ACTION: ... on its own line."
+)
 
 
 def test_prefix_cache_reuses_kv_across_calls_without_changing_outputs(tiny_model_dir):
-    make = lambda mb: LLMPolicy(
-        LLMPolicy.Config(model=tiny_model_dir, temperature=0, max_new_tokens=6, system_prompt=SYSTEM, prefix_cache_mb=mb), seed=0
-    )
+    def make(mb):
+        return LLMPolicy(
+            LLMPolicy.Config(
+                model=tiny_model_dir, temperature=0, max_new_tokens=6, system_prompt=SYSTEM, prefix_cache_mb=mb
+            ),
+            seed=0,
+        )
+
     cached, plain = make(64), make(0)
     assert plain.prefix_cache is None
     for prompts in (PROMPTS, ["Propose a split.", "Accept?"], PROMPTS[:1]):
         a, b = cached.act(requests(prompts)), plain.act(requests(prompts))
         assert [r.completion_ids for r in a] == [r.completion_ids for r in b]
         for r in a:
-            assert torch.allclose(recomputed_logprobs(cached.model, r.prompt_ids, r.completion_ids), torch.tensor(r.logprobs), atol=1e-4)
+            assert torch.allclose(
+                recomputed_logprobs(cached.model, r.prompt_ids, r.completion_ids), torch.tensor(r.logprobs), atol=1e-4
+            )
     system_tokens = len(cached.tokenizer(SYSTEM)["input_ids"])
     assert cached.prefix_cache.hits >= 2 and cached.prefix_cache.reused_tokens >= 2 * system_tokens
 
@@ -104,7 +115,9 @@ def test_each_row_resumes_from_its_own_earlier_prompt(tiny_model_dir):
     model, _ = load_causal_lm(tiny_model_dir)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     first = [tokenizer(SYSTEM + " " + p)["input_ids"] for p in PROMPTS]
-    second = [ids + tokenizer(f" Then turn {i} said: I want {i + 1} books.")["input_ids"] for i, ids in enumerate(first)]
+    second = [
+        ids + tokenizer(f" Then turn {i} said: I want {i + 1} books.")["input_ids"] for i, ids in enumerate(first)
+    ]
     kwargs = dict(max_new_tokens=6, temperature=0, top_p=1.0, stop_ids=set(), pad_id=0, generator=torch.Generator())
     cache = PrefixCache()
     sample(model, first, prefix_cache=cache, **kwargs)
@@ -115,7 +128,9 @@ def test_each_row_resumes_from_its_own_earlier_prompt(tiny_model_dir):
     assert cache.reused_tokens - reused >= sum(len(ids) for ids in first) - len(first) * shared
     assert [t for t, _ in warm] == [t for t, _ in sample(model, second, **kwargs)]
     for prompt, (tokens, logprobs) in zip(second, warm):
-        assert torch.allclose(recomputed_logprobs(model, prompt, tokens, temperature=1.0), torch.tensor(logprobs), atol=1e-4)
+        assert torch.allclose(
+            recomputed_logprobs(model, prompt, tokens, temperature=1.0), torch.tensor(logprobs), atol=1e-4
+        )
 
 
 def test_prefix_cache_is_dropped_when_the_weights_change(tiny_model_dir):
@@ -152,15 +167,22 @@ def test_versions_swapped_through_one_model_keep_their_own_caches(tiny_model_dir
         loaded[:] = [name]
 
     params = LLMPolicy.Config(model=tiny_model_dir, temperature=0, max_new_tokens=4)
-    keyed = {n: LLMPolicy(params, seed=0, model=model, tokenizer=tokenizer, weights_key=lambda: tuple(loaded)) for n in "ab"}
+    keyed = {
+        n: LLMPolicy(params, seed=0, model=model, tokenizer=tokenizer, weights_key=lambda: tuple(loaded)) for n in "ab"
+    }
     plain = {n: LLMPolicy(params, seed=0, model=model, tokenizer=tokenizer) for n in "ab"}
-    first, later = requests(PROMPTS[:2]), [ActRequest(i, "a", None, [{"role": "user", "content": p + " And then?"}]) for i, p in enumerate(PROMPTS[:2])]
+    first, later = (
+        requests(PROMPTS[:2]),
+        [ActRequest(i, "a", None, [{"role": "user", "content": p + " And then?"}]) for i, p in enumerate(PROMPTS[:2])],
+    )
     for policies in (keyed, plain):
         for batch in (first, later):
             for name in "ab":
                 swap_in(name)
                 out = policies[name].act(batch)
-                cold = LLMPolicy(params.model_copy(update={"prefix_cache_mb": 0}), seed=0, model=model, tokenizer=tokenizer).act(batch)
+                cold = LLMPolicy(
+                    params.model_copy(update={"prefix_cache_mb": 0}), seed=0, model=model, tokenizer=tokenizer
+                ).act(batch)
                 assert [r.completion_ids for r in out] == [r.completion_ids for r in cold]
     assert all(keyed[n].prefix_cache.hits > 0 for n in "ab")  # the second prompts resumed from each version's first
     assert all(plain[n].prefix_cache.hits == 0 for n in "ab")  # without the key every swap empties the cache
@@ -169,7 +191,9 @@ def test_versions_swapped_through_one_model_keep_their_own_caches(tiny_model_dir
 def test_rows_that_stop_early_leave_the_batch_without_changing_the_others(tiny_model_dir):
     model, tokenizer = load_causal_lm(tiny_model_dir)
     prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
-    kwargs = dict(max_new_tokens=8, temperature=0, top_p=1.0, pad_id=tokenizer.pad_token_id, generator=torch.Generator())
+    kwargs = dict(
+        max_new_tokens=8, temperature=0, top_p=1.0, pad_id=tokenizer.pad_token_id, generator=torch.Generator()
+    )
     free = [ids for ids, _ in sample(model, prompts, stop_ids=set(), **kwargs)]
     stop = {free[1][-1]}  # the random model's rows differ in whether and when they reach this token
     batched = sample(model, prompts, stop_ids=stop, **kwargs)
@@ -234,7 +258,9 @@ def test_common_prefix_leaves_every_prompt_a_token():
 
 
 def test_prefix_cache_is_bounded_in_bytes_and_evicts_least_recently_used():
-    layer = lambda n: [(torch.zeros(1, 2, n, 4), torch.zeros(1, 2, n, 4))]  # 2 * 2*4 floats = 64 bytes per token
+    def layer(n):
+        return [(torch.zeros(1, 2, n, 4), torch.zeros(1, 2, n, 4))]  # 2 * 2*4 floats = 64 bytes per token
+
     cache, model = PrefixCache(max_bytes=64 * 60), torch.nn.Linear(1, 1)
     cache._check(model)
     a, b, c = list(range(20)), list(range(100, 130)), list(range(200, 220))
@@ -288,14 +314,18 @@ def test_long_and_short_suffixes_are_prefilled_apart_with_the_same_results(tiny_
     model, _ = load_causal_lm(tiny_model_dir)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     first = [tokenizer(SYSTEM + " " + p)["input_ids"] for p in PROMPTS]
-    second = [ids + tokenizer(f" Then turn {i} said: I want {i + 1} books.")["input_ids"] for i, ids in enumerate(first)]
+    second = [
+        ids + tokenizer(f" Then turn {i} said: I want {i + 1} books.")["input_ids"] for i, ids in enumerate(first)
+    ]
     fresh = tokenizer(" ".join(["The pool holds three books, two hats and a ball; values differ."] * 30))["input_ids"]
     batch = [*second, fresh]
     kwargs = dict(max_new_tokens=6, temperature=0, top_p=1.0, stop_ids=set(), pad_id=0, generator=torch.Generator())
     cache = PrefixCache()
     sample(model, first, prefix_cache=cache, **kwargs)
     warm, prefill = sample_counting_prefills(model, batch, prefix_cache=cache, **kwargs)
-    assert sorted(prefill) == sorted([(len(second), max(len(b) - len(a) for a, b in zip(first, second))), (1, len(fresh))])
+    assert sorted(prefill) == sorted(
+        [(len(second), max(len(b) - len(a) for a, b in zip(first, second))), (1, len(fresh))]
+    )
     assert_like_a_cold_computation(model, batch, warm, kwargs)
 
 
@@ -309,7 +339,9 @@ def test_prefill_groups_trade_padding_against_passes():
     assert prefill_groups([40, 40, 40]) == [[0, 1, 2]]  # equal lengths: never split
     assert prefill_groups([1, 500], pass_cost=10_000) == [[0, 1]]  # passes dearer than any padding
     assert prefill_groups([3, 1, 2], pass_cost=0) == [[1], [2], [0]]  # free passes: no padding at all
-    lengths = np.random.default_rng(0).integers(1, 3000, 4096).tolist()  # max_batch_size's limit, all lengths distinct-ish
+    lengths = (
+        np.random.default_rng(0).integers(1, 3000, 4096).tolist()
+    )  # max_batch_size's limit, all lengths distinct-ish
     groups = prefill_groups(lengths)  # rounded to 256 widths: milliseconds, not minutes
     assert sorted(r for g in groups for r in g) == list(range(4096))
     assert all(max(lengths[r] for r in a) <= min(lengths[r] for r in b) for a, b in zip(groups, groups[1:]))

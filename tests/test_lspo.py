@@ -77,10 +77,25 @@ def test_policy_embedder_is_deterministic_normalised_and_padding_free(tiny_model
 def test_minilm_embedder_puts_paraphrases_closer_than_other_strategies():
     from campaigns.latent_space import embed_minilm
 
-    e = embed_minilm(["I am the seer and Bob is a werewolf.", "As the seer, I found that Bob is a wolf.", "I have nothing to say today."])
+    e = embed_minilm(
+        [
+            "I am the seer and Bob is a werewolf.",
+            "As the seer, I found that Bob is a wolf.",
+            "I have nothing to say today.",
+        ]
+    )
     assert e.shape == (3, 384) and np.allclose(np.linalg.norm(e, axis=1), 1.0)
     assert e[0] @ e[1] > e[0] @ e[2] + 0.2
-    assert np.array_equal(e, embed_minilm(["I am the seer and Bob is a werewolf.", "As the seer, I found that Bob is a wolf.", "I have nothing to say today."]))
+    assert np.array_equal(
+        e,
+        embed_minilm(
+            [
+                "I am the seer and Bob is a werewolf.",
+                "As the seer, I found that Bob is a wolf.",
+                "I have nothing to say today.",
+            ]
+        ),
+    )
 
 
 def candidate(role: str, state: int, statement: str, i: int) -> Statement:
@@ -89,7 +104,9 @@ def candidate(role: str, state: int, statement: str, i: int) -> Statement:
 
 def test_build_space_clusters_each_role_separately_and_picks_the_exemplar_nearest_the_centroid():
     x = blobs()[[0, 0, 0, 5, 6, 10, 11]]  # the seer's three candidates embed alike: one cluster
-    cands = [candidate("seer", 0, f"s{i}", i) for i in range(3)] + [candidate("werewolf", 0, f"w{i}", i) for i in range(4)]
+    cands = [candidate("seer", 0, f"s{i}", i) for i in range(3)] + [
+        candidate("werewolf", 0, f"w{i}", i) for i in range(4)
+    ]
     space, label_of = build_space(cands, x, ["werewolf", "seer"], 2, seed=0, iterations=20)
     assert len(space.clusters["seer"]) == 1 and [m.statement for m in space.clusters["seer"][0]] == ["s0", "s1", "s2"]
     assert [len(c) for c in space.clusters["werewolf"]] == [2, 2]  # two groups among the werewolf rows
@@ -127,7 +144,12 @@ def test_latent_game_with_two_village_roles_by_hand():
             for w in range(2):
                 utility[(("seer", s), ("villager", v), ("werewolf", w))] = -1.0 if s == 0 else (1.0 if v == w else -1.0)
     game = latent_game(space, utility)
-    assert set(game.infosets()) == {"village:seer", "village:villager|seer=0", "village:villager|seer=1", "werewolves:werewolf"}
+    assert set(game.infosets()) == {
+        "village:seer",
+        "village:villager|seer=0",
+        "village:villager|seer=1",
+        "werewolves:werewolf",
+    }
     uniform = {key: np.full(len(actions), 0.5) for key, (_, actions) in game.infosets().items()}
     assert nash_conv(game, uniform) == pytest.approx(0.5)
     for solver in ("cfr", "cfr_plus"):
@@ -185,7 +207,8 @@ def test_dpo_pairs_prefer_the_cluster_cfr_plays_most_by_hand():
 
 
 def hand_space() -> LatentSpace:
-    """Every role: cluster 0 claims the seer role and accuses by rule; cluster 1 accuses nobody; cluster 2 another player."""
+    """Every role: cluster 0 claims the seer role and accuses by rule; cluster 1 accuses nobody; cluster 2 another
+    player."""
     clusters = {}
     for role in ("werewolf", "seer", "doctor", "villager"):
         clusters[role] = [
@@ -194,7 +217,9 @@ def hand_space() -> LatentSpace:
             [Member("Carol keeps changing her story.", "other", "Carol"), Member("", "other")],
         ]
     space = LatentSpace(clusters)
-    space.policy = {key: (np.ones(k) / k).tolist() for team in ("village", "werewolves") for key, k in space.infosets(team)}
+    space.policy = {
+        key: (np.ones(k) / k).tolist() for team in ("village", "werewolves") for key, k in space.infosets(team)
+    }
     return space
 
 
@@ -213,7 +238,9 @@ def play(world, seats: dict, seed: int, episode: int) -> None:
         assert not world.infos[agent].get("illegal_action")
 
 
-@pytest.mark.parametrize("config", [{}, {"werewolves": 1, "villagers": 1}, {"discussion_rounds": 2, "allow_abstain": True}])
+@pytest.mark.parametrize(
+    "config", [{}, {"werewolves": 1, "villagers": 1}, {"discussion_rounds": 2, "allow_abstain": True}]
+)
 def test_latent_agent_plays_legal_werewolf_games_on_many_seeds(config):
     from agents.scripted.werewolf import RuleBasedPlayer
 
@@ -223,9 +250,11 @@ def test_latent_agent_plays_legal_werewolf_games_on_many_seeds(config):
     world = raw_env(**config)
     winners = set()
     for seed in range(60):
-        mixes = [{a: latent for a in world.possible_agents},
-                 {a: (latent if a.startswith("werewolf") else rule) for a in world.possible_agents},
-                 {a: (rule if a.startswith("werewolf") else latent) for a in world.possible_agents}]
+        mixes = [
+            {a: latent for a in world.possible_agents},
+            {a: (latent if a.startswith("werewolf") else rule) for a in world.possible_agents},
+            {a: (rule if a.startswith("werewolf") else latent) for a in world.possible_agents},
+        ]
         play(world, mixes[seed % 3], seed, seed)
         assert world.winner in ("village", "werewolves", "draw")
         winners.add(world.winner)
@@ -239,7 +268,9 @@ def test_latent_agent_speaks_its_clusters_members_with_the_accusation_kind_of_ea
     for role_clusters in space.clusters.values():  # keep only the one-member clusters 0 and 1
         del role_clusters[2]
     for cluster, expected in ((0, "rule"), (1, "nobody")):
-        latent = LatentPolicy(LatentConfig(), seed=0, space=space, assign=lambda e, c=cluster: {r: c for r in space.clusters})
+        latent = LatentPolicy(
+            LatentConfig(), seed=0, space=space, assign=lambda e, c=cluster: {r: c for r in space.clusters}
+        )
         world.reset(seed=5)
         while world.agents and world.phase != 1:  # to the first discussion turn, with everyone on the latent policy
             agent = world.agent_selection
@@ -290,7 +321,12 @@ def test_latent_space_files_round_trip_and_bad_ones_are_explained(tmp_path):
         LatentSpace.load(path)
     from agora.scenario import resolve_scenario
 
-    data = {"name": "x", "world": {"id": "werewolf"}, "episodes": 1, "agents": {"*": {"policy": "latent", "space": str(tmp_path / "nope.json")}}}
+    data = {
+        "name": "x",
+        "world": {"id": "werewolf"},
+        "episodes": 1,
+        "agents": {"*": {"policy": "latent", "space": str(tmp_path / "nope.json")}},
+    }
     with pytest.raises(ScenarioError) as error:
         resolve_scenario(data)
     assert error.value.path == "agents.*.space" and "no such file" in error.value.message
@@ -300,8 +336,14 @@ def test_the_shipped_latent_space_is_found_from_any_working_directory(tmp_path, 
     from agents.latent import space_path
 
     monkeypatch.chdir(tmp_path)
-    assert space_path("scenarios/latent/werewolf_lspo_space.json") == ROOT / "scenarios" / "latent" / "werewolf_lspo_space.json"
-    assert LatentConfig(space="scenarios/latent/werewolf_lspo_space.json").space == "scenarios/latent/werewolf_lspo_space.json"
+    assert (
+        space_path("scenarios/latent/werewolf_lspo_space.json")
+        == ROOT / "scenarios" / "latent" / "werewolf_lspo_space.json"
+    )
+    assert (
+        LatentConfig(space="scenarios/latent/werewolf_lspo_space.json").space
+        == "scenarios/latent/werewolf_lspo_space.json"
+    )
 
 
 def test_the_latent_scenario_runs_latent_village_against_rule_based_werewolves(tracking_uri):
@@ -325,24 +367,38 @@ def test_lspo_campaign_files_validate_and_mistakes_name_their_key(tmp_path):
 
     resolved = load_campaign(CAMPAIGN)
     assert isinstance(resolved, LSPOCampaign) and resolved.spec.latent.clusters == 3
-    for override, path in (({"world.id": "negotiation"}, "world.id"), ({"dpo.loss": "kto"}, "dpo"),
-                           ({"latent.clusters": 0}, "latent.clusters"), ({"world.discussion_rounds": 0}, "world.discussion_rounds"),
-                           ({"latent.embedder": "bert"}, "latent.embedder")):
+    for override, path in (
+        ({"world.id": "negotiation"}, "world.id"),
+        ({"dpo.loss": "kto"}, "dpo"),
+        ({"latent.clusters": 0}, "latent.clusters"),
+        ({"world.discussion_rounds": 0}, "world.discussion_rounds"),
+        ({"latent.embedder": "bert"}, "latent.embedder"),
+    ):
         with pytest.raises(ScenarioError) as error:
             load_campaign(CAMPAIGN, override)
         assert (error.value.path or "").startswith(path), (override, error.value)
 
 
 def test_lspo_campaign_end_to_end_with_the_tiny_model(tiny_model_dir, tracking_uri, tmp_path):
+    from agora.campaign import load_campaign
     from mlflow import MlflowClient
 
-    from agora.campaign import load_campaign
-
     overrides = {
-        "learner.model": tiny_model_dir, "learner.max_new_tokens": 4, "learner.max_batch_size": 12, "learner.demonstrations": False,
-        "latent.embedder": "policy", "latent.candidates": 3, "latent.states_per_role": 1, "latent.clusters": 2,
-        "latent.self_play_games": 2, "cfr.games_per_profile": 1, "cfr.iterations": 50, "dpo.pairs_per_state": 1,
-        "evaluation.episodes": 4, "checkpoint.dir": str(tmp_path / "ck"), "iterations": 2,
+        "learner.model": tiny_model_dir,
+        "learner.max_new_tokens": 4,
+        "learner.max_batch_size": 12,
+        "learner.demonstrations": False,
+        "latent.embedder": "policy",
+        "latent.candidates": 3,
+        "latent.states_per_role": 1,
+        "latent.clusters": 2,
+        "latent.self_play_games": 2,
+        "cfr.games_per_profile": 1,
+        "cfr.iterations": 50,
+        "dpo.pairs_per_state": 1,
+        "evaluation.episodes": 4,
+        "checkpoint.dir": str(tmp_path / "ck"),
+        "iterations": 2,
     }
     campaign = load_campaign(CAMPAIGN, overrides)
     seen = []
@@ -352,8 +408,17 @@ def test_lspo_campaign_end_to_end_with_the_tiny_model(tiny_model_dir, tracking_u
     client = MlflowClient(tracking_uri)
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
-    for key in ("cfr/nash_conv", "cfr/exploitability", "latent/seer/clusters", "latent/candidates", "train/loss", "train/accuracy",
-                "eval/latent_village/village_win_rate", "eval/latent_werewolves/werewolves_win_rate", "eval/rule_based/village_win_rate"):
+    for key in (
+        "cfr/nash_conv",
+        "cfr/exploitability",
+        "latent/seer/clusters",
+        "latent/candidates",
+        "train/loss",
+        "train/accuracy",
+        "eval/latent_village/village_win_rate",
+        "eval/latent_werewolves/werewolves_win_rate",
+        "eval/rule_based/village_win_rate",
+    ):
         assert [m.step for m in client.get_metric_history(result.run_id, key)] == [0, 1], key
     candidates = [m.value for m in client.get_metric_history(result.run_id, "latent/candidates")]
     assert candidates == [12.0, 24.0]  # 4 roles x 1 state x 3 candidates, pooled over iterations
@@ -390,25 +455,40 @@ def test_utilities_from_real_games_reward_the_seer_claim_and_cfr_plays_it():
     assert policy["village:seer"][0] > 0.95
 
 
-def test_lspo_campaign_resumes_into_the_same_run_and_equals_a_straight_one(tiny_model_dir, tracking_uri, tmp_path, monkeypatch):
+def test_lspo_campaign_resumes_into_the_same_run_and_equals_a_straight_one(
+    tiny_model_dir, tracking_uri, tmp_path, monkeypatch
+):
     """One iteration, then --resume for the second == two iterations in one go: LoRA, DPO optimizer,
     latent space, embeddings, metrics; the resumed process logs into the first one's MLflow run, each step once."""
-    from mlflow import MlflowClient
     from safetensors.torch import load_file
 
     import campaigns.lspo as lspo
     from agora.campaign import load_campaign
+    from mlflow import MlflowClient
 
     def skewed(space):  # the tiny model's clusters all play alike (CFR: uniform, no DPO pair): prefer cluster 0
-        return {role: np.linspace(1.0, 0.1, len(cs)) / np.linspace(1.0, 0.1, len(cs)).sum() for role, cs in space.clusters.items()}
+        return {
+            role: np.linspace(1.0, 0.1, len(cs)) / np.linspace(1.0, 0.1, len(cs)).sum()
+            for role, cs in space.clusters.items()
+        }
 
     monkeypatch.setattr(lspo, "role_marginals", skewed)  # lspo.py calls it by this name
 
     overrides = {
-        "learner.model": tiny_model_dir, "learner.max_new_tokens": 4, "learner.max_batch_size": 12, "learner.demonstrations": False,
-        "latent.embedder": "policy", "latent.candidates": 3, "latent.states_per_role": 1, "latent.clusters": 2,
-        "latent.self_play_games": 2, "cfr.games_per_profile": 1, "cfr.iterations": 50, "dpo.pairs_per_state": 1,
-        "evaluation.episodes": 4, "iterations": 2,
+        "learner.model": tiny_model_dir,
+        "learner.max_new_tokens": 4,
+        "learner.max_batch_size": 12,
+        "learner.demonstrations": False,
+        "latent.embedder": "policy",
+        "latent.candidates": 3,
+        "latent.states_per_role": 1,
+        "latent.clusters": 2,
+        "latent.self_play_games": 2,
+        "cfr.games_per_profile": 1,
+        "cfr.iterations": 50,
+        "dpo.pairs_per_state": 1,
+        "evaluation.episodes": 4,
+        "iterations": 2,
     }
     whole = load_campaign(CAMPAIGN, {**overrides, "checkpoint.dir": str(tmp_path / "a")}).start(track=False)
     straight = whole.run()
@@ -422,8 +502,12 @@ def test_lspo_campaign_resumes_into_the_same_run_and_equals_a_straight_one(tiny_
     assert seen == [1] and resumed.iterations_done == 2 and resumed.run_id == first.run_id
     a_weights = load_file(str(straight.checkpoint / "adapter" / "adapter_model.safetensors"))
     b_weights = load_file(str(resumed.checkpoint / "adapter" / "adapter_model.safetensors"))
-    assert a_weights.keys() == b_weights.keys() and all(torch.allclose(a_weights[k], b_weights[k], atol=1e-6) for k in a_weights)
-    assert (straight.checkpoint / "latent_space.json").read_text() == (resumed.checkpoint / "latent_space.json").read_text()
+    assert a_weights.keys() == b_weights.keys() and all(
+        torch.allclose(a_weights[k], b_weights[k], atol=1e-6) for k in a_weights
+    )
+    assert (straight.checkpoint / "latent_space.json").read_text() == (
+        resumed.checkpoint / "latent_space.json"
+    ).read_text()
     assert whole.embeddings.keys() == second.embeddings.keys()  # iteration 0's texts keep the embeddings of that time
     assert all(np.allclose(whole.embeddings[t], second.embeddings[t], atol=1e-6) for t in whole.embeddings)
     assert all(straight.history[i]["train/optimizer_steps"] > 0 for i in (0, 1))  # the LoRA and the optimizer moved

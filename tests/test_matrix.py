@@ -26,7 +26,11 @@ def test_prisoners_dilemma_payoffs_by_hand():
     env.reset(seed=0)
     plays = [(0, 0), (0, 1), (1, 1)]  # (C,C) -> 3,3 ; (C,D) -> 0,5 ; (D,D) -> 1,1
     rewards = [env.step({"player_0": a, "player_1": b})[1] for a, b in plays]
-    assert rewards == [{"player_0": 3.0, "player_1": 3.0}, {"player_0": 0.0, "player_1": 5.0}, {"player_0": 1.0, "player_1": 1.0}]
+    assert rewards == [
+        {"player_0": 3.0, "player_1": 3.0},
+        {"player_0": 0.0, "player_1": 5.0},
+        {"player_0": 1.0, "player_1": 1.0},
+    ]
     assert env.agents == [] and env.episode_metrics()["score/player_1"] == 9.0
 
 
@@ -57,7 +61,11 @@ def test_parser_rejects_with_actionable_messages_and_never_crashes():
         env.parse("player_0", "ACTION: rock\nACTION: paper")
     rng = np.random.default_rng(1)
     for _ in range(300):
-        text = "".join(map(chr, rng.integers(0, 0x10FFFF, size=int(rng.integers(0, 50))))).encode("utf-8", "replace").decode("utf-8", "replace")
+        text = (
+            "".join(map(chr, rng.integers(0, 0x10FFFF, size=int(rng.integers(0, 50)))))
+            .encode("utf-8", "replace")
+            .decode("utf-8", "replace")
+        )
         try:
             assert env.parse("player_0", text) in range(3)
         except ParseError:
@@ -82,10 +90,15 @@ def run_matrix(player_0: dict, rounds: int, tracking: bool = False):
     from agora.run import run_scenario
     from agora.scenario import resolve_scenario
 
-    scenario = resolve_scenario({
-        "name": "regret", "world": {"id": "matrix", "rounds": rounds}, "episodes": 4, "seed": 0,
-        "agents": {"player_0": player_0, "player_1": {"policy": "mixed", "probs": [0.2, 0.6, 0.2]}},
-    })
+    scenario = resolve_scenario(
+        {
+            "name": "regret",
+            "world": {"id": "matrix", "rounds": rounds},
+            "episodes": 4,
+            "seed": 0,
+            "agents": {"player_0": player_0, "player_1": {"policy": "mixed", "probs": [0.2, 0.6, 0.2]}},
+        }
+    )
     return run_scenario(scenario, track=tracking)
 
 
@@ -98,7 +111,9 @@ def test_agora_run_logs_regret_hedge_small_always_rock_not(tracking_uri):
     # rock vs (0.2, 0.6, 0.2) earns -0.4 a round where scissors would earn +0.4: regret/T about 0.8
     assert rock.summary["eval/regret_per_round/player_0"] > 0.6
     curve = hedge.report.series["regret_curve/player_0"]
-    assert [t for t, _ in curve] == list(range(1, 301)) and curve[-1][1] == pytest.approx(hedge.summary["eval/regret/player_0"])
+    assert [t for t, _ in curve] == list(range(1, 301)) and curve[-1][1] == pytest.approx(
+        hedge.summary["eval/regret/player_0"]
+    )
     client = MlflowClient(tracking_uri)
     assert client.get_run(hedge.run_id).data.metrics["eval/regret_per_round/player_0"] < 0.15
     assert len(client.get_metric_history(hedge.run_id, "regret_curve/player_0")) == 300

@@ -231,8 +231,18 @@ def test_parser_explains_what_is_wrong(text, error):
 
 @pytest.mark.parametrize(
     "text",
-    ["", " ", "\n" * 50_000, "\n *" * 20_000, "ACTION:" * 20_000, "ACTION: PROPOSE " + "(" * 20_000, "é💥\u202e\x00",
-     "ACTION: PROPOSE book=" + "1" * 5000 + " hat=0 ball=0", "ACTION: PROPOSE book=١ hat=0 ball=0", "ACTION: " + "x" * 200_000],
+    [
+        "",
+        " ",
+        "\n" * 50_000,
+        "\n *" * 20_000,
+        "ACTION:" * 20_000,
+        "ACTION: PROPOSE " + "(" * 20_000,
+        "é💥\u202e\x00",
+        "ACTION: PROPOSE book=" + "1" * 5000 + " hat=0 ball=0",
+        "ACTION: PROPOSE book=١ hat=0 ball=0",
+        "ACTION: " + "x" * 200_000,
+    ],
 )
 def test_parser_raises_only_parse_errors_quickly_on_odd_input(text):
     world = set_state(raw_env(), [1, 2, 3], [4, 0, 2], [0, 2, 2])
@@ -242,8 +252,12 @@ def test_parser_raises_only_parse_errors_quickly_on_odd_input(text):
 
 @pytest.mark.parametrize(
     "text,message",
-    [("**MESSAGE:** hi there\nACTION: WALK AWAY", "hi there"), ("**MESSAGE: hi**\nACTION: WALK AWAY", "hi"),
-     ("MESSAGE: *wink*\nACTION: WALK AWAY", "*wink*"), ("ACTION: WALK AWAY", "")],
+    [
+        ("**MESSAGE:** hi there\nACTION: WALK AWAY", "hi there"),
+        ("**MESSAGE: hi**\nACTION: WALK AWAY", "hi"),
+        ("MESSAGE: *wink*\nACTION: WALK AWAY", "*wink*"),
+        ("ACTION: WALK AWAY", ""),
+    ],
 )
 def test_message_markdown_around_the_label_is_dropped_not_inside(text, message):
     world = set_state(raw_env(), [1, 2, 3], [4, 0, 2], [0, 2, 2])
@@ -285,7 +299,9 @@ def test_fallback_actions_are_legal_and_seeded():
     draws = [world.fallback_action("bob", np.random.default_rng(s)) for s in range(50)]
     assert {d["type"] for d in draws} == {PROPOSE, ACCEPT}
     assert all(d["type"] != PROPOSE or all(0 <= t <= c for t, c in zip(d["take"], world.counts)) for d in draws)
-    assert world.fallback_action("bob", np.random.default_rng(3)) == world.fallback_action("bob", np.random.default_rng(3))
+    assert world.fallback_action("bob", np.random.default_rng(3)) == world.fallback_action(
+        "bob", np.random.default_rng(3)
+    )
 
 
 def test_config_rejects_impossible_pools():
@@ -359,5 +375,8 @@ def test_demonstration_is_a_worked_example_on_another_pool():
     world = set_state(raw_env(), [1, 2, 3], [4, 0, 2], [0, 2, 2])
     user, reply = world.demonstration("alice")
     assert user["role"] == "user" and reply["role"] == "assistant"
-    assert "You are alice, negotiating with bob" in user["content"] and "Pool: 1 book, 2 hat, 3 ball" not in user["content"]
+    assert (
+        "You are alice, negotiating with bob" in user["content"]
+        and "Pool: 1 book, 2 hat, 3 ball" not in user["content"]
+    )
     assert reply["content"].startswith("MESSAGE: ") and "\nACTION: PROPOSE book=" in reply["content"]

@@ -35,13 +35,19 @@ def test_is_a_text_world_and_validates_its_config():
 def test_loss_sequences():
     rng = np.random.default_rng(0)
     config = OnlineLearningConfig(n_actions=3, rounds=6, sequence="alternating")
-    np.testing.assert_array_equal(loss_sequence(config, rng), [[0.5, 0, 1], [0, 1, 1], [1, 0, 1], [0, 1, 1], [1, 0, 1], [0, 1, 1]])
+    np.testing.assert_array_equal(
+        loss_sequence(config, rng), [[0.5, 0, 1], [0, 1, 1], [1, 0, 1], [0, 1, 1], [1, 0, 1], [0, 1, 1]]
+    )
     for sequence in ("uniform", "gaussian", "trending"):
         losses = loss_sequence(OnlineLearningConfig(rounds=500, sequence=sequence), np.random.default_rng(1))
         assert losses.shape == (500, 3) and losses.min() >= 0 and losses.max() <= 1
-    gaussian = loss_sequence(OnlineLearningConfig(rounds=2000, sequence="gaussian", noise=0.05), np.random.default_rng(2))
+    gaussian = loss_sequence(
+        OnlineLearningConfig(rounds=2000, sequence="gaussian", noise=0.05), np.random.default_rng(2)
+    )
     assert gaussian.std(axis=0).max() < 0.06  # each action fluctuates around its own mean
-    trending = loss_sequence(OnlineLearningConfig(rounds=1000, sequence="trending", noise=0.0), np.random.default_rng(3))
+    trending = loss_sequence(
+        OnlineLearningConfig(rounds=1000, sequence="trending", noise=0.0), np.random.default_rng(3)
+    )
     steps = np.diff(trending, axis=0)
     assert np.abs(steps - steps[0]).max() < 1e-12  # straight lines, no noise
 
@@ -96,10 +102,14 @@ def test_uniform_has_linear_regret_on_stochastic_losses_and_hedge_does_not():
 def test_parser_is_strict_with_actionable_messages():
     world = raw_env(n_actions=3)
     np.testing.assert_allclose(world.parse("learner", "PLAY 0.2 0.5 0.3"), [0.2, 0.5, 0.3])
-    np.testing.assert_allclose(world.parse("learner", "I'd rather display it.\n**Play:** 0.2, 0.5, 0.3."), [0.2, 0.5, 0.3])
+    np.testing.assert_allclose(
+        world.parse("learner", "I'd rather display it.\n**Play:** 0.2, 0.5, 0.3."), [0.2, 0.5, 0.3]
+    )
     with pytest.raises(ParseError, match="no 'PLAY' line"):
         world.parse("learner", "I will play 0.2 0.5 0.3")  # PLAY starts its line
-    np.testing.assert_allclose(world.parse("learner", "PLAY 0.333 0.333 0.333"), [1 / 3] * 3)  # within 0.01: renormalised
+    np.testing.assert_allclose(
+        world.parse("learner", "PLAY 0.333 0.333 0.333"), [1 / 3] * 3
+    )  # within 0.01: renormalised
     cases = {
         "I would pick action 1": "no 'PLAY' line",
         "PLAY 0.5 0.5": "exactly 3 probabilities",
@@ -113,14 +123,20 @@ def test_parser_is_strict_with_actionable_messages():
             world.parse("learner", text)
     rng = np.random.default_rng(1)
     for _ in range(300):
-        text = "".join(map(chr, rng.integers(0, 0x10FFFF, size=int(rng.integers(0, 50))))).encode("utf-8", "replace").decode("utf-8", "replace")
+        text = (
+            "".join(map(chr, rng.integers(0, 0x10FFFF, size=int(rng.integers(0, 50)))))
+            .encode("utf-8", "replace")
+            .decode("utf-8", "replace")
+        )
         try:
             p = world.parse("learner", "PLAY " + text if rng.random() < 0.5 else text)
             assert p.shape == (3,) and abs(p.sum() - 1) < 1e-9
         except ParseError:
             pass
     for action in ([1, 0, 0], [0.2, 0.3, 0.5], [1 / 3] * 3):
-        np.testing.assert_allclose(world.parse("learner", world.render_action("learner", np.array(action))), action, atol=1e-6)
+        np.testing.assert_allclose(
+            world.parse("learner", world.render_action("learner", np.array(action))), action, atol=1e-6
+        )
     assert abs(world.fallback_action("learner", np.random.default_rng(0)).sum() - 1) < 1e-12
 
 
@@ -131,7 +147,9 @@ def test_prompt_shows_the_loss_history_and_totals():
     world.step(np.array([1.0, 0.0]))
     world.step(np.array([1.0, 0.0]))
     text = world.prompt("learner", world.observe("learner"))
-    assert "  1: 0.50 0.00\n  2: 0.00 1.00" in text and "action 0 0.50, action 1 1.00" in text and "round 3 of 3" in text
+    assert (
+        "  1: 0.50 0.00\n  2: 0.00 1.00" in text and "action 0 0.50, action 1 1.00" in text and "round 3 of 3" in text
+    )
     demo = world.demonstration("learner")
     np.testing.assert_allclose(world.parse("learner", demo[1]["content"]), [0.5, 0.5])
 
@@ -146,16 +164,26 @@ def test_scripted_scenario_reports_regret_and_its_curve(tracking_uri):
     client = MlflowClient(tracking_uri)
     assert len(client.get_metric_history(result.run_id, "regret_curve")) == 200
     assert "figures/regret_curve.png" in {a.path for a in client.list_artifacts(result.run_id, "figures")}
-    ftl = run_scenario(load_scenario(SCENARIOS / "online_learning_scripted.yaml", {"episodes": 3, "agents": {"learner": {"policy": "ftl"}}}), track=False)
+    ftl = run_scenario(
+        load_scenario(
+            SCENARIOS / "online_learning_scripted.yaml", {"episodes": 3, "agents": {"learner": {"policy": "ftl"}}}
+        ),
+        track=False,
+    )
     assert ftl.summary["eval/regret_per_round"] == pytest.approx(0.5, abs=0.01)
 
 
 def test_llm_text_path_with_a_tiny_model(tiny_model_dir):
     """A random tiny model writes garbage: every turn is re-prompted, then the fallback distribution is played."""
-    scenario = resolve_scenario({
-        "name": "ol-llm", "world": {"id": "online_learning", "n_actions": 2, "rounds": 3}, "episodes": 2, "seed": 0,
-        "agents": {"learner": {"policy": "llm", "model": tiny_model_dir, "max_new_tokens": 4}},
-    })
+    scenario = resolve_scenario(
+        {
+            "name": "ol-llm",
+            "world": {"id": "online_learning", "n_actions": 2, "rounds": 3},
+            "episodes": 2,
+            "seed": 0,
+            "agents": {"learner": {"policy": "llm", "model": tiny_model_dir, "max_new_tokens": 4}},
+        }
+    )
     result = run_scenario(scenario, track=False)
     assert len(result.episodes) == 2 and all(len(e.steps) == 3 for e in result.episodes)
     assert result.summary["parse/failure_rate"] > 0 and "eval/regret" in result.summary

@@ -39,12 +39,16 @@ def plugin(tmp_path, tracking_uri):
 
 
 def agora(env, *args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "agora.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "agora.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_a_plugin_world_and_agent_play_a_scenario_file(tmp_path, plugin):
     listed = agora(plugin, "worlds")
-    assert listed.returncode == 0 and "guess" in listed.stdout and "agora-toy 0.1" in listed.stdout, listed.stdout + listed.stderr
+    assert listed.returncode == 0 and "guess" in listed.stdout and "agora-toy 0.1" in listed.stdout, (
+        listed.stdout + listed.stderr
+    )
     agents = agora(plugin, "agents", "--world", "guess")
     assert "always_seven" in agents.stdout and "(world: guess)" in agents.stdout and "agora-toy 0.1" in agents.stdout
     assert "saez" not in agents.stdout  # another world's baseline
@@ -72,12 +76,37 @@ def test_without_the_plugin_its_ids_are_unknown(tmp_path, tracking_uri):
 
 def test_the_conformance_test_checks_plugin_units_and_fails_a_broken_one(plugin):
     select = ["-k", "guess or always_seven or count"]
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "test_conformance.py"), "-rA", *select]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        str(ROOT / "tests" / "test_conformance.py"),
+        "-rA",
+        *select,
+    ]
     ok = subprocess.run(cmd, cwd=ROOT, env=plugin, capture_output=True, text=True, timeout=600)
     assert ok.returncode == 0, ok.stdout[-3000:]
-    for test in ("test_world_passes_the_pettingzoo_api_and_seed_tests[guess]", "test_world_text_interface_round_trips_on_legal_actions[guess]",
-                 "test_agent_defaults_validate_and_it_plays_its_seats[always_seven@guess]",
-                 "test_trainer_defaults_validate_and_it_updates[counting]", "test_campaign_kind_validates_its_files_and_runs_its_example[count]"):
+    for test in (
+        "test_world_passes_the_pettingzoo_api_and_seed_tests[guess]",
+        "test_world_text_interface_round_trips_on_legal_actions[guess]",
+        "test_agent_defaults_validate_and_it_plays_its_seats[always_seven@guess]",
+        "test_trainer_defaults_validate_and_it_updates[counting]",
+        "test_campaign_kind_validates_its_files_and_runs_its_example[count]",
+    ):
         assert f"PASSED tests/test_conformance.py::{test}" in ok.stdout, test
-    broken = subprocess.run(cmd[:-2] + ["-k", "guess"], cwd=ROOT, env={**plugin, "AGORA_TOY_BROKEN": "1"}, capture_output=True, text=True, timeout=600)
-    assert broken.returncode == 1 and "FAILED tests/test_conformance.py::test_world_text_interface_round_trips_on_legal_actions[guess]" in broken.stdout
+    broken = subprocess.run(
+        cmd[:-2] + ["-k", "guess"],
+        cwd=ROOT,
+        env={**plugin, "AGORA_TOY_BROKEN": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert (
+        broken.returncode == 1
+        and "FAILED tests/test_conformance.py::test_world_text_interface_round_trips_on_legal_actions[guess]"
+        in broken.stdout
+    )

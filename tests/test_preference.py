@@ -8,7 +8,16 @@ import pytest
 import torch
 
 from agora.trajectory import Episode, Step
-from trainers.preference import Decision, PreferenceConfig, PreferenceTrainer, dpo_loss, ipo_loss, kto_labels, kto_loss, preference_pairs
+from trainers.preference import (
+    Decision,
+    PreferenceConfig,
+    PreferenceTrainer,
+    dpo_loss,
+    ipo_loss,
+    kto_labels,
+    kto_loss,
+    preference_pairs,
+)
 
 T = torch.tensor
 
@@ -27,7 +36,9 @@ def test_dpo_loss_by_hand():
 def test_ipo_loss_by_hand():
     # h = 1, target 1 / (2 * 0.1) = 5: (1 - 5)^2 = 16
     assert float(ipo_loss(T([-1.0]), T([-2.0]), T([-1.5]), T([-1.5]), beta=0.1)) == pytest.approx(16.0)
-    assert float(ipo_loss(T([4.0]), T([-1.0]), T([0.0]), T([0.0]), beta=0.1)) == pytest.approx(0.0)  # h = 5 hits the target
+    assert float(ipo_loss(T([4.0]), T([-1.0]), T([0.0]), T([0.0]), beta=0.1)) == pytest.approx(
+        0.0
+    )  # h = 5 hits the target
 
 
 def test_kto_loss_by_hand():
@@ -36,14 +47,26 @@ def test_kto_loss_by_hand():
     mismatched, mismatched_ref = T([-3.0, -3.0]), T([-3.2, -3.2])  # z0 = 0.2
     loss, z0 = kto_loss(logp, ref, desirable, mismatched, mismatched_ref, beta=0.1, undesirable_weight=2.0)
     assert float(z0) == pytest.approx(0.2)
-    sig = lambda x: 1 / (1 + math.exp(-x))
+
+    def sig(x):
+        return 1 / (1 + math.exp(-x))
+
     assert loss.tolist() == pytest.approx([1 - sig(0.1 * 0.3), 2.0 * (1 - sig(0.1 * 0.7))], abs=1e-6)
     _, z0 = kto_loss(logp, ref, desirable, T([-3.0]), T([-2.0]), beta=0.1)
     assert float(z0) == 0.0  # the reference point is clamped at 0
 
 
 def step(agent, prompt, completion, turn=0):
-    return Step(agent=agent, turn=turn, prompt="", text="", action=None, prompt_ids=prompt, completion_ids=completion, logprobs=[-1.0] * len(completion))
+    return Step(
+        agent=agent,
+        turn=turn,
+        prompt="",
+        text="",
+        action=None,
+        prompt_ids=prompt,
+        completion_ids=completion,
+        logprobs=[-1.0] * len(completion),
+    )
 
 
 def test_pairs_and_labels_come_from_each_groups_best_and_worst():
@@ -54,7 +77,9 @@ def test_pairs_and_labels_come_from_each_groups_best_and_worst():
         Episode(3, 9, {}, [step("a", [3], [4])], returns={"a": 1.0}),  # a group with one trajectory
     ]
     pairs = preference_pairs(episodes, ["a"])
-    assert [(c.prompt_ids, c.completion_ids, r.completion_ids) for c, r in pairs] == [([1, 2], [5], [7])]  # only the shared prompt
+    assert [(c.prompt_ids, c.completion_ids, r.completion_ids) for c, r in pairs] == [
+        ([1, 2], [5], [7])
+    ]  # only the shared prompt
     assert preference_pairs(episodes, ["a"], min_margin=7.0) == []
     labels = kto_labels(episodes, ["a"])  # group mean 5: episode 0 desirable, 1 undesirable, 2 tied (left out)
     assert [(d.completion_ids, good) for d, good in labels] == [([5], True), ([6], True), ([7], False)]
@@ -71,7 +96,9 @@ def test_a_preference_update_favours_the_chosen_completion(tiny_model_dir, loss)
         Episode(0, 7, {}, [step("a", prompt, good)], returns={"a": 1.0}),
         Episode(1, 7, {}, [step("a", prompt, bad)], returns={"a": 0.0}),
     ]
-    trainer = PreferenceTrainer(model, PreferenceConfig(loss=loss, learning_rate=1e-2, epochs=3), pad_id=tokenizer.pad_token_id)
+    trainer = PreferenceTrainer(
+        model, PreferenceConfig(loss=loss, learning_rate=1e-2, epochs=3), pad_id=tokenizer.pad_token_id
+    )
 
     def margin():
         with torch.no_grad():

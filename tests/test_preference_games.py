@@ -1,4 +1,5 @@
-"""Nash-MD and INPO: tabular last-iterate convergence to the regularised equilibrium; INPO's loss, pairs and LLM trainer."""
+"""Nash-MD and INPO: tabular last-iterate convergence to the regularised equilibrium; INPO's loss, pairs and LLM
+trainer."""
 
 from __future__ import annotations
 
@@ -10,8 +11,6 @@ from scipy.special import softmax
 from agora.errors import ScenarioError
 from agora.scenario import validate_model
 from agora.trajectory import Episode, Step
-from trainers.judges import OutcomeJudge
-from trainers.preference import Decision
 from solvers.preference_games import (
     geometric_mixture,
     inpo_step,
@@ -21,6 +20,8 @@ from solvers.preference_games import (
     regularized_value,
 )
 from trainers.inpo import INPOConfig, INPOTrainer, inpo_loss, inpo_pairs
+from trainers.judges import OutcomeJudge
+from trainers.preference import Decision
 
 RPS = 0.5 + 0.5 * np.array([[0, 1, -1], [-1, 0, 1], [1, -1, 0]])  # P(y > y'): rock, paper, scissors
 # a weighted cycle: P - 1/2 = [[0, a, -b], [-a, 0, c], [b, -c, 0]] has the Nash equilibrium ∝ (c, b, a)
@@ -55,8 +56,12 @@ def test_one_update_by_hand():
 def test_the_solver_finds_the_regularised_equilibrium(P, tau):
     star = regularized_nash(P, MU, tau)
     # checked independently of how it was found: each player's regularised best response to pi* is pi*
-    assert softmax(np.log(MU) + P @ star / tau) == pytest.approx(star, abs=1e-8)  # max player: argmax pi^T P pi* - tau KL
-    assert softmax(np.log(MU) - P.T @ star / tau) == pytest.approx(star, abs=1e-8)  # min player: argmin pi*^T P pi' + tau KL
+    assert softmax(np.log(MU) + P @ star / tau) == pytest.approx(
+        star, abs=1e-8
+    )  # max player: argmax pi^T P pi* - tau KL
+    assert softmax(np.log(MU) - P.T @ star / tau) == pytest.approx(
+        star, abs=1e-8
+    )  # min player: argmin pi*^T P pi' + tau KL
     rng = np.random.default_rng(0)
     others = rng.dirichlet(np.ones(3), size=200)
     assert max(regularized_value(p, P, MU, tau) for p in others) <= regularized_value(star, P, MU, tau) + 1e-12
@@ -114,15 +119,29 @@ def test_inpo_config_is_validated():
 
 
 def step(prompt, completion, logprobs, agent="a", temperature=0.7):
-    return Step(agent=agent, turn=0, prompt="", text="", action=None, prompt_ids=list(prompt), completion_ids=list(completion),
-                logprobs=list(logprobs), temperature=temperature)
+    return Step(
+        agent=agent,
+        turn=0,
+        prompt="",
+        text="",
+        action=None,
+        prompt_ids=list(prompt),
+        completion_ids=list(completion),
+        logprobs=list(logprobs),
+        temperature=temperature,
+    )
 
 
 def test_inpo_pairs_are_judged_within_groups():
-    eps = [Episode(i, 7, {}, [step([1, 2], [10 + i], [-float(i)])], returns={"a": r}) for i, r in enumerate([1.0, 3.0, 2.0, 2.0, 5.0])]
+    eps = [
+        Episode(i, 7, {}, [step([1, 2], [10 + i], [-float(i)])], returns={"a": r})
+        for i, r in enumerate([1.0, 3.0, 2.0, 2.0, 5.0])
+    ]
     judge = OutcomeJudge()
     pairs, ties = inpo_pairs(eps, ["a"], judge, "adjacent")  # (0, 1): 1 wins; (2, 3): a tie; 4 has no partner
-    assert [(w.completion_ids, l.completion_ids, w.old_logprobs, l.old_logprobs) for w, l in pairs] == [([11], [10], [-1.0], [-0.0])]
+    assert [(w.completion_ids, l.completion_ids, w.old_logprobs, l.old_logprobs) for w, l in pairs] == [
+        ([11], [10], [-1.0], [-0.0])
+    ]
     assert ties == 1 and judge.calls == 2
     pairs, ties = inpo_pairs(eps, ["a"], judge, "all")
     assert len(pairs) == 9 and ties == 1 and judge.calls == 2 + 10
@@ -144,13 +163,17 @@ def test_inpo_trainer_loss_by_hand_and_it_decreases(tiny_model_dir):
     config = INPOConfig(eta=eta, tau=tau, learning_rate=1e-2)
     trainer = INPOTrainer(model, config, pad_id=tokenizer.pad_token_id)
     with torch.no_grad():
-        logp, _, mask, _ = sequence_logprobs(model, [prompt, prompt], [good, bad], temperature=temperature, pad_id=tokenizer.pad_token_id)
+        logp, _, mask, _ = sequence_logprobs(
+            model, [prompt, prompt], [good, bad], temperature=temperature, pad_id=tokenizer.pad_token_id
+        )
     seq = (logp * mask).sum(-1)
     # LoRA B = 0: pi = pi_ref, so h = (1 - eta tau) (log pi(y_w)/pi(y_l) - log pi_t(y_w)/pi_t(y_l))
     h = (1 - eta * tau) * (float(seq[0] - seq[1]) - (sum(old_good) - sum(old_bad)))
     first = trainer.update(episodes, ["a"])
     assert first["train/pairs"] == 1 and first["train/judge_calls"] == 1 and first["train/optimizer_steps"] == 1
-    assert first["train/h"] == pytest.approx(h, abs=1e-4) and first["train/loss"] == pytest.approx((h - eta / 2) ** 2, abs=1e-4)
+    assert first["train/h"] == pytest.approx(h, abs=1e-4) and first["train/loss"] == pytest.approx(
+        (h - eta / 2) ** 2, abs=1e-4
+    )
     losses = [first["train/loss"]] + [trainer.update(episodes, ["a"])["train/loss"] for _ in range(5)]
     assert all(b < a for a, b in zip(losses, losses[1:])) and losses[-1] < 0.8 * losses[0]
     # the checkpoint state round-trips (optimizer + shuffling generator)
@@ -167,22 +190,30 @@ def test_inpo_trainer_loss_by_hand_and_it_decreases(tiny_model_dir):
 @pytest.mark.parametrize(
     "trainer, judge_calls",
     [
-        ("{id: grpo, group_reward: spo, judge: {id: outcome}, learning_rate: 0.01, micro_batch_size: 16}", 2 * 3),  # 2 groups x G(G-1)/2
+        (
+            "{id: grpo, group_reward: spo, judge: {id: outcome}, learning_rate: 0.01, micro_batch_size: 16}",
+            2 * 3,
+        ),  # 2 groups x G(G-1)/2
         ("{id: grpo, group_reward: arena, learning_rate: 0.01, micro_batch_size: 16}", 2 * 4),  # 2 groups x (2G - 2)
-        ("{id: inpo, eta: 1.0, tau: 0.1, pairing: all, learning_rate: 0.01, micro_batch_size: 16}", 2 * 3),  # 2 groups x 3 pairs
+        (
+            "{id: inpo, eta: 1.0, tau: 0.1, pairing: all, learning_rate: 0.01, micro_batch_size: 16}",
+            2 * 3,
+        ),  # 2 groups x 3 pairs
     ],
     ids=["spo", "arena", "inpo"],
 )
 def test_judged_trainers_run_a_campaign_end_to_end(tmp_path, tracking_uri, tiny_model_dir, trainer, judge_calls):
-    from mlflow import MlflowClient
     from safetensors.torch import load_file
 
     from agora.campaign import load_campaign
+    from mlflow import MlflowClient
     from tests.test_campaign import TINY
 
     text = TINY.format(model=tiny_model_dir, iterations=2, dir=tmp_path / "ck")
     text = text.replace("trainer: {id: grpo, learning_rate: 0.01, micro_batch_size: 16}", f"trainer: {trainer}")
-    text += "max_retries: 0\n"  # a re-prompt quotes the failed reply, and pairs need the same prompt in both trajectories
+    text += (
+        "max_retries: 0\n"  # a re-prompt quotes the failed reply, and pairs need the same prompt in both trajectories
+    )
     (tmp_path / "c.yaml").write_text(text)
     result = load_campaign(tmp_path / "c.yaml").run()
     client = MlflowClient(tracking_uri)

@@ -32,7 +32,9 @@ def test_psro_matching_pennies_and_budget():
     np.testing.assert_allclose(mixture(result.populations[0], result.meta_strategies[0]), [0.5, 0.5], atol=1e-8)
     assert result.exploitability[-1] == pytest.approx(0.0, abs=1e-9)
     stopped = matrix_psro(*table("rock_paper_scissors"), max_iterations=1)
-    assert stopped.stop_reason == "budget" and len(stopped.exploitability) == 2  # the iteration that added, and the final evaluation
+    assert (
+        stopped.stop_reason == "budget" and len(stopped.exploitability) == 2
+    )  # the iteration that added, and the final evaluation
 
 
 def test_psro_uniform_meta_solver_stalls_where_double_oracle_does_not():
@@ -61,7 +63,10 @@ def test_nash_meta_solver_refuses_general_sum():
 
 
 def policies(table):
-    return {name: (lambda seed, p=probs: MixedStrategy(MixedStrategy.Config(probs=p), seed=seed)) for name, probs in table.items()}
+    return {
+        name: (lambda seed, p=probs: MixedStrategy(MixedStrategy.Config(probs=p), seed=seed))
+        for name, probs in table.items()
+    }
 
 
 def test_rollout_payoff_matrix_pure_strategies_exact_and_seeded():

@@ -1,4 +1,4 @@
-"""The PSRO campaign kind (trainers/psro_campaign.py): schema, both oracles on rock-paper-scissors,
+"""The PSRO campaign kind (campaigns/psro.py): schema, both oracles on rock-paper-scissors,
 lineage, new-cells-only payoffs, MLflow records, checkpoint and resume."""
 
 from __future__ import annotations
@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from agents.scripted.matrix import MixedStrategy
@@ -15,9 +14,10 @@ from agora.campaign import load_campaign
 from agora.cli import app
 from agora.errors import AgoraError, ScenarioError
 from agora.rollout import Rollout
-from tests.conftest import SCENARIOS
-from solvers.population import PolicyVersion
 from campaigns.psro import PSROCampaign, interior, meta_mixture_opponent, train_best_response
+from mlflow import MlflowClient
+from solvers.population import PolicyVersion
+from tests.conftest import SCENARIOS
 from worlds.matrix import parallel_env
 
 FILE = SCENARIOS / "campaigns" / "rps_psro.yaml"
@@ -39,10 +39,18 @@ def test_shipped_file_is_a_psro_campaign():
 
 def test_exact_oracle_is_double_oracle_on_rps(tmp_path):
     result = campaign(tmp_path, **{"oracle.id": "exact", "threshold": 1e-6}).run(track=False)
-    # (rock, rock): each gains 1 by paper -> NashConv 2; Nash of {rock, paper} is paper, beaten by scissors -> 2; then uniform
+    # (rock, rock): each gains 1 by paper -> NashConv 2; Nash of {rock, paper} is paper, beaten by scissors -> 2; then
+    # uniform
     assert [h["pop/nash_conv"] for h in result.history.values()] == pytest.approx([2.0, 2.0, 0.0], abs=1e-9)
     assert result.stop_reason == "threshold" and result.last_metrics["pop/exploitability"] < 1e-6
-    assert [v.name for v in result.outputs["population"]] == ["player_0/rock", "player_1/rock", "player_0/br0", "player_1/br0", "player_0/br1", "player_1/br1"]
+    assert [v.name for v in result.outputs["population"]] == [
+        "player_0/rock",
+        "player_1/rock",
+        "player_0/br0",
+        "player_1/br0",
+        "player_0/br1",
+        "player_1/br1",
+    ]
     assert result.outputs["population"]["player_0/br0"].spec["probs"] == [0.0, 1.0, 0.0]  # paper answers rock
     assert result.outputs["population"]["player_0/br1"].spec["probs"] == [0.0, 0.0, 1.0]  # scissors answers paper
     for seat in ("player_0", "player_1"):
@@ -54,15 +62,27 @@ def test_exact_oracle_is_double_oracle_on_rps(tmp_path):
 def test_train_oracle_reaches_the_uniform_mixture(tmp_path):
     result = campaign(tmp_path).run(track=False)
     assert result.stop_reason == "threshold"
-    assert result.last_metrics["pop/exploitability"] < 0.05 and result.history[0]["pop/exploitability"] == pytest.approx(1.0)
+    assert result.last_metrics["pop/exploitability"] < 0.05 and result.history[0][
+        "pop/exploitability"
+    ] == pytest.approx(1.0)
     for seat in ("player_0", "player_1"):
         np.testing.assert_allclose(result.outputs["mixtures"][seat], [1 / 3] * 3, atol=0.05)
     # lineage: the first best response was trained against the opponent's rock with weight 1, and is paper
     br0 = result.outputs["population"]["player_0/br0"]
-    assert br0.kind == "tabular" and br0.opponents == ["player_1/rock"] and br0.spec["opponent_weights"] == {"player_1/rock": pytest.approx(1.0)}
-    assert br0.spec["probs"][1] > 0.95 and min(br0.spec["probs"]) > 0 and sum(br0.spec["probs"]) == pytest.approx(1.0, abs=1e-9)
+    assert (
+        br0.kind == "tabular"
+        and br0.opponents == ["player_1/rock"]
+        and br0.spec["opponent_weights"] == {"player_1/rock": pytest.approx(1.0)}
+    )
+    assert (
+        br0.spec["probs"][1] > 0.95
+        and min(br0.spec["probs"]) > 0
+        and sum(br0.spec["probs"]) == pytest.approx(1.0, abs=1e-9)
+    )
     br1 = result.outputs["population"]["player_0/br1"]
-    assert set(br1.opponents) <= {"player_1/rock", "player_1/br0"} and br1.spec["probs"][2] > 0.95  # scissors answers paper
+    assert (
+        set(br1.opponents) <= {"player_1/rock", "player_1/br0"} and br1.spec["probs"][2] > 0.95
+    )  # scissors answers paper
     assert result.history[0]["oracle/player_0/br_gap"] < 0.05 and result.history[0]["oracle/player_0/return"] > 0.9
     again = campaign(tmp_path / "again").run(track=False)
     assert again.outputs["population"].to_dict() == result.outputs["population"].to_dict()  # seeded
@@ -71,7 +91,9 @@ def test_train_oracle_reaches_the_uniform_mixture(tmp_path):
 def test_uniform_meta_solver_stalls_with_the_exact_oracle(tmp_path):
     # uniform over {rock, paper} is (1/2, 1/2, 0): its best response, paper, is already there
     result = campaign(tmp_path, **{"oracle.id": "exact", "meta_solver": "uniform", "threshold": 1e-6}).run(track=False)
-    assert result.stop_reason == "no new best response" and result.last_metrics["pop/exploitability"] == pytest.approx(0.5)
+    assert result.stop_reason == "no new best response" and result.last_metrics["pop/exploitability"] == pytest.approx(
+        0.5
+    )
 
 
 def test_budget_stops_and_resume_equals_a_straight_run(tmp_path, tracking_uri):
@@ -83,7 +105,9 @@ def test_budget_stops_and_resume_equals_a_straight_run(tmp_path, tracking_uri):
     resumed = campaign(tmp_path / "b", **{"oracle.id": "exact", "threshold": 1e-6}).run(resume=True)
     assert resumed.run_id == first.run_id and resumed.stop_reason == "threshold"
     assert resumed.outputs["population"].to_dict() == straight.outputs["population"].to_dict()
-    assert [h["pop/nash_conv"] for h in resumed.history.values()] == pytest.approx([h["pop/nash_conv"] for h in straight.history.values()])
+    assert [h["pop/nash_conv"] for h in resumed.history.values()] == pytest.approx(
+        [h["pop/nash_conv"] for h in straight.history.values()]
+    )
     client = MlflowClient(tracking_uri)
     assert [m.step for m in client.get_metric_history(first.run_id, "pop/exploitability")] == [0, 1, 2]  # none twice
     assert sorted(m.step for m in client.get_metric_history(first.run_id, "oracle/player_0/br_value")) == [0, 1]
@@ -108,18 +132,38 @@ def test_cli_trains_a_psro_campaign_into_mlflow(tmp_path, tracking_uri, monkeypa
     client = MlflowClient(tracking_uri)
     (run,) = client.search_runs([client.get_experiment_by_name("psro").experiment_id])
     run_id = run.info.run_id
-    assert run.info.status == "FINISHED" and run.data.params["meta_solver"] == "nash" and run.data.tags["agora.stop_reason"] == "threshold"
+    assert (
+        run.info.status == "FINISHED"
+        and run.data.params["meta_solver"] == "nash"
+        and run.data.tags["agora.stop_reason"] == "threshold"
+    )
     steps = [m.step for m in client.get_metric_history(run_id, "pop/exploitability")]
     assert steps == list(range(len(steps))) and len(steps) >= 2
     for key in ("pop/nash_conv", "pop/size", "meta/player_0/rock", "mixture/player_1/paper"):
         assert [m.step for m in client.get_metric_history(run_id, key)] == steps, key
-    for key in ("oracle/player_0/loss", "oracle/player_1/entropy", "oracle/player_0/br_gap", "oracle/player_0/regret_per_round"):
+    for key in (
+        "oracle/player_0/loss",
+        "oracle/player_1/entropy",
+        "oracle/player_0/br_gap",
+        "oracle/player_0/regret_per_round",
+    ):
         assert [m.step for m in client.get_metric_history(run_id, key)] == steps[:-1], key
     assert client.get_metric_history(run_id, "pop/size")[-1].value == 2 * len(steps)
-    files = {a.path for a in client.list_artifacts(run_id, "figures")} | {a.path for a in client.list_artifacts(run_id, "payoffs")}
-    assert {"figures/league.png", "figures/exploitability.png", "payoffs/heatmap_iter_000.png", f"payoffs/table_iter_{steps[-1]:03d}.json"} <= files
-    population = json.loads((tmp_path / client.download_artifacts(run_id, "population.json", str(tmp_path))).read_text())
-    assert [v["name"] for v in population][:2] == ["player_0/rock", "player_1/rock"] and len(population) == 2 * len(steps)
+    files = {a.path for a in client.list_artifacts(run_id, "figures")} | {
+        a.path for a in client.list_artifacts(run_id, "payoffs")
+    }
+    assert {
+        "figures/league.png",
+        "figures/exploitability.png",
+        "payoffs/heatmap_iter_000.png",
+        f"payoffs/table_iter_{steps[-1]:03d}.json",
+    } <= files
+    population = json.loads(
+        (tmp_path / client.download_artifacts(run_id, "population.json", str(tmp_path))).read_text()
+    )
+    assert [v["name"] for v in population][:2] == ["player_0/rock", "player_1/rock"] and len(population) == 2 * len(
+        steps
+    )
 
 
 @pytest.mark.parametrize(
@@ -132,10 +176,26 @@ def test_cli_trains_a_psro_campaign_into_mlflow(tmp_path, tracking_uri, monkeypa
         ({"oracle.epochs": 3}, "oracle.epochs", "unknown key"),
         ({"world": {"id": "negotiation"}}, "world.id", "matrix world"),
         ({"world.game": "prisoners_dilemma"}, "meta_solver", "not constant-sum"),
-        ({"population": {"*": {"tft": {"policy": "tit_for_tat"}}}}, "population.*.tft.policy", "not a fixed mixed strategy"),
-        ({"population": {"*": {"r": {"policy": "mixed", "probs": [1, 0]}}}}, "population.*.r.probs", "the game has 3 actions"),
-        ({"population": {"*": {"r": {"policy": "tabular", "probs": [1, 0, 0]}}}}, "population.*.r.probs", "must be > 0"),
-        ({"population": {"player_0": {"r": {"policy": "mixed"}}}}, "population", "seat 'player_1' has no initial strategy"),
+        (
+            {"population": {"*": {"tft": {"policy": "tit_for_tat"}}}},
+            "population.*.tft.policy",
+            "not a fixed mixed strategy",
+        ),
+        (
+            {"population": {"*": {"r": {"policy": "mixed", "probs": [1, 0]}}}},
+            "population.*.r.probs",
+            "the game has 3 actions",
+        ),
+        (
+            {"population": {"*": {"r": {"policy": "tabular", "probs": [1, 0, 0]}}}},
+            "population.*.r.probs",
+            "must be > 0",
+        ),
+        (
+            {"population": {"player_0": {"r": {"policy": "mixed"}}}},
+            "population",
+            "seat 'player_1' has no initial strategy",
+        ),
         ({"population": {"carol": {"r": {"policy": "mixed"}}}}, "population.carol", "no seat matches"),
     ],
 )
@@ -146,9 +206,13 @@ def test_psro_campaign_mistakes_are_explained(tmp_path, overrides, path, message
 
 
 def test_general_sum_games_run_with_alpharank(tmp_path):
-    # prisoner's dilemma: defect dominates; from (cooperate, cooperate) both add defect, and alpha-Rank puts its mass there
+    # prisoner's dilemma: defect dominates; from (cooperate, cooperate) both add defect, and alpha-Rank puts its mass
+    # there
     overrides = {
-        "world.game": "prisoners_dilemma", "meta_solver": "alpharank", "oracle.id": "exact", "threshold": 1e-6,
+        "world.game": "prisoners_dilemma",
+        "meta_solver": "alpharank",
+        "oracle.id": "exact",
+        "threshold": 1e-6,
         "population": {"*": {"cooperate": {"policy": "mixed", "probs": [1, 0]}}},
     }
     result = campaign(tmp_path, **overrides).run(track=False)
@@ -159,7 +223,10 @@ def test_general_sum_games_run_with_alpharank(tmp_path):
 def test_meta_mixture_opponent_plays_the_version_drawn_for_each_episode():
     rock, paper = (MixedStrategy(MixedStrategy.Config(probs=p), seed=0) for p in ([1, 0, 0], [0, 1, 0]))
     drawn = ["rock", "paper", "paper", "rock"]
-    seats = {"player_0": MixedStrategy(MixedStrategy.Config(), seed=1), "player_1": meta_mixture_opponent({"rock": rock, "paper": paper}, drawn)}
+    seats = {
+        "player_0": MixedStrategy(MixedStrategy.Config(), seed=1),
+        "player_1": meta_mixture_opponent({"rock": rock, "paper": paper}, drawn),
+    }
     episodes = Rollout(lambda: parallel_env(rounds=3), seats, {"player_0": "a", "player_1": "b"}, concurrency=4).run(4)
     for episode in episodes:
         plays = {s.action for s in episode.steps if s.agent == "player_1"}
@@ -169,8 +236,10 @@ def test_meta_mixture_opponent_plays_the_version_drawn_for_each_episode():
 def test_train_oracle_learns_the_best_response_to_a_mixture(tmp_path):
     resolved = campaign(tmp_path, **{"oracle.steps": 25})
     # against 0.7 rock + 0.3 scissors, paper earns 0.7 - 0.3 = 0.4, rock 0.3, scissors -0.7
-    opponents = [PolicyVersion("player_1/rock", "scripted", {"seat": "player_1", "policy": "mixed", "probs": [1, 0, 0]}),
-                 PolicyVersion("player_1/scissors", "scripted", {"seat": "player_1", "policy": "mixed", "probs": [0, 0, 1]})]
+    opponents = [
+        PolicyVersion("player_1/rock", "scripted", {"seat": "player_1", "policy": "mixed", "probs": [1, 0, 0]}),
+        PolicyVersion("player_1/scissors", "scripted", {"seat": "player_1", "policy": "mixed", "probs": [0, 0, 1]}),
+    ]
     probs, metrics = train_best_response(resolved, "player_0", opponents, np.array([0.7, 0.3]), seed=3)
     assert probs[1] > 0.9
     assert metrics["return"] > metrics["return_first"] and metrics["entropy"] < 0.5
@@ -185,4 +254,6 @@ def test_interior_keeps_strategies_away_from_zero_and_one():
 def test_alpharank_of_a_single_profile():
     from solvers.meta import alpharank
 
-    assert alpharank(np.array([[3.0]]), np.array([[3.0]])).tolist() == [[1.0]]  # PSRO's first iteration: one version per seat
+    assert alpharank(np.array([[3.0]]), np.array([[3.0]])).tolist() == [
+        [1.0]
+    ]  # PSRO's first iteration: one version per seat

@@ -74,7 +74,9 @@ def test_regret_loss_limits():
 def test_repeated_game_losses_and_regret_by_hand():
     payoffs = np.asarray(GAMES["rock_paper_scissors"][1], dtype=float)
     own = payoffs[..., 0]
-    np.testing.assert_allclose(repeated_game_losses(own, [1]), [[1.0, 0.0, -1.0]])  # vs paper: rock -1, paper 0, scissors +1
+    np.testing.assert_allclose(
+        repeated_game_losses(own, [1]), [[1.0, 0.0, -1.0]]
+    )  # vs paper: rock -1, paper 0, scissors +1
     history = [(0, 1), (0, 1), (0, 1)]  # rock vs paper three times
     assert repeated_game_regret(payoffs, history, seat=0) == pytest.approx(6.0)  # scissors would win 3, rock lost 3
     assert repeated_game_regret(payoffs, history, seat=1) == pytest.approx(0.0)  # paper was the best reply
@@ -82,7 +84,12 @@ def test_repeated_game_losses_and_regret_by_hand():
 
 def play(row, column, rounds, seed=0):
     seats = ["player_0", "player_1"]
-    rollout = Rollout(lambda: parallel_env(rounds=rounds), dict(zip(seats, (row, column))), {"player_0": "row", "player_1": "col"}, seed=seed)
+    rollout = Rollout(
+        lambda: parallel_env(rounds=rounds),
+        dict(zip(seats, (row, column))),
+        {"player_0": "row", "player_1": "col"},
+        seed=seed,
+    )
     (episode,) = rollout.run(1)
     return episode_history(episode, seats)
 

@@ -44,16 +44,23 @@ def test_one_batched_call_per_tick_across_episodes_and_seats():
 
 def test_cheap_turns_are_settled_before_the_batched_call():
     llm = Scripted(lambda r: "ACTION: paper")
-    rollout = make_rollout({"player_0": llm, "player_1": MixedStrategy(MixedStrategy.Config(), seed=1)}, rounds=4, concurrency=5)
+    rollout = make_rollout(
+        {"player_0": llm, "player_1": MixedStrategy(MixedStrategy.Config(), seed=1)}, rounds=4, concurrency=5
+    )
     rollout.run(10)
     assert llm.batches == [5] * 8  # two waves of 5 episodes x 4 rounds, never a partial batch
 
 
 def test_garbage_text_ends_in_counted_fallbacks_never_an_exception():
     rng = np.random.default_rng(0)
-    garbage = lambda r: "".join(map(chr, rng.integers(0, 0x2FFF, size=int(rng.integers(0, 200)))))
+
+    def garbage(r):
+        return "".join(map(chr, rng.integers(0, 0x2FFF, size=int(rng.integers(0, 200)))))
+
     llm = Scripted(garbage)
-    rollout = make_rollout({"player_0": llm, "player_1": TitForTat(TitForTat.Config(), seed=0)}, rounds=5, max_retries=2)
+    rollout = make_rollout(
+        {"player_0": llm, "player_1": TitForTat(TitForTat.Config(), seed=0)}, rounds=5, max_retries=2
+    )
     episodes = rollout.run(4)
     counters = rollout.counters["player_0"]
     assert counters.decisions == 20 and counters.fallbacks == 20
@@ -92,7 +99,10 @@ def test_rewards_and_returns_follow_the_payoff_table():
 
 def test_same_seed_same_episodes_and_seeds_are_independent_of_concurrency():
     def play(seed, concurrency):
-        seats = {"player_0": MixedStrategy(MixedStrategy.Config(), seed=seed), "player_1": MixedStrategy(MixedStrategy.Config(), seed=seed + 1)}
+        seats = {
+            "player_0": MixedStrategy(MixedStrategy.Config(), seed=seed),
+            "player_1": MixedStrategy(MixedStrategy.Config(), seed=seed + 1),
+        }
         episodes = make_rollout(seats, rounds=6, seed=seed, concurrency=concurrency).run(5)
         return [(e.seed, [s.action for s in e.steps]) for e in episodes]
 
@@ -125,7 +135,15 @@ def test_group_rollouts_decode_each_groups_first_episode_greedily_for_anchor_sea
     llm = Scripted(lambda r: "ACTION: rock")
     seats = {"player_0": llm, "player_1": llm}
     ids = {agent: "Scripted" for agent in seats}
-    rollout = GroupRollout(lambda: parallel_env(rounds=2), seats, ids, concurrency=4, seeds=[11, 22, 33], group_size=3, anchor_seats=["player_0"])
+    rollout = GroupRollout(
+        lambda: parallel_env(rounds=2),
+        seats,
+        ids,
+        concurrency=4,
+        seeds=[11, 22, 33],
+        group_size=3,
+        anchor_seats=["player_0"],
+    )
     episodes = rollout.run(9)
     assert [e.seed for e in episodes] == [11] * 3 + [22] * 3 + [33] * 3
     flagged = {(r.episode, r.agent) for r in llm.seen if r.greedy}

@@ -42,7 +42,10 @@ def test_good_file_resolves_defaults_and_params(tmp_path):
 
 
 def test_glob_pattern_and_exact_name_precedence(tmp_path):
-    text = GOOD.replace("  alice: {policy: greedy, accept_ratio: 0.7}\n  bob: {policy: fair}\n", "  '*': {policy: fair}\n  bob: {policy: random}\n")
+    text = GOOD.replace(
+        "  alice: {policy: greedy, accept_ratio: 0.7}\n  bob: {policy: fair}\n",
+        "  '*': {policy: fair}\n  bob: {policy: random}\n",
+    )
     seats = load_scenario(write(tmp_path, text)).seats
     assert seats["alice"].entry.name == "fair" and seats["bob"].entry.name == "random"
 
@@ -52,16 +55,40 @@ BAD = [
     ("bad yaml", "name: t\nworld: {id: negotiation\nepisodes: 3\n", ["invalid YAML", "line"]),
     ("empty file", "", ["the file is empty"]),
     ("not a mapping", "- a\n- b\n", ["expected a mapping"]),
-    ("unknown world", GOOD.replace("id: negotiation", "id: negotiaton"), ["world.id", "unknown world 'negotiaton'", "did you mean 'negotiation'"]),
-    ("unknown agent", GOOD.replace("policy: greedy", "policy: gready"), ["agents.alice.policy", "unknown agent 'gready'", "did you mean 'greedy'"]),
+    (
+        "unknown world",
+        GOOD.replace("id: negotiation", "id: negotiaton"),
+        ["world.id", "unknown world 'negotiaton'", "did you mean 'negotiation'"],
+    ),
+    (
+        "unknown agent",
+        GOOD.replace("policy: greedy", "policy: gready"),
+        ["agents.alice.policy", "unknown agent 'gready'", "did you mean 'greedy'"],
+    ),
     ("wrong type", GOOD.replace("episodes: 3", "episodes: many"), ["episodes", "valid integer", "'many'"]),
     ("missing field", GOOD.replace("episodes: 3\n", ""), ["episodes", "required key is missing"]),
     ("extra field", GOOD + "episode: 4\n", ["episode", "unknown key", "did you mean 'episodes'"]),
-    ("out of range", GOOD.replace("accept_ratio: 0.7", "accept_ratio: 7"), ["agents.alice.accept_ratio", "less than or equal"]),
+    (
+        "out of range",
+        GOOD.replace("accept_ratio: 0.7", "accept_ratio: 7"),
+        ["agents.alice.accept_ratio", "less than or equal"],
+    ),
     ("world param out of range", GOOD.replace("max_turns: 6", "max_turns: 0"), ["world.max_turns"]),
-    ("unknown world param", GOOD.replace("max_turns: 6", "max_turn: 6"), ["world.max_turn", "unknown key", "did you mean 'max_turns'"]),
-    ("unknown agent param", GOOD.replace("bob: {policy: fair}", "bob: {policy: fair, target_ration: 0.4}"), ["agents.bob.target_ration", "did you mean 'target_ratio'"]),
-    ("unknown seat", GOOD.replace("episodes:", "  carol: {policy: fair}\nepisodes:"), ["agents.carol", "no seat matches 'carol'", "alice, bob"]),
+    (
+        "unknown world param",
+        GOOD.replace("max_turns: 6", "max_turn: 6"),
+        ["world.max_turn", "unknown key", "did you mean 'max_turns'"],
+    ),
+    (
+        "unknown agent param",
+        GOOD.replace("bob: {policy: fair}", "bob: {policy: fair, target_ration: 0.4}"),
+        ["agents.bob.target_ration", "did you mean 'target_ratio'"],
+    ),
+    (
+        "unknown seat",
+        GOOD.replace("episodes:", "  carol: {policy: fair}\nepisodes:"),
+        ["agents.carol", "no seat matches 'carol'", "alice, bob"],
+    ),
     ("seat without agent", GOOD.replace("  bob: {policy: fair}\n", ""), ["seat 'bob'", "has no agent"]),
     ("negative seed", GOOD.replace("seed: 1", "seed: -1"), ["seed", "greater than or equal to 0"]),
     ("bad tracking key", GOOD + "tracking: {experimnt: x}\n", ["tracking.experimnt", "did you mean 'experiment'"]),
@@ -105,6 +132,8 @@ def test_registry_listings():
     worlds = runner.invoke(app, ["worlds"])
     assert worlds.exit_code == 0 and "negotiation" in worlds.output and "max_turns" in worlds.output
     agents = runner.invoke(app, ["agents", "--world", "negotiation"])
-    assert agents.exit_code == 0 and all(name in agents.output for name in ("llm", "greedy", "fair", "random", "temperature"))
+    assert agents.exit_code == 0 and all(
+        name in agents.output for name in ("llm", "greedy", "fair", "random", "temperature")
+    )
     unknown = runner.invoke(app, ["agents", "--world", "chess"])
     assert unknown.exit_code == 2 and "unknown world 'chess'" in unknown.output

@@ -65,8 +65,21 @@ def test_pettingzoo_api_and_seed():
 
 def test_seats_are_named_by_role_and_the_seed_deals_the_table():
     world = raw_env()
-    assert world.possible_agents == ["werewolf_0", "werewolf_1", "seer_0", "doctor_0", "villager_0", "villager_1", "villager_2"]
-    assert raw_env(werewolves=1, seers=0, doctors=0, villagers=3).possible_agents == ["werewolf_0", "villager_0", "villager_1", "villager_2"]
+    assert world.possible_agents == [
+        "werewolf_0",
+        "werewolf_1",
+        "seer_0",
+        "doctor_0",
+        "villager_0",
+        "villager_1",
+        "villager_2",
+    ]
+    assert raw_env(werewolves=1, seers=0, doctors=0, villagers=3).possible_agents == [
+        "werewolf_0",
+        "villager_0",
+        "villager_1",
+        "villager_2",
+    ]
     tables = set()
     for seed in range(10):
         world.reset(seed=seed)
@@ -77,7 +90,15 @@ def test_seats_are_named_by_role_and_the_seed_deals_the_table():
     assert len(tables) == 10
     world = dealt()
     assert world.names == ["Alice", "Bob", "Carol", "Dave", "Erin", "Frank", "Grace"]
-    assert [ROLES[r] for r in world.roles] == ["werewolf", "villager", "seer", "werewolf", "doctor", "villager", "villager"]
+    assert [ROLES[r] for r in world.roles] == [
+        "werewolf",
+        "villager",
+        "seer",
+        "werewolf",
+        "doctor",
+        "villager",
+        "villager",
+    ]
 
 
 def test_config_rejects_impossible_games():
@@ -129,7 +150,10 @@ def test_disagreeing_werewolves_tie_break_is_seeded():
 
 def test_night_masks():
     world = dealt()
-    mask = lambda: world.observe(world.agent_selection)["target_mask"].tolist()
+
+    def mask():
+        return world.observe(world.agent_selection)["target_mask"].tolist()
+
     assert mask() == [0, 1, 1, 0, 1, 1, 1, 0]  # a werewolf: living non-werewolves, no NOBODY
     act(world, BOB)
     act(world, BOB)
@@ -222,8 +246,15 @@ def test_village_wins_when_no_werewolf_lives():
     night(world, kill=(None, GRACE), inspect=FRANK, protect=GRACE)
     vote(world, {p: DAVE if p != DAVE else FRANK for p in range(7) if p != ALICE})
     assert world.winner == "village" and all(world.terminations.values()) and not any(world.truncations.values())
-    assert world.rewards == {"werewolf_0": -1.0, "werewolf_1": -1.0, "seer_0": 1.0, "doctor_0": 1.0,
-                             "villager_0": 1.0, "villager_1": 1.0, "villager_2": 1.0}
+    assert world.rewards == {
+        "werewolf_0": -1.0,
+        "werewolf_1": -1.0,
+        "seer_0": 1.0,
+        "doctor_0": 1.0,
+        "villager_0": 1.0,
+        "villager_1": 1.0,
+        "villager_2": 1.0,
+    }
     assert world.transcript[-1] == "The village wins."
     metrics = world.episode_metrics()
     assert metrics["win/village"] == 1 and metrics["days"] == 2 and metrics["seer_survival"] == 1
@@ -331,10 +362,15 @@ def test_prompts_name_the_phase_the_legal_choices_and_the_format():
     world = dealt()
     prompt = world.prompt("werewolf_0", world.observe("werewolf_0"))
     assert prompt.startswith("You are playing Werewolf with 7 players: 2 werewolves, 1 seer, 1 doctor, 3 villagers.")
-    assert "It is night 1. Choose one player to kill: Bob, Carol, Erin, Frank, Grace." in prompt and prompt.endswith("KILL: <name>")
+    assert "It is night 1. Choose one player to kill: Bob, Carol, Erin, Frank, Grace." in prompt and prompt.endswith(
+        "KILL: <name>"
+    )
     night(world, kill=(BOB, BOB))
     prompt = world.prompt(world.agent_selection, world.observe(world.agent_selection))
-    assert "SAY: <one short sentence>" in prompt and "ACCUSE: <one of Carol, Dave, Erin, Frank, Grace, or NOBODY>" in prompt
+    assert (
+        "SAY: <one short sentence>" in prompt
+        and "ACCUSE: <one of Carol, Dave, Erin, Frank, Grace, or NOBODY>" in prompt
+    )
     talk(world)
     prompt = world.prompt("villager_1", world.observe("villager_1"))
     assert 'Day 1, Alice: "I am Alice."' in prompt and prompt.endswith("VOTE: <name>")
@@ -390,7 +426,10 @@ def test_parser_reads_night_actions_per_role():
 def test_parser_reads_statements_and_accusations():
     world = dealt()
     night(world, kill=(BOB, BOB))
-    assert world.parse("werewolf_0", "SAY: I trust Carol.\nACCUSE: Frank") == {"target": FRANK, "statement": "I trust Carol."}
+    assert world.parse("werewolf_0", "SAY: I trust Carol.\nACCUSE: Frank") == {
+        "target": FRANK,
+        "statement": "I trust Carol.",
+    }
     assert world.parse("werewolf_0", "**SAY:** hello there") == {"target": NOBODY, "statement": "hello there"}
     assert world.parse("werewolf_0", "SAY: quiet\nACCUSE: nobody")["target"] == NOBODY
     with pytest.raises(ParseError, match="no 'SAY:' line"):
@@ -402,7 +441,17 @@ def test_parser_reads_statements_and_accusations():
 
 
 @pytest.mark.parametrize(
-    "text", ["", " ", "\n" * 50_000, "VOTE:" * 20_000, "VOTE: " + "(" * 20_000, "é💥\u202e\x00", "VOTE: " + "x" * 200_000, None]
+    "text",
+    [
+        "",
+        " ",
+        "\n" * 50_000,
+        "VOTE:" * 20_000,
+        "VOTE: " + "(" * 20_000,
+        "é💥\u202e\x00",
+        "VOTE: " + "x" * 200_000,
+        None,
+    ],
 )
 def test_parser_raises_only_parse_errors_on_odd_input(text):
     world = dealt(discussion_rounds=0)
@@ -432,7 +481,9 @@ def test_fallback_actions_are_legal_and_seeded():
     world = dealt()
     draws = [world.fallback_action("werewolf_0", np.random.default_rng(s)) for s in range(40)]
     assert {d["target"] for d in draws} == {BOB, CAROL, ERIN, FRANK, GRACE}
-    assert world.fallback_action("seer_0", np.random.default_rng(3)) == world.fallback_action("seer_0", np.random.default_rng(3))
+    assert world.fallback_action("seer_0", np.random.default_rng(3)) == world.fallback_action(
+        "seer_0", np.random.default_rng(3)
+    )
     night(world, kill=(BOB, BOB))
     draws = [world.fallback_action(world.agent_selection, np.random.default_rng(s)) for s in range(60)]
     assert NOBODY in {d["target"] for d in draws} and all(d["statement"] == "" for d in draws)
@@ -470,7 +521,13 @@ def test_episode_info_and_report_graphs_by_hand():
     talk(world, {CAROL: ALICE, ERIN: ALICE, ALICE: CAROL})
     vote(world, {ALICE: CAROL, CAROL: ALICE, DAVE: CAROL, ERIN: ALICE, FRANK: ERIN, GRACE: ALICE})
     info = world.episode_info()
-    assert info["players"][ALICE] == {"position": 0, "name": "Alice", "seat": "werewolf_0", "role": "werewolf", "alive": False}
+    assert info["players"][ALICE] == {
+        "position": 0,
+        "name": "Alice",
+        "seat": "werewolf_0",
+        "role": "werewolf",
+        "alive": False,
+    }
     assert info["deaths"] == [
         {"day": 1, "cause": "night", "position": BOB, "revealed": True, "name": "Bob", "seat": "villager_0"},
         {"day": 1, "cause": "vote", "position": ALICE, "revealed": True, "name": "Alice", "seat": "werewolf_0"},
@@ -511,7 +568,9 @@ def test_rule_based_seer_claims_a_found_werewolf_and_the_village_follows():
     for _ in range(2):  # Alice, then Carol speaks
         agent = world.agent_selection
         world.step(rule.act([request(world, agent)])[0].action)
-    assert world.transcript[-1].startswith('Day 1, Carol: "I am the seer') and world.transcript[-1].endswith("(accuses Dave)")
+    assert world.transcript[-1].startswith('Day 1, Carol: "I am the seer') and world.transcript[-1].endswith(
+        "(accuses Dave)"
+    )
     while world.phase == DISCUSSION:
         agent = world.agent_selection
         world.step(rule.act([request(world, agent)])[0].action)
@@ -531,8 +590,12 @@ def test_rule_based_werewolves_fake_claim_and_vote_together():
     assert world.seer_claims[ALICE] == 1 and world.seer_claims[CAROL] > 1  # the real seer counter-claims
     votes = [rule.act([request(world, a)])[0].action["target"] for a in ("werewolf_0", "werewolf_1")]
     assert votes == [CAROL, CAROL]  # the pack votes out the real seer
-    assert not RuleBasedPlayer(RuleBasedPlayer.Config(fake_claims=False), seed=0).act(
-        [request(dealt_day(), "werewolf_0")])[0].action["statement"].startswith("I am the seer")
+    assert (
+        not RuleBasedPlayer(RuleBasedPlayer.Config(fake_claims=False), seed=0)
+        .act([request(dealt_day(), "werewolf_0")])[0]
+        .action["statement"]
+        .startswith("I am the seer")
+    )
 
 
 def dealt_day():
@@ -557,7 +620,10 @@ def test_scripted_games_do_not_depend_on_concurrency():
     from tests.conftest import SCENARIOS
 
     def games(concurrency):
-        result = run_scenario(load_scenario(SCENARIOS / "werewolf_scripted.yaml", {"episodes": 30, "concurrency": concurrency}), track=False)
+        result = run_scenario(
+            load_scenario(SCENARIOS / "werewolf_scripted.yaml", {"episodes": 30, "concurrency": concurrency}),
+            track=False,
+        )
         return [[(s.agent, s.text) for s in e.steps] for e in result.episodes]
 
     assert games(1) == games(16)
@@ -568,10 +634,9 @@ def read_artifacts(client, run_id: str, folder: str = "") -> set[str]:
 
 
 def test_scripted_scenario_is_recorded_with_metrics_graphs_and_games(tracking_uri):
-    from mlflow import MlflowClient
-
     from agora.run import run_scenario
     from agora.scenario import load_scenario
+    from mlflow import MlflowClient
     from tests.conftest import SCENARIOS
 
     result = run_scenario(load_scenario(SCENARIOS / "werewolf_scripted.yaml", {"episodes": 40}))
@@ -582,8 +647,13 @@ def test_scripted_scenario_is_recorded_with_metrics_graphs_and_games(tracking_ur
     assert metrics["eval/win/village"] + metrics["eval/win/werewolves"] + metrics["eval/draw"] == pytest.approx(1.0)
     for name in ("eval/days", "eval/vote_accuracy", "eval/wolf_detection", "eval/seer_survival", "parse/failure_rate"):
         assert name in metrics
-    assert {"werewolf/votes_edges.txt", "werewolf/votes_graphs.png", "werewolf/accusations_edges.txt",
-            "werewolf/accusations_graphs.png", "werewolf/games.json"} <= read_artifacts(client, result.run_id, "werewolf")
+    assert {
+        "werewolf/votes_edges.txt",
+        "werewolf/votes_graphs.png",
+        "werewolf/accusations_edges.txt",
+        "werewolf/accusations_graphs.png",
+        "werewolf/games.json",
+    } <= read_artifacts(client, result.run_id, "werewolf")
     history = client.get_metric_history(result.run_id, "day/vote_accuracy")
     assert history and history[0].step == 1 and 0 <= history[0].value <= 1
     path = client.download_artifacts(result.run_id, "werewolf/votes_edges.txt")
@@ -596,10 +666,9 @@ def test_scripted_scenario_is_recorded_with_metrics_graphs_and_games(tracking_ur
 @pytest.mark.model
 def test_llm_seer_plays_end_to_end_into_mlflow(tracking_uri):
     """The embedded model on the seer seat (rule-based players elsewhere), one short game."""
-    from mlflow import MlflowClient
-
     from agora.run import run_scenario
     from agora.scenario import load_scenario
+    from mlflow import MlflowClient
     from tests.conftest import SCENARIOS
 
     overrides = {
@@ -614,7 +683,9 @@ def test_llm_seer_plays_end_to_end_into_mlflow(tracking_uri):
     assert run.info.status == "FINISHED" and run.data.params["agents.seer_0.policy"] == "llm"
     assert run.data.metrics["perf/generated_tokens"] > 0 and "parse/failure_rate/seer_0" in run.data.metrics
     seer = [s for s in result.episodes[0].steps if s.agent == "seer_0"]
-    assert seer and all(s.prompt.startswith("<|im_start|>") and len(s.logprobs) == len(s.completion_ids) > 0 for s in seer)
+    assert seer and all(
+        s.prompt.startswith("<|im_start|>") and len(s.logprobs) == len(s.completion_ids) > 0 for s in seer
+    )
     assert all("Your role: seer." in s.prompt for s in seer)
     assert "trajectories.jsonl" in read_artifacts(client, result.run_id)
 

@@ -27,8 +27,13 @@ class SlowPlayer1(parallel_env):
 
 
 def test_passive_agents_are_not_asked_and_info_is_recorded():
-    seats = {"player_0": MixedStrategy(MixedStrategy.Config(), seed=1), "player_1": MixedStrategy(MixedStrategy.Config(), seed=2)}
-    rollout = Rollout(lambda: SlowPlayer1(MatrixConfig(rounds=5)), seats, {"player_0": "mixed", "player_1": "mixed"}, concurrency=2)
+    seats = {
+        "player_0": MixedStrategy(MixedStrategy.Config(), seed=1),
+        "player_1": MixedStrategy(MixedStrategy.Config(), seed=2),
+    }
+    rollout = Rollout(
+        lambda: SlowPlayer1(MatrixConfig(rounds=5)), seats, {"player_0": "mixed", "player_1": "mixed"}, concurrency=2
+    )
     episodes = rollout.run(2)
     for episode in episodes:
         acted = [s.agent for s in episode.steps]
@@ -38,12 +43,13 @@ def test_passive_agents_are_not_asked_and_info_is_recorded():
 
 
 def test_report_is_logged_as_metrics_series_and_artifacts(tracking_uri):
+    from agora.tracking import Tracker
     from mlflow import MlflowClient
 
-    from agora.tracking import Tracker
-
     tracker = Tracker(tracking_uri, "hooks", "hooks")
-    report = Report(series={"round/x": [(0, 1.0), (1, 2.0)]}, tables={"t.json": {"a": [1, 2]}}, texts={"e/edges.txt": "a b\n"})
+    report = Report(
+        series={"round/x": [(0, 1.0), (1, 2.0)]}, tables={"t.json": {"a": [1, 2]}}, texts={"e/edges.txt": "a b\n"}
+    )
     log_report(tracker, report)
     tracker.end()
     client = MlflowClient(tracking_uri)
@@ -71,7 +77,9 @@ import pytest  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 
-@pytest.mark.parametrize("scenario", ["negotiation_scripted", "werewolf_scripted", "economy_scripted", "deferral_scripted"])
+@pytest.mark.parametrize(
+    "scenario", ["negotiation_scripted", "werewolf_scripted", "economy_scripted", "deferral_scripted"]
+)
 def test_summary_table_labels_the_worlds_metrics(scenario):
     """Every label a world declares names a metric of its runs, and `agora run` shows it."""
     from agora.cli import app

@@ -1,4 +1,5 @@
-"""Trajectories -> groups -> advantages: one interface for GRPO and GiGPO (ALGORITHMS.md §1, §2).
+"""Trajectories -> groups -> advantages: one interface for GRPO and GiGPO (GRPO: arXiv 2402.03300; GiGPO: arXiv
+2505.10978).
 
 `training_samples(episodes, learner_seats, config)` turns the learner's decisions into `Sample`s,
 each carrying the exact tokens the sampler used, log pi_old of each completion token, and one

@@ -1,4 +1,5 @@
-"""GRPO / GiGPO policy-gradient updates on token logprobs, with LoRA (peft) (ALGORITHMS.md §1, §2).
+"""GRPO / GiGPO policy-gradient updates on token logprobs, with LoRA (peft) (GRPO: "DeepSeekMath", arXiv 2402.03300;
+GiGPO: arXiv 2505.10978).
 
 Per completion token t of sample i, with rho = pi_theta / pi_old and A_i from `trainers.advantages`:
 
@@ -18,7 +19,7 @@ reward within its group, from the configured pairwise judge (`trainers.tournamen
 
 Prompts of one micro-batch usually share a long prefix (chat template, demonstration, the world's
 instructions): it is run once at batch size 1 and its KV cache repeated over the rows, with the
-gradient flowing back through the repeat (Prefix Grouper's equivalence, §9, via a cached prefix).
+gradient flowing back through the repeat (Prefix Grouper's equivalence, arXiv 2506.05433, via a cached prefix).
 """
 
 from __future__ import annotations
@@ -41,37 +42,66 @@ class GRPOConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     # advantages
-    estimator: Literal["grpo", "gigpo"] = Field("grpo", description="grpo: episode groups; gigpo: episode + anchor-state step groups")
-    std_normalize: bool = Field(True, description="divide advantages by the group's std (False: Dr. GRPO / GiGPO mean_norm)")
-    statistics: Literal["group", "batch"] = Field("group", description="advantage mean/std over each group, or over the whole batch")
-    credit: Literal["own", "team"] = Field("own", description="each agent's own return, or the team's (cooperative worlds)")
+    estimator: Literal["grpo", "gigpo"] = Field(
+        "grpo", description="grpo: episode groups; gigpo: episode + anchor-state step groups"
+    )
+    std_normalize: bool = Field(
+        True, description="divide advantages by the group's std (False: Dr. GRPO / GiGPO mean_norm)"
+    )
+    statistics: Literal["group", "batch"] = Field(
+        "group", description="advantage mean/std over each group, or over the whole batch"
+    )
+    credit: Literal["own", "team"] = Field(
+        "own", description="each agent's own return, or the team's (cooperative worlds)"
+    )
     gamma: float = Field(1.0, ge=0.0, le=1.0, description="discount of GiGPO's step-level returns")
     step_weight: float = Field(1.0, ge=0.0, description="omega: weight of GiGPO's step-level advantage")
-    anchor: Literal["exact", "similarity"] = Field("exact", description="GiGPO anchor-state key: identical observations, or difflib-similar ones")
-    similarity_threshold: float = Field(0.95, gt=0.0, le=1.0, description="GiGPO similarity key: least difflib ratio to share a group")
-    invalid_action_penalty: float = Field(0.0, ge=0.0, description="subtracted from a trajectory's return per unparseable reply that fell back (GiGPO/ALFWorld: 0.1)")
-    group_reward: Literal["return", "spo", "arena"] = Field(
-        "return", description="trajectory reward: its return; spo: win rate vs the group (judge); arena: ArenaRL tournament rank (judge)"
+    anchor: Literal["exact", "similarity"] = Field(
+        "exact", description="GiGPO anchor-state key: identical observations, or difflib-similar ones"
     )
-    judge: JudgeConfig = Field(JudgeConfig(), description="pairwise judge of spo / arena: {id: outcome} or {id: llm, model: ..., rubric: ...}")
+    similarity_threshold: float = Field(
+        0.95, gt=0.0, le=1.0, description="GiGPO similarity key: least difflib ratio to share a group"
+    )
+    invalid_action_penalty: float = Field(
+        0.0,
+        ge=0.0,
+        description="subtracted from a trajectory's return per unparseable reply that fell back (GiGPO/ALFWorld: 0.1)",
+    )
+    group_reward: Literal["return", "spo", "arena"] = Field(
+        "return",
+        description="trajectory reward: its return; spo: win rate vs the group (judge); arena: ArenaRL tournament "
+        "rank (judge)",
+    )
+    judge: JudgeConfig = Field(
+        JudgeConfig(), description="pairwise judge of spo / arena: {id: outcome} or {id: llm, model: ..., rubric: ...}"
+    )
     # loss
     epsilon: float = Field(0.2, gt=0.0, le=1.0, description="clip range: rho in [1 - epsilon, 1 + epsilon_high]")
     epsilon_high: float | None = Field(None, gt=0.0, le=10.0, description="upper clip (DAPO: 0.28); default = epsilon")
     beta: float = Field(0.0, ge=0.0, description="weight of the k3 KL to the frozen reference; 0 skips the reference")
-    aggregation: Literal["token", "sequence"] = Field("token", description="loss mean over all tokens, or mean of per-sample token means")
+    aggregation: Literal["token", "sequence"] = Field(
+        "token", description="loss mean over all tokens, or mean of per-sample token means"
+    )
     # optimisation
     learning_rate: float = Field(1e-5, gt=0.0, le=1.0, description="AdamW learning rate of the LoRA weights")
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay")
     epochs: int = Field(1, ge=1, le=100, description="mu: passes over each iteration's samples")
     mini_batches: int = Field(1, ge=1, le=1024, description="optimizer steps per epoch (rho != 1 from the second on)")
-    micro_batch_size: int = Field(8, ge=1, le=4096, description="samples per forward/backward pass (gradient accumulation)")
+    micro_batch_size: int = Field(
+        8, ge=1, le=4096, description="samples per forward/backward pass (gradient accumulation)"
+    )
     max_grad_norm: float = Field(1.0, gt=0.0, description="gradient clipping by global norm")
-    skip_fallbacks: bool = Field(False, description="leave out completions the world could not parse (their action was the fallback)")
+    skip_fallbacks: bool = Field(
+        False, description="leave out completions the world could not parse (their action was the fallback)"
+    )
 
     @model_validator(mode="after")
     def _judged_rewards_are_episode_level(self) -> "GRPOConfig":
         if self.group_reward != "return" and (self.estimator != "grpo" or self.credit != "own"):
-            raise ValueError(f"group_reward: {self.group_reward} needs estimator: grpo and credit: own (the judge scores whole trajectories of one seat)")
+            raise ValueError(
+                f"group_reward: {self.group_reward} needs estimator: grpo and credit: own (the judge scores whole "
+                "trajectories of one seat)"
+            )
         return self
 
 
@@ -112,7 +142,9 @@ def clipped_pg_loss(
     return loss, stats
 
 
-def aggregate(per_token: torch.Tensor, mask: torch.Tensor, how: Literal["token", "sequence"], tokens: int, sequences: int) -> torch.Tensor:
+def aggregate(
+    per_token: torch.Tensor, mask: torch.Tensor, how: Literal["token", "sequence"], tokens: int, sequences: int
+) -> torch.Tensor:
     """Sum of this micro-batch's share of the mini-batch loss.
 
     token:    sum_i sum_t l_it / (tokens in the mini-batch)
@@ -150,7 +182,6 @@ class GRPOTrainer(Trainer):
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
 
-
     def update(self, episodes, seats: list[str]) -> dict[str, float]:
         """The campaign's entry point: the iteration's episodes -> advantages -> `step`."""
         from trainers.advantages import training_samples
@@ -181,13 +212,16 @@ class GRPOTrainer(Trainer):
         return metrics
 
     def step(self, samples: list[Sample]) -> dict[str, float]:
-        """One iteration's update: `epochs` passes, `mini_batches` optimizer steps each. Returns train/* and perf/* metrics."""
+        """One iteration's update: `epochs` passes, `mini_batches` optimizer steps each. Returns train/* and perf/*
+        metrics."""
         cfg = self.config
         if cfg.skip_fallbacks:
             samples = [s for s in samples if not s.fallback]
         if cfg.beta == 0:
             samples = [s for s in samples if s.advantage != 0.0]  # A = 0 and no KL term: no gradient
-        temperature = sample_temperature(s.temperature for s in samples) if samples else 1.0  # the sampler's: rho = 1 before the update
+        temperature = (
+            sample_temperature(s.temperature for s in samples) if samples else 1.0
+        )  # the sampler's: rho = 1 before the update
         sums: dict[str, float] = {k: 0.0 for k in ("loss", "pg", "kl", "clipped", "entropy", "ratio", "approx_kl")}
         tokens_total, forward_tokens, steps, grad_norms = 0, 0, 0, []
         start = time.perf_counter()
@@ -207,13 +241,24 @@ class GRPOTrainer(Trainer):
                     completions = [s.completion_ids for s in micro]
                     ref = None
                     if cfg.beta > 0:
-                        ref = reference_logprobs(self.model, prompts, completions, temperature=temperature, pad_id=self.pad_id)[0]
-                    logp, entropy, mask, fwd = sequence_logprobs(self.model, prompts, completions, temperature=temperature, pad_id=self.pad_id)
+                        ref = reference_logprobs(
+                            self.model, prompts, completions, temperature=temperature, pad_id=self.pad_id
+                        )[0]
+                    logp, entropy, mask, fwd = sequence_logprobs(
+                        self.model, prompts, completions, temperature=temperature, pad_id=self.pad_id
+                    )
                     forward_tokens += fwd
                     old = right_aligned([s.old_logprobs for s in micro], logp.shape[1], logp.device)
                     adv = torch.tensor([s.advantage for s in micro], dtype=torch.float32, device=logp.device)
                     per_token, diag = clipped_pg_loss(
-                        logp, old, adv, mask.float(), epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, ref_logp=ref, beta=cfg.beta
+                        logp,
+                        old,
+                        adv,
+                        mask.float(),
+                        epsilon=cfg.epsilon,
+                        epsilon_high=cfg.epsilon_high,
+                        ref_logp=ref,
+                        beta=cfg.beta,
                     )
                     loss = aggregate(per_token, mask.float(), cfg.aggregation, n_tokens, len(mini))
                     loss.backward()

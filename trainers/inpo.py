@@ -13,6 +13,7 @@ with its LoRA adapter disabled. log pi and log pi_ref are taken at the sampler's
 pi_t was, so h = 0 before the first update when the adapter starts at zero. tau = 0 is online IPO
 with pi_t as the reference.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -20,8 +21,8 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agora.trajectory import Episode
 from agora.trainer import sample_temperature
+from agora.trajectory import Episode
 from trainers.judges import JudgeConfig, build_judge, judge_metrics
 from trainers.preference import Decision, PreferenceTrainer, decision_pairs
 from trainers.tournament import judged_groups
@@ -47,19 +48,35 @@ class INPOConfig(BaseModel):
     """INPO hyperparameters (the campaign file's `trainer:` keys)."""
 
     model_config = ConfigDict(extra="forbid")
-    eta: float = Field(1.0, gt=0.0, le=100.0, description="eta: mirror-descent step size; the loss regresses h onto eta / 2")
-    tau: float = Field(0.1, ge=0.0, description="tau: KL regularisation towards the adapter-free reference (eta * tau <= 1); 0 = online IPO")
-    pairing: Literal["adjacent", "all"] = Field("adjacent", description="pairs judged in each group: rollouts (0,1), (2,3), ...; or every pair")
-    judge: JudgeConfig = Field(JudgeConfig(), description="labels each pair: {id: outcome} or {id: llm, model: ..., rubric: ...}; ties give no pair")
+    eta: float = Field(
+        1.0, gt=0.0, le=100.0, description="eta: mirror-descent step size; the loss regresses h onto eta / 2"
+    )
+    tau: float = Field(
+        0.1,
+        ge=0.0,
+        description="tau: KL regularisation towards the adapter-free reference (eta * tau <= 1); 0 = online IPO",
+    )
+    pairing: Literal["adjacent", "all"] = Field(
+        "adjacent", description="pairs judged in each group: rollouts (0,1), (2,3), ...; or every pair"
+    )
+    judge: JudgeConfig = Field(
+        JudgeConfig(),
+        description="labels each pair: {id: outcome} or {id: llm, model: ..., rubric: ...}; ties give no pair",
+    )
     learning_rate: float = Field(1e-5, gt=0.0, le=1.0, description="AdamW learning rate of the LoRA weights")
     epochs: int = Field(1, ge=1, le=100, description="passes over each iteration's pairs")
-    micro_batch_size: int = Field(8, ge=1, le=4096, description="pairs per forward/backward pass (one optimizer step each)")
+    micro_batch_size: int = Field(
+        8, ge=1, le=4096, description="pairs per forward/backward pass (one optimizer step each)"
+    )
     max_grad_norm: float = Field(1.0, gt=0.0, description="gradient clipping by global norm")
 
     @model_validator(mode="after")
     def _mixture_weight_at_most_one(self) -> "INPOConfig":
         if self.eta * self.tau > 1.0:
-            raise ValueError(f"eta * tau = {self.eta * self.tau:g} must be at most 1 (it is the weight of the reference in the update)")
+            raise ValueError(
+                f"eta * tau = {self.eta * self.tau:g} must be at most 1 (it is the weight of the reference in the "
+                "update)"
+            )
         return self
 
 
@@ -71,7 +88,11 @@ def inpo_pairs(
     out, ties = [], 0
     for group in judged_groups(episodes, learner_seats).values():
         n = len(group)
-        index = [(i, i + 1) for i in range(0, n - 1, 2)] if pairing == "adjacent" else [(i, j) for i in range(n) for j in range(i + 1, n)]
+        index = (
+            [(i, i + 1) for i in range(0, n - 1, 2)]
+            if pairing == "adjacent"
+            else [(i, j) for i in range(n) for j in range(i + 1, n)]
+        )
         if not index:
             continue
         for (i, j), p in zip(index, judge.compare([(group[i], group[j]) for i, j in index])):
@@ -79,7 +100,14 @@ def inpo_pairs(
                 ties += 1
                 continue
             winner, loser = (group[i], group[j]) if p > 0.5 else (group[j], group[i])
-            steps = lambda c: [s for s in c.episode.steps if s.agent in c.seats and s.completion_ids and s.prompt_ids is not None and s.logprobs is not None]  # noqa: E731
+
+            def steps(c):
+                return [
+                    s
+                    for s in c.episode.steps
+                    if s.agent in c.seats and s.completion_ids and s.prompt_ids is not None and s.logprobs is not None
+                ]  # noqa: E731
+
             out += decision_pairs(steps(winner), steps(loser))
     return out, ties
 

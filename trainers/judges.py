@@ -1,4 +1,5 @@
-"""Pairwise judges: P(a > b) in [0, 1] for two trajectories played from the same initial state (ALGORITHMS.md §7, §11.3).
+"""Pairwise judges: P(a > b) in [0, 1] for two trajectories played from the same initial state (as SPO, arXiv
+2401.04056, and ArenaRL, arXiv 2601.06487, use them).
 
 A `Candidate` is one seat's (or seats') trajectory: an `Episode` and the seats being judged.
 
@@ -43,18 +44,42 @@ class JudgeConfig(BaseModel):
     """`judge: {id: outcome}` or `judge: {id: llm, model: ..., rubric: ...}` (a trainer's `judge:` key)."""
 
     model_config = ConfigDict(extra="forbid")
-    id: Literal["outcome", "llm"] = Field("outcome", description="outcome: compare returns (or a world metric); llm: a language model compares transcripts")
-    metric: str | None = Field(None, description="outcome: compare this world metric of the episode instead of the seats' returns (higher is better)")
-    model: str = Field(EMBEDDED, description="llm: the judge model ('smollm2-135m-instruct', a local folder or .gguf file, a cached hub id)")
-    rubric: str = Field(DEFAULT_RUBRIC, min_length=1, description="llm: the instruction shown before the two transcripts")
-    decision: Literal["probability", "argmax"] = Field("probability", description="llm: p = pi(A) / (pi(A) + pi(B)), or its temperature-0 verdict 1/0")
-    max_chars: int = Field(1500, ge=50, le=100_000, description="llm: longest transcript shown (longer ones keep their start and end)")
+    id: Literal["outcome", "llm"] = Field(
+        "outcome",
+        description="outcome: compare returns (or a world metric); llm: a language model compares transcripts",
+    )
+    metric: str | None = Field(
+        None,
+        description="outcome: compare this world metric of the episode, not the seats' returns (higher is better)",
+    )
+    model: str = Field(
+        EMBEDDED,
+        description="llm: the judge model ('smollm2-135m-instruct', a local folder or .gguf file, a cached hub id)",
+    )
+    rubric: str = Field(
+        DEFAULT_RUBRIC, min_length=1, description="llm: the instruction shown before the two transcripts"
+    )
+    decision: Literal["probability", "argmax"] = Field(
+        "probability", description="llm: p = pi(A) / (pi(A) + pi(B)), or its temperature-0 verdict 1/0"
+    )
+    max_chars: int = Field(
+        1500, ge=50, le=100_000, description="llm: longest transcript shown (longer ones keep their start and end)"
+    )
     max_batch_size: int = Field(8, ge=1, le=4096, description="llm: prompts per forward pass")
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$", description="llm: auto = cuda when available")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="llm: auto = bf16 on GPU, fp32 on CPU")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="llm: auto = bf16 on GPU, fp32 on CPU"
+    )
 
     def __repr__(self) -> str:  # as a campaign file writes it, e.g. in `agora trainers`: {id: outcome}
-        keys = ["id", *(k for k in type(self).model_fields if k != "id" and getattr(self, k) != type(self).model_fields[k].default)]
+        keys = [
+            "id",
+            *(
+                k
+                for k in type(self).model_fields
+                if k != "id" and getattr(self, k) != type(self).model_fields[k].default
+            ),
+        ]
         return "{" + ", ".join(f"{k}: {getattr(self, k)}" for k in keys) + "}"
 
     @model_validator(mode="after")
@@ -62,7 +87,9 @@ class JudgeConfig(BaseModel):
         llm_only = {"model", "rubric", "decision", "max_chars", "max_batch_size", "device", "dtype"}
         wrong = sorted((llm_only if self.id == "outcome" else {"metric"}) & self.model_fields_set)
         if wrong:
-            raise ValueError(f"{', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} not a key of the {self.id} judge")
+            raise ValueError(
+                f"{', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} not a key of the {self.id} judge"
+            )
         return self
 
 
@@ -122,18 +149,25 @@ class LLMJudge:
         if self.model is None:
             from agora.models import load_causal_lm
 
-            self.model, self.tokenizer = load_causal_lm(self.config.model, device=self.config.device, dtype=self.config.dtype)
+            self.model, self.tokenizer = load_causal_lm(
+                self.config.model, device=self.config.device, dtype=self.config.dtype
+            )
         self.label_ids = [self._single_token(label) for label in ("A", "B")]
 
     def _single_token(self, label: str) -> int:
         ids = self.tokenizer(label, add_special_tokens=False)["input_ids"]
         if len(ids) != 1:
-            raise AgoraError(f"the judge model's tokenizer splits '{label}' into {len(ids)} tokens; the llm judge needs one token per label")
+            raise AgoraError(
+                f"the judge model's tokenizer splits '{label}' into {len(ids)} tokens; the llm judge needs one "
+                "token per label"
+            )
         return ids[0]
 
     def prompt_ids(self, first: str, second: str) -> list[int]:
         """Chat-templated rubric + 'Transcript A' (first) + 'Transcript B' (second), ready for the answer token."""
-        content = f"{self.config.rubric}\n\nTranscript A:\n{first}\n\nTranscript B:\n{second}\n\nWhich is better, A or B?"
+        content = (
+            f"{self.config.rubric}\n\nTranscript A:\n{first}\n\nTranscript B:\n{second}\n\nWhich is better, A or B?"
+        )
         messages = [{"role": "user", "content": content}]
         if getattr(self.tokenizer, "chat_template", None):
             text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -162,7 +196,9 @@ class LLMJudge:
             chunk = todo[lo : lo + self.config.max_batch_size]
             prompts = [self.prompt_ids(*order) for _, order in chunk]
             # the logits after the prompt are the ones that predict a one-token completion
-            logits, _, _ = completion_logits(self.model, prompts, [[self.label_ids[0]]] * len(prompts), pad_id=self.tokenizer.pad_token_id)
+            logits, _, _ = completion_logits(
+                self.model, prompts, [[self.label_ids[0]]] * len(prompts), pad_id=self.tokenizer.pad_token_id
+            )
             pair = logits[:, -1, self.label_ids].float()  # [B, 2]: logit of "A", of "B"
             if self.config.decision == "argmax":
                 p = (pair[:, 0] > pair[:, 1]).float() + 0.5 * (pair[:, 0] == pair[:, 1]).float()

@@ -1,4 +1,5 @@
-"""Preference losses on pairs / labels built from trajectories: DPO, IPO, KTO (ALGORITHMS.md §10).
+"""Preference losses on pairs / labels built from trajectories: DPO, IPO, KTO (DPO: arXiv 2305.18290; IPO: arXiv
+2310.12036; KTO: arXiv 2402.01306).
 
 With r(x, y) = log pi_theta(y|x) - log pi_ref(y|x) (sums over the completion's tokens) and the
 margin h = r(x, y_w) - r(x, y_l):
@@ -37,12 +38,16 @@ class PreferenceConfig(BaseModel):
     """DPO / IPO / KTO hyperparameters (the campaign file's `trainer:` keys)."""
 
     model_config = ConfigDict(extra="forbid")
-    loss: Literal["dpo", "ipo", "kto"] = Field("dpo", description="dpo | ipo (pairs) or kto (desirable/undesirable labels)")
+    loss: Literal["dpo", "ipo", "kto"] = Field(
+        "dpo", description="dpo | ipo (pairs) or kto (desirable/undesirable labels)"
+    )
     beta: float = Field(0.1, gt=0.0, description="strength of the implicit KL to the reference")
     label_smoothing: float = Field(0.0, ge=0.0, lt=0.5, description="cDPO: assumed share of flipped preference labels")
     desirable_weight: float = Field(1.0, gt=0.0, description="KTO lambda_D")
     undesirable_weight: float = Field(1.0, gt=0.0, description="KTO lambda_U")
-    min_margin: float = Field(0.0, ge=0.0, description="pairs: least return difference between chosen and rejected trajectories")
+    min_margin: float = Field(
+        0.0, ge=0.0, description="pairs: least return difference between chosen and rejected trajectories"
+    )
     learning_rate: float = Field(1e-5, gt=0.0, le=1.0, description="AdamW learning rate of the LoRA weights")
     epochs: int = Field(1, ge=1, le=100, description="passes over each iteration's pairs / labels")
     micro_batch_size: int = Field(8, ge=1, le=4096, description="sequences per forward/backward pass")
@@ -52,13 +57,23 @@ class PreferenceConfig(BaseModel):
 # --- losses -------------------------------------------------------------------------------------
 
 
-def dpo_loss(chosen: torch.Tensor, rejected: torch.Tensor, ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, *, beta: float, label_smoothing: float = 0.0) -> torch.Tensor:
+def dpo_loss(
+    chosen: torch.Tensor,
+    rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    *,
+    beta: float,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
     """Per-pair DPO loss from sequence log-probs (policy and reference, chosen and rejected)."""
     h = (chosen - ref_chosen) - (rejected - ref_rejected)
     return -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
 
 
-def ipo_loss(chosen: torch.Tensor, rejected: torch.Tensor, ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, *, beta: float) -> torch.Tensor:
+def ipo_loss(
+    chosen: torch.Tensor, rejected: torch.Tensor, ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, *, beta: float
+) -> torch.Tensor:
     """Per-pair IPO loss: the margin regressed onto 1 / (2 beta)."""
     h = (chosen - ref_chosen) - (rejected - ref_rejected)
     return (h - 1 / (2 * beta)) ** 2
@@ -124,7 +139,9 @@ def _trajectories(episodes: list[Episode], learner_seats: list[str]) -> dict[str
     return groups
 
 
-def preference_pairs(episodes: list[Episode], learner_seats: list[str], *, min_margin: float = 0.0) -> list[tuple[Decision, Decision]]:
+def preference_pairs(
+    episodes: list[Episode], learner_seats: list[str], *, min_margin: float = 0.0
+) -> list[tuple[Decision, Decision]]:
     """(chosen, rejected) decisions: best vs worst trajectory of each group, on prompts both saw."""
     pairs = []
     for members in _trajectories(episodes, learner_seats).values():
@@ -179,7 +196,9 @@ class PreferenceTrainer(Trainer):
         `reference`: of the adapter-free model, without gradient."""
         prompts, completions = [d.prompt_ids for d in decisions], [d.completion_ids for d in decisions]
         fn = reference_logprobs if reference else sequence_logprobs
-        logp, _, mask, tokens = fn(self.model, prompts, completions, temperature=self.logp_temperature(decisions), pad_id=self.pad_id)
+        logp, _, mask, tokens = fn(
+            self.model, prompts, completions, temperature=self.logp_temperature(decisions), pad_id=self.pad_id
+        )
         return (logp * mask).sum(-1), tokens
 
     def items(self, episodes: list[Episode], learner_seats: list[str]) -> list:
@@ -195,15 +214,24 @@ class PreferenceTrainer(Trainer):
             decisions = [d for d, _ in batch]
             desirable = torch.tensor([label for _, label in batch])
             # mismatched pairs (x_i, y_{i+1}) estimate the KL reference point z0
-            shifted = [Decision(d.prompt_ids, decisions[(i + 1) % len(decisions)].completion_ids, temperature=d.temperature) for i, d in enumerate(decisions)]
+            shifted = [
+                Decision(d.prompt_ids, decisions[(i + 1) % len(decisions)].completion_ids, temperature=d.temperature)
+                for i, d in enumerate(decisions)
+            ]
             logp, n1 = self.logps(decisions)
             ref, _ = self.logps(decisions, reference=True)
             with torch.no_grad():
                 mis, n2 = self.logps(shifted)
             mis_ref, _ = self.logps(shifted, reference=True)
             loss, _ = kto_loss(
-                logp, ref, desirable, mis, mis_ref, beta=cfg.beta,
-                desirable_weight=cfg.desirable_weight, undesirable_weight=cfg.undesirable_weight,
+                logp,
+                ref,
+                desirable,
+                mis,
+                mis_ref,
+                beta=cfg.beta,
+                desirable_weight=cfg.desirable_weight,
+                undesirable_weight=cfg.undesirable_weight,
             )
             return loss, (logp - ref).detach().tolist(), n1 + n2
         chosen, n1 = self.logps([c for c, _ in batch])
@@ -221,7 +249,7 @@ class PreferenceTrainer(Trainer):
 
     def fit(self, items: list) -> dict[str, float]:
         """`epochs` passes of the loss over what `items` builds — (chosen, rejected) pairs (dpo, ipo,
-        inpo) or (decision, desirable) labels (kto) — or over items built elsewhere (trainers/lspo.py).
+        inpo) or (decision, desirable) labels (kto) — or over items built elsewhere (campaigns/lspo.py).
 
         train/accuracy (pairs): share of pairs whose implicit reward margin h was > 0 when they were trained on.
         """
@@ -246,7 +274,11 @@ class PreferenceTrainer(Trainer):
             "train/loss": total / steps if steps else 0.0,
             "train/labels" if getattr(cfg, "loss", None) == "kto" else "train/pairs": float(len(items)),
             "train/margin": sum(margins) / len(margins) if margins else 0.0,  # mean h (pairs) or r (KTO)
-            **({} if getattr(cfg, "loss", None) == "kto" else {"train/accuracy": sum(h > 0 for h in margins) / len(margins) if margins else 0.0}),
+            **(
+                {}
+                if getattr(cfg, "loss", None) == "kto"
+                else {"train/accuracy": sum(h > 0 for h in margins) / len(margins) if margins else 0.0}
+            ),
             "train/optimizer_steps": float(steps),
             "perf/train_seconds": seconds,
             "perf/train_tokens_per_s": tokens / seconds if seconds > 0 and tokens else 0.0,

@@ -1,4 +1,5 @@
-"""Group rewards from a pairwise judge: SPO win rates and ArenaRL's seeded single elimination (ALGORITHMS.md §7).
+"""Group rewards from a pairwise judge: SPO win rates and ArenaRL's seeded single elimination (SPO: arXiv 2401.04056;
+ArenaRL: arXiv 2601.06487).
 
 Both replace the return of each trajectory of a GRPO group (the rollouts of one seat from one
 initial state) with a reward computed from comparisons inside the group; the GRPO advantage then

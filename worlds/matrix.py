@@ -143,7 +143,9 @@ class parallel_env(ParallelEnv):
                 lines.append(f"  {mine} vs {theirs}: {self.payoffs[i, j, seat]:g}")
         played = [(int(m), int(t)) for m, t in observation["history"] if m >= 0]
         if played:
-            lines.append("History (you, them): " + "; ".join(f"{self.action_names[m]}/{self.action_names[t]}" for m, t in played))
+            lines.append(
+                "History (you, them): " + "; ".join(f"{self.action_names[m]}/{self.action_names[t]}" for m, t in played)
+            )
         lines.append(f"This is round {int(observation['round']) + 1}. Choose one of: {', '.join(self.action_names)}.")
         lines.append("Reply with one line:\nACTION: <action>")
         return "\n".join(lines)
@@ -165,7 +167,9 @@ class parallel_env(ParallelEnv):
         return int(rng.integers(len(self.action_names)))
 
     def episode_metrics(self) -> dict[str, float]:
-        counts = np.bincount([j[0] for j in self.history] + [j[1] for j in self.history], minlength=len(self.action_names))
+        counts = np.bincount(
+            [j[0] for j in self.history] + [j[1] for j in self.history], minlength=len(self.action_names)
+        )
         metrics = {f"score/{a}": total for a, total in self.totals.items()}
         metrics.update({f"freq/{name}": count / max(1, counts.sum()) for name, count in zip(self.action_names, counts)})
         joint = np.asarray(self.history, dtype=int).reshape(-1, 2)
@@ -183,7 +187,8 @@ class parallel_env(ParallelEnv):
         return repeated_game_regret_curve(self.payoffs, history, seat)
 
     def run_report(self, episodes: list) -> Report:
-        """The mean regret curve Reg_t (t = 1..rounds) of each seat over the run's episodes, as a series and a figure."""
+        """The mean regret curve Reg_t (t = 1..rounds) of each seat over the run's episodes, as a series and a
+        figure."""
         from matplotlib.figure import Figure
 
         report = Report()

@@ -50,7 +50,9 @@ MAX_VALUE_VECTORS = 100_000  # larger pools would take seconds to enumerate on e
 
 class NegotiationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    items: list[str] = Field(["book", "hat", "ball"], min_length=1, max_length=6, description="item types in the pool (lowercase words)")
+    items: list[str] = Field(
+        ["book", "hat", "ball"], min_length=1, max_length=6, description="item types in the pool (lowercase words)"
+    )
     min_count: int = Field(1, ge=1, le=10, description="fewest items of one type")
     max_count: int = Field(4, ge=1, le=10, description="most items of one type")
     min_total_items: int = Field(5, ge=1, le=60, description="fewest items in the pool")
@@ -58,7 +60,9 @@ class NegotiationConfig(BaseModel):
     total_value: int = Field(10, ge=1, le=100, description="what the whole pool is worth to each agent")
     max_turns: int = Field(10, ge=1, le=100, description="turns of both agents together; no accept by then = no deal")
     disagreement_value: float = Field(0.0, ge=-1000, le=1000, description="each agent's score without a deal")
-    first_mover: Literal["first", "random"] = Field("random", description="who opens: the first agent, or drawn from the seed")
+    first_mover: Literal["first", "random"] = Field(
+        "random", description="who opens: the first agent, or drawn from the seed"
+    )
     max_message_chars: int = Field(300, ge=0, le=4000, description="longer messages are cut")
     agent_names: list[str] = Field(["alice", "bob"], min_length=2, max_length=2, description="the two seats")
 
@@ -172,7 +176,8 @@ def draw_pool(rng: np.random.Generator, config: NegotiationConfig) -> tuple[np.n
                 return counts.astype(np.int64), np.array(a, dtype=np.int64), np.array(b, dtype=np.int64)
     raise ValueError(
         f"no pool found in {POOL_DRAWS} draws where {config.total_value} can be split into integer item values "
-        "that differ between the agents and leave no item type worthless to both; raise total_value or change the counts"
+        "that differ between the agents and leave no item type worthless to both; raise total_value or change the "
+        "counts"
     )
 
 
@@ -239,7 +244,9 @@ class raw_env(AECEnv):
                 "values": spaces.Box(0, c.total_value, (n,), dtype=np.int64),
                 "offer": spaces.Box(-1, c.max_count, (n,), dtype=np.int64),  # what I'd get; -1 = no offer
                 "turn": spaces.Discrete(c.max_turns + 1),
-                "history": spaces.Text(max_length=c.max_turns * self._line_chars(), min_length=0, charset=PRINTABLE + "\n"),
+                "history": spaces.Text(
+                    max_length=c.max_turns * self._line_chars(), min_length=0, charset=PRINTABLE + "\n"
+                ),
             }
         )
 
@@ -348,7 +355,12 @@ class raw_env(AECEnv):
             take = raw.astype(np.int64)
         except (TypeError, ValueError, OverflowError):
             return None, None, message
-        if take.shape != (len(self.items),) or not np.array_equal(take, raw) or np.any(take < 0) or np.any(take > self.counts):
+        if (
+            take.shape != (len(self.items),)
+            or not np.array_equal(take, raw)
+            or np.any(take < 0)
+            or np.any(take > self.counts)
+        ):
             take = None
         return kind, take, message
 
@@ -361,7 +373,9 @@ class raw_env(AECEnv):
         if self.render_mode is None or not self.agents and not self.history:
             return None
         pool = ", ".join(f"{int(c)} {i}" for i, c in zip(self.items, self.counts))
-        lines = [f"pool: {pool}"] + [f"values {a}: {self.values[a].tolist()}" for a in self.possible_agents] + self.history
+        lines = (
+            [f"pool: {pool}"] + [f"values {a}: {self.values[a].tolist()}" for a in self.possible_agents] + self.history
+        )
         if self.outcome:
             lines.append(f"outcome: {self.outcome}, scores {self.scores}")
         text = "\n".join(lines)
@@ -402,7 +416,11 @@ class raw_env(AECEnv):
             f"Your private value of each item: {mine}. The whole pool is worth {split_value(values, counts)} to you.",
         ]
         history = observation["history"]
-        lines += ["Conversation so far:", *(f"  {line}" for line in history.split("\n"))] if history else ["No one has spoken yet."]
+        lines += (
+            ["Conversation so far:", *(f"  {line}" for line in history.split("\n"))]
+            if history
+            else ["No one has spoken yet."]
+        )
         offer = observation["offer"]
         if offer[0] >= 0:
             gets = " ".join(f"{i}={int(g)}" for i, g in zip(self.items, offer))
@@ -432,7 +450,11 @@ class raw_env(AECEnv):
             "turn": 0,
             "history": "",
         }
-        keep = {"type": PROPOSE, "take": [int(c) if v > 0 else 0 for c, v in zip(counts, values)], "message": "I need the items I value most; you can have the rest."}
+        keep = {
+            "type": PROPOSE,
+            "take": [int(c) if v > 0 else 0 for c, v in zip(counts, values)],
+            "message": "I need the items I value most; you can have the rest.",
+        }
         return [
             {"role": "user", "content": self.prompt(agent, observation)},
             {"role": "assistant", "content": self.render_action(agent, keep)},
@@ -455,7 +477,11 @@ class raw_env(AECEnv):
             raise ParseError("more than one different ACTION line; give exactly one")
         body = bodies.pop()
         message = next((message_body(m) for m in map(MESSAGE_LINE.match, lines) if m), "")
-        action: dict[str, Any] = {"type": None, "take": [0] * len(self.items), "message": sanitize(message, self.config.max_message_chars)}
+        action: dict[str, Any] = {
+            "type": None,
+            "take": [0] * len(self.items),
+            "message": sanitize(message, self.config.max_message_chars),
+        }
         if body in ("ACCEPT", "ACCEPT OFFER", "ACCEPT THE OFFER"):
             if self.offer is None or self.offer[0] == agent:
                 raise ParseError(f"there is no offer from {self.other(agent)} to accept; PROPOSE a split or WALK AWAY")
@@ -470,7 +496,9 @@ class raw_env(AECEnv):
 
     def _parse_take(self, body: str) -> list[int]:
         """'BOOK=1, HAT = 0 BALL:2' -> [1, 0, 2] in item order; every item exactly once, within the pool."""
-        pairs = [TAKE_PAIR.fullmatch(token) for token in re.split(r"[ ,;]+", re.sub(r" ?([=:]) ?", r"\1", body)) if token]
+        pairs = [
+            TAKE_PAIR.fullmatch(token) for token in re.split(r"[ ,;]+", re.sub(r" ?([=:]) ?", r"\1", body)) if token
+        ]
         if not pairs or not all(pairs):
             raise ParseError(f"write the split as item=count pairs, e.g. 'PROPOSE {self._example_take()}'")
         take: dict[str, str] = {}
@@ -486,7 +514,9 @@ class raw_env(AECEnv):
             raise ParseError(f"the proposal must name every item; missing: {', '.join(missing)}")
         for item, pool in zip(self.items, self.counts):
             if len(take[item]) > 4 or not 0 <= int(take[item]) <= pool:
-                raise ParseError(f"{item}={take[item][:8]} is impossible: the pool has {int(pool)} {item}, keep 0 to {int(pool)}")
+                raise ParseError(
+                    f"{item}={take[item][:8]} is impossible: the pool has {int(pool)} {item}, keep 0 to {int(pool)}"
+                )
         return [int(take[i]) for i in self.items]
 
     def _example_take(self) -> str:
@@ -515,7 +545,9 @@ class raw_env(AECEnv):
         metrics = {
             "agreement": float(deal),
             "joint_welfare": sum(self.scores.values()),
-            "pareto_optimal": float(deal and is_pareto_optimal(self.counts, self.values[a], self.values[b], self.deal[a])),
+            "pareto_optimal": float(
+                deal and is_pareto_optimal(self.counts, self.values[a], self.values[b], self.deal[a])
+            ),
             "nash_product": (self.scores[a] - d) * (self.scores[b] - d) if deal else 0.0,
             "turns": float(self.turn),
             "walk_away": float(self.outcome == "walk_away"),

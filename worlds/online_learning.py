@@ -56,10 +56,18 @@ class OnlineLearningConfig(BaseModel):
     n_actions: int = Field(3, ge=2, le=20, description="number of actions (experts)")
     rounds: int = Field(20, ge=1, le=10_000, description="rounds T per episode")
     sequence: Literal["uniform", "gaussian", "alternating", "trending"] = Field(
-        "uniform", description="loss sequence: uniform / gaussian (stochastic), alternating (adversarial to FTL), trending"
+        "uniform",
+        description="loss sequence: uniform / gaussian (stochastic), alternating (adversarial to FTL), trending",
     )
-    noise: float = Field(0.1, ge=0, le=1, description="std of the Gaussian noise of the gaussian and trending sequences")
-    show_rounds: int = Field(50, ge=1, le=10_000, description="text interface: the last N rounds' loss vectors shown in the prompt (totals cover all)")
+    noise: float = Field(
+        0.1, ge=0, le=1, description="std of the Gaussian noise of the gaussian and trending sequences"
+    )
+    show_rounds: int = Field(
+        50,
+        ge=1,
+        le=10_000,
+        description="text interface: the last N rounds' loss vectors shown in the prompt (totals cover all)",
+    )
     agent_name: str = Field("learner", pattern=r"^[a-z][a-z0-9_]*$", description="the one seat")
 
 
@@ -161,7 +169,10 @@ class raw_env(AECEnv):
 
     def render(self) -> str | None:
         if self.render_mode == "ansi":
-            return "\n".join(f"round {t + 1}: p = {np.round(p, 3).tolist()}, loss = {self.losses[t] @ p:.3f}" for t, p in enumerate(self.plays))
+            return "\n".join(
+                f"round {t + 1}: p = {np.round(p, 3).tolist()}, loss = {self.losses[t] @ p:.3f}"
+                for t, p in enumerate(self.plays)
+            )
         return None
 
     def close(self) -> None:
@@ -182,19 +193,27 @@ class raw_env(AECEnv):
         t = int(observation["round"])
         seen = np.asarray(observation["losses"])[:t]
         lines = [
-            f"You choose among {n} actions (0 to {n - 1}) for {T} rounds. Each round you pick a probability for every action;",
-            "then every action's loss (between 0 and 1) is revealed and you pay the expected loss of your probabilities.",
+            f"You choose among {n} actions (0 to {n - 1}) for {T} rounds. Each round you pick a probability for "
+            "every action;",
+            "then every action's loss (between 0 and 1) is revealed and you pay the expected loss of your "
+            "probabilities.",
             "Goal: the smallest total loss.",
         ]
         if t:
             first = max(0, t - self.config.show_rounds)
             lines.append("Losses so far (round: " + ", ".join(f"action {a}" for a in range(n)) + "):")
             lines += [f"  {k + 1}: " + " ".join(f"{v:.2f}" for v in seen[k]) for k in range(first, t)]
-            lines.append("Total loss per action: " + ", ".join(f"action {a} {total:.2f}" for a, total in enumerate(seen.sum(axis=0))))
+            lines.append(
+                "Total loss per action: "
+                + ", ".join(f"action {a} {total:.2f}" for a, total in enumerate(seen.sum(axis=0)))
+            )
         else:
             lines.append("No losses are known yet.")
         example = " ".join(["0.5", "0.5"] + ["0"] * (n - 2))
-        lines.append(f"This is round {t + 1} of {T}. Reply with one line: PLAY followed by {n} probabilities that sum to 1, e.g.\nPLAY {example}")
+        lines.append(
+            f"This is round {t + 1} of {T}. Reply with one line: PLAY followed by {n} probabilities that sum to "
+            f"1, e.g.\nPLAY {example}"
+        )
         return "\n".join(lines)
 
     @cached_per_agent
@@ -211,7 +230,8 @@ class raw_env(AECEnv):
         """The distribution of exactly one `PLAY p_0 ... p_{n−1}` line.
 
         PLAY starts its line. Tolerated: letter case, markdown emphasis, a ':' after PLAY, commas
-        between numbers, a sum off by at most 0.01 (renormalised). Not guessed: a missing line, two lines, a wrong count,
+        between numbers, a sum off by at most 0.01 (renormalised). Not guessed: a missing line, two lines, a wrong
+        count,
         a probability outside [0, 1], a sum that is not 1.
         """
         n = self.config.n_actions
@@ -259,18 +279,26 @@ class raw_env(AECEnv):
         from matplotlib.figure import Figure
 
         report = Report()
-        curves = [cumulative_regret(np.asarray(e.info["losses"]), np.asarray(e.info["plays"])) for e in episodes if e.info.get("plays")]
+        curves = [
+            cumulative_regret(np.asarray(e.info["losses"]), np.asarray(e.info["plays"]))
+            for e in episodes
+            if e.info.get("plays")
+        ]
         if not curves:
             return report
         length = min(len(c) for c in curves)
         mean = np.mean([c[:length] for c in curves], axis=0)
         t = np.arange(1, length + 1)
         report.series["regret_curve"] = [(int(k), float(v)) for k, v in zip(t, mean)]
-        report.metrics["eval/hedge_bound_per_round"] = float(np.sqrt(length * np.log(self.config.n_actions) / 2) / length)
+        report.metrics["eval/hedge_bound_per_round"] = float(
+            np.sqrt(length * np.log(self.config.n_actions) / 2) / length
+        )
         figure = Figure(figsize=(7, 4), layout="constrained")
         ax = figure.subplots()
         ax.plot(t, mean, label="mean Reg_t")
-        ax.plot(t, np.sqrt(t * np.log(self.config.n_actions) / 2), ls="--", color="grey", label="Hedge bound √(t ln n / 2)")
+        ax.plot(
+            t, np.sqrt(t * np.log(self.config.n_actions) / 2), ls="--", color="grey", label="Hedge bound √(t ln n / 2)"
+        )
         ax.set(title=f"external regret, {self.config.sequence} losses", xlabel="round t", ylabel="Reg_t")
         ax.legend()
         report.figures["figures/regret_curve.png"] = figure

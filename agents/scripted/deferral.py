@@ -36,7 +36,9 @@ class TeamBaseline(Policy):
     seats = "agent_*"  # the seats it plays
 
     class Config(PolicyConfig):
-        slip: float = Field(0.1, ge=0.0, le=1.0, description="probability that each arithmetic step of the solver goes wrong")
+        slip: float = Field(
+            0.1, ge=0.0, le=1.0, description="probability that each arithmetic step of the solver goes wrong"
+        )
 
     def __init__(self, config: PolicyConfig, *, seed: int):
         super().__init__(config, seed=seed)
@@ -54,7 +56,10 @@ class TeamBaseline(Policy):
         for request in requests:
             obs = request.observation
             if request.agent == EXPERT or "self" not in obs:
-                raise AgoraError(f"'{type(self).__name__}' plays team seats (agent_*), not the expert; use simulated, human or llm there")
+                raise AgoraError(
+                    f"'{type(self).__name__}' plays team seats (agent_*), not the expert; use simulated, human or "
+                    "llm there"
+                )
             if int(obs["round"]) == 0:
                 action = team_action(CREATE, answer=self.solve(obs))
             else:
@@ -99,7 +104,9 @@ class DeferWhenDisagree(TeamBaseline):
 class Oracle(TeamBaseline):
     def decide(self, observation: dict[str, Any]) -> dict[str, Any]:
         if "reference" not in observation:
-            raise AgoraError("the 'oracle' baseline reads the true answer: set `world.oracle_observations: true` in the scenario")
+            raise AgoraError(
+                "the 'oracle' baseline reads the true answer: set `world.oracle_observations: true` in the scenario"
+            )
         me, answers = int(observation["self"]), list(observation["answers"])
         right = [i for i, a in enumerate(answers) if a == observation["reference"] and i != me]
         return team_action(EVAL, right[0]) if right else team_action(DEFER)
@@ -112,14 +119,20 @@ class SimulatedExpert(Policy):
     seats = "expert"  # the seats it plays
 
     class Config(PolicyConfig):
-        accuracy: dict[int, float] = Field({1: 0.98, 2: 0.95, 3: 0.9}, description="probability of a right answer per difficulty (1-3)")
-        explain: bool = Field(True, description="add a short explanation (the facts used and the worked solution) to right answers")
+        accuracy: dict[int, float] = Field(
+            {1: 0.98, 2: 0.95, 3: 0.9}, description="probability of a right answer per difficulty (1-3)"
+        )
+        explain: bool = Field(
+            True, description="add a short explanation (the facts used and the worked solution) to right answers"
+        )
 
         @field_validator("accuracy")
         @classmethod
         def _levels(cls, accuracy: dict[int, float]) -> dict[int, float]:
             if set(accuracy) != {1, 2, 3} or not all(0.0 <= p <= 1.0 for p in accuracy.values()):
-                raise ValueError("give a probability in [0, 1] for each difficulty 1, 2 and 3, e.g. {1: 0.98, 2: 0.95, 3: 0.9}")
+                raise ValueError(
+                    "give a probability in [0, 1] for each difficulty 1, 2 and 3, e.g. {1: 0.98, 2: 0.95, 3: 0.9}"
+                )
             return accuracy
 
     def __init__(self, config: Config, *, seed: int):
@@ -131,14 +144,18 @@ class SimulatedExpert(Policy):
         for request in requests:
             obs = request.observation
             if request.agent != EXPERT or "reference" not in obs or "self" in obs:
-                raise AgoraError("'simulated' plays the expert seat only; team seats take llm, human or a team baseline")
+                raise AgoraError(
+                    "'simulated' plays the expert seat only; team seats take llm, human or a team baseline"
+                )
             out.append(ActResponse("", self.answer(obs)))
         return out
 
     def answer(self, obs: dict[str, Any]) -> dict[str, str]:
         truth = obs["reference"]
         if self.rng.random() < self.config.accuracy[int(obs["difficulty"])]:
-            explanation = " ".join(p for p in (obs["note"], obs["solution"]) if p and p != truth) if self.config.explain else ""
+            explanation = (
+                " ".join(p for p in (obs["note"], obs["solution"]) if p and p != truth) if self.config.explain else ""
+            )
             return {"answer": truth, "explanation": explanation}
         value = number_value(truth)
         if value is None:

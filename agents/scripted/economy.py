@@ -52,7 +52,9 @@ class BestResponseWorker(Policy):
     seats = "worker_*"  # the seats it plays
 
     class Config(PolicyConfig):
-        stand_probability: float = Field(0.3, ge=0, le=1, description="democratic mode: chance a worker stands as a candidate each tax period")
+        stand_probability: float = Field(
+            0.3, ge=0, le=1, description="democratic mode: chance a worker stands as a candidate each tax period"
+        )
 
     def __init__(self, config: PolicyConfig, *, seed: int):
         super().__init__(config, seed=seed)
@@ -68,7 +70,9 @@ class BestResponseWorker(Policy):
         out: list[ActResponse | None] = [None] * len(requests)
         for members in groups.values():
             obs = requests[members[0]].observation
-            skills = np.fromiter((requests[k].observation["skill"] for k in members), dtype=np.float64, count=len(members))
+            skills = np.fromiter(
+                (requests[k].observation["skill"] for k in members), dtype=np.float64, count=len(members)
+            )
             c, delta, share = obs["utility_params"]
             labor = best_response_labor(skills, obs["cutoffs"], obs["rates"], c, delta, share)
             if "phase" not in obs:
@@ -80,7 +84,12 @@ class BestResponseWorker(Policy):
             votes = best_votes(skills, obs) if phase == VOTE else None
             stands = self.rng.random(len(members)) < self.config.stand_probability
             for i, (k, hours) in enumerate(zip(members, labor)):
-                action = {"labor": np.array(hours), "stand": 0, "platform": np.zeros(len(obs["rates"]), dtype=np.int64), "vote": -1}
+                action = {
+                    "labor": np.array(hours),
+                    "stand": 0,
+                    "platform": np.zeros(len(obs["rates"]), dtype=np.int64),
+                    "vote": -1,
+                }
                 if platforms is not None and stands[i]:
                     action.update(stand=1, platform=platforms[i])
                 if votes is not None:
@@ -89,7 +98,9 @@ class BestResponseWorker(Policy):
         return out
 
 
-DELTA_ORDER = np.argsort(np.abs(PLANNER_DELTAS), kind="stable")  # indices of 0, -10, +10, -20, +20: ties pick the smaller change
+DELTA_ORDER = np.argsort(
+    np.abs(PLANNER_DELTAS), kind="stable"
+)  # indices of 0, -10, +10, -20, +20: ties pick the smaller change
 
 
 def best_platforms(skills: np.ndarray, obs: dict) -> np.ndarray:
@@ -117,7 +128,13 @@ def best_votes(skills: np.ndarray, obs: dict) -> np.ndarray:
     c, delta, share = obs["utility_params"]
     rates = np.asarray(obs["rates"], dtype=np.float64)
     unique, which = np.unique(obs["platforms"][standing], axis=0, return_inverse=True)
-    values = np.stack([best_response_value(skills, obs["cutoffs"], np.clip(rates + platform_deltas(p), 0, 100), c, delta, share) for p in unique], axis=1)
+    values = np.stack(
+        [
+            best_response_value(skills, obs["cutoffs"], np.clip(rates + platform_deltas(p), 0, 100), c, delta, share)
+            for p in unique
+        ],
+        axis=1,
+    )
     return standing[np.argmax(values[:, np.asarray(which).reshape(-1)], axis=1)]
 
 
@@ -128,7 +145,9 @@ def _values(skills, cutoffs, rates, platforms, c, delta, share) -> np.ndarray:
     which = np.asarray(which).reshape(-1)
     for u, p in enumerate(unique):
         members = which == u
-        out[members] = best_response_value(skills[members], cutoffs, np.clip(rates + platform_deltas(p), 0, 100), c, delta, share)
+        out[members] = best_response_value(
+            skills[members], cutoffs, np.clip(rates + platform_deltas(p), 0, 100), c, delta, share
+        )
     return out
 
 
@@ -142,14 +161,18 @@ class SaezPlanner(Policy):
     seats = "planner"  # the seats it plays
 
     class Config(PolicyConfig):
-        elasticity: float = Field(0.4, gt=0, le=10, description="labor elasticity e of the Saez formula (1/(δ−1) = 0.4 by default)")
+        elasticity: float = Field(
+            0.4, gt=0, le=10, description="labor elasticity e of the Saez formula (1/(δ−1) = 0.4 by default)"
+        )
 
     def act(self, requests: list[ActRequest]) -> list[ActResponse]:
         check_seats(requests, True, "saez")
         out = []
         for request in requests:
             obs = request.observation
-            out.append(ActResponse("", saez_rates(REFERENCE_HOURS * obs["skills"], obs["cutoffs"], self.config.elasticity)))
+            out.append(
+                ActResponse("", saez_rates(REFERENCE_HOURS * obs["skills"], obs["cutoffs"], self.config.elasticity))
+            )
         return out
 
 

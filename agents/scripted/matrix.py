@@ -15,7 +15,9 @@ class MixedStrategy(Policy):
     """Plays a fixed mixed strategy every round: uniform, or `probs`."""
 
     class Config(PolicyConfig):
-        probs: list[float] | None = Field(None, description="probability of each action, in the game's order; default uniform")
+        probs: list[float] | None = Field(
+            None, description="probability of each action, in the game's order; default uniform"
+        )
 
         @field_validator("probs")
         @classmethod
@@ -97,7 +99,9 @@ class TabularSoftmax(Policy):
     """
 
     class Config(PolicyConfig):
-        probs: list[float] | None = Field(None, description="starting strategy, in the game's action order, every entry > 0; default uniform")
+        probs: list[float] | None = Field(
+            None, description="starting strategy, in the game's action order, every entry > 0; default uniform"
+        )
 
         @field_validator("probs")
         @classmethod
@@ -110,7 +114,11 @@ class TabularSoftmax(Policy):
         super().__init__(config, seed=seed)
         self.rng = np.random.default_rng(seed)
         n = len(config.probs) if config.probs is not None else n_actions
-        self.logits = np.log(np.asarray(config.probs, dtype=np.float64)) if config.probs is not None else (np.zeros(n) if n else None)
+        self.logits = (
+            np.log(np.asarray(config.probs, dtype=np.float64))
+            if config.probs is not None
+            else (np.zeros(n) if n else None)
+        )
 
     @property
     def probs(self) -> np.ndarray:

@@ -54,7 +54,9 @@ class GreedyNegotiator(ThresholdNegotiator):
     accept_message, propose_message = "Deal.", "I need everything I value; you can have the rest."
 
     class Config(PolicyConfig):
-        accept_ratio: float = Field(0.8, ge=0.0, le=1.0, description="share of its pool value an offer must reach to be accepted")
+        accept_ratio: float = Field(
+            0.8, ge=0.0, le=1.0, description="share of its pool value an offer must reach to be accepted"
+        )
 
     def ratio(self) -> float:
         return self.config.accept_ratio

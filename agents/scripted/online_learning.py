@@ -1,7 +1,7 @@
 """Scripted learners for the online-learning world: Hedge, follow-the-leader, uniform.
 
 Each acts on the structured observation (the loss vectors revealed so far) and plays a
-distribution over the actions (trainers/regret.py has the same rules on whole sequences).
+distribution over the actions (solvers/regret.py has the same rules on whole sequences).
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ class Hedge(Policy):
     (Reg_T ≤ sqrt(T ln n / 2) for losses in [0, 1]): a no-regret learner."""
 
     class Config(PolicyConfig):
-        eta: float | None = Field(None, gt=0, description="learning rate; default sqrt(8 ln n / T), T = the episode's rounds")
+        eta: float | None = Field(
+            None, gt=0, description="learning rate; default sqrt(8 ln n / T), T = the episode's rounds"
+        )
 
     def act(self, requests: list[ActRequest]) -> list[ActResponse]:
         out = []

@@ -117,7 +117,9 @@ class RuleBasedPlayer(WerewolfPlayer):
     """The textbook lines of each role (see the module docstring)."""
 
     class Config(PolicyConfig):
-        seer_claims: bool = Field(True, description="the seer claims its role every day and names its suspects (found werewolves first)")
+        seer_claims: bool = Field(
+            True, description="the seer claims its role every day and names its suspects (found werewolves first)"
+        )
         fake_claims: bool = Field(True, description="the werewolves fake-claim the seer role on day 1")
 
     def decide(self, obs) -> dict:

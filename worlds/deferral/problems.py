@@ -29,7 +29,24 @@ class Problem:
     solution: str = ""  # the worked answer, e.g. '(34 + 12) * 7 - 15 = 307'
 
 
-COMPANY_HEADS = ["Zor", "Qua", "Mar", "Vel", "Tri", "Bel", "Kor", "Nim", "Osk", "Pel", "Ryn", "Sol", "Tav", "Ul", "Wex", "Yar"]
+COMPANY_HEADS = [
+    "Zor",
+    "Qua",
+    "Mar",
+    "Vel",
+    "Tri",
+    "Bel",
+    "Kor",
+    "Nim",
+    "Osk",
+    "Pel",
+    "Ryn",
+    "Sol",
+    "Tav",
+    "Ul",
+    "Wex",
+    "Yar",
+]
 COMPANY_TAILS = ["vex", "lon", "brook", "dara", "tex", "mont", "quist", "wick", "ion", "ora"]
 COMPANY_KINDS = ["Labs", "Systems", "Foods", "Motors", "Textiles", "Robotics", "Logistics", "Media"]
 # attribute -> (low, high) of its values, and the sentence the expert knows it by
@@ -75,7 +92,12 @@ def evaluate_formula(
         return f"_f{len(names) - 1}"
 
     tree = ast.parse(FACT.sub(name_fact, formula), mode="eval")
-    ops = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b, ast.Div: lambda a, b: a / b}
+    ops = {
+        ast.Add: lambda a, b: a + b,
+        ast.Sub: lambda a, b: a - b,
+        ast.Mult: lambda a, b: a * b,
+        ast.Div: lambda a, b: a / b,
+    }
 
     def value(node: ast.AST) -> Fraction:
         if isinstance(node, ast.Constant) and type(node.value) is int:
@@ -100,9 +122,16 @@ def evaluate_formula(
 
 def arithmetic_problem(rng: np.random.Generator, difficulty: int) -> Problem:
     """Difficulty 1: a ± b; 2: a·b ± c; 3: (a ± b)·c ± d (two-digit numbers, one-digit factors)."""
-    two = lambda: int(rng.integers(10, 100))
-    one = lambda: int(rng.integers(2, 10))
-    sign = lambda: "+" if rng.random() < 0.5 else "-"
+
+    def two():
+        return int(rng.integers(10, 100))
+
+    def one():
+        return int(rng.integers(2, 10))
+
+    def sign():
+        return "+" if rng.random() < 0.5 else "-"
+
     if difficulty == 1:
         a, b = sorted((two(), two()), reverse=True)
         formula = f"{a} {sign()} {b}"
@@ -125,13 +154,22 @@ def word_problem(rng: np.random.Generator, difficulty: int) -> Problem:
     if difficulty == 1:
         a, b = int(rng.integers(10, 60)), int(rng.integers(2, 30))
         if rng.random() < 0.5:
-            question, formula = f"{name} has {a} {item} and buys {b} more. How many {item} does {name} have now?", f"{a} + {b}"
+            question, formula = (
+                f"{name} has {a} {item} and buys {b} more. How many {item} does {name} have now?",
+                f"{a} + {b}",
+            )
         else:
             a += b
-            question, formula = f"{name} has {a} {item} and gives {b} away. How many {item} does {name} have left?", f"{a} - {b}"
+            question, formula = (
+                f"{name} has {a} {item} and gives {b} away. How many {item} does {name} have left?",
+                f"{a} - {b}",
+            )
     elif difficulty == 2:
         a, b, c = int(rng.integers(2, 10)), int(rng.integers(3, 13)), int(rng.integers(2, 10))
-        question = f"{name} buys {a} boxes with {b} {item} in each box and gives {c} {item} to a friend. How many {item} does {name} keep?"
+        question = (
+            f"{name} buys {a} boxes with {b} {item} in each box and gives {c} {item} to a friend. How many "
+            f"{item} does {name} keep?"
+        )
         formula = f"{a} * {b} - {c}"
     else:
         a, b, d = int(rng.integers(2, 10)), int(rng.integers(3, 13)), int(rng.integers(2, 7))
@@ -162,10 +200,19 @@ def closed_world_problem(rng: np.random.Generator, difficulty: int, facts: dict[
     elif difficulty == 2:
         n = int(rng.integers(2, 10))
         question, formula = {
-            "employees": (f"{company} will hire {n} more people. How many employees will it have then?", f"{fact} + {n}"),
-            "offices": (f"Each office of {company} has {n} meeting rooms. How many meeting rooms does {company} have in all?", f"{fact} * {n}"),
+            "employees": (
+                f"{company} will hire {n} more people. How many employees will it have then?",
+                f"{fact} + {n}",
+            ),
+            "offices": (
+                f"Each office of {company} has {n} meeting rooms. How many meeting rooms does {company} have in all?",
+                f"{fact} * {n}",
+            ),
             "founded": (f"How old will {company} be in 2030, in years?", f"2030 - {fact}"),
-            "products": (f"{company} will stop selling {n} of its products. How many products will it still sell?", f"{fact} - {n}"),
+            "products": (
+                f"{company} will stop selling {n} of its products. How many products will it still sell?",
+                f"{fact} - {n}",
+            ),
         }[attribute]
         used = [(company, attribute)]
     else:
@@ -175,14 +222,22 @@ def closed_world_problem(rng: np.random.Generator, difficulty: int, facts: dict[
         if attribute == "founded":  # a has the later year
             question, formula = f"How many years before {a} was {b} founded?", f"[{a}|founded] - [{b}|founded]"
         elif rng.random() < 0.5:
-            question, formula = f"How many {attribute} do {a} and {b} {verb} together?", f"[{a}|{attribute}] + [{b}|{attribute}]"
+            question, formula = (
+                f"How many {attribute} do {a} and {b} {verb} together?",
+                f"[{a}|{attribute}] + [{b}|{attribute}]",
+            )
         else:
-            question, formula = f"How many more {attribute} does {a} {verb} than {b}?", f"[{a}|{attribute}] - [{b}|{attribute}]"
+            question, formula = (
+                f"How many more {attribute} does {a} {verb} than {b}?",
+                f"[{a}|{attribute}] - [{b}|{attribute}]",
+            )
         used = [(a, attribute), (b, attribute)]
     answer = format_number(evaluate_formula(formula, facts))
     note = " ".join(fact_sentence(c, attr, facts[(c, attr)]) for c, attr in used)
     worked = FACT.sub(lambda m: str(facts[(m.group(1), m.group(2))]), formula)
-    return Problem(question, answer, difficulty, "closed", formula, note, f"{worked} = {answer}" if worked != answer else answer)
+    return Problem(
+        question, answer, difficulty, "closed", formula, note, f"{worked} = {answer}" if worked != answer else answer
+    )
 
 
 def load_problems(path: str | Path) -> list[Problem]:
@@ -200,7 +255,10 @@ def load_problems(path: str | Path) -> list[Problem]:
             raise ValueError(f"{path} line {number}: expected an object with 'question' (text) and 'answer'")
         unknown = set(row) - {"question", "answer", "note", "difficulty", "explanation"}
         if unknown:
-            raise ValueError(f"{path} line {number}: unknown keys {sorted(unknown)}; allowed: question, answer, note, difficulty, explanation")
+            raise ValueError(
+                f"{path} line {number}: unknown keys {sorted(unknown)}; allowed: question, answer, note, "
+                "difficulty, explanation"
+            )
         difficulty = row.get("difficulty", 1)
         if difficulty not in (1, 2, 3):
             raise ValueError(f"{path} line {number}: difficulty must be 1, 2 or 3 (got {difficulty!r})")

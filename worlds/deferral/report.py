@@ -86,7 +86,9 @@ class DeferralRecords:
         for d, values in sorted(by_difficulty.items()):
             metrics[f"eval/accuracy/difficulty_{d}"] = float(np.mean(values))
         for kind in {i["problem"]["kind"] for i in infos}:
-            metrics[f"eval/accuracy/{kind}"] = float(np.mean([i["correct"] for i in infos if i["problem"]["kind"] == kind]))
+            metrics[f"eval/accuracy/{kind}"] = float(
+                np.mean([i["correct"] for i in infos if i["problem"]["kind"] == kind])
+            )
         decisions = [x for info in infos for x in info["decisions"]]
         wrong = [x["action"] == "DEFER" for x in decisions if not x["team_right_before"]]
         right = [x["action"] == "DEFER" for x in decisions if x["team_right_before"]]
@@ -115,7 +117,9 @@ class DeferralRecords:
             },
         }
         return Report(
-            metrics=metrics, figures={"deferral/accuracy_and_calibration.png": figure}, tables={"deferral/decisions.json": table}
+            metrics=metrics,
+            figures={"deferral/accuracy_and_calibration.png": figure},
+            tables={"deferral/decisions.json": table},
         )
 
 
@@ -130,7 +134,12 @@ def tradeoff_figure(rows: list[dict[str, Any]]):
         ax.annotate(row["name"], (row["cost"], row["accuracy"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
     costs = [row["cost"] for row in rows]
     ax.set_xlim(min(costs) - 0.05, max(costs) * 1.3 + 0.05)  # room for the labels
-    ax.set(xlabel="mean cost paid per agent (deferrals and creates)", ylabel="team accuracy", ylim=(0, 1.05), title="accuracy vs deferral cost")
+    ax.set(
+        xlabel="mean cost paid per agent (deferrals and creates)",
+        ylabel="team accuracy",
+        ylim=(0, 1.05),
+        title="accuracy vs deferral cost",
+    )
     ax.grid(alpha=0.3)
     figure.tight_layout()
     return figure

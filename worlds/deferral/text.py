@@ -103,7 +103,14 @@ class DeferralText:
         if agent == EXPERT:
             return []
         me, n = self.team.index(agent), self.config.team_size
-        answer_obs = {"round": 0, "self": me, "question": "What is 12 + 30?", "answers": ("",) * n, "from_expert": [0] * n, "history": ""}
+        answer_obs = {
+            "round": 0,
+            "self": me,
+            "question": "What is 12 + 30?",
+            "answers": ("",) * n,
+            "from_expert": [0] * n,
+            "history": "",
+        }
         disagree = tuple(str(20 + 7 * i) for i in range(n))
         decide_obs = {
             "round": 1,
@@ -113,10 +120,17 @@ class DeferralText:
             "from_expert": [0] * n,
             "history": "",
         }
-        answer_turn = [{"role": "user", "content": self.prompt(agent, answer_obs)}, {"role": "assistant", "content": "ANSWER: 42"}]
+        answer_turn = [
+            {"role": "user", "content": self.prompt(agent, answer_obs)},
+            {"role": "assistant", "content": "ANSWER: 42"},
+        ]
         if self.config.rounds == 1:  # no decision rounds to show
             return answer_turn
-        return [*answer_turn, {"role": "user", "content": self.prompt(agent, decide_obs)}, {"role": "assistant", "content": "DEFER"}]
+        return [
+            *answer_turn,
+            {"role": "user", "content": self.prompt(agent, decide_obs)},
+            {"role": "assistant", "content": "DEFER"},
+        ]
 
     def extract_answer(self, text: str) -> str:
         """The answer in `text`. With an 'ANSWER:' / 'answer is' label: the first non-empty line after it,
@@ -135,7 +149,9 @@ class DeferralText:
             if not values:
                 raise ParseError("no number in your answer; reply e.g. 'ANSWER: 42'")
             if len(values) > 1 and not labelled:
-                raise ParseError(f"several numbers ({', '.join(values[:4])}); give exactly one, e.g. 'ANSWER: {values[0]}'")
+                raise ParseError(
+                    f"several numbers ({', '.join(values[:4])}); give exactly one, e.g. 'ANSWER: {values[0]}'"
+                )
             return values[0]
         first = next((line for line in body.splitlines() if line.strip()), "")
         answer = normalize_answer(first)
@@ -159,14 +175,21 @@ class DeferralText:
         me = self.team.index(agent)
         if self.round == 0:
             if any(ACTION_ALIASES[m.group(1).lower()] != CREATE for m in ACTION_WORD.finditer(text)):
-                raise ParseError("in round 0 every agent answers on its own (no EVAL or DEFER yet); reply 'ANSWER: <your answer>'")
+                raise ParseError(
+                    "in round 0 every agent answers on its own (no EVAL or DEFER yet); reply 'ANSWER: <your answer>'"
+                )
             return {"type": CREATE, "target": 0, "answer": self.extract_answer(text)}
         found = [(m.group(1).lower(), m) for m in ACTION_WORD.finditer(text)]
         kinds = {ACTION_ALIASES[word] for word, _ in found}
         if not kinds:
-            raise ParseError(f"no action; reply with one of: EVAL <agent> (e.g. EVAL {(me + 1) % len(self.team)}), CREATE <answer>, DEFER")
+            raise ParseError(
+                f"no action; reply with one of: EVAL <agent> (e.g. EVAL {(me + 1) % len(self.team)}), CREATE "
+                "<answer>, DEFER"
+            )
         if len(kinds) > 1:
-            raise ParseError("more than one action (" + ", ".join(ACTION_NAMES[k] for k in sorted(kinds)) + "); choose exactly one")
+            raise ParseError(
+                "more than one action (" + ", ".join(ACTION_NAMES[k] for k in sorted(kinds)) + "); choose exactly one"
+            )
         kind = kinds.pop()
         if kind == DEFER:
             return {"type": DEFER, "target": 0, "answer": ""}
@@ -186,7 +209,9 @@ class DeferralText:
             raise ParseError("EVAL names more than one agent; name exactly one")
         target = targets.pop()
         if target == me:
-            raise ParseError(f"you are agent {me}: EVAL adopts another agent's answer; EVAL another agent, CREATE or DEFER")
+            raise ParseError(
+                f"you are agent {me}: EVAL adopts another agent's answer; EVAL another agent, CREATE or DEFER"
+            )
         if not 0 <= target < len(self.team):
             raise ParseError(f"there is no agent {target}; the agents are 0 to {len(self.team) - 1}")
         return {"type": EVAL, "target": target, "answer": ""}
@@ -198,7 +223,9 @@ class DeferralText:
         labelled = next((line for line in lines if ANSWER_LABEL.search(line)), None)
         answer_line = labelled or (lines[0] if lines else "")
         answer_part, _, after = answer_line.partition(";")
-        explanation = explained and text[explained.end() :] or after or "\n".join(l for l in lines if l is not answer_line)
+        explanation = (
+            explained and text[explained.end() :] or after or "\n".join(l for l in lines if l is not answer_line)
+        )
         return {"answer": self.extract_answer(answer_part), "explanation": sanitize(explanation, MAX_EXPLANATION_CHARS)}
 
     def render_action(self, agent: str, action: dict[str, Any]) -> str:

@@ -47,22 +47,32 @@ from worlds.deferral.text import DeferralText
 
 class DeferralConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    team_size: int = Field(3, ge=2, le=9, description="agents in the team (seats agent_0 ...); the expert is one more seat")
-    rounds: int = Field(3, ge=1, le=10, description="round 0 (everyone answers) plus rounds-1 rounds of EVAL/CREATE/DEFER")
+    team_size: int = Field(
+        3, ge=2, le=9, description="agents in the team (seats agent_0 ...); the expert is one more seat"
+    )
+    rounds: int = Field(
+        3, ge=1, le=10, description="round 0 (everyone answers) plus rounds-1 rounds of EVAL/CREATE/DEFER"
+    )
     defer_cost: float = Field(0.3, ge=0.0, le=10.0, description="reward paid for each DEFER")
     create_cost: float = Field(0.1, ge=0.0, le=10.0, description="reward paid for each CREATE after round 0")
     kinds: dict[str, float] = Field(
-        {"arithmetic": 0.4, "word": 0.3, "closed": 0.3}, description="generated problem kinds (arithmetic, word, closed) -> weight"
+        {"arithmetic": 0.4, "word": 0.3, "closed": 0.3},
+        description="generated problem kinds (arithmetic, word, closed) -> weight",
     )
     difficulties: list[int] = Field([1, 2, 3], min_length=1, description="difficulty levels drawn uniformly (1-3)")
-    facts_seed: int = Field(0, ge=0, description="seed of the closed world's private fact table (fixed across episodes)")
+    facts_seed: int = Field(
+        0, ge=0, description="seed of the closed world's private fact table (fixed across episodes)"
+    )
     companies: int = Field(8, ge=2, le=100, description="fictional companies in the fact table")
     problems_file: str | None = Field(
         None,
-        description="JSONL problems (question, answer, optional note/difficulty/explanation) used instead of generated ones; "
+        description="JSONL problems (question, answer, optional note/difficulty/explanation) used instead of "
+        "generated ones; "
         "the path is relative to the working directory",
     )
-    oracle_observations: bool = Field(False, description="add the true answer to team observations (only for the `oracle` baseline)")
+    oracle_observations: bool = Field(
+        False, description="add the true answer to team observations (only for the `oracle` baseline)"
+    )
 
     @field_validator("kinds")
     @classmethod
@@ -147,9 +157,15 @@ class raw_env(DeferralText, DeferralRecords, AECEnv):
     @cached_per_agent
     def action_space(self, agent: str) -> spaces.Space:
         if agent == EXPERT:
-            return spaces.Dict({"answer": self._text(MAX_ANSWER_CHARS), "explanation": self._text(MAX_EXPLANATION_CHARS)})
+            return spaces.Dict(
+                {"answer": self._text(MAX_ANSWER_CHARS), "explanation": self._text(MAX_EXPLANATION_CHARS)}
+            )
         return spaces.Dict(
-            {"type": spaces.Discrete(3), "target": spaces.Discrete(self.config.team_size), "answer": self._text(MAX_ANSWER_CHARS)}
+            {
+                "type": spaces.Discrete(3),
+                "target": spaces.Discrete(self.config.team_size),
+                "answer": self._text(MAX_ANSWER_CHARS),
+            }
         )
 
     # --- AEC API ------------------------------------------------------------------------
@@ -209,7 +225,9 @@ class raw_env(DeferralText, DeferralRecords, AECEnv):
         if agent == EXPERT:
             deferred = np.zeros(self.config.team_size, dtype=np.int8)
             deferred[self.deferred] = 1
-            obs.update(deferred=deferred, note=self.problem.note, reference=self.problem.answer, solution=self.problem.solution)
+            obs.update(
+                deferred=deferred, note=self.problem.note, reference=self.problem.answer, solution=self.problem.solution
+            )
             return obs
         obs.update({"self": self.team.index(agent), "formula": self.problem.formula})
         if self.config.oracle_observations:
@@ -327,9 +345,15 @@ class raw_env(DeferralText, DeferralRecords, AECEnv):
     def render(self) -> str | None:
         if self.render_mode is None or not hasattr(self, "problem"):
             return None
-        lines = [f"question ({self.problem.kind}, difficulty {self.problem.difficulty}): {self.problem.question}", *self.log]
+        lines = [
+            f"question ({self.problem.kind}, difficulty {self.problem.difficulty}): {self.problem.question}",
+            *self.log,
+        ]
         if self.team_answer is not None:
-            lines.append(f"team answer: {self.team_answer or '(none)'}, true answer: {self.problem.answer}, correct: {self.correct}")
+            lines.append(
+                f"team answer: {self.team_answer or '(none)'}, true answer: {self.problem.answer}, correct: "
+                f"{self.correct}"
+            )
         text = "\n".join(lines)
         if self.render_mode == "human":
             print(text)

@@ -57,7 +57,9 @@ class EconomyRecords:
         return {
             "series": {k: list(v) for k, v in self.log.items()},
             "decisions": list(self.decisions),
-            "elections": list(self.elections),  # democratic mode: candidates, platforms, votes, winner, platform per period
+            "elections": list(
+                self.elections
+            ),  # democratic mode: candidates, platforms, votes, winner, platform per period
             "skills": self.skills.tolist(),
             "personas": [{k: PERSONAS[k][int(i)] for k, i in zip(keys, row)} for row in self.personas],
         }
@@ -85,7 +87,9 @@ class EconomyRecords:
         top, bottom = figure.subplots(2, 1, sharex=True)
         uppers = [*self.cutoffs[1:], None]
         for j in range(rates.shape[1]):
-            label = f"{money(self.cutoffs[j])}+" if uppers[j] is None else f"{money(self.cutoffs[j])}-{money(uppers[j])}"
+            label = (
+                f"{money(self.cutoffs[j])}+" if uppers[j] is None else f"{money(self.cutoffs[j])}-{money(uppers[j])}"
+            )
             top.step(np.arange(steps), rates[:, j], where="post", label=label)
         top.set_ylabel("marginal rate (%)")
         top.set_title(f"Tax schedule per bracket (mean over {len(series)} episode{'s' if len(series) > 1 else ''})")
@@ -96,7 +100,9 @@ class EconomyRecords:
         figure.tight_layout()
         report.figures["economy/schedule.png"] = figure
 
-        table: dict[str, list] = {k: [] for k in ("episode", "seed", "planner", "planner_final_br", "saez", "us_federal", "flat")}
+        table: dict[str, list] = {
+            k: [] for k in ("episode", "seed", "planner", "planner_final_br", "saez", "us_federal", "flat")
+        }
         federal = np.asarray(BRACKETS["us_federal"], dtype=np.float64)
         for episode in episodes:
             if not episode.info.get("skills"):
@@ -129,5 +135,7 @@ class EconomyRecords:
             if table[name]:
                 report.metrics[f"compare/{name}_swf"] = float(np.mean(table[name]))
         if table["saez"]:
-            report.metrics["compare/planner_minus_saez"] = report.metrics["compare/planner_swf"] - report.metrics["compare/saez_swf"]
+            report.metrics["compare/planner_minus_saez"] = (
+                report.metrics["compare/planner_swf"] - report.metrics["compare/saez_swf"]
+            )
         return report

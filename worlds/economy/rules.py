@@ -32,8 +32,18 @@ PLANNER = "planner"
 PERSONAS = {
     "age": ["18-29", "30-44", "45-64", "65 or older"],
     "occupation": [
-        "retail clerk", "nurse", "software developer", "truck driver", "teacher", "electrician",
-        "restaurant cook", "accountant", "warehouse worker", "small-business owner", "home health aide", "lawyer",
+        "retail clerk",
+        "nurse",
+        "software developer",
+        "truck driver",
+        "teacher",
+        "electrician",
+        "restaurant cook",
+        "accountant",
+        "warehouse worker",
+        "small-business owner",
+        "home health aide",
+        "lawyer",
     ],
     "household": ["single, no children", "married, no children", "married with children", "single parent"],
     "attitude": [
@@ -51,15 +61,31 @@ class EconomyConfig(BaseModel):
     num_workers: int = Field(10, ge=1, le=100_000, description="workers N")
     steps: int = Field(100, ge=1, le=100_000, description="steps per episode (workers choose labor every step)")
     tax_period: int = Field(25, ge=1, le=100_000, description="K: the planner acts every K steps after the warm-up")
-    warmup: int = Field(25, ge=0, le=100_000, description="steps under the initial schedule before the planner's first decision")
-    brackets: Literal["us_federal", "three", "flat"] = Field("us_federal", description="bracket cutoffs: US federal 2024, three-bracket or flat")
-    initial_rate: float = Field(50.0, ge=0, le=100, description="every bracket's marginal rate (percent) before the planner's first decision")
-    skill_distribution: Literal["gb2", "uniform"] = Field("gb2", description="gb2: ACS 2023 income fit / 40 h; uniform: U(1.24, 159.1) per hour")
+    warmup: int = Field(
+        25, ge=0, le=100_000, description="steps under the initial schedule before the planner's first decision"
+    )
+    brackets: Literal["us_federal", "three", "flat"] = Field(
+        "us_federal", description="bracket cutoffs: US federal 2024, three-bracket or flat"
+    )
+    initial_rate: float = Field(
+        50.0, ge=0, le=100, description="every bracket's marginal rate (percent) before the planner's first decision"
+    )
+    skill_distribution: Literal["gb2", "uniform"] = Field(
+        "gb2", description="gb2: ACS 2023 income fit / 40 h; uniform: U(1.24, 159.1) per hour"
+    )
     labor_cost: float = Field(0.0005, gt=0, description="c in u = z̃ − c·l^δ")
     labor_exponent: float = Field(3.5, gt=1, le=10, description="δ in u = z̃ − c·l^δ (labor elasticity 1/(δ−1))")
-    welfare: Literal["inverse_income", "utilitarian"] = Field("inverse_income", description="SWF = Σ u_i / max(z_i, 1), or Σ u_i")
-    comparison_flat_rate: float = Field(25.0, ge=0, le=100, description="rate (percent) of the flat schedule in the end-of-run comparison")
-    democratic: bool = Field(False, description="workers elect the schedule change each tax period (stand the step before, vote on the decision step); the planner is passive")
+    welfare: Literal["inverse_income", "utilitarian"] = Field(
+        "inverse_income", description="SWF = Σ u_i / max(z_i, 1), or Σ u_i"
+    )
+    comparison_flat_rate: float = Field(
+        25.0, ge=0, le=100, description="rate (percent) of the flat schedule in the end-of-run comparison"
+    )
+    democratic: bool = Field(
+        False,
+        description="workers elect the schedule change each tax period (stand the step before, vote on the decision "
+        "step); the planner is passive",
+    )
 
     @model_validator(mode="after")
     def _planner_acts(self) -> EconomyConfig:
@@ -162,7 +188,9 @@ def best_response_labor(
     return candidates[np.arange(len(v)), np.argmax(value, axis=1)]
 
 
-def best_response_value(skills, cutoffs, rates, labor_cost: float, labor_exponent: float, rebate_share: float = 0.0) -> np.ndarray:
+def best_response_value(
+    skills, cutoffs, rates, labor_cost: float, labor_exponent: float, rebate_share: float = 0.0
+) -> np.ndarray:
     """max_l v·l − (1 − s)·T(v·l) − c·l^δ per worker: the value of a schedule to a worker that
     best-responds to it, others' taxes (the rest of the rebate) held fixed."""
     labor = best_response_labor(skills, cutoffs, rates, labor_cost, labor_exponent, rebate_share)

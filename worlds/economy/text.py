@@ -36,7 +36,10 @@ def _signed(delta) -> str:
     return f"{int(round(float(delta))):+d}" if round(float(delta)) else "0"
 
 
-LABOR_LINE = re.compile(r'^[\s>*_`{"\']*labou?r["\'\s*_`]*[:=]\s*[*_`"\']*\s*(-?[0-9][0-9,]*(?:\.[0-9]*)?|-?\.[0-9]+)\s*(h|hours?)?[\s*_`"\'}.]*$', re.IGNORECASE)
+LABOR_LINE = re.compile(
+    r'^[\s>*_`{"\']*labou?r["\'\s*_`]*[:=]\s*[*_`"\']*\s*(-?[0-9][0-9,]*(?:\.[0-9]*)?|-?\.[0-9]+)\s*(h|hours?)?[\s*_`"\'}.]*$',
+    re.IGNORECASE,
+)
 DELTAS_LINE = re.compile(r"^[\s>*_`]*deltas?[\s*_`]*:(.*)$", re.IGNORECASE)
 STAND_LINE = re.compile(r"^[\s>*_`]*stand[\s*_`]*:(.*)$", re.IGNORECASE)
 VOTE_LINE = re.compile(r"^[\s>*_`]*vote[\s*_`]*:[\s*_`]*(?:candidate\s*)?#?\s*([0-9]+)[\s.*_`]*$", re.IGNORECASE)
@@ -93,8 +96,10 @@ class EconomyText:
         b = len(obs["rates"])
         if phase == STAND:
             return [
-                "Election: next step the workers vote on how to change each bracket's rate by -20, -10, 0, +10 or +20 points.",
-                f"You may stand as a candidate with a platform of {b} change{'s' if b > 1 else ''}, one per bracket in order, or decline.",
+                "Election: next step the workers vote on how to change each bracket's rate by -20, -10, 0, +10 or "
+                "+20 points.",
+                f"You may stand as a candidate with a platform of {b} change{'s' if b > 1 else ''}, one per "
+                "bracket in order, or decline.",
                 "Reply now with two lines, hours from 0 to 100 and your platform or NO:",
                 "LABOR: <hours>",
                 "STAND: " + ", ".join(["+10", "0", "-10", "+20", "-20"][i % 5] for i in range(b)) + "   (or STAND: NO)",
@@ -105,16 +110,25 @@ class EconomyText:
         lines = ["Election: the candidate with the most votes changes each bracket's rate by its platform (points):"]
         for k, c in enumerate(standing):
             lines.append(f"  Candidate {k + 1}: " + ", ".join(_signed(d) for d in platform_deltas(obs["platforms"][c])))
-        lines += [f"Reply now with two lines, hours from 0 to 100 and the candidate you vote for (1-{len(standing)}):", "LABOR: <hours>", "VOTE: <candidate number>"]
+        lines += [
+            f"Reply now with two lines, hours from 0 to 100 and the candidate you vote for (1-{len(standing)}):",
+            "LABOR: <hours>",
+            "VOTE: <candidate number>",
+        ]
         return lines
 
     def _planner_prompt(self, obs: dict) -> str:
         n, k = self.config.num_workers, self.config.tax_period
-        welfare = "the sum over workers of utility divided by income (it weighs low incomes most)" if self.config.welfare == "inverse_income" else "the sum of the workers' utilities"
+        welfare = (
+            "the sum over workers of utility divided by income (it weighs low incomes most)"
+            if self.config.welfare == "inverse_income"
+            else "the sum of the workers' utilities"
+        )
         b = len(obs["rates"])
         lines = [
             f"You are the tax planner of an economy of {n} workers. Every {k} steps you change the marginal tax rate",
-            f"of each income bracket by one of {', '.join(f'{d:+d}' if d else '0' for d in PLANNER_DELTAS)} percentage points (rates stay within 0-100%).",
+            f"of each income bracket by one of {', '.join(f'{d:+d}' if d else '0' for d in PLANNER_DELTAS)} "
+            "percentage points (rates stay within 0-100%).",
             "Workers choose their hours in response. All tax collected is returned to the workers in equal shares.",
             f"Your goal: maximise social welfare, {welfare}.",
             f"Reply with one line with {b} change{'s' if b > 1 else ''}, one per bracket in order, e.g.:",
@@ -127,7 +141,8 @@ class EconomyText:
         if int(obs["step"]) > 0:
             p10, p50, p90 = np.percentile(incomes, [10, 50, 90])
             lines.append(
-                f"Last step: mean income {money(incomes.mean())} (10th/50th/90th percentile {money(p10)}/{money(p50)}/{money(p90)}), "
+                f"Last step: mean income {money(incomes.mean())} (10th/50th/90th percentile "
+                f"{money(p10)}/{money(p50)}/{money(p90)}), "
                 f"mean hours {labor.mean():.1f}."
             )
             lines.append(f"Social welfare per step since your last decision: {float(obs['period_swf'][0]):.3f}.")
@@ -153,7 +168,11 @@ class EconomyText:
         if phase == STAND:
             bodies = {m.group(1).strip().strip("*_`[]() .") for m in map(STAND_LINE.match, text.splitlines()) if m}
             if len(bodies) != 1:
-                raise ParseError("give exactly one 'STAND:' line: your platform, e.g. 'STAND: " + ", ".join(["0"] * len(self.cutoffs)) + "', or 'STAND: NO'")
+                raise ParseError(
+                    "give exactly one 'STAND:' line: your platform, e.g. 'STAND: "
+                    + ", ".join(["0"] * len(self.cutoffs))
+                    + "', or 'STAND: NO'"
+                )
             body = bodies.pop()
             if body.lower() not in ("no", "none", "decline"):
                 deltas = self._delta_tokens(body, "STAND")
@@ -161,7 +180,9 @@ class EconomyText:
         elif phase == VOTE and len(standing := np.flatnonzero(self.candidates)):
             found = {m.group(1) for m in map(VOTE_LINE.match, text.splitlines()) if m}
             if len(found) != 1:
-                raise ParseError(f"give exactly one 'VOTE: <candidate number>' line, a number from 1 to {len(standing)}")
+                raise ParseError(
+                    f"give exactly one 'VOTE: <candidate number>' line, a number from 1 to {len(standing)}"
+                )
             k = int(found.pop())
             if not 1 <= k <= len(standing):
                 raise ParseError(f"there are {len(standing)} candidates; vote with a number from 1 to {len(standing)}")
@@ -190,7 +211,10 @@ class EconomyText:
     def _hours(self, raw: str) -> np.ndarray:
         hours = float(raw.replace(",", ""))
         if not np.isfinite(hours) or not 0 <= hours <= MAX_LABOR:
-            raise ParseError(f"{raw[:12]} hours is not possible: LABOR must be hours from 0 to 100 (a step has 100 hours at most); reply e.g. 'LABOR: 45'")
+            raise ParseError(
+                f"{raw[:12]} hours is not possible: LABOR must be hours from 0 to 100 (a step has 100 hours at "
+                "most); reply e.g. 'LABOR: 45'"
+            )
         return np.array(hours)
 
     def _parse_deltas(self, text: str) -> np.ndarray:
@@ -213,7 +237,9 @@ class EconomyText:
         example = f"{keyword}: " + ", ".join(["0"] * b)
         tokens = [t for t in re.split(r"[\s,;]+", re.sub("[\u2212\u2013\u2014]", "-", body)) if t]  # −, –, — as minus
         if len(tokens) != b:
-            raise ParseError(f"give exactly {b} change{'s' if b > 1 else ''} (one per bracket), got {len(tokens)}; e.g. '{example}'")
+            raise ParseError(
+                f"give exactly {b} change{'s' if b > 1 else ''} (one per bracket), got {len(tokens)}; e.g. '{example}'"
+            )
         deltas = []
         for token in tokens:
             clean = token.rstrip("%")
@@ -228,7 +254,9 @@ class EconomyText:
             phase = self.phase()
             if phase == STAND:
                 stand = action_field(action, "stand", 0) == 1
-                text += "\nSTAND: " + (", ".join(_signed(d) for d in platform_deltas(action["platform"])) if stand else "NO")
+                text += "\nSTAND: " + (
+                    ", ".join(_signed(d) for d in platform_deltas(action["platform"])) if stand else "NO"
+                )
             elif phase == VOTE and self.candidates.any():
                 standing, vote = np.flatnonzero(self.candidates).tolist(), action_field(action, "vote", -1)
                 text += f"\nVOTE: {standing.index(vote) + 1}" if vote in standing else "\nVOTE: (none)"

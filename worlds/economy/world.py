@@ -51,7 +51,12 @@ def env(config: EconomyConfig | None = None, **kwargs):
 class parallel_env(EconomyText, EconomyRecords, ParallelEnv):
     metadata = {"name": "economy_v0", "render_modes": ["ansi"], "is_parallelizable": True}
     Config = EconomyConfig
-    small_config = {"num_workers": 5, "steps": 20, "tax_period": 5, "warmup": 3}  # a quick instance (the conformance test)
+    small_config = {
+        "num_workers": 5,
+        "steps": 20,
+        "tax_period": 5,
+        "warmup": 3,
+    }  # a quick instance (the conformance test)
 
     def __init__(self, config: EconomyConfig | None = None, render_mode: str | None = None, **kwargs):
         self.config = world_config(EconomyConfig, config, kwargs)
@@ -88,7 +93,8 @@ class parallel_env(EconomyText, EconomyRecords, ParallelEnv):
                 "rates": spaces.Box(0, 100, (b,), dtype=np.float64),
                 # (c, δ, 1/N): u = z̃ − c·l^δ, and the share of its own tax a worker gets back in the rebate
                 "utility_params": spaces.Box(0, big, (3,), dtype=np.float64),
-                # the last steps, most recent first, flat: (labor, income, tax, rebate, utility) per step; 0 beyond `history_len`
+                # the last steps, most recent first, flat: (labor, income, tax, rebate, utility) per step; 0 beyond
+                # `history_len`
                 "history": spaces.Box(-big, big, (HISTORY * 5,), dtype=np.float64),
                 "history_len": spaces.Discrete(HISTORY + 1),
                 "persona": spaces.MultiDiscrete([len(v) for v in PERSONAS.values()]),
@@ -118,7 +124,9 @@ class parallel_env(EconomyText, EconomyRecords, ParallelEnv):
                 "skills": spaces.Box(0, big, (n,), dtype=np.float64),
                 "incomes": spaces.Box(0, big, (n,), dtype=np.float64),  # last step
                 "labor": spaces.Box(0, MAX_LABOR, (n,), dtype=np.float64),  # last step
-                "period_swf": spaces.Box(-big, big, (1,), dtype=np.float64),  # mean SWF per step since the last decision
+                "period_swf": spaces.Box(
+                    -big, big, (1,), dtype=np.float64
+                ),  # mean SWF per step since the last decision
                 # past decisions, most recent first: rates then the mean SWF per step of the period they governed
                 "periods": spaces.Box(-big, big, (PLANNER_HISTORY, b + 1), dtype=np.float64),
                 "periods_len": spaces.Discrete(PLANNER_HISTORY + 1),
@@ -129,10 +137,16 @@ class parallel_env(EconomyText, EconomyRecords, ParallelEnv):
         hours = spaces.Box(0, MAX_LABOR, (), dtype=np.float64)  # hours (a 0-d array: no list per step in the records)
         if not self.config.democratic:
             return hours
-        # stand (1) with a platform (indices into PLANNER_DELTAS) on a stand step; vote for a worker index on a vote step
+        # stand (1) with a platform (indices into PLANNER_DELTAS) on a stand step; vote for a worker index on a vote
+        # step
         n, b = self.config.num_workers, len(self.cutoffs)
         return spaces.Dict(
-            {"labor": hours, "stand": spaces.Discrete(2), "platform": spaces.MultiDiscrete([len(PLANNER_DELTAS)] * b), "vote": spaces.Discrete(n)}
+            {
+                "labor": hours,
+                "stand": spaces.Discrete(2),
+                "platform": spaces.MultiDiscrete([len(PLANNER_DELTAS)] * b),
+                "vote": spaces.Discrete(n),
+            }
         )
 
     def _planner_action_space(self) -> spaces.Space:
@@ -159,7 +173,20 @@ class parallel_env(EconomyText, EconomyRecords, ParallelEnv):
         self.candidates = np.zeros(n, dtype=np.int8)  # democratic: who stands in the coming vote
         self.platforms = np.zeros((n, b), dtype=np.int64)  # their platforms, indices into PLANNER_DELTAS
         self.elections: list[dict[str, Any]] = []
-        self.log: dict[str, list] = {k: [] for k in ("swf", "mean_utility", "total_income", "tax_revenue", "gini_pre", "gini_post", "mean_labor", "br_gap", "rates")}
+        self.log: dict[str, list] = {
+            k: []
+            for k in (
+                "swf",
+                "mean_utility",
+                "total_income",
+                "tax_revenue",
+                "gini_pre",
+                "gini_post",
+                "mean_labor",
+                "br_gap",
+                "rates",
+            )
+        }
         observations = self._observations()
         return observations, {a: {} for a in self.agents}
 
@@ -216,7 +243,8 @@ class parallel_env(EconomyText, EconomyRecords, ParallelEnv):
                 self.candidates[i], self.platforms[i] = 1, platform
 
     def step(self, actions: dict[str, Any]):
-        """Workers' labor -> incomes, taxes under the schedule (the planner's new one on its steps), rebate, utilities."""
+        """Workers' labor -> incomes, taxes under the schedule (the planner's new one on its steps), rebate,
+        utilities."""
         c = self.config
         labor = np.fromiter((action_labor(actions.get(a)) for a in self.workers), dtype=np.float64, count=c.num_workers)
         seen = self.rates  # the schedule the workers saw when they chose
@@ -236,9 +264,15 @@ class parallel_env(EconomyText, EconomyRecords, ParallelEnv):
         best = best_response_labor(self.skills, self.cutoffs, seen, c.labor_cost, c.labor_exponent, 1.0 / c.num_workers)
         self.period_swf.append(swf)
         for key, value in (
-            ("swf", swf), ("mean_utility", float(u.mean())), ("total_income", float(z.sum())),
-            ("tax_revenue", float(taxes.sum())), ("gini_pre", gini(z)), ("gini_post", gini(post)),
-            ("mean_labor", float(labor.mean())), ("br_gap", float(np.abs(labor - best).mean())), ("rates", self.rates.tolist()),
+            ("swf", swf),
+            ("mean_utility", float(u.mean())),
+            ("total_income", float(z.sum())),
+            ("tax_revenue", float(taxes.sum())),
+            ("gini_pre", gini(z)),
+            ("gini_post", gini(post)),
+            ("mean_labor", float(labor.mean())),
+            ("br_gap", float(np.abs(labor - best).mean())),
+            ("rates", self.rates.tolist()),
         ):
             self.log[key].append(value)
         self.history[:, 1:] = self.history[:, :-1]
@@ -306,7 +340,10 @@ class parallel_env(EconomyText, EconomyRecords, ParallelEnv):
         if self.render_mode != "ansi":
             return None
         rates = ", ".join(f"{r:.0f}%" for r in self.rates)
-        return f"step {self.t}: rates [{rates}], mean labor {self.labor.mean():.1f} h, SWF {self.log['swf'][-1] if self.log['swf'] else 0:.3f}"
+        return (
+            f"step {self.t}: rates [{rates}], mean labor {self.labor.mean():.1f} h, SWF "
+            f"{self.log['swf'][-1] if self.log['swf'] else 0:.3f}"
+        )
 
     # --- the worked example (the rest of the text interface is EconomyText, text.py) -------------
 

@@ -32,8 +32,12 @@ class WerewolfRecords:
     def village_votes(self, day: int | None = None) -> list[tuple[int, int]]:
         """(voter, target) of every non-abstaining vote cast by a village-team player (on `day`, if given)."""
         days = range(self.config.max_days) if day is None else [day - 1]
-        return [(v, int(t)) for d in days for v, t in enumerate(self.votes[d])
-                if 0 <= t < self.n and self.roles[v] != WEREWOLF]
+        return [
+            (v, int(t))
+            for d in days
+            for v, t in enumerate(self.votes[d])
+            if 0 <= t < self.n and self.roles[v] != WEREWOLF
+        ]
 
     def episode_metrics(self) -> dict[str, float]:
         """Outcome, `days` (the day or night the game ended on), vote accuracy
@@ -66,12 +70,21 @@ class WerewolfRecords:
         return {
             "winner": self.winner,
             "days": self.day,
-            "players": [{"position": p, **who(p), "role": ROLES[self.roles[p]], "alive": bool(self.alive[p])} for p in range(self.n)],
+            "players": [
+                {"position": p, **who(p), "role": ROLES[self.roles[p]], "alive": bool(self.alive[p])}
+                for p in range(self.n)
+            ],
             "deaths": [{**d, **who(d["position"])} for d in self.deaths],
-            "statements": [{"day": e["day"], "speaker": who(e["speaker"]), "accused": who(e["target"]), "text": e["text"]}
-                           for e in self.events if e["kind"] == "statement"],
-            "votes": [{"day": e["day"], "voter": who(e["voter"]), "target": who(e["target"])}
-                      for e in self.events if e["kind"] == "vote"],
+            "statements": [
+                {"day": e["day"], "speaker": who(e["speaker"]), "accused": who(e["target"]), "text": e["text"]}
+                for e in self.events
+                if e["kind"] == "statement"
+            ],
+            "votes": [
+                {"day": e["day"], "voter": who(e["voter"]), "target": who(e["target"])}
+                for e in self.events
+                if e["kind"] == "vote"
+            ],
         }
 
     def run_report(self, episodes: list) -> Report:
@@ -108,7 +121,9 @@ class WerewolfRecords:
             "winner": [e.info.get("winner") for e in episodes],
             "days": [e.info.get("days") for e in episodes],
             "roles": [", ".join(f"{p['name']}={p['role']}" for p in e.info.get("players", [])) for e in episodes],
-            "deaths": [", ".join(f"{d['name']} ({d['cause']} {d['day']})" for d in e.info.get("deaths", [])) for e in episodes],
+            "deaths": [
+                ", ".join(f"{d['name']} ({d['cause']} {d['day']})" for d in e.info.get("deaths", [])) for e in episodes
+            ],
         }
         return report
 
@@ -141,8 +156,9 @@ def draw_day_graphs(by_day: dict[int, Any], seats: list[str], kind: str):
         nx.draw_networkx_nodes(graph, layout, ax=ax, node_color=colors, node_size=500, alpha=0.8)
         nx.draw_networkx_labels(graph, layout, ax=ax, font_size=7)
         widths = [0.5 + 4 * w / top for _, _, w in graph.edges(data="weight")]
-        nx.draw_networkx_edges(graph, layout, ax=ax, width=widths, arrows=True, arrowsize=12,
-                               connectionstyle="arc3,rad=0.1", node_size=500)
+        nx.draw_networkx_edges(
+            graph, layout, ax=ax, width=widths, arrows=True, arrowsize=12, connectionstyle="arc3,rad=0.1", node_size=500
+        )
         ax.set_title(f"day {day} {kind}")
         ax.set_axis_off()
     figure.tight_layout()

@@ -28,7 +28,9 @@ class WerewolfConfig(BaseModel):
     seers: int = Field(1, ge=0, le=5, description="number of seers (inspect one player per night)")
     doctors: int = Field(1, ge=0, le=5, description="number of doctors (protect one player per night)")
     villagers: int = Field(3, ge=0, le=30, description="number of plain villagers")
-    names: list[str] = Field(NAMES, min_length=2, description="public names, one per seating position (at least one per player)")
+    names: list[str] = Field(
+        NAMES, min_length=2, description="public names, one per seating position (at least one per player)"
+    )
     discussion_rounds: int = Field(2, ge=0, le=10, description="statements per living player each day before the vote")
     max_days: int = Field(10, ge=1, le=100, description="days before the game ends as a draw")
     allow_abstain: bool = Field(False, description="players may vote NOBODY")
@@ -46,21 +48,29 @@ class WerewolfConfig(BaseModel):
     def _consistent(self) -> WerewolfConfig:
         if self.werewolves >= self.players - self.werewolves:
             raise ValueError(
-                f"{self.werewolves} werewolves against {self.players - self.werewolves} others win before the game starts; "
+                f"{self.werewolves} werewolves against {self.players - self.werewolves} others win before the "
+                "game starts; "
                 "the werewolves must be fewer than the other players"
             )
         if len(self.names) < self.players:
             raise ValueError(f"{self.players} players need at least {self.players} names, got {len(self.names)}")
         if not all(re.fullmatch(r"[A-Z][a-z]{1,11}", name) for name in self.names):
             raise ValueError("names must be capitalised words of 2-12 letters (e.g. Alice)")
-        if len({name.upper() for name in self.names}) != len(self.names) or {n.upper() for n in self.names} & set(NOBODY_WORDS):
+        if len({name.upper() for name in self.names}) != len(self.names) or {n.upper() for n in self.names} & set(
+            NOBODY_WORDS
+        ):
             raise ValueError("names must be different from each other and from NOBODY/NONE/ABSTAIN")
         return self
 
 
 def seat_names(config: WerewolfConfig) -> list[str]:
     """Seats by role, from the role counts: werewolf_0.., seer_0.., doctor_0.., villager_0.."""
-    counts = (("werewolf", config.werewolves), ("seer", config.seers), ("doctor", config.doctors), ("villager", config.villagers))
+    counts = (
+        ("werewolf", config.werewolves),
+        ("seer", config.seers),
+        ("doctor", config.doctors),
+        ("villager", config.villagers),
+    )
     return [f"{role}_{i}" for role, count in counts for i in range(count)]
 
 
@@ -68,8 +78,15 @@ def role_of(seat: str) -> int:
     return ROLES.index(seat.rsplit("_", 1)[0])
 
 
-def target_mask(config: WerewolfConfig, role: int, me: int, alive: np.ndarray, known: np.ndarray, phase: int,
-                last_protected: int = -1) -> np.ndarray:
+def target_mask(
+    config: WerewolfConfig,
+    role: int,
+    me: int,
+    alive: np.ndarray,
+    known: np.ndarray,
+    phase: int,
+    last_protected: int = -1,
+) -> np.ndarray:
     """Legal targets of a player (index n = nobody): 1 = allowed.
 
     Night: werewolves kill a living non-werewolf; seers inspect a living other player; doctors
@@ -102,4 +119,3 @@ def plurality(votes: list[int]) -> list[int]:
     counts = Counter(votes)
     top = max(counts.values(), default=0)
     return sorted(v for v, c in counts.items() if c == top)
-

@@ -54,8 +54,12 @@ class WerewolfText:
 
     def _roster(self) -> str:
         c = self.config
-        parts = [(c.werewolves, "werewolf", "werewolves"), (c.seers, "seer", "seers"), (c.doctors, "doctor", "doctors"),
-                 (c.villagers, "villager", "villagers")]
+        parts = [
+            (c.werewolves, "werewolf", "werewolves"),
+            (c.seers, "seer", "seers"),
+            (c.doctors, "doctor", "doctors"),
+            (c.villagers, "villager", "villagers"),
+        ]
         return ", ".join(f"{k} {one if k == 1 else many}" for k, one, many in parts if k)
 
     def prompt(self, agent: str, observation: dict[str, Any]) -> str:
@@ -77,7 +81,8 @@ class WerewolfText:
             f"Each night {', '.join(night[:-1])}{' and ' if len(night) > 1 else ''}{night[-1]}.",
             "Each day every living player speaks, then everyone votes to eliminate one player; "
             "the most votes eliminates, a tie eliminates no one.",
-            "The village wins when no werewolf is alive. The werewolves win when they are at least as many as the others.",
+            "The village wins when no werewolf is alive. The werewolves win when they are at least as many as the "
+            "others.",
             "",
             f"You are {names[me]}. Your role: {ROLES[role]}.",
         ]
@@ -88,8 +93,11 @@ class WerewolfText:
         else:
             lines.append("You are on the village team: find the werewolves and vote them out.")
         alive = [names[p] for p in range(self.n) if obs["alive"][p]]
-        dead = [names[p] + (f" ({ROLES[obs['revealed'][p]]})" if obs["revealed"][p] >= 0 else "")
-                for p in range(self.n) if not obs["alive"][p]]
+        dead = [
+            names[p] + (f" ({ROLES[obs['revealed'][p]]})" if obs["revealed"][p] >= 0 else "")
+            for p in range(self.n)
+            if not obs["alive"][p]
+        ]
         lines.append(f"Alive: {', '.join(alive)}." + (f" Dead: {', '.join(dead)}." if dead else ""))
         if obs["notes"]:
             lines += ["What only you know:", *(f"  {line}" for line in obs["notes"].split("\n"))]
@@ -133,14 +141,24 @@ class WerewolfText:
             known[1 : self.config.werewolves] = WEREWOLF_TEAM
         suspect = self.config.werewolves if role == WEREWOLF else 2
         observation = {
-            "role": role, "me": 0, "day": 1, "phase": phase, "alive": alive, "known": known,
-            "revealed": np.full(n, -1, dtype=np.int64), "target_mask": target_mask(self.config, role, 0, alive, known, phase),
-            "transcript": "" if phase == NIGHT else "Night 1: nobody died.", "notes": "",
+            "role": role,
+            "me": 0,
+            "day": 1,
+            "phase": phase,
+            "alive": alive,
+            "known": known,
+            "revealed": np.full(n, -1, dtype=np.int64),
+            "target_mask": target_mask(self.config, role, 0, alive, known, phase),
+            "transcript": "" if phase == NIGHT else "Night 1: nobody died.",
+            "notes": "",
         }
         if phase == DISCUSSION:
             action = {"target": suspect, "statement": f"{names[suspect]} has been too quiet, I suspect them."}
         else:
-            action = {"target": 0 if phase == NIGHT and role == DOCTOR and self.config.doctor_self_protect else suspect, "statement": ""}
+            action = {
+                "target": 0 if phase == NIGHT and role == DOCTOR and self.config.doctor_self_protect else suspect,
+                "statement": "",
+            }
         return (("user", self._prompt(observation, names)), ("assistant", self.reply(phase, role, action, names)))
 
     def demonstration(self, agent: str) -> list[dict[str, str]]:
@@ -163,7 +181,9 @@ class WerewolfText:
         if self.phase == DISCUSSION:
             says = labelled(text, "SAY")
             if not says:
-                raise ParseError("no 'SAY:' line; reply e.g. 'SAY: I think Bob is lying.' then 'ACCUSE: Bob' or 'ACCUSE: NOBODY'")
+                raise ParseError(
+                    "no 'SAY:' line; reply e.g. 'SAY: I think Bob is lying.' then 'ACCUSE: Bob' or 'ACCUSE: NOBODY'"
+                )
             statement = sanitize(says[0].strip().strip("*_` "), self.config.max_statement_chars)
             accused = {name_body(b) for b in labelled(text, "ACCUSE")}
             if len(accused) > 1:
@@ -189,7 +209,7 @@ class WerewolfText:
             raise ParseError(f"you must {verb} someone now; {choose}")
         upper = [name.upper() for name in self.names]
         if body not in upper:
-            raise ParseError(f"'{body[:30]}' is not a player's name; write only the name: {choose[len('choose '):]}")
+            raise ParseError(f"'{body[:30]}' is not a player's name; write only the name: {choose[len('choose ') :]}")
         p = upper.index(body)
         if mask[p]:
             return p

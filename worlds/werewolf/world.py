@@ -73,9 +73,15 @@ class raw_env(WerewolfText, WerewolfRecords, AECEnv):
                 "alive": spaces.MultiBinary(n),
                 "known": spaces.Box(-1, 1, (n,), dtype=np.int64),  # team known to me: -1 unknown, 0 village, 1 werewolf
                 "revealed": spaces.Box(-1, len(ROLES) - 1, (n,), dtype=np.int64),  # public role of the dead, -1 hidden
-                "votes": spaces.Box(-1, n, (c.max_days, n), dtype=np.int64),  # votes[d-1, voter] = target, n = nobody, -1 none
-                "accusations": spaces.Box(-1, n, (c.max_days, n), dtype=np.int64),  # latest accusation per day, n = nobody
-                "seer_claims": spaces.Box(0, statements, (n,), dtype=np.int64),  # 1 + index of a player's first seer claim; 0 none
+                "votes": spaces.Box(
+                    -1, n, (c.max_days, n), dtype=np.int64
+                ),  # votes[d-1, voter] = target, n = nobody, -1 none
+                "accusations": spaces.Box(
+                    -1, n, (c.max_days, n), dtype=np.int64
+                ),  # latest accusation per day, n = nobody
+                "seer_claims": spaces.Box(
+                    0, statements, (n,), dtype=np.int64
+                ),  # 1 + index of a player's first seer claim; 0 none
                 "target_mask": spaces.MultiBinary(n + 1),
                 "transcript": spaces.Text(max_length=self._transcript_chars(), min_length=0, charset=PRINTABLE + "\n"),
                 "notes": spaces.Text(max_length=c.max_days * 3 * 80, min_length=0, charset=PRINTABLE + "\n"),  # private
@@ -87,7 +93,9 @@ class raw_env(WerewolfText, WerewolfRecords, AECEnv):
         return spaces.Dict(
             {
                 "target": spaces.Discrete(self.n + 1),  # a seating position, or n = nobody
-                "statement": spaces.Text(max_length=max(self.config.max_statement_chars, 1), min_length=0, charset=PRINTABLE),
+                "statement": spaces.Text(
+                    max_length=max(self.config.max_statement_chars, 1), min_length=0, charset=PRINTABLE
+                ),
             }
         )
 
@@ -149,12 +157,17 @@ class raw_env(WerewolfText, WerewolfRecords, AECEnv):
 
     def _mask(self, seat: str) -> np.ndarray:
         p = self.position[seat]
-        return target_mask(self.config, self.roles[p], p, self.alive, self.known[seat], self.phase, self.last_protected[seat])
+        return target_mask(
+            self.config, self.roles[p], p, self.alive, self.known[seat], self.phase, self.last_protected[seat]
+        )
 
     def _select(self) -> None:
         """Hand the turn to the head of the queue, with its action mask in its info."""
         self.agent_selection = self.queue[0]
-        self.infos[self.agent_selection]["action_mask"] = {"target": self._mask(self.agent_selection), "statement": None}
+        self.infos[self.agent_selection]["action_mask"] = {
+            "target": self._mask(self.agent_selection),
+            "statement": None,
+        }
 
     def _start_night(self) -> None:
         self.phase = NIGHT
@@ -251,14 +264,18 @@ class raw_env(WerewolfText, WerewolfRecords, AECEnv):
             if role == SEER and choice < n:
                 wolf = bool(self.roles[choice] == WEREWOLF)
                 self.known[seat][choice] = WEREWOLF_TEAM if wolf else VILLAGE_TEAM
-                self.notes[seat].append(f"Night {day}: you inspected {self.names[choice]}: {'a WEREWOLF' if wolf else 'not a werewolf'}.")
+                self.notes[seat].append(
+                    f"Night {day}: you inspected {self.names[choice]}: {'a WEREWOLF' if wolf else 'not a werewolf'}."
+                )
             elif role == DOCTOR:
                 self.last_protected[seat] = choice if choice < n else -1
                 if choice < n:
                     protected.add(choice)
                     self.notes[seat].append(f"Night {day}: you protected {self.names[choice]}.")
         for seat in wolves:
-            attacked = f"the werewolves attacked {self.names[victim]}" if victim >= 0 else "the werewolves attacked no one"
+            attacked = (
+                f"the werewolves attacked {self.names[victim]}" if victim >= 0 else "the werewolves attacked no one"
+            )
             self.notes[seat].append(f"Night {day}: {attacked}.")
         if victim >= 0 and victim not in protected:
             self._kill(victim, "night", self.config.reveal_on_night_death)
@@ -335,8 +352,13 @@ class raw_env(WerewolfText, WerewolfRecords, AECEnv):
             self.truncations = done
         else:
             self.terminations = done
-        self.transcript.append({"draw": "The day limit is reached: a draw.", "village": "The village wins.",
-                                "werewolves": "The werewolves win."}[winner])
+        self.transcript.append(
+            {
+                "draw": "The day limit is reached: a draw.",
+                "village": "The village wins.",
+                "werewolves": "The werewolves win.",
+            }[winner]
+        )
 
     def render(self) -> str | None:
         if self.render_mode is None or not self.transcript:
