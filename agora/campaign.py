@@ -34,17 +34,27 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 import agora
 from agora.errors import AgoraError, ScenarioError, in_file
-from agora.scenario import read_mapping, validate_model
+from agora.scenario import TrackingSpec, is_campaign, read_mapping, validate_model
 
 CHECKPOINT_PREFIX = "iter-"
 METRIC_NAME = re.compile(r"[A-Za-z0-9_.\-]+")  # what a name must be to go into a metric key
 
 
 # --- the contract -------------------------------------------------------------------------------
+
+
+class CampaignConfig(BaseModel):
+    """The keys every campaign file has; a kind's `Config` extends it (with `iterations` and `checkpoint`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, description="campaign name: the MLflow run name")
+    description: str = ""
+    seed: int = Field(0, ge=0, description="root seed: every episode, sampler and initialisation derives from it")
+    tracking: TrackingSpec = TrackingSpec()
 
 
 @dataclass
@@ -200,6 +210,12 @@ def load_campaign(path: str | Path, overrides: dict[str, Any] | None = None) -> 
     from agora.registry import CAMPAIGNS
 
     data, text, file = read_mapping(path, hint="copy a file in scenarios/campaigns/ to start from")
+    if not is_campaign(data) and "agents" in data:
+        raise ScenarioError(
+            "this is a scenario file (it has `agents:` and no `trainer:` or `kind:`), not a campaign",
+            file=file,
+            hint=f"play it with `agora run {file}`",
+        )
     for key, value in (overrides or {}).items():
         *parents, last = key.split(".")
         node = data

@@ -26,8 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 from scipy.stats import kendalltau  # noqa: E402
 
-from agora.campaign import GroupRollout, build_fixed_policies  # noqa: E402
-from agora.rollout import episode_seed  # noqa: E402
+from agora.rollout import (
+    GroupRollout,  # noqa: E402
+    episode_seed,  # noqa: E402
+)
+from agora.run import build_policies  # noqa: E402
 from agora.scenario import resolve_scenario  # noqa: E402
 from trainers.judges import JudgeConfig, LLMJudge, OutcomeJudge  # noqa: E402
 from trainers.tournament import arena_tournament, judged_groups, spo_win_rates  # noqa: E402
@@ -43,7 +46,7 @@ def negotiation_groups(groups: int, group_size: int, seed: int = 0):
             "seed": seed,
         }
     )
-    seats = build_fixed_policies(scenario, [], seed)
+    seats = build_policies(scenario, seed=seed)
     ids = {s: scenario.seats[s].entry.name for s in seats}
     seeds = [episode_seed(seed, g) for g in range(groups)]
     rollout = GroupRollout(

@@ -18,7 +18,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agora.campaign import load_campaign  # noqa: E402
-from campaigns.psro import run_psro_campaign  # noqa: E402
 
 FILE = Path(__file__).resolve().parent.parent / "scenarios" / "campaigns" / "rps_psro.yaml"
 
@@ -40,10 +39,10 @@ def main() -> None:
                     "checkpoint.dir": tmp,
                 }
                 start = time.perf_counter()
-                result = run_psro_campaign(load_campaign(FILE, overrides), track=False)
+                result = load_campaign(FILE, overrides).run(track=False)
                 seconds = time.perf_counter() - start
-            curve = " -> ".join(f"{h['pop/exploitability']:.4f}" for h in result.history)
-            final[oracle] = (result.history[-1]["pop/exploitability"], seconds)
+            curve = " -> ".join(f"{h['pop/exploitability']:.4f}" for h in result.history.values())
+            final[oracle] = (result.last_metrics["pop/exploitability"], seconds)
             print(
                 f"{solver:10s} {oracle:5s} oracle: exploitability {curve} | stopped on {result.stop_reason} | "
                 f"{seconds:.1f} s"

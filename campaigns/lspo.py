@@ -47,9 +47,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agents.latent import LatentConfig, LatentPolicy, LatentSpace
-from agents.llm import LLMConfig, LLMPolicy
 from agora.campaign import (
-    CampaignKind,
+    CampaignConfig,
     CampaignResult,
     CampaignRunner,
     RunFolder,
@@ -63,7 +62,7 @@ from agora.lora import LoRAConfig
 from agora.policy import Policy
 from agora.registry import WORLDS
 from agora.rollout import policy_seed
-from agora.scenario import TrackingSpec, WorldFile, WorldSpec, validate_model
+from agora.scenario import WorldFile, WorldSpec, validate_model
 from campaigns.latent_space import (
     DiscussionState,
     Statement,
@@ -80,6 +79,7 @@ from campaigns.latent_space import (
     side_win_rates,
     solve_latent_game,
 )
+from campaigns.learner import LearnerCampaign
 from solvers.cfr import nash_conv
 from trainers.preference import PreferenceConfig
 
@@ -167,12 +167,9 @@ class LSPOCheckpoint(BaseModel):
     keep: int = Field(2, ge=1, le=1000, description="checkpoints kept on disk (all are logged to MLflow)")
 
 
-class LSPOConfig(BaseModel):
+class LSPOConfig(CampaignConfig):
     """An LSPO campaign file (`kind: lspo`)."""
 
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, description="campaign name: the MLflow run name")
-    description: str = ""
     world: WorldSpec
     learner: LSPOLearner = LSPOLearner()
     latent: LatentSpec = LatentSpec()
@@ -183,10 +180,9 @@ class LSPOConfig(BaseModel):
     checkpoint: LSPOCheckpoint = LSPOCheckpoint()
     seed: int = Field(0, ge=0, description="root seed: games, sampling, k-means, LoRA init")
     concurrency: int = Field(16, ge=1, le=4096, description="games stepped together")
-    tracking: TrackingSpec = TrackingSpec()
 
 
-class LSPOCampaign(WorldFile, CampaignKind):
+class LSPOCampaign(WorldFile, LearnerCampaign):
     """LSPO on werewolf: LLM candidates -> k-means latent strategies -> CFR on the latent game -> DPO."""
 
     Config = LSPOConfig
@@ -207,7 +203,6 @@ class LSPOCampaign(WorldFile, CampaignKind):
                 path="world.discussion_rounds",
                 hint="use 1 or more",
             )
-        self.learner_config = validate_model(LLMConfig, spec.learner.model_extra or {}, prefix="learner", file=source)
 
     @classmethod
     def example(cls, model: str = "smollm2-135m-instruct") -> dict[str, Any]:
@@ -237,9 +232,6 @@ class LSPOCampaign(WorldFile, CampaignKind):
             f"{s.cfr.solver}, {s.iterations} iterations"
         )
 
-    def loading_message(self) -> str:
-        return f"loading the learner ({self.learner_config.model}) ..."
-
     def start(self, *, resume: bool = False, tracking_uri: str | None = None, track: bool | None = None) -> LSPORunner:
         return LSPORunner(self, resume=resume, tracking_uri=tracking_uri, track=track)
 
@@ -266,22 +258,11 @@ class LSPORunner(CampaignRunner):
         tracking_uri: str | None = None,
         track: bool | None = None,
     ):
-        import torch
-
-        from agora.lora import load_learner
         from trainers.preference import PreferenceTrainer
 
         super().__init__(campaign, resume=resume)
-        spec, config = campaign.spec, campaign.learner_config
-        torch.manual_seed(policy_seed(spec.seed, "torch"))
-        self.model, self.tokenizer = load_learner(
-            config.model,
-            spec.learner.lora,
-            device=config.device,
-            dtype=config.dtype,
-            seed=policy_seed(spec.seed, "lora"),
-        )
-        self.llm = LLMPolicy(config, seed=policy_seed(spec.seed, "learner"), model=self.model, tokenizer=self.tokenizer)
+        spec = campaign.spec
+        self.model, self.tokenizer, self.llm = campaign.load_learner()
         self.trainer = PreferenceTrainer(
             self.model, spec.dpo, pad_id=self.tokenizer.pad_token_id, seed=policy_seed(spec.seed, "trainer")
         )

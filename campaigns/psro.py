@@ -37,12 +37,12 @@ from typing import Any, Callable, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from agora.campaign import CampaignKind, CampaignResult, CampaignRunner, RunFolder, Summary, ending
+from agora.campaign import CampaignConfig, CampaignKind, CampaignResult, CampaignRunner, RunFolder, Summary, ending
 from agora.errors import AgoraError, ScenarioError
 from agora.policy import Policy
 from agora.registry import AGENTS, WORLDS
 from agora.rollout import Rollout, policy_seed
-from agora.scenario import AgentSpec, TrackingSpec, WorldFile, WorldSpec, validate_model
+from agora.scenario import AgentSpec, WorldFile, WorldSpec, validate_model
 from agora.trajectory import Episode
 from campaigns.figures import exploitability_figure, league_figure, payoff_heatmap, payoff_table
 from campaigns.league import VersionPool, VersionRouter
@@ -91,12 +91,9 @@ class PSROCheckpointSpec(BaseModel):
     keep: int = Field(2, ge=1, le=1000, description="checkpoints kept on disk (all are logged to MLflow)")
 
 
-class PSROConfig(BaseModel):
+class PSROConfig(CampaignConfig):
     """A PSRO campaign file (`kind: psro`)."""
 
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, description="campaign name: the MLflow run name")
-    description: str = ""
     world: WorldSpec
     population: dict[str, dict[str, AgentSpec]] = Field(
         min_length=1,
@@ -118,7 +115,6 @@ class PSROConfig(BaseModel):
     seed: int = Field(0, ge=0, description="root seed of every episode, opponent draw and oracle")
     concurrency: int = Field(32, ge=1, le=4096, description="episodes stepped together")
     checkpoint: PSROCheckpointSpec = PSROCheckpointSpec()
-    tracking: TrackingSpec = TrackingSpec()
 
 
 class PSROCampaign(WorldFile, CampaignKind):

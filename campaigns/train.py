@@ -27,9 +27,8 @@ from typing import Any, Callable
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.llm import LLMConfig, LLMPolicy
 from agora.campaign import (
-    CampaignKind,
+    CampaignConfig,
     CampaignResult,
     CampaignRunner,
     RunFolder,
@@ -46,10 +45,11 @@ from agora.policy import Policy
 from agora.registry import TRAINERS, WORLDS
 from agora.rollout import GroupRollout, episode_seed, policy_seed
 from agora.run import build_policies
-from agora.scenario import AgentSpec, ResolvedScenario, TrackingSpec, WorldSpec, resolve_scenario, validate_model
+from agora.scenario import AgentSpec, ResolvedScenario, WorldSpec, resolve_scenario, validate_model
 from agora.trajectory import Episode
 from campaigns.evaluation import evaluate, learning_curve
 from campaigns.league import League, LeagueOpponents, LeagueSpec, SelfPlaySpec
+from campaigns.learner import LearnerCampaign
 
 
 class LearnerSpec(BaseModel):
@@ -101,12 +101,9 @@ class CheckpointSpec(BaseModel):
     keep: int = Field(2, ge=1, le=1000, description="checkpoints kept on disk (all are logged to MLflow)")
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(CampaignConfig):
     """A train campaign file (`kind: train`, the default)."""
 
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, description="campaign name: the MLflow run name")
-    description: str = ""
     world: WorldSpec
     learner: LearnerSpec
     opponents: dict[str, AgentSpec] = Field({}, description="non-learner seat (or glob pattern) -> fixed policy")
@@ -125,7 +122,6 @@ class TrainConfig(BaseModel):
     seed: int = Field(0, ge=0, description="root seed of training episodes, sampling, LoRA init")
     concurrency: int = Field(16, ge=1, le=4096, description="episodes stepped together (LLM turns batched across them)")
     max_retries: int = Field(1, ge=0, le=10, description="re-prompts after unparseable text, before a fallback action")
-    tracking: TrackingSpec = TrackingSpec()
 
 
 def relabel(exc: ScenarioError, old: str, new: str, file: str | None) -> ScenarioError:
@@ -137,7 +133,7 @@ def relabel(exc: ScenarioError, old: str, new: str, file: str | None) -> Scenari
     return ScenarioError(message, file=exc.file or file, path=path, hint=exc.hint)
 
 
-class TrainCampaign(CampaignKind):
+class TrainCampaign(LearnerCampaign):
     """An LLM with LoRA trained by a trainer (GRPO, DPO/KTO, INPO) against fixed opponents or a league of its
     snapshots."""
 
@@ -177,7 +173,6 @@ class TrainCampaign(CampaignKind):
                 path="evaluation.seats",
                 hint=f"e.g. [{seats[0]}]",
             )
-        self.learner_config = validate_model(LLMConfig, spec.learner.model_extra or {}, prefix="learner", file=source)
         for key in spec.opponents:
             if key in self.learner_seats or key in self.league_seats:
                 raise ScenarioError(
@@ -301,9 +296,6 @@ class TrainCampaign(CampaignKind):
             )
         )
 
-    def loading_message(self) -> str:
-        return f"loading the learner ({self.learner_config.model}) ..."
-
     def start(self, *, resume: bool = False, tracking_uri: str | None = None, track: bool | None = None) -> TrainRunner:
         return TrainRunner(self, resume=resume, tracking_uri=tracking_uri, track=track)
 
@@ -327,23 +319,9 @@ class TrainRunner(CampaignRunner):
         tracking_uri: str | None = None,
         track: bool | None = None,
     ):
-        import torch
-
-        from agora.lora import load_learner
-
         super().__init__(campaign, resume=resume)
-        spec, config = campaign.spec, campaign.learner_config
-        torch.manual_seed(policy_seed(spec.seed, "torch"))  # nothing should draw from it; keep it seeded regardless
-        self.model, self.tokenizer = load_learner(
-            config.model,
-            spec.learner.lora,
-            device=config.device,
-            dtype=config.dtype,
-            seed=policy_seed(spec.seed, "lora"),
-        )
-        self.learner = LLMPolicy(
-            config, seed=policy_seed(spec.seed, "learner"), model=self.model, tokenizer=self.tokenizer
-        )
+        spec = campaign.spec
+        self.model, self.tokenizer, self.learner = campaign.load_learner()
         self.fixed = build_policies(campaign.train, skip=campaign.learner_seats + campaign.league_seats, seed=spec.seed)
         self.seats: dict[str, Policy] = {**{s: self.learner for s in campaign.learner_seats}, **self.fixed}
         self.policy_ids = {

@@ -18,10 +18,10 @@ import numpy as np
 
 from solvers.games import CHANCE, TERMINAL, Game, Node
 
-Policy = dict[str, np.ndarray]
+TabularPolicy = dict[str, np.ndarray]  # information set -> its actions' probabilities (OpenSpiel's tabular policy)
 
 
-def uniform_policy(game: Game) -> Policy:
+def uniform_policy(game: Game) -> TabularPolicy:
     return {key: np.full(len(actions), 1 / len(actions)) for key, (_, actions) in game.infosets().items()}
 
 
@@ -66,15 +66,15 @@ class CFRSolver:
                     regrets[:] = [r if r > 0 else 0.0 for r in regrets]
             self.current = {key: regret_matching(r) for key, r in self.cumulative_regret.items()}
 
-    def solve(self, iterations: int) -> Policy:
+    def solve(self, iterations: int) -> TabularPolicy:
         for _ in range(iterations):
             self.evaluate_and_update_policy()
         return self.average_policy()
 
-    def current_policy(self) -> Policy:
+    def current_policy(self) -> TabularPolicy:
         return {key: np.asarray(p) for key, p in self.current.items()}
 
-    def average_policy(self) -> Policy:
+    def average_policy(self) -> TabularPolicy:
         """σ̄(I) = cumulative policy / its sum, uniform where the information set was never reached."""
         out = {}
         for key, weights in self.cumulative_policy.items():
@@ -119,7 +119,7 @@ class CFRPlusSolver(CFRSolver):
         super().__init__(game, regret_matching_plus=True, linear_averaging=True, alternating_updates=True)
 
 
-def expected_value(game: Game, policy: Policy) -> float:
+def expected_value(game: Game, policy: TabularPolicy) -> float:
     """Player 0's expected payoff when both players follow `policy` (player 1 gets the negative)."""
 
     def value(node: Node) -> float:
@@ -131,7 +131,7 @@ def expected_value(game: Game, policy: Policy) -> float:
     return value(game.root)
 
 
-def best_response_value(game: Game, policy: Policy, player: int) -> float:
+def best_response_value(game: Game, policy: TabularPolicy, player: int) -> float:
     """max_{π'} u_player(π', policy_{−player}): the value of a best response, chosen per information set.
 
     Best action at I = argmax_a Σ_{h∈I} π_{−player}(h)·v(ha) (opponent and chance reach), computed
@@ -178,11 +178,11 @@ def best_response_value(game: Game, policy: Policy, player: int) -> float:
     return value(game.root)
 
 
-def nash_conv(game: Game, policy: Policy) -> float:
+def nash_conv(game: Game, policy: TabularPolicy) -> float:
     """NashConv = Σ_i [u_i(BR_i, σ_{−i}) − u_i(σ)]; the utilities sum to 0 in these zero-sum games."""
     return best_response_value(game, policy, 0) + best_response_value(game, policy, 1)
 
 
-def exploitability(game: Game, policy: Policy) -> float:
+def exploitability(game: Game, policy: TabularPolicy) -> float:
     """Exploitability = NashConv / 2 (OpenSpiel's `exploitability` for 2-player zero-sum games)."""
     return nash_conv(game, policy) / 2.0

@@ -20,10 +20,9 @@ from gymnasium import spaces
 from pettingzoo import AECEnv
 from pydantic import BaseModel, ConfigDict, Field
 
-from agora.campaign import CampaignKind, CampaignResult, CampaignRunner, RunFolder, ending
+from agora.campaign import CampaignConfig, CampaignKind, CampaignResult, CampaignRunner, RunFolder, ending
 from agora.policy import ActRequest, ActResponse, Policy
 from agora.rollout import Rollout
-from agora.scenario import TrackingSpec
 from agora.trainer import Trainer
 from agora.world import ParseError
 
@@ -143,14 +142,10 @@ class CheckpointSpec(BaseModel):
     keep: int = 2
 
 
-class CountConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str
+class CountConfig(CampaignConfig):  # name, description, seed, tracking
     iterations: int = Field(ge=1)
     episodes: int = Field(4, ge=1)
-    seed: int = 0
     checkpoint: CheckpointSpec = CheckpointSpec()
-    tracking: TrackingSpec = TrackingSpec()
 
 
 class CountCampaign(CampaignKind):
@@ -199,8 +194,9 @@ class CountRunner(CampaignRunner):
         return result
 
 
-def install(folder: Path) -> Path:
-    """Put this module on `folder` as the package `agora_toy` with its distribution metadata and entry points."""
+def install(folder: Path, extra_entry_points: str = "") -> Path:
+    """Put this module on `folder` as the package `agora_toy` with its distribution metadata and entry points
+    (`extra_entry_points`: more lines of entry_points.txt, e.g. a broken one)."""
     (folder / "agora_toy").mkdir(parents=True)
     (folder / "agora_toy" / "__init__.py").write_text(Path(__file__).read_text())
     info = folder / "agora_toy-0.1.dist-info"
@@ -209,5 +205,6 @@ def install(folder: Path) -> Path:
     (info / "entry_points.txt").write_text(
         "[agora.worlds]\nguess = agora_toy:Guess\n\n[agora.agents]\nalways_seven = agora_toy:AlwaysSeven\n\n"
         "[agora.trainers]\ncounting = agora_toy:CountingTrainer\n\n[agora.campaigns]\ncount = agora_toy:CountCampaign\n"
+        + extra_entry_points
     )
     return folder

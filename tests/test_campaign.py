@@ -105,6 +105,22 @@ def test_cli_train_rejects_a_bad_file_without_a_traceback(tmp_path, tracking_uri
     assert not (tmp_path / "mlruns").exists()
 
 
+def test_train_and_run_explain_an_unreadable_file_alike(tmp_path, tracking_uri):
+    """A file that is not UTF-8, or of the other kind, gets one clear message and exit 2 from every command."""
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    for command in ("train", "run", "validate"):
+        result = runner.invoke(app, [command, str(latin1)])
+        assert result.exit_code == 2 and "cannot read" in result.output, (command, result.output)
+        assert "UTF-8" in result.output and "Traceback" not in result.output
+    campaign = SCENARIOS / "campaigns" / "negotiation_grpo.yaml"
+    result = runner.invoke(app, ["run", str(campaign)])
+    assert result.exit_code == 2 and "this is a campaign file" in result.output and "agora train" in result.output
+    result = runner.invoke(app, ["train", str(SCENARIOS / "negotiation.yaml")])
+    assert result.exit_code == 2 and "this is a scenario file" in result.output and "agora run" in result.output
+    assert not (tmp_path / "mlruns").exists()
+
+
 def test_shipped_campaigns_validate():
     files = sorted((SCENARIOS / "campaigns").glob("*.yaml"))
     assert files

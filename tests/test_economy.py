@@ -563,26 +563,25 @@ def test_finished_worlds_are_freed():
 
 
 def test_a_scripted_policy_in_the_wrong_seat_is_a_scenario_error():
-    from agora.run import run_scenario
-
-    scenario = resolve_scenario(
-        {
-            "name": "x",
-            "world": {"id": "economy", "num_workers": 2, "steps": 3, "warmup": 1, "tax_period": 1},
-            "agents": {"*": {"policy": "best_response"}},
-            "episodes": 1,
-        }
-    )
-    with pytest.raises(ScenarioError, match="'best_response' plays workers only, but was given seat 'planner'"):
-        run_scenario(scenario, track=False)
+    data = {
+        "name": "x",
+        "world": {"id": "economy", "num_workers": 2, "steps": 3, "warmup": 1, "tax_period": 1},
+        "agents": {"*": {"policy": "best_response"}},
+        "episodes": 1,
+    }
+    with pytest.raises(ScenarioError, match=r"policy 'best_response' plays the seats 'worker_\*', not 'planner'") as info:
+        resolve_scenario(data)  # caught when the file is read, before anything runs
+    assert info.value.path == "agents.*.policy"
+    data["agents"] = {"planner": {"policy": "saez"}, "worker_*": {"policy": "saez"}}
+    with pytest.raises(ScenarioError, match="'saez' plays the seats 'planner', not 'worker_0'"):
+        resolve_scenario(data)
     world = small_world()
     obs, _ = world.reset(seed=0)
     with pytest.raises(ScenarioError, match="'saez' plays the planner only"):
         SaezPlanner(SaezPlanner.Config(), seed=0).act([ActRequest(0, "worker_0", obs["worker_0"], [])])
 
 
-# --- democratic mode (LLM Economist, arXiv 2507.15815, "Voting")
-# -------------------------------------------------------
+# --- democratic mode (LLM Economist, arXiv 2507.15815, "Voting") ------------------------------------------------
 
 
 def democratic_world(**kwargs) -> raw_env:

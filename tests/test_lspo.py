@@ -379,12 +379,10 @@ def test_lspo_campaign_files_validate_and_mistakes_name_their_key(tmp_path):
         assert (error.value.path or "").startswith(path), (override, error.value)
 
 
-def test_lspo_campaign_end_to_end_with_the_tiny_model(tiny_model_dir, tracking_uri, tmp_path):
-    from agora.campaign import load_campaign
-    from mlflow import MlflowClient
-
-    overrides = {
-        "learner.model": tiny_model_dir,
+def tiny(model_dir: str) -> dict:
+    """Overrides that make the shipped campaign run in seconds with the tiny model."""
+    return {
+        "learner.model": model_dir,
         "learner.max_new_tokens": 4,
         "learner.max_batch_size": 12,
         "learner.demonstrations": False,
@@ -397,6 +395,15 @@ def test_lspo_campaign_end_to_end_with_the_tiny_model(tiny_model_dir, tracking_u
         "cfr.iterations": 50,
         "dpo.pairs_per_state": 1,
         "evaluation.episodes": 4,
+    }
+
+
+def test_lspo_campaign_end_to_end_with_the_tiny_model(tiny_model_dir, tracking_uri, tmp_path):
+    from agora.campaign import load_campaign
+    from mlflow import MlflowClient
+
+    overrides = {
+        **tiny(tiny_model_dir),
         "checkpoint.dir": str(tmp_path / "ck"),
         "iterations": 2,
     }
@@ -475,19 +482,7 @@ def test_lspo_campaign_resumes_into_the_same_run_and_equals_a_straight_one(
     monkeypatch.setattr(lspo, "role_marginals", skewed)  # lspo.py calls it by this name
 
     overrides = {
-        "learner.model": tiny_model_dir,
-        "learner.max_new_tokens": 4,
-        "learner.max_batch_size": 12,
-        "learner.demonstrations": False,
-        "latent.embedder": "policy",
-        "latent.candidates": 3,
-        "latent.states_per_role": 1,
-        "latent.clusters": 2,
-        "latent.self_play_games": 2,
-        "cfr.games_per_profile": 1,
-        "cfr.iterations": 50,
-        "dpo.pairs_per_state": 1,
-        "evaluation.episodes": 4,
+        **tiny(tiny_model_dir),
         "iterations": 2,
     }
     whole = load_campaign(CAMPAIGN, {**overrides, "checkpoint.dir": str(tmp_path / "a")}).start(track=False)

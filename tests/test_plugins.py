@@ -110,3 +110,24 @@ def test_the_conformance_test_checks_plugin_units_and_fails_a_broken_one(plugin)
         and "FAILED tests/test_conformance.py::test_world_text_interface_round_trips_on_legal_actions[guess]"
         in broken.stdout
     )
+
+
+def test_a_broken_plugin_is_named_not_a_traceback(tmp_path, tracking_uri):
+    """A plug-in whose module cannot be imported: the listing names it and its origin and shows the rest;
+    a file that uses it gets one message and exit code 2; a name given twice is refused with both origins."""
+    site = install(
+        tmp_path / "site",
+        "\n[agora.agents]\nhaunted = agora_toy_gone:Ghost\n\n[agora.trainers]\ngrpo = agora_toy:CountingTrainer\n",
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)]), "MLFLOW_TRACKING_URI": tracking_uri}
+    listed = agora(env, "agents")
+    assert listed.returncode == 0 and "Traceback" not in listed.stdout + listed.stderr
+    assert "haunted" in listed.stderr and "agora-toy 0.1" in listed.stderr and "always_seven" in listed.stdout
+    file = tmp_path / "haunted.yaml"
+    file.write_text(SCENARIO.replace("always_seven", "haunted"))
+    out = agora(env, "validate", str(file))
+    assert out.returncode == 2 and "cannot be loaded" in out.stderr and "Traceback" not in out.stderr
+    out = agora(env, "validate", str(ROOT / "scenarios" / "campaigns" / "negotiation_grpo.yaml"))  # a second `grpo`
+    assert (
+        out.returncode == 2 and "2 registered trainers are named 'grpo'" in out.stderr and "agora-toy 0.1" in out.stderr
+    )

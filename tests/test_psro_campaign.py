@@ -257,3 +257,21 @@ def test_alpharank_of_a_single_profile():
     assert alpharank(np.array([[3.0]]), np.array([[3.0]])).tolist() == [
         [1.0]
     ]  # PSRO's first iteration: one version per seat
+
+
+def test_a_psro_checkpoint_of_agora_0_1_resumes(tmp_path):
+    """Agora 0.1 kept a PSRO campaign's state in one state.json in its checkpoint folder: --resume continues from it."""
+    import shutil
+
+    exact = {"oracle.id": "exact", "threshold": 1e-6}
+    straight = campaign(tmp_path / "a", **exact).run(track=False)
+    campaign(tmp_path / "b", **exact, iterations=2).run(track=False)
+    folder = tmp_path / "b" / "ck"
+    (sorted(folder.glob("iter-*"))[-1] / "state.json").rename(folder / "state.json")
+    for old in folder.glob("iter-*"):
+        shutil.rmtree(old)
+    with pytest.raises(AgoraError, match="--resume"):
+        campaign(tmp_path / "b", **exact).start(track=False)
+    resumed = campaign(tmp_path / "b", **exact).run(resume=True, track=False)
+    assert resumed.stop_reason == "threshold"
+    assert resumed.outputs["population"].to_dict() == straight.outputs["population"].to_dict()
