@@ -569,7 +569,8 @@ def test_a_scripted_policy_in_the_wrong_seat_is_a_scenario_error():
         "agents": {"*": {"policy": "best_response"}},
         "episodes": 1,
     }
-    with pytest.raises(ScenarioError, match=r"policy 'best_response' plays the seats 'worker_\*', not 'planner'") as info:
+    wrong = r"policy 'best_response' plays the seats 'worker_\*', not 'planner'"
+    with pytest.raises(ScenarioError, match=wrong) as info:
         resolve_scenario(data)  # caught when the file is read, before anything runs
     assert info.value.path == "agents.*.policy"
     data["agents"] = {"planner": {"policy": "saez"}, "worker_*": {"policy": "saez"}}
