@@ -130,7 +130,7 @@ def test_text_policies_receive_the_worlds_demonstration():
 def test_group_rollouts_decode_each_groups_first_episode_greedily_for_anchor_seats():
     """ArenaRL's anchor: in episode 0 of every GRPO group the anchor seats' turns are flagged greedy,
     all other turns (other episodes, other seats) are sampled as usual; seeds follow the groups."""
-    from agora.campaign import GroupRollout
+    from agora.rollout import GroupRollout
 
     llm = Scripted(lambda r: "ACTION: rock")
     seats = {"player_0": llm, "player_1": llm}
