@@ -88,9 +88,8 @@ class CampaignKind(ABC):
     """A resolved campaign file of one kind (module docstring). Subclasses set `Config` and may
     extend `__init__` with cross-checks that raise `ScenarioError`."""
 
-    Config: ClassVar[
-        type[BaseModel]
-    ]  # the file's keys (besides `kind`); needs name, iterations, seed, tracking, checkpoint
+    # the file's keys besides `kind`: a `CampaignConfig` with `iterations` and `checkpoint`
+    Config: ClassVar[type[CampaignConfig]]
 
     def __init__(self, spec: BaseModel, *, source: str | None = None, text: str | None = None):
         self.spec, self.source, self.text = spec, source, text

@@ -279,9 +279,8 @@ def prefill_groups(lengths: list[int], pass_cost: int = PASS_COST, max_widths: i
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     step = -(-max(lengths, default=0) // max_widths) if len(set(lengths)) > max_widths else 1
     width = [-(-lengths[r] // step) * step for r in order]  # per sorted row: the width its pass pays for it
-    ends = [
-        k + 1 for k in range(len(order)) if k + 1 == len(order) or width[k + 1] != width[k]
-    ]  # last row of each width, +1
+    # the last row of each width, +1
+    ends = [k + 1 for k in range(len(order)) if k + 1 == len(order) or width[k + 1] != width[k]]
     best, cut = {0: 0}, {}
     for i in ends:  # best[i]: cost of the shortest i rows
         best[i], cut[i] = min((best[j] + pass_cost + (i - j) * width[i - 1], j) for j in [0, *ends[: ends.index(i)]])

@@ -296,9 +296,8 @@ def ratings_table(league: League) -> dict[str, list[Any]]:
 # --- the train loop's collaborator --------------------------------------------------------------------
 
 
-Play = Callable[
-    [int, dict[str, Policy], dict[str, str]], list[Episode]
-]  # (iteration, seat -> policy, seat -> id) -> episodes
+# (iteration, seat -> policy, seat -> id) -> episodes
+Play = Callable[[int, dict[str, Policy], dict[str, str]], list[Episode]]
 
 
 class LeagueOpponents:

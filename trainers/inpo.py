@@ -102,11 +102,8 @@ def inpo_pairs(
             winner, loser = (group[i], group[j]) if p > 0.5 else (group[j], group[i])
 
             def steps(c):
-                return [
-                    s
-                    for s in c.episode.steps
-                    if s.agent in c.seats and s.completion_ids and s.prompt_ids is not None and s.logprobs is not None
-                ]  # noqa: E731
+                sampled = [s for s in c.episode.steps if s.agent in c.seats and s.completion_ids]
+                return [s for s in sampled if s.prompt_ids is not None and s.logprobs is not None]
 
             out += decision_pairs(steps(winner), steps(loser))
     return out, ties
