@@ -16,7 +16,7 @@ import time
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 from pettingzoo import ParallelEnv
@@ -52,6 +52,15 @@ class SeatCounters:
     @property
     def fallback_rate(self) -> float:
         return self.fallbacks / self.decisions if self.decisions else 0.0
+
+    @classmethod
+    def total(cls, counters: Iterable[SeatCounters]) -> SeatCounters:
+        """Several seats' counts added up: their rates are the pooled rates."""
+        out = cls()
+        for c in counters:
+            for name in vars(out):
+                setattr(out, name, getattr(out, name) + getattr(c, name))
+        return out
 
 
 @dataclass

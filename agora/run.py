@@ -67,11 +67,9 @@ def summarize(episodes: list[Episode], rollout: Rollout, policies: list[Policy])
             summary[f"parse/failure_rate/{agent}"] = counters.parse_failure_rate
             summary[f"parse/fallback_rate/{agent}"] = counters.fallback_rate
             summary[f"parse/retries/{agent}"] = counters.retries
-    attempts = sum(c.text_attempts for c in text_counters)
-    summary["parse/failure_rate"] = sum(c.parse_failures for c in text_counters) / attempts if attempts else 0.0
-    summary["parse/fallback_rate"] = (
-        sum(c.fallbacks for c in text_counters) / sum(c.decisions for c in text_counters) if text_counters else 0.0
-    )
+    pooled = SeatCounters.total(text_counters)
+    summary["parse/failure_rate"] = pooled.parse_failure_rate
+    summary["parse/fallback_rate"] = pooled.fallback_rate
     tokens = sum(p.stats.generated_tokens for p in policies)
     summary["perf/episodes"] = len(episodes)
     summary["perf/seconds"] = rollout.seconds

@@ -197,6 +197,8 @@ def _match_seats(spec: Scenario, world_entry: Entry, world_config: BaseModel, fi
 
 
 def validate_model(model: type[BaseModel], data: Any, *, prefix: str, file: str | None) -> Any:
+    """`model` validated from a file's `data`; every pydantic error becomes one `ScenarioError` naming `file`,
+    the key path under `prefix` (e.g. `agents.alice.temperature`), what is wrong and what is allowed."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:

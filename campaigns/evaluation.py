@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from agora.campaign import CampaignResult
-from agora.rollout import Rollout, policy_seed
+from agora.rollout import Rollout, SeatCounters, policy_seed
 from agora.run import build_policies
 from agora.trajectory import Episode
 
@@ -105,8 +105,7 @@ def evaluate(campaign: Any, model: Any, tokenizer: Any) -> dict[str, float]:
         model.eval()
         episodes = rollout.run(spec.evaluation.episodes)
         out.update(evaluation_metrics(name, episodes, mine))
-        texts = [c for s, c in rollout.counters.items() if s in mine]
-        attempts = sum(c.text_attempts for c in texts)
-        out[f"eval/{name}/parse_failure_rate"] = sum(c.parse_failures for c in texts) / attempts if attempts else 0.0
-        out[f"eval/{name}/fallback_rate"] = sum(c.fallbacks for c in texts) / max(sum(c.decisions for c in texts), 1)
+        counts = SeatCounters.total(c for s, c in rollout.counters.items() if s in mine)
+        out[f"eval/{name}/parse_failure_rate"] = counts.parse_failure_rate
+        out[f"eval/{name}/fallback_rate"] = counts.fallback_rate
     return out

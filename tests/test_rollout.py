@@ -149,3 +149,14 @@ def test_group_rollouts_decode_each_groups_first_episode_greedily_for_anchor_sea
     flagged = {(r.episode, r.agent) for r in llm.seen if r.greedy}
     assert flagged == {(0, "player_0"), (3, "player_0"), (6, "player_0")}
     assert len(llm.seen) == 9 * 2 * 2 and not Rollout(lambda: parallel_env(rounds=2), seats, ids).greedy(0, "player_0")
+
+
+def test_seat_counters_pool_into_rates():
+    from agora.rollout import SeatCounters
+
+    a = SeatCounters(decisions=4, text_attempts=6, parse_failures=3, retries=2, fallbacks=1)
+    b = SeatCounters(decisions=6, text_attempts=4, parse_failures=1, retries=1, fallbacks=0)
+    pooled = SeatCounters.total([a, b])
+    assert pooled == SeatCounters(decisions=10, text_attempts=10, parse_failures=4, retries=3, fallbacks=1)
+    assert pooled.parse_failure_rate == 0.4 and pooled.fallback_rate == 0.1
+    assert SeatCounters.total([]).parse_failure_rate == 0.0 and SeatCounters.total([]).fallback_rate == 0.0
