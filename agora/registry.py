@@ -33,18 +33,21 @@ class Entry:
     doc: str | None = None  # one line; plug-ins: None, read from the class's docstring
     world: str | None = None  # set for agents that only play one world (scripted baselines)
     origin: str = ORIGIN  # "agora" or the plug-in's "distribution version"
+    contract: str | None = None  # plug-ins: the registry's kind, whose contract the loaded class is checked against
 
     def load(self) -> Any:
-        module, attr = self.target.split(":")
+        if self.origin == ORIGIN:
+            return load_target(self.target)
         try:
-            return getattr(importlib.import_module(module), attr)
+            loaded = load_target(self.target)
         except Exception as exc:
-            if self.origin == ORIGIN:
-                raise
             raise AgoraError(
                 f"the plug-in '{self.name}' from {self.origin} ({self.target}) cannot be loaded: "
                 f"{type(exc).__name__}: {exc}"
             ) from None
+        if problem := breach(self.contract, loaded):
+            raise AgoraError(f"the plug-in '{self.name}' from {self.origin} ({self.target}) {problem}")
+        return loaded
 
     @property
     def summary(self) -> str:
@@ -60,20 +63,52 @@ class Entry:
         return self.load().Config
 
 
-def plugin_entries(group: str) -> list[Entry]:
-    """The entries installed packages add through the entry point group `group`."""
+CONTRACTS = {  # registry kind -> the classes a plug-in's class must subclass (any one of them)
+    "world": ("pettingzoo:AECEnv", "pettingzoo:ParallelEnv"),
+    "agent": ("agora.policy:Policy",),
+    "trainer": ("agora.trainer:Trainer",),
+    "campaign kind": ("agora.campaign:CampaignKind",),
+}
+
+
+def load_target(target: str) -> Any:
+    """The attribute a "package.module:attribute" string names."""
+    module, attr = target.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def breach(contract: str | None, loaded: Any) -> str | None:
+    """Why a plug-in's class does not implement the contract of its registry (`contract`: world, agent, trainer,
+    campaign kind), or None. The conformance test checks the rest."""
+    bases = tuple(load_target(b) for b in CONTRACTS.get(contract or "", ()))
+    if not isinstance(loaded, type) or (bases and not issubclass(loaded, bases)):
+        return f"is not a {' or '.join(b.__name__ for b in bases)} subclass, as a {contract} must be"
+    config = getattr(loaded, "Config", None)
+    if not (isinstance(config, type) and issubclass(config, BaseModel)):
+        return "has no pydantic `Config` class attribute (its parameters)"
+    return None
+
+
+def plugin_entries(group: str, contract: str) -> list[Entry]:
+    """The entries installed packages add through the entry point group `group`, checked against `contract` when
+    loaded."""
     out = []
     for point in sorted(importlib.metadata.entry_points(group=group), key=lambda p: p.name):
         dist = getattr(point, "dist", None)
-        origin = f"{dist.name} {dist.version}" if dist is not None else "a plug-in"
-        world = None
-        if group == "agora.agents":
-            entry = Entry(point.name, point.value, origin=origin)
+        entry = Entry(
+            point.name,
+            point.value,
+            origin=f"{dist.name} {dist.version}" if dist is not None else "a plug-in",
+            contract=contract,
+        )
+        if contract == "agent":
             try:
-                world = entry.load().world
+                entry = Entry(
+                    entry.name, entry.target, world=entry.load().world, origin=entry.origin, contract=contract
+                )
             except AgoraError:
-                pass  # listed; `get` explains the failure
-        out.append(Entry(point.name, point.value, world=world, origin=origin))
+                pass  # listed; using it explains the failure
+        out.append(entry)
     return out
 
 
@@ -88,7 +123,7 @@ class Registry:
     def entries(self, world: str | None = None) -> list[Entry]:
         """Entries usable with `world` (all when `world` is None): Agora's own, then plug-ins'."""
         if self._plugins is None:
-            self._plugins = plugin_entries(self.group)
+            self._plugins = plugin_entries(self.group, self.kind)
         return [e for e in self._own + self._plugins if world is None or e.world in (None, world)]
 
     def get(self, name: str, *, world: str | None = None, path: str | None = None) -> Entry:

@@ -6,9 +6,9 @@ the episodes the learner played. It is registered in `agora.registry.TRAINERS` (
 its `Config` validates those keys (the same class documents them in `agora trainers`).
 
 The sampler's settings travel with the samples: every learner `Step` records the temperature it
-was sampled at, and a trainer recomputes log-probs at that temperature (`sample_temperature`), so
-that the ratio pi_theta / pi_old is exactly 1 before the first update. A batch that mixes
-temperatures is refused.
+was sampled at. A trainer that compares the policy with the recorded log-probs pi_old (GRPO, INPO)
+recomputes them at that temperature (`sample_temperature`), so that the ratio pi_theta / pi_old is
+exactly 1 before the first update, and refuses a batch that mixes temperatures.
 """
 
 from __future__ import annotations

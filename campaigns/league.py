@@ -85,7 +85,8 @@ class LeagueSpec(BaseModel):
 
 
 class SelfPlaySpec(BaseModel):
-    """`self_play: {seats, snapshot_every}`: the same as `league: {seats, snapshot_every, matchmaking: latest}`."""
+    """`self_play: {seats, snapshot_every}`: the same as `league: {seats, snapshot_every, matchmaking: latest,
+    max_snapshots: 1}`."""
 
     model_config = ConfigDict(extra="forbid")
     seats: list[str] = Field(
@@ -99,7 +100,8 @@ class SelfPlaySpec(BaseModel):
     )
 
     def as_league(self) -> LeagueSpec:
-        return LeagueSpec(seats=self.seats, matchmaking="latest", snapshot_every=self.snapshot_every)
+        """One snapshot in play, the newest: the league's games, metrics and a 1x1 payoff matrix record it."""
+        return LeagueSpec(seats=self.seats, matchmaking="latest", snapshot_every=self.snapshot_every, max_snapshots=1)
 
 
 def side_score(returns: dict[str, float], side_a: Sequence[str], side_b: Sequence[str]) -> float:

@@ -164,7 +164,12 @@ class LSPOCheckpoint(BaseModel):
     dir: str | None = Field(
         None, description="checkpoint folder (default: checkpoints/<name> in the working directory)"
     )
-    keep: int = Field(2, ge=1, le=1000, description="checkpoints kept on disk (all are logged to MLflow)")
+    keep: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="checkpoints kept on disk (default: all, so every iteration's latent space stays)",
+    )
 
 
 class LSPOConfig(CampaignConfig):

@@ -108,7 +108,8 @@ class TrainConfig(CampaignConfig):
     learner: LearnerSpec
     opponents: dict[str, AgentSpec] = Field({}, description="non-learner seat (or glob pattern) -> fixed policy")
     self_play: SelfPlaySpec | None = Field(
-        None, description="seats played by frozen snapshots of the learner (= a league with matchmaking: latest)"
+        None,
+        description="seats played by a frozen snapshot of the learner (= a league: matchmaking latest, 1 snapshot)",
     )
     league: LeagueSpec | None = Field(
         None, description="seats played by versions drawn from a league (population) of snapshots and members"
@@ -375,9 +376,8 @@ class TrainRunner(CampaignRunner):
         if self.opponents is not None:
             if not state.get("league"):
                 raise AgoraError(
-                    f"{folder} was written by a self_play campaign of Agora 0.1, whose snapshot cannot become a "
-                    "league; "
-                    "start the campaign over (delete the folder or set checkpoint.dir)"
+                    f"{folder} holds no league (a campaign without `league:`, or Agora 0.1's self_play), but this "
+                    "campaign has one: resume it as it was, or start over (delete the folder or set checkpoint.dir)"
                 )
             self.opponents.restore(folder, state["league"])
         restore_learner(folder, self.model, self.trainer, self.seats)

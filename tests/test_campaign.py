@@ -277,9 +277,9 @@ def test_self_play_against_frozen_snapshots(tmp_path, tracking_uri, tiny_model_d
     )  # seeds differ in return: a signal even when every text fails
     campaign = load_campaign(write(tmp_path, text))
     assert campaign.league_seats == ["bob"] and campaign.eval_seats == ["alice"]
-    assert (
-        campaign.league_spec.matchmaking == "latest" and campaign.league_spec.snapshot_every == 1
-    )  # self_play is this league
+    # self_play is this league: the newest snapshot plays, the only one in play
+    spec = campaign.league_spec
+    assert spec.matchmaking == "latest" and spec.snapshot_every == 1 and spec.max_snapshots == 1
     result = campaign.run()
     first, second = tmp_path / "ck" / "iter-000000", tmp_path / "ck" / "iter-000001"
     import json
@@ -292,14 +292,16 @@ def test_self_play_against_frozen_snapshots(tmp_path, tracking_uri, tiny_model_d
     }
     # the snapshot bob played in iteration 1 is the learner as it was after iteration 0
     learner_0 = load_file(str(first / "adapter" / "adapter_model.safetensors"))
-    snapshot_1 = load_file(str(second / "league" / "learner-1.safetensors"))
+    snapshot_1 = load_file(str(first / "league" / "learner-1.safetensors"))
     learner_1 = load_file(str(second / "adapter" / "adapter_model.safetensors"))
     assert all(torch.equal(learner_0[k], snapshot_1[k]) for k in learner_0)
     assert any(not torch.equal(learner_1[k], snapshot_1[k]) for k in learner_1)
+    assert sorted(p.name for p in (second / "league").iterdir()) == ["learner-2.safetensors"]
     client = MlflowClient(tracking_uri)
     assert [m.step for m in client.get_metric_history(result.run_id, "train/reward/learner-1")] == [1]
-    drawn = sorted((m.step, m.value) for m in client.get_metric_history(result.run_id, "league/drawn/learner-0"))
-    assert drawn == [(0, 1.0), (1, 0.0)]  # latest: the newest snapshot plays
+    for version, step in (("learner-0", 0), ("learner-1", 1)):
+        drawn = [(m.step, m.value) for m in client.get_metric_history(result.run_id, f"league/drawn/{version}")]
+        assert drawn == [(step, 1.0)]
 
 
 def test_self_play_seats_are_checked(tmp_path):

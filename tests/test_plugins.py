@@ -113,16 +113,21 @@ def test_the_conformance_test_checks_plugin_units_and_fails_a_broken_one(plugin)
 
 
 def test_a_broken_plugin_is_named_not_a_traceback(tmp_path, tracking_uri):
-    """A plug-in whose module cannot be imported: the listing names it and its origin and shows the rest;
-    a file that uses it gets one message and exit code 2; a name given twice is refused with both origins."""
-    site = install(
-        tmp_path / "site",
-        "\n[agora.agents]\nhaunted = agora_toy_gone:Ghost\n\n[agora.trainers]\ngrpo = agora_toy:CountingTrainer\n",
+    """Plug-ins that cannot be imported, name no attribute or are no `Policy`: the listing names each with its origin
+    and shows the rest, other scenarios still run, a file that uses one gets one message and exit code 2; a name given
+    twice is refused with both origins."""
+    broken = (
+        "\n[agora.agents]\nhaunted = agora_toy_gone:Ghost\nno_colon = agora_toy\nnot_a_policy = agora_toy:GuessConfig\n"
+        "\n[agora.trainers]\ngrpo = agora_toy:CountingTrainer\n"
     )
+    site = install(tmp_path / "site", broken)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)]), "MLFLOW_TRACKING_URI": tracking_uri}
     listed = agora(env, "agents")
     assert listed.returncode == 0 and "Traceback" not in listed.stdout + listed.stderr
     assert "haunted" in listed.stderr and "agora-toy 0.1" in listed.stderr and "always_seven" in listed.stdout
+    assert "no_colon" in listed.stderr and "is not a Policy subclass" in listed.stderr
+    scripted = agora(env, "run", str(ROOT / "scenarios" / "negotiation_scripted.yaml"), "--no-track", "--episodes", "2")
+    assert scripted.returncode == 0, scripted.stderr
     file = tmp_path / "haunted.yaml"
     file.write_text(SCENARIO.replace("always_seven", "haunted"))
     out = agora(env, "validate", str(file))
