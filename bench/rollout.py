@@ -2,15 +2,20 @@
 
 Both sides play the same seeds with the same model and greedy decoding in one process; the
 sequential side is the plain PettingZoo loop most language-game frameworks use (agent_iter,
-one prompt -> one generate -> parse). Prints throughput of both, their ratio, and checks that
-the transcripts are identical. Sequential baselines:
+one prompt -> one generate -> parse). Prints throughput of every side, their ratio, each side's
+prefix-cache hit fraction, and checks that the transcripts are identical. Sequential baselines:
 
 - `generate`: transformers' `model.generate` once per turn (how most frameworks play);
-- `agora`: Agora's own sampler once per turn, with its prefix KV cache (isolates the gain that
+- `agora`: Agora's own sampler once per turn, with its own prefix KV cache (isolates the gain that
   batching across episodes brings on top of everything else).
 
+Fairness (bench/harness.py): every side of every repeat gets fresh policies, so its prefix cache
+starts empty and fills only from its own episodes (the model's weights are shared); the warm-up
+plays `--warmup-episodes` episodes of every side on throw-away policies with a root seed no
+measured side plays; repeat r runs the sides in an order rotated by r.
+
     .venv/bin/python bench/rollout.py [--episodes 16] [--concurrency 8] [--max-new-tokens 48] [--baseline
-    generate|agora|both] [--dtype auto|float32|bfloat16]
+    generate|agora|both] [--repeats N] [--warmup-episodes 1] [--dtype auto|float32|bfloat16]
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +36,36 @@ from agora.rollout import RETRY_MESSAGE, Rollout, episode_seed  # noqa: E402
 from agora.run import build_policies  # noqa: E402
 from agora.scenario import resolve_scenario  # noqa: E402
 from agora.world import ParseError, demonstration  # noqa: E402
+from bench.harness import (  # noqa: E402
+    PromptTally,
+    cache_hit_fraction,
+    format_repeats,
+    is_cold,
+    median,
+    model_policies,
+    side_orders,
+    tally_prompts,
+    warmup_seed,
+)
 
 SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "negotiation.yaml"
+BATCHED = "batched"
+
+
+@dataclass
+class SideResult:
+    """One side's run: wall time, generated tokens, prompt tokens (and those from the cache), transcripts."""
+
+    seconds: float
+    generated_tokens: int
+    tally: PromptTally
+    transcripts: list
+    parse_failures: int = 0
+    text_attempts: int = 0
 
 
 def hf_generate(policy, request: ActRequest):
-    """One plain `model.generate` call (greedy) on the prompt the policy would see: (text, tokens)."""
+    """One plain `model.generate` call (greedy) on the prompt the policy would see: (text, tokens, prompt tokens)."""
     import torch
 
     text = policy.render(request.messages, request.demonstration)
@@ -48,22 +78,23 @@ def hf_generate(policy, request: ActRequest):
         eos_token_id=sorted(policy.stop_ids),
         pad_token_id=policy.tokenizer.pad_token_id,
     )[0, ids.shape[1] :].tolist()
-    return policy.tokenizer.decode(out, skip_special_tokens=True).strip(), len(out)
+    return policy.tokenizer.decode(out, skip_special_tokens=True).strip(), len(out), ids.shape[1]
 
 
 def agora_generate(policy, request: ActRequest):
+    """Agora's sampler on one request: (text, tokens, prompt tokens)."""
     response = policy.act([request])[0]
-    return response.text, len(response.completion_ids)
+    return response.text, len(response.completion_ids), len(response.prompt_ids)
 
 
 BASELINES = {"generate": hf_generate, "agora": agora_generate}
 
 
-def sequential(scenario, policies, episodes: int, max_retries: int, generate):
-    """One generate call per agent turn, episode after episode."""
-    transcripts, tokens = [], 0
+def sequential(scenario, policies, episodes: int, max_retries: int, generate, root: int):
+    """One generate call per agent turn, episode after episode: (transcripts, generated tokens, prompt tokens)."""
+    transcripts, tokens, prompt_tokens = [], 0, 0
     for index in range(episodes):
-        seed = episode_seed(scenario.spec.seed, index)
+        seed = episode_seed(root, index)
         world = scenario.make_world()
         world.reset(seed=seed)
         rng = np.random.default_rng(seed)
@@ -80,10 +111,11 @@ def sequential(scenario, policies, episodes: int, max_retries: int, generate):
                 )
                 if not policies[agent].expensive:  # scripted seat: acts on the observation
                     response = policies[agent].act([request])[0]
-                    action, text = response.action, response.text
+                    action = response.action
+                    text = response.text or world.render_action(agent, action)  # as the engine records it
                     break
-                text, n = generate(policies[agent], request)
-                tokens += n
+                text, n, prompt_n = generate(policies[agent], request)
+                tokens, prompt_tokens = tokens + n, prompt_tokens + prompt_n
                 try:
                     action = world.parse(agent, text)
                     break
@@ -95,11 +127,118 @@ def sequential(scenario, policies, episodes: int, max_retries: int, generate):
                     ]
             else:
                 action = world.fallback_action(agent, rng)
-            text = text or world.render_action(agent, action)
             transcript.append((agent, text, world.render_action(agent, action)))
             world.step(action)
         transcripts.append(transcript)
-    return transcripts, tokens
+    return transcripts, tokens, prompt_tokens
+
+
+def fresh_policies(scenario) -> dict:
+    """A side's own policies: new objects, so new (empty) prefix caches; the model weights are shared."""
+    policies = build_policies(scenario)
+    assert is_cold(policies), "a side must start with an empty prefix cache"
+    return policies
+
+
+def batched_side(scenario, episodes: int, concurrency: int, root: int) -> SideResult:
+    """The rollout engine on episodes root/0..episodes-1, every pending LLM turn of a tick in one call."""
+    policies = fresh_policies(scenario)
+    tally = tally_prompts(policies)
+    ids = {a: s.entry.name for a, s in scenario.seats.items()}
+    rollout = Rollout(
+        scenario.make_world,
+        policies,
+        ids,
+        seed=root,
+        concurrency=concurrency,
+        max_retries=scenario.spec.max_retries,
+        record_observations=False,
+    )
+    start = time.perf_counter()
+    played = rollout.run(episodes)
+    seconds = time.perf_counter() - start
+    world = scenario.make_world()
+    transcripts = [[(s.agent, s.text, world.render_action(s.agent, s.action)) for s in e.steps] for e in played]
+    return SideResult(
+        seconds,
+        sum(p.stats.generated_tokens for p in model_policies(policies)),
+        tally,
+        transcripts,
+        sum(c.parse_failures for c in rollout.counters.values()),
+        sum(c.text_attempts for c in rollout.counters.values()),
+    )
+
+
+def sequential_side(scenario, episodes: int, root: int, baseline: str) -> SideResult:
+    """The plain PettingZoo loop on the same episodes, one `baseline` generate call per turn."""
+    policies = fresh_policies(scenario)
+    start = time.perf_counter()
+    transcripts, tokens, prompt_tokens = sequential(
+        scenario, policies, episodes, scenario.spec.max_retries, BASELINES[baseline], root
+    )
+    seconds = time.perf_counter() - start
+    return SideResult(seconds, tokens, PromptTally(prompt_tokens, tuple(model_policies(policies))), transcripts)
+
+
+def run_side(name: str, scenario, episodes: int, concurrency: int, root: int) -> SideResult:
+    if name == BATCHED:
+        return batched_side(scenario, episodes, concurrency, root)
+    return sequential_side(scenario, episodes, root, name)
+
+
+def side_label(name: str, concurrency: int) -> str:
+    return f"batched (concurrency {concurrency})" if name == BATCHED else f"sequential ({name}, 1 per turn)"
+
+
+def compare(scenario, sides: list[str], episodes: int, concurrency: int, repeats: int, warmup_episodes: int):
+    """Warm up every side alike on unmeasured seeds, then run the sides `repeats` times in rotated orders."""
+    root = scenario.spec.seed
+    warm = warmup_seed([root])
+    measured = {episode_seed(root, i) for i in range(episodes)}
+    assert not measured & {episode_seed(warm, i) for i in range(warmup_episodes)}
+    for name in sides if warmup_episodes else []:
+        run_side(name, scenario, warmup_episodes, concurrency, warm)
+    results: dict[str, list[SideResult]] = {name: [] for name in sides}
+    orders = side_orders(sides, repeats)
+    for order in orders:
+        for name in order:
+            results[name].append(run_side(name, scenario, episodes, concurrency, root))
+    return results, orders
+
+
+def report(results: dict[str, list[SideResult]], orders, args) -> list[str]:
+    """Print a row per side (every repeat's seconds, the median) and the ratio to the batched side;
+    returns the baselines whose transcripts differ from the batched side's."""
+    first = results[BATCHED][0]
+    print(
+        f"world negotiation, {args.episodes} episodes, greedy, max_new_tokens {args.max_new_tokens}, dtype "
+        f"{args.dtype}, LLM parse-failure rate {first.parse_failures / max(first.text_attempts, 1):.2f}, "
+        f"{len(orders)} repeat(s), orders: {' | '.join(', '.join(o) for o in orders)}; fresh policies per side"
+    )
+    print(
+        f"{'':34}{'tokens':>8}{'seconds':>10}{'tokens/s':>10}{'episodes/min':>14}{'cache-hit':>11}"
+        f"{'speed-up':>10}{'identical':>11}"
+    )
+    batched_s = median([r.seconds for r in results[BATCHED]])
+    differ = []
+    for name, runs in results.items():
+        seconds = median([r.seconds for r in runs])
+        hits = np.mean([cache_hit_fraction(r.tally) for r in runs])
+        same = min(sum(a == b for a, b in zip(first.transcripts, r.transcripts)) for r in runs)
+        ratio = "" if name == BATCHED else f"{seconds / batched_s:>9.2f}x"
+        print(
+            f"{side_label(name, args.concurrency):34}{runs[0].generated_tokens:>8}{seconds:>10.1f}"
+            f"{runs[0].generated_tokens / seconds:>10.1f}{60 * args.episodes / seconds:>14.2f}{hits:>11.3f}"
+            f"{ratio:>10}{same:>8}/{args.episodes}"
+        )
+        differ += [name] if same != args.episodes else []
+    for name, runs in results.items():
+        print(f"  {name} seconds per repeat: {format_repeats([r.seconds for r in runs])}")
+    for name in results:
+        if name != BATCHED:
+            ratio = median([r.seconds for r in results[name]]) / batched_s
+            print(f"ratio sequential ({name}) / batched time: {ratio:.2f}x")
+    return differ
 
 
 def main() -> None:
@@ -108,7 +247,14 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--scenario", type=Path, default=SCENARIO)
+    parser.add_argument("--model", default=None, help="the LLM seats' model (default: the scenario's)")
     parser.add_argument("--baseline", choices=[*BASELINES, "both"], default="generate")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="runs of every side, in rotated orders (default: one per side)"
+    )
+    parser.add_argument(
+        "--warmup-episodes", type=int, default=1, help="unmeasured episodes per side first, on other seeds (0: none)"
+    )
     parser.add_argument(
         "--dtype",
         choices=["auto", "float32", "bfloat16", "float16"],
@@ -121,55 +267,15 @@ def main() -> None:
     for spec in data["agents"].values():
         if spec["policy"] == "llm":
             spec.update(temperature=0.0, max_new_tokens=args.max_new_tokens, dtype=args.dtype)
+            if args.model:
+                spec["model"] = args.model
     data.update(episodes=args.episodes, concurrency=args.concurrency)
     scenario = resolve_scenario(data)
-    policies = build_policies(scenario)
-    unique = list({id(p): p for p in policies.values()}.values())
-    ids = {a: s.entry.name for a, s in scenario.seats.items()}
-    next(p for p in unique if p.expensive).act([ActRequest(0, "warmup", None, [{"role": "user", "content": "Hi"}])])
-
-    before = sum(p.stats.generated_tokens for p in unique)
-    rollout = Rollout(
-        scenario.make_world,
-        policies,
-        ids,
-        seed=scenario.spec.seed,
-        concurrency=args.concurrency,
-        max_retries=scenario.spec.max_retries,
-        record_observations=False,
+    sides = [BATCHED, *(BASELINES if args.baseline == "both" else [args.baseline])]
+    results, orders = compare(
+        scenario, sides, args.episodes, args.concurrency, args.repeats or len(sides), args.warmup_episodes
     )
-    start = time.perf_counter()
-    episodes = rollout.run(args.episodes)
-    batched_s = time.perf_counter() - start
-    batched_tokens = sum(p.stats.generated_tokens for p in unique) - before
-    world = scenario.make_world()
-    batched = [[(s.agent, s.text, world.render_action(s.agent, s.action)) for s in e.steps] for e in episodes]
-
-    failures = sum(c.parse_failures for c in rollout.counters.values())
-    attempts = sum(c.text_attempts for c in rollout.counters.values())
-    print(
-        f"world {scenario.world_entry.name}, {args.episodes} episodes, greedy, max_new_tokens "
-        f"{args.max_new_tokens}, dtype {args.dtype}, "
-        f"LLM parse-failure rate {failures / max(attempts, 1):.2f}"
-    )
-    print(f"{'':34}{'tokens':>8}{'seconds':>10}{'tokens/s':>10}{'episodes/min':>14}{'speed-up':>10}{'identical':>11}")
-
-    def row(name, tokens, seconds):
-        return f"{name:34}{tokens:>8}{seconds:>10.1f}{tokens / seconds:>10.1f}{60 * args.episodes / seconds:>14.2f}"
-
-    print(row(f"batched (concurrency {args.concurrency})", batched_tokens, batched_s), flush=True)
-    differ = []
-    for name in BASELINES if args.baseline == "both" else [args.baseline]:
-        start = time.perf_counter()
-        seq, seq_tokens = sequential(scenario, policies, args.episodes, scenario.spec.max_retries, BASELINES[name])
-        seq_s = time.perf_counter() - start
-        same = sum(a == b for a, b in zip(batched, seq))
-        print(
-            row(f"sequential ({name}, 1 per turn)", seq_tokens, seq_s)
-            + f"{seq_s / batched_s:>9.2f}x{same:>8}/{args.episodes}",
-            flush=True,
-        )
-        differ += [name] if same != args.episodes else []
+    differ = report(results, orders, args)
     if differ:
         raise SystemExit(f"transcripts differ between batched and sequential play ({', '.join(differ)})")
 

@@ -8,9 +8,14 @@ that all three played the same games (scripted draws are keyed by the decision).
 
 LLM (`scenarios/werewolf.yaml`, greedy): the same games with every pending LLM turn of all
 games batched into one call (concurrency = games) and one game at a time (concurrency 1, one
-prompt per call); prints generated tokens/s of both and their ratio.
+prompt per call); prints generated tokens/s of both, each side's prefix-cache hit fraction and
+the ratio. Fairness (bench/harness.py): each side of each repeat gets fresh policies (an empty
+prefix cache; the model's weights are shared), the warm-up is one short prompt on a throw-away
+policy before any side (both sides run the same code, so it warms them alike and plays no
+game), and repeat r runs the sides in an order rotated by r.
 
     .venv/bin/python bench/werewolf.py [--games 1000] [--llm-games 4] [--max-new-tokens 24] [--max-days 2]
+    [--repeats 2] [--model PATH]
 """
 
 from __future__ import annotations
@@ -28,6 +33,15 @@ from agora.policy import ActRequest  # noqa: E402
 from agora.rollout import Rollout, episode_seed  # noqa: E402
 from agora.run import build_policies  # noqa: E402
 from agora.scenario import resolve_scenario  # noqa: E402
+from bench.harness import (  # noqa: E402
+    cache_hit_fraction,
+    format_repeats,
+    is_cold,
+    median,
+    model_policies,
+    side_orders,
+    tally_prompts,
+)
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 
@@ -92,46 +106,62 @@ def scripted(games: int) -> None:
         raise SystemExit("the engine and the plain loop played different games")
 
 
-def llm(games: int, max_new_tokens: int, max_days: int) -> None:
+SIDES = ("batched", "one game at a time")
+
+
+def llm_side(scenario, games: int, concurrency: int):
+    """One side: fresh policies (an empty prefix cache), all `games` at `concurrency`:
+    (generated tokens, calls, seconds, parse-failure rate, prompt tally, transcripts)."""
+    policies = build_policies(scenario)
+    assert is_cold(policies), "a side must start with an empty prefix cache"
+    tally = tally_prompts(policies)
+    episodes, seconds, engine = rollout(scenario, policies, games, concurrency)
+    models = model_policies(policies)
+    attempts = sum(c.text_attempts for c in engine.counters.values())
+    failures = sum(c.parse_failures for c in engine.counters.values()) / max(attempts, 1)
+    tokens, calls = sum(p.stats.generated_tokens for p in models), sum(p.stats.calls for p in models)
+    return tokens, calls, seconds, failures, tally, [[(s.agent, s.text) for s in e.steps] for e in episodes]
+
+
+def llm(games: int, max_new_tokens: int, max_days: int, repeats: int = 2, model: str | None = None) -> float:
+    """Batched vs one game at a time on the same LLM games; prints both and returns the tokens/s ratio."""
     data = yaml.safe_load((SCENARIOS / "werewolf.yaml").read_text())
     for spec in data["agents"].values():
         if spec["policy"] == "llm":
             spec.update(temperature=0.0, max_new_tokens=max_new_tokens)
+            if model:
+                spec["model"] = model
     data["world"]["max_days"] = max_days
     scenario = resolve_scenario({**data, "episodes": games})
-    policies = build_policies(scenario)
-    model = next(p for p in {id(p): p for p in policies.values()}.values() if p.expensive)
-    model.act([ActRequest(0, "warmup", None, [{"role": "user", "content": "Hi"}])])
-    rows, transcripts = [], []
-    for concurrency in (games, 1):
-        tokens, calls = model.stats.generated_tokens, model.stats.calls
-        episodes, seconds, engine = rollout(scenario, policies, games, concurrency)
-        tokens, calls = model.stats.generated_tokens - tokens, model.stats.calls - calls
-        attempts = sum(c.text_attempts for c in engine.counters.values())
-        failures = sum(c.parse_failures for c in engine.counters.values()) / max(attempts, 1)
-        rows.append(
-            (
-                f"batched (concurrency {concurrency})" if concurrency > 1 else "one game at a time",
-                tokens,
-                calls,
-                seconds,
-                failures,
-            )
-        )
-        transcripts.append([[(s.agent, s.text) for s in e.steps] for e in episodes])
+    warm = model_policies(build_policies(scenario))[0]  # throw-away: loads the shared model, first kernels
+    warm.act([ActRequest(0, "warmup", None, [{"role": "user", "content": "Hi"}])])
+    concurrency = {"batched": games, "one game at a time": 1}
+    runs: dict[str, list] = {name: [] for name in SIDES}
+    orders = side_orders(list(SIDES), repeats)
+    for order in orders:
+        for name in order:
+            runs[name].append(llm_side(scenario, games, concurrency[name]))
     print(
         f"LLM werewolf ({scenario.spec.name}), {games} games, max_days {max_days}, greedy, max_new_tokens "
-        f"{max_new_tokens}"
+        f"{max_new_tokens}, {repeats} repeat(s), orders: {' | '.join(', '.join(o) for o in orders)}; "
+        "fresh policies per side"
     )
-    print(f"{'':28}{'tokens':>8}{'calls':>7}{'seconds':>9}{'tokens/s':>10}{'parse-fail':>11}")
-    for name, tokens, calls, seconds, failures in rows:
-        print(f"{name:28}{tokens:>8}{calls:>7}{seconds:>9.1f}{tokens / seconds:>10.2f}{failures:>11.2f}")
-    (_, t1, _, s1, _), (_, t2, _, s2, _) = rows
-    same = sum(a == b for a, b in zip(*transcripts))
-    print(
-        f"tokens/s ratio (batched / one at a time): {(t1 / s1) / (t2 / s2):.2f}x   identical transcripts: "
-        f"{same}/{games}"
-    )
+    print(f"{'':28}{'tokens':>8}{'calls':>7}{'seconds':>9}{'tokens/s':>10}{'parse-fail':>11}{'cache-hit':>11}")
+    rates = {}
+    for name in SIDES:
+        tokens, calls, _, failures, _, _ = runs[name][0]
+        seconds = median([r[2] for r in runs[name]])
+        hits = sum(cache_hit_fraction(r[4]) for r in runs[name]) / len(runs[name])
+        rates[name] = tokens / seconds
+        label = f"batched (concurrency {games})" if name == "batched" else name
+        print(f"{label:28}{tokens:>8}{calls:>7}{seconds:>9.1f}{rates[name]:>10.2f}{failures:>11.2f}{hits:>11.3f}")
+    for name in SIDES:
+        print(f"  {name} seconds per repeat: {format_repeats([r[2] for r in runs[name]])}")
+    reference = runs["batched"][0][5]
+    same = min(sum(a == b for a, b in zip(reference, r[5])) for name in SIDES for r in runs[name])
+    ratio = rates["batched"] / rates["one game at a time"]
+    print(f"tokens/s ratio (batched / one at a time): {ratio:.2f}x   identical transcripts: {same}/{games}")
+    return ratio
 
 
 def main() -> None:
@@ -140,10 +170,12 @@ def main() -> None:
     parser.add_argument("--llm-games", type=int, default=4, help="LLM games (0 skips the LLM part)")
     parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--max-days", type=int, default=2, help="LLM games end as a draw after this many days")
+    parser.add_argument("--repeats", type=int, default=2, help="LLM runs of each side, in rotated orders")
+    parser.add_argument("--model", default=None, help="the LLM seats' model (default: the scenario's)")
     args = parser.parse_args()
     scripted(args.games)
     if args.llm_games:
-        llm(args.llm_games, args.max_new_tokens, args.max_days)
+        llm(args.llm_games, args.max_new_tokens, args.max_days, args.repeats, args.model)
 
 
 if __name__ == "__main__":
