@@ -9,6 +9,11 @@ per-worker cost at the largest N to the smallest (flat scaling: <= 1.5). The eng
 (collections between ticks only) is what keeps the scripted side flat: automatic full
 collections gave x1.6 at N = 10,000.
 
+Fairness (bench/harness.py): every measured episode gets fresh policies (the LLM side: a new
+policy with an empty prefix cache per N, sharing the loaded model), so no N reuses the KV of
+another's prompts; the warm-ups play on throw-away policies with a seed no measured episode
+uses (measured episodes are seeded with their N); each N prints its prefix-cache hit fraction.
+
     .venv/bin/python bench/economy.py [--steps 10] [--repeats 3] [--llm-steps 2] [--max-new-tokens 8] [--skip-llm]
 
 On a CPU shared with other jobs, run it with OMP_NUM_THREADS=1: oversubscribed torch threads spin
@@ -26,19 +31,59 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agents.scripted.economy import BestResponseWorker, HillClimbingPlanner  # noqa: E402
 from agora.rollout import Rollout  # noqa: E402
+from bench.harness import cache_hit_fraction, tally_prompts, warmup_seed  # noqa: E402
 from worlds.economy.rules import PLANNER, EconomyConfig  # noqa: E402
 from worlds.economy.world import raw_env  # noqa: E402
 
 
-def play(n: int, steps: int, worker_policy, planner_policy, *, max_retries: int = 0) -> tuple[float, Rollout]:
-    """Seconds to play one episode of `steps` steps with `n` workers."""
+def play(
+    n: int, steps: int, worker_policy, planner_policy, *, seed: int | None = None, max_retries: int = 0
+) -> tuple[float, Rollout]:
+    """Seconds to play one episode of `steps` steps with `n` workers (seeded `n` unless `seed` is given)."""
     config = EconomyConfig(num_workers=n, steps=steps, warmup=min(1, steps - 1), tax_period=max(1, steps // 4))
     seats = {PLANNER: planner_policy, **{f"worker_{i}": worker_policy for i in range(n)}}
     ids = {agent: "bench" for agent in seats}
-    rollout = Rollout(lambda: raw_env(config), seats, ids, seed=n, concurrency=1, max_retries=max_retries)
+    root = n if seed is None else seed
+    rollout = Rollout(lambda: raw_env(config), seats, ids, seed=root, concurrency=1, max_retries=max_retries)
     start = time.perf_counter()
     rollout.run(1)
     return time.perf_counter() - start, rollout
+
+
+def scripted_policies():
+    """Fresh best-response workers and hill-climbing planner (no state carried from another episode)."""
+    return (
+        BestResponseWorker(BestResponseWorker.Config(), seed=0),
+        HillClimbingPlanner(HillClimbingPlanner.Config(), seed=0),
+    )
+
+
+def scripted_rows(sizes: list[int], steps: int, repeats: int) -> list[tuple[int, float, int]]:
+    """(N, fastest seconds, steps) per size; a warm-up episode first on a seed no size uses."""
+    play(sizes[0], min(5, steps), *scripted_policies(), seed=warmup_seed(sizes))
+    return [(n, min(play(n, steps, *scripted_policies())[0] for _ in range(repeats)), steps) for n in sizes]
+
+
+def llm_rows(sizes: list[int], steps: int, make_llm) -> tuple[list[tuple[int, float, int]], dict[int, str], list]:
+    """(N, seconds, steps) per size and a note per size; each size with a fresh policy from `make_llm()`
+    (an empty prefix cache), after a warm-up step on a throw-away one with a seed no size uses.
+    Also returns the policies, one per size."""
+    play(sizes[0], 1, make_llm(), scripted_policies()[1], seed=warmup_seed(sizes))
+    rows, notes, policies = [], {}, []
+    for n in sizes:
+        llm = make_llm()
+        tally = tally_prompts({"worker": llm})
+        seconds, rollout = play(n, steps, llm, scripted_policies()[1])
+        counters = [c for c in rollout.counters.values() if c.text_attempts]
+        attempts = sum(c.text_attempts for c in counters)
+        failures = sum(c.parse_failures for c in counters)
+        notes[n] = (
+            f"generate calls/step {llm.stats.calls / steps:.1f}, tokens {llm.stats.generated_tokens}, "
+            f"parse failures {failures}/{attempts}, prefix-cache hit {cache_hit_fraction(tally):.3f}"
+        )
+        rows.append((n, seconds, steps))
+        policies.append(llm)
+    return rows, notes, policies
 
 
 def report(title: str, rows: list[tuple[int, float, int]], extra: dict[int, str] | None = None) -> None:
@@ -69,39 +114,18 @@ def main() -> None:
     parser.add_argument("--skip-llm", action="store_true")
     args = parser.parse_args()
 
-    worker, planner = (
-        BestResponseWorker(BestResponseWorker.Config(), seed=0),
-        HillClimbingPlanner(HillClimbingPlanner.Config(), seed=0),
-    )
-    play(args.sizes[0], 5, worker, planner)  # warm-up: imports, caches
-    rows = [
-        (n, min(play(n, args.steps, worker, planner)[0] for _ in range(args.repeats)), args.steps) for n in args.sizes
-    ]
+    rows = scripted_rows(args.sizes, args.steps, args.repeats)
     report("scripted workers (best response) + hill-climbing planner, through the rollout engine", rows)
 
     if args.skip_llm:
         return
     from agents.llm import LLMConfig, LLMPolicy
 
-    llm = LLMPolicy(
-        LLMConfig(
-            model=args.model, temperature=0.0, max_new_tokens=args.max_new_tokens, max_batch_size=64, device=args.device
-        ),
-        seed=0,
+    config = LLMConfig(
+        model=args.model, temperature=0.0, max_new_tokens=args.max_new_tokens, max_batch_size=64, device=args.device
     )
-    play(args.llm_sizes[0], 1, llm, planner)  # warm-up
-    rows, notes = [], {}
-    for n in args.llm_sizes:
-        calls, tokens = llm.stats.calls, llm.stats.generated_tokens
-        seconds, rollout = play(n, args.llm_steps, llm, planner)
-        counters = [c for c in rollout.counters.values() if c.text_attempts]
-        attempts = sum(c.text_attempts for c in counters)
-        failures = sum(c.parse_failures for c in counters)
-        notes[n] = (
-            f"generate calls/step {(llm.stats.calls - calls) / args.llm_steps:.1f}, "
-            f"tokens {llm.stats.generated_tokens - tokens}, parse failures {failures}/{attempts}"
-        )
-        rows.append((n, seconds, args.llm_steps))
+    rows, notes, policies = llm_rows(args.llm_sizes, args.llm_steps, lambda: LLMPolicy(config, seed=0))
+    llm = policies[0]
     import torch
 
     title = (

@@ -95,8 +95,8 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def format_repeats(seconds: list[float]) -> str:
+def format_repeats(seconds: list[float], digits: int = 1) -> str:
     """`12.3 / 12.1 (median 12.2)` for a side's repeats; just the value for one."""
     if len(seconds) == 1:
-        return f"{seconds[0]:.1f}"
-    return " / ".join(f"{s:.1f}" for s in seconds) + f" (median {median(seconds):.1f})"
+        return f"{seconds[0]:.{digits}f}"
+    return " / ".join(f"{s:.{digits}f}" for s in seconds) + f" (median {median(seconds):.{digits}f})"

