@@ -3,7 +3,8 @@
 All solvers run in one process on the same games, each for a fixed number of iterations (after
 one warm-up iteration); prints iterations/s of each and Agora's ratio to each OpenSpiel solver,
 plus the NashConv all reach (they should agree: Agora's and OpenSpiel's Python solvers compute the
-same policies).
+same policies). Each solver has no state shared with another; the order in which the three run
+rotates from one (game, variant) to the next, so none always runs first.
 
     .venv/bin/python bench/cfr.py [--kuhn-iterations 2000] [--leduc-iterations 50]
 """
@@ -21,6 +22,7 @@ import pyspiel  # noqa: E402
 from open_spiel.python.algorithms import cfr as os_cfr  # noqa: E402
 from open_spiel.python.algorithms import exploitability as os_exploitability  # noqa: E402
 
+from bench.harness import side_orders  # noqa: E402
 from solvers.cfr import CFRPlusSolver, CFRSolver, nash_conv  # noqa: E402
 from solvers.games import kuhn_poker, leduc_poker  # noqa: E402
 
@@ -38,6 +40,7 @@ def main() -> None:
     parser.add_argument("--kuhn-iterations", type=int, default=2000)
     parser.add_argument("--leduc-iterations", type=int, default=50)
     args = parser.parse_args()
+    orders = iter(side_orders(["agora", "cpp", "python"], 4))  # one rotation per (game, variant)
     for name, build, iterations in [
         ("kuhn_poker", kuhn_poker, args.kuhn_iterations),
         ("leduc_poker", leduc_poker, args.leduc_iterations),
@@ -48,9 +51,9 @@ def main() -> None:
             ("CFR+", CFRPlusSolver, pyspiel.CFRPlusSolver, os_cfr.CFRPlusSolver),
         ]:
             ours, cpp, py = ours_cls(game), cpp_cls(os_game), py_cls(os_game)
-            r_ours = rate(ours.evaluate_and_update_policy, iterations)
-            r_cpp = rate(cpp.evaluate_and_update_policy, iterations)
-            r_py = rate(py.evaluate_and_update_policy, iterations)
+            solvers = {"agora": ours, "cpp": cpp, "python": py}
+            rates = {name: rate(solvers[name].evaluate_and_update_policy, iterations) for name in next(orders)}
+            r_ours, r_cpp, r_py = rates["agora"], rates["cpp"], rates["python"]
             nc_ours = nash_conv(game, ours.average_policy())
             nc_cpp = pyspiel.nash_conv(os_game, cpp.average_policy())
             nc_py = os_exploitability.nash_conv(os_game, py.average_policy())

@@ -4,7 +4,9 @@ Scripted (`scenarios/werewolf_scripted.yaml`): the same seeds played two ways in
 the plain PettingZoo loop (agent_iter -> policy -> step, the world alone) and the rollout
 engine as `agora run` uses it (trajectory records included), at concurrency 1 and at the
 scenario's concurrency; prints games/s, ms per game and the engine/world time ratio, and checks
-that all three played the same games (scripted draws are keyed by the decision).
+that all three played the same games (scripted draws are keyed by the decision). Each side gets
+fresh policies; every side first plays up to 20 warm-up games on a root seed no measured game uses,
+and repeat r runs the sides in an order rotated by r (medians printed).
 
 LLM (`scenarios/werewolf.yaml`, greedy): the same games with every pending LLM turn of all
 games batched into one call (concurrency = games) and one game at a time (concurrency 1, one
@@ -41,6 +43,7 @@ from bench.harness import (  # noqa: E402
     model_policies,
     side_orders,
     tally_prompts,
+    warmup_seed,
 )
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
@@ -77,26 +80,55 @@ def rollout(scenario, policies, games: int, concurrency: int):
     return episodes, time.perf_counter() - start, engine
 
 
-def scripted(games: int) -> None:
+def scripted_sides(scenario, games: int) -> dict:
+    """The three ways of playing the scripted games, each with its own fresh policies: name -> () -> (seconds,
+    winners)."""
+    concurrency = scenario.spec.concurrency
+
+    def world_alone():
+        policies = build_policies(scenario)
+        start = time.perf_counter()
+        winners = plain_loop(scenario, policies, games)
+        return time.perf_counter() - start, winners
+
+    def engine(c):
+        def run():
+            episodes, seconds, _ = rollout(scenario, build_policies(scenario), games, c)
+            return seconds, [e.info["winner"] for e in episodes]
+
+        return run
+
+    return {
+        "world alone (PettingZoo loop)": world_alone,
+        "rollout engine (concurrency 1)": engine(1),
+        f"rollout engine (concurrency {concurrency})": engine(concurrency),
+    }
+
+
+def scripted(games: int, repeats: int = 2) -> None:
     data = yaml.safe_load((SCENARIOS / "werewolf_scripted.yaml").read_text())
     scenario = resolve_scenario({**data, "episodes": games})
-    start = time.perf_counter()
-    winners = plain_loop(scenario, build_policies(scenario), games)
-    plain_s = time.perf_counter() - start
-    # Scripted players key their draws by the decision, so every side must play the same games.
-    episodes_1, engine_1_s, _ = rollout(scenario, build_policies(scenario), games, 1)
+    warm = resolve_scenario({**data, "episodes": games, "seed": warmup_seed([scenario.spec.seed])})
+    for side in scripted_sides(warm, min(games, 20)).values():  # warm-up: every side alike, other seeds
+        side()
+    sides = scripted_sides(scenario, games)
+    runs: dict[str, list] = {name: [] for name in sides}
+    for order in side_orders(list(sides), repeats):
+        for name in order:
+            runs[name].append(sides[name]())
+    names = list(sides)
+    plain_s, engine_1_s, engine_s = (median([r[0] for r in runs[name]]) for name in names)
+    winners, winners_1, winners_c = (runs[name][0][1] for name in names)
     concurrency = scenario.spec.concurrency
-    episodes, engine_s, _ = rollout(scenario, build_policies(scenario), games, concurrency)
-    same = sum(a.info["winner"] == b.info["winner"] == w for a, b, w in zip(episodes_1, episodes, winners))
+    same = sum(a == b == w for a, b, w in zip(winners_1, winners_c, winners))
+    same = min([same] + [sum(a == b for a, b in zip(winners, r[1])) for name in names for r in runs[name]])
     village = sum(w == "village" for w in winners) / games
     print(f"scripted werewolf ({scenario.spec.name}), {games} games, village win rate {village:.2f}")
     print(f"{'':36}{'seconds':>9}{'games/s':>10}{'ms/game':>9}")
-    for name, seconds in (
-        ("world alone (PettingZoo loop)", plain_s),
-        ("rollout engine (concurrency 1)", engine_1_s),
-        (f"rollout engine (concurrency {concurrency})", engine_s),
-    ):
+    for name, seconds in zip(names, (plain_s, engine_1_s, engine_s)):
         print(f"{name:36}{seconds:>9.2f}{games / seconds:>10.1f}{1000 * seconds / games:>9.2f}")
+    for name in names:
+        print(f"  {name} seconds per repeat: {format_repeats([r[0] for r in runs[name]], 2)}")
     print(
         f"engine/world time ratio: {engine_1_s / plain_s:.2f}x (concurrency 1), {engine_s / plain_s:.2f}x "
         f"(concurrency {concurrency})"
@@ -170,10 +202,12 @@ def main() -> None:
     parser.add_argument("--llm-games", type=int, default=4, help="LLM games (0 skips the LLM part)")
     parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--max-days", type=int, default=2, help="LLM games end as a draw after this many days")
-    parser.add_argument("--repeats", type=int, default=2, help="LLM runs of each side, in rotated orders")
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="runs of each side (scripted and LLM), in rotated orders"
+    )
     parser.add_argument("--model", default=None, help="the LLM seats' model (default: the scenario's)")
     args = parser.parse_args()
-    scripted(args.games)
+    scripted(args.games, args.repeats)
     if args.llm_games:
         llm(args.llm_games, args.max_new_tokens, args.max_days, args.repeats, args.model)
 
