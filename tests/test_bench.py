@@ -53,7 +53,6 @@ def test_rollout_bench_sides_start_cold_and_reuse_only_their_own_prompts(tiny_mo
             assert run.tally.prompt_tokens == alone[name].tally.prompt_tokens > 0
             assert run.tally.reused_tokens == alone[name].tally.reused_tokens
             assert cache_hit_fraction(run.tally) < 0.9  # the old shared policy gave the second side ~0.999
-    assert results["agora"][0].transcripts == results[rollout.BATCHED][0].transcripts
 
 
 def test_werewolf_llm_sides_each_get_fresh_policies(tiny_model_dir, one_thread):
