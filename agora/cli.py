@@ -85,14 +85,13 @@ def run(
             console.print(summary_table(resolved, result.summary))
             if result.run_id:
                 console.print(f"MLflow run [bold]{result.run_id}[/] in {result.tracking_uri}  (browse with `agora ui`)")
+            if result.interrupted:
+                kept = " (run marked KILLED)" if result.run_id else ""
+                errors.print(f"interrupted: {len(result.episodes)} finished episodes kept{kept}")
     except KeyboardInterrupt:  # before the run existed (loading), or after it ended (printing): nothing to keep
         errors.print("interrupted before the run started: nothing was recorded" if result is None else "interrupted")
         raise typer.Exit(130) from None
     if result.interrupted:
-        errors.print(
-            f"interrupted: {len(result.episodes)} finished episodes kept"
-            + (" (run marked KILLED)" if result.run_id else "")
-        )
         raise typer.Exit(130)
 
 

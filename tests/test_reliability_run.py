@@ -51,6 +51,14 @@ def matrix(name: str, episodes: int = EPISODES):
     )
 
 
+def play(scenario, **kwargs):
+    """run_scenario, where an interrupt escaping it fails the test (pytest would stop the session)."""
+    try:
+        return run_scenario(scenario, **kwargs)
+    except KeyboardInterrupt:
+        pytest.fail("a KeyboardInterrupt escaped run_scenario: the run was left RUNNING")
+
+
 def the_run(uri: str, experiment: str):
     client = MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
@@ -137,7 +145,7 @@ def signal_after(monkeypatch, method: str, times: int = 1, before: bool = False)
 
 def test_a_signal_right_after_the_run_is_created_ends_it_killed(store, monkeypatch):
     signal_after(monkeypatch, "log_params")  # the first write after the run exists
-    result = run_scenario(matrix("signal-at-start"), tracking_uri=store)
+    result = play(matrix("signal-at-start"), tracking_uri=store)
     assert result.interrupted and result.episodes == []
     client, run = the_run(store, "signal-at-start")
     assert run.info.run_id == result.run_id and run.info.status == "KILLED"
@@ -148,7 +156,7 @@ def test_a_signal_during_end_of_run_logging_is_noted_and_the_logging_completes(s
     """Before: the run stayed RUNNING without trajectories, eval/parse/perf metrics or the buffered
     episode metrics."""
     signal_after(monkeypatch, "log_table", before=True)  # transcripts.json: the middle of the logging
-    result = run_scenario(matrix("signal-at-end"), tracking_uri=store)
+    result = play(matrix("signal-at-end"), tracking_uri=store)
     assert not result.interrupted and len(result.episodes) == EPISODES  # every episode had finished
     assert f"finishing: logging {EPISODES} episodes..." in capsys.readouterr().err
     client, run = the_run(store, "signal-at-end")
@@ -167,7 +175,7 @@ def test_a_signal_during_the_episodes_keeps_the_finished_ones(store, monkeypatch
             interrupts.interrupt(signal.SIGINT, None)
 
     monkeypatch.setattr(Tracker, "log_metrics", interrupt_at_third_episode)
-    result = run_scenario(matrix("signal-in-episodes"), tracking_uri=store)
+    result = play(matrix("signal-in-episodes"), tracking_uri=store)
     assert result.interrupted and len(result.episodes) == 3
     client, run = the_run(store, "signal-in-episodes")
     assert_complete(client, run, "KILLED", episodes=3)
@@ -185,7 +193,7 @@ def test_a_second_signal_during_clean_up_quits_at_once_without_a_traceback(store
     monkeypatch.setattr(interrupts.os, "_exit", exit_now)
     signal_after(monkeypatch, "log_table", times=2, before=True)
     with pytest.raises(SystemExit):
-        run_scenario(matrix("two-signals-at-end"), tracking_uri=store)
+        play(matrix("two-signals-at-end"), tracking_uri=store)
     err = capsys.readouterr().err
     assert exits == [130] and "finishing: logging" in err and "interrupted again: quitting now" in err
 
