@@ -10,6 +10,7 @@ tried even when another fails, and what the store refuses is saved locally (`ago
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import defaultdict
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 import agora
-from agora.errors import AgoraError
+from agora.errors import AgoraError, StoreError
 from agora.interrupts import finishing, interruptible, uninterrupted
 from agora.policy import Policy
 from agora.rollout import Rollout, SeatCounters, policy_seed
@@ -111,7 +112,8 @@ def run_scenario(
 ) -> RunResult:
     """Play the scenario's episodes, recorded in an MLflow run unless `track` (default: the scenario's
     `tracking.enabled`) is off. Ctrl-C or SIGTERM returns the finished episodes (`interrupted`); an
-    error is raised after the run is marked FAILED; StoreError when the store refused some data."""
+    error (also one in the world's report) is raised after the run is marked FAILED; StoreError
+    when the store refused some data (then saved locally)."""
     spec = scenario.spec
     track = spec.tracking.enabled if track is None else track
     if track:
@@ -151,20 +153,23 @@ def run_scenario(
     except BaseException as exc:  # any error ends the run FAILED, then is raised
         error = exc
     episodes = sorted(rollout.episodes, key=lambda e: e.index)
-    status = "FAILED" if error else "KILLED" if interrupted else "FINISHED"
-    failures: list[str] = []  # what went wrong in the end-of-run logging, besides the store's own failures
     with interruptible(), finishing(f"finishing: logging {len(episodes)} episodes..."):
-        summary = summarize(episodes, rollout, unique)
-        report = Report() if error or not episodes else world_report(scenario, episodes, failures)
+        summary, report = summarize(episodes, rollout, unique), Report()
+        if episodes and error is None:
+            try:
+                report = run_report(scenario.make_world(), episodes)
+            except Exception as exc:  # a world's bug: the run fails, its episodes are still logged
+                error = exc
         summary.update(report.metrics)
+        problems = log_end(tracker, episodes, summary, report) if tracker else []
+        error = error or next((exc for _, exc in problems), None)
         if tracker:
-            log_end(tracker, episodes, summary, report, status, failures)
+            with contextlib.suppress(StoreError):  # the tracker keeps what failed, told below
+                tracker.end("FAILED" if error else "KILLED" if interrupted else "FINISHED")
     if error is not None:
-        raise failed(error, tracker, episodes, failures)
-    if tracker and (tracker.failures or failures):
-        from agora.tracking import StoreError
-
-        raise StoreError("\n  ".join([tracker.failure_report(), *failures]))
+        raise failed(error, tracker, episodes, problems)
+    if tracker and tracker.failures:
+        raise StoreError(tracker.failure_report())
     return RunResult(
         tracker.run_id if tracker else None,
         tracker.uri if tracker else None,
@@ -200,24 +205,11 @@ def log_config(tracker, scenario: ResolvedScenario) -> None:
     tracker.log_text(json.dumps(config, indent=2), "scenario/resolved.json")
 
 
-def world_report(scenario: ResolvedScenario, episodes: list[Episode], failures: list[str]) -> Report:
-    """The world's end-of-run report; a world that fails to build it costs the report, never the run."""
-    try:
-        return run_report(scenario.make_world(), episodes)
-    except Exception as exc:  # a world's bug: noted, and the episodes are still logged
-        failures.append(f"the world's end-of-run report failed: {type(exc).__name__}: {exc}")
-        return Report()
-
-
-def log_end(
-    tracker, episodes: list[Episode], summary: dict[str, float], report: Report, status: str, failures: list[str]
-) -> None:
-    """Log a run's end and set its status. Every piece is tried even when an earlier one failed
-    (what the store refuses is saved locally by the tracker, which remembers the failure; other
-    errors are added to `failures`); the buffered episode metrics are always written. Run it inside
-    `finishing()` so that no signal cuts it short."""
-    from agora.tracking import StoreError
-
+def log_end(tracker, episodes: list[Episode], summary: dict[str, float], report: Report) -> list[tuple[str, Exception]]:
+    """Log a run's end (summary, transcripts, trajectories, the world's report), every piece tried
+    even when an earlier one failed: what the store refuses is saved locally by the tracker, which
+    remembers it; other errors (bugs) are returned as (piece, error). Run it inside `finishing()`,
+    so that no signal cuts it short, then `tracker.end(status)`."""
     pieces = [("summary metrics", lambda: tracker.log_metrics(summary, step=0))]
     if episodes:
         pieces.append(("transcripts.json", lambda: tracker.log_table(transcript_table(episodes), "transcripts.json")))
@@ -227,28 +219,27 @@ def log_end(
                 lambda: tracker.log_file_from(lambda path: write_jsonl(episodes, path), "trajectories.jsonl"),
             )
         )
-    pieces += report_pieces(tracker, report)
-    for what, piece in [*pieces, ("the run's status", lambda: tracker.end(status))]:
+    problems = []
+    for what, piece in pieces + report_pieces(tracker, report):
         try:
             piece()
         except StoreError:
             pass  # the tracker kept the data and the reason
         except Exception as exc:
-            failures.append(f"could not log {what}: {type(exc).__name__}: {exc}")
+            problems.append((what, exc))
+    return problems
 
 
-def failed(error: BaseException, tracker, episodes: list[Episode], failures: list[str]) -> BaseException:
+def failed(error: BaseException, tracker, episodes: list[Episode], problems: list[tuple[str, Exception]]):
     """The error that failed a run, told with what became of the run: its original message and
     traceback are kept (a user's mistake stays an AgoraError for the CLI to print)."""
     if tracker is None:
         return error
-    from agora.tracking import StoreError
-
     if tracker.failures:
         outcome = tracker.failure_report()
     else:
         outcome = f"run {tracker.run_id} marked FAILED; {len(episodes)} finished episodes logged"
-    outcome = "\n  ".join([outcome, *failures])
+    outcome = "\n  ".join([outcome, *(f"could not log {what}: {exc!r}" for what, exc in problems if exc is not error)])
     if isinstance(error, StoreError):
         return StoreError(outcome)
     if isinstance(error, AgoraError):

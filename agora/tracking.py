@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 from mlflow.entities import Metric, Param, RunTag
 
-from agora.errors import AgoraError
+from agora.errors import AgoraError, StoreError
 from agora.interrupts import uninterrupted
 from mlflow import MlflowClient
 
@@ -53,11 +53,6 @@ PARAMS_PER_BATCH = 100
 MAX_PARAM_CHARS = 6000
 PROBE_SECONDS = 5.0  # how long an http tracking server has to accept a connection
 EXPERIMENT_TRIES = 3  # get-or-create attempts when other processes create the same experiment
-
-
-class StoreError(AgoraError):
-    """The MLflow store failed while a run was logged (a full disk, a read-only folder, a server gone);
-    what it could not take was saved locally, and the message says where."""
 
 
 def store_dir() -> Path:

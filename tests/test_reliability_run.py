@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from agora import interrupts
-from agora.errors import AgoraError
+from agora.errors import AgoraError, StoreError
 from agora.run import run_scenario
 from agora.scenario import resolve_scenario
 from mlflow import MlflowClient
@@ -246,6 +246,22 @@ def test_a_failing_run_is_marked_failed_and_its_error_is_not_hidden(store, here,
     assert kept["perf/episodes"] == 0 and kept["parse/failure_rate/expert"] == 1.0
 
 
+def test_a_world_whose_report_fails_ends_the_run_failed_with_its_episodes(store, monkeypatch):
+    from worlds.matrix import parallel_env
+
+    def broken(self, episodes):
+        raise ZeroDivisionError("the world's report")
+
+    monkeypatch.setattr(parallel_env, "run_report", broken)
+    with pytest.raises(ZeroDivisionError) as raised:
+        run_scenario(matrix("report-fails"), tracking_uri=store)
+    client, run = the_run(store, "report-fails")
+    assert f"run {run.info.run_id} marked FAILED; {EPISODES} finished episodes logged" in raised.value.__notes__
+    assert run.info.status == "FAILED" and run.data.metrics["perf/episodes"] == EPISODES
+    assert logged_steps(client, run.info.run_id, "episode/return/player_0") == list(range(EPISODES))
+    assert {"transcripts.json", "trajectories.jsonl"} <= artifacts(client, run.info.run_id)
+
+
 # Store faults
 
 
@@ -283,7 +299,7 @@ def refuse(monkeypatch, methods: tuple[str, ...], error: OSError, when=lambda kw
 
 
 def test_a_full_disk_during_the_episodes_fails_the_run_and_keeps_its_data_locally(store, here, monkeypatch):
-    from agora.tracking import StoreError, Tracker
+    from agora.tracking import Tracker
 
     full = OSError(errno.ENOSPC, "No space left on device")
     switch = refuse(monkeypatch, ("log_batch", "log_artifact"), full)
@@ -323,8 +339,6 @@ def test_a_read_only_artifact_folder_fails_the_run_before_its_episodes(store, he
 
 
 def test_a_store_dead_at_the_end_says_the_status_is_unset_and_where_the_data_is(store, here, monkeypatch):
-    from agora.tracking import StoreError
-
     gone = OSError(errno.ECONNREFUSED, "Connection refused")
     switch = refuse(monkeypatch, ("log_batch", "log_artifact", "set_terminated", "set_tag"), gone)
     scenario = matrix("dead-at-end")
