@@ -395,11 +395,21 @@ class Tracker:
         self.attempt(f"log {artifact_file}", lambda: self.client.log_figure(self.run_id, figure, artifact_file), keep)
 
     def log_file_from(self, write: Any, artifact_file: str) -> None:
-        """Log a file produced by `write(path)` (e.g. a JSONL writer) under `artifact_file`."""
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / Path(artifact_file).name
-            write(path)
-            self.log_artifact(path, str(Path(artifact_file).parent) if "/" in artifact_file else None)
+        """Log a file produced by `write(path)` (e.g. a JSONL writer) under `artifact_file`; when the
+        store or the temporary folder refuses it, `write` goes straight to `unsaved`."""
+        folder = str(PurePosixPath(artifact_file).parent) if "/" in artifact_file else None
+
+        def store() -> None:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / PurePosixPath(artifact_file).name
+                write(path)
+                self.client.log_artifact(self.run_id, str(path), folder)
+
+        def keep(unsaved: Path) -> str:
+            write(inside(unsaved, artifact_file))
+            return artifact_file
+
+        self.attempt(f"log {artifact_file}", store, keep)
 
     def end(self, status: str = "FINISHED") -> None:
         """Write the buffered metrics and set the run's final status, trying both whatever fails.
