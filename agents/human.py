@@ -5,6 +5,9 @@ what was wrong) and reads one reply from stdin. An empty line asks again. End of
 or the end of piped input) and Ctrl-C stop the run the way Ctrl-C does everywhere in Agora: the
 run ends as interrupted and every finished episode is kept, with no traceback.
 
+Input is read as UTF-8 with invalid bytes replaced by U+FFFD, whatever the terminal's locale:
+what a person types always becomes text that transcripts and trajectories can store.
+
 `interactive = True` tells the CLI not to draw its live progress bar, which would overwrite the
 prompt while the person types.
 """
@@ -66,7 +69,7 @@ class HumanPolicy(Policy):
         while True:
             sys.stdout.write(prompt if not lines else "...> ")
             sys.stdout.flush()
-            line = sys.stdin.readline()
+            line = read_line()
             if not line:  # end of input
                 if lines:
                     return "\n".join(lines)
@@ -82,3 +85,21 @@ class HumanPolicy(Policy):
             lines.append(line)
             if not self.config.multiline:
                 return line
+
+
+def read_line() -> str:
+    """One line of stdin as valid text: bytes decoded as UTF-8 with invalid ones replaced (U+FFFD);
+    a text stream without bytes underneath (a test's StringIO) has stray surrogates replaced."""
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is not None:
+        return buffer.readline().decode("utf-8", errors="replace")
+    return valid_text(sys.stdin.readline())
+
+
+def valid_text(text: str) -> str:
+    """`text` with the surrogates that undecodable bytes leave (Python's surrogateescape) decoded as
+    UTF-8 with replacement, and any other lone surrogate replaced: it can always be encoded."""
+    try:
+        return text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", errors="replace").decode("utf-8")

@@ -66,28 +66,32 @@ def run(
     overrides = {
         k: v for k, v in {"episodes": episodes, "seed": seed, "concurrency": concurrency}.items() if v is not None
     }
-    with user_errors(), interruptible():
-        resolved = load_scenario(scenario, overrides)
-        spec = resolved.spec
-        # A person typing at the terminal (a policy with `interactive = True`) and a live bar would garble each other.
-        interactive = any(seat.entry.load().interactive for seat in resolved.seats.values())
-        with progress_bar(disable=interactive) as progress:
-            task = progress.add_task(f"loading {spec.name}", total=spec.episodes)
-            result = run_scenario(
-                resolved,
-                tracking_uri=tracking_uri,
-                track=False if no_track else None,
-                on_episode=lambda _: progress.update(task, advance=1, description=spec.name),
-            )
-            progress.update(task, description=spec.name)
-    console.print(summary_table(resolved, result.summary))
-    if result.run_id:
-        console.print(f"MLflow run [bold]{result.run_id}[/] in {result.tracking_uri}  (browse with `agora ui`)")
+    result = None
+    try:
+        with user_errors(), interruptible():
+            resolved = load_scenario(scenario, overrides)
+            spec = resolved.spec
+            # A person typing (a policy with `interactive = True`) and a live bar would garble each other.
+            interactive = any(seat.entry.load().interactive for seat in resolved.seats.values())
+            with progress_bar(disable=interactive) as progress:
+                task = progress.add_task(f"loading {spec.name}", total=spec.episodes)
+                result = run_scenario(
+                    resolved,
+                    tracking_uri=tracking_uri,
+                    track=False if no_track else None,
+                    on_episode=lambda _: progress.update(task, advance=1, description=spec.name),
+                )
+                progress.update(task, description=spec.name)
+            console.print(summary_table(resolved, result.summary))
+            if result.run_id:
+                console.print(f"MLflow run [bold]{result.run_id}[/] in {result.tracking_uri}  (browse with `agora ui`)")
+            if result.interrupted:
+                kept = " (run marked KILLED)" if result.run_id else ""
+                errors.print(f"interrupted: {len(result.episodes)} finished episodes kept{kept}")
+    except KeyboardInterrupt:  # before the run existed (loading), or after it ended (printing): nothing to keep
+        errors.print("interrupted before the run started: nothing was recorded" if result is None else "interrupted")
+        raise typer.Exit(130) from None
     if result.interrupted:
-        errors.print(
-            f"interrupted: {len(result.episodes)} finished episodes kept"
-            + (" (run marked KILLED)" if result.run_id else "")
-        )
         raise typer.Exit(130)
 
 
@@ -284,7 +288,8 @@ def ui(
 
     uri = resolve_uri(tracking_uri)
     console.print(f"MLflow UI for {uri} on http://{host}:{port}  (Ctrl-C to stop)")
-    serve_ui(uri, host, port)
+    with user_errors():
+        serve_ui(uri, host, port)
 
 
 def main() -> None:

@@ -32,3 +32,8 @@ def in_file(source: str | None):
 
 class ModelNotFoundError(AgoraError):
     """A model id or path that resolves to nothing on this machine (nothing is ever downloaded at run time)."""
+
+
+class StoreError(AgoraError):
+    """The MLflow store failed while a run was logged (a full disk, a read-only folder, a server gone);
+    what it could not take was saved locally, and the message says where (agora/tracking.py)."""

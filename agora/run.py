@@ -1,12 +1,16 @@
 """`agora run`: play a validated scenario with batched rollouts and record it in MLflow.
 
-Everything that can fail because of the user (the file, the model) fails before the MLflow run
-is created, so a bad scenario writes nothing. An interrupted run keeps every finished episode:
-they are logged and the run is marked KILLED.
+Everything that can fail because of the user (the file, the model, the store's address) fails
+before the MLflow run is created, so a bad scenario writes nothing. Whatever happens once the run
+exists, it ends FINISHED, KILLED (Ctrl-C or SIGTERM, from its creation to its last episode) or
+FAILED (an error, which is then raised), with every finished episode logged: the end-of-run
+logging is never cut short by a signal (`agora.interrupts.finishing`), each of its pieces is
+tried even when another fails, and what the store refuses is saved locally (`agora.tracking`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import defaultdict
 from dataclasses import dataclass
@@ -15,6 +19,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 import agora
+from agora.errors import AgoraError, StoreError
+from agora.interrupts import finishing, interruptible, uninterrupted
 from agora.policy import Policy
 from agora.rollout import Rollout, SeatCounters, policy_seed
 from agora.scenario import ResolvedScenario
@@ -104,7 +110,16 @@ def run_scenario(
     track: bool | None = None,
     on_episode: Callable[[Episode], None] | None = None,
 ) -> RunResult:
+    """Play the scenario's episodes, recorded in an MLflow run unless `track` (default: the scenario's
+    `tracking.enabled`) is off. Ctrl-C or SIGTERM returns the finished episodes (`interrupted`); an
+    error (also one in the world's report) is raised after the run is marked FAILED; StoreError
+    when the store refused some data (then saved locally)."""
     spec = scenario.spec
+    track = spec.tracking.enabled if track is None else track
+    if track:
+        from agora.tracking import check_store, resolve_uri
+
+        check_store(resolve_uri(tracking_uri or spec.tracking.uri))  # a wrong address is told before any work
     policies = build_policies(scenario)  # model errors surface here, before any MLflow write
     unique = list({id(p): p for p in policies.values()}.values())
     policy_ids = {agent: seat.entry.name for agent, seat in scenario.seats.items()}
@@ -117,22 +132,6 @@ def run_scenario(
         max_retries=spec.max_retries,
     )
     tracker = None
-    if spec.tracking.enabled if track is None else track:
-        from agora.tracking import Tracker
-
-        tags = {
-            "agora.world": scenario.world_entry.name,
-            "agora.agents": ", ".join(f"{a}={p}" for a, p in policy_ids.items()),
-            "agora.seed": str(spec.seed),
-            "agora.version": agora.__version__,
-            "agora.scenario": scenario.source or spec.name,
-        }
-        tracker = Tracker(tracking_uri or spec.tracking.uri, spec.tracking.experiment or spec.name, spec.name, tags)
-        config = scenario.resolved_config()
-        tracker.log_params(config)
-        if scenario.source:
-            tracker.log_artifact(scenario.source, "scenario")
-        tracker.log_text(json.dumps(config, indent=2), "scenario/resolved.json")
 
     def record(episode: Episode) -> None:
         if tracker:
@@ -142,22 +141,35 @@ def run_scenario(
         if on_episode:
             on_episode(episode)
 
-    interrupted = False
+    interrupted, error = False, None
     try:
+        if track:
+            with uninterrupted():  # a signal while the run is created waits until `tracker` can end it
+                tracker = open_run(scenario, policy_ids, tracking_uri)
+            log_config(tracker, scenario)
         rollout.run(spec.episodes, on_episode=record)
     except KeyboardInterrupt:
         interrupted = True
-    except BaseException:
-        if tracker:
-            episodes = sorted(rollout.episodes, key=lambda e: e.index)
-            _finish(tracker, episodes, summarize(episodes, rollout, unique), None, "FAILED")
-        raise
+    except BaseException as exc:  # any error ends the run FAILED, then is raised
+        error = exc
     episodes = sorted(rollout.episodes, key=lambda e: e.index)
-    summary = summarize(episodes, rollout, unique)
-    report = run_report(scenario.make_world(), episodes) if episodes else Report()
-    summary.update(report.metrics)
-    if tracker:
-        _finish(tracker, episodes, summary, report, "KILLED" if interrupted else "FINISHED")
+    with interruptible(), finishing(f"finishing: logging {len(episodes)} episodes..."):
+        summary, report = summarize(episodes, rollout, unique), Report()
+        if episodes and error is None:
+            try:
+                report = run_report(scenario.make_world(), episodes)
+            except Exception as exc:  # a world's bug: the run fails, its episodes are still logged
+                error = exc
+        summary.update(report.metrics)
+        problems = log_end(tracker, episodes, summary, report) if tracker else []
+        error = error or next((exc for _, exc in problems), None)
+        if tracker:
+            with contextlib.suppress(StoreError):  # the tracker keeps what failed, told below
+                tracker.end("FAILED" if error else "KILLED" if interrupted else "FINISHED")
+    if error is not None:
+        raise failed(error, tracker, episodes, problems)
+    if tracker and tracker.failures:
+        raise StoreError(tracker.failure_report())
     return RunResult(
         tracker.run_id if tracker else None,
         tracker.uri if tracker else None,
@@ -169,24 +181,93 @@ def run_scenario(
     )
 
 
-def _finish(tracker, episodes: list[Episode], summary: dict[str, float], report: Report | None, status: str) -> None:
-    tracker.log_metrics(summary, step=0)
+def open_run(scenario: ResolvedScenario, policy_ids: dict[str, str], tracking_uri: str | None):
+    """A new MLflow run for the scenario, tagged with what it plays."""
+    from agora.tracking import Tracker
+
+    spec = scenario.spec
+    tags = {
+        "agora.world": scenario.world_entry.name,
+        "agora.agents": ", ".join(f"{a}={p}" for a, p in policy_ids.items()),
+        "agora.seed": str(spec.seed),
+        "agora.version": agora.__version__,
+        "agora.scenario": scenario.source or spec.name,
+    }
+    return Tracker(tracking_uri or spec.tracking.uri, spec.tracking.experiment or spec.name, spec.name, tags)
+
+
+def log_config(tracker, scenario: ResolvedScenario) -> None:
+    """The resolved scenario as params and `scenario/resolved.json`, and its file as an artifact."""
+    config = scenario.resolved_config()
+    tracker.log_params(config)
+    if scenario.source:
+        tracker.log_artifact(scenario.source, "scenario")
+    tracker.log_text(json.dumps(config, indent=2), "scenario/resolved.json")
+
+
+def log_end(tracker, episodes: list[Episode], summary: dict[str, float], report: Report) -> list[tuple[str, Exception]]:
+    """Log a run's end (summary, transcripts, trajectories, the world's report), every piece tried
+    even when an earlier one failed: what the store refuses is saved locally by the tracker, which
+    remembers it; other errors (bugs) are returned as (piece, error). Run it inside `finishing()`,
+    so that no signal cuts it short, then `tracker.end(status)`."""
+    pieces = [("summary metrics", lambda: tracker.log_metrics(summary, step=0))]
     if episodes:
-        tracker.log_table(transcript_table(episodes), "transcripts.json")
-        tracker.log_file_from(lambda path: write_jsonl(episodes, path), "trajectories.jsonl")
-    if report:
-        log_report(tracker, report)
-    tracker.end(status)
+        pieces.append(("transcripts.json", lambda: tracker.log_table(transcript_table(episodes), "transcripts.json")))
+        pieces.append(
+            (
+                "trajectories.jsonl",
+                lambda: tracker.log_file_from(lambda path: write_jsonl(episodes, path), "trajectories.jsonl"),
+            )
+        )
+    problems = []
+    for what, piece in pieces + report_pieces(tracker, report):
+        try:
+            piece()
+        except StoreError:
+            pass  # the tracker kept the data and the reason
+        except Exception as exc:
+            problems.append((what, exc))
+    return problems
+
+
+def failed(error: BaseException, tracker, episodes: list[Episode], problems: list[tuple[str, Exception]]):
+    """The error that failed a run, told with what became of the run: its original message and
+    traceback are kept (a user's mistake stays an AgoraError for the CLI to print)."""
+    if tracker is None:
+        return error
+    if tracker.failures:
+        outcome = tracker.failure_report()
+    else:
+        outcome = f"run {tracker.run_id} marked FAILED; {len(episodes)} finished episodes logged"
+    outcome = "\n  ".join([outcome, *(f"could not log {what}: {exc!r}" for what, exc in problems if exc is not error)])
+    if isinstance(error, StoreError):
+        return StoreError(outcome)
+    if isinstance(error, AgoraError):
+        return AgoraError(f"{error}\n  {outcome}")
+    if hasattr(error, "add_note"):  # Python 3.11+: shown under the traceback
+        error.add_note(outcome)
+    return error
 
 
 def log_report(tracker, report: Report) -> None:
     """A world's report into the run: series as metric histories, tables, figures and texts as artifacts."""
-    for name, points in report.series.items():
-        for step, value in points:
-            tracker.log_metrics({name: value}, step=int(step))
-    for file, columns in report.tables.items():
-        tracker.log_table(columns, file)
-    for file, figure in report.figures.items():
-        tracker.log_figure(figure, file)
-    for file, text in report.texts.items():
-        tracker.log_text(text, file)
+    for _, piece in report_pieces(tracker, report):
+        piece()
+
+
+def report_pieces(tracker, report: Report) -> list[tuple[str, Callable[[], None]]]:
+    """Each part of a world's report as (name, log it): series as metric histories, tables, figures and
+    texts as artifacts; apart, so that one that fails does not cost the others."""
+
+    def series(name: str, points: list) -> Callable[[], None]:
+        def log() -> None:
+            for step, value in points:
+                tracker.log_metrics({name: value}, step=int(step))
+
+        return log
+
+    pieces = [(name, series(name, points)) for name, points in report.series.items()]
+    pieces += [(f, lambda f=f, c=c: tracker.log_table(c, f)) for f, c in report.tables.items()]
+    pieces += [(f, lambda f=f, fig=fig: tracker.log_figure(fig, f)) for f, fig in report.figures.items()]
+    pieces += [(f, lambda f=f, t=t: tracker.log_text(t, f)) for f, t in report.texts.items()]
+    return pieces

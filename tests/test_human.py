@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import select
@@ -20,9 +21,9 @@ from mlflow import MlflowClient
 from tests.conftest import ROOT, SCENARIOS
 
 
-def ask(monkeypatch, typed: str, messages=None, **params) -> tuple[str, str]:
-    """(the reply read, what was printed) for one request with `typed` on stdin."""
-    monkeypatch.setattr(sys, "stdin", io.StringIO(typed))
+def ask(monkeypatch, typed: str, messages=None, stdin=None, **params) -> tuple[str, str]:
+    """(the reply read, what was printed) for one request with `typed` (or the stream `stdin`) on stdin."""
+    monkeypatch.setattr(sys, "stdin", stdin or io.StringIO(typed))
     out = io.StringIO()
     monkeypatch.setattr(sys, "stdout", out)
     policy = HumanPolicy(HumanPolicy.Config(**params), seed=0)
@@ -64,6 +65,29 @@ def test_multiline_replies_end_with_an_empty_line(monkeypatch):
     assert text == "MESSAGE: hi\nACTION: WALK AWAY"
     text, _ = ask(monkeypatch, "MESSAGE: hi\nACTION: WALK AWAY", multiline=True)  # EOF after text ends the reply
     assert text == "MESSAGE: hi\nACTION: WALK AWAY"
+
+
+@pytest.mark.parametrize("errors", ["strict", "surrogateescape"])  # the two ways Python's stdin decodes
+def test_invalid_utf8_typed_becomes_replacement_characters(monkeypatch, errors):
+    """`printf '\\xff 42'`: read as text that can be stored (it once crashed the decoder, or played and then
+    failed the transcript's save), still parsed as the answer 42."""
+    stdin = io.TextIOWrapper(io.BytesIO(b"\xff 42\n"), encoding="utf-8", errors=errors)
+    text, _ = ask(monkeypatch, "", stdin=stdin)
+    assert text == "\ufffd 42" and text.encode("utf-8")
+
+
+def test_a_run_with_invalid_utf8_typed_keeps_valid_transcripts(tmp_path, monkeypatch):
+    from agora.run import run_scenario, transcript_table
+    from agora.scenario import load_scenario
+
+    typed = b"\xff 42\n42\n42\n42\n42\n42\n"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(typed), encoding="utf-8", errors="surrogateescape"))
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    result = run_scenario(load_scenario(human_expert_scenario(tmp_path)), track=False)
+    assert len(result.episodes) == 2 and not result.interrupted
+    table = transcript_table(result.episodes)
+    expert = [text for agent, text in zip(table["agent"], table["text"]) if agent == "expert"]
+    assert expert[0] == "\ufffd 42" and json.dumps(table, ensure_ascii=False).encode("utf-8")
 
 
 def cli(args: list[str], typed: str, timeout: int = 120) -> subprocess.CompletedProcess:
@@ -114,10 +138,11 @@ def test_cli_end_of_input_keeps_finished_episodes(tmp_path, tracking_uri):
     assert run.info.status == "KILLED" and run.data.metrics["perf/episodes"] == 1
 
 
-def test_cli_ctrl_c_at_the_prompt_keeps_finished_episodes(tmp_path):
-    """SIGINT while the person is being asked (episode 1): episode 0 is kept, exit 130, no traceback."""
+def test_cli_ctrl_c_at_the_prompt_keeps_finished_episodes(tmp_path, tracking_uri):
+    """SIGINT while the person is being asked (episode 1), then another during the clean-up: episode 0
+    is kept, the run is KILLED, exit 130, no traceback (the second one once printed a traceback)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agora.cli", "run", human_expert_scenario(tmp_path, episodes=3), "--no-track"],
+        [sys.executable, "-m", "agora.cli", "run", human_expert_scenario(tmp_path, episodes=3)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -132,9 +157,15 @@ def test_cli_ctrl_c_at_the_prompt_keeps_finished_episodes(tmp_path):
         if select.select([proc.stdout], [], [], 1.0)[0]:
             seen += os.read(proc.stdout.fileno(), 65536)
     proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)  # while the run's end is logged, or just after
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, (seen + out + err).decode()
-    assert b"interrupted: 1 finished episodes kept" in err and b"Traceback" not in err
+    assert b"interrupted" in err and b"Traceback" not in err, err.decode()
+    client = MlflowClient(tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("human-expert").experiment_id])
+    assert run.info.status == "KILLED" and run.data.metrics["perf/episodes"] == 1
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"transcripts.json", "trajectories.jsonl"}
 
 
 def test_cli_human_plays_another_text_world(tmp_path):
