@@ -32,7 +32,14 @@ from typing import Any, Callable, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 import agora
-from agora.checkpoint import CHECKPOINT_PREFIX, RunFolder, check_checkpoint_dir, folder_name, log_checkpoint
+from agora.checkpoint import (
+    CHECKPOINT_PREFIX,
+    RunFolder,
+    check_checkpoint_dir,
+    folder_name,
+    log_checkpoint,
+    mark_dead_runs,
+)
 from agora.errors import AgoraError, ScenarioError, in_file
 from agora.interrupts import uninterrupted
 from agora.scenario import TrackingSpec, is_campaign, read_mapping, validate_model
@@ -198,16 +205,15 @@ class CampaignRunner(ABC):
                         **tags,
                     }
                     where = self.resumed_from.name if self.resumed_from else "the start"
-                    self.tracker = self.run_folder.open_tracker(
-                        tracking_uri or spec.tracking.uri,
-                        spec,
-                        tags,
-                        self.campaign.resolved_config(),
-                        self.campaign.source,
-                        where,
+                    self.tracker, new = self.run_folder.open_tracker(
+                        tracking_uri or spec.tracking.uri, spec, tags, where
                     )
+                    # a resumed run whose first process was killed before it logged its config gets it now
+                    if new or not self.tracker.client.get_run(self.tracker.run_id).data.params:
+                        self.tracker.log_campaign_config(self.campaign.resolved_config(), self.campaign.source)
                     if self.resumed_from:  # the killed process may have died logging them
                         log_checkpoint(self.tracker, self.run_folder.folder, self.resumed_from)
+                    mark_dead_runs(self.tracker, spec.name)
                 else:
                     self.run_folder.mark(None)
         except BaseException as exc:

@@ -121,6 +121,20 @@ def check_checkpoint_dir(folder: Path) -> None:
         )
 
 
+def mark_dead_runs(tracker, campaign: str) -> None:
+    """Mark KILLED the campaign's other runs left RUNNING by processes of this host that are gone."""
+    host = socket.gethostname()
+    for run_id, other in tracker.running_runs("agora.campaign", campaign).items():
+        if (
+            run_id != tracker.run_id
+            and other.get("agora.host") == host
+            and not pid_alive(int(other.get("agora.pid", "0")))
+        ):
+            tracker.mark_killed(
+                run_id, f"left RUNNING by dead process {other.get('agora.pid')}; marked by {tracker.run_id}"
+            )
+
+
 def log_checkpoint(tracker, root: Path, checkpoint: Path) -> None:
     """Log a checkpoint folder's files to MLflow under `checkpoints/` (logging one again overwrites it)."""
     for path in sorted(checkpoint.rglob("*")):
@@ -179,41 +193,23 @@ class RunFolder:
         found = checkpoints(self.folder)
         return found[-1] if found else self.folder if (self.folder / "state.json").is_file() else None
 
-    def open_tracker(
-        self,
-        uri: str | None,
-        spec: Any,
-        tags: dict[str, str],
-        config: dict[str, Any],
-        source: str | None,
-        resumed_from: str,
-    ):
-        """The campaign's Tracker: on resume the run in run.json (when the first process tracked one),
-        else a new run with `tags`, the resolved config and the campaign file. run.json names the run
-        before anything else is logged to it."""
+    def open_tracker(self, uri: str | None, spec: Any, tags: dict[str, str], resumed_from: str):
+        """(the campaign's Tracker, whether its run is new): on resume the run in run.json (when the first
+        process tracked one), else a new run with `tags`. run.json names the run before anything is logged to it."""
         from agora.tracking import Tracker
 
         here = {"agora.pid": str(os.getpid()), "agora.host": socket.gethostname()}
-        if not self.record.get("run_id"):
+        new = not self.record.get("run_id")
+        if new:
             tracker = Tracker(uri, spec.tracking.experiment or spec.name, spec.name, {**tags, **here})
-            self.mark(tracker)
-            tracker.log_campaign_config(config, source)
         else:
             tracker = self.reattach(uri, here, resumed_from)
+        try:
             self.mark(tracker)
-            logged = tracker.client.get_run(tracker.run_id).data.params
-            if not logged:  # the first process was killed before it logged the config
-                tracker.log_campaign_config(config, source)
-        for run_id, other in tracker.running_runs("agora.campaign", spec.name).items():
-            if (
-                run_id != tracker.run_id
-                and other.get("agora.host") == here["agora.host"]
-                and not pid_alive(int(other.get("agora.pid", "0")))
-            ):
-                tracker.mark_killed(
-                    run_id, f"left RUNNING by dead process {other.get('agora.pid')}; marked by {tracker.run_id}"
-                )
-        return tracker
+        except BaseException:
+            tracker.end("FAILED")
+            raise
+        return tracker, new
 
     def reattach(self, uri: str | None, here: dict[str, str], resumed_from: str):
         """The run in run.json, RUNNING again, tagged with how it was left (refused while its process lives)."""
