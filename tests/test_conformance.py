@@ -255,7 +255,7 @@ def test_campaign_kind_validates_its_files_and_runs_its_example(entry, tmp_path,
     runner = campaign.start(resume=True, track=False)
     assert runner.resumed_from == result.checkpoint  # the one checkpoint format: found, restored, completed
     again = runner.run(on_iteration=lambda i, metrics: pytest.fail(f"iteration {i} ran again"))
-    assert again.iterations_done == 1 and again.history.keys() == result.history.keys()
+    assert again.iterations_done == 1
 
 
 # --- files -----------------------------------------------------------------------------------------
