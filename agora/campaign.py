@@ -11,12 +11,15 @@ A campaign file's top-level `kind:` (default `train`) names a registered kind
   `start(resume=, tracking_uri=, track=) -> CampaignRunner`, which loads models, restores the last
   checkpoint on resume and opens the MLflow run;
 - a `CampaignRunner` subclass: `first_iteration`, `tracker`, `resumed_from`, `progress` (metric ->
-  label for the progress line), `run(on_iteration) -> CampaignResult` and `summary(result) -> Summary`
-  (the table printed at the end).
+  label for the progress line), `iterate(result, on_iteration)`, optionally `finish(result)` (the
+  end-of-campaign outputs) and `remaining()`, and `summary(result) -> Summary` (the table printed at
+  the end). The base class's `run(on_iteration) -> CampaignResult` is the lifecycle every kind shares.
 
-Every kind checkpoints the same way (`RunFolder.save`): a folder `iter-NNNNNN/` per checkpoint,
-written in a staging folder with `state.json` last and renamed into place, so a killed process
-leaves only complete checkpoints; `--resume` continues from the newest into the same MLflow run.
+Every kind checkpoints the same way (`self.checkpoint`, agora/checkpoint.py's `RunFolder.save`): a
+folder `iter-NNNNNN/` per checkpoint, written in a staging folder with `state.json` last and renamed
+into place, so a killed process leaves only complete checkpoints; `--resume` continues from the newest
+into the same MLflow run, and completes the end-of-campaign outputs of a campaign killed before them.
+A signal or error at any phase ends the run KILLED or FAILED with a message (`END_TAG`).
 """
 
 from __future__ import annotations

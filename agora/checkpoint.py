@@ -146,8 +146,8 @@ class RunFolder:
     """A campaign's checkpoint folder and its MLflow run, tied by `run.json` so that `--resume`
     continues the same run. Refuses to start over a folder that holds a run, to resume nothing,
     and to resume a run that a live process on this host still writes; a resumed run is tagged
-    with how it was left, and runs of the campaign left RUNNING by dead processes are marked killed.
-    run.json also records when the campaign finished (its end-of-campaign outputs written)."""
+    with how it was left. run.json also records when the campaign finished (its end-of-campaign
+    outputs written), so that a finished campaign is not resumed and an unfinished one is."""
 
     def __init__(self, folder: Path, source: str | None, *, resume: bool):
         self.folder, self.run_file, self.resume = folder, folder / "run.json", resume
