@@ -11,37 +11,44 @@ A campaign file's top-level `kind:` (default `train`) names a registered kind
   `start(resume=, tracking_uri=, track=) -> CampaignRunner`, which loads models, restores the last
   checkpoint on resume and opens the MLflow run;
 - a `CampaignRunner` subclass: `first_iteration`, `tracker`, `resumed_from`, `progress` (metric ->
-  label for the progress line), `run(on_iteration) -> CampaignResult` and `summary(result) -> Summary`
-  (the table printed at the end).
+  label for the progress line), `iterate(result, on_iteration)`, optionally `finish(result)` (the
+  end-of-campaign outputs) and `remaining()`, and `summary(result) -> Summary` (the table printed at
+  the end). The base class's `run(on_iteration) -> CampaignResult` is the lifecycle every kind shares.
 
-Every kind checkpoints the same way (`RunFolder.save`): a folder `iter-NNNNNN/` per checkpoint,
-written in a staging folder with `state.json` last and renamed into place, so a killed process
-leaves only complete checkpoints; `--resume` continues from the newest into the same MLflow run.
+Every kind checkpoints the same way (`self.checkpoint`, agora/checkpoint.py's `RunFolder.save`): a
+folder `iter-NNNNNN/` per checkpoint, written in a staging folder with `state.json` last and renamed
+into place, so a killed process leaves only complete checkpoints; `--resume` continues from the newest
+into the same MLflow run, and completes the end-of-campaign outputs of a campaign killed before them.
+A signal or error at any phase ends the run KILLED or FAILED with a message (`END_TAG`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fnmatch
-import json
-import os
 import re
-import shutil
-import socket
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 import agora
+from agora.checkpoint import (
+    CHECKPOINT_PREFIX,
+    RunFolder,
+    check_checkpoint_dir,
+    folder_name,
+    log_checkpoint,
+    mark_dead_runs,
+)
 from agora.errors import AgoraError, ScenarioError, in_file
+from agora.interrupts import uninterrupted
 from agora.scenario import TrackingSpec, is_campaign, read_mapping, validate_model
 
-CHECKPOINT_PREFIX = "iter-"
 METRIC_NAME = re.compile(r"[A-Za-z0-9_.\-]+")  # what a name must be to go into a metric key
+END_TAG = "agora.end"  # why a campaign's run ended KILLED or FAILED, for whoever finds it in MLflow
 
 
 # --- the contract -------------------------------------------------------------------------------
@@ -93,6 +100,13 @@ class CampaignKind(ABC):
 
     def __init__(self, spec: BaseModel, *, source: str | None = None, text: str | None = None):
         self.spec, self.source, self.text = spec, source, text
+        if not folder_name(spec.name):
+            raise ScenarioError(
+                f"name {spec.name[:60]!r} has no letter or digit to name the campaign's checkpoint folder",
+                path="name",
+                hint="e.g. name: rps-psro",
+            )
+        check_checkpoint_dir(self.checkpoint_dir)
 
     @classmethod
     def resolve(cls, data: dict[str, Any], *, source: str | None = None, text: str | None = None) -> CampaignKind:
@@ -110,7 +124,9 @@ class CampaignKind(ABC):
 
     @property
     def checkpoint_dir(self) -> Path:
-        return Path(self.spec.checkpoint.dir or Path("checkpoints") / self.spec.name)
+        """`checkpoint.dir`, or `checkpoints/<the name as a folder name>` in the working directory."""
+        given = self.spec.checkpoint.dir
+        return Path(given).expanduser() if given else Path("checkpoints") / folder_name(self.spec.name)
 
     @classmethod
     @abstractmethod
@@ -149,43 +165,84 @@ class CampaignKind(ABC):
 
 
 class CampaignRunner(ABC):
-    """A started campaign. The base class holds the run folder and the MLflow run every kind needs."""
+    """A started campaign. The base class holds the run folder and the MLflow run every kind needs, and
+    the lifecycle (`run`): the kind's iterations, its end-of-campaign outputs, then the run ends FINISHED and
+    run.json records the campaign finished. Whatever stops it first, the run ends KILLED (Ctrl-C, SIGTERM) or
+    FAILED with a message in its `agora.end` tag; `--resume` continues from the newest checkpoint, and a
+    campaign whose iterations are all done but whose end was cut short only writes its end-of-campaign outputs."""
 
     progress: ClassVar[dict[str, str]] = {}  # metric key -> label in the per-iteration line (the first also in the bar)
 
     def __init__(self, campaign: CampaignKind, *, resume: bool):
         self.campaign = campaign
         self.run_folder = RunFolder(campaign.checkpoint_dir, campaign.source, resume=resume)
+        finished = self.run_folder.finished  # checked before a kind loads anything
+        if finished and (finished["stop_reason"] != "budget" or finished["iterations_done"] >= campaign.iterations):
+            more = "; raise `iterations` to run more" if finished["stop_reason"] == "budget" else ""
+            raise AgoraError(
+                f"the campaign already finished ({finished['stop_reason']}) after {finished['iterations_done']} "
+                f"iterations: nothing to resume{more}"
+            )
         self.resumed_from: Path | None = self.run_folder.latest() if resume else None
         self.first_iteration = 0
         self.tracker = None
+        self.phase = "the start"  # what the campaign is doing, for the message of a run that ends early
+        self.ended = False
+
+    def remaining(self) -> bool:
+        """Whether iterations are left to run (False: a resumed campaign has only its end-of-campaign outputs left)."""
+        return self.first_iteration < self.campaign.iterations
 
     def open_run(self, tags: dict[str, str], *, tracking_uri: str | None, track: bool | None) -> None:
-        """Open the campaign's MLflow run (or reattach it on resume) unless tracking is off; mark the folder."""
+        """Open the campaign's MLflow run (or reattach it on resume) unless tracking is off, and write run.json
+        the moment the run exists, so that a killed start is resumed, never started twice. Signals are held
+        until the run is set up; then one ends it KILLED."""
         spec = self.campaign.spec
-        if spec.tracking.enabled if track is None else track:
-            tags = {
-                "agora.campaign": spec.name,
-                "agora.seed": str(spec.seed),
-                "agora.version": agora.__version__,
-                **tags,
-            }
-            where = self.resumed_from.name if self.resumed_from else "the start"
-            self.tracker = self.run_folder.open_tracker(
-                tracking_uri or spec.tracking.uri,
-                spec,
-                tags,
-                self.campaign.resolved_config(),
-                self.campaign.source,
-                where,
-            )
-        self.run_folder.mark(self.tracker)
+        try:
+            with uninterrupted():
+                if spec.tracking.enabled if track is None else track:
+                    tags = {
+                        "agora.campaign": spec.name,
+                        "agora.seed": str(spec.seed),
+                        "agora.version": agora.__version__,
+                        **tags,
+                    }
+                    where = self.resumed_from.name if self.resumed_from else "the start"
+                    self.tracker, new = self.run_folder.open_tracker(
+                        tracking_uri or spec.tracking.uri, spec, tags, where
+                    )
+                    # a resumed run whose first process was killed before it logged its config gets it now
+                    if new or not self.tracker.client.get_run(self.tracker.run_id).data.params:
+                        self.tracker.log_campaign_config(self.campaign.resolved_config(), self.campaign.source)
+                    if self.resumed_from:  # the killed process may have died logging them
+                        log_checkpoint(self.tracker, self.run_folder.folder, self.resumed_from)
+                    mark_dead_runs(self.tracker, spec.name)
+                else:
+                    self.run_folder.mark(None)
+        except BaseException as exc:
+            self.end(exc)
+            raise
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         if self.tracker:
             self.tracker.log_step(metrics, step)  # a resumed run skips the steps its killed process logged
 
+    def checkpoint(
+        self,
+        iteration: int,
+        state: dict[str, Any],
+        write: Callable[[Path], None] | None = None,
+        *,
+        keep: int | None = None,
+    ) -> Path:
+        """`RunFolder.save` of this campaign's iteration (logged to its MLflow run)."""
+        self.phase = f"checkpoint {CHECKPOINT_PREFIX}{iteration:06d}"
+        folder = self.run_folder.save(iteration, state, write, tracker=self.tracker, keep=keep)
+        self.phase = f"the iterations (after {folder.name})"
+        return folder
+
     def new_result(self) -> CampaignResult:
+        """The result to fill: the run, and what a resumed campaign restored (kinds add their history)."""
         return CampaignResult(
             *((self.tracker.run_id, self.tracker.uri) if self.tracker else (None, None)),
             iterations_done=self.first_iteration,
@@ -193,12 +250,78 @@ class CampaignRunner(ABC):
         )
 
     @abstractmethod
+    def iterate(self, result: CampaignResult, on_iteration: Callable[[int, dict[str, float]], None] | None) -> None:
+        """Iterations `first_iteration` .. `iterations - 1` (or until the kind stops): log each, checkpoint it
+        (`checkpoint`), record it in `result` and call `on_iteration(i, metrics)`."""
+
+    def finish(self, result: CampaignResult) -> None:
+        """The end-of-campaign outputs (final evaluation, figures, `result.outputs`, `result.stop_reason`); also
+        what a resumed campaign whose iterations were all done runs. Logging must be idempotent."""
+
     def run(self, on_iteration: Callable[[int, dict[str, float]], None] | None = None) -> CampaignResult:
-        """Iterations `first_iteration` .. `iterations - 1` (or until the kind stops), then the final records."""
+        """The campaign from `first_iteration`: iterations, end-of-campaign outputs, and the run's end."""
+        result = self.new_result()
+        try:
+            if self.remaining():
+                self.phase = "the iterations"
+                self.iterate(result, on_iteration)
+            self.phase = "the end-of-campaign outputs"
+            self.finish(result)
+            if self.tracker:
+                self.tracker.set_tags({"agora.stop_reason": result.stop_reason})
+        except BaseException as exc:
+            self.end(exc)
+            raise
+        with shielded():  # done: a signal now changes nothing
+            self.end()
+            self.run_folder.mark_finished(result.stop_reason, result.iterations_done)
+        return result
+
+    def end(self, exc: BaseException | None = None) -> None:
+        """End the MLflow run once: FINISHED, KILLED on Ctrl-C or SIGTERM (`exc` a KeyboardInterrupt or
+        SystemExit), FAILED on any other `exc`, saying why in the `agora.end` tag. A second signal during
+        this clean-up cannot cut it short (`shielded`)."""
+        if self.ended:
+            return
+        self.ended = True
+        if not self.tracker:
+            return
+        status, message = end_status(exc, self.phase, self.run_folder.latest(), self.campaign.source)
+        with shielded():
+            if message:
+                self.tracker.set_tags({END_TAG: message})
+            self.tracker.end(status)
 
     def summary(self, result: CampaignResult) -> Summary | None:
         """The table printed when the campaign ends (None: nothing beyond the per-iteration lines)."""
         return None
+
+
+def end_status(exc: BaseException | None, phase: str, newest: Path | None, source: str | None) -> tuple[str, str]:
+    """(status, message) of a run that ends with `exc` (None: it finished) during `phase`."""
+    if exc is None:
+        return "FINISHED", ""
+    kept = f"newest complete checkpoint: {newest.name if newest else 'none'}"
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        return "KILLED", (
+            f"interrupted (Ctrl-C or SIGTERM) during {phase}; {kept}; continue with "
+            f"`agora train {source or 'FILE'} --resume`"
+        )
+    return "FAILED", f"failed during {phase}: {type(exc).__name__}: {str(exc)[:2000]}; {kept}"
+
+
+@contextlib.contextmanager
+def shielded():
+    """A clean-up that a second Ctrl-C or SIGTERM cannot cut short: a signal arriving in it is held
+    (`agora.interrupts`) and dropped when it has finished, since the campaign is ending anyway."""
+    done = False
+    try:
+        with uninterrupted():
+            yield
+            done = True
+    except KeyboardInterrupt:
+        if not done:
+            raise
 
 
 def load_campaign(path: str | Path, overrides: dict[str, Any] | None = None) -> CampaignKind:
@@ -238,207 +361,3 @@ def match_seats(patterns: list[str], seats: list[str], path: str) -> list[str]:
 def check_metric_name(name: str, path: str, what: str = "name") -> None:
     if not METRIC_NAME.fullmatch(name):
         raise ScenarioError(f"{what} {name!r} cannot go in a metric name", path=path, hint="letters, digits, _ . -")
-
-
-# --- checkpoints --------------------------------------------------------------------------------
-
-
-def generator_states(policies: dict[str, Any]) -> dict[str, Any]:
-    """The state of every numpy/torch generator a policy holds, by seat and attribute name."""
-    import torch
-
-    out: dict[str, Any] = {}
-    for seat, policy in policies.items():
-        for attr, value in vars(policy).items():
-            if isinstance(value, np.random.Generator):
-                out[f"{seat}.{attr}"] = ("numpy", value.bit_generator.state)
-            elif isinstance(value, torch.Generator):
-                out[f"{seat}.{attr}"] = ("torch", value.get_state())
-    return out
-
-
-def restore_generators(policies: dict[str, Any], states: dict[str, Any]) -> None:
-    for key, (kind, state) in states.items():
-        seat, attr = key.split(".", 1)
-        generator = getattr(policies[seat], attr)
-        if kind == "numpy":
-            generator.bit_generator.state = state
-        else:
-            generator.set_state(state)
-
-
-def save_learner(folder: Path, model, trainer, policies: dict[str, Any]) -> None:
-    """A learner's part of a checkpoint: LoRA weights (`adapter/`, peft's format), the trainer's state
-    (`trainer.pt`) and every generator of `policies` plus torch's global one (`rng.pt`)."""
-    import torch
-
-    from agora.lora import save_adapter
-
-    save_adapter(model, folder / "adapter")
-    torch.save(trainer.state_dict(), folder / "trainer.pt")
-    torch.save({"generators": generator_states(policies), "torch": torch.get_rng_state()}, folder / "rng.pt")
-
-
-def restore_learner(folder: Path, model, trainer, policies: dict[str, Any]) -> None:
-    """Load what `save_learner` wrote into `model`, `trainer` and the generators of `policies`."""
-    import torch
-
-    from agora.lora import load_adapter_file
-
-    load_adapter_file(model, folder / "adapter")
-    trainer.load_state_dict(torch.load(folder / "trainer.pt", weights_only=False))
-    rng = torch.load(folder / "rng.pt", weights_only=False)
-    if "generators" not in rng:  # written by Agora 0.1's train kind: the generators alone
-        rng = {"generators": rng, "torch": torch.get_rng_state()}
-    restore_generators(policies, rng["generators"])
-    torch.set_rng_state(rng["torch"])
-
-
-def checkpoints(folder: Path) -> list[Path]:
-    """Complete checkpoints in `folder`, oldest first."""
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.glob(f"{CHECKPOINT_PREFIX}*") if (p / "state.json").is_file())
-
-
-def pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class RunFolder:
-    """A campaign's checkpoint folder and its MLflow run, tied by `run.json` so that `--resume`
-    continues the same run. Refuses to start over a folder that holds a run, to resume nothing,
-    and to resume a run that a live process on this host still writes; a resumed run is tagged
-    with how it was left, and runs of the campaign left RUNNING by dead processes are marked killed."""
-
-    def __init__(self, folder: Path, source: str | None, *, resume: bool):
-        self.folder, self.run_file, self.resume = folder, folder / "run.json", resume
-        if not resume and (checkpoints(folder) or self.run_file.exists() or (folder / "state.json").exists()):
-            raise AgoraError(
-                f"{folder} already holds this campaign's run; continue it with `agora train {source or ''} --resume`, "
-                "or delete the folder (or set checkpoint.dir) to start over"
-            )
-        if resume and not self.run_file.exists():
-            raise AgoraError(f"nothing to resume: no {self.run_file}; start the campaign without --resume")
-
-    def latest(self) -> Path | None:
-        """The newest complete checkpoint (Agora 0.1's PSRO kind kept one `state.json` in the folder itself)."""
-        found = checkpoints(self.folder)
-        return found[-1] if found else self.folder if (self.folder / "state.json").is_file() else None
-
-    def open_tracker(
-        self,
-        uri: str | None,
-        spec: Any,
-        tags: dict[str, str],
-        config: dict[str, Any],
-        source: str | None,
-        resumed_from: str,
-    ):
-        """The campaign's Tracker: on resume the run in run.json (when the first process tracked one),
-        else a new run with `tags`, the resolved config and the campaign file."""
-        from agora.tracking import Tracker
-
-        run = json.loads(self.run_file.read_text()) if self.resume else {}
-        here = {"agora.pid": str(os.getpid()), "agora.host": socket.gethostname()}
-        if not run.get("run_id"):
-            tracker = Tracker(uri, spec.tracking.experiment or spec.name, spec.name, {**tags, **here})
-            tracker.log_campaign_config(config, source)
-            return tracker
-        tracker = Tracker.attach(uri or run.get("tracking_uri"), run["run_id"])
-        pid, host = int(tracker.tags.get("agora.pid", "0")), tracker.tags.get("agora.host")
-        if (
-            tracker.previous_status == "RUNNING"
-            and host == here["agora.host"]
-            and pid_alive(pid)
-            and pid != os.getpid()
-        ):
-            raise AgoraError(
-                f"the campaign's run {run['run_id']} is still running in process {pid}; stop it before resuming"
-            )
-        resumes = int(tracker.tags.get("agora.resumes", "0")) + 1
-        left = " (left RUNNING by a killed process)" if tracker.previous_status == "RUNNING" else ""
-        tracker.set_tags(
-            {
-                "agora.resumes": str(resumes),
-                f"agora.resume.{resumes}": f"was {tracker.previous_status}{left}; from {resumed_from}",
-                **here,
-            }
-        )
-        for run_id, other in tracker.running_runs("agora.campaign", spec.name).items():
-            if (
-                run_id != tracker.run_id
-                and other.get("agora.host") == here["agora.host"]
-                and not pid_alive(int(other.get("agora.pid", "0")))
-            ):
-                tracker.mark_killed(
-                    run_id,
-                    f"left RUNNING by dead process {other.get('agora.pid')}; marked on resuming {tracker.run_id}",
-                )
-        return tracker
-
-    def mark(self, tracker) -> None:
-        """Write run.json: for a new campaign, or a resumed one whose first process did not track a run."""
-        if not self.resume or (tracker and not json.loads(self.run_file.read_text()).get("run_id")):
-            self.folder.mkdir(parents=True, exist_ok=True)
-            run = {"run_id": tracker.run_id, "tracking_uri": tracker.uri} if tracker else {"run_id": None}
-            self.run_file.write_text(json.dumps(run))
-
-    def save(
-        self,
-        iteration: int,
-        state: dict[str, Any],
-        write: Callable[[Path], None] | None = None,
-        *,
-        tracker=None,
-        keep: int | None = None,
-    ) -> Path:
-        """Checkpoint `iteration`: `write(folder)` adds the kind's files, then `state.json` (JSON) is written
-        last and the folder renamed into place, complete even if the process dies now. Its files are logged
-        to MLflow under `checkpoints/`; only the newest `keep` checkpoints stay on disk."""
-        staging = self.folder / f".staging-{CHECKPOINT_PREFIX}{iteration:06d}"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        if write:
-            write(staging)
-        (staging / "state.json").write_text(json.dumps({"iteration": iteration, **state}))
-        final = self.folder / staging.name.removeprefix(".staging-")
-        shutil.rmtree(final, ignore_errors=True)
-        staging.rename(final)
-        if tracker:
-            for path in sorted(final.rglob("*")):
-                if path.is_file():
-                    tracker.log_artifact(path, str(Path("checkpoints") / path.parent.relative_to(self.folder)))
-        if keep:
-            for old in checkpoints(self.folder)[:-keep]:
-                shutil.rmtree(old, ignore_errors=True)
-        return final
-
-    @staticmethod
-    def load(checkpoint: Path) -> dict[str, Any]:
-        """The state a checkpoint folder's `state.json` holds."""
-        return json.loads((checkpoint / "state.json").read_text())
-
-
-@contextlib.contextmanager
-def ending(tracker):
-    """End `tracker`'s run (when there is one) with the block: FINISHED, KILLED on Ctrl-C or SIGTERM
-    (the KeyboardInterrupt goes on), FAILED on any other exception."""
-    status = "FAILED"
-    try:
-        yield
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        if tracker:
-            tracker.end(status)

@@ -104,39 +104,25 @@ def train(
     ),
 ) -> None:
     """Run a training campaign of any kind (train, psro, lspo, ...): iterations, checkpoints, MLflow."""
-    from agora.campaign import load_campaign
+    from agora.campaign import load_campaign, shielded
 
     with user_errors(), interruptible():
-        resolved = load_campaign(campaign)
-        if message := resolved.loading_message():
-            console.print(message)
-        runner = resolved.start(resume=resume, tracking_uri=tracking_uri)
-        if runner.tracker:
-            console.print(f"MLflow run [bold]{runner.tracker.run_id}[/] in {runner.tracker.uri}")
-        if runner.resumed_from:
-            console.print(f"resuming from {runner.resumed_from}")
-        shown = runner.progress  # key -> label of the per-iteration line (the first is in the bar)
-        with progress_bar() as progress:
-            task = progress.add_task(resolved.name, total=resolved.iterations, completed=runner.first_iteration)
-
-            def report(i: int, metrics: dict[str, float]) -> None:
-                description = resolved.name
-                if shown:
-                    first, label = next(iter(shown.items()))
-                    description += f"  {label} {metrics.get(first, float('nan')):.2f}"
-                progress.update(task, completed=i + 1, description=description)
-                line = f"iteration {i}: " + ", ".join(
-                    f"{label} {metrics[k]:.4f}" for k, label in shown.items() if k in metrics
-                )
-                if "perf/iteration_seconds" in metrics:
-                    line += f", {metrics['perf/iteration_seconds']:.0f} s"
-                progress.console.print(line)
-
-            try:
-                result = runner.run(report)
-            except KeyboardInterrupt:
-                errors.print("interrupted: continue with --resume from the last checkpoint (run marked KILLED)")
+        resolved = runner = None
+        try:
+            resolved = load_campaign(campaign)  # paths are checked here, before anything runs
+            if message := resolved.loading_message():
+                console.print(message)
+            runner = resolved.start(resume=resume, tracking_uri=tracking_uri)
+            result = run_campaign(resolved, runner)
+        except BaseException as exc:
+            with shielded():  # a second Ctrl-C while the run is marked cannot cut the clean-up short
+                if runner is not None:
+                    runner.end(exc)  # the run ends KILLED or FAILED (a no-op when `run` already ended it)
+                if isinstance(exc, KeyboardInterrupt):
+                    errors.print(f"interrupted: {interrupted_hint(resolved, campaign)}")
+            if isinstance(exc, KeyboardInterrupt):
                 raise typer.Exit(130) from None
+            raise
     summary = runner.summary(result)
     if summary is not None:
         table = Table(title=summary.title, title_justify="left")
@@ -149,6 +135,39 @@ def train(
         console.print(f"last checkpoint: {result.checkpoint}")
     if result.run_id:
         console.print(f"MLflow run [bold]{result.run_id}[/] in {result.tracking_uri}  (browse with `agora ui`)")
+
+
+def interrupted_hint(resolved, file: Path) -> str:
+    """What to do after a Ctrl-C: resume, when the campaign's run had started (run.json names it)."""
+    if resolved is not None and (resolved.checkpoint_dir / "run.json").exists():
+        return f"continue with `agora train {file} --resume` (the run is marked KILLED)"
+    return "the campaign had not started; nothing was recorded"
+
+
+def run_campaign(resolved, runner):
+    """`runner.run` with the live bar and one line per iteration."""
+    if runner.tracker:
+        console.print(f"MLflow run [bold]{runner.tracker.run_id}[/] in {runner.tracker.uri}")
+    if runner.resumed_from:
+        console.print(f"resuming from {runner.resumed_from}")
+    shown = runner.progress  # key -> label of the per-iteration line (the first is in the bar)
+    with progress_bar() as progress:
+        task = progress.add_task(resolved.name, total=resolved.iterations, completed=runner.first_iteration)
+
+        def report(i: int, metrics: dict[str, float]) -> None:
+            description = resolved.name
+            if shown:
+                first, label = next(iter(shown.items()))
+                description += f"  {label} {metrics.get(first, float('nan')):.2f}"
+            progress.update(task, completed=i + 1, description=description)
+            line = f"iteration {i}: " + ", ".join(
+                f"{label} {metrics[k]:.4f}" for k, label in shown.items() if k in metrics
+            )
+            if "perf/iteration_seconds" in metrics:
+                line += f", {metrics['perf/iteration_seconds']:.0f} s"
+            progress.console.print(line)
+
+        return runner.run(report)
 
 
 def summary_table(resolved, summary: dict[str, float]) -> Table:

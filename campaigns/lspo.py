@@ -47,16 +47,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agents.latent import LatentConfig, LatentPolicy, LatentSpace
-from agora.campaign import (
-    CampaignConfig,
-    CampaignResult,
-    CampaignRunner,
-    RunFolder,
-    Summary,
-    ending,
-    restore_learner,
-    save_learner,
-)
+from agora.campaign import CampaignConfig, CampaignResult, CampaignRunner, Summary
+from agora.checkpoint import RunFolder, restore_learner, save_learner
 from agora.errors import AgoraError, ScenarioError
 from agora.lora import LoRAConfig
 from agora.policy import Policy
@@ -433,9 +425,7 @@ class LSPORunner(CampaignRunner):
             self.tracker.log_table(
                 {k: [r[k] for r in rows] for k in rows[0]} if rows else {}, f"latent/exemplars_iter{i}.json"
             )
-        return self.run_folder.save(
-            i, {"metrics": self.history}, write, tracker=self.tracker, keep=self.campaign.spec.checkpoint.keep
-        )
+        return self.checkpoint(i, {"metrics": self.history}, write, keep=self.campaign.spec.checkpoint.keep)
 
     def restore(self, folder: Path) -> None:
         state = RunFolder.load(folder)
@@ -447,18 +437,19 @@ class LSPORunner(CampaignRunner):
         self.history = {int(k): v for k, v in state["metrics"].items()}
         self.first_iteration = int(state["iteration"]) + 1
 
-    def run(self, on_iteration: Callable[[int, dict[str, float]], None] | None = None) -> CampaignResult:
-        result = self.new_result()
+    def new_result(self) -> CampaignResult:
+        result = super().new_result()
         result.history, result.outputs["space"] = dict(self.history), self.space
-        with ending(self.tracker):
-            for i in range(self.first_iteration, self.campaign.spec.iterations):
-                metrics, rows = self.iteration(i)
-                self.log(metrics, i)
-                result.checkpoint = self.save(i, metrics, rows)
-                result.history[i], result.iterations_done, result.outputs["space"] = metrics, i + 1, self.space
-                if on_iteration:
-                    on_iteration(i, metrics)
         return result
+
+    def iterate(self, result: CampaignResult, on_iteration: Callable[[int, dict[str, float]], None] | None) -> None:
+        for i in range(self.first_iteration, self.campaign.spec.iterations):
+            metrics, rows = self.iteration(i)
+            self.log(metrics, i)
+            result.checkpoint = self.save(i, metrics, rows)
+            result.history[i], result.iterations_done, result.outputs["space"] = metrics, i + 1, self.space
+            if on_iteration:
+                on_iteration(i, metrics)
 
     def summary(self, result: CampaignResult) -> Summary:
         n = self.campaign.spec.evaluation.episodes

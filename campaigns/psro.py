@@ -37,7 +37,8 @@ from typing import Any, Callable, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from agora.campaign import CampaignConfig, CampaignKind, CampaignResult, CampaignRunner, RunFolder, Summary, ending
+from agora.campaign import CampaignConfig, CampaignKind, CampaignResult, CampaignRunner, Summary
+from agora.checkpoint import RunFolder
 from agora.errors import AgoraError, ScenarioError
 from agora.policy import Policy
 from agora.registry import AGENTS, WORLDS
@@ -338,16 +339,18 @@ class PSRORunner(CampaignRunner):
                 f"{self.resumed_from} holds a campaign with another game, population, meta-solver, oracle or seed; "
                 "only iterations and threshold may change on --resume (or set checkpoint.dir to start over)"
             )
-        if state["stop_reason"] in ("threshold", "no new best response"):
-            raise AgoraError(
-                f"the campaign already finished ({state['stop_reason']}) at iteration {state['iteration']}; "
-                "nothing to resume"
-            )
         self.population = Population.from_dict(state["population"])
         self.cells, self.records = state["cells"], WinRecord.from_dict(state["records"])
-        # a run stopped by its budget did not run the oracles of its last iteration: that iteration runs again
-        self.first_iteration = int(state["iteration"]) + (0 if state["stop_reason"] == "budget" else 1)
+        iteration, self.stop_reason = int(state["iteration"]), state["stop_reason"]
+        self.first_iteration = iteration + 1
+        if self.stop_reason == "budget" and self.first_iteration < self.campaign.spec.iterations:
+            # a run stopped by its budget did not run the oracles of its last iteration: with a larger budget,
+            # that iteration runs again
+            self.first_iteration, self.stop_reason = iteration, ""
         self.history = [h for h in state["history"] if h["iteration"] < self.first_iteration]
+
+    def remaining(self) -> bool:
+        return not self.stop_reason and super().remaining()
 
     def game_fingerprint(self) -> dict[str, Any]:
         """What a checkpoint must share with the campaign that resumes it (all but the budget and the threshold)."""
@@ -507,57 +510,57 @@ class PSRORunner(CampaignRunner):
             "records": self.records.to_dict(),
             "history": self.history,
         }
-        return self.run_folder.save(iteration, state, tracker=self.tracker, keep=self.campaign.spec.checkpoint.keep)
+        return self.checkpoint(iteration, state, keep=self.campaign.spec.checkpoint.keep)
 
-    def run(self, on_iteration: Callable[[int, dict[str, float]], None] | None = None) -> CampaignResult:
-        campaign, spec = self.campaign, self.campaign.spec
-        result = self.new_result()
+    def new_result(self) -> CampaignResult:
+        result = super().new_result()
         result.history = {int(h["iteration"]): h for h in self.history}  # restored iterations included
-        step = None
-        with ending(self.tracker):
-            iteration = self.first_iteration
-            while True:
-                start = time.perf_counter()
-                metrics, oracle_metrics, step = self.evaluate(iteration, last=iteration >= spec.iterations - 1)
-                for version in step.new:  # after both oracles: each answered the populations as they were
-                    if version is not None:
-                        self.population.add(version)
-                self.stop_reason = step.stop_reason
-                metrics["perf/iteration_seconds"] = time.perf_counter() - start
-                self.history.append({"iteration": float(iteration), **metrics, **oracle_metrics})
-                self.log(metrics, step=iteration)
-                self.log(
-                    oracle_metrics, step=iteration
-                )  # its own batch: a resumed budget-stopped iteration logs it once
-                result.checkpoint = self.save(iteration)
-                result.history[iteration], result.iterations_done = {**metrics, **oracle_metrics}, iteration + 1
-                if on_iteration:
-                    on_iteration(iteration, {**metrics, **oracle_metrics})
-                if self.stop_reason:
-                    break
-                iteration += 1
-            if self.tracker:
-                self.tracker.log_figure(
-                    league_figure(self.population.graph(self.records), title=f"{spec.name}: population"),
-                    "figures/league.png",
-                )
-                self.tracker.log_figure(exploitability_figure(self.history), "figures/exploitability.png")
-                self.tracker.log_text(json.dumps(self.population.to_dict(), indent=2), "population.json")
-                self.tracker.set_tags({"agora.stop_reason": self.stop_reason})
+        return result
+
+    def iterate(self, result: CampaignResult, on_iteration: Callable[[int, dict[str, float]], None] | None) -> None:
+        spec = self.campaign.spec
+        iteration = self.first_iteration
+        while True:
+            start = time.perf_counter()
+            metrics, oracle_metrics, step = self.evaluate(iteration, last=iteration >= spec.iterations - 1)
+            for version in step.new:  # after both oracles: each answered the populations as they were
+                if version is not None:
+                    self.population.add(version)
+            self.stop_reason = step.stop_reason
+            metrics["perf/iteration_seconds"] = time.perf_counter() - start
+            self.history.append({"iteration": float(iteration), **metrics, **oracle_metrics})
+            self.log(metrics, step=iteration)
+            self.log(oracle_metrics, step=iteration)  # its own batch: a resumed budget-stopped iteration logs it once
+            result.checkpoint = self.save(iteration)
+            result.history[iteration], result.iterations_done = {**metrics, **oracle_metrics}, iteration + 1
+            if on_iteration:
+                on_iteration(iteration, {**metrics, **oracle_metrics})
+            if self.stop_reason:
+                break
+            iteration += 1
+
+    def finish(self, result: CampaignResult) -> None:
+        """The league graph, the exploitability curve, population.json, and the final meta-strategies (the last
+        iteration's σ, from its metrics: a resumed campaign has them from its checkpoint)."""
+        campaign, spec = self.campaign, self.campaign.spec
+        if self.tracker:
+            self.tracker.log_figure(
+                league_figure(self.population.graph(self.records), title=f"{spec.name}: population"),
+                "figures/league.png",
+            )
+            self.tracker.log_figure(exploitability_figure(self.history), "figures/exploitability.png")
+            self.tracker.log_text(json.dumps(self.population.to_dict(), indent=2), "population.json")
         result.stop_reason = self.stop_reason
-        sigma = step.sigma if step else ((), ())
+        last = self.history[-1] if self.history else {}
+        sigma = {seat: [v for v in self.members(seat) if f"meta/{v.name}" in last] for seat in campaign.seats}
         result.outputs = {
             "population": self.population,
-            "meta_strategies": {
-                seat: {v.name: float(w) for v, w in zip(self.members(seat), weights)}
-                for seat, weights in zip(campaign.seats, sigma)
-            },
+            "meta_strategies": {seat: {v.name: last[f"meta/{v.name}"] for v in sigma[seat]} for seat in sigma},
             "mixtures": {
-                seat: [float(p) for p in self.mixture(self.members(seat), weights)] if len(weights) else []
-                for seat, weights in zip(campaign.seats, sigma)
+                seat: [float(p) for p in self.mixture(vs, np.array([last[f"meta/{v.name}"] for v in vs]))] if vs else []
+                for seat, vs in sigma.items()
             },
         }
-        return result
 
     def summary(self, result: CampaignResult) -> Summary:
         spec, actions = self.campaign.spec, self.campaign.actions

@@ -31,14 +31,11 @@ from agora.campaign import (
     CampaignConfig,
     CampaignResult,
     CampaignRunner,
-    RunFolder,
     Summary,
     check_metric_name,
-    ending,
     match_seats,
-    restore_learner,
-    save_learner,
 )
+from agora.checkpoint import RunFolder, restore_learner, save_learner
 from agora.errors import AgoraError, ScenarioError
 from agora.lora import LoRAConfig
 from agora.policy import Policy
@@ -363,9 +360,7 @@ class TrainRunner(CampaignRunner):
             if self.opponents is not None:
                 state["league"] = self.opponents.save(folder)
 
-        return self.run_folder.save(
-            iteration, state, write, tracker=self.tracker, keep=self.campaign.spec.checkpoint.keep
-        )
+        return self.checkpoint(iteration, state, write, keep=self.campaign.spec.checkpoint.keep)
 
     def restore(self, folder: Path) -> None:
         state = RunFolder.load(folder)
@@ -436,36 +431,40 @@ class TrainRunner(CampaignRunner):
         metrics.update(league)
         return metrics
 
-    def run(self, on_iteration: Callable[[int, dict[str, float]], None] | None = None) -> CampaignResult:
-        spec = self.campaign.spec
-        result = self.result
+    def new_result(self) -> CampaignResult:
+        result = self.result  # the restored history and evaluations
         result.run_id, result.tracking_uri = (self.tracker.run_id, self.tracker.uri) if self.tracker else (None, None)
         result.iterations_done, result.checkpoint = self.first_iteration, self.resumed_from
-        every = spec.evaluation.every
-        with ending(self.tracker):
-            for i in range(self.first_iteration, spec.iterations):
-                if (every and i % every == 0) or i == 0:
-                    result.evaluations[i] = self.evaluate()
-                    self.log(result.evaluations[i], step=i)
-                metrics = self.iteration(i)
-                self.log(metrics, step=i)
-                if self.opponents is not None:
-                    self.opponents.after_iteration(i, self.log, self.tracker)
-                result.iterations_done, result.history[i] = i + 1, metrics
-                if (i + 1) % spec.checkpoint.every == 0 or i + 1 == spec.iterations:
-                    result.checkpoint = self.save(i)
-                if on_iteration:
-                    on_iteration(i, {**metrics, **result.evaluations.get(i, {})})
-            final = spec.iterations
-            result.evaluations[final] = self.evaluate()
-            self.log(result.evaluations[final], step=final)
-            if self.tracker:
-                self.tracker.log_figure(
-                    learning_curve(result, list(self.campaign.evaluations)), "figures/learning_curve.png"
-                )
-                if self.opponents is not None:
-                    self.opponents.finish(self.tracker)
         return result
+
+    def iterate(self, result: CampaignResult, on_iteration: Callable[[int, dict[str, float]], None] | None) -> None:
+        spec = self.campaign.spec
+        every = spec.evaluation.every
+        for i in range(self.first_iteration, spec.iterations):
+            if (every and i % every == 0) or i == 0:
+                result.evaluations[i] = self.evaluate()
+                self.log(result.evaluations[i], step=i)
+            metrics = self.iteration(i)
+            self.log(metrics, step=i)
+            if self.opponents is not None:
+                self.opponents.after_iteration(i, self.log, self.tracker)
+            result.iterations_done, result.history[i] = i + 1, metrics
+            if (i + 1) % spec.checkpoint.every == 0 or i + 1 == spec.iterations:
+                result.checkpoint = self.save(i)
+            if on_iteration:
+                on_iteration(i, {**metrics, **result.evaluations.get(i, {})})
+
+    def finish(self, result: CampaignResult) -> None:
+        """The final evaluation (step `iterations`), the learning curve and the league's records."""
+        final = self.campaign.spec.iterations
+        result.evaluations[final] = self.evaluate()
+        self.log(result.evaluations[final], step=final)
+        if self.tracker:
+            self.tracker.log_figure(
+                learning_curve(result, list(self.campaign.evaluations)), "figures/learning_curve.png"
+            )
+            if self.opponents is not None:
+                self.opponents.finish(self.tracker)
 
     def summary(self, result: CampaignResult) -> Summary:
         """The held-out evaluations: one row per step and opponent."""

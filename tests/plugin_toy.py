@@ -20,7 +20,7 @@ from gymnasium import spaces
 from pettingzoo import AECEnv
 from pydantic import BaseModel, ConfigDict, Field
 
-from agora.campaign import CampaignConfig, CampaignKind, CampaignResult, CampaignRunner, RunFolder, ending
+from agora.campaign import CampaignConfig, CampaignKind, CampaignResult, CampaignRunner, RunFolder
 from agora.policy import ActRequest, ActResponse, Policy
 from agora.rollout import Rollout
 from agora.trainer import Trainer
@@ -178,20 +178,18 @@ class CountRunner(CampaignRunner):
             self.hits, self.first_iteration = state["hits"], state["iteration"] + 1
         self.open_run({"agora.kind": "count"}, tracking_uri=tracking_uri, track=track)
 
-    def run(self, on_iteration: Callable[[int, dict[str, float]], None] | None = None) -> CampaignResult:
-        spec, result = self.campaign.spec, self.new_result()
-        with ending(self.tracker):
-            for i in range(self.first_iteration, spec.iterations):
-                player = AlwaysSeven(AlwaysSeven.Config(), seed=i)
-                episodes = Rollout(Guess, {PLAYER: player}, {PLAYER: "seven"}, seed=spec.seed + i).run(spec.episodes)
-                self.hits += sum(e.metrics["hit"] for e in episodes)
-                metrics = {"toy/hits": self.hits}
-                self.log(metrics, i)
-                result.checkpoint = self.run_folder.save(i, {"hits": self.hits}, tracker=self.tracker)
-                result.history[i], result.iterations_done = metrics, i + 1
-                if on_iteration:
-                    on_iteration(i, metrics)
-        return result
+    def iterate(self, result: CampaignResult, on_iteration: Callable[[int, dict[str, float]], None] | None) -> None:
+        spec = self.campaign.spec
+        for i in range(self.first_iteration, spec.iterations):
+            player = AlwaysSeven(AlwaysSeven.Config(), seed=i)
+            episodes = Rollout(Guess, {PLAYER: player}, {PLAYER: "seven"}, seed=spec.seed + i).run(spec.episodes)
+            self.hits += sum(e.metrics["hit"] for e in episodes)
+            metrics = {"toy/hits": self.hits}
+            self.log(metrics, i)
+            result.checkpoint = self.checkpoint(i, {"hits": self.hits})
+            result.history[i], result.iterations_done = metrics, i + 1
+            if on_iteration:
+                on_iteration(i, metrics)
 
 
 def install(folder: Path, extra_entry_points: str = "") -> Path:

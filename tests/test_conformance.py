@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fnmatch
 import io
+import json
 import math
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from pettingzoo.test import api_test, parallel_api_test, parallel_seed_test, see
 from typer.testing import CliRunner
 
 from agora.campaign import CampaignKind, CampaignResult, load_campaign
+from agora.errors import AgoraError
 from agora.policy import ActRequest, ActResponse, Policy, PolicyConfig
 from agora.registry import AGENTS, CAMPAIGNS, TRAINERS, WORLDS, Entry
 from agora.rollout import GroupRollout, Rollout
@@ -246,9 +248,14 @@ def test_campaign_kind_validates_its_files_and_runs_its_example(entry, tmp_path,
     result = campaign.run(track=False)
     assert isinstance(result, CampaignResult) and result.iterations_done == 1 and result.checkpoint is not None
     assert result.history and all(math.isfinite(v) for v in result.last_metrics.values())
-    runner = campaign.start(resume=True, track=False)  # the one checkpoint format: found, restored, continued
-    assert runner.resumed_from == result.checkpoint
-    assert runner.run().iterations_done == 1
+    with pytest.raises(AgoraError, match="already finished"):  # its end-of-campaign outputs are written
+        campaign.start(resume=True, track=False)
+    record = tmp_path / "ck" / "run.json"  # as a process killed while writing those outputs leaves it:
+    record.write_text(json.dumps({k: v for k, v in json.loads(record.read_text()).items() if k != "finished"}))
+    runner = campaign.start(resume=True, track=False)
+    assert runner.resumed_from == result.checkpoint  # the one checkpoint format: found, restored, completed
+    again = runner.run(on_iteration=lambda i, metrics: pytest.fail(f"iteration {i} ran again"))
+    assert again.iterations_done == 1
 
 
 # --- files -----------------------------------------------------------------------------------------
