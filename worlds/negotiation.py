@@ -41,7 +41,7 @@ from pettingzoo import AECEnv
 from pettingzoo.utils import wrappers
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agora.world import PRINTABLE, ParseError, cached_per_agent, sanitize, world_config
+from agora.world import PRINTABLE, ParseError, cached_per_agent, check_reply, sanitize, world_config
 
 PROPOSE, ACCEPT, WALK_AWAY = 0, 1, 2
 POOL_DRAWS = 10_000  # count vectors tried before a config is declared impossible
@@ -467,9 +467,7 @@ class raw_env(AECEnv):
         Not guessed: a missing or ambiguous action, an item left out, a count the pool does not have.
         Reads the text line by line, so any string costs time linear in its length.
         """
-        if not isinstance(text, str):
-            raise ParseError("the reply must be text")
-        lines = text.splitlines()
+        lines = check_reply(text).splitlines()
         bodies = {action_body(m.group(1)) for m in map(ACTION_LINE.match, lines) if m}
         if not bodies:
             raise ParseError(f"no 'ACTION:' line; end with e.g. 'ACTION: PROPOSE {self._example_take()}'")

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from agora.world import ParseError, cached_per_agent, sanitize
+from agora.world import ParseError, cached_per_agent, check_reply, sanitize
 from worlds.deferral.rules import (
     ACTION_NAMES,
     CREATE,
@@ -20,6 +20,7 @@ from worlds.deferral.rules import (
     EVAL,
     EXPERT,
     EXPLAINS,
+    MAX_ANSWER_CHARS,
     MAX_EXPLANATION_CHARS,
     NUMBER,
     is_numeric,
@@ -30,7 +31,10 @@ ANSWER_LABEL = re.compile(r"\banswer\b\s*(?:is\s*|=\s*|:\s*)+|final answer\s*[:=
 EXPLANATION_LABEL = re.compile(r"\bexplanation\s*:", re.IGNORECASE)
 ACTION_WORD = re.compile(r"\b(eval|evaluate|adopt|create|defer)\b", re.IGNORECASE)
 ACTION_ALIASES = {"eval": EVAL, "evaluate": EVAL, "adopt": EVAL, "create": CREATE, "defer": DEFER}
-AGENT_REF = re.compile(r"[\s:*_`#(\[-]*(?:agent|player)?[\s_#:-]*(\d{1,3})\b", re.IGNORECASE)
+# The agent an EVAL names: 'EVAL 2', 'eval agent 2', '**Eval: agent_1**'. No two neighbouring parts match the same
+# characters (linear time); no '-' before the number ('EVAL -1' names no agent).
+AGENT_REF = re.compile(r"[\s:*_`#(\[]*(?:(?:agent|player)[\s_#:-]*)?([0-9]+)", re.IGNORECASE)
+FRACTION_TAIL = re.compile(r"[.,/][0-9]")  # 'EVAL 1.9', 'EVAL 1,5', 'EVAL 1/2': not an agent number
 
 
 class DeferralText:
@@ -145,6 +149,8 @@ class DeferralText:
             body = next((line for line in body.splitlines() if line.strip()), "").rsplit("=", 1)[-1]
         if self.numeric():
             numbers = [m.group(0) for m in NUMBER.finditer(body)]
+            if any(len(x) > MAX_ANSWER_CHARS for x in numbers):
+                raise ParseError(f"a number longer than {MAX_ANSWER_CHARS} characters is no answer here")
             values = list(dict.fromkeys(normalize_answer(x) for x in numbers))
             if not values:
                 raise ParseError("no number in your answer; reply e.g. 'ANSWER: 42'")
@@ -166,9 +172,7 @@ class DeferralText:
         Tolerated: case, markdown emphasis, labels and filler words. Not guessed: two different
         actions, EVAL of oneself or of no agent, a missing or ambiguous answer.
         """
-        if not isinstance(text, str):
-            raise ParseError("the reply must be text")
-        if not text.strip():
+        if not check_reply(text).strip():
             raise ParseError("empty reply")
         if agent == EXPERT:
             return self._parse_expert(text)
@@ -201,8 +205,14 @@ class DeferralText:
         targets = set()
         for _, match in found:
             ref = AGENT_REF.match(text, match.end())
-            if ref:
-                targets.add(int(ref.group(1)))
+            if not ref or text[ref.end() : ref.end() + 1].isalnum():
+                continue  # no number, or one glued to a word ('EVAL 2nd')
+            if FRACTION_TAIL.match(text, ref.end()):
+                raise ParseError(f"agents are numbered 0 to {len(self.team) - 1}; EVAL names one by its whole number")
+            number = ref.group(1)
+            if len(number) > 6:
+                raise ParseError(f"there is no agent {number[:8]}...; the agents are 0 to {len(self.team) - 1}")
+            targets.add(int(number))
         if not targets:
             raise ParseError(f"EVAL needs the agent whose answer you adopt, e.g. 'EVAL {(me + 1) % len(self.team)}'")
         if len(targets) > 1:

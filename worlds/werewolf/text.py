@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from agora.world import ParseError, cached_per_agent, sanitize
+from agora.world import ParseError, cached_per_agent, check_reply, sanitize
 from worlds.werewolf.rules import (
     DISCUSSION,
     DOCTOR,
@@ -172,8 +172,7 @@ class WerewolfText:
         Tolerated: letter case, surrounding whitespace, markdown emphasis, a trailing '(comment)' or '.'.
         Not guessed: a missing or ambiguous label, a name that is not a legal target now.
         """
-        if not isinstance(text, str):
-            raise ParseError("the reply must be text")
+        check_reply(text)
         p = self.position[agent]
         if self.winner is not None or not self.alive[p]:
             raise ParseError("you cannot act now")
