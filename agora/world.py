@@ -48,12 +48,13 @@ def world_config(config_class: type, config: Any, settings: dict[str, Any]) -> A
     return config or config_class(**settings)
 
 
+NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]")
 # What chat templates use as control tokens: '<|im_start|>', '<|eot_id|>' (ChatML, Llama 3, Phi), '<s>',
 # '</s>', '<start_of_turn>', '<file_sep>' (tags), '[INST]', '[/INST]' (Mistral). Bounded, so matching is linear.
 SPECIAL_TOKEN_MARKUP = re.compile(r"<\|[^<>|]{0,64}\|>|</?[A-Za-z_][\w.:-]{0,63}>|\[/?[A-Z_]{2,64}\]")
 # C0 and C1 control characters but tab, line feed and carriage return; DEL; lone surrogates (undecodable bytes)
 CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
-MAX_REPLY_CHARS = 50_000  # longer replies are parse failures (a model's 8,192-token reply is ~35,000 characters)
+MAX_REPLY_CHARS = 32_000  # longer replies are parse failures (about 8,000 tokens: far more than any world asks for)
 
 
 def sanitize(text: Any, limit: int) -> str:
@@ -62,8 +63,8 @@ def sanitize(text: Any, limit: int) -> str:
     Other agents read it in their prompts, so markup that looks like a chat template's control token has its
     brackets replaced by '?' too ('<|im_start|>' -> '?|im_start|?'): one agent's text never forges another's turn.
     """
-    line = " ".join(str(text).split())
-    line = "".join(ch if ch in PRINTABLE else "?" for ch in line)
+    line = " ".join(str(text).split())[: limit + 80]  # the first `limit` characters and any markup they start
+    line = NOT_PRINTABLE.sub("?", line)
     while SPECIAL_TOKEN_MARKUP.search(line):  # each pass removes brackets, so this ends
         line = SPECIAL_TOKEN_MARKUP.sub(lambda m: "?" + m[0][1:-1] + "?", line)
     return line[:limit].strip()

@@ -178,7 +178,7 @@ class parallel_env(ParallelEnv):
         label ('ACTION: rock paper'). Reads the text line by line, in time linear in its length.
         """
         check_reply(text)
-        bodies = {action_word(m.group(1)) for m in map(ACTION_LINE.match, text.splitlines()) if m}
+        bodies = {action_word(b) for b in {m.group(1) for m in map(ACTION_LINE.match, text.splitlines()) if m}}
         if not bodies:
             raise ParseError(f"no 'ACTION: <action>' line; write e.g. 'ACTION: {self.action_names[0]}'")
         if len(bodies) > 1:

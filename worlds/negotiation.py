@@ -468,7 +468,7 @@ class raw_env(AECEnv):
         Reads the text line by line, so any string costs time linear in its length.
         """
         lines = check_reply(text).splitlines()
-        bodies = {action_body(m.group(1)) for m in map(ACTION_LINE.match, lines) if m}
+        bodies = {action_body(b) for b in {m.group(1) for m in map(ACTION_LINE.match, lines) if m}}
         if not bodies:
             raise ParseError(f"no 'ACTION:' line; end with e.g. 'ACTION: PROPOSE {self._example_take()}'")
         if len(bodies) > 1:

@@ -30,6 +30,8 @@ from worlds.deferral.rules import (
 ANSWER_LABEL = re.compile(r"\banswer\b\s*(?:is\s*|=\s*|:\s*)+|final answer\s*[:=]?", re.IGNORECASE)
 EXPLANATION_LABEL = re.compile(r"\bexplanation\s*:", re.IGNORECASE)
 ACTION_WORD = re.compile(r"\b(eval|evaluate|adopt|create|defer)\b", re.IGNORECASE)
+PLAIN_TEXT = re.compile(r"[\x20-\x7e\t\n\r]*")  # printable ASCII and line breaks
+MAX_UNLABELLED_CHARS = 2_000  # an answer without a label is a short reply ('42', 'The total is 42 apples.')
 ACTION_ALIASES = {"eval": EVAL, "evaluate": EVAL, "adopt": EVAL, "create": CREATE, "defer": DEFER}
 # The agent an EVAL names: 'EVAL 2', 'eval agent 2', '**Eval: agent_1**'. No two neighbouring parts match the same
 # characters (linear time); no '-' before the number ('EVAL -1' names no agent).
@@ -139,16 +141,19 @@ class DeferralText:
     def extract_answer(self, text: str) -> str:
         """The answer in `text`. With an 'ANSWER:' / 'answer is' label: the first non-empty line after it,
         and on that line what follows the last '=' ('ANSWER: 12 x 4 = 48' -> 48), its first number for
-        numeric problems. Without a label: exactly one number for numeric problems, else the first line.
-        A bare 'ANSWER:' is no answer ('')."""
+        numeric problems. Without a label: exactly one number for numeric problems, else the first line, and
+        only from plain text (a digit in binary noise is no answer). A bare 'ANSWER:' is no answer ('')."""
         labelled = ANSWER_LABEL.search(text)
+        if not labelled and (len(text) > MAX_UNLABELLED_CHARS or not PLAIN_TEXT.fullmatch(text)):
+            raise ParseError("without an 'ANSWER:' label, reply with a short plain answer; e.g. 'ANSWER: 42'")
         body = re.sub(r"[*_`]", " ", text[labelled.end() :] if labelled else text).strip()
         if labelled and not body and not text[: labelled.start()].strip():
             return ""  # a bare 'ANSWER:' gives no answer (how the fallback of round 0 and of the expert is written)
         if labelled:
             body = next((line for line in body.splitlines() if line.strip()), "").rsplit("=", 1)[-1]
         if self.numeric():
-            numbers = [m.group(0) for m in NUMBER.finditer(body)]
+            first = NUMBER.search(body)  # labelled: the first number is the answer
+            numbers = list(dict.fromkeys(NUMBER.findall(body))) if not labelled else [first.group(0)] if first else []
             if any(len(x) > MAX_ANSWER_CHARS for x in numbers):
                 raise ParseError(f"a number longer than {MAX_ANSWER_CHARS} characters is no answer here")
             values = list(dict.fromkeys(normalize_answer(x) for x in numbers))
@@ -199,7 +204,7 @@ class DeferralText:
             return {"type": DEFER, "target": 0, "answer": ""}
         if kind == CREATE:
             rest = text[found[0][1].end() :].split("\n", 1)[0]
-            if not re.sub(r"[\W_]", "", rest):
+            if not re.search(r"[^\W_]", rest):
                 raise ParseError("CREATE needs your new answer on the same line, e.g. 'CREATE 42'")
             return {"type": CREATE, "target": 0, "answer": self.extract_answer(rest)}
         targets = set()

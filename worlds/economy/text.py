@@ -245,7 +245,9 @@ class EconomyText:
             values = [v for k, v in data.items() if str(k).strip().lower() in ("labor", "labour")]
             if len(values) == 1 and isinstance(values[0], float):
                 return self._hours(str(values[0]))
-        found = [labor_value(m.group(1)) for m in map(LABOR_LINE.match, text.splitlines()) if m]
+        found = [
+            labor_value(b) for b in dict.fromkeys(m.group(1) for m in map(LABOR_LINE.match, text.splitlines()) if m)
+        ]
         numbers = [f for f in found if f is not None]
         if not numbers:
             raise ParseError("no 'LABOR: <hours>' line with a plain number of hours; reply e.g. 'LABOR: 40'")

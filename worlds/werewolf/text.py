@@ -28,17 +28,11 @@ from worlds.werewolf.rules import (
     target_mask,
 )
 
-LABEL_LINE = re.compile(r"[ \t>#*_`-]*([A-Za-z]+)[ \t*_`]*:(.*)")
-
 
 def labelled(text: str, label: str) -> list[str]:
-    """Bodies of the lines 'LABEL: body' (case and markdown emphasis tolerated), in order."""
-    out = []
-    for line in text.splitlines():
-        match = LABEL_LINE.match(line)
-        if match and match.group(1).upper() == label:
-            out.append(match.group(2))
-    return out
+    """Bodies of the lines 'LABEL: body' (case and markdown emphasis tolerated), in order; linear in the text."""
+    line = re.compile(rf"[ \t>#*_`-]*{label}[ \t*_`]*:(.*)", re.IGNORECASE)
+    return [m.group(1) for m in map(line.match, text.splitlines()) if m]
 
 
 def name_body(body: str) -> str:
@@ -184,13 +178,13 @@ class WerewolfText:
                     "no 'SAY:' line; reply e.g. 'SAY: I think Bob is lying.' then 'ACCUSE: Bob' or 'ACCUSE: NOBODY'"
                 )
             statement = sanitize(says[0].strip().strip("*_` "), self.config.max_statement_chars)
-            accused = {name_body(b) for b in labelled(text, "ACCUSE")}
+            accused = {name_body(b) for b in set(labelled(text, "ACCUSE"))}
             if len(accused) > 1:
                 raise ParseError("more than one different ACCUSE line; accuse at most one player")
             target = self._target(agent, accused.pop(), mask, "accuse") if accused else self.n
             return {"target": target, "statement": statement}
         verb = "VOTE" if self.phase == VOTE else NIGHT_VERBS.get(int(self.roles[p]), "")
-        bodies = {name_body(b) for b in labelled(text, verb)}
+        bodies = {name_body(b) for b in set(labelled(text, verb))}
         example = self.names[int(np.flatnonzero(mask[: self.n])[0])] if mask[: self.n].any() else "NOBODY"
         if not bodies:
             raise ParseError(f"no '{verb}:' line; reply e.g. '{verb}: {example}'")
