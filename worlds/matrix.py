@@ -71,7 +71,7 @@ class MatrixConfig(BaseModel):
         return list(actions), np.asarray(payoffs, dtype=np.float64)  # shape (n, n, 2)
 
 
-ACTION_LINE = re.compile(r"[ \t>#*_`-]*action[ \t*_`]*:(.*)", re.IGNORECASE)
+ACTION_LINE = re.compile(r"^[ \t>#*_`-]*action[ \t*_`]*:(.*)", re.IGNORECASE | re.MULTILINE)
 
 
 def action_word(body: str) -> str:
@@ -175,10 +175,9 @@ class parallel_env(ParallelEnv):
 
         Tolerated: letter case, markdown emphasis around the label and the action, a trailing '.', the same
         line twice. Not guessed: no such line, two different actions, anything but one action name after the
-        label ('ACTION: rock paper'). Reads the text line by line, in time linear in its length.
+        label ('ACTION: rock paper'). Reads lines with one regex pass, in time linear in the length.
         """
-        check_reply(text)
-        bodies = {action_word(b) for b in {m.group(1) for m in map(ACTION_LINE.match, text.splitlines()) if m}}
+        bodies = {action_word(b) for b in set(ACTION_LINE.findall(check_reply(text)))}
         if not bodies:
             raise ParseError(f"no 'ACTION: <action>' line; write e.g. 'ACTION: {self.action_names[0]}'")
         if len(bodies) > 1:

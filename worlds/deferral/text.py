@@ -150,7 +150,7 @@ class DeferralText:
         if labelled and not body and not text[: labelled.start()].strip():
             return ""  # a bare 'ANSWER:' gives no answer (how the fallback of round 0 and of the expert is written)
         if labelled:
-            body = next((line for line in body.splitlines() if line.strip()), "").rsplit("=", 1)[-1]
+            body = body.split("\n", 1)[0].rsplit("=", 1)[-1]  # `body` is stripped: its first line is not empty
         if self.numeric():
             first = NUMBER.search(body)  # labelled: the first number is the answer
             numbers = list(dict.fromkeys(NUMBER.findall(body))) if not labelled else [first.group(0)] if first else []
@@ -164,8 +164,7 @@ class DeferralText:
                     f"several numbers ({', '.join(values[:4])}); give exactly one, e.g. 'ANSWER: {values[0]}'"
                 )
             return values[0]
-        first = next((line for line in body.splitlines() if line.strip()), "")
-        answer = normalize_answer(first)
+        answer = normalize_answer(body.split("\n", 1)[0])
         if not answer:
             raise ParseError("empty answer; reply e.g. 'ANSWER: <your answer>'")
         return answer
@@ -177,7 +176,8 @@ class DeferralText:
         Tolerated: case, markdown emphasis, labels and filler words. Not guessed: two different
         actions, EVAL of oneself or of no agent, a missing or ambiguous answer.
         """
-        if not check_reply(text).strip():
+        text = check_reply(text)
+        if not text.strip():
             raise ParseError("empty reply")
         if agent == EXPERT:
             return self._parse_expert(text)
@@ -234,13 +234,12 @@ class DeferralText:
     def _parse_expert(self, text: str) -> dict[str, str]:
         explained = EXPLANATION_LABEL.search(text)
         head = text[: explained.start()] if explained else text
-        lines = [line for line in head.splitlines() if line.strip()]
-        labelled = next((line for line in lines if ANSWER_LABEL.search(line)), None)
-        answer_line = labelled or (lines[0] if lines else "")
-        answer_part, _, after = answer_line.partition(";")
-        explanation = (
-            explained and text[explained.end() :] or after or "\n".join(l for l in lines if l is not answer_line)
-        )
+        anchor = ANSWER_LABEL.search(head) or re.search(r"\S", head)  # the labelled line, else the first non-empty
+        start = head.rfind("\n", 0, anchor.start()) + 1 if anchor else 0
+        end = head.find("\n", start) if anchor else 0
+        end = len(head) if end < 0 else end
+        answer_part, _, after = head[start:end].partition(";")
+        explanation = explained and text[explained.end() :] or after or head[:start] + head[end:]
         return {"answer": self.extract_answer(answer_part), "explanation": sanitize(explanation, MAX_EXPLANATION_CHARS)}
 
     def render_action(self, agent: str, action: dict[str, Any]) -> str:

@@ -38,10 +38,11 @@ def _signed(delta) -> str:
 
 # One line each, labels tolerant of case, markdown emphasis and quotes; the value follows the ':' (or '=').
 # No two neighbouring parts can match the same characters, so a match costs time linear in the line.
-LABOR_LINE = re.compile(r'[ \t>*_`{"\']*labou?r["\' \t*_`]*[:=](.*)', re.IGNORECASE)
-DELTAS_LINE = re.compile(r"[ \t>*_`]*deltas?[ \t*_`]*:(.*)", re.IGNORECASE)
-STAND_LINE = re.compile(r"[ \t>*_`]*stand[ \t*_`]*:(.*)", re.IGNORECASE)
-VOTE_LINE = re.compile(r"[ \t>*_`]*vote[ \t*_`]*:(.*)", re.IGNORECASE)
+LINE = re.IGNORECASE | re.MULTILINE
+LABOR_LINE = re.compile(r'^[ \t>*_`{"\']*labou?r["\' \t*_`]*[:=](.*)', LINE)
+DELTAS_LINE = re.compile(r"^[ \t>*_`]*deltas?[ \t*_`]*:(.*)", LINE)
+STAND_LINE = re.compile(r"^[ \t>*_`]*stand[ \t*_`]*:(.*)", LINE)
+VOTE_LINE = re.compile(r"^[ \t>*_`]*vote[ \t*_`]*:(.*)", LINE)
 HOURS = re.compile(r"-?(?:[0-9]{1,12}(?:\.[0-9]{0,12})?|\.[0-9]{1,12})")  # plain decimals: no '4,5', no '4e9'
 MAX_JSON_CHARS, MAX_JSON_DEPTH = 4096, 8  # a JSON reply is read only when this small and flat
 
@@ -200,7 +201,7 @@ class EconomyText:
         return "\n".join(lines)
 
     def parse(self, agent: str, text: str):
-        check_reply(text)
+        text = check_reply(text)
         return self._parse_deltas(text) if agent == PLANNER else self._parse_worker(text)
 
     def _parse_worker(self, text: str):
@@ -211,7 +212,7 @@ class EconomyText:
         action = {"labor": hours, "stand": 0, "platform": np.zeros(len(self.cutoffs), dtype=np.int64), "vote": -1}
         phase = self.phase()
         if phase == STAND:
-            bodies = {m.group(1).strip().strip("*_`[]() .") for m in map(STAND_LINE.match, text.splitlines()) if m}
+            bodies = {body.strip().strip("*_`[]() .") for body in set(STAND_LINE.findall(text))}
             if len(bodies) != 1:
                 raise ParseError(
                     "give exactly one 'STAND:' line: your platform, e.g. 'STAND: "
@@ -223,7 +224,7 @@ class EconomyText:
                 deltas = self._delta_tokens(body, "STAND")
                 action.update(stand=1, platform=np.array([PLANNER_DELTAS.index(d) for d in deltas], dtype=np.int64))
         elif phase == VOTE and len(standing := np.flatnonzero(self.candidates)):
-            found = {vote_value(m.group(1)) for m in map(VOTE_LINE.match, text.splitlines()) if m}
+            found = {vote_value(body) for body in set(VOTE_LINE.findall(text))}
             if len(found) != 1 or None in found:
                 raise ParseError(
                     f"give exactly one 'VOTE: <candidate number>' line, a number from 1 to {len(standing)}"
@@ -245,9 +246,7 @@ class EconomyText:
             values = [v for k, v in data.items() if str(k).strip().lower() in ("labor", "labour")]
             if len(values) == 1 and isinstance(values[0], float):
                 return self._hours(str(values[0]))
-        found = [
-            labor_value(b) for b in dict.fromkeys(m.group(1) for m in map(LABOR_LINE.match, text.splitlines()) if m)
-        ]
+        found = [labor_value(body) for body in dict.fromkeys(LABOR_LINE.findall(text))]
         numbers = [f for f in found if f is not None]
         if not numbers:
             raise ParseError("no 'LABOR: <hours>' line with a plain number of hours; reply e.g. 'LABOR: 40'")
@@ -268,7 +267,7 @@ class EconomyText:
         """`DELTAS: +10, 0, -10, ...`: one change per bracket from {−20, −10, 0, +10, +20} -> the new rates.
 
         Tolerated: markdown emphasis, brackets, '%' signs, Unicode minus and dashes (models write '–10')."""
-        bodies = {m.group(1).strip().strip("*_`[]() .") for m in map(DELTAS_LINE.match, text.splitlines()) if m}
+        bodies = {body.strip().strip("*_`[]() .") for body in set(DELTAS_LINE.findall(text))}
         b = len(self.cutoffs)
         example = "DELTAS: " + ", ".join(["0"] * b)
         if not bodies:

@@ -31,8 +31,7 @@ from worlds.werewolf.rules import (
 
 def labelled(text: str, label: str) -> list[str]:
     """Bodies of the lines 'LABEL: body' (case and markdown emphasis tolerated), in order; linear in the text."""
-    line = re.compile(rf"[ \t>#*_`-]*{label}[ \t*_`]*:(.*)", re.IGNORECASE)
-    return [m.group(1) for m in map(line.match, text.splitlines()) if m]
+    return re.findall(rf"^[ \t>#*_`-]*{label}[ \t*_`]*:(.*)", text, re.IGNORECASE | re.MULTILINE)
 
 
 def name_body(body: str) -> str:
@@ -166,7 +165,7 @@ class WerewolfText:
         Tolerated: letter case, surrounding whitespace, markdown emphasis, a trailing '(comment)' or '.'.
         Not guessed: a missing or ambiguous label, a name that is not a legal target now.
         """
-        check_reply(text)
+        text = check_reply(text)
         p = self.position[agent]
         if self.winner is not None or not self.alive[p]:
             raise ParseError("you cannot act now")
