@@ -48,6 +48,11 @@ def defuse_special_tokens(text: str, specials: list[str]) -> str:
     return text
 
 
+def valid_unicode(text: str) -> str:
+    """`text` with lone surrogates (undecodable bytes kept by 'surrogateescape') as '?': tokenizers refuse them."""
+    return text.encode("utf-8", "replace").decode("utf-8") if not text.isascii() else text
+
+
 def chat_prompt(tokenizer, messages: list[dict[str, str]]) -> str:
     """`messages` in the tokenizer's chat template, ready for the reply (tokenise it with special tokens on).
 
@@ -56,7 +61,7 @@ def chat_prompt(tokenizer, messages: list[dict[str, str]]) -> str:
     without such strings are unchanged.
     """
     specials = [t.content for t in tokenizer.added_tokens_decoder.values() if t.special and t.content]
-    safe = [{**m, "content": defuse_special_tokens(m["content"], specials)} for m in messages]
+    safe = [{**m, "content": defuse_special_tokens(valid_unicode(m["content"]), specials)} for m in messages]
     return tokenizer.apply_chat_template(safe, add_generation_prompt=True, tokenize=False)
 
 
