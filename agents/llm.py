@@ -8,8 +8,8 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from agora.engine import PrefixCache, chat_prompt, sample, stop_token_ids
-from agora.models import EMBEDDED, load_causal_lm
+from agora.engine import PrefixCache, sample, stop_token_ids
+from agora.models import EMBEDDED, chat_prompt, load_causal_lm
 from agora.policy import ActRequest, ActResponse, Policy, PolicyConfig
 
 

@@ -13,7 +13,6 @@ exact prompt + completion ids, sharing the batch's common prompt prefix.
 
 from __future__ import annotations
 
-import re
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
@@ -31,38 +30,6 @@ def stop_token_ids(model, tokenizer) -> set[int]:
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
     return ids
-
-
-ZERO_WIDTH_SPACE = "\u200b"
-
-
-def defuse_special_tokens(text: str, specials: list[str]) -> str:
-    """`text` with a zero-width space after the first character of every occurrence of a `specials` string
-    ('<|im_start|>' -> '<\u200b|im_start|>'), so a tokenizer reads none of them as a control token. Each pass
-    breaks occurrences and makes none, so the loop ends."""
-    if not specials or not text:
-        return text
-    pattern = re.compile("|".join(re.escape(s) for s in sorted(specials, key=len, reverse=True)))
-    while pattern.search(text):
-        text = pattern.sub(lambda m: m[0][0] + ZERO_WIDTH_SPACE + m[0][1:] if len(m[0]) > 1 else "\ufffd", text)
-    return text
-
-
-def valid_unicode(text: str) -> str:
-    """`text` with lone surrogates (undecodable bytes kept by 'surrogateescape') as '?': tokenizers refuse them."""
-    return text.encode("utf-8", "replace").decode("utf-8") if not text.isascii() else text
-
-
-def chat_prompt(tokenizer, messages: list[dict[str, str]]) -> str:
-    """`messages` in the tokenizer's chat template, ready for the reply (tokenise it with special tokens on).
-
-    Message content is only ever text: the special tokens' strings in it are defused first, so one agent's
-    text (a statement quoted in another's prompt, its own failed reply) can never open a forged turn. Prompts
-    without such strings are unchanged.
-    """
-    specials = [t.content for t in tokenizer.added_tokens_decoder.values() if t.special and t.content]
-    safe = [{**m, "content": defuse_special_tokens(valid_unicode(m["content"]), specials)} for m in messages]
-    return tokenizer.apply_chat_template(safe, add_generation_prompt=True, tokenize=False)
 
 
 class PrefixCache:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from agora.engine import chat_prompt, defuse_special_tokens
+from agora.models import chat_prompt, defuse_special_tokens
 from agora.policy import ActResponse, Policy, PolicyConfig
 from agora.rollout import Rollout
 from agora.world import MAX_REPLY_CHARS, ParseError, sanitize
