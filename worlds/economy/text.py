@@ -43,7 +43,7 @@ LABOR_LINE = re.compile(r'^[ \t>*_`{"\']*labou?r["\' \t*_`]*[:=](.*)', LINE)
 DELTAS_LINE = re.compile(r"^[ \t>*_`]*deltas?[ \t*_`]*:(.*)", LINE)
 STAND_LINE = re.compile(r"^[ \t>*_`]*stand[ \t*_`]*:(.*)", LINE)
 VOTE_LINE = re.compile(r"^[ \t>*_`]*vote[ \t*_`]*:(.*)", LINE)
-HOURS = re.compile(r"-?(?:[0-9]{1,12}(?:\.[0-9]{0,12})?|\.[0-9]{1,12})")  # plain decimals: no '4,5', no '4e9'
+HOURS = re.compile(r"-?(?:[0-9]{1,12}(?:\.[0-9]{0,24})?|\.[0-9]{1,24})")  # plain decimals: no '4,5', no '4e9'
 MAX_JSON_CHARS, MAX_JSON_DEPTH = 4096, 8  # a JSON reply is read only when this small and flat
 
 
