@@ -9,7 +9,7 @@ import torch
 from pydantic import Field
 
 from agora.engine import PrefixCache, sample, stop_token_ids
-from agora.models import EMBEDDED, load_causal_lm
+from agora.models import EMBEDDED, chat_prompt, load_causal_lm
 from agora.policy import ActRequest, ActResponse, Policy, PolicyConfig
 
 
@@ -60,7 +60,7 @@ class LLMPolicy(Policy):
             messages = [*demonstration, *messages]
         if self.config.system_prompt:
             messages = [{"role": "system", "content": self.config.system_prompt}, *messages]
-        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return chat_prompt(self.tokenizer, messages)  # content never becomes control tokens
 
     def act(self, requests: list[ActRequest]) -> list[ActResponse]:
         texts = [self.render(r.messages, r.demonstration) for r in requests]

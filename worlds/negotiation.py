@@ -41,7 +41,7 @@ from pettingzoo import AECEnv
 from pettingzoo.utils import wrappers
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agora.world import PRINTABLE, ParseError, cached_per_agent, sanitize, world_config
+from agora.world import PRINTABLE, ParseError, cached_per_agent, check_reply, sanitize, world_config
 
 PROPOSE, ACCEPT, WALK_AWAY = 0, 1, 2
 POOL_DRAWS = 10_000  # count vectors tried before a config is declared impossible
@@ -181,8 +181,8 @@ def draw_pool(rng: np.random.Generator, config: NegotiationConfig) -> tuple[np.n
     )
 
 
-ACTION_LINE = re.compile(r"[ \t>#*_`-]*action[ \t*_`]*:(.*)", re.IGNORECASE)
-MESSAGE_LINE = re.compile(r"[ \t>#-]*([*_`]*)message([*_`]*)[ \t]*:([*_`]*)[ \t]*(.*)", re.IGNORECASE)
+ACTION_LINE = re.compile(r"^[ \t>#*_`-]*action[ \t*_`]*:(.*)", re.IGNORECASE | re.MULTILINE)
+MESSAGE_LINE = re.compile(r"^[ \t>#-]*([*_`]*)message([*_`]*)[ \t]*:([*_`]*)[ \t]*(.*)", re.IGNORECASE | re.MULTILINE)
 TAKE_PAIR = re.compile(r"([A-Z]+)[=:](-?[0-9]+)")
 
 
@@ -465,18 +465,16 @@ class raw_env(AECEnv):
 
         Tolerated: letter case, surrounding whitespace, markdown emphasis, a trailing '(comment)' or '.'.
         Not guessed: a missing or ambiguous action, an item left out, a count the pool does not have.
-        Reads the text line by line, so any string costs time linear in its length.
+        Reads lines with one regex pass each, so any string costs time linear in its length.
         """
-        if not isinstance(text, str):
-            raise ParseError("the reply must be text")
-        lines = text.splitlines()
-        bodies = {action_body(m.group(1)) for m in map(ACTION_LINE.match, lines) if m}
+        text = check_reply(text)
+        bodies = {action_body(b) for b in set(ACTION_LINE.findall(text))}
         if not bodies:
             raise ParseError(f"no 'ACTION:' line; end with e.g. 'ACTION: PROPOSE {self._example_take()}'")
         if len(bodies) > 1:
             raise ParseError("more than one different ACTION line; give exactly one")
         body = bodies.pop()
-        message = next((message_body(m) for m in map(MESSAGE_LINE.match, lines) if m), "")
+        message = message_body(first) if (first := MESSAGE_LINE.search(text)) else ""
         action: dict[str, Any] = {
             "type": None,
             "take": [0] * len(self.items),

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from agora.world import ParseError, cached_per_agent, sanitize
+from agora.world import ParseError, cached_per_agent, check_reply, sanitize
 from worlds.deferral.rules import (
     ACTION_NAMES,
     CREATE,
@@ -20,6 +20,7 @@ from worlds.deferral.rules import (
     EVAL,
     EXPERT,
     EXPLAINS,
+    MAX_ANSWER_CHARS,
     MAX_EXPLANATION_CHARS,
     NUMBER,
     is_numeric,
@@ -29,8 +30,16 @@ from worlds.deferral.rules import (
 ANSWER_LABEL = re.compile(r"\banswer\b\s*(?:is\s*|=\s*|:\s*)+|final answer\s*[:=]?", re.IGNORECASE)
 EXPLANATION_LABEL = re.compile(r"\bexplanation\s*:", re.IGNORECASE)
 ACTION_WORD = re.compile(r"\b(eval|evaluate|adopt|create|defer)\b", re.IGNORECASE)
+PLAIN_TEXT = re.compile(r"[\x20-\x7e\t\n\r]*")  # printable ASCII and line breaks
+MAX_UNLABELLED_CHARS = 2_000  # an answer without a label is a short reply ('42', 'The total is 42 apples.')
 ACTION_ALIASES = {"eval": EVAL, "evaluate": EVAL, "adopt": EVAL, "create": CREATE, "defer": DEFER}
-AGENT_REF = re.compile(r"[\s:*_`#(\[-]*(?:agent|player)?[\s_#:-]*(\d{1,3})\b", re.IGNORECASE)
+# The agent an EVAL names: 'EVAL 2', 'eval agent 2', '**Eval: agent_1**'. No two neighbouring parts match the same
+# characters (linear time); no '-' before the number ('EVAL -1' names no agent).
+# Its tail is what follows the number when that is no agent number: a letter ('EVAL 2nd') or a fraction ('EVAL
+# 1.9', 'EVAL 1,5', 'EVAL 1/2'). One regex pass finds them all (no Python loop per EVAL).
+EVAL_REF = re.compile(
+    r"\b(?:eval|evaluate|adopt)\b[\s:*_`#(\[]*(?:(?:agent|player)[\s_#:-]*)?([0-9]+)([^\W_]|[.,/][0-9])?", re.IGNORECASE
+)
 
 
 class DeferralText:
@@ -135,16 +144,21 @@ class DeferralText:
     def extract_answer(self, text: str) -> str:
         """The answer in `text`. With an 'ANSWER:' / 'answer is' label: the first non-empty line after it,
         and on that line what follows the last '=' ('ANSWER: 12 x 4 = 48' -> 48), its first number for
-        numeric problems. Without a label: exactly one number for numeric problems, else the first line.
-        A bare 'ANSWER:' is no answer ('')."""
+        numeric problems. Without a label: exactly one number for numeric problems, else the first line, and
+        only from plain text (a digit in binary noise is no answer). A bare 'ANSWER:' is no answer ('')."""
         labelled = ANSWER_LABEL.search(text)
+        if not labelled and (len(text) > MAX_UNLABELLED_CHARS or not PLAIN_TEXT.fullmatch(text)):
+            raise ParseError("without an 'ANSWER:' label, reply with a short plain answer; e.g. 'ANSWER: 42'")
         body = re.sub(r"[*_`]", " ", text[labelled.end() :] if labelled else text).strip()
         if labelled and not body and not text[: labelled.start()].strip():
             return ""  # a bare 'ANSWER:' gives no answer (how the fallback of round 0 and of the expert is written)
         if labelled:
-            body = next((line for line in body.splitlines() if line.strip()), "").rsplit("=", 1)[-1]
+            body = body.split("\n", 1)[0].rsplit("=", 1)[-1]  # `body` is stripped: its first line is not empty
         if self.numeric():
-            numbers = [m.group(0) for m in NUMBER.finditer(body)]
+            first = NUMBER.search(body)  # labelled: the first number is the answer
+            numbers = list(dict.fromkeys(NUMBER.findall(body))) if not labelled else [first.group(0)] if first else []
+            if any(len(x) > MAX_ANSWER_CHARS for x in numbers):
+                raise ParseError(f"a number longer than {MAX_ANSWER_CHARS} characters is no answer here")
             values = list(dict.fromkeys(normalize_answer(x) for x in numbers))
             if not values:
                 raise ParseError("no number in your answer; reply e.g. 'ANSWER: 42'")
@@ -153,8 +167,7 @@ class DeferralText:
                     f"several numbers ({', '.join(values[:4])}); give exactly one, e.g. 'ANSWER: {values[0]}'"
                 )
             return values[0]
-        first = next((line for line in body.splitlines() if line.strip()), "")
-        answer = normalize_answer(first)
+        answer = normalize_answer(body.split("\n", 1)[0])
         if not answer:
             raise ParseError("empty answer; reply e.g. 'ANSWER: <your answer>'")
         return answer
@@ -166,21 +179,19 @@ class DeferralText:
         Tolerated: case, markdown emphasis, labels and filler words. Not guessed: two different
         actions, EVAL of oneself or of no agent, a missing or ambiguous answer.
         """
-        if not isinstance(text, str):
-            raise ParseError("the reply must be text")
+        text = check_reply(text)
         if not text.strip():
             raise ParseError("empty reply")
         if agent == EXPERT:
             return self._parse_expert(text)
         me = self.team.index(agent)
         if self.round == 0:
-            if any(ACTION_ALIASES[m.group(1).lower()] != CREATE for m in ACTION_WORD.finditer(text)):
+            if any(ACTION_ALIASES[word.lower()] != CREATE for word in set(ACTION_WORD.findall(text))):
                 raise ParseError(
                     "in round 0 every agent answers on its own (no EVAL or DEFER yet); reply 'ANSWER: <your answer>'"
                 )
             return {"type": CREATE, "target": 0, "answer": self.extract_answer(text)}
-        found = [(m.group(1).lower(), m) for m in ACTION_WORD.finditer(text)]
-        kinds = {ACTION_ALIASES[word] for word, _ in found}
+        kinds = {ACTION_ALIASES[word.lower()] for word in set(ACTION_WORD.findall(text))}
         if not kinds:
             raise ParseError(
                 f"no action; reply with one of: EVAL <agent> (e.g. EVAL {(me + 1) % len(self.team)}), CREATE "
@@ -194,15 +205,19 @@ class DeferralText:
         if kind == DEFER:
             return {"type": DEFER, "target": 0, "answer": ""}
         if kind == CREATE:
-            rest = text[found[0][1].end() :].split("\n", 1)[0]
-            if not re.sub(r"[\W_]", "", rest):
+            rest = text[ACTION_WORD.search(text).end() :].split("\n", 1)[0]
+            if not re.search(r"[^\W_]", rest):
                 raise ParseError("CREATE needs your new answer on the same line, e.g. 'CREATE 42'")
             return {"type": CREATE, "target": 0, "answer": self.extract_answer(rest)}
         targets = set()
-        for _, match in found:
-            ref = AGENT_REF.match(text, match.end())
-            if ref:
-                targets.add(int(ref.group(1)))
+        for number, tail in set(EVAL_REF.findall(text)):
+            if tail[:1] in (".", ",", "/"):
+                raise ParseError(f"agents are numbered 0 to {len(self.team) - 1}; EVAL names one by its whole number")
+            if tail:
+                continue  # a number glued to a word ('EVAL 2nd')
+            if len(number) > 6:
+                raise ParseError(f"there is no agent {number[:8]}...; the agents are 0 to {len(self.team) - 1}")
+            targets.add(int(number))
         if not targets:
             raise ParseError(f"EVAL needs the agent whose answer you adopt, e.g. 'EVAL {(me + 1) % len(self.team)}'")
         if len(targets) > 1:
@@ -219,13 +234,12 @@ class DeferralText:
     def _parse_expert(self, text: str) -> dict[str, str]:
         explained = EXPLANATION_LABEL.search(text)
         head = text[: explained.start()] if explained else text
-        lines = [line for line in head.splitlines() if line.strip()]
-        labelled = next((line for line in lines if ANSWER_LABEL.search(line)), None)
-        answer_line = labelled or (lines[0] if lines else "")
-        answer_part, _, after = answer_line.partition(";")
-        explanation = (
-            explained and text[explained.end() :] or after or "\n".join(l for l in lines if l is not answer_line)
-        )
+        anchor = ANSWER_LABEL.search(head) or re.search(r"\S", head)  # the labelled line, else the first non-empty
+        start = head.rfind("\n", 0, anchor.start()) + 1 if anchor else 0
+        end = head.find("\n", start) if anchor else 0
+        end = len(head) if end < 0 else end
+        answer_part, _, after = head[start:end].partition(";")
+        explanation = explained and text[explained.end() :] or after or head[:start] + head[end:]
         return {"answer": self.extract_answer(answer_part), "explanation": sanitize(explanation, MAX_EXPLANATION_CHARS)}
 
     def render_action(self, agent: str, action: dict[str, Any]) -> str:

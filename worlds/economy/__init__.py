@@ -33,7 +33,8 @@ bracket) or decline; on the decision step every worker votes for one candidate, 
 winner's platform (seeded tie-break) changes the schedule, which taxes that step as a planner's
 would. No candidate: the schedule stays; a vote for a non-candidate does not count. A worker's
 action is then `{"labor", "stand" (0/1), "platform" (indices into the Δ list), "vote" (a worker
-index)}`.
+index, or -1 for no vote: every step but a vote step, or an abstention; the space is
+`Discrete(num_workers + 1, start=-1)`)}`.
 
 Reply formats (case and markdown emphasis tolerated; anything else is a parse error whose message
 says how to fix it):

@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 
-from agora.world import ParseError
+from agora.world import ParseError, check_reply
 from worlds.economy.rules import (
     MAX_LABOR,
     PERSONAS,
@@ -36,13 +36,60 @@ def _signed(delta) -> str:
     return f"{int(round(float(delta))):+d}" if round(float(delta)) else "0"
 
 
-LABOR_LINE = re.compile(
-    r'^[\s>*_`{"\']*labou?r["\'\s*_`]*[:=]\s*[*_`"\']*\s*(-?[0-9][0-9,]*(?:\.[0-9]*)?|-?\.[0-9]+)\s*(h|hours?)?[\s*_`"\'}.]*$',
-    re.IGNORECASE,
-)
-DELTAS_LINE = re.compile(r"^[\s>*_`]*deltas?[\s*_`]*:(.*)$", re.IGNORECASE)
-STAND_LINE = re.compile(r"^[\s>*_`]*stand[\s*_`]*:(.*)$", re.IGNORECASE)
-VOTE_LINE = re.compile(r"^[\s>*_`]*vote[\s*_`]*:[\s*_`]*(?:candidate\s*)?#?\s*([0-9]+)[\s.*_`]*$", re.IGNORECASE)
+# One line each, labels tolerant of case, markdown emphasis and quotes; the value follows the ':' (or '=').
+# No two neighbouring parts can match the same characters, so a match costs time linear in the line.
+LINE = re.IGNORECASE | re.MULTILINE
+LABOR_LINE = re.compile(r'^[ \t>*_`{"\']*labou?r["\' \t*_`]*[:=](.*)', LINE)
+DELTAS_LINE = re.compile(r"^[ \t>*_`]*deltas?[ \t*_`]*:(.*)", LINE)
+STAND_LINE = re.compile(r"^[ \t>*_`]*stand[ \t*_`]*:(.*)", LINE)
+VOTE_LINE = re.compile(r"^[ \t>*_`]*vote[ \t*_`]*:(.*)", LINE)
+HOURS = re.compile(r"-?(?:[0-9]{1,12}(?:\.[0-9]{0,24})?|\.[0-9]{1,24})")  # plain decimals: no '4,5', no '4e9'
+MAX_JSON_CHARS, MAX_JSON_DEPTH = 4096, 8  # a JSON reply is read only when this small and flat
+
+
+def labor_value(body: str) -> str | None:
+    """The hours after 'LABOR:' as written ('**40** hours.' -> '40'), or None when they are not one plain number."""
+    value = body.lstrip(" \t*_`\"'").rstrip(" \t*_`\"'},.").lower()
+    for unit in ("hours", "hour", "h"):
+        if value.endswith(unit):
+            value = value.removesuffix(unit).rstrip(" \t")
+            break
+    return value if HOURS.fullmatch(value) else None
+
+
+def vote_value(body: str) -> int | None:
+    """The candidate number after 'VOTE:' ('Candidate #2.' -> 2), or None when it is not one small number."""
+    value = body.strip(" \t*_`.").lower().removeprefix("candidate").strip(" \t").removeprefix("#").strip(" \t")
+    return int(value) if re.fullmatch(r"[0-9]{1,4}", value) else None
+
+
+def json_depth(text: str) -> int:
+    """The deepest nesting of objects and arrays in `text` read as JSON (brackets inside strings do not count)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (ch == "\\", ch != '"')
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def json_object(text: str) -> dict | None:
+    """`text` as a small, shallow JSON object, else None: bounded in size, depth and digits, so that no reply
+    can exhaust the recursion limit or Python's limit on the digits of an integer."""
+    if not text.startswith("{") or len(text) > MAX_JSON_CHARS or json_depth(text) > MAX_JSON_DEPTH:
+        return None
+    try:
+        data = json.loads(text, parse_int=lambda digits: float(digits), parse_constant=lambda name: float("nan"))
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 class EconomyText:
@@ -154,8 +201,7 @@ class EconomyText:
         return "\n".join(lines)
 
     def parse(self, agent: str, text: str):
-        if not isinstance(text, str):
-            raise ParseError("the reply must be text")
+        text = check_reply(text)
         return self._parse_deltas(text) if agent == PLANNER else self._parse_worker(text)
 
     def _parse_worker(self, text: str):
@@ -166,7 +212,7 @@ class EconomyText:
         action = {"labor": hours, "stand": 0, "platform": np.zeros(len(self.cutoffs), dtype=np.int64), "vote": -1}
         phase = self.phase()
         if phase == STAND:
-            bodies = {m.group(1).strip().strip("*_`[]() .") for m in map(STAND_LINE.match, text.splitlines()) if m}
+            bodies = {body.strip().strip("*_`[]() .") for body in set(STAND_LINE.findall(text))}
             if len(bodies) != 1:
                 raise ParseError(
                     "give exactly one 'STAND:' line: your platform, e.g. 'STAND: "
@@ -178,38 +224,38 @@ class EconomyText:
                 deltas = self._delta_tokens(body, "STAND")
                 action.update(stand=1, platform=np.array([PLANNER_DELTAS.index(d) for d in deltas], dtype=np.int64))
         elif phase == VOTE and len(standing := np.flatnonzero(self.candidates)):
-            found = {m.group(1) for m in map(VOTE_LINE.match, text.splitlines()) if m}
-            if len(found) != 1:
+            found = {vote_value(body) for body in set(VOTE_LINE.findall(text))}
+            if len(found) != 1 or None in found:
                 raise ParseError(
                     f"give exactly one 'VOTE: <candidate number>' line, a number from 1 to {len(standing)}"
                 )
-            k = int(found.pop())
+            k = found.pop()
             if not 1 <= k <= len(standing):
                 raise ParseError(f"there are {len(standing)} candidates; vote with a number from 1 to {len(standing)}")
             action["vote"] = int(standing[k - 1])
         return action
 
     def _parse_labor(self, text: str) -> np.ndarray:
-        """`LABOR: 40` (or the paper's JSON `{"LABOR": 40}`): one number of hours in [0, 100]."""
-        stripped = text.strip()
-        if stripped.startswith("{"):
-            try:
-                data = json.loads(stripped)
-            except json.JSONDecodeError:
-                data = None
-            if isinstance(data, dict):
-                values = [v for k, v in data.items() if str(k).strip().lower() in ("labor", "labour")]
-                if len(values) == 1 and isinstance(values[0], (int, float)) and not isinstance(values[0], bool):
-                    return self._hours(str(values[0]))
-        found = [m.group(1) for m in map(LABOR_LINE.match, text.splitlines()) if m]
-        if not found:
-            raise ParseError("no 'LABOR: <hours>' line; reply e.g. 'LABOR: 40'")
-        if len({float(f.replace(",", "")) for f in found}) > 1:
+        """`LABOR: 40` (or the paper's JSON `{"LABOR": 40}`): one number of hours in [0, 100].
+
+        Tolerated: case, 'LABOUR', markdown emphasis, quotes, 'h'/'hours', a closing '.', the same value twice.
+        Not guessed: no line with a plain number ('4,5', '1,,0', '4e9', 'forty'), two different values.
+        """
+        data = json_object(text.strip())
+        if data is not None:
+            values = [v for k, v in data.items() if str(k).strip().lower() in ("labor", "labour")]
+            if len(values) == 1 and isinstance(values[0], float):
+                return self._hours(str(values[0]))
+        found = [labor_value(body) for body in dict.fromkeys(LABOR_LINE.findall(text))]
+        numbers = [f for f in found if f is not None]
+        if not numbers:
+            raise ParseError("no 'LABOR: <hours>' line with a plain number of hours; reply e.g. 'LABOR: 40'")
+        if len({float(f) for f in numbers}) > 1:
             raise ParseError("more than one different LABOR value; give exactly one")
-        return self._hours(found[0])
+        return self._hours(numbers[0])
 
     def _hours(self, raw: str) -> np.ndarray:
-        hours = float(raw.replace(",", ""))
+        hours = float(raw)
         if not np.isfinite(hours) or not 0 <= hours <= MAX_LABOR:
             raise ParseError(
                 f"{raw[:12]} hours is not possible: LABOR must be hours from 0 to 100 (a step has 100 hours at "
@@ -221,7 +267,7 @@ class EconomyText:
         """`DELTAS: +10, 0, -10, ...`: one change per bracket from {−20, −10, 0, +10, +20} -> the new rates.
 
         Tolerated: markdown emphasis, brackets, '%' signs, Unicode minus and dashes (models write '–10')."""
-        bodies = {m.group(1).strip().strip("*_`[]() .") for m in map(DELTAS_LINE.match, text.splitlines()) if m}
+        bodies = {body.strip().strip("*_`[]() .") for body in set(DELTAS_LINE.findall(text))}
         b = len(self.cutoffs)
         example = "DELTAS: " + ", ".join(["0"] * b)
         if not bodies:

@@ -138,14 +138,14 @@ class parallel_env(EconomyText, EconomyRecords, ParallelEnv):
         if not self.config.democratic:
             return hours
         # stand (1) with a platform (indices into PLANNER_DELTAS) on a stand step; vote for a worker index on a vote
-        # step
+        # step, -1 = no vote (every other step, or an abstention)
         n, b = self.config.num_workers, len(self.cutoffs)
         return spaces.Dict(
             {
                 "labor": hours,
                 "stand": spaces.Discrete(2),
                 "platform": spaces.MultiDiscrete([len(PLANNER_DELTAS)] * b),
-                "vote": spaces.Discrete(n),
+                "vote": spaces.Discrete(n + 1, start=-1),
             }
         )
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from agora.world import ParseError, cached_per_agent, sanitize
+from agora.world import ParseError, cached_per_agent, check_reply, sanitize
 from worlds.werewolf.rules import (
     DISCUSSION,
     DOCTOR,
@@ -28,17 +28,10 @@ from worlds.werewolf.rules import (
     target_mask,
 )
 
-LABEL_LINE = re.compile(r"[ \t>#*_`-]*([A-Za-z]+)[ \t*_`]*:(.*)")
-
 
 def labelled(text: str, label: str) -> list[str]:
-    """Bodies of the lines 'LABEL: body' (case and markdown emphasis tolerated), in order."""
-    out = []
-    for line in text.splitlines():
-        match = LABEL_LINE.match(line)
-        if match and match.group(1).upper() == label:
-            out.append(match.group(2))
-    return out
+    """Bodies of the lines 'LABEL: body' (case and markdown emphasis tolerated), in order; linear in the text."""
+    return re.findall(rf"^[ \t>#*_`-]*{label}[ \t*_`]*:(.*)", text, re.IGNORECASE | re.MULTILINE)
 
 
 def name_body(body: str) -> str:
@@ -172,8 +165,7 @@ class WerewolfText:
         Tolerated: letter case, surrounding whitespace, markdown emphasis, a trailing '(comment)' or '.'.
         Not guessed: a missing or ambiguous label, a name that is not a legal target now.
         """
-        if not isinstance(text, str):
-            raise ParseError("the reply must be text")
+        text = check_reply(text)
         p = self.position[agent]
         if self.winner is not None or not self.alive[p]:
             raise ParseError("you cannot act now")
@@ -185,13 +177,13 @@ class WerewolfText:
                     "no 'SAY:' line; reply e.g. 'SAY: I think Bob is lying.' then 'ACCUSE: Bob' or 'ACCUSE: NOBODY'"
                 )
             statement = sanitize(says[0].strip().strip("*_` "), self.config.max_statement_chars)
-            accused = {name_body(b) for b in labelled(text, "ACCUSE")}
+            accused = {name_body(b) for b in set(labelled(text, "ACCUSE"))}
             if len(accused) > 1:
                 raise ParseError("more than one different ACCUSE line; accuse at most one player")
             target = self._target(agent, accused.pop(), mask, "accuse") if accused else self.n
             return {"target": target, "statement": statement}
         verb = "VOTE" if self.phase == VOTE else NIGHT_VERBS.get(int(self.roles[p]), "")
-        bodies = {name_body(b) for b in labelled(text, verb)}
+        bodies = {name_body(b) for b in set(labelled(text, verb))}
         example = self.names[int(np.flatnonzero(mask[: self.n])[0])] if mask[: self.n].any() else "NOBODY"
         if not bodies:
             raise ParseError(f"no '{verb}:' line; reply e.g. '{verb}: {example}'")
