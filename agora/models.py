@@ -201,6 +201,12 @@ def chat_prompt(tokenizer, messages: list[dict[str, str]]) -> str:
     text (a statement quoted in another's prompt, its own failed reply) can never open a forged turn. Prompts
     without such strings are unchanged.
     """
-    specials = [t.content for t in tokenizer.added_tokens_decoder.values() if t.special and t.content]
-    safe = [{**m, "content": defuse_special_tokens(valid_unicode(m["content"]), specials)} for m in messages]
+    safe = [{**m, "content": plain_text(tokenizer, m["content"])} for m in messages]
     return tokenizer.apply_chat_template(safe, add_generation_prompt=True, tokenize=False)
+
+
+def plain_text(tokenizer, text: str) -> str:
+    """`text` made safe to tokenise with special-token parsing on: valid Unicode, and none of the tokenizer's
+    special-token strings left whole (the content of a message; a prompt without a chat template)."""
+    specials = [t.content for t in tokenizer.added_tokens_decoder.values() if t.special and t.content]
+    return defuse_special_tokens(valid_unicode(text), specials)

@@ -30,7 +30,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agora.errors import AgoraError
-from agora.models import EMBEDDED
+from agora.models import EMBEDDED, chat_prompt, plain_text
 from agora.trajectory import Episode
 
 DEFAULT_RUBRIC = (
@@ -164,15 +164,15 @@ class LLMJudge:
         return ids[0]
 
     def prompt_ids(self, first: str, second: str) -> list[int]:
-        """Chat-templated rubric + 'Transcript A' (first) + 'Transcript B' (second), ready for the answer token."""
+        """Chat-templated rubric + 'Transcript A' (first) + 'Transcript B' (second), ready for the answer token;
+        the transcripts' text never becomes the judge's control tokens."""
         content = (
             f"{self.config.rubric}\n\nTranscript A:\n{first}\n\nTranscript B:\n{second}\n\nWhich is better, A or B?"
         )
-        messages = [{"role": "user", "content": content}]
         if getattr(self.tokenizer, "chat_template", None):
-            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            text = chat_prompt(self.tokenizer, [{"role": "user", "content": content}])
         else:
-            text = content + "\nAnswer:"
+            text = plain_text(self.tokenizer, content) + "\nAnswer:"
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     @staticmethod
