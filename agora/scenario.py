@@ -462,7 +462,8 @@ def _explain(exc: ValidationError, model: type[BaseModel], prefix: str, file: st
         elif kind == "missing":
             lines.append(f"{path}: required key is missing")
         else:
-            lines.append(f"{path}: {cut(err['msg'], MAX_MESSAGE_CHARS)} (got {brief(err.get('input'))})")
+            message = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{path}: {cut(message, MAX_MESSAGE_CHARS)} (got {brief(err.get('input'))})")
     if len(errors) > MAX_ERRORS_SHOWN:
         lines.append(f"... and {len(errors) - MAX_ERRORS_SHOWN} more")
     first_path = lines[0].split(":")[0] if len(lines) == 1 else None
