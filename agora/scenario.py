@@ -272,11 +272,9 @@ def read_mapping(path: str | Path, *, hint: str) -> tuple[dict[str, Any], str, s
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = cut(getattr(exc, "problem", None) or str(exc), MAX_MESSAGE_CHARS)
-        hint = getattr(exc, "hint", None) or (
-            "Agora's files need a few levels"
-            if "nesting" in problem
-            else "check indentation and quoting near that line"
-        )
+        hint = getattr(exc, "hint", None) or "check indentation and quoting near that line"
+        if "nesting depth" in problem:  # libyaml's own limit, met before ours when flow collections nest
+            problem, hint = f"nested more than {MAX_DEPTH} levels deep", "Agora's files need a few levels"
         raise ScenarioError(f"invalid YAML: {where}{problem}", file=file, hint=hint) from None
     if data is None:
         raise ScenarioError("the file is empty", file=file, hint=hint)

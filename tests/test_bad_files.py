@@ -75,13 +75,13 @@ FILE_CASES = [
     ),
     ("non-UTF-8 campaign", "train", "c.yaml", CAMPAIGN.encode().replace(b"name: c", b"name: c\xff"), ["UTF-8"]),
     ("non-UTF-8 scenario", "run", "s.yaml", SCENARIO.encode("utf-16"), ["UTF-8"]),
-    ("nested 10,000 deep", "run", "s.yaml", scenario_with("description", nested(10_000)), ["nest"]),
+    ("nested 10,000 deep", "run", "s.yaml", scenario_with("description", nested(10_000)), ["levels deep"]),
     (
         "block nested 200 deep",
         "validate",
         "s.yaml",
-        SCENARIO + "".join(f"{'  ' * i}k{i}:\n" for i in range(200)),
-        ["nest"],
+        SCENARIO.replace("rounds: 2}", "rounds: 2, x: {a: 1}}") + "".join(f"{'  ' * i}k{i}:\n" for i in range(200)),
+        ["levels deep"],
     ),
     (
         "5,000-digit integer",
@@ -144,7 +144,7 @@ def problems_scenario(problems: Path) -> str:
 
 
 PROBLEM_CASES = [
-    ("problems line nested 100,000 deep", '{"question": "q", "answer": ' + nested(100_000) + "}\n", ["nest"]),
+    ("problems line nested 100,000 deep", '{"question": "q", "answer": ' + nested(100_000) + "}\n", ["levels deep"]),
     ("problems line with a huge integer", '{"question": "q", "answer": ' + "7" * 5000 + "}\n", ["digits"]),
     ("problems line with a duplicate key", '{"question": "q", "answer": 1, "answer": 2}\n', ["duplicate key"]),
     ("problems file not UTF-8", b'{"question": "q\xff", "answer": 1}\n', ["UTF-8"]),
@@ -179,7 +179,7 @@ def invoke(
     start = time.perf_counter()
     result = runner.invoke(app, [command, str(path)])
     elapsed = time.perf_counter() - start
-    output = result.output
+    output = result.output.replace(str(path), "<file>")  # fragments must not match the file's own name
     assert result.exit_code == 2, output
     assert "Traceback" not in output and result.exception is None or isinstance(result.exception, SystemExit)
     lines = [line for line in output.splitlines() if line.strip()]
@@ -207,10 +207,12 @@ def test_bad_problems_file(workdir, what, content, fragments):
 def broken_copies(tiny: Path, root: Path) -> dict[str, Path]:
     """Copies of the tiny model, each broken one way."""
 
-    def copy(name: str) -> Path:
-        return Path(shutil.copytree(tiny, root / name))
+    def copy(i: int) -> Path:  # folders named so that no message fragment matches their names
+        return Path(shutil.copytree(tiny, root / f"model-{i}"))
 
-    out = {name: copy(name) for name in ("garbage", "truncated", "wrong shape", "no tokenizer", "bad config")}
+    out = {
+        name: copy(i) for i, name in enumerate(("garbage", "truncated", "wrong shape", "no tokenizer", "bad config"))
+    }
     (out["garbage"] / "model.safetensors").write_bytes(bytes(range(256)) * 40)
     weights = out["truncated"] / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
@@ -219,13 +221,13 @@ def broken_copies(tiny: Path, root: Path) -> dict[str, Path]:
     for file in ("tokenizer.json", "tokenizer_config.json"):
         (out["no tokenizer"] / file).unlink()
     (out["bad config"] / "config.json").write_text('{"model_type": "llama", "model_type": "gpt2"}')
-    out["no weights"] = root / "no weights"
+    out["no weights"] = root / "model-5"
     out["no weights"].mkdir()
     shutil.copy(tiny / "config.json", out["no weights"])
     shutil.copy(tiny / "tokenizer.json", out["no weights"])
-    out["garbage gguf"] = root / "garbage.gguf"
+    out["garbage gguf"] = root / "model-6.gguf"
     out["garbage gguf"].write_bytes(b"GGUF\x03\x00\x00\x00" + b"\xff" * 8)
-    out["gguf folder"] = root / "gguf folder"
+    out["gguf folder"] = root / "model-7"
     out["gguf folder"].mkdir()
     (out["gguf folder"] / "m.gguf").write_bytes(b"not a gguf at all")
     return out
@@ -237,7 +239,7 @@ def broken_models(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
 
 
 MODEL_CASES = [
-    ("garbage", ["garbage", "model.safetensors"]),
+    ("garbage", ["model.safetensors", "not a safetensors file"]),
     ("truncated", ["cut off"]),
     ("wrong shape", ["do not fit config.json", "[49152, 32]"]),
     ("no tokenizer", ["no tokenizer"]),
