@@ -199,7 +199,9 @@ def read_text(path: str | Path) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise ValueError(f"not UTF-8 text: byte 0x{data[exc.start]:02x} on line {line} (save it as UTF-8)") from None
+        raise ValueError(
+            f"cannot read: not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); save it as UTF-8"
+        ) from None
 
 
 def parse_yaml(text: str) -> Any:
