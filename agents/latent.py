@@ -35,6 +35,7 @@ from pydantic import Field, field_validator
 from agents.scripted.werewolf import RuleBasedPlayer, WerewolfPlayer
 from agora.errors import AgoraError
 from agora.policy import PolicyConfig
+from agora.scenario import parse_json, read_text
 from agora.world import sanitize
 from worlds.werewolf.rules import DISCUSSION, NAMES, ROLES, WEREWOLF
 
@@ -108,7 +109,7 @@ class LatentSpace:
 
     @classmethod
     def load(cls, path: str | Path) -> LatentSpace:
-        return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+        return cls.from_json(parse_json(read_text(path)))  # a user file: Agora's reader and limits
 
     def infosets(self, team: str) -> list[tuple[str, int]]:
         """Every (information set key, number of clusters) of the team's choosing tree."""

@@ -6,10 +6,11 @@ import time
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from agora.engine import PrefixCache, sample, stop_token_ids
-from agora.models import EMBEDDED, chat_prompt, load_causal_lm
+from agora.errors import AgoraError
+from agora.models import EMBEDDED, chat_prompt, check_device, check_model, load_causal_lm
 from agora.policy import ActRequest, ActResponse, Policy, PolicyConfig
 
 
@@ -35,6 +36,25 @@ class LLMConfig(PolicyConfig):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto = bf16 on GPU, fp32 on CPU"
     )
+
+    @field_validator("model")
+    @classmethod
+    def _model_exists(cls, model: str) -> str:
+        """A model that is not there, or a folder that is not a whole model, fails at validation, not mid-run."""
+        try:
+            check_model(model)
+        except AgoraError as exc:
+            raise ValueError(str(exc)) from None
+        return model
+
+    @field_validator("device")
+    @classmethod
+    def _device_exists(cls, device: str) -> str:
+        try:
+            check_device(device)
+        except AgoraError as exc:
+            raise ValueError(str(exc)) from None
+        return device
 
 
 class LLMPolicy(Policy):

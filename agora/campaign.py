@@ -45,7 +45,7 @@ from agora.checkpoint import (
 )
 from agora.errors import AgoraError, ScenarioError, in_file
 from agora.interrupts import uninterrupted
-from agora.scenario import TrackingSpec, is_campaign, read_mapping, validate_model
+from agora.scenario import PrintableName, TrackingSpec, is_campaign, read_mapping, validate_model
 
 METRIC_NAME = re.compile(r"[A-Za-z0-9_.\-]+")  # what a name must be to go into a metric key
 END_TAG = "agora.end"  # why a campaign's run ended KILLED or FAILED, for whoever finds it in MLflow
@@ -58,7 +58,7 @@ class CampaignConfig(BaseModel):
     """The keys every campaign file has; a kind's `Config` extends it (with `iterations` and `checkpoint`)."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, description="campaign name: the MLflow run name")
+    name: PrintableName = Field(min_length=1, description="campaign name: the MLflow run name (printable text)")
     description: str = ""
     seed: int = Field(0, ge=0, description="root seed: every episode, sampler and initialisation derives from it")
     tracking: TrackingSpec = TrackingSpec()

@@ -26,20 +26,28 @@ console = Console()
 errors = Console(stderr=True)
 
 
+def escaped(text: object) -> str:
+    """User text safe to print with rich: markup escaped, control characters (ANSI escapes) shown as `\\x1b`."""
+    text = str(text)
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() or c == "\n" else c.encode("unicode_escape").decode() for c in text)
+    return escape(text)
+
+
 @contextlib.contextmanager
 def user_errors():
     """A user's mistake ends with its explanation and exit code 2, never a traceback."""
     try:
         yield
     except AgoraError as exc:
-        errors.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        errors.print(f"[bold red]error:[/] {escaped(exc)}", highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
 def progress_bar(disable: bool = False) -> Progress:
     """The live bar of every long CLI loop: description, bar, done/total, elapsed and remaining time."""
     columns = (
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", style="bold", markup=False),  # names are the user's text, not markup
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -125,11 +133,11 @@ def train(
             raise
     summary = runner.summary(result)
     if summary is not None:
-        table = Table(title=summary.title, title_justify="left")
+        table = Table(title=escaped(summary.title), title_justify="left")
         for column in summary.columns:
-            table.add_column(column)
+            table.add_column(escaped(column))
         for row in summary.rows:
-            table.add_row(*row)
+            table.add_row(*map(escaped, row))
         console.print(table)
     if result.checkpoint:
         console.print(f"last checkpoint: {result.checkpoint}")
@@ -171,7 +179,8 @@ def run_campaign(resolved, runner):
 
 
 def summary_table(resolved, summary: dict[str, float]) -> Table:
-    table = Table(title=f"{resolved.spec.name}: {int(summary['perf/episodes'])} episodes", title_justify="left")
+    title = escaped(f"{resolved.spec.name}: {int(summary['perf/episodes'])} episodes")
+    table = Table(title=title, title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
     world_labels = getattr(resolved.world_entry.load(), "metric_labels", {})
@@ -193,7 +202,8 @@ def summary_table(resolved, summary: dict[str, float]) -> Table:
     for key in shown:
         value = summary[key]
         table.add_row(
-            labels.get(key, key.removeprefix("eval/")), f"{value:.3f}" if abs(value) < 1000 else f"{value:,.0f}"
+            escaped(labels.get(key, key.removeprefix("eval/"))),
+            f"{value:.3f}" if abs(value) < 1000 else f"{value:,.0f}",
         )
     return table
 
@@ -208,17 +218,16 @@ def validate(files: list[Path] = typer.Argument(..., help="scenario or campaign 
     for file in files:
         try:
             if is_campaign(read_mapping(file, hint="copy a file in scenarios/ to start from")[0]):
-                console.print(f"[green]ok[/] {file}: {load_campaign(file).describe()}")
+                console.print(f"[green]ok[/] {escaped(file)}: {escaped(load_campaign(file).describe())}")
                 continue
             resolved = load_scenario(file)
         except AgoraError as exc:
             failed += 1
-            errors.print(f"[bold red]invalid:[/] {exc}", highlight=False, soft_wrap=True)
+            errors.print(f"[bold red]invalid:[/] {escaped(exc)}", highlight=False, soft_wrap=True)
             continue
         seats = ", ".join(f"{a}={s.entry.name}" for a, s in resolved.seats.items())
-        console.print(
-            f"[green]ok[/] {file}: world {resolved.world_entry.name}, {seats}, {resolved.spec.episodes} episodes"
-        )
+        described = f"world {resolved.world_entry.name}, {seats}, {resolved.spec.episodes} episodes"
+        console.print(f"[green]ok[/] {escaped(file)}: {escaped(described)}")
     if failed:
         raise typer.Exit(2)
 

@@ -137,3 +137,52 @@ def test_registry_listings():
     )
     unknown = runner.invoke(app, ["agents", "--world", "chess"])
     assert unknown.exit_code == 2 and "unknown world 'chess'" in unknown.output
+
+
+def test_reader_reads_json_like_values():
+    """YAML 1.2 floats (`1e-4`), dates kept as text, merge keys that may be overridden."""
+    from agora.scenario import parse_yaml
+
+    data = parse_yaml("lr: 1e-4\nbig: 2E3\nday: 2024-01-01\nbase: &b {x: 1, y: 2}\nmerged: {<<: *b, y: 3}\n")
+    assert data == {
+        "lr": 1e-4,
+        "big": 2000.0,
+        "day": "2024-01-01",
+        "base": {"x": 1, "y": 2},
+        "merged": {"x": 1, "y": 3},
+    }
+
+
+def test_strict_validation_keeps_what_json_would_fill(tmp_path):
+    """Strict, but as JSON: an int fills a float, a list fills a tuple (matrix payoffs)."""
+    text = GOOD.replace("accept_ratio: 0.7", "accept_ratio: 1")
+    assert load_scenario(write(tmp_path, text)).seats["alice"].config.accept_ratio == 1.0
+    custom = (
+        "name: t\nworld: {id: matrix, game: custom, actions: [a, b], payoffs: [[[1, 0], [0, 1]], [[0, 1], [1, 0]]]}\n"
+    )
+    resolved = load_scenario(write(tmp_path, custom + "agents: {'*': {policy: mixed}}\nepisodes: 1\n"))
+    assert resolved.world_config.payoffs[0][1] == (0.0, 1.0)
+
+
+def test_json_reader_limits():
+    from agora.scenario import MAX_DEPTH, parse_json
+
+    assert parse_json('{"a": [1, 2.5, "x"]}') == {"a": [1, 2.5, "x"]}
+    for text, fragment in [
+        ('{"a": 1, "a": 2}', "duplicate key 'a'"),
+        ("[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1), "levels deep"),
+        ("[" * 100_000 + "]" * 100_000, "levels deep"),
+        ("1" * 5000, "5,000 digits"),
+        ('{"a": NaN}', "NaN is not a JSON number"),
+        ('{"a": ', "not JSON"),
+    ]:
+        with pytest.raises(ValueError, match=fragment):
+            parse_json(text)
+
+
+def test_long_input_is_quoted_briefly(tmp_path):
+    """A message quotes a few dozen characters of a bad value, never the value (a 1 MB name here)."""
+    result = runner.invoke(
+        app, ["validate", str(write(tmp_path, GOOD.replace("seed: 1", f"seed: [{'x' * 1_000_000}]")))]
+    )
+    assert result.exit_code == 2 and "seed" in result.output and len(result.output) < 1000

@@ -60,6 +60,8 @@ class MatrixConfig(BaseModel):
                 raise ValueError("actions must be unique lowercase words")
             if len(self.payoffs) != n or any(len(row) != n for row in self.payoffs):
                 raise ValueError(f"payoffs must be a {n}x{n} table of [p0, p1] pairs")
+            if not np.isfinite(np.asarray(self.payoffs, dtype=np.float64)).all():
+                raise ValueError("payoffs must be finite numbers (no .nan or .inf)")
         elif self.actions or self.payoffs:
             raise ValueError("`actions` and `payoffs` are only for game: custom")
         if len(set(self.agent_names)) != 2:

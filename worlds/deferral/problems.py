@@ -6,7 +6,6 @@ solver for scripted agents), and problem files (JSONL).
 from __future__ import annotations
 
 import ast
-import json
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from agora.scenario import brief, parse_json, read_text
 from agora.world import sanitize
 from worlds.deferral.rules import MAX_EXPLANATION_CHARS, MAX_NOTE_CHARS, format_number, normalize_answer
 
@@ -242,26 +242,36 @@ def closed_world_problem(rng: np.random.Generator, difficulty: int, facts: dict[
 
 def load_problems(path: str | Path) -> list[Problem]:
     """Problems from a JSONL file: one object per line with `question`, `answer`, and optional
-    `note` (what only the expert knows), `difficulty` (1-3, default 1), `explanation`."""
+    `note` (what only the expert knows), `difficulty` (1-3, default 1), `explanation`. Read with
+    Agora's limits for user files (`agora.scenario.read_text`, `parse_json`); a `ValueError` naming
+    the line otherwise."""
+    try:
+        text = read_text(path)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
     problems = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path} line {number}: not JSON ({exc.msg})") from None
+            row = parse_json(line)
+        except ValueError as exc:
+            raise ValueError(f"{path} line {number}: {exc}") from None
         if not isinstance(row, dict) or not isinstance(row.get("question"), str) or "answer" not in row:
             raise ValueError(f"{path} line {number}: expected an object with 'question' (text) and 'answer'")
         unknown = set(row) - {"question", "answer", "note", "difficulty", "explanation"}
         if unknown:
             raise ValueError(
-                f"{path} line {number}: unknown keys {sorted(unknown)}; allowed: question, answer, note, "
+                f"{path} line {number}: unknown keys {brief(sorted(unknown))}; allowed: question, answer, note, "
                 "difficulty, explanation"
             )
+        if isinstance(row["answer"], (bool, list, dict)) or row["answer"] is None:
+            raise ValueError(f"{path} line {number}: the answer must be text or a number")
+        if not all(isinstance(row.get(key, ""), str) for key in ("note", "explanation")):
+            raise ValueError(f"{path} line {number}: 'note' and 'explanation' must be text")
         difficulty = row.get("difficulty", 1)
-        if difficulty not in (1, 2, 3):
-            raise ValueError(f"{path} line {number}: difficulty must be 1, 2 or 3 (got {difficulty!r})")
+        if isinstance(difficulty, bool) or difficulty not in (1, 2, 3):
+            raise ValueError(f"{path} line {number}: difficulty must be 1, 2 or 3 (got {brief(difficulty)})")
         answer = normalize_answer(row["answer"])
         if not answer:
             raise ValueError(f"{path} line {number}: the answer is empty")
