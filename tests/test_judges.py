@@ -78,6 +78,12 @@ def test_judge_config_is_validated_with_clear_messages():
     assert info.value.path == "trainer.judge.id" and "'outcome' or 'llm'" in str(info.value)
     with pytest.raises(ScenarioError, match="model is not a key of the outcome judge"):
         validate_model(GRPOConfig, {"judge": {"id": "outcome", "model": "x"}}, prefix="trainer", file=None)
+    with pytest.raises(ScenarioError) as info:  # a judge model that is not there fails at validation, by its path
+        validate_model(GRPOConfig, {"judge": {"id": "llm", "model": "../../etc/passwd"}}, prefix="trainer", file=None)
+    assert info.value.path == "trainer.judge.model" and "passwd" in str(info.value)
+    with pytest.raises(ScenarioError) as info:
+        validate_model(GRPOConfig, {"judge": {"id": "llm", "device": "mps"}}, prefix="trainer", file=None)
+    assert info.value.path == "trainer.judge.device" and "MPS" in str(info.value)
     with pytest.raises(ScenarioError, match="metric is not a key of the llm judge"):
         validate_model(GRPOConfig, {"judge": {"id": "llm", "metric": "x"}}, prefix="trainer", file=None)
     with pytest.raises(ScenarioError) as info:

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from agora.errors import AgoraError
-from agora.models import EMBEDDED, chat_prompt, plain_text
+from agora.models import EMBEDDED, chat_prompt, check_device, check_model, plain_text
 from agora.trajectory import Episode
 
 DEFAULT_RUBRIC = (
@@ -81,6 +81,29 @@ class JudgeConfig(BaseModel):
             ),
         ]
         return "{" + ", ".join(f"{k}: {getattr(self, k)}" for k in keys) + "}"
+
+    @field_validator("model")
+    @classmethod
+    def _model_exists(cls, model: str, info: ValidationInfo) -> str:
+        """A judge model that is not there fails when the campaign is validated, not mid-campaign."""
+        if info.data.get("id") != "llm":
+            return model  # the outcome judge has no model: said by the check below
+        try:
+            check_model(model)
+        except AgoraError as exc:
+            raise ValueError(str(exc)) from None
+        return model
+
+    @field_validator("device")
+    @classmethod
+    def _device_exists(cls, device: str, info: ValidationInfo) -> str:
+        if info.data.get("id") != "llm":
+            return device
+        try:
+            check_device(device)
+        except AgoraError as exc:
+            raise ValueError(str(exc)) from None
+        return device
 
     @model_validator(mode="after")
     def _keys_of_the_other_judge(self) -> "JudgeConfig":
