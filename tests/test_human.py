@@ -86,8 +86,11 @@ def test_a_run_with_invalid_utf8_typed_keeps_valid_transcripts(tmp_path, monkeyp
     result = run_scenario(load_scenario(human_expert_scenario(tmp_path)), track=False)
     assert len(result.episodes) == 2 and not result.interrupted
     table = transcript_table(result.episodes)
-    expert = [text for agent, text in zip(table["agent"], table["text"]) if agent == "expert"]
-    assert expert[0] == "\ufffd 42" and json.dumps(table, ensure_ascii=False).encode("utf-8")
+    expert = [step for episode in result.episodes for step in episode.steps if step.agent == "expert"]
+    # the undecodable byte makes the first reply no answer (a counted parse failure, asked again), kept as text
+    assert [a["text"] for a in expert[0].failed_attempts] == ["\ufffd 42"] and expert[0].text == "42"
+    assert result.counters["expert"].parse_failures == 1
+    assert json.dumps(table, ensure_ascii=False).encode("utf-8")
 
 
 def cli(args: list[str], typed: str, timeout: int = 120) -> subprocess.CompletedProcess:
