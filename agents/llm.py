@@ -51,7 +51,6 @@ class LLMPolicy(Policy):
             model, tokenizer = load_causal_lm(config.model, device=config.device, dtype=config.dtype)
         self.model, self.tokenizer = model, tokenizer
         self.device = next(self.model.parameters()).device
-        self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.stop_ids = stop_token_ids(self.model, self.tokenizer)
         self.prefix_cache = PrefixCache(config.prefix_cache_mb * 2**20, weights_key) if config.prefix_cache_mb else None
 
@@ -62,11 +61,18 @@ class LLMPolicy(Policy):
             messages = [{"role": "system", "content": self.config.system_prompt}, *messages]
         return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
+    def generator_for(self, request: ActRequest) -> torch.Generator:
+        """The CPU generator `request`'s tokens are drawn from: seeded by `request.seed`, so a reply
+        does not depend on the other requests of the call (`concurrency`, batching, order)."""
+        seed = request.seed if request.seed is not None else int(self.rng.integers(2**63))
+        return torch.Generator().manual_seed(seed)
+
     def act(self, requests: list[ActRequest]) -> list[ActResponse]:
         texts = [self.render(r.messages, r.demonstration) for r in requests]
         prompt_ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
         # Similar lengths share a forward pass (less padding); the order is deterministic.
         order = sorted(range(len(requests)), key=lambda i: (len(prompt_ids[i]), i))
+        generators = [self.generator_for(r) for r in requests]
         results: dict[int, tuple[list[int], list[float]]] = {}
         start = time.perf_counter()
         for lo in range(0, len(order), self.config.max_batch_size):
@@ -79,7 +85,7 @@ class LLMPolicy(Policy):
                 top_p=self.config.top_p,
                 stop_ids=self.stop_ids,
                 pad_id=self.tokenizer.pad_token_id,
-                generator=self.generator,
+                generators=[generators[i] for i in chunk],
                 prefix_cache=self.prefix_cache,
                 greedy=[requests[i].greedy for i in chunk],
             )
