@@ -110,9 +110,7 @@ class _Turn:
 class _Slot:
     """One episode in flight."""
 
-    def __init__(
-        self, world, index: int, seed: int, policy_ids: dict[str, str], text_seats: set[str], root: int = 0
-    ):
+    def __init__(self, world, index: int, seed: int, policy_ids: dict[str, str], text_seats: set[str], root: int = 0):
         self.world, self.text_seats = world, text_seats
         self.parallel = isinstance(world, ParallelEnv)
         self.episode = Episode(index=index, seed=seed, policies=dict(policy_ids))

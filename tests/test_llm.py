@@ -191,9 +191,7 @@ def test_versions_swapped_through_one_model_keep_their_own_caches(tiny_model_dir
 def test_rows_that_stop_early_leave_the_batch_without_changing_the_others(tiny_model_dir):
     model, tokenizer = load_causal_lm(tiny_model_dir)
     prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
-    kwargs = dict(
-        max_new_tokens=8, temperature=0, top_p=1.0, pad_id=tokenizer.pad_token_id
-    )
+    kwargs = dict(max_new_tokens=8, temperature=0, top_p=1.0, pad_id=tokenizer.pad_token_id)
     free = [ids for ids, _ in sample(model, prompts, stop_ids=set(), **kwargs)]
     stop = {free[1][-1]}  # the random model's rows differ in whether and when they reach this token
     batched = sample(model, prompts, stop_ids=stop, **kwargs)
