@@ -9,6 +9,7 @@ import torch
 from pydantic import Field
 
 from agora.engine import PrefixCache, sample, stop_token_ids
+from agora.kernels import describe, use_skinny_linears
 from agora.models import EMBEDDED, load_causal_lm
 from agora.policy import ActRequest, ActResponse, Policy, PolicyConfig
 
@@ -35,6 +36,11 @@ class LLMConfig(PolicyConfig):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto = bf16 on GPU, fp32 on CPU"
     )
+    linear_kernel: Literal["auto", "xw", "wx"] = Field(
+        "auto",
+        description="CPU float32 few-row linear products: auto = timed per weight shape at load, xw = x @ W.T "
+        "(PyTorch's), wx = W @ x.T; pin it to reproduce recorded logprobs exactly (the forms differ by ~1e-5)",
+    )
 
 
 class LLMPolicy(Policy):
@@ -48,11 +54,21 @@ class LLMPolicy(Policy):
         `weights_key`: see PrefixCache (a frozen version that shares its model with others)."""
         super().__init__(config, seed=seed)
         if model is None:
-            model, tokenizer = load_causal_lm(config.model, device=config.device, dtype=config.dtype)
+            model, tokenizer = load_causal_lm(
+                config.model, device=config.device, dtype=config.dtype, linear_kernel=config.linear_kernel
+            )
+        elif config.linear_kernel != "auto":
+            use_skinny_linears(model, config.linear_kernel)  # a given (learner's) model: its own copy
         self.model, self.tokenizer = model, tokenizer
         self.device = next(self.model.parameters()).device
         self.stop_ids = stop_token_ids(self.model, self.tokenizer)
         self.prefix_cache = PrefixCache(config.prefix_cache_mb * 2**20, weights_key) if config.prefix_cache_mb else None
+
+    @property
+    def linear_kernel(self) -> str:
+        """The kernel its model's linear layers use ("xw", "wx", or per shape; `agora.kernels.describe`):
+        recorded with a run (tag `agora.kernel`) so that its logprobs can be reproduced with `linear_kernel`."""
+        return describe(self.model)
 
     def render(self, messages: list[dict[str, str]], demonstration: list[dict[str, str]] = ()) -> str:
         if self.config.demonstrations:
