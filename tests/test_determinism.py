@@ -142,3 +142,14 @@ def test_group_rollout_episodes_share_a_start_but_differ_by_sampling(tiny_model_
         texts = {tuple(s.text for s in e.steps if s.agent == "player_0") for e in group}
         actions = {tuple(s.action for s in e.steps if s.agent == "player_1") for e in group}
         assert len(texts) == 3 and len(actions) > 1
+
+
+def test_a_checkpoint_holding_a_generator_policies_no_longer_have_still_resumes():
+    """Checkpoints written before requests carried seeds hold the LLM policy's `generator`: skipped."""
+    from agora.campaign import generator_states, restore_generators
+
+    policy = MixedStrategy(MixedStrategy.Config(), seed=4)
+    states = {**generator_states({"s": policy}), "s.generator": ("torch", torch.Generator().get_state())}
+    policy.rng.random()
+    restore_generators({"s": policy}, states)
+    assert policy.rng.random() == MixedStrategy(MixedStrategy.Config(), seed=4).rng.random()
