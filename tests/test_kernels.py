@@ -8,8 +8,8 @@ import torch
 import agora.kernels as kernels
 from agents.llm import LLMPolicy
 from agora.kernels import MAX_ROWS, SkinnyLinear, choices, describe, skinny_is_faster, use_skinny_linears
-from agora.policy import ActRequest
 from agora.models import load_causal_lm
+from agora.policy import ActRequest
 
 
 @pytest.fixture(autouse=True)
@@ -144,7 +144,7 @@ def test_an_llm_policy_pins_and_reports_its_kernel(tiny_model_dir, monkeypatch):
         policy = LLMPolicy(config, seed=0)
         return policy, policy.act([request])[0]
 
-    (xw, a), (wx, b), (again, c) = play("xw"), play("wx"), play("wx")
+    (xw, a), (wx, b), (_, c) = play("xw"), play("wx"), play("wx")
     assert (xw.linear_kernel, wx.linear_kernel) == ("xw", "wx") and xw.model is not wx.model
     assert c.completion_ids == b.completion_ids and c.logprobs == b.logprobs
     assert a.completion_ids == b.completion_ids
