@@ -10,6 +10,7 @@ from pydantic import Field, field_validator
 
 from agora.engine import PrefixCache, sample, stop_token_ids
 from agora.errors import AgoraError
+from agora.kernels import describe, use_skinny_linears
 from agora.models import EMBEDDED, chat_prompt, check_device, check_model, load_causal_lm
 from agora.policy import ActRequest, ActResponse, Policy, PolicyConfig
 
@@ -35,6 +36,11 @@ class LLMConfig(PolicyConfig):
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$", description="auto = cuda when available")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto = bf16 on GPU, fp32 on CPU"
+    )
+    linear_kernel: Literal["auto", "xw", "wx"] = Field(
+        "auto",
+        description="CPU float32 few-row linear products: auto = timed per weight shape at load, xw = x @ W.T "
+        "(PyTorch's), wx = W @ x.T; pin it to reproduce recorded logprobs exactly (the forms differ by ~1e-5)",
     )
 
     @field_validator("model")
@@ -68,12 +74,21 @@ class LLMPolicy(Policy):
         `weights_key`: see PrefixCache (a frozen version that shares its model with others)."""
         super().__init__(config, seed=seed)
         if model is None:
-            model, tokenizer = load_causal_lm(config.model, device=config.device, dtype=config.dtype)
+            model, tokenizer = load_causal_lm(
+                config.model, device=config.device, dtype=config.dtype, linear_kernel=config.linear_kernel
+            )
+        elif config.linear_kernel != "auto":
+            use_skinny_linears(model, config.linear_kernel)  # a given (learner's) model: its own copy
         self.model, self.tokenizer = model, tokenizer
         self.device = next(self.model.parameters()).device
-        self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.stop_ids = stop_token_ids(self.model, self.tokenizer)
         self.prefix_cache = PrefixCache(config.prefix_cache_mb * 2**20, weights_key) if config.prefix_cache_mb else None
+
+    @property
+    def linear_kernel(self) -> str:
+        """The kernel its model's linear layers use ("xw", "wx", or per shape; `agora.kernels.describe`):
+        recorded with a run (tag `agora.kernel`) so that its logprobs can be reproduced with `linear_kernel`."""
+        return describe(self.model)
 
     def render(self, messages: list[dict[str, str]], demonstration: list[dict[str, str]] = ()) -> str:
         if self.config.demonstrations:
@@ -82,11 +97,18 @@ class LLMPolicy(Policy):
             messages = [{"role": "system", "content": self.config.system_prompt}, *messages]
         return chat_prompt(self.tokenizer, messages)  # content never becomes control tokens
 
+    def generator_for(self, request: ActRequest) -> torch.Generator:
+        """The CPU generator `request`'s tokens are drawn from: seeded by `request.seed`, so a reply
+        does not depend on the other requests of the call (`concurrency`, batching, order)."""
+        seed = request.seed if request.seed is not None else int(self.rng.integers(2**63))
+        return torch.Generator().manual_seed(seed)
+
     def act(self, requests: list[ActRequest]) -> list[ActResponse]:
         texts = [self.render(r.messages, r.demonstration) for r in requests]
         prompt_ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
         # Similar lengths share a forward pass (less padding); the order is deterministic.
         order = sorted(range(len(requests)), key=lambda i: (len(prompt_ids[i]), i))
+        generators = [self.generator_for(r) for r in requests]
         results: dict[int, tuple[list[int], list[float]]] = {}
         start = time.perf_counter()
         for lo in range(0, len(order), self.config.max_batch_size):
@@ -99,7 +121,7 @@ class LLMPolicy(Policy):
                 top_p=self.config.top_p,
                 stop_ids=self.stop_ids,
                 pad_id=self.tokenizer.pad_token_id,
-                generator=self.generator,
+                generators=[generators[i] for i in chunk],
                 prefix_cache=self.prefix_cache,
                 greedy=[requests[i].greedy for i in chunk],
             )

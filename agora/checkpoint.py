@@ -39,7 +39,9 @@ def generator_states(policies: dict[str, Any]) -> dict[str, Any]:
 def restore_generators(policies: dict[str, Any], states: dict[str, Any]) -> None:
     for key, (kind, state) in states.items():
         seat, attr = key.split(".", 1)
-        generator = getattr(policies[seat], attr)
+        generator = getattr(policies[seat], attr, None)
+        if generator is None:  # an older checkpoint's generator that policies no longer hold (requests carry seeds)
+            continue
         if kind == "numpy":
             generator.bit_generator.state = state
         else:

@@ -10,9 +10,15 @@ Results agree with x @ W.T to float rounding (|diff| <= 2e-6 on unit-scale input
 
 Only inference with at most MAX_ROWS rows uses it (grad disabled, float32, CPU): from ~64 rows
 up (prefills, training) x @ W.T is as fast or faster, and training keeps PyTorch's own kernels.
-Other CPUs and BLAS libraries may not share MKL's weakness, so `use_skinny_linears` first times
-both forms on the model's largest weight and switches only where W @ x.T wins
-(AGORA_SKINNY_LINEAR=1 or 0 forces the choice).
+Other CPUs and BLAS libraries may not share MKL's weakness, so `use_skinny_linears` times both
+forms once per weight shape (a process remembers each verdict) and switches each layer only where
+W @ x.T wins on its shape.
+
+The two forms round differently (recorded logprobs differ by up to ~2e-5), and a timing verdict
+can change from one load to the next, so the choice is pinnable and recorded: the kernel `"wx"`
+(W @ x.T) or `"xw"` (x @ W.T, PyTorch's) is forced for every layer by an LLM policy's
+`linear_kernel` setting or by AGORA_SKINNY_LINEAR=1 (wx) / 0 (xw), and `choices(model)` reports
+what each weight shape of a loaded model uses (`describe` as one line, for a run's tags).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import time
 import torch
 
 MAX_ROWS = 32
+KERNELS = ("auto", "xw", "wx")  # time per shape | x @ W.T (nn.Linear's) everywhere | W @ x.T everywhere
 _verdicts: dict[tuple[int, int], bool] = {}  # (out, in) features -> W @ x.T is faster on this machine
 
 
@@ -56,11 +63,23 @@ def skinny_product(weight: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
     return (weight @ flat.T).T[:rows].contiguous()
 
 
-def skinny_is_faster(weight: torch.Tensor) -> bool:
-    """Whether W @ x.T beats x @ W.T for 1, 3 and 8 rows on `weight` (timed once per shape)."""
+def pinned_kernel(kernel: str = "auto") -> str:
+    """The kernel to use: `kernel` when pinned ("xw" or "wx"), else AGORA_SKINNY_LINEAR's pin
+    (1 = wx, 0 = xw), else "auto" (time each weight shape)."""
+    if kernel not in KERNELS:
+        raise ValueError(f"linear kernel {kernel!r}: expected one of {', '.join(KERNELS)}")
     forced = os.environ.get("AGORA_SKINNY_LINEAR")
-    if forced in ("0", "1"):
-        return forced == "1"
+    if kernel == "auto" and forced in ("0", "1"):
+        return "wx" if forced == "1" else "xw"
+    return kernel
+
+
+def skinny_is_faster(weight: torch.Tensor) -> bool:
+    """Whether W @ x.T beats x @ W.T by 10% for 1, 3 and 8 rows on `weight` (best of three; timed
+    once per shape: ~10 calls of each form, since every shape of a model is timed at its load)."""
+    forced = pinned_kernel()
+    if forced != "auto":
+        return forced == "wx"
     key = tuple(weight.shape)
     if key not in _verdicts:
         xs = [torch.randn(rows, weight.shape[1], generator=torch.Generator().manual_seed(rows)) for rows in (1, 3, 8)]
@@ -82,14 +101,37 @@ def skinny_is_faster(weight: torch.Tensor) -> bool:
     return _verdicts[key]
 
 
-def use_skinny_linears(model: torch.nn.Module) -> torch.nn.Module:
-    """Switch every plain nn.Linear of a CPU float32 `model` to SkinnyLinear in place (same
-    parameters, same state dict; peft still sees nn.Linear) when that is faster here. Returns it."""
-    linears = [m for m in model.modules() if type(m) is torch.nn.Linear]
+def use_skinny_linears(model: torch.nn.Module, kernel: str = "auto") -> torch.nn.Module:
+    """Set the kernel of every linear layer of a CPU float32 `model` in place: SkinnyLinear (W @ x.T)
+    or nn.Linear (x @ W.T), per weight shape by timing ("auto") or all alike ("wx", "xw"; see
+    `pinned_kernel`). Same parameters and state dict either way; peft still sees nn.Linear. Returns it."""
+    kernel = pinned_kernel(kernel)
+    linears = [m for m in model.modules() if type(m) in (torch.nn.Linear, SkinnyLinear)]
     if not linears or linears[0].weight.device.type != "cpu" or linears[0].weight.dtype != torch.float32:
         return model
-    largest = max(linears, key=lambda m: m.weight.numel()).weight.detach()
-    if skinny_is_faster(largest):
-        for module in linears:
-            module.__class__ = SkinnyLinear
+    for module in linears:
+        skinny = kernel == "wx" or (kernel == "auto" and skinny_is_faster(module.weight.detach()))
+        module.__class__ = SkinnyLinear if skinny else torch.nn.Linear
     return model
+
+
+def choices(model: torch.nn.Module) -> dict[str, str]:
+    """The kernel each weight shape of `model` uses, {"out x in": "wx" | "xw"} ("mixed" when layers
+    of one shape differ): what a run records so that its logprobs can be reproduced exactly."""
+    out: dict[str, str] = {}
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            shape = "x".join(map(str, module.weight.shape))
+            kernel = "wx" if type(module) is SkinnyLinear else "xw"
+            out[shape] = kernel if out.get(shape, kernel) == kernel else "mixed"
+    return out
+
+
+def describe(model: torch.nn.Module) -> str:
+    """`choices` in one line: "wx" or "xw" when every layer agrees, else e.g. "wx: 576x576, 49152x576; xw: 64x576"."""
+    by_kernel: dict[str, list[str]] = {}
+    for shape, kernel in choices(model).items():
+        by_kernel.setdefault(kernel, []).append(shape)
+    if len(by_kernel) <= 1:
+        return next(iter(by_kernel), "xw")
+    return "; ".join(f"{kernel}: {', '.join(shapes)}" for kernel, shapes in sorted(by_kernel.items()))

@@ -137,12 +137,18 @@ def pick_dtype(dtype: str, device: str):
 
 
 def load_causal_lm(
-    name: str = EMBEDDED, *, device: str = "auto", dtype: str = "auto", private: bool = False
+    name: str = EMBEDDED,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    private: bool = False,
+    linear_kernel: str = "auto",
 ) -> tuple[Any, Any]:
     """(model, tokenizer) for `name`, in eval mode. Shared by every caller in the process that asks for the
-    same one, unless `private`: then a copy of its own (a learner whose weights a trainer changes)."""
+    same one, unless `private`: then a copy of its own (a learner whose weights a trainer changes).
+    `linear_kernel`: on a CPU, the few-row product of its linear layers (`agora.kernels`; "auto" times it)."""
     device = pick_device(device)
-    key = (name, device, dtype)
+    key = (name, device, dtype, linear_kernel)
     with _lock:
         if key in _loaded and not private:
             return _loaded[key]
@@ -168,9 +174,8 @@ def load_causal_lm(
         if device == "cpu":
             from agora.kernels import use_skinny_linears
 
-            use_skinny_linears(
-                model
-            )  # few-row inference products at memory bandwidth (agora/kernels.py); training keeps PyTorch's
+            # few-row inference products at memory bandwidth (agora/kernels.py); training keeps PyTorch's
+            use_skinny_linears(model, linear_kernel)
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         if not private:

@@ -2,6 +2,12 @@
 
 The rollout engine gathers every pending turn that belongs to one policy and calls `act` once
 with all of them, so an LLM policy sends one batched `generate` per tick.
+
+Randomness travels with the request: the engine gives each decision its own `seed`, derived from
+(run seed, episode, policy seed, seat, decision, attempt), and a policy draws every random choice
+of that decision from `rng_for(request)` (an LLM seeds one torch generator per prompt from it).
+How the engine batches requests (`concurrency`, which episodes share a call, in what order) then
+changes nothing a policy draws: the same file and seed give the same transcripts.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 
@@ -22,6 +29,10 @@ class ActRequest:
     action_space: Any = None  # the seat's gymnasium action space
     demonstration: list[dict[str, str]] = field(default_factory=list)  # the world's worked example (chat messages)
     greedy: bool = False  # decode this turn greedily whatever the policy's temperature (e.g. ArenaRL's anchor rollout)
+    # The randomness of this decision (set by the rollout engine, a 64-bit seed unique to the run,
+    # episode, policy, seat, decision and attempt): every random draw answering it comes from
+    # `Policy.rng_for(request)`. None (a request built by hand): the policy's own generator, in call order.
+    seed: int | None = None
 
 
 @dataclass
@@ -70,6 +81,13 @@ class Policy(ABC):
         self.config = config
         self.seed = seed
         self.stats = PolicyStats()
+        self.rng = np.random.default_rng(seed)  # only for requests without a seed (see `rng_for`)
+
+    def rng_for(self, request: ActRequest) -> np.random.Generator:
+        """The generator every random draw answering `request` comes from: a fresh one seeded by
+        `request.seed`, so a decision's draws do not depend on what else the policy was asked or
+        in which order; for a hand-built request without a seed, the policy's own generator."""
+        return np.random.default_rng(request.seed) if request.seed is not None else self.rng
 
     @abstractmethod
     def act(self, requests: list[ActRequest]) -> list[ActResponse]: ...

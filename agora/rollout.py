@@ -7,6 +7,10 @@ are re-prompted with the parser's message in the next tick's call, together with
 episodes' fresh turns (no small extra call for the retries), then replaced by the world's seeded
 fallback action. Works for PettingZoo AEC worlds (one agent moves) and Parallel worlds (all
 live agents move, the step happens when every one has chosen).
+
+Every request carries its own seed (`decision_seed`: run seed, episode, policy seed, seat, the
+seat's decision number, attempt), so what a policy draws never depends on how episodes were
+batched: the transcripts are the same at any `concurrency`.
 """
 
 from __future__ import annotations
@@ -35,6 +39,38 @@ def episode_seed(root: int, index: int) -> int:
 
 def policy_seed(root: int, key: str) -> int:
     return int(np.random.SeedSequence([root, zlib.crc32(key.encode())]).generate_state(1)[0])
+
+
+MASK64 = 2**64 - 1
+
+
+def splitmix64(x: int) -> int:
+    """SplitMix64's step (Steele, Lea & Flood, "Fast splittable pseudorandom number generators"): a
+    bijective 64-bit mix whose outputs for consecutive inputs are statistically independent."""
+    x = (x + 0x9E3779B97F4A7C15) & MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & MASK64
+    return x ^ (x >> 31)
+
+
+def episode_root(run_seed: int, world_seed: int, index: int) -> int:
+    """A 64-bit key of episode `index` (reset with `world_seed`) in a run seeded `run_seed`: the
+    start of every decision seed in it. The world seed is part of it so that campaigns replaying
+    indices 0... each iteration on new initial states also sample afresh."""
+    words = np.random.SeedSequence([run_seed & MASK64, world_seed & MASK64, index]).generate_state(2)
+    return int(words[0]) << 32 | int(words[1])
+
+
+def seat_key(root: int, policy: int, agent: str) -> int:
+    """A 64-bit key of seat `agent`, played by a policy seeded `policy`, in the episode keyed `root`."""
+    return splitmix64(splitmix64(root ^ (policy & MASK64)) ^ zlib.crc32(agent.encode()))
+
+
+def decision_seed(key: int, decision: int, attempt: int) -> int:
+    """The seed of one request: the `decision`-th decision (from 0) of the seat keyed `key`
+    (`seat_key`), its `attempt`-th reply (0, then retries). One integer mix (~1 us, no generator):
+    the economy asks it for thousands of seats per step, at ~35 us per worker-step in all."""
+    return splitmix64((key + (decision << 32) + attempt) & MASK64)
 
 
 @dataclass
@@ -69,17 +105,21 @@ class _Turn:
     agent: str
     observation: Any
     messages: list[dict[str, str]]
+    decision: int  # how many decisions this seat took before this one in the episode
     failed: list[dict[str, str]] = field(default_factory=list)
 
 
 class _Slot:
     """One episode in flight."""
 
-    def __init__(self, world, index: int, seed: int, policy_ids: dict[str, str], text_seats: set[str]):
+    def __init__(self, world, index: int, seed: int, policy_ids: dict[str, str], text_seats: set[str], root: int = 0):
         self.world, self.text_seats = world, text_seats
         self.parallel = isinstance(world, ParallelEnv)
         self.episode = Episode(index=index, seed=seed, policies=dict(policy_ids))
         self.rng = np.random.default_rng(seed)  # fallback actions
+        self.root = root  # `episode_root`: the requests' seeds derive from it
+        self.decisions: dict[str, int] = defaultdict(int)  # decisions taken so far, per seat
+        self.seat_keys: dict[str, int] = {}  # `seat_key` per seat, computed once
         self.last_step: dict[str, Step] = {}
         self.waiting: list[_Turn] = []
         self.chosen: dict[str, Any] = {}
@@ -88,6 +128,13 @@ class _Slot:
         else:
             world.reset(seed=seed)
         self.episode.returns = {agent: 0.0 for agent in world.possible_agents}
+
+    def request_seed(self, turn: _Turn, policy_seed: int) -> int:
+        """The seed of `turn`'s current attempt (`decision_seed`)."""
+        key = self.seat_keys.get(turn.agent)
+        if key is None:
+            key = self.seat_keys[turn.agent] = seat_key(self.root, policy_seed, turn.agent)
+        return decision_seed(key, turn.decision, len(turn.failed))
 
     @property
     def done(self) -> bool:
@@ -120,11 +167,12 @@ class _Slot:
         for agent in agents:
             obs = observations[agent]
             messages = [{"role": "user", "content": world.prompt(agent, obs)}] if agent in self.text_seats else []
-            self.waiting.append(_Turn(self, agent, obs, messages))
+            self.waiting.append(_Turn(self, agent, obs, messages, self.decisions[agent]))
         return self.waiting
 
     def apply(self, turn: _Turn, step: Step, action: Any) -> None:
         self.waiting.remove(turn)
+        self.decisions[turn.agent] += 1
         step.turn = len(self.episode.steps)
         self.episode.steps.append(step)
         self.last_step[turn.agent] = step
@@ -192,9 +240,9 @@ class Rollout:
         try:
             while True:
                 while len(active) < self.concurrency and (index := next(todo, None)) is not None:
-                    active.append(
-                        _Slot(self.make_world(), index, self.episode_seed(index), self.policy_ids, self.text_seats)
-                    )
+                    seed = self.episode_seed(index)
+                    root = episode_root(self.seed, seed, index)
+                    active.append(_Slot(self.make_world(), index, seed, self.policy_ids, self.text_seats, root))
                 if not active:
                     break
                 self._tick(active)
@@ -242,6 +290,7 @@ class Rollout:
                     t.slot.world.action_space(t.agent),
                     demonstration(t.slot.world, t.agent) if t.messages else [],
                     greedy=self.greedy(t.slot.episode.index, t.agent),
+                    seed=t.slot.request_seed(t, getattr(policy, "seed", 0)),
                 )
                 for t in group
             ]
@@ -293,7 +342,8 @@ class Rollout:
 
 class GroupRollout(Rollout):
     """A Rollout whose episode `index` is played from initial state `seeds[index // group_size]`:
-    `group_size` consecutive episodes share a seed (a GRPO group), and differ by sampling. The
+    `group_size` consecutive episodes share a seed (a GRPO group), and differ by sampling (their
+    requests' seeds differ by episode index). The
     turns of `anchor_seats` in each group's first episode are decoded greedily (ArenaRL's anchor)."""
 
     def __init__(self, *args, seeds: list[int], group_size: int, anchor_seats=(), **kwargs):

@@ -118,7 +118,10 @@ def test_an_update_moves_lora_weights_towards_positive_advantages(tiny_model_dir
     )
     new = (logp * mask).sum(-1)
     old = torch.tensor([sum(r.logprobs) for r in responses])
-    assert (new[0] > old[0]) and (new[2] > old[2]) and (new[1] < old[1]) and (new[3] < old[3])
+    # One step on shared weights raises the advantage-weighted log-likelihood; a single sample can still move
+    # against its advantage when the others' gradients outweigh its own (a draw of the per-request seeds did).
+    change = new.detach() - old
+    assert change[[0, 2]].mean() > 0 > change[[1, 3]].mean()
 
 
 def test_the_sampling_temperature_travels_with_the_samples(tiny_model_dir):

@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agora.kernels import MAX_ROWS, SkinnyLinear, skinny_is_faster, use_skinny_linears
+import agora.kernels as kernels
+from agents.llm import LLMPolicy
+from agora.kernels import MAX_ROWS, SkinnyLinear, choices, describe, skinny_is_faster, use_skinny_linears
 from agora.models import load_causal_lm
+from agora.policy import ActRequest
 
 
 @pytest.fixture(autouse=True)
@@ -61,7 +64,7 @@ def test_cpu_models_get_skinny_linears_and_peft_still_wraps_them(tiny_model_dir,
     monkeypatch.delenv("AGORA_SKINNY_LINEAR")
     model, _ = load_causal_lm(tiny_model_dir)  # switched or not by this machine's timing
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    assert linears and all(type(m) is SkinnyLinear for m in linears) == skinny_is_faster(model.lm_head.weight.detach())
+    assert linears and all((type(m) is SkinnyLinear) == skinny_is_faster(m.weight.detach()) for m in linears)
     monkeypatch.setenv("AGORA_SKINNY_LINEAR", "1")
 
     plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
@@ -83,8 +86,6 @@ def test_cpu_models_get_skinny_linears_and_peft_still_wraps_them(tiny_model_dir,
 
 
 def test_the_choice_follows_timing_unless_forced(monkeypatch):
-    import agora.kernels as kernels
-
     monkeypatch.setenv("AGORA_SKINNY_LINEAR", "0")
     assert type(pair(False)[1]) is torch.nn.Linear  # forced off
     monkeypatch.delenv("AGORA_SKINNY_LINEAR")
@@ -97,3 +98,57 @@ def test_the_choice_follows_timing_unless_forced(monkeypatch):
     assert type(pair(False)[1]) is SkinnyLinear
     bf16 = torch.nn.Linear(48, 80).to(torch.bfloat16)
     assert type(use_skinny_linears(bf16)) is torch.nn.Linear  # float32 only
+
+
+def two_shapes() -> torch.nn.Sequential:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(48, 80), torch.nn.ReLU(), torch.nn.Linear(80, 16))
+
+
+def test_each_weight_shape_is_timed_and_switched_on_its_own(monkeypatch):
+    """The README's promise: timed per weight shape (not the largest weight's verdict for all)."""
+    monkeypatch.delenv("AGORA_SKINNY_LINEAR")
+    timed = []
+    monkeypatch.setattr(kernels, "_verdicts", {})
+    real = kernels.skinny_is_faster
+    monkeypatch.setattr(kernels, "skinny_is_faster", lambda w: timed.append(tuple(w.shape)) or real(w))
+    use_skinny_linears(two_shapes())
+    assert sorted(set(timed)) == [(16, 80), (80, 48)] and set(kernels._verdicts) == {(16, 80), (80, 48)}
+
+    monkeypatch.setattr(kernels, "skinny_is_faster", real)
+    monkeypatch.setattr(kernels, "_verdicts", {(80, 48): True, (16, 80): False})
+    model = use_skinny_linears(two_shapes())
+    assert [type(model[0]), type(model[2])] == [SkinnyLinear, torch.nn.Linear]
+    assert choices(model) == {"80x48": "wx", "16x80": "xw"} and describe(model) == "wx: 80x48; xw: 16x80"
+
+
+def test_a_pinned_kernel_beats_timing_and_the_environment(monkeypatch):
+    monkeypatch.setattr(kernels, "_verdicts", {(80, 48): True, (16, 80): False})
+    model = two_shapes()
+    assert describe(use_skinny_linears(model, "xw")) == "xw"  # AGORA_SKINNY_LINEAR=1 here: the pin wins
+    assert describe(use_skinny_linears(model, "wx")) == "wx"  # and can be changed back
+    monkeypatch.setenv("AGORA_SKINNY_LINEAR", "0")
+    assert describe(use_skinny_linears(model)) == "xw"  # the environment pins "auto"
+    with pytest.raises(ValueError, match="auto, xw, wx"):
+        use_skinny_linears(model, "fast")
+
+
+def test_an_llm_policy_pins_and_reports_its_kernel(tiny_model_dir, monkeypatch):
+    """Each pin loads its own copy of the model; a pinned kernel reproduces logprobs bit for bit, and the
+    two kernels agree to float rounding."""
+    monkeypatch.delenv("AGORA_SKINNY_LINEAR")
+    request = ActRequest(0, "a", None, [{"role": "user", "content": "Pick rock, paper or scissors."}], seed=11)
+
+    def play(kernel: str):
+        config = LLMPolicy.Config(model=tiny_model_dir, temperature=1.0, max_new_tokens=5, linear_kernel=kernel)
+        policy = LLMPolicy(config, seed=0)
+        return policy, policy.act([request])[0]
+
+    (xw, a), (wx, b), (_, c) = play("xw"), play("wx"), play("wx")
+    assert (xw.linear_kernel, wx.linear_kernel) == ("xw", "wx") and xw.model is not wx.model
+    assert c.completion_ids == b.completion_ids and c.logprobs == b.logprobs
+    assert a.completion_ids == b.completion_ids
+    assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4)
+    timed = LLMPolicy(LLMPolicy.Config(model=tiny_model_dir), seed=0).model  # auto: each shape's verdict
+    want = {"x".join(map(str, shape)): "wx" if fast else "xw" for shape, fast in kernels._verdicts.items()}
+    assert choices(timed) == {shape: want[shape] for shape in choices(timed)}

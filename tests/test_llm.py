@@ -118,7 +118,7 @@ def test_each_row_resumes_from_its_own_earlier_prompt(tiny_model_dir):
     second = [
         ids + tokenizer(f" Then turn {i} said: I want {i + 1} books.")["input_ids"] for i, ids in enumerate(first)
     ]
-    kwargs = dict(max_new_tokens=6, temperature=0, top_p=1.0, stop_ids=set(), pad_id=0, generator=torch.Generator())
+    kwargs = dict(max_new_tokens=6, temperature=0, top_p=1.0, stop_ids=set(), pad_id=0)
     cache = PrefixCache()
     sample(model, first, prefix_cache=cache, **kwargs)
     hits, reused = cache.hits, cache.reused_tokens
@@ -139,7 +139,7 @@ def test_prefix_cache_is_dropped_when_the_weights_change(tiny_model_dir):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()  # private copy: the weights are edited below
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     prompts = [tokenizer(SYSTEM + " " + p)["input_ids"] for p in PROMPTS]
-    kwargs = dict(max_new_tokens=5, temperature=0, top_p=1.0, stop_ids=set(), pad_id=0, generator=torch.Generator())
+    kwargs = dict(max_new_tokens=5, temperature=0, top_p=1.0, stop_ids=set(), pad_id=0)
     cache = PrefixCache()
     sample(model, prompts, prefix_cache=cache, **kwargs)
     assert cache.entries
@@ -191,9 +191,7 @@ def test_versions_swapped_through_one_model_keep_their_own_caches(tiny_model_dir
 def test_rows_that_stop_early_leave_the_batch_without_changing_the_others(tiny_model_dir):
     model, tokenizer = load_causal_lm(tiny_model_dir)
     prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
-    kwargs = dict(
-        max_new_tokens=8, temperature=0, top_p=1.0, pad_id=tokenizer.pad_token_id, generator=torch.Generator()
-    )
+    kwargs = dict(max_new_tokens=8, temperature=0, top_p=1.0, pad_id=tokenizer.pad_token_id)
     free = [ids for ids, _ in sample(model, prompts, stop_ids=set(), **kwargs)]
     stop = {free[1][-1]}  # the random model's rows differ in whether and when they reach this token
     batched = sample(model, prompts, stop_ids=stop, **kwargs)
@@ -319,7 +317,7 @@ def test_long_and_short_suffixes_are_prefilled_apart_with_the_same_results(tiny_
     ]
     fresh = tokenizer(" ".join(["The pool holds three books, two hats and a ball; values differ."] * 30))["input_ids"]
     batch = [*second, fresh]
-    kwargs = dict(max_new_tokens=6, temperature=0, top_p=1.0, stop_ids=set(), pad_id=0, generator=torch.Generator())
+    kwargs = dict(max_new_tokens=6, temperature=0, top_p=1.0, stop_ids=set(), pad_id=0)
     cache = PrefixCache()
     sample(model, first, prefix_cache=cache, **kwargs)
     warm, prefill = sample_counting_prefills(model, batch, prefix_cache=cache, **kwargs)
@@ -372,7 +370,7 @@ def test_a_finished_rows_prompt_and_completion_are_reused_by_a_re_prompt(tiny_mo
     model, _ = load_causal_lm(tiny_model_dir)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     prompts = [tokenizer(SYSTEM + " " + p)["input_ids"] for p in PROMPTS[:3]]
-    kwargs = dict(max_new_tokens=6, temperature=0, top_p=1.0, stop_ids=set(), pad_id=0, generator=torch.Generator())
+    kwargs = dict(max_new_tokens=6, temperature=0, top_p=1.0, stop_ids=set(), pad_id=0)
     cache = PrefixCache()
     first = sample(model, prompts, prefix_cache=cache, **kwargs)
     message = tokenizer(" Your reply could not be used. Reply again.")["input_ids"]

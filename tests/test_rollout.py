@@ -106,7 +106,7 @@ def test_same_seed_same_episodes_and_seeds_are_independent_of_concurrency():
         episodes = make_rollout(seats, rounds=6, seed=seed, concurrency=concurrency).run(5)
         return [(e.seed, [s.action for s in e.steps]) for e in episodes]
 
-    assert play(3, 2) == play(3, 2)
+    assert play(3, 1) == play(3, 2) == play(3, 5)  # each request draws from its own seed, not in call order
     assert play(3, 2) != play(4, 2)
     assert [seed for seed, _ in play(3, 1)] == [episode_seed(3, i) for i in range(5)]
 

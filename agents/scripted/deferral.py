@@ -40,16 +40,13 @@ class TeamBaseline(Policy):
             0.1, ge=0.0, le=1.0, description="probability that each arithmetic step of the solver goes wrong"
         )
 
-    def __init__(self, config: PolicyConfig, *, seed: int):
-        super().__init__(config, seed=seed)
-        self.rng = np.random.default_rng(seed)
-
-    def solve(self, observation: dict[str, Any]) -> str:
-        """The solver's answer: the formula evaluated with slips; '' for a problem without a formula (JSONL)."""
+    def solve(self, observation: dict[str, Any], rng: np.random.Generator) -> str:
+        """The solver's answer: the formula evaluated with slips drawn from `rng`; '' for a problem
+        without a formula (JSONL)."""
         formula = observation["formula"]
         if not formula:
             return ""
-        return format_number(evaluate_formula(formula, {}, slip=self.config.slip, rng=self.rng))
+        return format_number(evaluate_formula(formula, {}, slip=self.config.slip, rng=rng))
 
     def act(self, requests: list[ActRequest]) -> list[ActResponse]:
         out = []
@@ -60,17 +57,19 @@ class TeamBaseline(Policy):
                     f"'{type(self).__name__}' plays team seats (agent_*), not the expert; use simulated, human or "
                     "llm there"
                 )
+            rng = self.rng_for(request)
             if int(obs["round"]) == 0:
-                action = team_action(CREATE, answer=self.solve(obs))
+                action = team_action(CREATE, answer=self.solve(obs, rng))
             else:
-                action = self.decide(obs)
+                action = self.decide(obs, rng)
             out.append(ActResponse("", action))
         return out
 
-    def decide(self, observation: dict[str, Any]) -> dict[str, Any]:
+    def decide(self, observation: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        """This round's action; `rng` is the decision's generator (for solving again)."""
         raise NotImplementedError
 
-    def follow_majority(self, observation: dict[str, Any]) -> dict[str, Any]:
+    def follow_majority(self, observation: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         """EVAL the lowest other agent holding the plurality answer (ties: the smallest); CREATE if none does."""
         me, answers = int(observation["self"]), list(observation["answers"])
         counts = Counter(a for a in answers if a)
@@ -80,21 +79,21 @@ class TeamBaseline(Policy):
             holders = [i for i, a in enumerate(answers) if a == majority and i != me]
             if holders:
                 return team_action(EVAL, holders[0])
-        return team_action(CREATE, answer=self.solve(observation))
+        return team_action(CREATE, answer=self.solve(observation, rng))
 
 
 class NeverDefer(TeamBaseline):
-    def decide(self, observation: dict[str, Any]) -> dict[str, Any]:
-        return self.follow_majority(observation)
+    def decide(self, observation: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        return self.follow_majority(observation, rng)
 
 
 class AlwaysDefer(TeamBaseline):
-    def decide(self, observation: dict[str, Any]) -> dict[str, Any]:
+    def decide(self, observation: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         return team_action(DEFER)
 
 
 class DeferWhenDisagree(TeamBaseline):
-    def decide(self, observation: dict[str, Any]) -> dict[str, Any]:
+    def decide(self, observation: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         me, answers = int(observation["self"]), list(observation["answers"])
         if len(set(answers)) == 1 and answers[0]:
             return team_action(EVAL, (me + 1) % len(answers))
@@ -102,7 +101,7 @@ class DeferWhenDisagree(TeamBaseline):
 
 
 class Oracle(TeamBaseline):
-    def decide(self, observation: dict[str, Any]) -> dict[str, Any]:
+    def decide(self, observation: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         if "reference" not in observation:
             raise AgoraError(
                 "the 'oracle' baseline reads the true answer: set `world.oracle_observations: true` in the scenario"
@@ -135,10 +134,6 @@ class SimulatedExpert(Policy):
                 )
             return accuracy
 
-    def __init__(self, config: Config, *, seed: int):
-        super().__init__(config, seed=seed)
-        self.rng = np.random.default_rng(seed)
-
     def act(self, requests: list[ActRequest]) -> list[ActResponse]:
         out = []
         for request in requests:
@@ -147,12 +142,14 @@ class SimulatedExpert(Policy):
                 raise AgoraError(
                     "'simulated' plays the expert seat only; team seats take llm, human or a team baseline"
                 )
-            out.append(ActResponse("", self.answer(obs)))
+            out.append(ActResponse("", self.answer(obs, self.rng_for(request))))
         return out
 
-    def answer(self, obs: dict[str, Any]) -> dict[str, str]:
+    def answer(self, obs: dict[str, Any], rng: np.random.Generator | None = None) -> dict[str, str]:
+        """The expert's reply to `obs`, drawn from `rng` (the decision's generator; default the policy's own)."""
+        rng = self.rng if rng is None else rng
         truth = obs["reference"]
-        if self.rng.random() < self.config.accuracy[int(obs["difficulty"])]:
+        if rng.random() < self.config.accuracy[int(obs["difficulty"])]:
             explanation = (
                 " ".join(p for p in (obs["note"], obs["solution"]) if p and p != truth) if self.config.explain else ""
             )
@@ -161,5 +158,5 @@ class SimulatedExpert(Policy):
         if value is None:
             return {"answer": "unknown", "explanation": ""}
         spread = max(9, int(abs(value) // 10))
-        wrong = value + int(self.rng.choice([-1, 1])) * int(self.rng.integers(1, spread + 1))
+        wrong = value + int(rng.choice([-1, 1])) * int(rng.integers(1, spread + 1))
         return {"answer": normalize_answer(format_number(wrong)), "explanation": ""}

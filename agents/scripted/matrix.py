@@ -26,10 +26,6 @@ class MixedStrategy(Policy):
                 raise ValueError("probs must be non-negative and sum to 1")
             return probs
 
-    def __init__(self, config: Config, *, seed: int):
-        super().__init__(config, seed=seed)
-        self.rng = np.random.default_rng(seed)
-
     def act(self, requests: list[ActRequest]) -> list[ActResponse]:
         out = []
         for request in requests:
@@ -37,7 +33,7 @@ class MixedStrategy(Policy):
             probs = self.config.probs
             if probs is not None and len(probs) != n:
                 raise ValueError(f"probs has {len(probs)} entries but the game has {n} actions")
-            out.append(ActResponse("", int(self.rng.choice(n, p=probs))))
+            out.append(ActResponse("", int(self.rng_for(request).choice(n, p=probs))))
         return out
 
 
@@ -69,7 +65,6 @@ class Hedge(Policy):
 
     def __init__(self, config: Config, *, seed: int):
         super().__init__(config, seed=seed)
-        self.rng = np.random.default_rng(seed)
         payoffs = np.asarray(GAMES[config.game][1], dtype=np.float64)
         self.own = payoffs[..., 0] if config.seat == 0 else payoffs[..., 1].T  # own[mine, theirs]
 
@@ -86,7 +81,7 @@ class Hedge(Policy):
             gains = self.own[:, history[:rounds, 1]].sum(axis=1) if rounds else np.zeros(n)
             logits = eta * (gains - gains.max())
             probs = np.exp(logits) / np.exp(logits).sum()
-            out.append(ActResponse("", int(self.rng.choice(n, p=probs))))
+            out.append(ActResponse("", int(self.rng_for(request).choice(n, p=probs))))
         return out
 
 
@@ -112,7 +107,6 @@ class TabularSoftmax(Policy):
 
     def __init__(self, config: Config, *, seed: int, n_actions: int | None = None):
         super().__init__(config, seed=seed)
-        self.rng = np.random.default_rng(seed)
         n = len(config.probs) if config.probs is not None else n_actions
         self.logits = (
             np.log(np.asarray(config.probs, dtype=np.float64))
@@ -133,5 +127,5 @@ class TabularSoftmax(Policy):
                 self.logits = np.zeros(n)
             if len(self.logits) != n:
                 raise ValueError(f"the tabular strategy has {len(self.logits)} entries but the game has {n} actions")
-            out.append(ActResponse("", int(self.rng.choice(n, p=self.probs))))
+            out.append(ActResponse("", int(self.rng_for(request).choice(n, p=self.probs))))
         return out

@@ -93,20 +93,16 @@ class RandomNegotiator(Policy):
         accept_prob: float = Field(0.5, ge=0.0, le=1.0, description="probability of accepting a standing offer")
         walk_prob: float = Field(0.0, ge=0.0, le=1.0, description="probability of walking away on a turn")
 
-    def __init__(self, config: Config, *, seed: int):
-        super().__init__(config, seed=seed)
-        self.rng = np.random.default_rng(seed)
-
     def act(self, requests: list[ActRequest]) -> list[ActResponse]:
         out = []
         for request in requests:
-            obs = request.observation
+            obs, rng = request.observation, self.rng_for(request)
             n = len(obs["counts"])
-            if self.rng.random() < self.config.walk_prob:
+            if rng.random() < self.config.walk_prob:
                 action = {"type": WALK_AWAY, "take": [0] * n, "message": ""}
-            elif obs["offer"][0] >= 0 and self.rng.random() < self.config.accept_prob:
+            elif obs["offer"][0] >= 0 and rng.random() < self.config.accept_prob:
                 action = accept(n)
             else:
-                action = propose([self.rng.integers(int(c) + 1) for c in obs["counts"]])
+                action = propose([rng.integers(int(c) + 1) for c in obs["counts"]])
             out.append(ActResponse("", action))
         return out
