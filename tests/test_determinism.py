@@ -147,7 +147,7 @@ def test_group_rollout_episodes_share_a_start_but_differ_by_sampling(tiny_model_
 
 def test_a_checkpoint_holding_a_generator_policies_no_longer_have_still_resumes():
     """Checkpoints written before requests carried seeds hold the LLM policy's `generator`: skipped."""
-    from agora.campaign import generator_states, restore_generators
+    from agora.checkpoint import generator_states, restore_generators
 
     policy = MixedStrategy(MixedStrategy.Config(), seed=4)
     states = {**generator_states({"s": policy}), "s.generator": ("torch", torch.Generator().get_state())}
