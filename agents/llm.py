@@ -10,7 +10,7 @@ from pydantic import Field, field_validator
 
 from agora.engine import PrefixCache, sample, stop_token_ids
 from agora.errors import AgoraError
-from agora.kernels import describe, use_skinny_linears
+from agora.kernels import describe, per_shape, use_skinny_linears
 from agora.models import EMBEDDED, chat_prompt, check_device, check_model, load_causal_lm
 from agora.policy import ActRequest, ActResponse, Policy, PolicyConfig
 
@@ -37,10 +37,11 @@ class LLMConfig(PolicyConfig):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto = bf16 on GPU, fp32 on CPU"
     )
-    linear_kernel: Literal["auto", "xw", "wx"] = Field(
+    linear_kernel: str = Field(
         "auto",
         description="CPU float32 few-row linear products: auto = timed per weight shape at load, xw = x @ W.T "
-        "(PyTorch's), wx = W @ x.T; pin it to reproduce recorded logprobs exactly (the forms differ by ~1e-5)",
+        "(PyTorch's), wx = W @ x.T, or per shape as a run records it (tag agora.kernel, e.g. 'wx: 49152x576; "
+        "xw: 576x576'); pin it to reproduce recorded logprobs exactly (the forms differ by ~1e-5)",
     )
 
     @field_validator("model")
@@ -52,6 +53,12 @@ class LLMConfig(PolicyConfig):
         except AgoraError as exc:
             raise ValueError(str(exc)) from None
         return model
+
+    @field_validator("linear_kernel")
+    @classmethod
+    def _kernel_pin(cls, kernel: str) -> str:
+        per_shape(kernel)  # a ValueError saying what is expected
+        return kernel
 
     @field_validator("device")
     @classmethod
@@ -89,6 +96,9 @@ class LLMPolicy(Policy):
         """The kernel its model's linear layers use ("xw", "wx", or per shape; `agora.kernels.describe`):
         recorded with a run (tag `agora.kernel`) so that its logprobs can be reproduced with `linear_kernel`."""
         return describe(self.model)
+
+    def run_tags(self) -> dict[str, str]:
+        return {"kernel": self.linear_kernel}
 
     def render(self, messages: list[dict[str, str]], demonstration: list[dict[str, str]] = ()) -> str:
         if self.config.demonstrations:

@@ -14,6 +14,7 @@ exact prompt + completion ids, sharing the batch's common prompt prefix.
 
 from __future__ import annotations
 
+import inspect
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -224,7 +225,7 @@ def _context(
         if reused < shared:
             model(
                 input_ids=torch.tensor([prefix[reused:]], device=device),
-                past_key_values=cache,
+                **kv(model, cache),
                 position_ids=torch.arange(reused, shared, device=device)[None],
                 **last_logits_only(model),
             )
@@ -265,6 +266,13 @@ def last_logits_only(model) -> dict[str, int]:
     on a 49k vocabulary the head over every position costs as much as the rest of the model)."""
     supports = getattr(model, "_supports_logits_to_keep", None)
     return {"logits_to_keep": 1} if supports is not None and supports() else {}
+
+
+def kv(model, cache) -> dict:
+    """The forward kwarg carrying a KV cache: `cache` where the model's forward takes it (transformers
+    deprecates `past_key_values` for it, warning in users' terminals), else `past_key_values`."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft forwards **kwargs
+    return {"cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values": cache}
 
 
 PASS_COST = 32  # a forward pass's fixed cost, in prompt tokens computed (on a CPU: reading every weight once)
@@ -326,7 +334,7 @@ def _prefill(
             input_ids=input_ids,
             attention_mask=attention,
             position_ids=positions,
-            past_key_values=cache,
+            **kv(model, cache),
             **last_logits_only(model),
         ).logits[:, -1]
     logits = None
@@ -344,7 +352,7 @@ def _prefill(
             input_ids=input_ids[index, width - w :],
             attention_mask=torch.cat([attention[index, :context], attention[index, context + width - w :]], dim=-1),
             position_ids=positions[index, width - w :],
-            past_key_values=part,
+            **kv(model, part),
             **last_logits_only(model),
         ).logits[:, -1]
         logits = out.new_empty((batch, out.shape[-1])) if logits is None else logits
@@ -446,7 +454,7 @@ def sample(
         attention = torch.cat([attention, torch.ones_like(attention[:, :1])], dim=-1)
         positions = positions[:, -1:] + 1
         logits = model(
-            input_ids=token[:, None], attention_mask=attention, position_ids=positions, past_key_values=cache
+            input_ids=token[:, None], attention_mask=attention, position_ids=positions, **kv(model, cache)
         ).logits[:, -1]
     return list(zip(tokens, logps))
 
@@ -526,7 +534,7 @@ def completion_logits(
     cache = None
     if shared:
         cache = DynamicCache()
-        model(input_ids=torch.tensor([prompts[0][:shared]], device=device), past_key_values=cache, use_cache=True)
+        model(input_ids=torch.tensor([prompts[0][:shared]], device=device), **kv(model, cache), use_cache=True)
         cache.batch_repeat_interleave(batch)
     attention = torch.cat([torch.ones((batch, shared), dtype=torch.long, device=device), mask], dim=-1)
     positions = shared + (mask.cumsum(-1) - 1).clamp(min=0)
@@ -534,7 +542,7 @@ def completion_logits(
         input_ids=input_ids,
         attention_mask=attention,
         position_ids=positions,
-        past_key_values=cache,
+        **kv(model, cache),
         use_cache=cache is not None,
         logits_to_keep=c_max + 1,
     )

@@ -24,6 +24,7 @@ what each weight shape of a loaded model uses (`describe` as one line, for a run
 from __future__ import annotations
 
 import os
+import re
 import time
 
 import torch
@@ -64,14 +65,35 @@ def skinny_product(weight: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
 
 
 def pinned_kernel(kernel: str = "auto") -> str:
-    """The kernel to use: `kernel` when pinned ("xw" or "wx"), else AGORA_SKINNY_LINEAR's pin
-    (1 = wx, 0 = xw), else "auto" (time each weight shape)."""
-    if kernel not in KERNELS:
-        raise ValueError(f"linear kernel {kernel!r}: expected one of {', '.join(KERNELS)}")
+    """The kernel to use: `kernel` when pinned ("xw", "wx" or per shape as `describe` writes it), else
+    AGORA_SKINNY_LINEAR's pin (1 = wx, 0 = xw), else "auto" (time each weight shape)."""
+    per_shape(kernel)  # a ValueError naming what is wrong
     forced = os.environ.get("AGORA_SKINNY_LINEAR")
     if kernel == "auto" and forced in ("0", "1"):
         return "wx" if forced == "1" else "xw"
     return kernel
+
+
+def per_shape(kernel: str) -> dict[str, str] | None:
+    """A per-shape pin as `describe` writes it ("wx: 49152x576; xw: 576x576, 64x576") as {shape: kernel};
+    None for "auto", "xw" and "wx" (shapes it does not name use "xw")."""
+    if kernel in KERNELS:
+        return None
+    out: dict[str, str] = {}
+    for part in kernel.split(";"):
+        name, _, shapes = part.partition(":")
+        if name.strip() not in ("xw", "wx") or not shapes.strip():
+            raise ValueError(
+                f"linear kernel {kernel[:80]!r}: expected one of {', '.join(KERNELS)}, or per weight shape as a run "
+                "records it (tag agora.kernel), e.g. 'wx: 49152x576; xw: 576x576'"
+            )
+        for shape in shapes.split(","):
+            if not re.fullmatch(r"\d+x\d+", shape.strip()):
+                raise ValueError(
+                    f"linear kernel {kernel[:80]!r}: {shape.strip()[:20]!r} is not a weight shape like 576x576"
+                )
+            out[shape.strip()] = name.strip()
+    return out
 
 
 def skinny_is_faster(weight: torch.Tensor) -> bool:
@@ -109,8 +131,14 @@ def use_skinny_linears(model: torch.nn.Module, kernel: str = "auto") -> torch.nn
     linears = [m for m in model.modules() if type(m) in (torch.nn.Linear, SkinnyLinear)]
     if not linears or linears[0].weight.device.type != "cpu" or linears[0].weight.dtype != torch.float32:
         return model
+    pins = per_shape(kernel)
     for module in linears:
-        skinny = kernel == "wx" or (kernel == "auto" and skinny_is_faster(module.weight.detach()))
+        shape = "x".join(map(str, module.weight.shape))
+        skinny = (
+            pins.get(shape) == "wx"
+            if pins is not None
+            else kernel == "wx" or (kernel == "auto" and skinny_is_faster(module.weight.detach()))
+        )
         module.__class__ = SkinnyLinear if skinny else torch.nn.Linear
     return model
 

@@ -8,6 +8,7 @@ same model with the adapter disabled.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -43,7 +44,9 @@ def load_learner(name: str, lora: LoRAConfig, *, device: str = "auto", dtype: st
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)  # LoRA's A init draws from the global generator; keep it seeded and restore it
     try:
-        model = get_peft_model(base, config)
+        with warnings.catch_warnings():  # peft asks transformers a deprecated question; nothing for a user to do
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+            model = get_peft_model(base, config)
     finally:
         torch.random.set_rng_state(state)
     return model, tokenizer

@@ -92,5 +92,10 @@ class Policy(ABC):
     @abstractmethod
     def act(self, requests: list[ActRequest]) -> list[ActResponse]: ...
 
+    def run_tags(self) -> dict[str, str]:
+        """What a run must record to reproduce this policy's numbers (e.g. {"kernel": "wx"}), tagged
+        `agora.<key>` as "seat=value" pairs; none by default."""
+        return {}
+
     def close(self) -> None:
         """Release resources (models stay cached for other policies)."""

@@ -145,7 +145,7 @@ def run_scenario(
     try:
         if track:
             with uninterrupted():  # a signal while the run is created waits until `tracker` can end it
-                tracker = open_run(scenario, policy_ids, tracking_uri)
+                tracker = open_run(scenario, policy_ids, tracking_uri, policy_tags(policies))
             log_config(tracker, scenario)
         rollout.run(spec.episodes, on_episode=record)
     except KeyboardInterrupt:
@@ -181,8 +181,22 @@ def run_scenario(
     )
 
 
-def open_run(scenario: ResolvedScenario, policy_ids: dict[str, str], tracking_uri: str | None):
-    """A new MLflow run for the scenario, tagged with what it plays."""
+def policy_tags(policies: dict[str, Policy]) -> dict[str, str]:
+    """The policies' `run_tags` as run tags: {"agora.kernel": "alice=wx, bob=xw"}."""
+    pairs: dict[str, list[str]] = defaultdict(list)
+    for seat, policy in policies.items():
+        for key, value in policy.run_tags().items():
+            pairs[f"agora.{key}"].append(f"{seat}={value}")
+    return {key: ", ".join(values) for key, values in pairs.items()}
+
+
+def open_run(
+    scenario: ResolvedScenario,
+    policy_ids: dict[str, str],
+    tracking_uri: str | None,
+    extra: dict[str, str] | None = None,
+):
+    """A new MLflow run for the scenario, tagged with what it plays (and `extra` tags)."""
     from agora.tracking import Tracker
 
     spec = scenario.spec
@@ -192,6 +206,7 @@ def open_run(scenario: ResolvedScenario, policy_ids: dict[str, str], tracking_ur
         "agora.seed": str(spec.seed),
         "agora.version": agora.__version__,
         "agora.scenario": scenario.source or spec.name,
+        **(extra or {}),
     }
     return Tracker(tracking_uri or spec.tracking.uri, spec.tracking.experiment or spec.name, spec.name, tags)
 

@@ -149,6 +149,25 @@ def test_an_llm_policy_pins_and_reports_its_kernel(tiny_model_dir, monkeypatch):
     assert c.completion_ids == b.completion_ids and c.logprobs == b.logprobs
     assert a.completion_ids == b.completion_ids
     assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4)
+    # what `agora run` tags the run with: each LLM seat's kernel; a scripted seat has nothing to record
+    from agents.scripted.matrix import MixedStrategy
+    from agora.run import policy_tags
+
+    scripted = MixedStrategy(MixedStrategy.Config(), seed=0)
+    assert policy_tags({"alice": xw, "bob": wx, "carol": scripted}) == {"agora.kernel": "alice=xw, bob=wx"}
     timed = LLMPolicy(LLMPolicy.Config(model=tiny_model_dir), seed=0).model  # auto: each shape's verdict
     want = {"x".join(map(str, shape)): "wx" if fast else "xw" for shape, fast in kernels._verdicts.items()}
     assert choices(timed) == {shape: want[shape] for shape in choices(timed)}
+
+
+def test_a_runs_recorded_per_shape_kernels_pin_the_same_choices(monkeypatch):
+    """The `agora.kernel` tag of a run whose shapes chose differently, given back as `linear_kernel`,
+    makes the same choices whatever the timing says now."""
+    monkeypatch.delenv("AGORA_SKINNY_LINEAR", raising=False)
+    monkeypatch.setattr(kernels, "_verdicts", {(80, 48): True, (16, 80): False})
+    recorded = describe(use_skinny_linears(two_shapes()))
+    assert recorded == "wx: 80x48; xw: 16x80"
+    monkeypatch.setattr(kernels, "_verdicts", {(80, 48): False, (16, 80): True})  # this load would time otherwise
+    assert describe(use_skinny_linears(two_shapes(), recorded)) == recorded
+    with pytest.raises(ValueError, match="not a weight shape"):
+        use_skinny_linears(two_shapes(), "wx: big")

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from agents.llm import LLMPolicy
 from agora.cli import app
-from agora.engine import PrefixCache, nucleus, sample
+from agora.engine import PrefixCache, kv, nucleus, sample
 from agora.errors import ModelNotFoundError
 from agora.models import load_causal_lm, resolve_model_path
 from agora.policy import ActRequest
@@ -285,7 +285,7 @@ def test_growing_cache_matches_transformers_dynamic_cache(tiny_model_dir):
     logits = []
     for cache in (DynamicCache(), growing_cache(model)):
         with torch.no_grad():
-            out = [model(input_ids=ids, past_key_values=cache).logits[:, -1]]
+            out = [model(input_ids=ids, **kv(model, cache)).logits[:, -1]]
             token = out[-1].argmax(-1)
             for step in range(150):  # past the first buffer's spare room (128)
                 if step == 5:
@@ -296,7 +296,7 @@ def test_growing_cache_matches_transformers_dynamic_cache(tiny_model_dir):
                         assert buffer.shape[0] == 2 and cache.layers[0].keys.data_ptr() == buffer.data_ptr()
                 if step == 6 and isinstance(cache.layers[0], GrowingLayer):
                     assert cache.layers[0]._buffer[0] is buffer
-                out.append(model(input_ids=token[:, None], past_key_values=cache).logits[:, -1])
+                out.append(model(input_ids=token[:, None], **kv(model, cache)).logits[:, -1])
                 token = out[-1].argmax(-1)
         logits.append(out)
     assert isinstance(cache.layers[0], GrowingLayer) and cache.get_seq_length() == 9 + 150
