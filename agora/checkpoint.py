@@ -56,8 +56,20 @@ def save_learner(folder: Path, model, trainer, policies: dict[str, Any]) -> None
     from agora.lora import save_adapter
 
     save_adapter(model, folder / "adapter")
-    torch.save(trainer.state_dict(), folder / "trainer.pt")
-    torch.save({"generators": generator_states(policies), "torch": torch.get_rng_state()}, folder / "rng.pt")
+    write_torch(trainer.state_dict(), folder / "trainer.pt")
+    write_torch({"generators": generator_states(policies), "torch": torch.get_rng_state()}, folder / "rng.pt")
+
+
+def write_torch(obj: Any, path: Path) -> None:
+    """`torch.save` through memory, so that a full or read-only disk is the OSError it is (torch's own
+    writer reports it as a RuntimeError) and `RunFolder.save` can say so."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    path.write_bytes(buffer.getbuffer())
 
 
 def restore_learner(folder: Path, model, trainer, policies: dict[str, Any]) -> None:

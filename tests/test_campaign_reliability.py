@@ -271,3 +271,25 @@ def test_cli_refuses_the_home_folder_as_checkpoint_dir_with_one_message_and_noth
         out = cli.invoke(app, command)
         assert out.exit_code == 2 and "is your home folder itself" in out.output and "Traceback" not in out.output
     assert runs(uri, tmp_path) == [] and [p.name for p in tmp_path.iterdir()] == ["c.yaml"]
+
+
+def test_a_full_disk_under_torch_save_is_an_oserror(tmp_path):
+    """torch's writer reports a full disk as a RuntimeError; a checkpoint's tensors are written through
+    memory so that it is the OSError `RunFolder.save` turns into its message (a file-size limit stands in
+    for the full disk)."""
+    import resource
+    import signal
+
+    import torch
+
+    from agora.checkpoint import write_torch
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
+    try:
+        with pytest.raises(OSError):
+            write_torch({"w": torch.zeros(10_000)}, tmp_path / "trainer.pt")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
