@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Re-measure every benchmark that bench/README.md quotes, with the fair harness (bench/harness.py:
 # fresh policies and cold prefix caches per side, warm-ups on seeds no measured side plays, sides in
-# rotated orders). Sizes are chosen to finish in about 12 minutes in all on an idle 2-core CPU;
+# rotated orders). Sizes are chosen to finish in about 15 minutes in all on an idle 2-core CPU (16.5 measured);
 # each script has its own time limit, so one that hangs cannot stop the rest.
 #
 #   bash bench/remeasure.sh            # from anywhere; run it when nothing else loads the machine
@@ -36,8 +36,8 @@ measure() {  # measure NAME LIMIT_SECONDS COMMAND...
 
 # ~1.5 min: one warm-up update per side, then 2 timed updates per side, interleaved
 measure train 300 "$PY" bench/train.py --layers 2 --repeats 2 --threads 2
-# ~3.5 min: 8 episodes, the three sides 3 times, each side first once
-measure rollout 360 "$PY" bench/rollout.py --episodes 8 --concurrency 8 --baseline both --repeats 3
+# ~6 min: 3 episodes, the three sides 3 times, each side first once (8 episodes did not finish in 6 min)
+measure rollout 480 "$PY" -u bench/rollout.py --episodes 3 --concurrency 3 --baseline both --repeats 3 --warmup-episodes 0
 # ~1.5 min: one torch thread, as the README's figures were taken; one LLM step per N
 OMP_NUM_THREADS=1 measure economy 240 "$PY" bench/economy.py --llm-steps 1
 # ~15 s: scripted, not timed
@@ -61,5 +61,5 @@ measure payoff_matrix 120 "$PY" bench/payoff_matrix.py --policies 16 --episodes 
 # ~2 s: regret, not timed
 measure regret 60 "$PY" bench/regret.py --rounds 100 1000 4000
 
-echo "total $(($(date +%s) - TOTAL_START)) s wall (budget 720 s on an idle 2-core CPU)" >> "$SUMMARY"
+echo "total $(($(date +%s) - TOTAL_START)) s wall (budget about 900 s on an idle 2-core CPU)" >> "$SUMMARY"
 cat "$SUMMARY"
