@@ -9,9 +9,8 @@ import torch
 from pydantic import Field, field_validator
 
 from agora.engine import PrefixCache, sample, stop_token_ids
-from agora.errors import AgoraError
 from agora.kernels import describe, per_shape, use_skinny_linears
-from agora.models import EMBEDDED, chat_prompt, check_device, check_model, load_causal_lm
+from agora.models import EMBEDDED, chat_prompt, check_device, check_model, load_causal_lm, validated
 from agora.policy import ActRequest, ActResponse, Policy, PolicyConfig
 
 
@@ -48,11 +47,7 @@ class LLMConfig(PolicyConfig):
     @classmethod
     def _model_exists(cls, model: str) -> str:
         """A model that is not there, or a folder that is not a whole model, fails at validation, not mid-run."""
-        try:
-            check_model(model)
-        except AgoraError as exc:
-            raise ValueError(str(exc)) from None
-        return model
+        return validated(check_model, model)
 
     @field_validator("linear_kernel")
     @classmethod
@@ -63,11 +58,7 @@ class LLMConfig(PolicyConfig):
     @field_validator("device")
     @classmethod
     def _device_exists(cls, device: str) -> str:
-        try:
-            check_device(device)
-        except AgoraError as exc:
-            raise ValueError(str(exc)) from None
-        return device
+        return validated(check_device, device)
 
 
 class LLMPolicy(Policy):

@@ -25,7 +25,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from agora.errors import AgoraError, ModelNotFoundError
 from agora.scenario import parse_json, read_json
@@ -286,6 +286,16 @@ def check_cached_hub_model(name: str) -> None:
             f"model '{name}' is not in the local Hugging Face cache; download it once with `hf download {name}`"
         )
     check_model_folder(Path(config).parent, name)
+
+
+def validated(check: Callable[[str], None], value: str) -> str:
+    """`value` once `check(value)` passed, else its AgoraError as the ValueError pydantic reports under the
+    field's key path (config validators of `model` and `device`)."""
+    try:
+        check(value)
+    except AgoraError as exc:
+        raise ValueError(str(exc)) from None
+    return value
 
 
 def check_device(device: str) -> None:

@@ -30,7 +30,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from agora.errors import AgoraError
-from agora.models import EMBEDDED, chat_prompt, check_device, check_model, plain_text
+from agora.models import EMBEDDED, chat_prompt, check_device, check_model, plain_text, validated
 from agora.trajectory import Episode
 
 DEFAULT_RUBRIC = (
@@ -86,24 +86,13 @@ class JudgeConfig(BaseModel):
     @classmethod
     def _model_exists(cls, model: str, info: ValidationInfo) -> str:
         """A judge model that is not there fails when the campaign is validated, not mid-campaign."""
-        if info.data.get("id") != "llm":
-            return model  # the outcome judge has no model: said by the check below
-        try:
-            check_model(model)
-        except AgoraError as exc:
-            raise ValueError(str(exc)) from None
-        return model
+        # the outcome judge has no model: said by the check below
+        return validated(check_model, model) if info.data.get("id") == "llm" else model
 
     @field_validator("device")
     @classmethod
     def _device_exists(cls, device: str, info: ValidationInfo) -> str:
-        if info.data.get("id") != "llm":
-            return device
-        try:
-            check_device(device)
-        except AgoraError as exc:
-            raise ValueError(str(exc)) from None
-        return device
+        return validated(check_device, device) if info.data.get("id") == "llm" else device
 
     @model_validator(mode="after")
     def _keys_of_the_other_judge(self) -> "JudgeConfig":
