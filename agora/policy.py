@@ -33,6 +33,9 @@ class ActRequest:
     # episode, policy, seat, decision and attempt): every random draw answering it comes from
     # `Policy.rng_for(request)`. None (a request built by hand): the policy's own generator, in call order.
     seed: int | None = None
+    # The language of a legal reply this turn (`agora.grammar.Grammar`, from the world's `reply_grammar`),
+    # or None (free text). Policies that decode text constrain their reply to it where they can.
+    grammar: Any = None
 
 
 @dataclass
@@ -46,6 +49,12 @@ class ActResponse:
     temperature: float | None = (
         None  # learnable policies: the sampling temperature `logprobs` are under (trainers read it)
     )
+    # The Lark grammar (`Grammar.lark(...)`, as decoded) the completion was constrained by: `logprobs` are
+    # under the distribution masked to it, and trainers recompute them under the same masks. None: unconstrained.
+    grammar: str | None = None
+    # Set when the policy could not reply at all (e.g. a server that failed after its retries): the
+    # engine takes the world's seeded fallback action at once, counted in `unanswered`.
+    error: str | None = None
 
 
 @dataclass

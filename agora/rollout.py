@@ -27,7 +27,7 @@ from pettingzoo import ParallelEnv
 
 from agora.policy import ActRequest, ActResponse, Policy
 from agora.trajectory import Episode, Step, jsonable
-from agora.world import ParseError, demonstration, episode_info, passive_action
+from agora.world import ParseError, demonstration, episode_info, passive_action, reply_grammar
 
 RETRY_MESSAGE = "Your reply could not be used: {error}\nReply again, exactly in the format asked for."
 
@@ -80,6 +80,7 @@ class SeatCounters:
     parse_failures: int = 0  # replies the world could not parse
     retries: int = 0  # re-prompts after a parse failure
     fallbacks: int = 0  # turns where the fallback action was taken
+    unanswered: int = 0  # requests the policy could not answer at all (`ActResponse.error`): fallback at once
 
     @property
     def parse_failure_rate(self) -> float:
@@ -107,6 +108,7 @@ class _Turn:
     messages: list[dict[str, str]]
     decision: int  # how many decisions this seat took before this one in the episode
     failed: list[dict[str, str]] = field(default_factory=list)
+    grammar: Any = None  # the world's `reply_grammar` for this turn (text seats)
 
 
 class _Slot:
@@ -166,8 +168,10 @@ class _Slot:
             observations = {agents[0]: world.observe(agents[0])}
         for agent in agents:
             obs = observations[agent]
-            messages = [{"role": "user", "content": world.prompt(agent, obs)}] if agent in self.text_seats else []
-            self.waiting.append(_Turn(self, agent, obs, messages, self.decisions[agent]))
+            text = agent in self.text_seats
+            messages = [{"role": "user", "content": world.prompt(agent, obs)}] if text else []
+            grammar = reply_grammar(world, agent, obs) if text else None
+            self.waiting.append(_Turn(self, agent, obs, messages, self.decisions[agent], grammar=grammar))
         return self.waiting
 
     def apply(self, turn: _Turn, step: Step, action: Any) -> None:
@@ -291,6 +295,7 @@ class Rollout:
                     demonstration(t.slot.world, t.agent) if t.messages else [],
                     greedy=self.greedy(t.slot.episode.index, t.agent),
                     seed=t.slot.request_seed(t, getattr(policy, "seed", 0)),
+                    grammar=t.grammar,
                 )
                 for t in group
             ]
@@ -301,7 +306,12 @@ class Rollout:
         """Apply the response's action to the world; False when the turn must be asked again."""
         world, counters = turn.slot.world, self.counters[turn.agent]
         fallback = False
-        if response.action is not None:
+        if response.error is not None:  # no reply at all (e.g. a server down after its retries)
+            counters.unanswered += 1
+            counters.fallbacks += 1
+            turn.failed.append({"text": "", "error": response.error})
+            action, fallback, text = world.fallback_action(turn.agent, turn.slot.rng), True, ""
+        elif response.action is not None:
             action, text = response.action, response.text or world.render_action(turn.agent, response.action)
         else:
             text = response.text
@@ -332,6 +342,7 @@ class Rollout:
             completion_ids=response.completion_ids,
             logprobs=response.logprobs,
             temperature=response.temperature,
+            grammar=response.grammar,
             failed_attempts=turn.failed,
             fallback=fallback,
             observation=jsonable(turn.observation) if self.record_observations else None,

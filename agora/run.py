@@ -67,15 +67,18 @@ def summarize(episodes: list[Episode], rollout: Rollout, policies: list[Policy])
         for agent, value in episode.returns.items():
             values[f"eval/return/{agent}"].append(value)
     summary.update({name: float(np.mean(v)) for name, v in values.items()})
-    text_counters = [c for c in rollout.counters.values() if c.text_attempts]
+    text_counters = [c for c in rollout.counters.values() if c.text_attempts or c.unanswered]
     for agent, counters in sorted(rollout.counters.items()):
-        if counters.text_attempts:
+        if counters.text_attempts or counters.unanswered:
             summary[f"parse/failure_rate/{agent}"] = counters.parse_failure_rate
             summary[f"parse/fallback_rate/{agent}"] = counters.fallback_rate
             summary[f"parse/retries/{agent}"] = counters.retries
+            if counters.unanswered:
+                summary[f"parse/unanswered/{agent}"] = counters.unanswered
     pooled = SeatCounters.total(text_counters)
     summary["parse/failure_rate"] = pooled.parse_failure_rate
     summary["parse/fallback_rate"] = pooled.fallback_rate
+    summary["parse/unanswered"] = pooled.unanswered
     tokens = sum(p.stats.generated_tokens for p in policies)
     summary["perf/episodes"] = len(episodes)
     summary["perf/seconds"] = rollout.seconds

@@ -31,6 +31,7 @@ class Step:
     temperature: float | None = (
         None  # the sampling temperature of `logprobs` (learnable policies): trainers recompute at it
     )
+    grammar: str | None = None  # the Lark grammar the completion was decoded under (`ActResponse.grammar`)
 
 
 @dataclass

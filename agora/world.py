@@ -93,9 +93,9 @@ def check_reply(text: Any) -> str:
 @runtime_checkable
 class TextWorld(Protocol):
     """The text interface of a world (a PettingZoo `AECEnv` or `ParallelEnv` class with a pydantic `Config`,
-    built as `World(config)`). Optional: the hooks below (`demonstration`, `run_report`, `episode_info`,
-    `passive_action`), `metric_labels` (metric -> label in `agora run`'s summary) and `small_config` (settings of a
-    small, quick instance, used by the conformance test)."""
+    built as `World(config)`). Optional: the hooks below (`demonstration`, `reply_grammar`, `run_report`,
+    `episode_info`, `passive_action`), `metric_labels` (metric -> label in `agora run`'s summary) and
+    `small_config` (settings of a small, quick instance, used by the conformance test)."""
 
     def prompt(self, agent: str, observation: Any) -> str:
         """The full instruction + state text an agent sees before acting."""
@@ -152,6 +152,18 @@ def episode_info(world) -> dict[str, Any]:
     """
     method = getattr(world, "episode_info", None)
     return method() if method else {}
+
+
+def reply_grammar(world, agent: str, observation: Any):
+    """The language of `agent`'s legal replies now (an `agora.grammar.Grammar`), or None.
+
+    Optional for worlds: `reply_grammar(agent, observation) -> Grammar`, built from the same
+    definitions as `parse` (every reply in the language parses; every legal action's
+    `render_action` is in it) and per turn where legality depends on the state. Text policies
+    decode under it, so that every reply parses (unless a policy is configured `constrained: false`).
+    """
+    method = getattr(world, "reply_grammar", None)
+    return method(agent, observation) if method else None
 
 
 def passive_action(world, agent: str) -> Any:
