@@ -382,9 +382,10 @@ class Grammar:
 
     # --- sampling --------------------------------------------------------------------------
 
-    def sample(self, rng: np.random.Generator) -> str:
+    def sample(self, rng: np.random.Generator, short: bool = False) -> str:
         """A random reply of the language: uniform choices, free text mixing random printable
-        characters with command-like snippets (`TRICKY_TEXT`) a parser must not be fooled by."""
+        characters with command-like snippets (`TRICKY_TEXT`) a parser must not be fooled by.
+        `short`: free text of at most `max_tokens` characters, so also within `lark()`'s token bound."""
         out: list[str] = []
 
         def walk(node: Node) -> None:
@@ -399,7 +400,7 @@ class Grammar:
                 n = int(rng.integers(node.least, node.most + 1))
                 out.append("".join(node.chars[int(i)] for i in rng.integers(len(node.chars), size=n)))
             else:
-                out.append(_free_text(rng, node.max_chars))
+                out.append(_free_text(rng, min(node.max_chars, node.max_tokens) if short else node.max_chars))
 
         walk(self.root)
         return "".join(out)

@@ -1,0 +1,121 @@
+"""Decoding under a reply grammar with llguidance: token masks while sampling, and again for scoring.
+
+llguidance ("Low-level Guidance", github.com/guidance-ai/llguidance) computes, from a Lark grammar
+and the tokens so far, which tokens may come next, lazily over the tokenizer's trie: no per-grammar
+compilation, so grammars built per turn (live players, items in the pool) cost ~4 ms each, and a
+mask for 16 rows costs ~0.3 ms on our CPU when free text is bounded in tokens. (xgrammar compiled
+each such grammar in 2.3 s; outlines-core had not built the index of a grammar with bounded free
+text after 10 minutes; bench/grammar_libraries.py measures all three.)
+
+- `Constraints`: the per-row grammar state of one `engine.sample` call (`allowed` -> boolean mask
+  of the next token per row, `advance` with the sampled tokens);
+- `replay_masks`: the same masks recomputed from recorded token ids, so the trainers score a
+  completion under exactly the distribution it was sampled from (`engine.sequence_logprobs`);
+- `masked`: logits with disallowed tokens at `MASKED`, the one way both sides apply a mask.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import torch
+
+MASKED = -1e30  # a disallowed token's logit: exp underflows to exactly 0, and 0 x logp stays finite (entropy)
+
+_tokenizers: dict[tuple, object] = {}
+_lock = threading.Lock()
+
+
+def ll_tokenizer(tokenizer, vocab_size: int):
+    """llguidance's view of a Hugging Face tokenizer (built once per vocabulary: ~2 s for 49k tokens)."""
+    key = (tokenizer.name_or_path, len(tokenizer), vocab_size, tokenizer.eos_token_id)
+    with _lock:
+        if key not in _tokenizers:
+            import llguidance.hf
+
+            _tokenizers[key] = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size)
+        return _tokenizers[key]
+
+
+def matcher(tokenizer, vocab_size: int, lark: str):
+    """A fresh llguidance matcher of the Lark grammar `lark`; a grammar llguidance rejects is a ValueError."""
+    import llguidance
+
+    ll = ll_tokenizer(tokenizer, vocab_size)
+    grammar = llguidance.LLMatcher.grammar_from_lark(lark)
+    error = llguidance.LLMatcher.validate_grammar(grammar, ll)
+    if error:
+        raise ValueError(f"invalid reply grammar: {error}")
+    return llguidance.LLMatcher(ll, grammar, log_level=0)
+
+
+def unpack(bitmask: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """llguidance's int32 bitmask [B, ceil(V/32)] (bit j of word i: token 32 i + j) -> bool [B, V]."""
+    shifts = torch.arange(32, dtype=torch.int32)
+    bits = (bitmask[:, :, None] >> shifts) & 1
+    return bits.reshape(bitmask.shape[0], -1)[:, :vocab_size].bool()
+
+
+def masked(scaled: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
+    """`scaled` logits with every token `allowed` does not allow set to MASKED (None: unchanged)."""
+    return scaled if allowed is None else scaled.masked_fill(~allowed, MASKED)
+
+
+class Constraints:
+    """The grammar state of each row of one sampling call (rows without a grammar decode freely)."""
+
+    def __init__(self, tokenizer, vocab_size: int, grammars: Sequence[str | None]):
+        self.vocab_size = vocab_size
+        self.matchers = [matcher(tokenizer, vocab_size, g) if g else None for g in grammars]
+        words = (vocab_size + 31) // 32
+        self.bitmask = torch.full((len(grammars), words), -1, dtype=torch.int32)
+
+    @property
+    def active(self) -> bool:
+        return any(m is not None for m in self.matchers)
+
+    def allowed(self, rows: Sequence[int]) -> torch.Tensor | None:
+        """bool [len(rows), V]: the tokens each of `rows` (original row indices) may take next; None when
+        none of them is constrained."""
+        live = [(k, self.matchers[row]) for k, row in enumerate(rows) if self.matchers[row] is not None]
+        if not live:
+            return None
+        bitmask = self.bitmask[: len(rows)]
+        bitmask.fill_(-1)
+        for k, m in live:
+            view = bitmask[k]
+            m.unsafe_compute_mask_ptr(view.data_ptr(), view.numel() * 4)
+        return unpack(bitmask, self.vocab_size)
+
+    def advance(self, rows: Sequence[int], tokens: Sequence[int]) -> None:
+        for row, token in zip(rows, tokens):
+            m = self.matchers[row]
+            if m is not None and not m.is_stopped():
+                m.consume_token(int(token))
+
+
+def replay_masks(
+    tokenizer, vocab_size: int, grammars: Sequence[str | None], completions: Sequence[Sequence[int]], width: int
+) -> torch.Tensor | None:
+    """bool [B, width, V]: at each completion token (right-aligned in `width` columns, as
+    `engine.completion_logits` lays them out) the tokens its grammar allowed there, recomputed by
+    feeding the recorded tokens to a fresh matcher; rows without a grammar allow every token. None
+    when no row has a grammar."""
+    if not any(grammars):
+        return None
+    out = torch.ones((len(completions), width, vocab_size), dtype=torch.bool)
+    words = (vocab_size + 31) // 32
+    for row, (lark, tokens) in enumerate(zip(grammars, completions)):
+        if not lark:
+            continue
+        m = matcher(tokenizer, vocab_size, lark)
+        bitmask = torch.full((len(tokens), words), -1, dtype=torch.int32)
+        for step, token in enumerate(tokens):
+            if m.is_stopped():
+                break
+            view = bitmask[step]
+            m.unsafe_compute_mask_ptr(view.data_ptr(), view.numel() * 4)
+            m.consume_token(int(token))
+        out[row, width - len(tokens) :] = unpack(bitmask, vocab_size)
+    return out
