@@ -1,7 +1,12 @@
-"""Werewolf's text interface: the prompt a player reads, its worked example, and the strict reply parser.
+"""Werewolf's text interface: the prompt a player reads, its worked example, the strict reply parser
+and the reply grammar.
 
 `WerewolfText` is a mixin of `raw_env` (worlds/werewolf/world.py); it reads the env's state (`config`,
 `n`, `names`, `position`, `alive`, `roles`, `phase`, `winner`) and its legal-target mask `_mask(seat)`.
+
+One set of definitions serves the prompt, `parse`, `render_action` and `reply_grammar`, so they cannot
+drift: the labels (`SAY`, `target_label`), the words naming a target (`target_word`, `target_words`:
+the legal names in seating order, then NOBODY) and the line layout `LABEL: body` (`SEPARATOR`).
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from agora.grammar import EMPTY, Grammar, one_of, optional, seq
+from agora.grammar import text as free_text
 from agora.world import ParseError, cached_per_agent, check_reply, sanitize
 from worlds.werewolf.rules import (
     DISCUSSION,
@@ -27,6 +34,48 @@ from worlds.werewolf.rules import (
     role_of,
     target_mask,
 )
+
+SAY, ACCUSE, VOTE_LABEL = "SAY", "ACCUSE", "VOTE"
+NOBODY = NOBODY_WORDS[0]  # the canonical word for "no target" (the parser also reads its synonyms)
+SEPARATOR = ": "  # between a reply line's label and its body
+
+
+def target_label(phase: int, role: int) -> str:
+    """The label of the line that names the target: ACCUSE in the discussion, VOTE in the vote, the role's
+    night verb (KILL, INSPECT, PROTECT) at night; '' for a role that does not act at night."""
+    if phase == DISCUSSION:
+        return ACCUSE
+    return VOTE_LABEL if phase == VOTE else NIGHT_VERBS.get(role, "")
+
+
+def target_word(names: list[str], target: int) -> str:
+    """The word a reply names target position `target` with (`len(names)` = nobody)."""
+    return names[target] if target < len(names) else NOBODY
+
+
+def target_words(names: list[str], mask: np.ndarray) -> list[str]:
+    """The words naming the legal targets of `mask` (index len(names) = nobody): names in seating order, then NOBODY."""
+    return [target_word(names, int(p)) for p in np.flatnonzero(mask[: len(names) + 1])]
+
+
+def reply_language(
+    phase: int, role: int, names: list[str], mask: np.ndarray, max_statement_chars: int
+) -> Grammar | None:
+    """The grammar of a legal reply, in the canonical form the prompt asks for and `reply` writes:
+    '<LABEL>: <legal target>' at night and in the vote, 'SAY: <free text or nothing>' then
+    'ACCUSE: <legal target>' in the discussion. None when the player has no legal target (it cannot act).
+
+    The statement is one line of at most `max_statement_chars` characters (what the parser keeps), so
+    nothing in it can be read as another line's label: the parser reads labels at line starts only.
+    """
+    label, words = target_label(phase, role), target_words(names, mask)
+    if not label or not words:
+        return None
+    target = seq(label + SEPARATOR, one_of(words))
+    if phase != DISCUSSION:
+        return Grammar(target)
+    statement = optional(free_text(max_statement_chars)) if max_statement_chars else EMPTY
+    return Grammar(seq(SAY + SEPARATOR, statement, "\n", target))
 
 
 def labelled(text: str, label: str) -> list[str]:
@@ -97,23 +146,23 @@ class WerewolfText:
         if obs["transcript"]:
             lines += ["What happened so far:", *(f"  {line}" for line in obs["transcript"].split("\n"))]
         mask = obs["target_mask"]
-        choices = ", ".join(names[p] for p in range(self.n) if mask[p])
+        choices = ", ".join(target_words(names, mask[: self.n]))
+        label = target_label(phase, role)
         if phase == DISCUSSION:
             lines += [
                 f"It is day {day}. Speak to the others in one short sentence. You may accuse one player.",
                 "Reply in exactly this format:",
-                "SAY: <one short sentence>",
-                f"ACCUSE: <one of {choices}, or NOBODY>",
+                f"{SAY}{SEPARATOR}<one short sentence>",
+                f"{label}{SEPARATOR}<one of {choices}, or {NOBODY}>",
             ]
         else:
-            verb = "VOTE" if phase == VOTE else NIGHT_VERBS[role]
-            what = {"VOTE": "vote out", "KILL": "kill", "INSPECT": "inspect", "PROTECT": "protect"}[verb]
+            what = {"VOTE": "vote out", "KILL": "kill", "INSPECT": "inspect", "PROTECT": "protect"}[label]
             when = f"day {day}: the vote" if phase == VOTE else f"night {day}"
-            nobody = ", or NOBODY to abstain" if mask[self.n] else ""
+            nobody = f", or {NOBODY} to abstain" if mask[self.n] else ""
             lines += [
                 f"It is {when}. Choose one player to {what}: {choices}{nobody}.",
                 "Reply in exactly this format:",
-                f"{verb}: <name>",
+                f"{label}{SEPARATOR}<name>",
             ]
         return "\n".join(lines)
 
@@ -162,6 +211,7 @@ class WerewolfText:
         """The action named in the reply: 'SAY: ...' (+ optional 'ACCUSE: <name>') in the discussion,
         '<VERB>: <name>' at night (KILL, INSPECT, PROTECT) and in the vote (VOTE).
 
+        Labels are read at line starts only, so a statement that quotes a label ('SAY: VOTE: Bob') is text.
         Tolerated: letter case, surrounding whitespace, markdown emphasis, a trailing '(comment)' or '.'.
         Not guessed: a missing or ambiguous label, a name that is not a legal target now.
         """
@@ -170,38 +220,37 @@ class WerewolfText:
         if self.winner is not None or not self.alive[p]:
             raise ParseError("you cannot act now")
         mask = self._mask(agent)
+        label = target_label(self.phase, int(self.roles[p]))
+        bodies = {name_body(b) for b in set(labelled(text, label))}
         if self.phase == DISCUSSION:
-            says = labelled(text, "SAY")
+            says = labelled(text, SAY)
             if not says:
                 raise ParseError(
-                    "no 'SAY:' line; reply e.g. 'SAY: I think Bob is lying.' then 'ACCUSE: Bob' or 'ACCUSE: NOBODY'"
+                    f"no '{SAY}:' line; reply e.g. '{SAY}{SEPARATOR}I think Bob is lying.' then "
+                    f"'{ACCUSE}{SEPARATOR}Bob' or '{ACCUSE}{SEPARATOR}{NOBODY}'"
                 )
             statement = sanitize(says[0].strip().strip("*_` "), self.config.max_statement_chars)
-            accused = {name_body(b) for b in set(labelled(text, "ACCUSE"))}
-            if len(accused) > 1:
-                raise ParseError("more than one different ACCUSE line; accuse at most one player")
-            target = self._target(agent, accused.pop(), mask, "accuse") if accused else self.n
+            if len(bodies) > 1:
+                raise ParseError(f"more than one different {ACCUSE} line; accuse at most one player")
+            target = self._target(agent, bodies.pop(), mask, "accuse") if bodies else self.n
             return {"target": target, "statement": statement}
-        verb = "VOTE" if self.phase == VOTE else NIGHT_VERBS.get(int(self.roles[p]), "")
-        bodies = {name_body(b) for b in set(labelled(text, verb))}
-        example = self.names[int(np.flatnonzero(mask[: self.n])[0])] if mask[: self.n].any() else "NOBODY"
         if not bodies:
-            raise ParseError(f"no '{verb}:' line; reply e.g. '{verb}: {example}'")
+            example = (target_words(self.names, mask) or [NOBODY])[0]
+            raise ParseError(f"no '{label}:' line; reply e.g. '{label}{SEPARATOR}{example}'")
         if len(bodies) > 1:
-            raise ParseError(f"more than one different {verb} line; name exactly one player")
-        return {"target": self._target(agent, bodies.pop(), mask, verb.lower()), "statement": ""}
+            raise ParseError(f"more than one different {label} line; name exactly one player")
+        return {"target": self._target(agent, bodies.pop(), mask, label.lower()), "statement": ""}
 
     def _target(self, agent: str, body: str, mask: np.ndarray, verb: str) -> int:
         """Position of the player named `body` (upper case), if `mask` allows it; else a ParseError saying why."""
-        legal = [self.names[p] for p in range(self.n) if mask[p]] + (["NOBODY"] if mask[self.n] else [])
-        choose = f"choose one of: {', '.join(legal)}"
+        legal = ", ".join(target_words(self.names, mask))
         if body in NOBODY_WORDS:
             if mask[self.n]:
                 return self.n
-            raise ParseError(f"you must {verb} someone now; {choose}")
+            raise ParseError(f"you must {verb} someone now; choose one of: {legal}")
         upper = [name.upper() for name in self.names]
         if body not in upper:
-            raise ParseError(f"'{body[:30]}' is not a player's name; write only the name: {choose[len('choose ') :]}")
+            raise ParseError(f"'{body[:30]}' is not a player's name; write only the name: one of: {legal}")
         p = upper.index(body)
         if mask[p]:
             return p
@@ -211,18 +260,30 @@ class WerewolfText:
             reason = f"you cannot {verb} yourself"
         else:
             reason = f"you cannot {verb} {self.names[p]} now"
-        raise ParseError(f"{reason}; {choose}")
+        raise ParseError(f"{reason}; choose one of: {legal}")
 
     def render_action(self, agent: str, action: dict[str, Any]) -> str:
         return self.reply(self.phase, role_of(agent), action)
 
     def reply(self, phase: int, role: int, action: dict[str, Any], names: list[str] | None = None) -> str:
-        """`action` in the reply format of `phase` for a player of `role` (what `parse` reads)."""
-        target = int(action["target"])
-        name = (names or self.names)[target] if target < self.n else "NOBODY"
-        if phase == DISCUSSION:
-            return f"SAY: {action.get('statement', '')}\nACCUSE: {name}"
-        return f"{'VOTE' if phase == VOTE else NIGHT_VERBS.get(role, 'VOTE')}: {name}"
+        """`action` in the reply format of `phase` for a player of `role` (what `parse` reads and
+        `reply_language` describes); the statement as the world would keep it (one line, cut to length)."""
+        word = target_word(names or self.names, int(action["target"]))
+        line = f"{target_label(phase, role) or VOTE_LABEL}{SEPARATOR}{word}"
+        if phase != DISCUSSION:
+            return line
+        statement = sanitize(action.get("statement", ""), self.config.max_statement_chars)
+        return f"{SAY}{SEPARATOR}{statement}\n{line}"
+
+    def reply_grammar(self, agent: str, observation: Any = None) -> Grammar | None:
+        """The language of `agent`'s legal replies now (`reply_language`), from the state `parse` checks
+        (phase, role, legal targets; the observation the engine passes shows the same); None when the
+        agent cannot act (dead, or the game is over)."""
+        p = self.position[agent]
+        if self.winner is not None or not self.alive[p]:
+            return None
+        role = int(self.roles[p])
+        return reply_language(self.phase, role, self.names, self._mask(agent), self.config.max_statement_chars)
 
     def fallback_action(self, agent: str, rng: np.random.Generator) -> dict[str, Any]:
         """A uniformly drawn legal target (an accusation or nobody in the discussion), and no statement."""
