@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from agora.grammar import EMPTY, Grammar, one_of, optional, seq
+from agora.grammar import Grammar, alt, literal, one_of, seq
 from agora.grammar import text as free_text
 from agora.world import ParseError, cached_per_agent, check_reply, sanitize
 from worlds.werewolf.rules import (
@@ -74,8 +74,10 @@ def reply_language(
     target = seq(label + SEPARATOR, one_of(words))
     if phase != DISCUSSION:
         return Grammar(target)
-    statement = optional(free_text(max_statement_chars)) if max_statement_chars else EMPTY
-    return Grammar(seq(SAY + SEPARATOR, statement, "\n", target))
+    # The statement or nothing, then its line break: written as two alternatives rather than an optional text,
+    # whose GBNF form '(...{1,n})?' llguidance's GBNF reader misreads.
+    statement = alt(seq(free_text(max_statement_chars), "\n"), "\n") if max_statement_chars else literal("\n")
+    return Grammar(seq(SAY + SEPARATOR, statement, target))
 
 
 def labelled(text: str, label: str) -> list[str]:
