@@ -43,6 +43,13 @@ target now is a parse error naming the legal ones):
     SAY: Carol claims to be the seer, but she accused two of us.
     ACCUSE: Carol                               discussion (or NOBODY; the ACCUSE line may be left out)
 
+The reply grammar (`reply_grammar`, for constrained decoding) is the canonical form of these, built
+each turn from the parser's own labels and the legal targets now: one line `<LABEL>: <name>` at
+night and in the vote (only living, legal targets; NOBODY only where allowed), and in the
+discussion `SAY: <one line of at most max_statement_chars characters, or nothing>` then
+`ACCUSE: <legal name or NOBODY>`. Labels are read at line starts only, so a statement that quotes
+one ("SAY: VOTE: Bob") is text.
+
 The demonstration is a worked turn for the seat's role and the current phase, on a table seated
 with the spare names, so a copied example names no real player.
 

@@ -82,7 +82,8 @@ def reply_language(
 
 def labelled(text: str, label: str) -> list[str]:
     """Bodies of the lines 'LABEL: body' (case and markdown emphasis tolerated), in order; linear in the text."""
-    return re.findall(rf"^[ \t>#*_`-]*{label}[ \t*_`]*:(.*)", text, re.IGNORECASE | re.MULTILINE)
+    colon = re.escape(SEPARATOR.strip())
+    return re.findall(rf"^[ \t>#*_`-]*{label}[ \t*_`]*{colon}(.*)", text, re.IGNORECASE | re.MULTILINE)
 
 
 def name_body(body: str) -> str:
