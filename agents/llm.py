@@ -29,6 +29,11 @@ class LLMConfig(PolicyConfig):
         description="memory for the KV of recent prompts and replies, reused by later turns (MB; 0 = off)",
     )
     system_prompt: str | None = Field(None, description="optional system message before the world's prompt")
+    constrained: bool = Field(
+        True,
+        description="decode under the world's reply grammar where it declares one, so every reply parses; "
+        "false = free decoding (e.g. to study how a model learns the format)",
+    )
     demonstrations: bool = Field(
         True, description="show the world's worked example exchange before each prompt (helps small models)"
     )
@@ -104,12 +109,20 @@ class LLMPolicy(Policy):
         seed = request.seed if request.seed is not None else int(self.rng.integers(2**63))
         return torch.Generator().manual_seed(seed)
 
+    def grammar_for(self, request: ActRequest) -> str | None:
+        """The Lark grammar `request`'s reply is decoded under: the world's reply grammar with its free
+        text cut to fit `max_new_tokens` (so a reply is never truncated mid-format), or None."""
+        if not self.config.constrained or request.grammar is None:
+            return None
+        return request.grammar.lark(max_tokens=self.config.max_new_tokens)
+
     def act(self, requests: list[ActRequest]) -> list[ActResponse]:
         texts = [self.render(r.messages, r.demonstration) for r in requests]
         prompt_ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
         # Similar lengths share a forward pass (less padding); the order is deterministic.
         order = sorted(range(len(requests)), key=lambda i: (len(prompt_ids[i]), i))
         generators = [self.generator_for(r) for r in requests]
+        grammars = [self.grammar_for(r) for r in requests]
         results: dict[int, tuple[list[int], list[float]]] = {}
         start = time.perf_counter()
         for lo in range(0, len(order), self.config.max_batch_size):
@@ -125,6 +138,8 @@ class LLMPolicy(Policy):
                 generators=[generators[i] for i in chunk],
                 prefix_cache=self.prefix_cache,
                 greedy=[requests[i].greedy for i in chunk],
+                grammars=[grammars[i] for i in chunk],
+                tokenizer=self.tokenizer,
             )
             results.update(zip(chunk, outs))
         self.stats.generate_seconds += time.perf_counter() - start
@@ -135,5 +150,9 @@ class LLMPolicy(Policy):
             ids, logprobs = results[i]
             self.stats.generated_tokens += len(ids)
             text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
-            responses.append(ActResponse(text, None, prompt_ids[i], ids, logprobs, texts[i], self.config.temperature))
+            responses.append(
+                ActResponse(
+                    text, None, prompt_ids[i], ids, logprobs, texts[i], self.config.temperature, grammar=grammars[i]
+                )
+            )
         return responses

@@ -9,8 +9,9 @@ text after 10 minutes; bench/grammar_libraries.py measures all three.)
 
 - `Constraints`: the per-row grammar state of one `engine.sample` call (`allowed` -> boolean mask
   of the next token per row, `advance` with the sampled tokens);
-- `replay_masks`: the same masks recomputed from recorded token ids, so the trainers score a
-  completion under exactly the distribution it was sampled from (`engine.sequence_logprobs`);
+- `replay_bitmask` / `allowed_tokens`: the same masks recomputed from recorded token ids, so the
+  trainers score a completion under exactly the distribution it was sampled from
+  (`engine.sequence_logprobs(..., allowed=)`);
 - `masked`: logits with disallowed tokens at `MASKED`, the one way both sides apply a mask.
 """
 
@@ -59,7 +60,7 @@ def unpack(bitmask: torch.Tensor, vocab_size: int) -> torch.Tensor:
 
 def masked(scaled: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
     """`scaled` logits with every token `allowed` does not allow set to MASKED (None: unchanged)."""
-    return scaled if allowed is None else scaled.masked_fill(~allowed, MASKED)
+    return scaled if allowed is None else scaled.masked_fill(~allowed.to(scaled.device), MASKED)
 
 
 class Constraints:
@@ -75,9 +76,10 @@ class Constraints:
     def active(self) -> bool:
         return any(m is not None for m in self.matchers)
 
-    def allowed(self, rows: Sequence[int]) -> torch.Tensor | None:
+    def allowed(self, rows: Sequence[int], stop: torch.Tensor) -> torch.Tensor | None:
         """bool [len(rows), V]: the tokens each of `rows` (original row indices) may take next; None when
-        none of them is constrained."""
+        none of them is constrained. A row its grammar leaves no token (a matcher in error: not
+        expected) may only stop (`stop`: the stop token ids)."""
         live = [(k, self.matchers[row]) for k, row in enumerate(rows) if self.matchers[row] is not None]
         if not live:
             return None
@@ -86,7 +88,11 @@ class Constraints:
         for k, m in live:
             view = bitmask[k]
             m.unsafe_compute_mask_ptr(view.data_ptr(), view.numel() * 4)
-        return unpack(bitmask, self.vocab_size)
+        allowed = unpack(bitmask, self.vocab_size)
+        stuck = ~allowed.any(-1)
+        if bool(stuck.any()):
+            allowed[stuck.nonzero().squeeze(-1)[:, None], stop.cpu()[None, :]] = True
+        return allowed
 
     def advance(self, rows: Sequence[int], tokens: Sequence[int]) -> None:
         for row, token in zip(rows, tokens):
@@ -95,27 +101,32 @@ class Constraints:
                 m.consume_token(int(token))
 
 
-def replay_masks(
-    tokenizer, vocab_size: int, grammars: Sequence[str | None], completions: Sequence[Sequence[int]], width: int
-) -> torch.Tensor | None:
-    """bool [B, width, V]: at each completion token (right-aligned in `width` columns, as
-    `engine.completion_logits` lays them out) the tokens its grammar allowed there, recomputed by
-    feeding the recorded tokens to a fresh matcher; rows without a grammar allow every token. None
-    when no row has a grammar."""
-    if not any(grammars):
-        return None
-    out = torch.ones((len(completions), width, vocab_size), dtype=torch.bool)
-    words = (vocab_size + 31) // 32
-    for row, (lark, tokens) in enumerate(zip(grammars, completions)):
-        if not lark:
-            continue
-        m = matcher(tokenizer, vocab_size, lark)
-        bitmask = torch.full((len(tokens), words), -1, dtype=torch.int32)
-        for step, token in enumerate(tokens):
-            if m.is_stopped():
-                break
-            view = bitmask[step]
-            m.unsafe_compute_mask_ptr(view.data_ptr(), view.numel() * 4)
+def replay_bitmask(tokenizer, vocab_size: int, lark: str, tokens: Sequence[int]) -> torch.Tensor:
+    """int32 [len(tokens), ceil(V/32)]: llguidance's mask before each of `tokens`, recomputed by feeding the
+    recorded tokens to a fresh matcher of `lark` (what the sampler's `Constraints` computed for them)."""
+    m = matcher(tokenizer, vocab_size, lark)
+    bitmask = torch.full((len(tokens), (vocab_size + 31) // 32), -1, dtype=torch.int32)
+    for step, token in enumerate(tokens):  # exactly as `Constraints.allowed`, then `advance`
+        view = bitmask[step]
+        m.unsafe_compute_mask_ptr(view.data_ptr(), view.numel() * 4)
+        if not m.is_stopped():
             m.consume_token(int(token))
-        out[row, width - len(tokens) :] = unpack(bitmask, vocab_size)
+    return bitmask
+
+
+def allowed_tokens(bitmasks: Sequence[torch.Tensor | None], width: int, vocab_size: int) -> torch.Tensor | None:
+    """bool [B, width, V] from per-row `replay_bitmask`s, right-aligned in `width` columns as
+    `engine.completion_logits` lays out completions; a row without one (None) allows every token.
+    None when no row has one."""
+    if all(b is None for b in bitmasks):
+        return None
+    out = torch.ones((len(bitmasks), width, vocab_size), dtype=torch.bool)
+    for row, bitmask in enumerate(bitmasks):
+        if bitmask is not None and len(bitmask):
+            out[row, width - len(bitmask) :] = unpack(bitmask, vocab_size)
     return out
+
+
+def vocab_size(model) -> int:
+    """Rows of the model's output layer: the width of its logits (peft models forward the call)."""
+    return model.get_output_embeddings().weight.shape[0]

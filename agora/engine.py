@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from transformers.cache_utils import DynamicLayer
 
+from agora.constrain import Constraints, masked
+
 if TYPE_CHECKING:
     from transformers import DynamicCache
 
@@ -381,6 +383,8 @@ def sample(
     generators: Sequence[torch.Generator] | None = None,
     prefix_cache: PrefixCache | None = None,
     greedy: list[bool] | None = None,
+    grammars: Sequence[str | None] | None = None,
+    tokenizer=None,
 ) -> list[tuple[list[int], list[float]]]:
     """Sample a completion for every prompt in one batch with a KV cache.
 
@@ -396,6 +400,11 @@ def sample(
     data they are. Row i draws from `generators[i]` alone (`draw_tokens`: one uniform per token),
     so its completion depends on its own prompt and generator, not on the rest of the batch (up to
     the float noise of batched forward passes); `generators` may be None only when nothing samples.
+
+    `grammars` (Lark texts, `agora.grammar.Grammar.lark`; None for a free row) constrain rows to a
+    reply language: at each step a row's disallowed tokens get the logit `constrain.MASKED` before
+    the softmax (`constrain.Constraints`, llguidance, which needs `tokenizer`), so its tokens and
+    logprobs are those of the masked distribution, the one the trainers rescore it under.
     """
     device = next(model.parameters()).device
     batch = len(prompts)
@@ -420,10 +429,13 @@ def sample(
         raise ValueError("sampling needs one generator per prompt")
     tokens: list[list[int]] = [[] for _ in range(batch)]
     logps: list[list[float]] = [[] for _ in range(batch)]
+    constraints = Constraints(tokenizer, logits.shape[-1], grammars) if grammars and any(grammars) else None
     for step in range(max_new_tokens):
-        scaled = logits.float() / (temperature if temperature > 0 else 1.0)
-        logp = torch.log_softmax(scaled, dim=-1)
         live = rows.tolist()
+        scaled = logits.float() / (temperature if temperature > 0 else 1.0)
+        if constraints is not None:
+            scaled = masked(scaled, constraints.allowed(live, stop))
+        logp = torch.log_softmax(scaled, dim=-1)
         draw = [k for k, row in enumerate(live) if drawing[row]]
         if not draw:
             token = logp.argmax(-1)
@@ -438,9 +450,12 @@ def sample(
             else:
                 token = drawn
         chosen = logp.gather(-1, token[:, None]).squeeze(-1)
-        for row, t, lp in zip(live, token.tolist(), chosen.tolist()):
+        drawn_ids = token.tolist()
+        for row, t, lp in zip(live, drawn_ids, chosen.tolist()):
             tokens[row].append(t)
             logps[row].append(lp)
+        if constraints is not None:
+            constraints.advance(live, drawn_ids)
         running = ~torch.isin(token, stop) if step + 1 < max_new_tokens else torch.zeros_like(token, dtype=torch.bool)
         if remember and not bool(running.all()):
             finished = {k: int(rows[k]) for k in (~running).nonzero().squeeze(-1).tolist()}
@@ -550,31 +565,45 @@ def completion_logits(
 
 
 def token_logprobs(
-    logits: torch.Tensor, completions: list[list[int]], temperature: float
+    logits: torch.Tensor, completions: list[list[int]], temperature: float, allowed: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """log softmax(logits / T) at each completion token (right-aligned [B, C_max]) and the entropy there."""
+    """log softmax(logits / T) at each completion token (right-aligned [B, C_max]) and the entropy there;
+    with `allowed` (bool [B, C_max, V], `constrain.allowed_tokens`) under the distribution masked to it,
+    as a grammar-constrained sample drew them."""
     c_max = logits.shape[1]
     targets = torch.zeros(logits.shape[:2], dtype=torch.long, device=logits.device)
     for row, completion in enumerate(completions):
         targets[row, c_max - len(completion) :] = torch.tensor(completion)
-    logp_all = torch.log_softmax(logits.float() / (temperature if temperature > 0 else 1.0), dim=-1)
+    logp_all = torch.log_softmax(masked(logits.float() / (temperature if temperature > 0 else 1.0), allowed), dim=-1)
     logp = logp_all.gather(-1, targets[..., None]).squeeze(-1)
     entropy = -(logp_all.exp() * logp_all).sum(-1)
     return logp, entropy
 
 
-def sequence_logprobs(model, prompts, completions, *, temperature: float, pad_id: int, share_prefix: bool = True):
-    """(token logprobs [B, C_max], entropy [B, C_max], mask [B, C_max], tokens forwarded)."""
+def sequence_logprobs(
+    model, prompts, completions, *, temperature: float, pad_id: int, share_prefix: bool = True, allowed=None
+):
+    """(token logprobs [B, C_max], entropy [B, C_max], mask [B, C_max], tokens forwarded); `allowed`: see
+    `token_logprobs`."""
     logits, mask, tokens = completion_logits(model, prompts, completions, pad_id=pad_id, share_prefix=share_prefix)
-    logp, entropy = token_logprobs(logits, completions, temperature)
+    logp, entropy = token_logprobs(logits, completions, temperature, allowed)
     return logp, entropy, mask, tokens
 
 
-def reference_logprobs(model, prompts, completions, *, temperature: float, pad_id: int, share_prefix: bool = True):
-    """`sequence_logprobs` of the frozen reference: the same peft model with its LoRA adapter disabled, no gradient."""
+def reference_logprobs(
+    model, prompts, completions, *, temperature: float, pad_id: int, share_prefix: bool = True, allowed=None
+):
+    """`sequence_logprobs` of the frozen reference: the same peft model with its LoRA adapter disabled, no
+    gradient; under the same `allowed` masks as the policy's, so the KL compares like with like."""
     with torch.no_grad(), model.disable_adapter():
         return sequence_logprobs(
-            model, prompts, completions, temperature=temperature, pad_id=pad_id, share_prefix=share_prefix
+            model,
+            prompts,
+            completions,
+            temperature=temperature,
+            pad_id=pad_id,
+            share_prefix=share_prefix,
+            allowed=allowed,
         )
 
 

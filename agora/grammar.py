@@ -294,13 +294,12 @@ class Grammar:
                 return gbnf_literal(node.text)
             if isinstance(node, Chars):
                 return f"{char_class(node.chars)}{_count(node.least, node.most)}" if node.most else '""'
-            if isinstance(node, Text):
-                return f"{char_class(PRINTABLE)}{_count(1, node.max_chars)}"
             if isinstance(node, Seq) and not node.parts:
                 return '""'
-            if node not in names:
+            if node not in names:  # free text too is a rule of its own: `(text)?` stays a rule, not a class
                 name = names[node] = f"r{len(names)}"
-                rules.append(f"{name} ::= {self._body(node, expr)}")
+                body = f"{char_class(PRINTABLE)}{_count(1, node.max_chars)}" if isinstance(node, Text) else None
+                rules.append(f"{name} ::= {body or self._body(node, expr)}")
             return names[node]
 
         top = expr(self.root)
