@@ -127,6 +127,35 @@ def allowed_tokens(bitmasks: Sequence[torch.Tensor | None], width: int, vocab_si
     return out
 
 
+class ReplayedMasks:
+    """What a trainer scores completions under: each recorded completion's grammar masks
+    (`replay_bitmask`), replayed once per (grammar, tokens) and reused by every epoch and by the
+    reference model's pass, laid out per micro-batch by `allowed`."""
+
+    def __init__(self, tokenizer, vocab_size: int):
+        self.tokenizer, self.vocab_size = tokenizer, vocab_size
+        self.bitmasks: dict[tuple[str, tuple[int, ...]], torch.Tensor] = {}
+
+    def bitmask(self, lark: str | None, tokens: Sequence[int]) -> torch.Tensor | None:
+        if not lark:
+            return None
+        if self.tokenizer is None:
+            raise ValueError(
+                "completions decoded under a grammar are rescored under it: the trainer needs the tokenizer"
+            )
+        key = (lark, tuple(tokens))
+        if key not in self.bitmasks:
+            self.bitmasks[key] = replay_bitmask(self.tokenizer, self.vocab_size, lark, tokens)
+        return self.bitmasks[key]
+
+    def allowed(self, grammars: Sequence[str | None], completions: Sequence[Sequence[int]]) -> torch.Tensor | None:
+        """`allowed_tokens` of one batch (None when no completion was constrained)."""
+        if not any(grammars):
+            return None
+        width = max(len(c) for c in completions)
+        return allowed_tokens([self.bitmask(g, c) for g, c in zip(grammars, completions)], width, self.vocab_size)
+
+
 def vocab_size(model) -> int:
     """Rows of the model's output layer: the width of its logits (peft models forward the call)."""
     return model.get_output_embeddings().weight.shape[0]

@@ -8,7 +8,10 @@ its `Config` validates those keys (the same class documents them in `agora train
 The sampler's settings travel with the samples: every learner `Step` records the temperature it
 was sampled at. A trainer that compares the policy with the recorded log-probs pi_old (GRPO, INPO)
 recomputes them at that temperature (`sample_temperature`), so that the ratio pi_theta / pi_old is
-exactly 1 before the first update, and refuses a batch that mixes temperatures.
+exactly 1 before the first update, and refuses a batch that mixes temperatures. Likewise a step
+decoded under a reply grammar records it (`Step.grammar`), and trainers score it under the same
+token masks (`scoring_masks`), replayed from its token ids with the learner's tokenizer, which the
+campaign sets as `trainer.tokenizer`.
 """
 
 from __future__ import annotations
@@ -32,9 +35,16 @@ class Trainer(ABC):
 
     Config: ClassVar[type[BaseModel]]
     greedy_anchor: ClassVar[bool] = False  # each group's first rollout is decoded greedily (ArenaRL's anchor)
+    tokenizer: Any = None  # the learner's tokenizer, set by the campaign: grammar masks are replayed with it
 
     def __init__(self, model: Any, config: BaseModel, *, pad_id: int, seed: int = 0):
         self.model, self.config, self.pad_id = model, config, pad_id
+
+    def scoring_masks(self):
+        """A fresh `agora.constrain.ReplayedMasks` for this model: the masks of constrained completions."""
+        from agora.constrain import ReplayedMasks, vocab_size
+
+        return ReplayedMasks(self.tokenizer, vocab_size(self.model))
 
     @abstractmethod
     def update(self, episodes: list[Episode], seats: list[str]) -> dict[str, float]:

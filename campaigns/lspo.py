@@ -263,6 +263,7 @@ class LSPORunner(CampaignRunner):
         self.trainer = PreferenceTrainer(
             self.model, spec.dpo, pad_id=self.tokenizer.pad_token_id, seed=policy_seed(spec.seed, "trainer")
         )
+        self.trainer.tokenizer = self.tokenizer
         world = campaign.make_world()
         self.roles = [
             r

@@ -337,6 +337,7 @@ class TrainRunner(CampaignRunner):
             pad_id=self.tokenizer.pad_token_id,
             seed=policy_seed(spec.seed, "trainer"),
         )
+        self.trainer.tokenizer = self.tokenizer  # constrained completions are rescored under their grammar
         self.result = CampaignResult(None, None)
         if self.resumed_from:
             self.restore(self.resumed_from)

@@ -12,7 +12,12 @@ from agora.grammar import Grammar, alt, integer, one_of, seq, text
 from agora.policy import ActRequest
 
 OFFER = Grammar(
-    seq("MESSAGE: ", text(200, 40), "\nACTION: ", alt(seq("PROPOSE book=", integer(0, 3), " hat=", integer(0, 2)), "ACCEPT"))
+    seq(
+        "MESSAGE: ",
+        text(200, 40),
+        "\nACTION: ",
+        alt(seq("PROPOSE book=", integer(0, 3), " hat=", integer(0, 2)), "ACCEPT"),
+    )
 )
 VOTE = Grammar(seq("VOTE: ", one_of(["alice", "bob", "carol"])))
 

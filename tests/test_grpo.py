@@ -9,6 +9,7 @@ import torch
 
 from agents.llm import LLMPolicy
 from agora.engine import sequence_logprobs
+from agora.grammar import Grammar, one_of, seq, text
 from agora.lora import LoRAConfig, adapter_state, load_learner
 from agora.policy import ActRequest
 from trainers.advantages import Sample
@@ -52,12 +53,18 @@ def test_token_and_sequence_aggregation():
     assert float(aggregate(per_token, mask, "sequence", tokens=3, sequences=2)) == pytest.approx(2.25)  # (1.5 + 3) / 2
 
 
-def sampled(model_dir, temperature=0.8, seed=0, max_new_tokens=10):
+def sampled(model_dir, temperature=0.8, seed=0, max_new_tokens=10, grammar=None):
     model, tokenizer = load_learner(model_dir, LoRAConfig(r=4, alpha=8), seed=seed)
     params = LLMPolicy.Config(model=model_dir, temperature=temperature, max_new_tokens=max_new_tokens)
     policy = LLMPolicy(params, seed=seed, model=model, tokenizer=tokenizer)
-    responses = policy.act([ActRequest(i, "a", None, [{"role": "user", "content": p}]) for i, p in enumerate(PROMPTS)])
-    return model, tokenizer, policy, responses
+    requests = [
+        ActRequest(i, "a", None, [{"role": "user", "content": p}], grammar=grammar) for i, p in enumerate(PROMPTS)
+    ]
+    return model, tokenizer, policy, policy.act(requests)
+
+
+# a reply grammar with free text and a choice: the masks change most tokens' distribution
+REPLY = Grammar(seq("SAY: ", text(60, 6), "\nVOTE: ", one_of(["alice", "bob", "carol"])))
 
 
 def assert_ratio_one(model, tokenizer, responses, temperature, atol):
@@ -89,9 +96,41 @@ def test_recomputed_logprobs_match_the_sampler_on_the_embedded_model(embedded_mo
 
 def samples_from(responses, advantages):
     return [
-        Sample(r.prompt_ids, r.completion_ids, r.logprobs, a, "g", i, "a", 0, 0.0, temperature=r.temperature)
+        Sample(
+            r.prompt_ids,
+            r.completion_ids,
+            r.logprobs,
+            a,
+            "g",
+            i,
+            "a",
+            0,
+            0.0,
+            temperature=r.temperature,
+            grammar=r.grammar,
+        )
         for i, (r, a) in enumerate(zip(responses, advantages))
     ]
+
+
+@pytest.mark.parametrize("which", ["tiny", pytest.param("embedded", marks=pytest.mark.model)])
+def test_constrained_samples_are_trained_at_ratio_one_with_the_kl_under_the_same_masks(
+    which, tiny_model_dir, embedded_model_dir
+):
+    """Replies decoded under a grammar: the trainer rescores them under the masks replayed from their
+    token ids, so rho = 1 before the update, and the reference (the adapter-free model, equal to the
+    policy before any step) under the same masks, so the KL is 0; without the tokenizer it refuses."""
+    model_dir = tiny_model_dir if which == "tiny" else str(embedded_model_dir)
+    model, tokenizer, _, responses = sampled(model_dir, temperature=0.8, max_new_tokens=16, grammar=REPLY)
+    assert all(REPLY.matches(r.text) and r.grammar for r in responses)
+    trainer = GRPOTrainer(model, GRPOConfig(learning_rate=1e-3, beta=0.1), pad_id=tokenizer.pad_token_id)
+    samples = samples_from(responses, [1.0, -1.0, 1.0, -1.0])
+    with pytest.raises(ValueError, match="needs the tokenizer"):
+        trainer.step(samples)
+    trainer.tokenizer = tokenizer
+    metrics = trainer.step(samples)
+    assert metrics["train/ratio"] == pytest.approx(1.0, abs=1e-3 if which == "embedded" else 1e-4)
+    assert metrics["train/kl"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_an_update_moves_lora_weights_towards_positive_advantages(tiny_model_dir):

@@ -49,6 +49,7 @@ class Sample:
     ret: float  # the trajectory's credited return R_i
     fallback: bool = False  # the world took its fallback action after this (unparseable) completion
     temperature: float | None = None  # the sampler's temperature, which `old_logprobs` are under
+    grammar: str | None = None  # the Lark grammar it was decoded under (`Step.grammar`): rescored under its masks
 
 
 def group_advantages(
@@ -239,6 +240,7 @@ def training_samples(
                 ret=ret,
                 fallback=step.fallback,
                 temperature=step.temperature,
+                grammar=getattr(step, "grammar", None),
             )
         )
     sizes = defaultdict(int)

@@ -225,6 +225,7 @@ class GRPOTrainer(Trainer):
         sums: dict[str, float] = {k: 0.0 for k in ("loss", "pg", "kl", "clipped", "entropy", "ratio", "approx_kl")}
         tokens_total, forward_tokens, steps, grad_norms = 0, 0, 0, []
         start = time.perf_counter()
+        masks = self.scoring_masks()  # replayed once per sample, reused by every epoch
         self.model.train()
         for _ in range(cfg.epochs):
             order = torch.randperm(len(samples), generator=self.generator).tolist()
@@ -239,13 +240,19 @@ class GRPOTrainer(Trainer):
                     micro = mini[mlo : mlo + cfg.micro_batch_size]
                     prompts = [s.prompt_ids for s in micro]
                     completions = [s.completion_ids for s in micro]
+                    allowed = masks.allowed([s.grammar for s in micro], completions)
                     ref = None
                     if cfg.beta > 0:
                         ref = reference_logprobs(
-                            self.model, prompts, completions, temperature=temperature, pad_id=self.pad_id
+                            self.model,
+                            prompts,
+                            completions,
+                            temperature=temperature,
+                            pad_id=self.pad_id,
+                            allowed=allowed,
                         )[0]
                     logp, entropy, mask, fwd = sequence_logprobs(
-                        self.model, prompts, completions, temperature=temperature, pad_id=self.pad_id
+                        self.model, prompts, completions, temperature=temperature, pad_id=self.pad_id, allowed=allowed
                     )
                     forward_tokens += fwd
                     old = right_aligned([s.old_logprobs for s in micro], logp.shape[1], logp.device)

@@ -110,11 +110,12 @@ class Decision:
     completion_ids: list[int]
     old_logprobs: list[float] | None = None  # log pi_old per completion token, as the sampler recorded it
     temperature: float | None = None  # the sampler's temperature, which `old_logprobs` are under
+    grammar: str | None = None  # the Lark grammar it was decoded under: scored under the same masks
 
     @classmethod
     def of(cls, step) -> Decision:
         """The decision a trajectory `Step` records."""
-        return cls(step.prompt_ids, step.completion_ids, step.logprobs, step.temperature)
+        return cls(step.prompt_ids, step.completion_ids, step.logprobs, step.temperature, step.grammar)
 
 
 def decision_pairs(chosen_steps: list, rejected_steps: list) -> list[tuple[Decision, Decision]]:
@@ -179,6 +180,7 @@ class PreferenceTrainer(Trainer):
             raise ValueError("the model has no trainable parameters (wrap it with peft's get_peft_model)")
         self.optimizer = torch.optim.AdamW(self.parameters, lr=config.learning_rate)
         self.generator = torch.Generator().manual_seed(seed)
+        self.masks = None  # `scoring_masks`, made at the first scoring (the campaign sets the tokenizer first)
 
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state()}
@@ -197,9 +199,19 @@ class PreferenceTrainer(Trainer):
         prompts, completions = [d.prompt_ids for d in decisions], [d.completion_ids for d in decisions]
         fn = reference_logprobs if reference else sequence_logprobs
         logp, _, mask, tokens = fn(
-            self.model, prompts, completions, temperature=self.logp_temperature(decisions), pad_id=self.pad_id
+            self.model,
+            prompts,
+            completions,
+            temperature=self.logp_temperature(decisions),
+            pad_id=self.pad_id,
+            allowed=self.scoring().allowed([d.grammar for d in decisions], completions),
         )
         return (logp * mask).sum(-1), tokens
+
+    def scoring(self):
+        if self.masks is None:
+            self.masks = self.scoring_masks()
+        return self.masks
 
     def items(self, episodes: list[Episode], learner_seats: list[str]) -> list:
         """What one update trains on: (chosen, rejected) pairs, or (decision, desirable) labels for KTO."""
@@ -215,8 +227,8 @@ class PreferenceTrainer(Trainer):
             desirable = torch.tensor([label for _, label in batch])
             # mismatched pairs (x_i, y_{i+1}) estimate the KL reference point z0
             shifted = [
-                Decision(d.prompt_ids, decisions[(i + 1) % len(decisions)].completion_ids, temperature=d.temperature)
-                for i, d in enumerate(decisions)
+                Decision(d.prompt_ids, other.completion_ids, temperature=d.temperature, grammar=other.grammar)
+                for d, other in zip(decisions, decisions[1:] + decisions[:1])
             ]
             logp, n1 = self.logps(decisions)
             ref, _ = self.logps(decisions, reference=True)
@@ -255,6 +267,7 @@ class PreferenceTrainer(Trainer):
         """
         cfg = self.config
         start, tokens, total, margins, steps = time.perf_counter(), 0, 0.0, [], 0
+        self.masks = self.scoring_masks()  # each constrained completion's masks, replayed once for every epoch
         self.model.train()
         for _ in range(cfg.epochs):
             order = torch.randperm(len(items), generator=self.generator).tolist()
