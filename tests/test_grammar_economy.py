@@ -9,7 +9,7 @@ import pytest
 from grammar_checks import check_world_grammar, embedded_tokenizer
 
 from worlds.economy import PLANNER, PLANNER_DELTAS, STAND, VOTE, parallel_env
-from worlds.economy.text import planner_moves
+from worlds.economy.text import HOURS_PLACES, planner_moves
 
 WORK = 0
 
@@ -126,6 +126,12 @@ def test_worker_hours_votes_and_stands_follow_the_step():
     for hours in (0.0, 12.345678901, 99.99999999999999, 100.0):
         text = world.render_action("worker_0", np.array(hours))
         assert labor.matches(text) and world.parse("worker_0", text).tolist() == hours
+    longest = "LABOR: 1." + "5" * HOURS_PLACES  # the most decimals the parser reads
+    assert (
+        labor.matches(longest)
+        and not labor.matches(longest + "5")
+        and world.parse("worker_0", longest) == float(longest[7:])
+    )
     demo = world.demonstration("worker_0")[1]["content"]
     assert labor.matches(demo)
 
