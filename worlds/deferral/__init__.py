@@ -41,7 +41,14 @@ agent, or a missing answer are parse errors with a message the agent gets on its
 
     ANSWER: 42                  round 0 ('The answer is 42.' and a bare '42' work too)
     EVAL 2 | CREATE 42 | DEFER  later rounds ('eval agent 2', 'Action: defer' work too)
-    417; 412 + 5 = 417          the expert: the answer, then an optional explanation after ';'
+    ANSWER: 417                 the expert: the answer, then an optional explanation line
+    EXPLANATION: 412 + 5 = 417  ('417; 412 + 5 = 417' works too)
+
+The reply grammar (`reply_grammar`, for constrained decoding) is the language of these canonical
+forms at the seat's turn: EVAL names another agent of this team, answers are plain numbers when the
+problem's answer is a number (else one line of free text, at most 60 characters), the expert's
+explanation is one line of at most 300. A reply in it is read by its structure, so an answer or
+explanation that mentions 'DEFER' or 'EVAL 0' is never taken for a command.
 
 Metrics per episode: `correct`, `deferrals`, `deferral_rate` (of the team's decisions),
 `creates`, `cost` and `reward` (means per team agent), `expert_calls`, `round0_correct` (the
@@ -56,7 +63,7 @@ Scripted team baselines and the simulated expert are in agents/scripted/deferral
 
 Modules: `rules` (actions, answers and how they compare, the majority), `problems` (generated
 problems, the private fact table, problem files), `world` (the config and the AECEnv), `text`
-(prompts, demonstrations, the reply parser), `report` (metrics, the run report, the cost figure).
+(prompts, demonstrations, the reply grammar and parser), `report` (metrics, the run report, the cost figure).
 """
 
 from worlds.deferral.problems import Problem, evaluate_formula, fact_table, load_problems

@@ -1,5 +1,11 @@
-"""The deferral world's text interface: team and expert prompts, the worked example, and the strict
-reply parser.
+"""The deferral world's text interface: team and expert prompts, the worked example, the reply
+grammar and the strict reply parser.
+
+The canonical replies (`ANSWER: <answer>` in round 0; `EVAL <agent>`, `CREATE <answer>` or `DEFER`
+later; the expert's `ANSWER: <answer>` with an optional `EXPLANATION: <text>` line) are defined once
+below: `reply_grammar` builds the language of a legal reply from them, `render_action` writes them,
+and `parse` reads a reply in that language by its structure first (so free text inside an answer or
+an explanation, e.g. 'DEFER' or 'EVAL 0', is never taken for a command), other replies tolerantly.
 
 `DeferralText` is a mixin of `raw_env` (worlds/deferral/world.py); it reads the env's `config`,
 `team`, `round` and `problem`.
@@ -8,10 +14,12 @@ reply parser.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
+from agora.grammar import DIGITS, Grammar, Node, alt, chars, one_of, optional, seq, text
 from agora.world import ParseError, cached_per_agent, check_reply, sanitize
 from worlds.deferral.rules import (
     ACTION_NAMES,
@@ -41,6 +49,46 @@ EVAL_REF = re.compile(
     r"\b(?:eval|evaluate|adopt)\b[\s:*_`#(\[]*(?:(?:agent|player)[\s_#:-]*)?([0-9]+)([^\W_]|[.,/][0-9])?", re.IGNORECASE
 )
 
+# --- the canonical replies, shared by the grammar, the renderer and the parser --------------------
+
+ANSWER_PREFIX = "ANSWER: "
+EXPLANATION_PREFIX = "\nEXPLANATION: "  # the expert's optional second line
+EVAL_PREFIX, CREATE_PREFIX, DEFER_REPLY = "EVAL ", "CREATE ", "DEFER"
+WHOLE_DIGITS, FRACTION_DIGITS = 12, 6  # a numeric answer's digits before and after its '.' or '/'
+ANSWER_TOKENS, EXPLANATION_TOKENS = 24, 80  # the local sampler's bounds on the free-text parts
+ALPHANUMERIC = DIGITS + "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def answer_grammar(numeric: bool) -> Node:
+    """An answer as a canonical reply writes it. Numeric problems: one plain number ('-12', '12.5', '1/3').
+    Others: one line of free text that starts with a letter or digit (so it never normalises to nothing),
+    at most MAX_ANSWER_CHARS characters."""
+    if numeric:
+        # (alternatives rather than optional(chars(...)): llguidance's GBNF reader misreads '([0-9]{1,5})?')
+        denominator = alt(chars(DIGITS[1:]), seq(chars(DIGITS[1:]), chars(DIGITS, 1, FRACTION_DIGITS - 1)))
+        tail = alt(seq(".", chars(DIGITS, 1, FRACTION_DIGITS)), seq("/", denominator))
+        return seq(optional("-"), chars(DIGITS, 1, WHOLE_DIGITS), optional(tail))
+    first = chars(ALPHANUMERIC)
+    return alt(first, seq(first, text(MAX_ANSWER_CHARS - 1, ANSWER_TOKENS)))
+
+
+@lru_cache(maxsize=256)
+def team_grammar(first_round: bool, me: int, team_size: int, numeric: bool) -> Grammar:
+    """Round 0: `ANSWER: <answer>` (an empty answer, how the fallback writes 'no answer', included).
+    Later rounds: `EVAL <another agent of the team>`, `CREATE <answer>` or `DEFER`."""
+    answer = answer_grammar(numeric)
+    if first_round:
+        return Grammar(seq(ANSWER_PREFIX, optional(answer)))
+    others = one_of(i for i in range(team_size) if i != me)
+    return Grammar(alt(seq(EVAL_PREFIX, others), seq(CREATE_PREFIX, answer), DEFER_REPLY))
+
+
+@lru_cache(maxsize=4)
+def expert_grammar(numeric: bool) -> Grammar:
+    """`ANSWER: <answer>` (possibly empty), then optionally `EXPLANATION: <free text>` on a second line."""
+    explanation = seq(EXPLANATION_PREFIX, text(MAX_EXPLANATION_CHARS, EXPLANATION_TOKENS))
+    return Grammar(seq(ANSWER_PREFIX, optional(answer_grammar(numeric)), optional(explanation)))
+
 
 class DeferralText:
     """Prompts, demonstrations, parsing and rendering of replies for the deferral world."""
@@ -63,7 +111,8 @@ class DeferralText:
             lines = [
                 "You are the expert helping a team of agents answer a question.",
                 f"Agent{'s' if len(asked) > 1 else ''} {', '.join(str(i) for i in asked)} asked you for the answer.",
-                "Reply with your answer on the first line. You may add a short explanation for the team after a ';'.",
+                f"Reply with '{ANSWER_PREFIX}<your answer>' on the first line. You may add a short explanation for "
+                f"the team on a second line: '{EXPLANATION_PREFIX.strip()}<explanation>'.",
                 "",
                 f"Question: {observation['question']}",
             ]
@@ -71,8 +120,11 @@ class DeferralText:
                 lines.append(f"What you know (the team does not): {observation['note']}")
             shown = [f"  agent {i}: {a}" for i, a in enumerate(answers) if a]
             lines += ["The team's answers so far:", *shown] if shown else ["The team has no answers yet."]
-            example = "42; 40 + 2 = 42" if is_numeric(observation["reference"]) else "Paris; it is the capital"
-            lines += [f"Round {int(observation['round']) + 1} of {c.rounds}.", "", f"Example reply: {example}"]
+            answer, why = (
+                ("42", "40 + 2 = 42") if is_numeric(observation["reference"]) else ("Paris", "it is the capital")
+            )
+            example = f"{ANSWER_PREFIX}{answer}{EXPLANATION_PREFIX}{why}"
+            lines += [f"Round {int(observation['round']) + 1} of {c.rounds}.", "", "Example reply:", example]
             return "\n".join(lines)
         me = int(observation["self"])
         if int(observation["round"]) == 0:
@@ -131,14 +183,14 @@ class DeferralText:
         }
         answer_turn = [
             {"role": "user", "content": self.prompt(agent, answer_obs)},
-            {"role": "assistant", "content": "ANSWER: 42"},
+            {"role": "assistant", "content": f"{ANSWER_PREFIX}42"},
         ]
         if self.config.rounds == 1:  # no decision rounds to show
             return answer_turn
         return [
             *answer_turn,
             {"role": "user", "content": self.prompt(agent, decide_obs)},
-            {"role": "assistant", "content": "DEFER"},
+            {"role": "assistant", "content": DEFER_REPLY},
         ]
 
     def extract_answer(self, text: str) -> str:
@@ -175,13 +227,17 @@ class DeferralText:
     def parse(self, agent: str, text: str) -> dict[str, Any]:
         """Team, round 0: an answer ('ANSWER: 42', 'The answer is 42.', '42').
         Team, later rounds: exactly one of EVAL <agent> ('EVAL 2', 'eval agent_2'), CREATE <answer>, DEFER.
-        Expert: '<answer>[; explanation]' or 'ANSWER: <answer>' + 'EXPLANATION: ...'.
-        Tolerated: case, markdown emphasis, labels and filler words. Not guessed: two different
-        actions, EVAL of oneself or of no agent, a missing or ambiguous answer.
+        Expert: 'ANSWER: <answer>' + 'EXPLANATION: ...' (the form asked), or '<answer>[; explanation]'.
+        A reply in `reply_grammar`'s language is read by its structure (`read_canonical`); others tolerantly:
+        case, markdown emphasis, labels and filler words. Not guessed: two different actions, EVAL of
+        oneself or of no agent, a missing or ambiguous answer.
         """
         text = check_reply(text)
         if not text.strip():
             raise ParseError("empty reply")
+        canonical = self.read_canonical(agent, text)
+        if canonical is not None:
+            return canonical
         if agent == EXPERT:
             return self._parse_expert(text)
         me = self.team.index(agent)
@@ -242,16 +298,39 @@ class DeferralText:
         explanation = explained and text[explained.end() :] or after or head[:start] + head[end:]
         return {"answer": self.extract_answer(answer_part), "explanation": sanitize(explanation, MAX_EXPLANATION_CHARS)}
 
+    def reply_grammar(self, agent: str, observation: Any = None) -> Grammar:
+        """The language of `agent`'s legal replies now (see `team_grammar`, `expert_grammar`): the
+        agents it may EVAL are the other members of this team, answers are numbers when the problem's are."""
+        if agent == EXPERT:
+            return expert_grammar(self.numeric())
+        return team_grammar(self.round == 0, self.team.index(agent), len(self.team), self.numeric())
+
+    def read_canonical(self, agent: str, text: str) -> dict[str, Any] | None:
+        """The action a reply in `reply_grammar`'s language names, read by its structure: the keyword
+        prefix, then the answer or explanation as written; None for any other reply."""
+        if not self.reply_grammar(agent).matches(text):
+            return None
+        if agent == EXPERT:
+            head, _, explanation = text.partition(EXPLANATION_PREFIX)  # the answer is one line
+            answer = normalize_answer(head.removeprefix(ANSWER_PREFIX))
+            return {"answer": answer, "explanation": sanitize(explanation, MAX_EXPLANATION_CHARS)}
+        if text == DEFER_REPLY:
+            return {"type": DEFER, "target": 0, "answer": ""}
+        if text.startswith(EVAL_PREFIX):
+            return {"type": EVAL, "target": int(text.removeprefix(EVAL_PREFIX)), "answer": ""}
+        answer = text.removeprefix(CREATE_PREFIX if self.round else ANSWER_PREFIX)
+        return {"type": CREATE, "target": 0, "answer": normalize_answer(answer)}
+
     def render_action(self, agent: str, action: dict[str, Any]) -> str:
         if agent == EXPERT:
             explanation = action.get("explanation", "")
-            return f"ANSWER: {action['answer']}" + (f"\nEXPLANATION: {explanation}" if explanation else "")
+            return f"{ANSWER_PREFIX}{action['answer']}" + (f"{EXPLANATION_PREFIX}{explanation}" if explanation else "")
         kind = int(action["type"])
         if self.round == 0:
-            return f"ANSWER: {action['answer']}"
+            return f"{ANSWER_PREFIX}{action['answer']}"
         if kind == EVAL:
-            return f"EVAL {int(action['target'])}"
-        return f"CREATE {action['answer']}" if kind == CREATE else "DEFER"
+            return f"{EVAL_PREFIX}{int(action['target'])}"
+        return f"{CREATE_PREFIX}{action['answer']}" if kind == CREATE else DEFER_REPLY
 
     def fallback_action(self, agent: str, rng: np.random.Generator) -> dict[str, Any]:
         """Round 0 and the expert: no answer. Later rounds: EVAL of a uniformly drawn other agent (free)."""

@@ -44,6 +44,12 @@ says how to fix it):
     STAND: -20, 0, +10         democratic stand step: a platform, or STAND: NO (after the LABOR line)
     VOTE: 2                    democratic vote step: the candidate's number in the prompt's list
 
+The reply grammar (`reply_grammar`, for constrained decoding) is the language of these canonical
+forms at the seat's step: hours from 0 to 100 written plainly (up to 24 decimals), the STAND line on a
+stand step and a VOTE for 1 to the number of standing candidates on a vote step; the planner's
+DELTAS has one change per bracket, each keeping the rate within 0-100% (at 0% no cut; at 5% a cut
+of 10 reaches 0%, so -20 is not offered).
+
 Metrics per episode (means over steps): `swf`, `planner_swf` (after the warm-up), `mean_utility`,
 `total_income`, `tax_revenue`, `gini_pre`, `gini_post`, `mean_labor`, `br_gap` (mean |l − l*|
 between chosen labor and the exact best response to the schedule the worker saw), `rate/b<j>`
@@ -58,7 +64,7 @@ Scripted workers (the exact best response, also as a voter) and planners (Saez, 
 hill climbing) are in agents/scripted/economy.py.
 
 Modules: `rules` (constants, the config, taxes, utilities, best responses, the Saez rates),
-`world` (the ParallelEnv and its steps), `text` (prompts and the reply parsers), `report` (metrics
+`world` (the ParallelEnv and its steps), `text` (prompts, the reply grammars and parsers), `report` (metrics
 and the run report).
 """
 

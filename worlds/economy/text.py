@@ -1,4 +1,10 @@
-"""The economy's text interface: worker and planner prompts, the strict reply parsers, rendering.
+"""The economy's text interface: worker and planner prompts, the reply grammars, the strict reply
+parsers, rendering.
+
+The canonical replies (`LABOR: <hours>`, the democratic `STAND: <changes>` / `STAND: NO` and
+`VOTE: <candidate>` lines, the planner's `DELTAS: <changes>`) are defined once below: `reply_grammar`
+builds the language of a legal reply from them per turn (phase, bracket count, candidates, the
+planner's current rates) and `render_action` writes them; the parsers read them and more.
 
 `EconomyText` is a mixin of `parallel_env` (worlds/economy/world.py); it reads the env's `config`,
 `cutoffs`, `rates`, `candidates` and `phase()`. The worked example (`demonstration`) lives with the
@@ -9,9 +15,11 @@ from __future__ import annotations
 
 import json
 import re
+from functools import lru_cache
 
 import numpy as np
 
+from agora.grammar import DIGITS, Grammar, Node, alt, chars, integer, one_of, seq
 from agora.world import ParseError, check_reply
 from worlds.economy.rules import (
     MAX_LABOR,
@@ -32,7 +40,8 @@ def money(x: float) -> str:
     return f"${x:,.0f}" if abs(x) >= 100 or x == 0 else f"${x:,.2f}"
 
 
-def _signed(delta) -> str:
+def signed(delta) -> str:
+    """A change in percentage points as replies write it: '+10', '-20', '0'."""
     return f"{int(round(float(delta))):+d}" if round(float(delta)) else "0"
 
 
@@ -43,7 +52,9 @@ LABOR_LINE = re.compile(r'^[ \t>*_`{"\']*labou?r["\' \t*_`]*[:=](.*)', LINE)
 DELTAS_LINE = re.compile(r"^[ \t>*_`]*deltas?[ \t*_`]*:(.*)", LINE)
 STAND_LINE = re.compile(r"^[ \t>*_`]*stand[ \t*_`]*:(.*)", LINE)
 VOTE_LINE = re.compile(r"^[ \t>*_`]*vote[ \t*_`]*:(.*)", LINE)
-HOURS = re.compile(r"-?(?:[0-9]{1,12}(?:\.[0-9]{0,24})?|\.[0-9]{1,24})")  # plain decimals: no '4,5', no '4e9'
+HOURS_PLACES = 24  # the most decimals of hours a reply may write
+# plain decimals: no '4,5', no '4e9'
+HOURS = re.compile(rf"-?(?:[0-9]{{1,12}}(?:\.[0-9]{{0,{HOURS_PLACES}}})?|\.[0-9]{{1,{HOURS_PLACES}}})")
 MAX_JSON_CHARS, MAX_JSON_DEPTH = 4096, 8  # a JSON reply is read only when this small and flat
 
 
@@ -90,6 +101,76 @@ def json_object(text: str) -> dict | None:
     except ValueError:
         return None
     return data if isinstance(data, dict) else None
+
+
+# --- the canonical replies, shared by the grammars and the renderer ------------------------------
+
+LABOR_PREFIX, DELTAS_PREFIX = "LABOR: ", "DELTAS: "
+STAND_PREFIX, VOTE_PREFIX = "\nSTAND: ", "\nVOTE: "  # the democratic second line
+DECLINE = "NO"  # STAND: NO
+SEPARATOR = ", "  # between the changes of a DELTAS or STAND line
+
+
+def hours_text(hours: float) -> str:
+    """Hours as replies write them: plain decimals, the shortest that reads back exactly ('40', '37.25'),
+    at most HOURS_PLACES decimals."""
+    return np.format_float_positional(float(hours) + 0.0, precision=HOURS_PLACES, unique=True, trim="-")
+
+
+def hours_grammar() -> Node:
+    """Hours from 0 to MAX_LABOR, written plainly with up to HOURS_PLACES decimals ('40', '37.25', '100.0')."""
+    top = int(MAX_LABOR)
+    # (alternatives rather than optional(...) of a lone character class: llguidance's GBNF reader misreads
+    # '([0-9]{1,24})?')
+    below = integer(0, top - 1)
+    return alt(
+        below, seq(below, ".", chars(DIGITS, 1, HOURS_PLACES)), str(top), seq(f"{top}.", chars("0", 1, HOURS_PLACES))
+    )
+
+
+def example_changes(brackets: int) -> str:
+    """The prompts' example line of changes ('+10, 0, -10, +20, -20, +10, ...')."""
+    return SEPARATOR.join(signed((10, 0, -10, 20, -20)[i % 5]) for i in range(brackets))
+
+
+def planner_moves(rate: float) -> tuple[int, ...]:
+    """The planner's changes of a bracket at `rate` that keep it within [0, 100]: one per resulting rate,
+    the smallest where several reach the same bound (at 0%: 0, +10, +20; at 5%: -10, 0, +10, +20)."""
+    reached: dict[float, int] = {}
+    for delta in sorted(PLANNER_DELTAS, key=abs):
+        reached.setdefault(float(np.clip(rate + delta, 0.0, 100.0)), delta)
+    return tuple(d for d in PLANNER_DELTAS if d in reached.values())
+
+
+def planner_move(rate: float, target: float) -> int | None:
+    """The change in `planner_moves(rate)` that gives `target`, else None."""
+    return next((d for d in planner_moves(rate) if np.isclose(np.clip(rate + d, 0.0, 100.0), target)), None)
+
+
+def changes_grammar(options: list[tuple[int, ...]]) -> Node:
+    """One change per bracket, in order, from each bracket's options ('+10, 0, -20')."""
+    parts: list[Node | str] = []
+    for k, deltas in enumerate(options):
+        parts += [SEPARATOR] * (k > 0) + [one_of(signed(d) for d in deltas)]
+    return seq(*parts)
+
+
+@lru_cache(maxsize=64)
+def worker_grammar(phase: int, brackets: int, candidates: int) -> Grammar:
+    """`LABOR: <hours>`; on a stand step also `STAND: <a change per bracket>` or `STAND: NO`; on a vote step
+    with candidates also `VOTE: <1 to candidates>`."""
+    labor = seq(LABOR_PREFIX, hours_grammar())
+    if phase == STAND:
+        return Grammar(seq(labor, STAND_PREFIX, alt(changes_grammar([PLANNER_DELTAS] * brackets), DECLINE)))
+    if phase == VOTE and candidates:
+        return Grammar(seq(labor, VOTE_PREFIX, integer(1, candidates)))
+    return Grammar(labor)
+
+
+@lru_cache(maxsize=256)
+def planner_grammar(rates: tuple[float, ...]) -> Grammar:
+    """`DELTAS: <a change per bracket>`, each one of `planner_moves` of that bracket's rate."""
+    return Grammar(seq(DELTAS_PREFIX, changes_grammar([planner_moves(r) for r in rates])))
 
 
 class EconomyText:
@@ -149,14 +230,14 @@ class EconomyText:
                 "bracket in order, or decline.",
                 "Reply now with two lines, hours from 0 to 100 and your platform or NO:",
                 "LABOR: <hours>",
-                "STAND: " + ", ".join(["+10", "0", "-10", "+20", "-20"][i % 5] for i in range(b)) + "   (or STAND: NO)",
+                f"{STAND_PREFIX.lstrip()}{example_changes(b)}   (or {STAND_PREFIX.lstrip()}{DECLINE})",
             ]
         standing = self._standing(obs) if phase == VOTE else []
         if len(standing) == 0:
             return [labor]
         lines = ["Election: the candidate with the most votes changes each bracket's rate by its platform (points):"]
         for k, c in enumerate(standing):
-            lines.append(f"  Candidate {k + 1}: " + ", ".join(_signed(d) for d in platform_deltas(obs["platforms"][c])))
+            lines.append(f"  Candidate {k + 1}: " + ", ".join(signed(d) for d in platform_deltas(obs["platforms"][c])))
         lines += [
             f"Reply now with two lines, hours from 0 to 100 and the candidate you vote for (1-{len(standing)}):",
             "LABOR: <hours>",
@@ -179,7 +260,7 @@ class EconomyText:
             "Workers choose their hours in response. All tax collected is returned to the workers in equal shares.",
             f"Your goal: maximise social welfare, {welfare}.",
             f"Reply with one line with {b} change{'s' if b > 1 else ''}, one per bracket in order, e.g.:",
-            "DELTAS: " + ", ".join(["+10", "0", "-10", "+20", "-20"][i % 5] for i in range(b)),
+            DELTAS_PREFIX + example_changes(b),
             "",
             "Current brackets and rates:",
             *self._schedule_lines(obs["cutoffs"], obs["rates"]),
@@ -294,23 +375,29 @@ class EconomyText:
             deltas.append(int(clean))
         return deltas
 
+    def reply_grammar(self, agent: str, observation=None) -> Grammar:
+        """The language of `agent`'s legal replies now: a worker's by the step's phase, the bracket count
+        and the standing candidates; the planner's by the current rates (see `worker_grammar`, `planner_grammar`)."""
+        if agent == PLANNER:
+            return planner_grammar(tuple(float(r) for r in self.rates))
+        return worker_grammar(self.phase(), len(self.cutoffs), int(np.count_nonzero(self.candidates)))
+
     def render_action(self, agent: str, action) -> str:
         if agent != PLANNER:
-            text = f"LABOR: {action_labor(action)!r}"
+            text = LABOR_PREFIX + hours_text(action_labor(action))
             phase = self.phase()
             if phase == STAND:
                 stand = action_field(action, "stand", 0) == 1
-                text += "\nSTAND: " + (
-                    ", ".join(_signed(d) for d in platform_deltas(action["platform"])) if stand else "NO"
-                )
+                platform = platform_deltas(action["platform"]) if stand else []
+                text += STAND_PREFIX + (SEPARATOR.join(signed(d) for d in platform) if stand else DECLINE)
             elif phase == VOTE and self.candidates.any():
                 standing, vote = np.flatnonzero(self.candidates).tolist(), action_field(action, "vote", -1)
-                text += f"\nVOTE: {standing.index(vote) + 1}" if vote in standing else "\nVOTE: (none)"
+                text += VOTE_PREFIX + (str(standing.index(vote) + 1) if vote in standing else "(none)")
             return text
         rates = np.asarray(action, dtype=np.float64).reshape(-1)
-        deltas = rates - self.rates
-        if np.allclose(deltas, np.round(deltas / 10) * 10) and set(np.round(deltas).astype(int)) <= set(PLANNER_DELTAS):
-            return "DELTAS: " + ", ".join(f"{int(round(d)):+d}" if round(d) else "0" for d in deltas)
+        moves = [planner_move(r, t) for r, t in zip(self.rates, rates)] if rates.shape == self.rates.shape else [None]
+        if None not in moves:
+            return DELTAS_PREFIX + SEPARATOR.join(signed(d) for d in moves)
         return "RATES: " + ", ".join(f"{r:.2f}" for r in rates)  # a scripted baseline setting rates directly
 
     def fallback_action(self, agent: str, rng: np.random.Generator) -> np.ndarray:

@@ -38,7 +38,7 @@ from worlds.economy.rules import (
     social_welfare,
     utility,
 )
-from worlds.economy.text import EconomyText
+from worlds.economy.text import DELTAS_PREFIX, LABOR_PREFIX, SEPARATOR, EconomyText, hours_text, planner_moves, signed
 
 
 def env(config: EconomyConfig | None = None, **kwargs):
@@ -358,12 +358,12 @@ class parallel_env(EconomyText, EconomyRecords, ParallelEnv):
         example = parallel_env(self.config.model_copy(update={"num_workers": 4, "democratic": False}))
         example.reset(seed=2507)
         obs, _, _, _, _ = example.step({a: np.array(40.0) for a in example.workers})
-        if role == PLANNER:
+        if role == PLANNER:  # a cut of the first bracket (a rise where its rate is already 0%)
             deltas = [0] * len(self.cutoffs)
-            deltas[0] = -10
-            reply = "DELTAS: " + ", ".join(f"{d:+d}" if d else "0" for d in deltas)
+            deltas[0] = -10 if -10 in planner_moves(example.rates[0]) else 10
+            reply = DELTAS_PREFIX + SEPARATOR.join(signed(d) for d in deltas)
             return [("user", example.prompt(PLANNER, obs[PLANNER])), ("assistant", reply)]
-        return [("user", example.prompt("worker_0", obs["worker_0"])), ("assistant", "LABOR: 40")]
+        return [("user", example.prompt("worker_0", obs["worker_0"])), ("assistant", LABOR_PREFIX + hours_text(40))]
 
     def demonstration(self, agent: str) -> list[dict[str, str]]:
         """A worked turn on a fixed 4-worker example economy (nothing about the real episode)."""
