@@ -9,6 +9,12 @@ prefix-cache hit fraction, and checks that the transcripts are identical. Sequen
 - `agora`: Agora's own sampler once per turn, with its own prefix KV cache (isolates the gain that
   batching across episodes brings on top of everything else).
 
+These sides decode freely (`constrained: false`), as `generate` does, so their transcripts must be
+identical. The `constrained` side is the batched engine decoding under the world's reply grammar
+(the default for LLM agents): its throughput against the free batched side is the cost of
+constrained decoding (llguidance masks), printed as a ratio of tokens/s and of episodes/min, with
+both sides' parse-failure rates.
+
 Fairness (bench/harness.py): every side of every repeat gets fresh policies, so its prefix cache
 starts empty and fills only from its own episodes (the model's weights are shared); the warm-up
 plays `--warmup-episodes` episodes of every side on throw-away policies with a root seed no
@@ -50,6 +56,7 @@ from bench.harness import (  # noqa: E402
 
 SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "negotiation.yaml"
 BATCHED = "batched"
+CONSTRAINED = "constrained"  # the batched engine under the world's reply grammar
 
 
 @dataclass
@@ -180,29 +187,35 @@ def sequential_side(scenario, episodes: int, root: int, baseline: str) -> SideRe
     return SideResult(seconds, tokens, PromptTally(prompt_tokens, tuple(model_policies(policies))), transcripts)
 
 
-def run_side(name: str, scenario, episodes: int, concurrency: int, root: int) -> SideResult:
-    if name == BATCHED:
-        return batched_side(scenario, episodes, concurrency, root)
-    return sequential_side(scenario, episodes, root, name)
+def run_side(name: str, scenarios: dict, episodes: int, concurrency: int, root: int) -> SideResult:
+    if name in (BATCHED, CONSTRAINED):
+        return batched_side(scenarios[name], episodes, concurrency, root)
+    return sequential_side(scenarios[BATCHED], episodes, root, name)
 
 
 def side_label(name: str, concurrency: int) -> str:
+    if name == CONSTRAINED:
+        return f"batched, constrained (conc. {concurrency})"
     return f"batched (concurrency {concurrency})" if name == BATCHED else f"sequential ({name}, 1 per turn)"
 
 
-def compare(scenario, sides: list[str], episodes: int, concurrency: int, repeats: int, warmup_episodes: int):
+def failure_rate(result: SideResult) -> float:
+    return result.parse_failures / max(result.text_attempts, 1)
+
+
+def compare(scenarios: dict, sides: list[str], episodes: int, concurrency: int, repeats: int, warmup_episodes: int):
     """Warm up every side alike on unmeasured seeds, then run the sides `repeats` times in rotated orders."""
-    root = scenario.spec.seed
+    root = scenarios[BATCHED].spec.seed
     warm = warmup_seed([root])
     measured = {episode_seed(root, i) for i in range(episodes)}
     assert not measured & {episode_seed(warm, i) for i in range(warmup_episodes)}
     for name in sides if warmup_episodes else []:
-        run_side(name, scenario, warmup_episodes, concurrency, warm)
+        run_side(name, scenarios, warmup_episodes, concurrency, warm)
     results: dict[str, list[SideResult]] = {name: [] for name in sides}
     orders = side_orders(sides, repeats)
     for order in orders:
         for name in order:
-            results[name].append(run_side(name, scenario, episodes, concurrency, root))
+            results[name].append(run_side(name, scenarios, episodes, concurrency, root))
     return results, orders
 
 
@@ -212,8 +225,9 @@ def report(results: dict[str, list[SideResult]], orders, args) -> list[str]:
     first = results[BATCHED][0]
     print(
         f"world negotiation, {args.episodes} episodes, greedy, max_new_tokens {args.max_new_tokens}, dtype "
-        f"{args.dtype}, LLM parse-failure rate {first.parse_failures / max(first.text_attempts, 1):.2f}, "
-        f"{len(orders)} repeat(s), orders: {' | '.join(', '.join(o) for o in orders)}; fresh policies per side"
+        f"{args.dtype}, LLM parse-failure rate {failure_rate(first):.2f} free"
+        + (f", {failure_rate(results[CONSTRAINED][0]):.2f} constrained, " if CONSTRAINED in results else ", ")
+        + f"{len(orders)} repeat(s), orders: {' | '.join(', '.join(o) for o in orders)}; fresh policies per side"
     )
     print(
         f"{'':34}{'tokens':>8}{'seconds':>10}{'tokens/s':>10}{'episodes/min':>14}{'cache-hit':>11}"
@@ -225,20 +239,40 @@ def report(results: dict[str, list[SideResult]], orders, args) -> list[str]:
         seconds = median([r.seconds for r in runs])
         hits = np.mean([cache_hit_fraction(r.tally) for r in runs])
         same = min(sum(a == b for a, b in zip(first.transcripts, r.transcripts)) for r in runs)
-        ratio = "" if name == BATCHED else f"{seconds / batched_s:>9.2f}x"
+        ratio = "" if name in (BATCHED, CONSTRAINED) else f"{seconds / batched_s:>9.2f}x"
+        identical = f"{'n/a':>11}" if name == CONSTRAINED else f"{same:>8}/{args.episodes}"
         print(
             f"{side_label(name, args.concurrency):34}{runs[0].generated_tokens:>8}{seconds:>10.1f}"
             f"{runs[0].generated_tokens / seconds:>10.1f}{60 * args.episodes / seconds:>14.2f}{hits:>11.3f}"
-            f"{ratio:>10}{same:>8}/{args.episodes}"
+            f"{ratio:>10}{identical}"
         )
-        differ += [name] if same != args.episodes else []
+        differ += [name] if same != args.episodes and name != CONSTRAINED else []
     for name, runs in results.items():
         print(f"  {name} seconds per repeat: {format_repeats([r.seconds for r in runs])}")
     for name in results:
-        if name != BATCHED:
+        if name not in (BATCHED, CONSTRAINED):
             ratio = median([r.seconds for r in results[name]]) / batched_s
             print(f"ratio sequential ({name}) / batched time: {ratio:.2f}x")
+    if CONSTRAINED in results:
+        free, constrained = results[BATCHED], results[CONSTRAINED]
+        per_s = [r.generated_tokens / r.seconds for r in constrained], [r.generated_tokens / r.seconds for r in free]
+        print(
+            f"ratio constrained / free throughput: {median(per_s[0]) / median(per_s[1]):.2f}x tokens/s, "
+            f"{batched_s / median([r.seconds for r in constrained]):.2f}x episodes/min"
+        )
     return differ
+
+
+def scenario_of(args, *, constrained: bool):
+    """The scenario file with its LLM seats greedy at the bench's settings, decoding freely or not."""
+    data = yaml.safe_load(args.scenario.read_text())
+    for spec in data["agents"].values():
+        if spec["policy"] == "llm":
+            spec.update(temperature=0.0, max_new_tokens=args.max_new_tokens, dtype=args.dtype, constrained=constrained)
+            if args.model:
+                spec["model"] = args.model
+    data.update(episodes=args.episodes, concurrency=args.concurrency)
+    return resolve_scenario(data)
 
 
 def main() -> None:
@@ -248,7 +282,13 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--scenario", type=Path, default=SCENARIO)
     parser.add_argument("--model", default=None, help="the LLM seats' model (default: the scenario's)")
-    parser.add_argument("--baseline", choices=[*BASELINES, "both"], default="generate")
+    parser.add_argument("--baseline", choices=[*BASELINES, "both", "none"], default="generate")
+    parser.add_argument(
+        "--constrained",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run the batched engine under the world's reply grammar (the constrained column)",
+    )
     parser.add_argument(
         "--repeats", type=int, default=None, help="runs of every side, in rotated orders (default: one per side)"
     )
@@ -263,17 +303,11 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    data = yaml.safe_load(args.scenario.read_text())
-    for spec in data["agents"].values():
-        if spec["policy"] == "llm":
-            spec.update(temperature=0.0, max_new_tokens=args.max_new_tokens, dtype=args.dtype)
-            if args.model:
-                spec["model"] = args.model
-    data.update(episodes=args.episodes, concurrency=args.concurrency)
-    scenario = resolve_scenario(data)
-    sides = [BATCHED, *(BASELINES if args.baseline == "both" else [args.baseline])]
+    scenarios = {BATCHED: scenario_of(args, constrained=False), CONSTRAINED: scenario_of(args, constrained=True)}
+    baselines = {"both": list(BASELINES), "none": []}.get(args.baseline, [args.baseline])
+    sides = [BATCHED, *([CONSTRAINED] if args.constrained else []), *baselines]
     results, orders = compare(
-        scenario, sides, args.episodes, args.concurrency, args.repeats or len(sides), args.warmup_episodes
+        scenarios, sides, args.episodes, args.concurrency, args.repeats or len(sides), args.warmup_episodes
     )
     differ = report(results, orders, args)
     if differ:

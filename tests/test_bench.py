@@ -40,7 +40,8 @@ def negotiation(model: str):
 def test_rollout_bench_sides_start_cold_and_reuse_only_their_own_prompts(tiny_model_dir, one_thread):
     scenario = negotiation(tiny_model_dir)
     sides = [rollout.BATCHED, "agora"]
-    results, orders = rollout.compare(scenario, sides, episodes=2, concurrency=2, repeats=2, warmup_episodes=1)
+    scenarios = {rollout.BATCHED: scenario}
+    results, orders = rollout.compare(scenarios, sides, episodes=2, concurrency=2, repeats=2, warmup_episodes=1)
     assert orders == [sides, sides[::-1]]  # the baseline also runs first
     # Run alone in a fresh state, each side reuses exactly what it reuses inside the comparison: no side's
     # prefix-cache hits come from the other side's (or the warm-up's) prompts.
