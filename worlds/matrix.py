@@ -16,6 +16,7 @@ agents/scripted/matrix.py.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Literal
 
@@ -24,6 +25,7 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from agora.grammar import Grammar, one_of, seq
 from agora.world import ParseError, Report, cached_per_agent, check_reply
 from solvers.regret import episode_history, repeated_game_regret_curve
 
@@ -73,6 +75,7 @@ class MatrixConfig(BaseModel):
         return list(actions), np.asarray(payoffs, dtype=np.float64)  # shape (n, n, 2)
 
 
+ACTION_LABEL = "ACTION: "  # a reply is this label and one action name (prompt, render_action and grammar)
 ACTION_LINE = re.compile(r"^[ \t>#*_`-]*action[ \t*_`]*:(.*)", re.IGNORECASE | re.MULTILINE)
 
 
@@ -80,6 +83,12 @@ def action_word(body: str) -> str:
     """What follows 'ACTION:', normalized: ' **Rock**.' -> 'rock' (words inside stay: 'rock paper' is no action)."""
     word = " ".join(body.replace("*", " ").replace("`", " ").split()).strip(" .!").lower()
     return word if re.fullmatch(r"[a-z][a-z_]*", word) else word.strip("_")
+
+
+@functools.lru_cache(maxsize=64)
+def action_grammar(action_names: tuple[str, ...]) -> Grammar:
+    """The reply grammar of a game with these actions (built once per game: its regex compiles once)."""
+    return Grammar(seq(ACTION_LABEL, one_of(action_names)))
 
 
 class parallel_env(ParallelEnv):
@@ -169,7 +178,7 @@ class parallel_env(ParallelEnv):
                 "History (you, them): " + "; ".join(f"{self.action_names[m]}/{self.action_names[t]}" for m, t in played)
             )
         lines.append(f"This is round {int(observation['round']) + 1}. Choose one of: {', '.join(self.action_names)}.")
-        lines.append("Reply with one line:\nACTION: <action>")
+        lines.append(f"Reply with one line:\n{ACTION_LABEL}<action>")
         return "\n".join(lines)
 
     def parse(self, agent: str, text: str) -> int:
@@ -190,7 +199,11 @@ class parallel_env(ParallelEnv):
         return self.action_names.index(body)
 
     def render_action(self, agent: str, action: int) -> str:
-        return f"ACTION: {self.action_names[int(action)]}"
+        return ACTION_LABEL + self.action_names[int(action)]
+
+    def reply_grammar(self, agent: str, observation: dict) -> Grammar:
+        """`ACTION: <one of the action names>`, the line `render_action` writes (every action is legal every round)."""
+        return action_grammar(tuple(self.action_names))
 
     def fallback_action(self, agent: str, rng: np.random.Generator) -> int:
         return int(rng.integers(len(self.action_names)))
