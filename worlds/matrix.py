@@ -3,7 +3,8 @@
 A PettingZoo `ParallelEnv`: two players pick one action each per round, simultaneously, for
 `rounds` rounds; each gets its payoff from the table. Games: `rock_paper_scissors`,
 `matching_pennies`, `prisoners_dilemma`, or a `custom` payoff table. Each player observes the round
-number and the full public history of joint actions.
+number and the full public history of joint actions. A text reply is one line, `ACTION: <action name>`
+(letter case and markdown tolerated); the reply grammar (`reply_grammar`) is that line with the names as written.
 
 Each episode reports each seat's external regret over the repeated game (solvers/regret.py):
 Reg_T = Σ_t u(a*, b_t) − Σ_t u(a_t, b_t) for the best fixed action a* in hindsight against the
