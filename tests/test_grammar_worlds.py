@@ -104,12 +104,16 @@ def test_negotiation_message_cannot_pass_for_an_action():
     assert action["type"] != ACCEPT
 
 
-def test_negotiation_without_messages_has_no_message_line():
-    world = negotiation_env(max_message_chars=0)
+@pytest.mark.parametrize("chars", [0, 12])
+def test_negotiation_messages_are_bounded_as_configured(chars):
+    world = negotiation_env(max_message_chars=chars)
     world.reset(seed=0)
     agent = world.agent_selection
     grammar = check_world_grammar(world, agent, world.observe(agent), np.random.default_rng(0), samples=20)
-    assert not grammar.matches("MESSAGE: x\nACTION: WALK AWAY") and grammar.matches("ACTION: WALK AWAY")
+    assert grammar.matches(f"MESSAGE: {'x' * 12}\nACTION: WALK AWAY") == (chars == 12)
+    assert not grammar.matches(f"MESSAGE: {'x' * 13}\nACTION: WALK AWAY") and grammar.matches("ACTION: WALK AWAY")
+    example = world.prompt(agent, world.observe(agent)).split("Example reply:\n")[1]
+    assert grammar.matches(example), example  # the prompt's example is cut as messages are
 
 
 # --- matrix games -----------------------------------------------------------------------------------

@@ -546,9 +546,10 @@ class raw_env(AECEnv):
         return take_text(self.items, [int(c) // 2 for c in self.counts])
 
     def render_action(self, agent: str, action: dict[str, Any]) -> str:
-        """The reply's canonical form (that of `reply_grammar`); no MESSAGE line for an empty message."""
+        """The reply's canonical form (that of `reply_grammar`): the message as the world keeps it (`sanitize`d to
+        `max_message_chars`), no MESSAGE line for an empty one."""
         line = ACTION_LABEL + self._describe(int(action["type"]), action.get("take"))
-        message = action.get("message", "")
+        message = sanitize(action.get("message", ""), self.config.max_message_chars)
         return f"{MESSAGE_LABEL}{message}\n{line}" if message else line
 
     def reply_grammar(self, agent: str, observation: dict[str, Any]) -> Grammar:
