@@ -43,14 +43,27 @@ class Literal:
     text: str
 
 
+def cached_hash(node) -> int:
+    """A composite node's hash, computed once: a DAG's shared sub-grammars would otherwise be hashed
+    once per path through them (exponential in the depth, e.g. 101^n for n probabilities)."""
+    try:
+        return node.__dict__["_hash"]
+    except KeyError:
+        value = hash((type(node).__name__, *(getattr(node, f) for f in node.__dataclass_fields__)))
+        object.__setattr__(node, "_hash", value)
+        return value
+
+
 @dataclass(frozen=True)
 class Seq:
     parts: tuple[Node, ...]
+    __hash__ = cached_hash
 
 
 @dataclass(frozen=True)
 class Alt:
     options: tuple[Node, ...]
+    __hash__ = cached_hash
 
 
 @dataclass(frozen=True)

@@ -135,10 +135,14 @@ def test_parser_is_strict_with_actionable_messages():
             assert p.shape == (3,) and abs(p.sum() - 1) < 1e-9
         except ParseError:
             pass
-    for action in ([1, 0, 0], [0.2, 0.3, 0.5], [1 / 3] * 3):
+    for action in ([1, 0, 0], [0.2, 0.3, 0.5], [0.01, 0.33, 0.66]):  # on the hundredths grid: exact
         np.testing.assert_allclose(
-            world.parse("learner", world.render_action("learner", np.array(action))), action, atol=1e-6
+            world.parse("learner", world.render_action("learner", np.array(action))), action, atol=1e-12
         )
+    # off the grid: rounded to hundredths that still sum to 1.00 (largest remainders round up)
+    assert world.render_action("learner", [1 / 3] * 3) == "PLAY 0.34 0.33 0.33"
+    assert world.render_action("learner", [0.125, 0.125, 0.75]) == "PLAY 0.13 0.12 0.75"
+    assert world.render_action("learner", [0.996, 0.002, 0.002]) == "PLAY 1.00 0.00 0.00"
     assert abs(world.fallback_action("learner", np.random.default_rng(0)).sum() - 1) < 1e-12
 
 

@@ -3,7 +3,8 @@
 A PettingZoo `ParallelEnv`: two players pick one action each per round, simultaneously, for
 `rounds` rounds; each gets its payoff from the table. Games: `rock_paper_scissors`,
 `matching_pennies`, `prisoners_dilemma`, or a `custom` payoff table. Each player observes the round
-number and the full public history of joint actions.
+number and the full public history of joint actions. A text reply is one line, `ACTION: <action name>`
+(letter case and markdown tolerated); the reply grammar (`reply_grammar`) is that line with the names as written.
 
 Each episode reports each seat's external regret over the repeated game (solvers/regret.py):
 Reg_T = Σ_t u(a*, b_t) − Σ_t u(a_t, b_t) for the best fixed action a* in hindsight against the
@@ -16,6 +17,7 @@ agents/scripted/matrix.py.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Literal
 
@@ -24,6 +26,7 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from agora.grammar import Grammar, one_of, seq
 from agora.world import ParseError, Report, cached_per_agent, check_reply
 from solvers.regret import episode_history, repeated_game_regret_curve
 
@@ -73,6 +76,7 @@ class MatrixConfig(BaseModel):
         return list(actions), np.asarray(payoffs, dtype=np.float64)  # shape (n, n, 2)
 
 
+ACTION_LABEL = "ACTION: "  # a reply is this label and one action name (prompt, render_action and grammar)
 ACTION_LINE = re.compile(r"^[ \t>#*_`-]*action[ \t*_`]*:(.*)", re.IGNORECASE | re.MULTILINE)
 
 
@@ -80,6 +84,12 @@ def action_word(body: str) -> str:
     """What follows 'ACTION:', normalized: ' **Rock**.' -> 'rock' (words inside stay: 'rock paper' is no action)."""
     word = " ".join(body.replace("*", " ").replace("`", " ").split()).strip(" .!").lower()
     return word if re.fullmatch(r"[a-z][a-z_]*", word) else word.strip("_")
+
+
+@functools.lru_cache(maxsize=64)
+def action_grammar(action_names: tuple[str, ...]) -> Grammar:
+    """The reply grammar of a game with these actions (built once per game: its regex compiles once)."""
+    return Grammar(seq(ACTION_LABEL, one_of(action_names)))
 
 
 class parallel_env(ParallelEnv):
@@ -169,7 +179,7 @@ class parallel_env(ParallelEnv):
                 "History (you, them): " + "; ".join(f"{self.action_names[m]}/{self.action_names[t]}" for m, t in played)
             )
         lines.append(f"This is round {int(observation['round']) + 1}. Choose one of: {', '.join(self.action_names)}.")
-        lines.append("Reply with one line:\nACTION: <action>")
+        lines.append(f"Reply with one line:\n{ACTION_LABEL}<action>")
         return "\n".join(lines)
 
     def parse(self, agent: str, text: str) -> int:
@@ -190,7 +200,11 @@ class parallel_env(ParallelEnv):
         return self.action_names.index(body)
 
     def render_action(self, agent: str, action: int) -> str:
-        return f"ACTION: {self.action_names[int(action)]}"
+        return ACTION_LABEL + self.action_names[int(action)]
+
+    def reply_grammar(self, agent: str, observation: dict) -> Grammar:
+        """`ACTION: <one of the action names>`, the line `render_action` writes (every action is legal every round)."""
+        return action_grammar(tuple(self.action_names))
 
     def fallback_action(self, agent: str, rng: np.random.Generator) -> int:
         return int(rng.integers(len(self.action_names)))

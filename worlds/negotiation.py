@@ -21,6 +21,11 @@ Reply format (case and markdown emphasis tolerated; ACCEPT is offered only when 
     MESSAGE: I need the books more than you do.
     ACTION: PROPOSE book=2 hat=0 ball=1         (or ACTION: ACCEPT, ACTION: WALK AWAY)
 
+The reply grammar (`reply_grammar`, for constrained decoding) is exactly that form, per turn: an
+optional MESSAGE line of free text (one line, at most `max_message_chars`), then the ACTION line
+with every item once, in order, each count from 0 to the pool's, ACCEPT only while the other agent's
+offer stands.
+
 Metrics per episode: `agreement` (a deal was made), `score/<agent>`, `joint_welfare`,
 `pareto_optimal` (the deal is Pareto-optimal over all splits; no deal counts 0), `nash_product`
 ((u_a − d)(u_b − d) with d the disagreement value), `turns`, `walk_away`, `illegal`. Scripted
@@ -41,6 +46,7 @@ from pettingzoo import AECEnv
 from pettingzoo.utils import wrappers
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from agora.grammar import Grammar, alt, integer, optional, seq, text
 from agora.world import PRINTABLE, ParseError, cached_per_agent, check_reply, sanitize, world_config
 
 PROPOSE, ACCEPT, WALK_AWAY = 0, 1, 2
@@ -181,9 +187,25 @@ def draw_pool(rng: np.random.Generator, config: NegotiationConfig) -> tuple[np.n
     )
 
 
+MESSAGE_LABEL, ACTION_LABEL = "MESSAGE: ", "ACTION: "  # how replies write the two lines
+PROPOSE_WORD = "PROPOSE"
+ACCEPT_WORDS = ("ACCEPT", "ACCEPT OFFER", "ACCEPT THE OFFER")  # parse takes each; replies write the first
+WALK_AWAY_WORDS = ("WALK AWAY", "WALKAWAY")
+MESSAGE_TOKENS = 60  # the reply grammar's bound on a message, in tokens ("one short line")
 ACTION_LINE = re.compile(r"^[ \t>#*_`-]*action[ \t*_`]*:(.*)", re.IGNORECASE | re.MULTILINE)
 MESSAGE_LINE = re.compile(r"^[ \t>#-]*([*_`]*)message([*_`]*)[ \t]*:([*_`]*)[ \t]*(.*)", re.IGNORECASE | re.MULTILINE)
 TAKE_PAIR = re.compile(r"([A-Z]+)[=:](-?[0-9]+)")
+
+
+def take_text(items, take) -> str:
+    """'book=1 hat=0 ball=2': a take as replies, the transcript and the prompt's example write it."""
+    return " ".join(f"{item}={int(t)}" for item, t in zip(items, take))
+
+
+def take_grammar(items, counts):
+    """The take of a PROPOSE as `take_text` writes it: every item once, in order, each from 0 to its count."""
+    pairs = [seq(f"{item}=", integer(0, int(count))) for item, count in zip(items, counts)]
+    return seq(*(part for k, pair in enumerate(pairs) for part in ([" ", pair] if k else [pair])))
 
 
 def action_body(line: str) -> str:
@@ -290,6 +312,10 @@ class raw_env(AECEnv):
     def other(self, agent: str) -> str:
         return self.possible_agents[1 - self.possible_agents.index(agent)]
 
+    def can_accept(self, agent: str) -> bool:
+        """Whether an offer of the other agent stands, so that ACCEPT is legal for `agent` now."""
+        return self.offer is not None and self.offer[0] != agent
+
     def observe(self, agent: str) -> dict[str, Any]:
         offer = np.full(len(self.items), -1, dtype=np.int64)
         if self.offer is not None and self.offer[0] != agent:
@@ -315,7 +341,7 @@ class raw_env(AECEnv):
         other = self.other(agent)
         if kind == PROPOSE and take is not None:
             self.offer = (agent, take)
-        elif kind == ACCEPT and self.offer is not None and self.offer[0] == other:
+        elif kind == ACCEPT and self.can_accept(agent):
             kept = self.offer[1]
             self.deal = {other: kept, agent: self.counts - kept}
             self._end("deal")
@@ -366,8 +392,8 @@ class raw_env(AECEnv):
 
     def _describe(self, kind: int | None, take: np.ndarray | None) -> str:
         if kind == PROPOSE and take is not None:
-            return "PROPOSE " + " ".join(f"{item}={int(t)}" for item, t in zip(self.items, take))
-        return {ACCEPT: "ACCEPT", WALK_AWAY: "WALK AWAY"}.get(kind, "ILLEGAL")
+            return f"{PROPOSE_WORD} {take_text(self.items, take)}"
+        return {ACCEPT: ACCEPT_WORDS[0], WALK_AWAY: WALK_AWAY_WORDS[0]}.get(kind, "ILLEGAL")
 
     def render(self) -> str | None:
         if self.render_mode is None or not self.agents and not self.history:
@@ -406,9 +432,9 @@ class raw_env(AECEnv):
             f"If a deal is made, your score is the total value of the items you get; "
             f"with no deal, both of you get {self.config.disagreement_value:g}.",
             "Reply with one MESSAGE line and exactly one ACTION line, in this format:",
-            f"MESSAGE: <one short line to {other}>",
-            f"ACTION: PROPOSE {' '.join(f'{i}=<n>' for i in self.items)}",
-            "ACTION: WALK AWAY",
+            f"{MESSAGE_LABEL}<one short line to {other}>",
+            f"{ACTION_LABEL}{PROPOSE_WORD} {' '.join(f'{i}=<n>' for i in self.items)}",
+            f"{ACTION_LABEL}{WALK_AWAY_WORDS[0]}",
             f"In PROPOSE, name every item once with the number <n> YOU keep; {other} gets the rest. "
             "WALK AWAY ends the game with no deal. In the conversation, PROPOSE lists the items the speaker keeps.",
             "",
@@ -425,17 +451,16 @@ class raw_env(AECEnv):
         if offer[0] >= 0:
             gets = " ".join(f"{i}={int(g)}" for i, g in zip(self.items, offer))
             lines.append(f"{other}'s offer on the table gives you {gets}, worth {split_value(values, offer)} to you.")
-            lines.append(f"You may also reply ACTION: ACCEPT to take {other}'s offer.")
+            lines.append(f"You may also reply {ACTION_LABEL}{ACCEPT_WORDS[0]} to take {other}'s offer.")
         else:
             lines.append(f"There is no offer from {other} on the table.")
         left = self.config.max_turns - int(observation["turn"])
-        example = " ".join(f"{i}={int(c) // 2}" for i, c in zip(self.items, counts))
+        half = {"type": PROPOSE, "take": [int(c) // 2 for c in counts], "message": "I would like half of everything."}
         lines += [
             f"Turns left, this one included: {left}. With no accepted offer by then, there is no deal.",
             "",
             "Example reply:",
-            "MESSAGE: I would like half of everything.",
-            f"ACTION: PROPOSE {example}",
+            self.render_action(agent, half),
         ]
         return "\n".join(lines)
 
@@ -480,14 +505,14 @@ class raw_env(AECEnv):
             "take": [0] * len(self.items),
             "message": sanitize(message, self.config.max_message_chars),
         }
-        if body in ("ACCEPT", "ACCEPT OFFER", "ACCEPT THE OFFER"):
-            if self.offer is None or self.offer[0] == agent:
+        if body in ACCEPT_WORDS:
+            if not self.can_accept(agent):
                 raise ParseError(f"there is no offer from {self.other(agent)} to accept; PROPOSE a split or WALK AWAY")
             action["type"] = ACCEPT
-        elif body in ("WALK AWAY", "WALKAWAY"):
+        elif body in WALK_AWAY_WORDS:
             action["type"] = WALK_AWAY
-        elif body.startswith("PROPOSE"):
-            action["type"], action["take"] = PROPOSE, self._parse_take(body.removeprefix("PROPOSE"))
+        elif body.startswith(PROPOSE_WORD):
+            action["type"], action["take"] = PROPOSE, self._parse_take(body.removeprefix(PROPOSE_WORD))
         else:
             raise ParseError(f"unknown action '{body[:40]}'; use PROPOSE {self._example_take()}, ACCEPT or WALK AWAY")
         return action
@@ -518,20 +543,34 @@ class raw_env(AECEnv):
         return [int(take[i]) for i in self.items]
 
     def _example_take(self) -> str:
-        return " ".join(f"{i}={int(c) // 2}" for i, c in zip(self.items, self.counts))
+        return take_text(self.items, [int(c) // 2 for c in self.counts])
 
     def render_action(self, agent: str, action: dict[str, Any]) -> str:
-        kind = int(action["type"])
-        if kind == PROPOSE:
-            line = "ACTION: PROPOSE " + " ".join(f"{i}={int(t)}" for i, t in zip(self.items, action["take"]))
-        else:
-            line = "ACTION: ACCEPT" if kind == ACCEPT else "ACTION: WALK AWAY"
-        message = action.get("message", "")
-        return f"MESSAGE: {message}\n{line}" if message else line
+        """The reply's canonical form (that of `reply_grammar`): the message as the world keeps it (`sanitize`d to
+        `max_message_chars`), no MESSAGE line for an empty one."""
+        line = ACTION_LABEL + self._describe(int(action["type"]), action.get("take"))
+        message = sanitize(action.get("message", ""), self.config.max_message_chars)
+        return f"{MESSAGE_LABEL}{message}\n{line}" if message else line
+
+    def reply_grammar(self, agent: str, observation: dict[str, Any]) -> Grammar:
+        """`[MESSAGE: <free text>\n]ACTION: PROPOSE <take> | ACCEPT | WALK AWAY` for `agent` now: the take within
+        the pool (`take_grammar`), ACCEPT only when `can_accept`, read from the state `parse` checks.
+
+        The message is one line of at most `max_message_chars` characters (MESSAGE_TOKENS tokens when decoding);
+        it cannot hold an ACTION line, since the parser reads only lines that start with the label."""
+        actions = [seq(PROPOSE_WORD, " ", take_grammar(self.items, self.counts)), WALK_AWAY_WORDS[0]]
+        if self.can_accept(agent):
+            actions.insert(1, ACCEPT_WORDS[0])
+        action = seq(ACTION_LABEL, alt(*actions))
+        chars = self.config.max_message_chars
+        if not chars:  # messages are cut to nothing: no line to write
+            return Grammar(action)
+        message = seq(MESSAGE_LABEL, text(chars, min(MESSAGE_TOKENS, chars)), "\n")
+        return Grammar(seq(optional(message), action))
 
     def fallback_action(self, agent: str, rng: np.random.Generator) -> dict[str, Any]:
         """ACCEPT a standing offer with probability 1/2, else PROPOSE a uniformly random split; never walk away."""
-        if self.offer is not None and self.offer[0] != agent and rng.random() < 0.5:
+        if self.can_accept(agent) and rng.random() < 0.5:
             return {"type": ACCEPT, "take": [0] * len(self.items), "message": ""}
         take = [int(rng.integers(int(c) + 1)) for c in self.counts]
         return {"type": PROPOSE, "take": take, "message": ""}

@@ -18,13 +18,16 @@ from the seed:
   episode, plus noise·N(0, 1), clipped to [0, 1]: the best action changes along the way.
 
 Reply format: the prompt shows the loss vectors of the last `show_rounds` rounds and each action's
-total over all rounds, and the parser reads one line
+total over all rounds, and asks for one line
 
-    PLAY 0.2 0.5 0.3
+    PLAY 0.20 0.50 0.30
 
-with one probability in [0, 1] per action, summing to 1 within 0.01 (then renormalised). A wrong
-count, a value out of range, a sum off by more, two PLAY lines or words among the numbers are
-parse errors that say which.
+with one probability per action written with two decimals, summing to exactly 1.00: the reply
+grammar (`reply_grammar`, for constrained decoding) is that language, built as a DAG over the mass
+left in hundredths, and `render_action` writes every distribution so (rounded to hundredths by
+largest remainder). The parser is more lenient: any numbers in [0, 1] summing to 1 within 0.01
+(then renormalised). A wrong count, a value out of range, a sum off by more, two PLAY lines or words
+among the numbers are parse errors that say which.
 
 Metrics per episode: `loss`, `best_fixed_loss`, `regret` (Reg_T), `regret_per_round` (Reg_T / T).
 The run report adds the mean regret curve over episodes (series `regret_curve`, and the figure
@@ -34,6 +37,7 @@ follow-the-leader, uniform) are in agents/scripted/online_learning.py.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, Literal
 
@@ -44,12 +48,55 @@ from pettingzoo import AECEnv
 from pettingzoo.utils import wrappers
 from pydantic import BaseModel, ConfigDict, Field
 
+from agora.grammar import Grammar, alt, literal, seq
 from agora.world import ParseError, Report, cached_per_agent, check_reply, world_config
 from solvers.regret import cumulative_regret
 
 SUM_TOLERANCE = 0.01  # |Σ p − 1| allowed in text replies (then renormalised)
 NUMBER = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 PLAY_LINE = re.compile(r"^[ \t*_>#-]*play\b[ \t*]*(?::[ \t*]*)?(.*)", re.MULTILINE)  # of a lowercased text
+PLAY_LABEL = "PLAY "  # how a reply starts (prompt, render_action and grammar)
+MASS = 100  # replies write probabilities in hundredths: '0.25'; the whole mass is 1.00
+
+
+def write_probability(hundredths: int) -> str:
+    """25 -> '0.25', 100 -> '1.00': a probability as replies write it."""
+    return f"{hundredths // MASS}.{hundredths % MASS:02d}"
+
+
+def to_hundredths(p: np.ndarray) -> np.ndarray:
+    """A distribution as whole hundredths summing to exactly MASS, each within 0.01 of p_i: the floors,
+    plus one for the largest remainders (ties to the lower index), so the rounding never breaks the sum."""
+    scaled = np.asarray(p, dtype=np.float64) * MASS
+    out = np.floor(scaled).astype(np.int64)
+    short = int(np.clip(MASS - out.sum(), 0, len(out)))
+    out[np.argsort(out - scaled, kind="stable")[:short]] += 1
+    return out
+
+
+@functools.lru_cache(maxsize=32)
+def play_grammar(n_actions: int) -> Grammar:
+    """`PLAY p_0 ... p_{n-1}`: n two-decimal probabilities summing to exactly 1.00.
+
+    A DAG over the mass left: `rest(k, m)` writes the last k probabilities when m hundredths remain (k = 1:
+    m itself); a probability below 1 is '0.', a tens digit d (at most m // 10), then `units(k, m - 10 d)`, a
+    units digit u (at most what is left) and a space before `rest(k - 1, ...)`. Splitting the digits shares
+    those nodes: about a third of the Lark text of one alternative per value (27k vs 75k characters at n = 3).
+    Built once per n (its regex, for `matches`, compiles once; at n >= 4 the regex is too large, GrammarTooLarge).
+    """
+
+    @functools.cache
+    def rest(k: int, m: int):
+        if k == 1:
+            return literal(write_probability(m))
+        below_one = [seq(f"0.{d}", units(k, m - 10 * d)) for d in range(min(9, m // 10) + 1)]
+        return alt(*below_one, *([seq(write_probability(MASS) + " ", rest(k - 1, 0))] if m == MASS else []))
+
+    @functools.cache
+    def units(k: int, m: int):
+        return alt(*(seq(f"{u} ", rest(k - 1, m - u)) for u in range(min(9, m) + 1)))
+
+    return Grammar(seq(PLAY_LABEL, rest(n_actions, MASS)))
 
 
 class OnlineLearningConfig(BaseModel):
@@ -210,10 +257,10 @@ class raw_env(AECEnv):
             )
         else:
             lines.append("No losses are known yet.")
-        example = " ".join(["0.5", "0.5"] + ["0"] * (n - 2))
+        example = self.render_action(agent, [1, 1] + [0] * (n - 2))
         lines.append(
-            f"This is round {t + 1} of {T}. Reply with one line: PLAY followed by {n} probabilities that sum to "
-            f"1, e.g.\nPLAY {example}"
+            f"This is round {t + 1} of {T}. Reply with one line: PLAY followed by {n} probabilities with two "
+            f"decimals that sum to 1.00, e.g.\n{example}"
         )
         return "\n".join(lines)
 
@@ -238,7 +285,7 @@ class raw_env(AECEnv):
         n = self.config.n_actions
         found = PLAY_LINE.findall(check_reply(text).lower())
         if not found:
-            raise ParseError(f"no 'PLAY' line; write e.g. 'PLAY {' '.join(['%.2f' % (1 / n)] * n)}'")
+            raise ParseError(f"no 'PLAY' line; write e.g. '{self.render_action(agent, np.ones(n))}'")
         if len(found) > 1:
             raise ParseError("more than one PLAY line; give exactly one")
         numbers = found[0].replace(",", " ").strip(" *.").split()
@@ -255,10 +302,17 @@ class raw_env(AECEnv):
         return p / p.sum()
 
     def render_action(self, agent: str, action: Any) -> str:
-        return "PLAY " + " ".join(f"{v:.6g}" for v in self.distribution(action))
+        """The distribution of `action` in hundredths (`to_hundredths`): exact for actions on that grid."""
+        return PLAY_LABEL + " ".join(map(write_probability, to_hundredths(self.distribution(action))))
+
+    def reply_grammar(self, agent: str, observation: dict[str, Any]) -> Grammar:
+        """Two-decimal probabilities summing to exactly 1.00 (`play_grammar`): what the prompt asks for and
+        `render_action` writes, a subset of what `parse` takes."""
+        return play_grammar(self.config.n_actions)
 
     def fallback_action(self, agent: str, rng: np.random.Generator) -> np.ndarray:
-        return rng.dirichlet(np.ones(self.config.n_actions))
+        """A Dirichlet(1, ..., 1) draw on the hundredths grid (so its text is exactly the action)."""
+        return to_hundredths(rng.dirichlet(np.ones(self.config.n_actions))) / MASS
 
     def episode_metrics(self) -> dict[str, float]:
         T = len(self.plays)
