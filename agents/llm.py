@@ -114,7 +114,14 @@ class LLMPolicy(Policy):
         text cut to fit `max_new_tokens` (so a reply is never truncated mid-format), or None."""
         if not self.config.constrained or request.grammar is None:
             return None
-        return request.grammar.lark(max_tokens=self.config.max_new_tokens)
+        return request.grammar.lark(max_tokens=self.config.max_new_tokens, cost=self.token_count)
+
+    def token_count(self, text: str) -> int:
+        """Tokens of `text` alone (cached: a grammar's literals recur every turn)."""
+        counts = self.__dict__.setdefault("_token_counts", {})
+        if text not in counts:
+            counts[text] = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return counts[text]
 
     def act(self, requests: list[ActRequest]) -> list[ActResponse]:
         texts = [self.render(r.messages, r.demonstration) for r in requests]

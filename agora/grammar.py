@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cached_property
-from typing import Union
+from typing import Callable, Union
 
 import numpy as np
 
@@ -264,15 +264,16 @@ class Grammar:
 
     # --- rendering -------------------------------------------------------------------------
 
-    def lark(self, max_tokens: int | None = None) -> str:
+    def lark(self, max_tokens: int | None = None, cost: Callable[[str], int] = len) -> str:
         """llguidance's Lark. With `max_tokens` (a reply's token budget), free-text parts are cut
-        so that every reply of the language fits in it: each character of the rest costs at most
-        one token (ASCII), plus one for the end of the reply."""
+        so that the longest reply of the language fits in it, counting `cost(literal)` tokens per
+        literal (default: one per character, the most an ASCII text can take; a policy passes its
+        tokenizer's count) and one per other character, plus one for the end of the reply."""
         cap = None
         if max_tokens is not None:
             texts = self._most_texts(self.root)
             if texts:
-                cap = max(1, (max_tokens - 1 - self._fixed_chars(self.root)) // texts)
+                cap = max(1, (max_tokens - 1 - self._fixed_cost(self.root, cost)) // texts)
         names: dict[Node, str] = {}
         rules: list[str] = []
 
@@ -362,20 +363,20 @@ class Grammar:
 
     # --- sizes -----------------------------------------------------------------------------
 
-    def _fixed_chars(self, node: Node, memo=None) -> int:
-        """Most characters a reply spends outside free text."""
+    def _fixed_cost(self, node: Node, cost: Callable[[str], int], memo=None) -> int:
+        """Most tokens a reply spends outside free text (`cost` per literal, one per other character)."""
         memo = {} if memo is None else memo
         if node not in memo:
             if isinstance(node, Literal):
-                memo[node] = len(node.text)
+                memo[node] = cost(node.text)
             elif isinstance(node, Chars):
                 memo[node] = node.most
             elif isinstance(node, Text):
                 memo[node] = 0
             elif isinstance(node, Seq):
-                memo[node] = sum(self._fixed_chars(p, memo) for p in node.parts)
+                memo[node] = sum(self._fixed_cost(p, cost, memo) for p in node.parts)
             else:
-                memo[node] = max(self._fixed_chars(o, memo) for o in node.options)
+                memo[node] = max(self._fixed_cost(o, cost, memo) for o in node.options)
         return memo[node]
 
     def _most_texts(self, node: Node, memo=None) -> int:
