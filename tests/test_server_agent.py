@@ -52,8 +52,11 @@ def negotiation_grammar(self, agent, observation) -> g.Grammar:
 def negotiation(server, tmp_path, **agent) -> dict:
     return {
         "name": "server-vs-fair",
-        "world": {"id": "negotiation", "max_turns": 2, "first_mover": "first"},
-        "agents": {"alice": server_agent(server, max_tokens=20, **agent), "bob": {"policy": "fair"}},
+        "world": {"id": "negotiation", "max_turns": 1, "first_mover": "first"},  # one reply of alice's per episode
+        "agents": {
+            "alice": server_agent(server, **{"max_tokens": 20, "demonstrations": False, **agent}),
+            "bob": {"policy": "fair"},
+        },
         "episodes": 2,
         "concurrency": 2,
         "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
@@ -95,23 +98,19 @@ def test_a_key_pasted_as_api_key_env_or_credentials_in_the_url_are_refused_witho
 # --- a real server (llama.cpp) ---------------------------------------------------------------------
 
 
-def test_negotiation_with_a_server_agent_under_the_grammar_and_no_key_recorded(
-    llama_server, tmp_path, with_negotiation_grammar, capfd
-):
-    scenario = resolve_scenario(negotiation(llama_server, tmp_path))
-    result = run_scenario(scenario)
+def test_negotiation_with_a_server_agent_under_the_world_grammar(llama_server, tmp_path, with_negotiation_grammar):
+    spec = negotiation(llama_server, tmp_path)
+    spec["tracking"] = {"enabled": False}  # a tracked run: the next test
+    result = run_scenario(resolve_scenario(spec))
     alice = [s for e in result.episodes for s in e.steps if s.agent == "alice"]
-    assert alice and all(not s.fallback and s.text.startswith("ACTION: ") for s in alice)
+    assert len(alice) == 2 and all(not s.fallback and s.text.startswith("ACTION: ") for s in alice)
     assert result.summary["parse/failure_rate/alice"] == 0.0 and result.summary["parse/unanswered"] == 0
     assert result.summary["perf/generated_tokens"] > 0
-    out, err = capfd.readouterr()
-    recorded = [out, err] + [p.read_bytes().decode("latin-1") for p in tmp_path.rglob("*") if p.is_file()]
-    assert any("ACTION:" in r for r in recorded)  # the store and artifacts are there to scan
-    assert not any(llama_server.key in r for r in recorded)
 
 
 def test_token_logprobs_are_recorded_when_the_server_returns_them(llama_server):
-    policy = ServerPolicy(ServerConfig(**server_agent(llama_server, logprobs=True, max_tokens=3)), seed=0)
+    keys = {k: v for k, v in server_agent(llama_server, logprobs=True, max_tokens=3).items() if k != "policy"}
+    policy = ServerPolicy(ServerConfig(**keys), seed=0)
     grammar = g.Grammar(g.one_of(["yes", "no"]))
     requests = [
         ActRequest(0, "a", None, [{"role": "user", "content": "Yes or no?"}], seed=s, grammar=grammar) for s in (1, 2)
@@ -153,13 +152,13 @@ def test_a_server_down_at_start_is_one_clear_error_and_nothing_in_mlflow(tmp_pat
     assert not Path(tracking_uri.removeprefix("sqlite:///")).exists()  # the store was never created
 
 
-def test_a_server_killed_mid_run_fails_the_run_and_keeps_finished_episodes(tmp_path, with_negotiation_grammar):
+def test_a_server_killed_mid_run_fails_the_run_keeps_finished_episodes_and_records_no_key(tmp_path, capfd):
     import mlflow
 
     server = LlamaServer.start()
     os.environ["AGORA_TEST_KILLED_KEY"] = server.key
     try:
-        spec = negotiation(server, tmp_path, api_key_env="AGORA_TEST_KILLED_KEY", max_tokens=16)
+        spec = negotiation(server, tmp_path, api_key_env="AGORA_TEST_KILLED_KEY", max_tokens=4)
         spec.update(episodes=3, concurrency=1)
 
         def kill(episode):
@@ -176,8 +175,12 @@ def test_a_server_killed_mid_run_fails_the_run_and_keeps_finished_episodes(tmp_p
     client = mlflow.MlflowClient(spec["tracking"]["uri"])
     (run,) = client.search_runs([client.get_experiment_by_name("server-vs-fair").experiment_id])
     assert run.info.status == "FAILED" and run.data.metrics["perf/episodes"] == 1
-    local = client.download_artifacts(run.info.run_id, "trajectories.jsonl", str(tmp_path))
+    local = client.download_artifacts(run.info.run_id, "trajectories.jsonl", str(tmp_path / "download"))
     assert len(Path(local).read_text().splitlines()) == 1
+    out, err = capfd.readouterr()
+    recorded = [out, err, message] + [p.read_bytes().decode("latin-1") for p in tmp_path.rglob("*") if p.is_file()]
+    assert sum("ACTION:" in r for r in recorded) >= 2  # the store and the artifacts hold the transcripts
+    assert not any(server.key in r for r in recorded)  # but never the API key
 
 
 def test_the_server_judge_reads_top_logprobs_in_both_orders(llama_server):
