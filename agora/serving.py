@@ -269,7 +269,7 @@ class ServerClient:
             kind = "stopped answering" if failures[0].kind == "refused" else "rejected every request"
             raise ServerUnavailable(
                 f"the inference server at {self.connection.base_url} {kind} ({len(results)} of {len(results)} "
-                f"requests, after {self.connection.retries} retries each): {failures[0].message}"
+                f"requests, after up to {self.connection.retries} retries each): {failures[0].message}"
             )
         return results
 
@@ -290,6 +290,8 @@ class ServerClient:
         url = f"{self.connection.base_url}/chat/completions"
         try:
             reply = self.session().post(url, json=body, timeout=self.connection.timeout_s)
+        except requests.ConnectTimeout:  # no connection at all: as good as refused
+            raise Retryable(f"cannot connect within timeout_s={self.connection.timeout_s:g} s", "refused") from None
         except requests.Timeout:
             raise Retryable(f"no reply within timeout_s={self.connection.timeout_s:g} s", "transient") from None
         except requests.ConnectionError as exc:
