@@ -17,7 +17,7 @@ from agora.cli import app
 from agora.errors import AgoraError, ScenarioError
 from agora.policy import ActRequest
 from agora.rollout import Rollout
-from agora.run import run_scenario
+from agora.run import build_policies, run_scenario
 from agora.scenario import resolve_scenario
 from agora.serving import ServerUnavailable, grammar_fields, reply_text
 from tests.servers import MODEL, LlamaServer, StubServer, free_port
@@ -278,3 +278,21 @@ def test_a_campaign_refuses_a_server_agent_as_its_learner(tmp_path):
     with pytest.raises(ScenarioError, match="the learner cannot be a server agent") as info:
         load_campaign(tmp_path / "c.yaml")
     assert info.value.path == "learner.policy"
+
+
+def test_economy_workers_and_planner_played_by_a_server(llama_server):
+    agent = server_agent(llama_server, max_tokens=6, demonstrations=False)
+    scenario = resolve_scenario(
+        {
+            "name": "server-economy",
+            "world": {"id": "economy", "num_workers": 1, "steps": 1, "tax_period": 1, "warmup": 0, "brackets": "three"},
+            "agents": {"worker_*": agent, "planner": agent},
+            "episodes": 1,
+            "tracking": {"enabled": False},
+        }
+    )
+    policies = build_policies(scenario)  # no end-of-run report: the seats are what is checked
+    rollout = Rollout(scenario.make_world, policies, {"worker_0": "server", "planner": "server"}, max_retries=0)
+    (episode,) = rollout.run(1)
+    assert {s.agent for s in episode.steps} == {"planner", "worker_0"}  # both asked the server
+    assert all(c.unanswered == 0 for c in rollout.counters.values()) and policies["planner"].stats.generated_tokens
