@@ -52,7 +52,8 @@ def negotiation_grammar(self, agent, observation) -> g.Grammar:
 def negotiation(server, tmp_path, **agent) -> dict:
     return {
         "name": "server-vs-fair",
-        "world": {"id": "negotiation", "max_turns": 1, "first_mover": "first"},  # one reply of alice's per episode
+        # one reply of alice's per episode; no message line, so that the grammar's replies fit max_tokens
+        "world": {"id": "negotiation", "max_turns": 1, "first_mover": "first", "max_message_chars": 0},
         "agents": {
             "alice": server_agent(server, **{"max_tokens": 20, "demonstrations": False, **agent}),
             "bob": {"policy": "fair"},
