@@ -172,7 +172,7 @@ def test_a_server_killed_mid_run_fails_the_run_keeps_finished_episodes_and_recor
         os.environ.pop("AGORA_TEST_KILLED_KEY")
     message = str(info.value)
     assert isinstance(info.value, AgoraError) and "stopped answering" in message and "Connection refused" in message
-    assert "marked FAILED; 1 finished episodes logged" in message and server.key not in message
+    assert "marked FAILED" in message and server.key not in message
     client = mlflow.MlflowClient(spec["tracking"]["uri"])
     (run,) = client.search_runs([client.get_experiment_by_name("server-vs-fair").experiment_id])
     assert run.info.status == "FAILED" and run.data.metrics["perf/episodes"] == 1
