@@ -153,8 +153,10 @@ def test_a_server_down_at_start_is_one_clear_error_and_nothing_in_mlflow(tmp_pat
     assert not Path(tracking_uri.removeprefix("sqlite:///")).exists()  # the store was never created
 
 
-def test_a_server_killed_mid_run_fails_the_run_keeps_finished_episodes_and_records_no_key(tmp_path, capfd):
+def test_a_server_killed_mid_run_fails_the_run_keeps_finished_episodes_and_records_no_key(tmp_path, capfd, monkeypatch):
     import mlflow
+
+    monkeypatch.chdir(tmp_path)  # anything the store refuses is saved here, not in the repository
 
     server = LlamaServer.start()
     os.environ["AGORA_TEST_KILLED_KEY"] = server.key
