@@ -187,6 +187,11 @@ AGENTS = Registry(
     [
         Entry("llm", "agents.llm:LLMPolicy", "A Hugging Face causal LM (embedded default SmolLM2-135M-Instruct)."),
         Entry(
+            "server",
+            "agents.server:ServerPolicy",
+            "A model behind an OpenAI-compatible server (vLLM, SGLang, llama.cpp, hosted APIs); not trainable.",
+        ),
+        Entry(
             "human", "agents.human:HumanPolicy", "A person at the terminal: sees the world's prompt, types the reply."
         ),
         Entry(

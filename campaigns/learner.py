@@ -8,8 +8,26 @@ from pydantic import BaseModel
 
 from agents.llm import LLMConfig, LLMPolicy
 from agora.campaign import CampaignKind
+from agora.errors import ScenarioError
 from agora.rollout import policy_seed
 from agora.scenario import validate_model
+from agora.serving import ServerConnection
+
+SERVER_KEYS = set(ServerConnection.model_fields)  # keys only a server agent has
+
+
+def refuse_server_learner(keys: dict[str, Any], file: str | None) -> None:
+    """A learner given as a server agent (`policy: server`, `base_url: ...`) is refused with the reason: the
+    weights behind a server are not Agora's to update."""
+    policy = keys.get("policy")
+    if policy == "server" or (SERVER_KEYS & set(keys)):
+        raise ScenarioError(
+            "the learner cannot be a server agent: its weights live on the server, and a campaign must update them",
+            file=file,
+            path="learner.policy" if policy is not None else f"learner.{sorted(SERVER_KEYS & set(keys))[0]}",
+            hint="give the learner a local model (`model:` a folder, .gguf or the embedded default); server "
+            "agents can play opponents, league members, evaluation opponents and the judge",
+        )
 
 
 class LearnerCampaign(CampaignKind):
@@ -17,6 +35,7 @@ class LearnerCampaign(CampaignKind):
 
     def __init__(self, spec: BaseModel, *, source: str | None = None, text: str | None = None):
         super().__init__(spec, source=source, text=text)
+        refuse_server_learner(spec.learner.model_extra or {}, source)
         self.learner_config: LLMConfig = validate_model(
             LLMConfig, spec.learner.model_extra or {}, prefix="learner", file=source
         )

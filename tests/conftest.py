@@ -55,3 +55,20 @@ def tiny_model_dir(tmp_path_factory, embedded_model_dir) -> str:
 
 def pytest_configure(config):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def llama_server():
+    """llama.cpp's server (llama-cpp-python[server]) serving the embedded GGUF on 127.0.0.1 at a free port,
+    with an API key in the environment variable AGORA_TEST_SERVER_KEY (tests/servers.py)."""
+    from tests.servers import LlamaServer
+
+    server = LlamaServer.start()
+    old = os.environ.get("AGORA_TEST_SERVER_KEY")
+    os.environ["AGORA_TEST_SERVER_KEY"] = server.key
+    yield server
+    server.stop()
+    if old is None:
+        os.environ.pop("AGORA_TEST_SERVER_KEY", None)
+    else:
+        os.environ["AGORA_TEST_SERVER_KEY"] = old

@@ -142,11 +142,22 @@ def agent_world(entry: Entry) -> Entry:
 
 
 @pytest.fixture
-def agent_overrides(tiny_model_dir, monkeypatch):
-    """What the few agents that need a resource get: a tiny model, a terminal, a latent space."""
+def agent_overrides(tiny_model_dir, monkeypatch, request):
+    """What the few agents that need a resource get: a tiny model, a terminal, a latent space, a server."""
     monkeypatch.setattr("sys.stdin", io.StringIO("ACCEPT\n" * 200))
+    server = {}
+    if "server" in request.node.name:  # llama.cpp's server on the embedded model (started once per session)
+        llama = request.getfixturevalue("llama_server")
+        server = {
+            "base_url": llama.url,
+            "api_key_env": "AGORA_TEST_SERVER_KEY",
+            "max_tokens": 4,
+            "logprobs": False,
+            "demonstrations": False,
+        }
     return {  # agent -> (its settings, its world's settings)
         "llm": ({"model": tiny_model_dir, "max_new_tokens": 4}, {}),
+        "server": ({**server, "api": "llama.cpp"}, {}),
         "latent": ({"space": str(SCENARIOS / "latent" / "werewolf_lspo_space.json")}, {}),
         "oracle": ({}, {"oracle_observations": True}),
     }

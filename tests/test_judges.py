@@ -75,7 +75,9 @@ def test_judge_config_is_validated_with_clear_messages():
     )
     with pytest.raises(ScenarioError) as info:
         validate_model(GRPOConfig, {"judge": {"id": "gpt"}}, prefix="trainer", file=None)
-    assert info.value.path == "trainer.judge.id" and "'outcome' or 'llm'" in str(info.value)
+    assert info.value.path == "trainer.judge.id" and "'outcome', 'llm' or 'server'" in str(info.value)
+    with pytest.raises(ScenarioError, match="base_url is not a key of the llm judge"):
+        validate_model(GRPOConfig, {"judge": {"id": "llm", "base_url": "http://h/v1"}}, prefix="trainer", file=None)
     with pytest.raises(ScenarioError, match="model is not a key of the outcome judge"):
         validate_model(GRPOConfig, {"judge": {"id": "outcome", "model": "x"}}, prefix="trainer", file=None)
     with pytest.raises(ScenarioError) as info:  # a judge model that is not there fails at validation, by its path

@@ -5,7 +5,8 @@ A `Candidate` is one seat's (or seats') trajectory: an `Episode` and the seats b
 
 - `outcome` (scripted): compares what the candidates earned, the sum of their seats' returns or
   a world metric of the episode (higher is better): P = 1 if a's is higher, 0.5 if equal, else 0.
-- `llm`: a causal LM reads a rubric and both transcripts, labelled A and B, and is asked which is
+- `llm` (a local model) and `server` (a model behind an OpenAI-compatible server, `agora.serving`):
+  a causal LM reads a rubric and both transcripts, labelled A and B, and is asked which is
   better. No text is generated or parsed: p = pi("A") / (pi("A") + pi("B")) is read from the
   next-token distribution after the prompt, deterministically (`decision: argmax` turns it into
   the temperature-0 verdict, 1 or 0). Each pair is asked in both orders and combined,
@@ -13,7 +14,10 @@ A `Candidate` is one seat's (or seats') trajectory: an `Episode` and the seats b
       P(a > b) = (p_AB + 1 - p_BA) / 2,
 
   which cancels the model's bias towards the first (or second) label and makes
-  P(a > b) + P(b > a) = 1 exactly. Answers are cached by a hash of (rubric, first text, second
+  P(a > b) + P(b > a) = 1 exactly. The server judge asks for one token under the grammar
+  `A|B` with the top log-probs of that token: p is read from them when both labels are among
+  them, else it is the verdict (1 if it answered A, 0 if B); a request that failed after its
+  retries counts as 0.5 (no preference). Answers are cached by a hash of (rubric, first text, second
   text), so a pair seen before, in either order, costs no model call.
 
 `calls` counts the comparisons asked of a judge; the LLM judge also counts `model_calls` (prompts
@@ -23,14 +27,18 @@ scored by the model) and `cache_hits`.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from agora.errors import AgoraError
-from agora.models import EMBEDDED, chat_prompt, check_device, check_model, plain_text, validated
+from agora.grammar import Grammar, one_of
+from agora.models import EMBEDDED, chat_prompt, check_device, check_model, plain_text, valid_unicode, validated
+from agora.serving import Completion, ServerClient, ServerConnection, grammar_fields
 from agora.trajectory import Episode
 
 DEFAULT_RUBRIC = (
@@ -40,13 +48,15 @@ DEFAULT_RUBRIC = (
 )
 
 
-class JudgeConfig(BaseModel):
-    """`judge: {id: outcome}` or `judge: {id: llm, model: ..., rubric: ...}` (a trainer's `judge:` key)."""
+class JudgeConfig(ServerConnection):
+    """`judge: {id: outcome}`, `judge: {id: llm, model: ..., rubric: ...}` or `judge: {id: server, base_url: ...,
+    model: ...}` (a trainer's `judge:` key; the server keys are `agora.serving.ServerConnection`'s)."""
 
     model_config = ConfigDict(extra="forbid")
-    id: Literal["outcome", "llm"] = Field(
+    id: Literal["outcome", "llm", "server"] = Field(
         "outcome",
-        description="outcome: compare returns (or a world metric); llm: a language model compares transcripts",
+        description="outcome: compare returns (or a world metric); llm: a language model compares transcripts; "
+        "server: a model behind an OpenAI-compatible server compares them",
     )
     metric: str | None = Field(
         None,
@@ -54,7 +64,8 @@ class JudgeConfig(BaseModel):
     )
     model: str = Field(
         EMBEDDED,
-        description="llm: the judge model ('smollm2-135m-instruct', a local folder or .gguf file, a cached hub id)",
+        description="llm: the judge model ('smollm2-135m-instruct', a local folder or .gguf file, a cached hub id); "
+        "server: the served model's name (default: the one the server lists)",
     )
     rubric: str = Field(
         DEFAULT_RUBRIC, min_length=1, description="llm: the instruction shown before the two transcripts"
@@ -96,13 +107,23 @@ class JudgeConfig(BaseModel):
 
     @model_validator(mode="after")
     def _keys_of_the_other_judge(self) -> "JudgeConfig":
-        llm_only = {"model", "rubric", "decision", "max_chars", "max_batch_size", "device", "dtype"}
-        wrong = sorted((llm_only if self.id == "outcome" else {"metric"}) & self.model_fields_set)
+        asked = {"model", "rubric", "decision", "max_chars"}
+        own = {
+            "outcome": {"id", "metric"},
+            "llm": {"id", "max_batch_size", "device", "dtype", *asked},
+            "server": {"id", *asked, *ServerConnection.model_fields},
+        }[self.id]
+        wrong = sorted(self.model_fields_set - own)
         if wrong:
             raise ValueError(
                 f"{', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} not a key of the {self.id} judge"
             )
         return self
+
+
+def question(rubric: str, first: str, second: str) -> str:
+    """What a judge model is asked: the rubric, then `first` as transcript A and `second` as B."""
+    return f"{rubric}\n\nTranscript A:\n{first}\n\nTranscript B:\n{second}\n\nWhich is better, A or B?"
 
 
 @dataclass(frozen=True)
@@ -178,9 +199,7 @@ class LLMJudge:
     def prompt_ids(self, first: str, second: str) -> list[int]:
         """Chat-templated rubric + 'Transcript A' (first) + 'Transcript B' (second), ready for the answer token;
         the transcripts' text never becomes the judge's control tokens."""
-        content = (
-            f"{self.config.rubric}\n\nTranscript A:\n{first}\n\nTranscript B:\n{second}\n\nWhich is better, A or B?"
-        )
+        content = question(self.config.rubric, first, second)
         if getattr(self.tokenizer, "chat_template", None):
             text = chat_prompt(self.tokenizer, [{"role": "user", "content": content}])
         else:
@@ -229,11 +248,66 @@ class LLMJudge:
         return [(p[i] + 1.0 - p[n + i]) / 2.0 for i in range(n)]
 
 
+LABELS = Grammar(one_of(["A", "B"]))
+
+
+def label_probability(completion: Completion | object) -> float:
+    """p("A") / (p("A") + p("B")) from a one-token answer's top log-probs when both labels are there, else its
+    verdict (1 for A, 0 for B); 0.5 for a request that failed or an answer that is neither."""
+    if not isinstance(completion, Completion):
+        return 0.5
+    top = completion.top_logprobs[0] if completion.top_logprobs else {}
+    if "A" in top and "B" in top:
+        a, b = top["A"], top["B"]
+        return float(1.0 / (1.0 + math.exp(b - a)))  # softmax over the two labels
+    text = completion.text.strip()
+    return 1.0 if text == "A" else 0.0 if text == "B" else 0.5
+
+
+class ServerJudge(LLMJudge):
+    """The LLM judge asked through an OpenAI-compatible server (module docstring); checked when built."""
+
+    TOP_LOGPROBS = 5
+
+    def __init__(self, config: JudgeConfig):
+        super().__init__(config)
+        self.client = ServerClient(config, config.model if "model" in config.model_fields_set else None)
+        self.served = self.client.check()  # a server that is down is told before the campaign starts
+
+    def body(self, first: str, second: str) -> dict:
+        body = {
+            "model": self.served,
+            "messages": [{"role": "user", "content": valid_unicode(question(self.config.rubric, first, second))}],
+            "temperature": 0.0,
+            "max_completion_tokens" if self.config.api == "openai" else "max_tokens": 1,
+            "logprobs": True,
+            "top_logprobs": self.TOP_LOGPROBS,
+        }
+        if self.config.api != "openai":  # a JSON schema would make the first token '{'
+            body.update(grammar_fields(self.config.api, LABELS))
+        return body
+
+    def first_preferred(self, orders: list[tuple[str, str]]) -> list[float]:
+        todo = sorted({k: o for o in orders if (k := self.key(self.config.rubric, *o)) not in self.cache}.items())
+        self.cache_hits += len(orders) - len(todo)
+        if todo:
+            bodies = [self.body(*order) for _, order in todo]
+            rngs = [np.random.default_rng(0) for _ in todo]  # jitter only: the answers are greedy
+            for (k, _), result in zip(todo, self.client.complete(bodies, rngs)):
+                p = label_probability(result)
+                self.cache[k] = float(p > 0.5) + 0.5 * (p == 0.5) if self.config.decision == "argmax" else p
+            self.model_calls += len(todo)
+        return [self.cache[self.key(self.config.rubric, *o)] for o in orders]
+
+
 Judge = OutcomeJudge | LLMJudge
 
 
 def build_judge(config: JudgeConfig) -> Judge:
-    """The judge a trainer config names (the LLM judge loads its model on first use)."""
+    """The judge a trainer config names (the LLM judge loads its model on first use; the server judge checks its
+    server now)."""
+    if config.id == "server":
+        return ServerJudge(config)
     return OutcomeJudge(config.metric) if config.id == "outcome" else LLMJudge(config)
 
 
