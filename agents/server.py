@@ -88,7 +88,7 @@ class ServerPolicy(Policy):
             if config.api == "llama.cpp":
                 body["top_logprobs"] = 1  # llama-cpp-python returns log-probs only when asked for alternatives
         if config.constrained and request.grammar is not None:
-            body.update(grammar_fields(config.api, request.grammar))
+            body.update(grammar_fields(config.api, request.grammar.fitted(config.max_tokens)))
         return body
 
     def act(self, requests: list[ActRequest]) -> list[ActResponse]:

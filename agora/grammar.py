@@ -264,16 +264,36 @@ class Grammar:
 
     # --- rendering -------------------------------------------------------------------------
 
+    def fitted(self, max_tokens: int, cost: Callable[[str], int] = len) -> Grammar:
+        """The grammar with its free text cut so that its longest reply fits in `max_tokens` tokens,
+        counting `cost(literal)` tokens per literal (default: one per character, the most an ASCII
+        text can take; a local policy passes its tokenizer's count), one per other character and
+        one for the end of the reply; free text is bounded in both tokens and characters, so the
+        cut holds in every form (`lark`, `gbnf`, `regex`)."""
+        texts = self._most_texts(self.root)
+        if not texts:
+            return self
+        cap = max(1, (max_tokens - 1 - self._fixed_cost(self.root, cost)) // texts)
+        memo: dict[Node, Node] = {}
+
+        def cut(node: Node) -> Node:
+            if node not in memo:
+                if isinstance(node, Text):
+                    memo[node] = Text(min(node.max_chars, cap), min(node.max_tokens, cap))
+                elif isinstance(node, Seq):
+                    memo[node] = Seq(tuple(cut(p) for p in node.parts))
+                elif isinstance(node, Alt):
+                    memo[node] = Alt(tuple(dict.fromkeys(cut(o) for o in node.options)))
+                else:
+                    memo[node] = node
+            return memo[node]
+
+        return Grammar(cut(self.root))
+
     def lark(self, max_tokens: int | None = None, cost: Callable[[str], int] = len) -> str:
-        """llguidance's Lark. With `max_tokens` (a reply's token budget), free-text parts are cut
-        so that the longest reply of the language fits in it, counting `cost(literal)` tokens per
-        literal (default: one per character, the most an ASCII text can take; a policy passes its
-        tokenizer's count) and one per other character, plus one for the end of the reply."""
-        cap = None
+        """llguidance's Lark (free text bounded in tokens); with `max_tokens`, of `fitted(max_tokens, cost)`."""
         if max_tokens is not None:
-            texts = self._most_texts(self.root)
-            if texts:
-                cap = max(1, (max_tokens - 1 - self._fixed_cost(self.root, cost)) // texts)
+            return self.fitted(max_tokens, cost).lark()
         names: dict[Node, str] = {}
         rules: list[str] = []
 
@@ -286,8 +306,7 @@ class Grammar:
                 return names[node]
             if isinstance(node, Text):
                 name = names[node] = f"text{len(names)}"
-                tokens = node.max_tokens if cap is None else min(node.max_tokens, cap)
-                rules.append(f"{name}[max_tokens={tokens}]: /{char_class(PRINTABLE)}+/")
+                rules.append(f"{name}[max_tokens={node.max_tokens}]: /{char_class(PRINTABLE)}+/")
                 return name
             if isinstance(node, Seq) and not node.parts:
                 return '""'

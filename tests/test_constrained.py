@@ -127,3 +127,17 @@ def test_grammar_forms_agree_on_samples():
         assert OFFER.matches(OFFER.sample(rng))
     assert not OFFER.matches("MESSAGE: hi\nACTION: PROPOSE book=4 hat=0")
     assert not VOTE.matches("VOTE: dave")
+
+
+def test_a_fitted_grammar_fits_every_reply_in_the_token_budget():
+    """fitted(n) cuts free text so that the longest reply, one token per character at worst plus the end,
+    fits in n tokens; in characters for servers (GBNF, regex) and in tokens for the local sampler (Lark)."""
+    rng = np.random.default_rng(1)
+    fixed = len("MESSAGE: ") + len("\nACTION: ") + len("PROPOSE book=0 hat=0")  # the longest action
+    fitted = OFFER.fitted(60)
+    cap = 60 - 1 - fixed
+    assert f"{{1,{cap}}}" in fitted.gbnf() and f"max_tokens={cap}]" in fitted.lark()
+    assert max(len(fitted.sample(rng)) for _ in range(300)) <= 59
+    assert max(len(OFFER.sample(rng)) for _ in range(300)) > 59  # unfitted: up to 200 characters of text
+    assert OFFER.fitted(400) == OFFER.fitted(400).fitted(400) and "max_tokens=40]" in OFFER.fitted(400).lark()
+    assert OFFER.lark(60) == fitted.lark()

@@ -40,20 +40,11 @@ def server_agent(server, **keys) -> dict:
     }
 
 
-def negotiation_grammar(self, agent, observation) -> g.Grammar:
-    """A negotiation reply grammar for worlds that do not declare one yet: an ACTION line the parser takes."""
-    take = [g.seq(f"{item}=", g.integer(0, int(n))) for item, n in zip(self.items, observation["counts"])]
-    parts = [g.seq("PROPOSE ", *[x for i, t in enumerate(take) for x in ([" "] if i else []) + [t]]), "WALK AWAY"]
-    if observation["offer"][0] >= 0:
-        parts.append("ACCEPT")
-    return g.Grammar(g.seq("ACTION: ", g.alt(*parts)))
-
-
 def negotiation(server, tmp_path, **agent) -> dict:
     return {
         "name": "server-vs-fair",
-        # one reply of alice's per episode; no message line, so that the grammar's replies fit max_tokens
-        "world": {"id": "negotiation", "max_turns": 1, "first_mover": "first", "max_message_chars": 0},
+        # one reply of alice's per episode: a message line, cut to fit max_tokens, then the action
+        "world": {"id": "negotiation", "max_turns": 1, "first_mover": "first"},
         "agents": {
             "alice": server_agent(server, **{"max_tokens": 20, "demonstrations": False, **agent}),
             "bob": {"policy": "fair"},
@@ -62,12 +53,6 @@ def negotiation(server, tmp_path, **agent) -> dict:
         "concurrency": 2,
         "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
     }
-
-
-@pytest.fixture
-def with_negotiation_grammar(monkeypatch):
-    if not hasattr(raw_env, "reply_grammar"):
-        monkeypatch.setattr(raw_env, "reply_grammar", negotiation_grammar, raising=False)
 
 
 # --- grammar forms (no server) ------------------------------------------------------------------------
@@ -99,12 +84,14 @@ def test_a_key_pasted_as_api_key_env_or_credentials_in_the_url_are_refused_witho
 # --- a real server (llama.cpp) ---------------------------------------------------------------------
 
 
-def test_negotiation_with_a_server_agent_under_the_world_grammar(llama_server, tmp_path, with_negotiation_grammar):
+def test_negotiation_with_a_server_agent_under_the_world_grammar(llama_server, tmp_path):
     spec = negotiation(llama_server, tmp_path)
     spec["tracking"] = {"enabled": False}  # a tracked run: the next test
     result = run_scenario(resolve_scenario(spec))
     alice = [s for e in result.episodes for s in e.steps if s.agent == "alice"]
-    assert len(alice) == 2 and all(not s.fallback and s.text.startswith("ACTION: ") for s in alice)
+    # the world's grammar, its message cut to fit max_tokens (GBNF bounds it in characters)
+    assert len(alice) == 2 and all(not s.fallback and s.text.startswith("MESSAGE: ") for s in alice)
+    assert all("\nACTION: " in s.text for s in alice), [s.text for s in alice]
     assert result.summary["parse/failure_rate/alice"] == 0.0 and result.summary["parse/unanswered"] == 0
     assert result.summary["perf/generated_tokens"] > 0
 
