@@ -114,7 +114,12 @@ class LLMPolicy(Policy):
         text cut to fit `max_new_tokens` (so a reply is never truncated mid-format), or None."""
         if not self.config.constrained or request.grammar is None:
             return None
-        return request.grammar.lark(max_tokens=self.config.max_new_tokens, cost=self.token_count)
+        larks = self.__dict__.setdefault("_larks", {})  # a world's grammar recurs (a phase, a pool): render once
+        if request.grammar not in larks:
+            if len(larks) >= 1024:
+                larks.clear()
+            larks[request.grammar] = request.grammar.lark(max_tokens=self.config.max_new_tokens, cost=self.token_count)
+        return larks[request.grammar]
 
     def token_count(self, text: str) -> int:
         """Tokens of `text` alone (cached: a grammar's literals recur every turn)."""
