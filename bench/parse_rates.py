@@ -1,6 +1,7 @@
 """Parse-failure rates of the embedded model in every world, decoding under the reply grammar and freely.
 
-For each LLM scenario shipped (one per world), one run plays the same episodes (same seeds, fresh
+For each LLM scenario shipped (one per world; the democratic economy's workers made LLMs), one run
+plays the same episodes (same seeds, fresh
 policies per side) twice: LLM seats `constrained: true` (the default) and `constrained: false`,
 and prints per side the parse-failure rate (unparseable replies / replies), the fallback rate
 (turns ended by the world's fallback action / turns), generated tokens and seconds.
@@ -33,10 +34,19 @@ SCENARIOS = {
     "matrix": "matrix.yaml",
     "online learning": "online_learning.yaml",
 }
+# The democratic economy ships with scripted voters: here its workers are LLMs, fewer and for fewer steps.
+OVERRIDES = {
+    "economy (democratic)": {
+        "world": {"num_workers": 4, "steps": 16, "tax_period": 4, "warmup": 2},
+        "agents": {"planner": {"policy": "us_federal"}, "worker_*": {"policy": "llm", "max_new_tokens": 24}},
+    }
+}
 
 
-def side(path: Path, episodes: int, constrained: bool) -> tuple[SeatCounters, int, float]:
+def side(path: Path, episodes: int, constrained: bool, override: dict) -> tuple[SeatCounters, int, float]:
     data = yaml.safe_load(path.read_text())
+    data["world"].update(override.get("world", {}))
+    data["agents"] = override.get("agents", data["agents"])
     for spec in data["agents"].values():
         if spec.get("policy") == "llm":
             spec["constrained"] = constrained
@@ -70,7 +80,8 @@ def main() -> None:
     print(f"{'world':22}{'side':13}{'replies':>9}{'parse-fail':>12}{'fallback':>10}{'tokens':>8}{'seconds':>9}")
     for world in args.only or SCENARIOS:
         for constrained in (True, False):
-            counts, tokens, seconds = side(ROOT / "scenarios" / SCENARIOS[world], args.episodes, constrained)
+            path = ROOT / "scenarios" / SCENARIOS[world]
+            counts, tokens, seconds = side(path, args.episodes, constrained, OVERRIDES.get(world, {}))
             print(
                 f"{world:22}{'constrained' if constrained else 'free':13}{counts.text_attempts:>9}"
                 f"{counts.parse_failure_rate:>12.2f}{counts.fallback_rate:>10.2f}{tokens:>8}{seconds:>9.1f}",
