@@ -11,7 +11,7 @@ text after 10 minutes; bench/grammar_libraries.py measures all three.)
   of the next token per row, `advance` with the sampled tokens);
 - `replay_bitmask` / `allowed_tokens`: the same masks recomputed from recorded token ids, so the
   trainers score a completion under exactly the distribution it was sampled from
-  (`engine.sequence_logprobs(..., allowed=)`);
+  (`scoring.sequence_logprobs(..., allowed=)`);
 - `masked`: logits with disallowed tokens at `MASKED`, the one way both sides apply a mask.
 """
 
@@ -136,7 +136,7 @@ def replay_bitmask(tokenizer, vocab_size: int, lark: str, tokens: Sequence[int])
 
 def allowed_tokens(bitmasks: Sequence[torch.Tensor | None], width: int, vocab_size: int) -> torch.Tensor | None:
     """bool [B, width, V] from per-row `replay_bitmask`s, right-aligned in `width` columns as
-    `engine.completion_logits` lays out completions; a row without one (None) allows every token.
+    `scoring.completion_logits` lays out completions; a row without one (None) allows every token.
     None when no row has one."""
     if all(b is None for b in bitmasks):
         return None

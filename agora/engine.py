@@ -4,12 +4,11 @@ Sampling is a plain KV-cached loop rather than `model.generate`, for two reasons
 from its own explicit `torch.Generator` seeded by its request (no global RNG; a row's sample does
 not depend on which prompts share its batch), and it returns the logprob of
 every sampled token under the sampling distribution, log softmax(logits / T), which the trainers
-use as pi_old. Scoring (`sequence_logprobs`) recomputes those logprobs, with gradients, from the
-exact prompt + completion ids, sharing the batch's common prompt prefix.
+use as pi_old; `agora.scoring` recomputes those logprobs, with gradients, from the exact prompt +
+completion ids.
 
 - `sample`: batched sampling with a prefix cache (`PrefixCache`), an in-place growing KV layer
   (`GrowingLayer`) and prefill passes grouped by suffix length (`prefill_groups`);
-- `completion_logits`, `token_logprobs`, `sequence_logprobs`, `reference_logprobs`: scoring.
 """
 
 from __future__ import annotations
@@ -516,99 +515,3 @@ def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     sorted_probs = sorted_probs.masked_fill(outside, 0.0)
     kept = torch.zeros_like(probs).scatter(-1, index, sorted_probs)
     return kept / kept.sum(-1, keepdim=True)
-
-
-# --- scoring -----------------------------------------------------------------------------
-
-
-def completion_logits(
-    model, prompts: list[list[int]], completions: list[list[int]], *, pad_id: int, share_prefix: bool = True
-):
-    """Logits predicting each completion token: [B, C_max, V], rows right-aligned, plus mask [B, C_max].
-
-    Each row is prompt + completion; the prompts' common prefix is run once (batch 1) and its KV
-    repeated; the suffixes are left-padded so every completion ends at the last column, and only
-    the last C_max + 1 positions go through the LM head.
-    """
-    from transformers import DynamicCache
-
-    device = next(model.parameters()).device
-    batch = len(prompts)
-    shared = common_prefix_length(prompts) if share_prefix and batch > 1 else 0
-    suffixes = [p[shared:] + c for p, c in zip(prompts, completions)]
-    width = max(len(s) for s in suffixes)
-    c_max = max(len(c) for c in completions)
-    input_ids = torch.full((batch, width), pad_id, dtype=torch.long)
-    mask = torch.zeros((batch, width), dtype=torch.long)
-    completion_mask = torch.zeros((batch, c_max), dtype=torch.bool)
-    for row, (ids, completion) in enumerate(zip(suffixes, completions)):
-        input_ids[row, width - len(ids) :] = torch.tensor(ids)
-        mask[row, width - len(ids) :] = 1
-        completion_mask[row, c_max - len(completion) :] = True
-    input_ids, mask, completion_mask = input_ids.to(device), mask.to(device), completion_mask.to(device)
-    cache = None
-    if shared:
-        cache = DynamicCache()
-        model(input_ids=torch.tensor([prompts[0][:shared]], device=device), **kv(model, cache), use_cache=True)
-        cache.batch_repeat_interleave(batch)
-    attention = torch.cat([torch.ones((batch, shared), dtype=torch.long, device=device), mask], dim=-1)
-    positions = shared + (mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(
-        input_ids=input_ids,
-        attention_mask=attention,
-        position_ids=positions,
-        **kv(model, cache),
-        use_cache=cache is not None,
-        logits_to_keep=c_max + 1,
-    )
-    return out.logits[:, :-1], completion_mask, shared * 1 + sum(len(s) for s in suffixes)
-
-
-def token_logprobs(
-    logits: torch.Tensor, completions: list[list[int]], temperature: float, allowed: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """log softmax(logits / T) at each completion token (right-aligned [B, C_max]) and the entropy there;
-    with `allowed` (bool [B, C_max, V], `constrain.allowed_tokens`) under the distribution masked to it,
-    as a grammar-constrained sample drew them."""
-    c_max = logits.shape[1]
-    targets = torch.zeros(logits.shape[:2], dtype=torch.long, device=logits.device)
-    for row, completion in enumerate(completions):
-        targets[row, c_max - len(completion) :] = torch.tensor(completion)
-    logp_all = torch.log_softmax(masked(logits.float() / (temperature if temperature > 0 else 1.0), allowed), dim=-1)
-    logp = logp_all.gather(-1, targets[..., None]).squeeze(-1)
-    entropy = -(logp_all.exp() * logp_all).sum(-1)
-    return logp, entropy
-
-
-def sequence_logprobs(
-    model, prompts, completions, *, temperature: float, pad_id: int, share_prefix: bool = True, allowed=None
-):
-    """(token logprobs [B, C_max], entropy [B, C_max], mask [B, C_max], tokens forwarded); `allowed`: see
-    `token_logprobs`."""
-    logits, mask, tokens = completion_logits(model, prompts, completions, pad_id=pad_id, share_prefix=share_prefix)
-    logp, entropy = token_logprobs(logits, completions, temperature, allowed)
-    return logp, entropy, mask, tokens
-
-
-def reference_logprobs(
-    model, prompts, completions, *, temperature: float, pad_id: int, share_prefix: bool = True, allowed=None
-):
-    """`sequence_logprobs` of the frozen reference: the same peft model with its LoRA adapter disabled, no
-    gradient; under the same `allowed` masks as the policy's, so the KL compares like with like."""
-    with torch.no_grad(), model.disable_adapter():
-        return sequence_logprobs(
-            model,
-            prompts,
-            completions,
-            temperature=temperature,
-            pad_id=pad_id,
-            share_prefix=share_prefix,
-            allowed=allowed,
-        )
-
-
-def right_aligned(rows: list[list[float]], width: int, device) -> torch.Tensor:
-    out = torch.zeros((len(rows), width), dtype=torch.float32)
-    for i, row in enumerate(rows):
-        out[i, width - len(row) :] = torch.tensor(row, dtype=torch.float32)
-    return out.to(device)

@@ -61,7 +61,7 @@ def build_model(layers: int, seed: int):
 
 def update(model, prompt, completions, old, advantages, *, share_prefix: bool):
     """One GRPO loss forward + backward; returns (token logprobs, LoRA gradients)."""
-    from agora.engine import sequence_logprobs
+    from agora.scoring import sequence_logprobs
     from trainers.grpo import aggregate, clipped_pg_loss
 
     model.zero_grad(set_to_none=True)
@@ -101,7 +101,7 @@ def main() -> None:
     completions = [torch.randint(10, vocab, (args.completion,), generator=g).tolist() for _ in range(args.group)]
     advantages = torch.randn(args.group, generator=g)
     with torch.no_grad():
-        from agora.engine import sequence_logprobs
+        from agora.scoring import sequence_logprobs
 
         old, _, _, _ = sequence_logprobs(
             model, [prompt] * args.group, completions, temperature=1.0, pad_id=0, share_prefix=False

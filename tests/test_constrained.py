@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from agora.constrain import allowed_tokens, replay_bitmask, vocab_size
-from agora.engine import sample, sequence_logprobs, stop_token_ids
+from agora.engine import sample, stop_token_ids
 from agora.grammar import Grammar, alt, integer, one_of, seq, text
 from agora.policy import ActRequest
+from agora.scoring import sequence_logprobs
 
 OFFER = Grammar(
     seq(

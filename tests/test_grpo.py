@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from agents.llm import LLMPolicy
-from agora.engine import sequence_logprobs
 from agora.grammar import Grammar, one_of, seq, text
 from agora.lora import LoRAConfig, adapter_state, load_learner
 from agora.policy import ActRequest
+from agora.scoring import sequence_logprobs
 from trainers.advantages import Sample
 from trainers.grpo import GRPOConfig, GRPOTrainer, aggregate, clipped_pg_loss
 

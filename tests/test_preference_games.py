@@ -148,8 +148,8 @@ def test_inpo_pairs_are_judged_within_groups():
 
 
 def test_inpo_trainer_loss_by_hand_and_it_decreases(tiny_model_dir):
-    from agora.engine import sequence_logprobs
     from agora.lora import LoRAConfig, load_learner
+    from agora.scoring import sequence_logprobs
 
     model, tokenizer = load_learner(tiny_model_dir, LoRAConfig(r=4, alpha=8), seed=0)
     prompt = tokenizer("Which colour is the sky?")["input_ids"]

@@ -31,7 +31,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agora.engine import reference_logprobs, right_aligned, sequence_logprobs
+from agora.scoring import reference_logprobs, right_aligned, sequence_logprobs
 from agora.trainer import Trainer, sample_temperature
 from trainers.advantages import Sample
 from trainers.judges import JudgeConfig, build_judge, judge_metrics

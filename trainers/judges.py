@@ -217,7 +217,7 @@ class LLMJudge:
     @torch.no_grad()
     def first_preferred(self, orders: list[tuple[str, str]]) -> list[float]:
         """p = pi("A") / (pi("A") + pi("B")) for each (first, second) shown as (A, B); cached."""
-        from agora.engine import completion_logits
+        from agora.scoring import completion_logits
 
         if not hasattr(self, "label_ids"):
             self._load()

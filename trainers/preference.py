@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from agora.engine import reference_logprobs, sequence_logprobs
+from agora.scoring import reference_logprobs, sequence_logprobs
 from agora.trainer import Trainer
 from agora.trajectory import Episode
 
