@@ -117,14 +117,18 @@ def hours_text(hours: float) -> str:
     return np.format_float_positional(float(hours) + 0.0, precision=HOURS_PLACES, unique=True, trim="-")
 
 
+REPLY_PLACES = 2  # decimals of hours in the reply grammar: more is noise, and 24 digits would not fit a reply's tokens
+
+
 def hours_grammar() -> Node:
-    """Hours from 0 to MAX_LABOR, written plainly with up to HOURS_PLACES decimals ('40', '37.25', '100.0')."""
+    """Hours from 0 to MAX_LABOR, written plainly with up to REPLY_PLACES decimals ('40', '37.25', '100.0'): a
+    part of what the parser reads (up to HOURS_PLACES), short enough that a STAND or VOTE line still fits."""
     top = int(MAX_LABOR)
     # (alternatives rather than optional(...) of a lone character class: llguidance's GBNF reader misreads
     # '([0-9]{1,24})?')
     below = integer(0, top - 1)
     return alt(
-        below, seq(below, ".", chars(DIGITS, 1, HOURS_PLACES)), str(top), seq(f"{top}.", chars("0", 1, HOURS_PLACES))
+        below, seq(below, ".", chars(DIGITS, 1, REPLY_PLACES)), str(top), seq(f"{top}.", chars("0", 1, REPLY_PLACES))
     )
 
 
@@ -401,11 +405,11 @@ class EconomyText:
         return "RATES: " + ", ".join(f"{r:.2f}" for r in rates)  # a scripted baseline setting rates directly
 
     def fallback_action(self, agent: str, rng: np.random.Generator) -> np.ndarray:
-        """Workers: uniform hours in [0, 100] (democratic: decline to stand; vote for a uniform
-        candidate); the planner: a uniform legal change per bracket."""
+        """Workers: uniform hours in [0, 100], in hundredths (as the reply grammar writes them; democratic:
+        decline to stand; vote for a uniform candidate); the planner: a uniform legal change per bracket."""
         if agent == PLANNER:
             return np.clip(self.rates + rng.choice(PLANNER_DELTAS, size=len(self.cutoffs)), 0.0, 100.0)
-        hours = np.array(rng.uniform(0.0, MAX_LABOR))
+        hours = np.array(round(float(rng.uniform(0.0, MAX_LABOR)), REPLY_PLACES))
         if not self.config.democratic:
             return hours
         standing = np.flatnonzero(self.candidates)
