@@ -229,6 +229,8 @@ def test_trainer_defaults_validate_and_it_updates(entry, learner_batch):
     cls = entry.load()
     assert issubclass(cls, Trainer)
     trainer = cls(model, cls.Config(), pad_id=tokenizer.pad_token_id, seed=0)
+    trainer.tokenizer = tokenizer  # as campaigns set it: the learner's replies were decoded under the world's grammar
+    assert any(s.grammar for e in episodes for s in e.steps if s.agent == "alice")
     metrics = trainer.update(episodes, ["alice"])
     assert metrics and all(isinstance(v, float) and math.isfinite(v) for v in metrics.values()), metrics
     state = trainer.state_dict()
