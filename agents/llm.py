@@ -86,6 +86,8 @@ class LLMPolicy(Policy):
         self.device = next(self.model.parameters()).device
         self.stop_ids = stop_token_ids(self.model, self.tokenizer)
         self.prefix_cache = PrefixCache(config.prefix_cache_mb * 2**20, weights_key) if config.prefix_cache_mb else None
+        self.larks: dict = {}  # a world's recurring grammars (a phase, a pool), rendered once: Grammar -> Lark
+        self.token_counts: dict[str, int] = {}  # tokens of each grammar literal
 
     @property
     def linear_kernel(self) -> str:
@@ -114,7 +116,7 @@ class LLMPolicy(Policy):
         text cut to fit `max_new_tokens` (so a reply is never truncated mid-format), or None."""
         if not self.config.constrained or request.grammar is None:
             return None
-        larks = self.__dict__.setdefault("_larks", {})  # a world's grammar recurs (a phase, a pool): render once
+        larks = self.larks
         if request.grammar not in larks:
             if len(larks) >= 1024:
                 larks.clear()
@@ -123,7 +125,7 @@ class LLMPolicy(Policy):
 
     def token_count(self, text: str) -> int:
         """Tokens of `text` alone (cached: a grammar's literals recur every turn)."""
-        counts = self.__dict__.setdefault("_token_counts", {})
+        counts = self.token_counts
         if text not in counts:
             counts[text] = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         return counts[text]
