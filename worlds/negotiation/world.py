@@ -13,6 +13,7 @@ from pettingzoo.utils import wrappers
 
 from agora.grammar import Grammar, alt, optional, seq, text
 from agora.world import PRINTABLE, ParseError, cached_per_agent, check_reply, sanitize, world_config
+from worlds.negotiation.numeric import NegotiationNumeric
 from worlds.negotiation.rules import (
     ACCEPT,
     ACCEPT_WORDS,
@@ -42,7 +43,7 @@ def env(**kwargs) -> AECEnv:
     return wrappers.OrderEnforcingWrapper(raw_env(**kwargs))
 
 
-class raw_env(AECEnv):
+class raw_env(NegotiationNumeric, AECEnv):
     metadata = {"name": "negotiation_v0", "render_modes": ["human", "ansi"], "is_parallelizable": False}
     # labels of episode metrics in `agora run`'s summary table (the rest show their keys)
     metric_labels = {

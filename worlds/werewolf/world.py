@@ -15,6 +15,7 @@ from pettingzoo import AECEnv
 from pettingzoo.utils import wrappers
 
 from agora.world import PRINTABLE, cached_per_agent, sanitize, world_config
+from worlds.werewolf.numeric import WerewolfNumeric
 from worlds.werewolf.report import WerewolfRecords
 from worlds.werewolf.rules import (
     DISCUSSION,
@@ -43,7 +44,7 @@ def env(**kwargs) -> AECEnv:
     return wrappers.OrderEnforcingWrapper(raw_env(**kwargs))
 
 
-class raw_env(WerewolfText, WerewolfRecords, AECEnv):
+class raw_env(WerewolfText, WerewolfRecords, WerewolfNumeric, AECEnv):
     metadata = {"name": "werewolf_v0", "render_modes": ["human", "ansi"], "is_parallelizable": False}
     Config = WerewolfConfig
 
@@ -57,6 +58,7 @@ class raw_env(WerewolfText, WerewolfRecords, AECEnv):
         self.np_random, _ = seeding.np_random(None)
         self.agents = []
         self.transcript: list[str] = []
+        self.seating: list[str] = []  # position -> seat, dealt at reset
 
     # --- spaces (the same object on every call, as PettingZoo's tests require) ----------
 
@@ -361,7 +363,7 @@ class raw_env(WerewolfText, WerewolfRecords, AECEnv):
         )
 
     def render(self) -> str | None:
-        if self.render_mode is None or not self.transcript:
+        if self.render_mode is None or not self.seating:  # nothing is dealt before the first reset
             return None
         seats = ", ".join(f"{self.names[p]}={ROLES[self.roles[p]]}" for p in range(self.n))
         text = "\n".join([f"players: {seats}", *self.transcript])
