@@ -66,10 +66,25 @@ def numeric_value(space: spaces.Space, value: Any) -> Any:
     return None if isinstance(space, spaces.Text) else value
 
 
+def numeric_info(info: dict[str, Any]) -> dict[str, Any]:
+    """A world's info without what tensor libraries cannot hold: text, nested dicts, and the world's own
+    `action_mask` (the view's mask is in the observation)."""
+    return {
+        key: value
+        for key, value in info.items()
+        if key != "action_mask"
+        and (
+            isinstance(value, (bool, int, float, np.number))
+            or isinstance(value, np.ndarray)
+            and value.dtype.kind in "biuf"
+        )
+    }
+
+
 class Encoding:
     """The view's spaces and its two translations: world observation -> numeric, table index -> world action."""
 
-    def __init__(self, env: AECEnv | ParallelEnv, mask_key: str = "action_mask"):
+    def __init__(self, env: AECEnv | ParallelEnv, mask_in_observation: bool = True):
         world = env.unwrapped
         if not isinstance(world, NumericWorld):
             raise TypeError(
@@ -90,15 +105,20 @@ class Encoding:
                 high[: flat.shape[0]] = np.maximum(high[: flat.shape[0]], flat.high)
         self.observation = spaces.Box(low, high, (self.width,), dtype=np.float32)
         self.mask = spaces.Box(0, 1, (len(self.table),), dtype=np.int8)
-        self.observation_space = spaces.Dict({"observation": self.observation, mask_key: self.mask})
+        self.mask_in_observation = mask_in_observation
+        self.observation_space = (
+            spaces.Dict({"observation": self.observation, "action_mask": self.mask})
+            if mask_in_observation
+            else self.observation
+        )
         self.action_space = spaces.Discrete(len(self.table))
 
     def _own_space(self, env, agent: str) -> spaces.Space | None:
         hook = getattr(self.world, "numeric_observation_space", None)
         return hook(agent) if hook else numeric_space(env.observation_space(agent))
 
-    def encode(self, agent: str, observation: Any) -> dict[str, np.ndarray]:
-        """The seat's observation as `{"observation": float32 vector, "action_mask": int8 vector}`."""
+    def encode(self, agent: str, observation: Any) -> dict[str, np.ndarray] | np.ndarray:
+        """The seat's observation: `{"observation": float32 vector, "action_mask": int8 vector}`, or the vector."""
         vector = np.zeros(self.width, dtype=np.float32)
         own = self.own_spaces[agent]
         if own is not None and observation is not None:
@@ -106,8 +126,19 @@ class Encoding:
             value = hook(agent, observation) if hook else numeric_value(own, observation)
             flat = spaces.flatten(own, value)
             vector[: flat.shape[0]] = flat
-        mask = np.asarray(self.world.action_mask(agent), dtype=np.int8).reshape(len(self.table))
-        return {"observation": vector, "action_mask": mask}
+        if not self.mask_in_observation:
+            return vector
+        return {"observation": vector, "action_mask": self.action_mask(agent)}
+
+    def action_mask(self, agent: str) -> np.ndarray:
+        return np.asarray(self.world.action_mask(agent), dtype=np.int8).reshape(len(self.table))
+
+    def info(self, agent: str, info: dict[str, Any]) -> dict[str, Any]:
+        """The world's info without what tensor libraries cannot hold; with the mask when it is not observed."""
+        numeric = numeric_info(info)
+        if not self.mask_in_observation:
+            numeric["action_mask"] = self.action_mask(agent)
+        return numeric
 
     def decode(self, agent: str, action: Any) -> Any:
         """The world action of table index `action` (None, a dead agent's action, stays None)."""
@@ -122,9 +153,9 @@ class Encoding:
 class NumericAECView(BaseWrapper):
     """An AEC world seen through `Encoding`: observe() is numeric, step() takes a table index."""
 
-    def __init__(self, env: AECEnv):
+    def __init__(self, env: AECEnv, mask_in_observation: bool = True):
         super().__init__(env)
-        self.encoding = Encoding(env)
+        self.encoding = Encoding(env, mask_in_observation)
 
     def observation_space(self, agent: str) -> spaces.Space:
         return self.encoding.observation_space
@@ -134,6 +165,10 @@ class NumericAECView(BaseWrapper):
 
     def observe(self, agent: str) -> dict[str, np.ndarray]:
         return self.encoding.encode(agent, self.env.observe(agent))
+
+    @property
+    def infos(self) -> dict[str, dict[str, Any]]:
+        return {agent: self.encoding.info(agent, info) for agent, info in self.env.infos.items()}
 
     def step(self, action: Any) -> None:
         self.env.step(self.encoding.decode(self.agent_selection, action))
@@ -145,9 +180,9 @@ class NumericAECView(BaseWrapper):
 class NumericParallelView(BaseParallelWrapper):
     """A Parallel world seen through `Encoding`: numeric observations, one table index per seat and step."""
 
-    def __init__(self, env: ParallelEnv):
+    def __init__(self, env: ParallelEnv, mask_in_observation: bool = True):
         super().__init__(env)
-        self.encoding = Encoding(env)
+        self.encoding = Encoding(env, mask_in_observation)
 
     def observation_space(self, agent: str) -> spaces.Space:
         return self.encoding.observation_space
@@ -160,25 +195,29 @@ class NumericParallelView(BaseParallelWrapper):
 
     def reset(self, seed: int | None = None, options: dict | None = None):
         observations, infos = self.env.reset(seed=seed, options=options)
-        return self._encode_all(observations), infos
+        return self._encode_all(observations), {agent: self.encoding.info(agent, info) for agent, info in infos.items()}
 
     def step(self, actions: dict[str, Any]):
         world_actions = {agent: self.encoding.decode(agent, a) for agent, a in actions.items()}
         observations, rewards, terminations, truncations, infos = self.env.step(world_actions)
+        infos = {agent: self.encoding.info(agent, info) for agent, info in infos.items()}
         return self._encode_all(observations), rewards, terminations, truncations, infos
 
     def __str__(self) -> str:
         return str(self.env)
 
 
-def flat_view(env: AECEnv | ParallelEnv) -> AECEnv | ParallelEnv:
+def flat_view(env: AECEnv | ParallelEnv, mask_in_observation: bool = True) -> AECEnv | ParallelEnv:
     """The numeric view of a world (see the module docstring): AEC for an AEC world, Parallel for a Parallel one.
+
+    `mask_in_observation=False` gives the plain Box observation, for wrappers that need a Box (SuperSuit's
+    observation wrappers: normalize_obs, frame_stack...), and the mask in `infos[agent]["action_mask"]` instead.
 
     Turn-based AEC worlds go to parallel-only libraries (SuperSuit's vector envs) through PettingZoo's
     `turn_based_aec_to_parallel(flat_view(env))`: every seat sends an index each step, the mover's counts.
     """
     if isinstance(env, ParallelEnv):
-        return NumericParallelView(env)
+        return NumericParallelView(env, mask_in_observation)
     if isinstance(env, AECEnv):
-        return NumericAECView(env)
+        return NumericAECView(env, mask_in_observation)
     raise TypeError(f"a numeric view wraps a PettingZoo AECEnv or ParallelEnv, not {type(env).__name__}")

@@ -157,6 +157,31 @@ class parallel_env(ParallelEnv):
             raise ValueError(f"{agent}'s action {action!r} is outside its action space: an integer from 0 to {n - 1}")
         return int(action)
 
+    # --- numeric view (agora.compat) ----------------------------------------------------
+
+    def action_table(self) -> list[str]:
+        """The stage game's actions; every one is legal every round."""
+        return list(self.action_names)
+
+    def table_action(self, agent: str, index: int) -> int:
+        return int(index)
+
+    def action_mask(self, agent: str) -> np.ndarray:
+        return np.ones(len(self.action_names), dtype=np.int8)
+
+    @property
+    def state_space(self) -> spaces.Box:
+        """The round and the joint actions so far, seen from the first seat (-1 for rounds not played yet): both
+        players see all of it, so it is the observation of the first seat, flattened."""
+        n, rounds = len(self.action_names), self.config.rounds
+        low, high = np.full(1 + 2 * rounds, -1, np.float32), np.full(1 + 2 * rounds, n - 1, np.float32)
+        low[0], high[0] = 0, rounds
+        return spaces.Box(low, high, dtype=np.float32)
+
+    def state(self) -> np.ndarray:
+        history = self._observe(self.possible_agents[0])["history"].reshape(-1)
+        return np.concatenate([[len(self.history)], history]).astype(np.float32)
+
     def render(self) -> str | None:
         if self.render_mode == "ansi":
             return "\n".join(" vs ".join(self.action_names[i] for i in joint) for joint in self.history)

@@ -38,6 +38,7 @@ follow-the-leader, uniform) are in agents/scripted/online_learning.py.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from typing import Any, Literal
 
@@ -138,6 +139,20 @@ def loss_sequence(config: OnlineLearningConfig, rng: np.random.Generator) -> np.
     return np.clip(start + (end - start) * fraction + config.noise * rng.standard_normal((T, n)), 0.0, 1.0)
 
 
+SIMPLEX_GRID = 4  # the numeric view's distributions have probabilities in quarters
+
+
+@functools.lru_cache(maxsize=32)
+def simplex_grid(n_actions: int, grid: int = SIMPLEX_GRID) -> list[np.ndarray]:
+    """Every distribution over `n_actions` whose probabilities are multiples of 1/grid (stars and bars:
+    C(grid + n - 1, n - 1) of them), in lexicographic order of the bar positions."""
+    points = []
+    for bars in itertools.combinations(range(grid + n_actions - 1), n_actions - 1):
+        edges = (-1, *bars, grid + n_actions - 1)
+        points.append(np.array([edges[i + 1] - edges[i] - 1 for i in range(n_actions)], dtype=np.float64) / grid)
+    return points
+
+
 def env(**kwargs) -> AECEnv:
     """The world with PettingZoo's order-enforcing wrapper (the raw env is `raw_env`)."""
     return wrappers.OrderEnforcingWrapper(raw_env(**kwargs))
@@ -214,6 +229,31 @@ class raw_env(AECEnv):
         if len(self.plays) >= self.config.rounds:
             self.truncations = {agent: True}
         self._accumulate_rewards()
+
+    # --- numeric view (agora.compat) ----------------------------------------------------
+
+    def action_table(self) -> list[str]:
+        """The distributions whose probabilities are multiples of 1 / SIMPLEX_GRID (the pure actions among them),
+        written as `PLAY` replies."""
+        return [self.render_action(self.config.agent_name, p) for p in simplex_grid(self.config.n_actions)]
+
+    def table_action(self, agent: str, index: int) -> np.ndarray:
+        return simplex_grid(self.config.n_actions)[index]
+
+    def action_mask(self, agent: str) -> np.ndarray:
+        return np.ones(len(simplex_grid(self.config.n_actions)), dtype=np.int8)
+
+    @property
+    def state_space(self) -> spaces.Box:
+        """The round and the losses revealed so far (-1 for rounds to come): the learner's whole information."""
+        T, n = self.config.rounds, self.config.n_actions
+        high = np.ones(1 + T * n, np.float32)
+        high[0] = T
+        return spaces.Box(np.r_[0, -np.ones(T * n)].astype(np.float32), high, dtype=np.float32)
+
+    def state(self) -> np.ndarray:
+        observation = self.observe(self.config.agent_name)
+        return np.r_[observation["round"], observation["losses"].reshape(-1)].astype(np.float32)
 
     def render(self) -> str | None:
         if self.render_mode == "ansi":
