@@ -18,6 +18,7 @@ from pettingzoo.utils import wrappers
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agora.world import PRINTABLE, cached_per_agent, sanitize, world_config
+from worlds.deferral.numeric import DeferralNumeric
 from worlds.deferral.problems import (
     Problem,
     arithmetic_problem,
@@ -105,7 +106,7 @@ def env(**kwargs) -> AECEnv:
     return wrappers.OrderEnforcingWrapper(raw_env(**kwargs))
 
 
-class raw_env(DeferralText, DeferralRecords, AECEnv):
+class raw_env(DeferralText, DeferralRecords, DeferralNumeric, AECEnv):
     metadata = {"name": "deferral_v0", "render_modes": ["human", "ansi"], "is_parallelizable": False}
     Config = DeferralConfig
 

@@ -15,6 +15,7 @@ from gymnasium.utils import seeding
 from pettingzoo import ParallelEnv
 
 from agora.world import world_config
+from worlds.economy.numeric import EconomyNumeric
 from worlds.economy.report import EconomyRecords
 from worlds.economy.rules import (
     HISTORY,
@@ -48,7 +49,7 @@ def env(config: EconomyConfig | None = None, **kwargs):
     return parallel_to_aec(parallel_env(config, **kwargs))
 
 
-class parallel_env(EconomyText, EconomyRecords, ParallelEnv):
+class parallel_env(EconomyText, EconomyRecords, EconomyNumeric, ParallelEnv):
     metadata = {"name": "economy_v0", "render_modes": ["ansi"], "is_parallelizable": True}
     Config = EconomyConfig
     small_config = {
