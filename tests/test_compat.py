@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
-from pettingzoo.test import api_test, parallel_api_test, render_test
+from pettingzoo.test import api_test, parallel_api_test, parallel_seed_test, render_test, seed_test
 from pettingzoo.test.state_test import test_parallel_env as check_parallel_state
 from pettingzoo.test.state_test import test_state as check_state
 from pettingzoo.test.state_test import test_state_space as check_state_space
@@ -61,6 +61,17 @@ def test_view_passes_the_pettingzoo_api_and_state_tests(name):
     assert all(view.observation_space(a) is view.observation_space(agents[0]) for a in agents)
     assert view.action_space(agents[0]) == spaces.Discrete(TABLE_SIZES[name])
     assert len(view.unwrapped.action_table()) == TABLE_SIZES[name]
+
+
+@pytest.mark.parametrize("name", TABLE_SIZES)
+def test_view_is_deterministic_under_a_seed(name):
+    def view_fn():
+        return flat_view(make_world(name))
+
+    if isinstance(view_fn(), ParallelEnv):
+        parallel_seed_test(view_fn, num_cycles=20)
+    else:
+        seed_test(view_fn, num_cycles=20)
 
 
 @pytest.mark.parametrize("name", TABLE_SIZES)
