@@ -156,6 +156,7 @@ class NumericAECView(BaseWrapper):
     def __init__(self, env: AECEnv, mask_in_observation: bool = True):
         super().__init__(env)
         self.encoding = Encoding(env, mask_in_observation)
+        self.numeric_infos: dict[str, dict[str, Any]] = {}
 
     def observation_space(self, agent: str) -> spaces.Space:
         return self.encoding.observation_space
@@ -168,10 +169,16 @@ class NumericAECView(BaseWrapper):
 
     @property
     def infos(self) -> dict[str, dict[str, Any]]:
-        return {agent: self.encoding.info(agent, info) for agent, info in self.env.infos.items()}
+        """The infos as of the last reset or step (the same objects until the next: PettingZoo compares them)."""
+        return self.numeric_infos
+
+    def reset(self, seed: int | None = None, options: dict | None = None) -> None:
+        self.env.reset(seed=seed, options=options)
+        self.numeric_infos = {agent: self.encoding.info(agent, info) for agent, info in self.env.infos.items()}
 
     def step(self, action: Any) -> None:
         self.env.step(self.encoding.decode(self.agent_selection, action))
+        self.numeric_infos = {agent: self.encoding.info(agent, info) for agent, info in self.env.infos.items()}
 
     def __str__(self) -> str:
         return str(self.env)
@@ -211,7 +218,7 @@ def flat_view(env: AECEnv | ParallelEnv, mask_in_observation: bool = True) -> AE
     """The numeric view of a world (see the module docstring): AEC for an AEC world, Parallel for a Parallel one.
 
     `mask_in_observation=False` gives the plain Box observation, for wrappers that need a Box (SuperSuit's
-    observation wrappers: normalize_obs, frame_stack...), and the mask in `infos[agent]["action_mask"]` instead.
+    observation wrappers such as frame_stack_v1), and the mask in `infos[agent]["action_mask"]` instead.
 
     Turn-based AEC worlds go to parallel-only libraries (SuperSuit's vector envs) through PettingZoo's
     `turn_based_aec_to_parallel(flat_view(env))`: every seat sends an index each step, the mover's counts.

@@ -182,6 +182,7 @@ def test_the_mask_can_travel_in_the_infos_for_box_only_wrappers():
     assert isinstance(view.observation_space("player_0"), spaces.Box)
     assert infos["player_0"]["action_mask"].tolist() == [1, 1, 1]
     aec = flat_view(make_world("werewolf"), mask_in_observation=False)
+    api_test(aec, num_cycles=10)
     aec.reset(seed=0)
     observation, _, _, _, info = aec.last()
     assert observation.dtype == np.float32 and info["action_mask"].sum() > 0
@@ -229,3 +230,11 @@ def test_supersuit_vector_env_steps_the_view(name):
         assert vec.observation_space.contains({k: v[0] for k, v in observations.items()})
         assert np.isfinite(rewards).all()
         assert not any(info.get("illegal_action") for info in infos)
+
+
+def test_supersuit_observation_wrappers_take_the_box_form():
+    supersuit = pytest.importorskip("supersuit")
+    view = flat_view(make_world("negotiation"), mask_in_observation=False)
+    stacked = supersuit.frame_stack_v1(view, 3)
+    api_test(stacked, num_cycles=10)
+    assert stacked.observation_space("alice").shape == (3 * view.observation_space("alice").shape[0],)
