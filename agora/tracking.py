@@ -237,7 +237,7 @@ class Tracker:
         check_store(self.uri)
         try:
             self.client = open_client(self.uri)
-            found = experiment_id(self.client, self.uri, experiment)
+            found = self.experiment_id = experiment_id(self.client, self.uri, experiment)
             all_tags = {"mlflow.source.git.commit": git_commit() or "unknown", **(tags or {})}
             self.run_id = self.client.create_run(found, run_name=run_name, tags=all_tags).info.run_id
         except Exception as exc:  # mlflow raises many types for an unreachable or broken store
@@ -410,6 +410,39 @@ class Tracker:
             return artifact_file
 
         self.attempt(f"log {artifact_file}", store, keep)
+
+    def log_folder_from(self, write: Callable[[Path], None], artifact_path: str) -> None:
+        """Log the files `write(folder)` puts in a folder under `artifact_path`, in one call (e.g. one
+        replay per episode); when the store refuses them, `write` goes straight to `unsaved`."""
+
+        def store() -> None:
+            with tempfile.TemporaryDirectory() as tmp:
+                write(Path(tmp))
+                self.client.log_artifacts(self.run_id, tmp, artifact_path)
+
+        def keep(unsaved: Path) -> str:
+            folder = inside(unsaved, artifact_path)
+            folder.mkdir(parents=True, exist_ok=True)
+            write(folder)
+            return f"{artifact_path}/"
+
+        self.attempt(f"log {artifact_path}/", store, keep)
+
+    def log_traces(self, episodes: list[Any]) -> None:
+        """Each episode as one MLflow trace linked to this run (`agora.traces`), written in one batch;
+        when the store refuses them, they are saved as `traces.jsonl` (MLflow's trace JSON, one a line)."""
+        from agora.traces import episode_trace, write_traces
+
+        traces = [episode_trace(episode, self.run_id, self.experiment_id) for episode in episodes]
+
+        def write() -> None:
+            with uninterrupted():
+                write_traces(self.uri, self.experiment_id, traces)
+
+        def keep(folder: Path) -> str:
+            return append_jsonl(folder / "traces.jsonl", [trace.to_dict() for trace in traces])
+
+        self.attempt(f"log {len(traces)} traces", write, keep)
 
     def end(self, status: str = "FINISHED") -> None:
         """Write the buffered metrics and set the run's final status, trying both whatever fails.
