@@ -5,6 +5,11 @@ the seat and its policy, the prompt it was shown (a collapsed block: the world's
 re-prompts), its reply, the parsed action, the reward, and marks for a fallback action or
 unparseable replies. Every text an agent or world wrote is HTML-escaped, so a reply cannot inject
 markup; the page has no scripts and loads nothing.
+
+What a run shows this way is bounded (`review_sample`): its first `tracking.traces` episodes, each
+cut to its first `MAX_TURNS_SHOWN` turns, as long as they add up to `MAX_TURNS_REVIEWED` turns (an
+economy episode has 30,000 worker decisions: 27 MB of HTML and 22 s of trace writing uncut). The
+MLflow traces (`agora.traces`) show the same episodes and turns; `trajectories.jsonl` has them all.
 """
 
 from __future__ import annotations
@@ -15,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from agora.trajectory import Episode, Step, chat_messages
+
+MAX_TURNS_SHOWN = 1000  # turns of one episode shown in its replay and trace (the first ones)
+MAX_TURNS_REVIEWED = 10_000  # turns shown in all of a run's replays (and spans in all its traces)
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; max-width: 70em; color: #222; }
@@ -27,6 +35,24 @@ pre { white-space: pre-wrap; word-wrap: break-word; margin: 0.3em 0; }
 .reply { background: #eef4ff; padding: 0.3em; }
 details pre { background: #f0f0f0; padding: 0.3em; }
 """
+
+
+def review_sample(episodes: list[Episode], limit: int) -> list[Episode]:
+    """The episodes a run shows as replays and traces: the first `limit` (by index), while their shown
+    turns (at most MAX_TURNS_SHOWN each) add up to at most MAX_TURNS_REVIEWED."""
+    chosen, turns = [], 0
+    for episode in sorted(episodes, key=lambda e: e.index)[:limit]:
+        turns += min(len(episode.steps), MAX_TURNS_SHOWN)
+        if turns > MAX_TURNS_REVIEWED:
+            break
+        chosen.append(episode)
+    return chosen
+
+
+def shown_turns(episode: Episode) -> str:
+    """`N`, or `N (the first M shown)` for an episode cut to MAX_TURNS_SHOWN turns."""
+    n = len(episode.steps)
+    return f"{n}" if n <= MAX_TURNS_SHOWN else f"{n} (the first {MAX_TURNS_SHOWN} shown; all are in trajectories.jsonl)"
 
 
 def replay_name(index: int) -> str:
@@ -85,10 +111,10 @@ def episode_html(episode: Episode, title: str = "") -> str:
             ("policies", ", ".join(f"{seat}={policy}" for seat, policy in episode.policies.items())),
             ("returns", episode.returns),
             ("metrics", episode.metrics),
-            ("turns", len(episode.steps)),
+            ("turns", shown_turns(episode)),
         ]
     )
-    turns = "\n".join(turn_html(episode, step) for step in episode.steps)
+    turns = "\n".join(turn_html(episode, step) for step in episode.steps[:MAX_TURNS_SHOWN])
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>episode {episode.index}</title><style>{STYLE}</style></head>\n"

@@ -22,7 +22,7 @@ import agora
 from agora.errors import AgoraError, StoreError
 from agora.interrupts import finishing, interruptible, uninterrupted
 from agora.policy import Policy
-from agora.replay import write_replays
+from agora.replay import review_sample, write_replays
 from agora.rollout import Rollout, SeatCounters, policy_seed
 from agora.scenario import ResolvedScenario
 from agora.trajectory import Episode, chat_messages, write_jsonl
@@ -230,7 +230,7 @@ def log_end(
     tracker, episodes: list[Episode], summary: dict[str, float], report: Report, traced: int = 100
 ) -> list[tuple[str, Exception]]:
     """Log a run's end (summary, transcripts, trajectories, the first `traced` episodes as MLflow traces
-    and HTML replays, the world's report), every piece tried
+    and HTML replays (`review_sample`), the world's report), every piece tried
     even when an earlier one failed: what the store refuses is saved locally by the tracker, which
     remembers it; other errors (bugs) are returned as (piece, error). Run it inside `finishing()`,
     so that no signal cuts it short, then `tracker.end(status)`."""
@@ -243,7 +243,7 @@ def log_end(
                 lambda: tracker.log_file_from(lambda path: write_jsonl(episodes, path), "trajectories.jsonl"),
             )
         )
-    if shown := episodes[:traced]:
+    if shown := review_sample(episodes, traced):
         pieces.append(("traces", lambda: tracker.log_traces(shown)))
         pieces.append(
             ("replays", lambda: tracker.log_folder_from(lambda folder: write_replays(shown, folder), "replays"))

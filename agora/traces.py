@@ -1,13 +1,14 @@
 """Episodes as MLflow traces: one trace per episode, one span per turn, for the Traces tab.
 
 The root span is the episode (inputs: seed and policies; outputs: returns and metrics); each turn
-is a child span, in turn order: `CHAT_MODEL` for a seat that read the world's prompt (inputs: the
-chat messages it was shown, outputs: its reply as an OpenAI-style assistant message) and `AGENT`
-for one that acted on the observation. Every turn span carries `agora.agent`, `agora.turn`,
-`agora.policy`, `agora.action`, `agora.reward`, `agora.fallback`, `agora.parse_failures` (the
-failed replies and why) and, when token ids exist, `mlflow.chat.tokenUsage`. The trace is tagged
-`agora.run`, `agora.episode`, `agora.seed` and `agora.policies`, and linked to the run through the
-`mlflow.sourceRun` metadata (what the run's Traces tab and `search_traces(run_id=...)` read).
+(the first `MAX_TURNS_SHOWN`) is a child span, in turn order: `CHAT_MODEL` for a seat that read
+the world's prompt (inputs: the chat messages it was shown, outputs: its reply as an OpenAI-style
+assistant message) and `AGENT` for one that acted on the observation. Every turn span carries
+`agora.agent`, `agora.turn`, `agora.policy`, `agora.action`, `agora.reward`, `agora.fallback`,
+`agora.parse_failures` (the failed replies and why) and, when token ids exist,
+`mlflow.chat.tokenUsage`. The trace is tagged `agora.run`, `agora.episode`, `agora.seed` and
+`agora.policies`, and linked to the run through the `mlflow.sourceRun` metadata (what the run's
+Traces tab and `search_traces(run_id=...)` read).
 
 Traces are built from finished episodes as MLflow's own entities (the trace JSON format read by
 `Trace.from_dict`) and written with `TracingClient` in one batch: `start_trace` per trace, then
@@ -30,6 +31,7 @@ from mlflow.entities.trace_location import TraceLocation
 from mlflow.entities.trace_state import TraceState
 from mlflow.tracing.client import TracingClient
 
+from agora.replay import MAX_TURNS_SHOWN
 from agora.trajectory import Episode, Step, chat_messages
 
 PREVIEW_CHARS = 1000  # request/response previews shown in the Traces list
@@ -103,14 +105,17 @@ def turn_span(trace: str, episode: Episode, step: Step, start_ns: int) -> dict[s
 
 
 def episode_trace(episode: Episode, run_id: str, experiment_id: str, start_ns: int | None = None) -> Trace:
-    """Episode `episode` of run `run_id` as one MLflow trace in experiment `experiment_id`."""
+    """Episode `episode` of run `run_id` as one MLflow trace in experiment `experiment_id`: a span for
+    each of its first MAX_TURNS_SHOWN turns (the root's `agora.turns` and `agora.turns_shown` say so)."""
     trace = trace_id(run_id, episode.index)
     start_ns = time.time_ns() if start_ns is None else start_ns
     inputs = {"seed": episode.seed, "policies": episode.policies}
     outputs = {"returns": episode.returns, "metrics": episode.metrics}
-    spans = [span_dict(trace, 0, f"episode {episode.index}", "CHAIN", inputs, outputs, {}, start_ns)]
-    spans += [turn_span(trace, episode, step, start_ns + 1000 * (i + 1)) for i, step in enumerate(episode.steps)]
-    spans[0]["end_time_unix_nano"] = start_ns + 1000 * (len(episode.steps) + 1)
+    steps = episode.steps[:MAX_TURNS_SHOWN]
+    counts = {"agora.turns": len(episode.steps), "agora.turns_shown": len(steps)}
+    spans = [span_dict(trace, 0, f"episode {episode.index}", "CHAIN", inputs, outputs, counts, start_ns)]
+    spans += [turn_span(trace, episode, step, start_ns + 1000 * (i + 1)) for i, step in enumerate(steps)]
+    spans[0]["end_time_unix_nano"] = start_ns + 1000 * (len(steps) + 1)
     info = TraceInfo(
         trace_id=trace,
         trace_location=TraceLocation.from_experiment_id(experiment_id),

@@ -10,10 +10,10 @@ import pytest
 
 import agora.traces
 from agora.errors import StoreError
-from agora.replay import episode_html, replay_name
+from agora.replay import MAX_TURNS_REVIEWED, MAX_TURNS_SHOWN, episode_html, replay_name, review_sample
 from agora.run import run_scenario, transcript_table
 from agora.scenario import resolve_scenario
-from agora.traces import trace_id
+from agora.traces import episode_trace, trace_id
 from agora.trajectory import Episode, Step, read_jsonl, write_jsonl
 from mlflow import MlflowClient
 
@@ -144,8 +144,9 @@ def test_a_replay_escapes_what_agents_wrote():
     assert "<script" not in page.lower().replace("&lt;script", "")
 
 
-def test_only_the_first_episodes_are_traced_and_replayed(store):
+def test_only_the_first_episodes_are_traced_and_replayed(store, capfd):
     result = run_scenario(negotiation("cap", {"policy": "greedy"}, episodes=5, traces=2), tracking_uri=store)
+    assert capfd.readouterr() == ("", "")  # no MLflow chatter or warnings in the terminal
     client = MlflowClient(store)
     traces = run_traces(client, result.run_id)
     assert sorted(int(t.info.tags["agora.episode"]) for t in traces) == [0, 1]
@@ -156,6 +157,27 @@ def test_only_the_first_episodes_are_traced_and_replayed(store):
     assert len(transcript_table(result.episodes)["episode"]) == sum(len(e.steps) for e in result.episodes)
     none = run_scenario(negotiation("none", {"policy": "greedy"}, episodes=2, traces=0), tracking_uri=store)
     assert not run_traces(client, none.run_id) and not client.list_artifacts(none.run_id, "replays")
+
+
+def test_long_episodes_are_cut_and_the_review_stops_at_its_turn_budget():
+    def episode(index: int, turns: int) -> Episode:
+        return Episode(index, index, {"a": "x"}, [Step("a", t, "", f"reply {t}", t) for t in range(turns)])
+
+    long = [episode(i, MAX_TURNS_SHOWN + 5) for i in reversed(range(12))]
+    per_budget = MAX_TURNS_REVIEWED // MAX_TURNS_SHOWN
+    assert [e.index for e in review_sample(long, 100)] == list(range(per_budget))
+    assert [e.index for e in review_sample(long, 3)] == [0, 1, 2]
+    huge = episode(0, MAX_TURNS_REVIEWED + 1)  # counts as the turns it shows
+    assert [e.index for e in review_sample([huge, *long[:-1]], 100)] == list(range(per_budget))
+    trace = episode_trace(long[-1], "run", "1", start_ns=0)
+    root = trace.data.spans[0]
+    assert len(trace.data.spans) == 1 + MAX_TURNS_SHOWN and root.name == "episode 0"
+    assert root.attributes["agora.turns"] == MAX_TURNS_SHOWN + 5
+    assert root.attributes["agora.turns_shown"] == MAX_TURNS_SHOWN
+    assert [s.attributes["agora.turn"] for s in trace.data.spans[1:]] == list(range(MAX_TURNS_SHOWN))
+    page = episode_html(long[-1])
+    assert page.count('<div class="turn') == MAX_TURNS_SHOWN and f"the first {MAX_TURNS_SHOWN} shown" in page
+    assert f"reply {MAX_TURNS_SHOWN - 1}<" in page and f"reply {MAX_TURNS_SHOWN}<" not in page
 
 
 def test_trajectories_round_trip_with_and_without_messages(tmp_path):
