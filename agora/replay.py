@@ -102,9 +102,8 @@ def turn_html(episode: Episode, step: Step) -> str:
     return "\n".join(parts)
 
 
-def episode_html(episode: Episode, title: str = "") -> str:
-    """Episode `episode` as one HTML page (`title`: e.g. the run's name)."""
-    heading = f"episode {episode.index}" + (f" &middot; {escape(title)}" if title else "")
+def episode_html(episode: Episode) -> str:
+    """Episode `episode` as one HTML page."""
     header = facts(
         [
             ("seed", episode.seed),
@@ -118,11 +117,11 @@ def episode_html(episode: Episode, title: str = "") -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>episode {episode.index}</title><style>{STYLE}</style></head>\n"
-        f"<body><h1>{heading}</h1>\n{header}\n{turns}\n</body></html>\n"
+        f"<body><h1>episode {episode.index}</h1>\n{header}\n{turns}\n</body></html>\n"
     )
 
 
-def write_replays(episodes: list[Episode], folder: Path, title: str = "") -> None:
+def write_replays(episodes: list[Episode], folder: Path) -> None:
     """One replay page per episode in `folder` (`replay_name`)."""
     for episode in episodes:
-        (folder / replay_name(episode.index)).write_text(episode_html(episode, title), encoding="utf-8")
+        (folder / replay_name(episode.index)).write_text(episode_html(episode), encoding="utf-8")

@@ -26,10 +26,17 @@ import json
 import time
 from typing import Any
 
-from mlflow.entities import Trace, TraceInfo
+from mlflow.entities import SpanType, Trace, TraceInfo
 from mlflow.entities.trace_location import TraceLocation
 from mlflow.entities.trace_state import TraceState
 from mlflow.tracing.client import TracingClient
+from mlflow.tracing.constant import (
+    TRACE_SCHEMA_VERSION,
+    TRACE_SCHEMA_VERSION_KEY,
+    SpanAttributeKey,
+    TraceMetadataKey,
+    TraceTagKey,
+)
 
 from agora.replay import MAX_TURNS_SHOWN
 from agora.trajectory import Episode, Step, chat_messages
@@ -60,10 +67,10 @@ def span_dict(
 ) -> dict[str, Any]:
     """One span in MLflow's trace JSON format (`Span.to_dict`): attribute values JSON-encoded."""
     values = {
-        "mlflow.traceRequestId": trace,
-        "mlflow.spanType": span_type,
-        "mlflow.spanInputs": inputs,
-        "mlflow.spanOutputs": outputs,
+        SpanAttributeKey.REQUEST_ID: trace,
+        SpanAttributeKey.SPAN_TYPE: span_type,
+        SpanAttributeKey.INPUTS: inputs,
+        SpanAttributeKey.OUTPUTS: outputs,
         **attributes,
     }
     return {
@@ -91,15 +98,15 @@ def turn_span(trace: str, episode: Episode, step: Step, start_ns: int) -> dict[s
     }
     messages = chat_messages(step)
     if messages:
-        span_type = "CHAT_MODEL"
+        span_type = SpanType.CHAT_MODEL
         inputs: Any = {"messages": messages}
         reply = {"role": "assistant", "content": step.text}
         outputs: Any = {"choices": [{"index": 0, "message": reply, "finish_reason": "stop"}]}
-        attributes["mlflow.message.format"] = "openai"
+        attributes[SpanAttributeKey.MESSAGE_FORMAT] = "openai"
     else:
-        span_type, inputs, outputs = "AGENT", {"observation": step.observation}, {"text": step.text}
+        span_type, inputs, outputs = SpanType.AGENT, {"observation": step.observation}, {"text": step.text}
     if usage := token_usage(step):
-        attributes["mlflow.chat.tokenUsage"] = usage
+        attributes[SpanAttributeKey.CHAT_USAGE] = usage
     name = f"turn {step.turn}: {step.agent}"
     return span_dict(trace, step.turn + 1, name, span_type, inputs, outputs, attributes, start_ns)
 
@@ -113,7 +120,7 @@ def episode_trace(episode: Episode, run_id: str, experiment_id: str, start_ns: i
     outputs = {"returns": episode.returns, "metrics": episode.metrics}
     steps = episode.steps[:MAX_TURNS_SHOWN]
     counts = {"agora.turns": len(episode.steps), "agora.turns_shown": len(steps)}
-    spans = [span_dict(trace, 0, f"episode {episode.index}", "CHAIN", inputs, outputs, counts, start_ns)]
+    spans = [span_dict(trace, 0, f"episode {episode.index}", SpanType.CHAIN, inputs, outputs, counts, start_ns)]
     spans += [turn_span(trace, episode, step, start_ns + 1000 * (i + 1)) for i, step in enumerate(steps)]
     spans[0]["end_time_unix_nano"] = start_ns + 1000 * (len(steps) + 1)
     info = TraceInfo(
@@ -124,9 +131,9 @@ def episode_trace(episode: Episode, run_id: str, experiment_id: str, start_ns: i
         request_preview=json.dumps(inputs, ensure_ascii=False)[:PREVIEW_CHARS],
         response_preview=json.dumps(outputs, ensure_ascii=False)[:PREVIEW_CHARS],
         execution_duration=0,
-        trace_metadata={"mlflow.sourceRun": run_id, "mlflow.trace_schema.version": "3"},
+        trace_metadata={TraceMetadataKey.SOURCE_RUN: run_id, TRACE_SCHEMA_VERSION_KEY: str(TRACE_SCHEMA_VERSION)},
         tags={
-            "mlflow.traceName": f"episode {episode.index}",
+            TraceTagKey.TRACE_NAME: f"episode {episode.index}",
             "agora.run": run_id,
             "agora.episode": str(episode.index),
             "agora.seed": str(episode.seed),
