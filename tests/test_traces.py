@@ -213,3 +213,19 @@ def test_a_store_that_refuses_the_traces_keeps_them_and_the_other_artifacts(stor
     (tmp_path / "t.jsonl").write_text(trajectories, encoding="utf-8")
     steps = [len(e.steps) for e in read_jsonl(tmp_path / "t.jsonl")]
     assert [len(t["data"]["spans"]) for t in saved] == [1 + n for n in steps]
+
+
+def test_a_store_that_refuses_the_replays_keeps_them_locally_and_logs_the_rest(store, tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError(13, "Permission denied")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(MlflowClient, "log_artifacts", refuse)  # the replays' one call
+    with pytest.raises(StoreError, match="replays"):
+        run_scenario(negotiation("replays-refused", {"policy": "greedy"}, episodes=2), tracking_uri=store)
+    client = MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name("replays-refused").experiment_id])
+    assert {"transcripts.json", "trajectories.jsonl"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert len(run_traces(client, run.info.run_id)) == 2
+    pages = sorted(p.name for p in tmp_path.glob("agora-unsaved-*/replays/*.html"))
+    assert pages == [replay_name(0), replay_name(1)]
