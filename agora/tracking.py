@@ -8,7 +8,7 @@ synchronous call per value.
 
 Store faults never lose what a run produced. A store write that fails (a full disk, a read-only
 artifact folder, a server gone) saves what it was given under `./agora-unsaved-<run id>/`
-(`metrics.jsonl`, `params.json`, `tags.json`, each artifact under its own name) and raises
+(`metrics.jsonl`, `params.json`, `tags.json`, `traces.jsonl`, each artifact under its own name) and raises
 `StoreError`, whose message names that folder; `agora run` still tries the rest of its
 end-of-run logging and the run's status. A sqlite store is created and migrated under a file lock
 (`<db>.lock`), so runs started together on a fresh store do not race (unlocked, 13 of 13 such
