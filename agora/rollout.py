@@ -344,6 +344,7 @@ class Rollout:
             temperature=response.temperature,
             grammar=response.grammar,
             failed_attempts=turn.failed,
+            messages=turn.messages or None,
             fallback=fallback,
             observation=jsonable(turn.observation) if self.record_observations else None,
         )

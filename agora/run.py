@@ -22,9 +22,10 @@ import agora
 from agora.errors import AgoraError, StoreError
 from agora.interrupts import finishing, interruptible, uninterrupted
 from agora.policy import Policy
+from agora.replay import review_sample, write_replays
 from agora.rollout import Rollout, SeatCounters, policy_seed
 from agora.scenario import ResolvedScenario
-from agora.trajectory import Episode, write_jsonl
+from agora.trajectory import Episode, chat_messages, write_jsonl
 from agora.world import Report, run_report
 
 
@@ -89,7 +90,9 @@ def summarize(episodes: list[Episode], rollout: Rollout, policies: list[Policy])
 
 
 def transcript_table(episodes: list[Episode]) -> dict[str, list]:
-    """One row per turn, for MLflow's table view."""
+    """One row per turn, for MLflow's table view: `prompt` is the world's prompt as the agent read it
+    (no chat-template tokens; the token ids are in the trajectories), empty for a seat that acted on
+    the observation."""
     columns: dict[str, list] = defaultdict(list)
     for episode in episodes:
         for step in episode.steps:
@@ -97,7 +100,7 @@ def transcript_table(episodes: list[Episode]) -> dict[str, list]:
             columns["turn"].append(step.turn)
             columns["agent"].append(step.agent)
             columns["policy"].append(episode.policies[step.agent])
-            columns["prompt"].append(step.prompt)
+            columns["prompt"].append(next((m["content"] for m in chat_messages(step) if m["role"] == "user"), ""))
             columns["text"].append(step.text)
             columns["action"].append(json.dumps(step.action))
             columns["reward"].append(step.reward)
@@ -164,7 +167,7 @@ def run_scenario(
             except Exception as exc:  # a world's bug: the run fails, its episodes are still logged
                 error = exc
         summary.update(report.metrics)
-        problems = log_end(tracker, episodes, summary, report) if tracker else []
+        problems = log_end(tracker, episodes, summary, report, spec.tracking.traces) if tracker else []
         error = error or next((exc for _, exc in problems), None)
         if tracker:
             with contextlib.suppress(StoreError):  # the tracker keeps what failed, told below
@@ -223,8 +226,11 @@ def log_config(tracker, scenario: ResolvedScenario) -> None:
     tracker.log_text(json.dumps(config, indent=2), "scenario/resolved.json")
 
 
-def log_end(tracker, episodes: list[Episode], summary: dict[str, float], report: Report) -> list[tuple[str, Exception]]:
-    """Log a run's end (summary, transcripts, trajectories, the world's report), every piece tried
+def log_end(
+    tracker, episodes: list[Episode], summary: dict[str, float], report: Report, traced: int = 100
+) -> list[tuple[str, Exception]]:
+    """Log a run's end (summary, transcripts, trajectories, the first `traced` episodes as MLflow traces
+    and HTML replays (`review_sample`), the world's report), every piece tried
     even when an earlier one failed: what the store refuses is saved locally by the tracker, which
     remembers it; other errors (bugs) are returned as (piece, error). Run it inside `finishing()`,
     so that no signal cuts it short, then `tracker.end(status)`."""
@@ -236,6 +242,11 @@ def log_end(tracker, episodes: list[Episode], summary: dict[str, float], report:
                 "trajectories.jsonl",
                 lambda: tracker.log_file_from(lambda path: write_jsonl(episodes, path), "trajectories.jsonl"),
             )
+        )
+    if shown := review_sample(episodes, traced):
+        pieces.append(("traces", lambda: tracker.log_traces(shown)))
+        pieces.append(
+            ("replays", lambda: tracker.log_folder_from(lambda folder: write_replays(shown, folder), "replays"))
         )
     problems = []
     for what, piece in pieces + report_pieces(tracker, report):

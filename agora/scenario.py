@@ -308,6 +308,9 @@ class TrackingSpec(BaseModel):
     uri: str | None = Field(
         None, description="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the embedded store)"
     )
+    traces: int = Field(
+        100, ge=0, description="episodes (the first, by index) logged as MLflow traces and HTML replays; 0: none"
+    )
 
 
 class Scenario(BaseModel):

@@ -1,4 +1,4 @@
-"""MLflow tracking: the only module that imports mlflow.
+"""MLflow tracking: with `agora.traces` (episodes as MLflow traces), the only module that imports mlflow.
 
 The embedded store is `sqlite:///<project>/mlflow/mlflow.db` with artifacts under
 `<project>/mlflow/artifacts`. The URI comes from, in order: an explicit argument (CLI flag or
@@ -8,7 +8,7 @@ synchronous call per value.
 
 Store faults never lose what a run produced. A store write that fails (a full disk, a read-only
 artifact folder, a server gone) saves what it was given under `./agora-unsaved-<run id>/`
-(`metrics.jsonl`, `params.json`, `tags.json`, each artifact under its own name) and raises
+(`metrics.jsonl`, `params.json`, `tags.json`, `traces.jsonl`, each artifact under its own name) and raises
 `StoreError`, whose message names that folder; `agora run` still tries the rest of its
 end-of-run logging and the run's status. A sqlite store is created and migrated under a file lock
 (`<db>.lock`), so runs started together on a fresh store do not race (unlocked, 13 of 13 such
@@ -237,7 +237,7 @@ class Tracker:
         check_store(self.uri)
         try:
             self.client = open_client(self.uri)
-            found = experiment_id(self.client, self.uri, experiment)
+            found = self.experiment_id = experiment_id(self.client, self.uri, experiment)
             all_tags = {"mlflow.source.git.commit": git_commit() or "unknown", **(tags or {})}
             self.run_id = self.client.create_run(found, run_name=run_name, tags=all_tags).info.run_id
         except Exception as exc:  # mlflow raises many types for an unreachable or broken store
@@ -410,6 +410,43 @@ class Tracker:
             return artifact_file
 
         self.attempt(f"log {artifact_file}", store, keep)
+
+    def log_folder_from(self, write: Callable[[Path], None], artifact_path: str) -> None:
+        """Log the files `write(folder)` puts in a folder under `artifact_path`, in one call (e.g. one
+        replay per episode); when the store refuses them, `write` goes straight to `unsaved`."""
+
+        def store() -> None:
+            with tempfile.TemporaryDirectory() as tmp:
+                write(Path(tmp))
+                self.client.log_artifacts(self.run_id, tmp, artifact_path)
+
+        def keep(unsaved: Path) -> str:
+            folder = inside(unsaved, artifact_path)
+            folder.mkdir(parents=True, exist_ok=True)
+            write(folder)
+            return f"{artifact_path}/"
+
+        self.attempt(f"log {artifact_path}/", store, keep)
+
+    def log_traces(self, episodes: list[Any]) -> None:
+        """Each episode as one MLflow trace linked to this run (`agora.traces`), written in one batch;
+        when the store refuses them, they are saved as `traces.jsonl` (MLflow's trace JSON, one a line)."""
+        from agora.traces import episode_trace, write_traces
+
+        start = time.time_ns()  # episodes 1 ms apart: the Traces list, sorted by time, is in episode order
+        traces = [
+            episode_trace(episode, self.run_id, self.experiment_id, start + 1_000_000 * n)
+            for n, episode in enumerate(episodes)
+        ]
+
+        def write() -> None:
+            with uninterrupted():
+                write_traces(self.uri, self.experiment_id, traces)
+
+        def keep(folder: Path) -> str:
+            return append_jsonl(folder / "traces.jsonl", [trace.to_dict() for trace in traces])
+
+        self.attempt(f"log {len(traces)} traces", write, keep)
 
     def end(self, status: str = "FINISHED") -> None:
         """Write the buffered metrics and set the run's final status, trying both whatever fails.

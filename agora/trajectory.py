@@ -32,6 +32,10 @@ class Step:
         None  # the sampling temperature of `logprobs` (learnable policies): trainers recompute at it
     )
     grammar: str | None = None  # the Lark grammar the completion was decoded under (`ActResponse.grammar`)
+    # The chat messages the agent was shown for this decision, without chat-template tokens: the
+    # world's prompt, then each unparseable reply and the re-prompt that followed it. None: no text
+    # (a policy acting on the observation) or a trajectory recorded before this field.
+    messages: list[dict[str, str]] | None = None
 
 
 @dataclass
@@ -43,6 +47,14 @@ class Episode:
     returns: dict[str, float] = field(default_factory=dict)  # seat -> sum of rewards
     metrics: dict[str, float] = field(default_factory=dict)  # the world's episode metrics
     info: dict[str, Any] = field(default_factory=dict)  # the world's structured episode facts (JSON)
+
+
+def chat_messages(step: Step) -> list[dict[str, str]]:
+    """The chat messages the agent was shown for this decision, without template tokens (`Step.messages`);
+    for a trajectory recorded before that field, its prompt as one user message."""
+    if step.messages is not None:
+        return step.messages
+    return [{"role": "user", "content": step.prompt}] if step.prompt else []
 
 
 def jsonable(value: Any) -> Any:

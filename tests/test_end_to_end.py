@@ -112,11 +112,13 @@ def test_llm_negotiation_end_to_end_through_the_cli(tracking_uri):
     assert run.data.params["agents.alice.model"] == "smollm2-135m-instruct"
     assert run.data.metrics["perf/tokens_per_s"] > 0 and "parse/failure_rate/alice" in run.data.metrics
     llm_rows = table[table["agent"] == "alice"]
-    assert len(llm_rows) > 0 and llm_rows["prompt"].str.contains("<|im_start|>", regex=False).all()
-    assert "trajectories.jsonl" in artifacts
+    assert len(llm_rows) > 0 and llm_rows["prompt"].str.startswith("You are alice").all()  # the world's prompt
+    assert not llm_rows["prompt"].str.contains("<|im_start|>", regex=False).any()  # no chat template
+    assert "trajectories.jsonl" in artifacts and "replays" in artifacts
     path = MlflowClient(tracking_uri).download_artifacts(run_id, "trajectories.jsonl")
     steps = [s for line in open(path) for s in json.loads(line)["steps"] if s["agent"] == "alice"]
     assert steps and all(len(s["logprobs"]) == len(s["completion_ids"]) > 0 for s in steps)
+    assert all("<|im_start|>" in s["prompt"] and s["messages"][0]["content"] in s["prompt"] for s in steps)
 
 
 @pytest.mark.model
