@@ -229,3 +229,21 @@ def test_a_store_that_refuses_the_replays_keeps_them_locally_and_logs_the_rest(s
     assert len(run_traces(client, run.info.run_id)) == 2
     pages = sorted(p.name for p in tmp_path.glob("agora-unsaved-*/replays/*.html"))
     assert pages == [replay_name(0), replay_name(1)]
+
+
+def test_mlflow_sends_no_telemetry_from_agora():
+    """Everything runs offline: importing Agora's tracking turns MLflow's usage telemetry off (MLflow
+    would otherwise start a telemetry client at import). The child process has no CI or pytest
+    variables, which MLflow also reads as 'do not send'."""
+    import os
+    import subprocess
+    import sys
+
+    quiet = {"PYTEST_CURRENT_TEST", "CI", "GITHUB_ACTIONS", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK"}
+    env = {k: v for k, v in os.environ.items() if k not in quiet}
+    probe = (
+        "import agora.tracking; from mlflow.telemetry.client import get_telemetry_client; "
+        "print(get_telemetry_client() is None)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
