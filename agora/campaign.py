@@ -186,6 +186,7 @@ class CampaignRunner(ABC):
         self.resumed_from: Path | None = self.run_folder.latest() if resume else None
         self.first_iteration = 0
         self.tracker = None
+        self.run_tags: dict[str, str] = {}  # the kind's tags of its MLflow run (`agora.kind`, ...)
         self.phase = "the start"  # what the campaign is doing, for the message of a run that ends early
         self.ended = False
 
@@ -198,6 +199,7 @@ class CampaignRunner(ABC):
         the moment the run exists, so that a killed start is resumed, never started twice. Signals are held
         until the run is set up; then one ends it KILLED."""
         spec = self.campaign.spec
+        self.run_tags = tags
         try:
             with uninterrupted():
                 if spec.tracking.enabled if track is None else track:
@@ -269,6 +271,7 @@ class CampaignRunner(ABC):
             self.finish(result)
             if self.tracker:
                 self.tracker.set_tags({"agora.stop_reason": result.stop_reason})
+                self.tracker.set_note(self.overview(result))
         except BaseException as exc:
             self.end(exc)
             raise
@@ -295,6 +298,38 @@ class CampaignRunner(ABC):
     def summary(self, result: CampaignResult) -> Summary | None:
         """The table printed when the campaign ends (None: nothing beyond the per-iteration lines)."""
         return None
+
+    def results_markdown(self, result: CampaignResult) -> str:
+        """The kind's own results for the run's description (e.g. a league's leaderboard), in markdown."""
+        return ""
+
+    def overview(self, result: CampaignResult) -> str:
+        """The run's MLflow description (markdown): kind, iterations, why it stopped, the newest checkpoint,
+        the table `agora train` prints (`summary`), the kind's `results_markdown`, and the last iteration's
+        metrics."""
+        from agora.tracking import markdown_table
+
+        spec = self.campaign.spec
+        kind = self.run_tags.get("agora.kind", type(self.campaign).__name__)
+        newest = result.checkpoint.name if result.checkpoint else "none"
+        lines = [
+            f"**{kind}** campaign · {result.iterations_done} of {self.campaign.iterations} iterations · stopped on "
+            f"{result.stop_reason} · seed {spec.seed}"
+            + (f" · file `{self.campaign.source}`" if self.campaign.source else ""),
+            "",
+            f"Checkpoints: `{self.run_folder.folder.resolve()}` (newest: `{newest}`)",
+            "",
+        ]
+        if (table := self.summary(result)) is not None:
+            lines += [f"**{table.title}**", "", markdown_table(table.columns, table.rows), ""]
+        if results := self.results_markdown(result):
+            lines += [results, ""]
+        last = result.last_metrics
+        if last:
+            shown = [[f"`{k}`", f"{v:.4g}"] for k, v in sorted(last.items()) if not k.startswith("perf/")]
+            lines += [f"**Iteration {max(result.history)}** (every iteration: the run's metrics)", ""]
+            lines += [markdown_table(["metric", "value"], shown), ""]
+        return "\n".join(lines)
 
 
 def end_status(exc: BaseException | None, phase: str, newest: Path | None, source: str | None) -> tuple[str, str]:
