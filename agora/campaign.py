@@ -12,8 +12,9 @@ A campaign file's top-level `kind:` (default `train`) names a registered kind
   checkpoint on resume and opens the MLflow run;
 - a `CampaignRunner` subclass: `first_iteration`, `tracker`, `resumed_from`, `progress` (metric ->
   label for the progress line), `iterate(result, on_iteration)`, optionally `finish(result)` (the
-  end-of-campaign outputs) and `remaining()`, and `summary(result) -> Summary` (the table printed at
-  the end). The base class's `run(on_iteration) -> CampaignResult` is the lifecycle every kind shares.
+  end-of-campaign outputs), `remaining()` and `results_markdown(result)` (its results in the run's
+  MLflow description, `overview`), and `summary(result) -> Summary` (the table printed at the end).
+  The base class's `run(on_iteration) -> CampaignResult` is the lifecycle every kind shares.
 
 Every kind checkpoints the same way (`self.checkpoint`, agora/checkpoint.py's `RunFolder.save`): a
 folder `iter-NNNNNN/` per checkpoint, written in a staging folder with `state.json` last and renamed

@@ -162,3 +162,21 @@ def meta_strategy_figure(rows: list[dict[str, Any]], seats: Sequence[str], *, ti
             ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), title="version")
         ax.set(title=f"{title}: {seat}", xlabel="iteration", ylabel="σ (weight in the meta-mixture)", ylim=(0, 1))
     return figure
+
+
+def meta_strategy_rows(history: list[dict[str, float]], versions: Sequence[Any]) -> list[dict[str, Any]]:
+    """PSRO's meta-strategies of every iteration as table rows: iteration, seat, version, its weight σ in
+    its seat's meta-mixture (`meta/<version>` of the iteration's metrics) and its strategy (action probabilities).
+    `versions`: the population's `PolicyVersion`s, whose spec holds `seat` and `probs`."""
+    return [
+        {
+            "iteration": int(h["iteration"]),
+            "seat": v.spec["seat"],
+            "version": v.name,
+            "sigma": h[f"meta/{v.name}"],
+            "strategy": " / ".join(f"{p:.3f}" for p in v.spec["probs"]),
+        }
+        for h in history
+        for v in versions
+        if f"meta/{v.name}" in h
+    ]

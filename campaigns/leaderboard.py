@@ -1,5 +1,5 @@
-"""A league's records as MLflow tables and its ratings as one leaderboard: what a reviewer reads instead of
-one metric (and one chart) per statistic per version.
+"""Populations per iteration as one table and one figure each, what a reviewer reads instead of one metric
+(and one chart) per statistic per version: a league's leaderboard and records, PSRO's meta-strategies.
 
 `leaderboard_rows` is the league's standing after an iteration, one row per rated version: its OpenSkill
 rating μ with the 95% interval μ ± 1.96σ of the Gaussian posterior on its skill, the conservative
@@ -14,11 +14,13 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from campaigns.figures import ratings_figure
+from campaigns.figures import meta_strategy_figure, meta_strategy_rows, ratings_figure
 
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
 LEADERBOARD_FILE = "league/leaderboard.json"
 RATINGS_FIGURE = "league/ratings.png"
+META_FILE = "meta/strategies.json"
+META_FIGURE = "figures/meta_strategy.png"
 
 
 def leaderboard_rows(
@@ -75,6 +77,14 @@ def log_leaderboard(tracker: Any, rows: list[dict[str, Any]], title: str) -> Non
     resumed campaign's table has each iteration once)."""
     tracker.log_table(as_columns(rows), LEADERBOARD_FILE, replace=True)
     tracker.log_figure(ratings_figure(rows, title=title), RATINGS_FIGURE)
+
+
+def log_meta_strategies(tracker: Any, history: list[dict[str, float]], versions: list[Any], campaign: Any) -> None:
+    """PSRO's meta-strategy σ of every iteration so far (`history`: the iterations' metrics) as one table,
+    a row per iteration and version, and one figure, stacked σ per seat; both rewritten whole."""
+    rows = meta_strategy_rows(history, versions)
+    tracker.log_table(as_columns(rows), META_FILE, replace=True)
+    tracker.log_figure(meta_strategy_figure(rows, campaign.seats, title=f"{campaign.name}: σ"), META_FIGURE)
 
 
 def games_table(league: Any) -> dict[str, list[Any]]:

@@ -249,6 +249,18 @@ def test_league_campaign_snapshots_lineage_ratings_and_artifacts(tmp_path, track
     assert {r["version"]: r["meta_a"] for r in final if r["in_play"]} == pytest.approx(step_2_meta["a"])
     drawn = {r["version"]: r["drawn"] for r in final if r["drawn"] is not None}  # iteration 1's draws
     assert sum(drawn.values()) == pytest.approx(1.0) and {v for v, d in drawn.items() if d > 0} == set(met[1])
+    assert [m.step for m in client.get_metric_history(run_id, "league/win_rate/a")] == [0, 1]
+    assert [m.value for m in client.get_metric_history(run_id, "league/learner_side")] == [0.0, 1.0]
+    # the logged payoff table is the step's payoff games, and the logged exploitability is its meta-strategy's
+    payoff = json.loads(open(client.download_artifacts(run_id, "league/payoff/step-0002.json", str(tmp_path))).read())
+    names = payoff["columns"][1:]
+    U = np.array([row[1:] for row in payoff["data"]])
+    assert [row[0] for row in payoff["data"]] == names == ["fair", "random", "learner-1", "learner-2"]
+    for g in [g for g in games if g["kind"] == "payoff" and g["iteration"] == 2]:
+        assert U[names.index(g["a"]), names.index(g["b"])] == g["score_a"]
+    x, y = meta_strategy(U, 1 - U, "nash")
+    logged = client.get_metric_history(run_id, "league/exploitability")
+    assert [m.step for m in logged] == [1, 2] and logged[-1].value == pytest.approx(exploitability(U, 1 - U, x, y))
 
 
 def test_resume_restores_the_league(tmp_path, tiny_model_dir):

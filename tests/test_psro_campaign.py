@@ -140,7 +140,7 @@ def test_cli_trains_a_psro_campaign_into_mlflow(tmp_path, tracking_uri, monkeypa
     )
     steps = [m.step for m in client.get_metric_history(run_id, "pop/exploitability")]
     assert steps == list(range(len(steps))) and len(steps) >= 2
-    for key in ("pop/nash_conv", "pop/size", "meta/player_0/rock", "mixture/player_1/paper"):
+    for key in ("pop/nash_conv", "pop/size", "mixture/player_1/paper"):
         assert [m.step for m in client.get_metric_history(run_id, key)] == steps, key
     for key in (
         "oracle/player_0/loss",
@@ -165,6 +165,25 @@ def test_cli_trains_a_psro_campaign_into_mlflow(tmp_path, tracking_uri, monkeypa
     assert [v["name"] for v in population][:2] == ["player_0/rock", "player_1/rock"] and len(population) == 2 * len(
         steps
     )
+    # σ of every iteration: one table (a row per iteration and version) and one figure, no metric per version
+    keys = set(run.data.metrics)
+    assert not [k for k in keys if k.startswith("meta/")] and len(keys) <= 30, sorted(keys)
+    assert "figures/meta_strategy.png" in files
+    table = json.loads(open(client.download_artifacts(run_id, "meta/strategies.json", str(tmp_path))).read())
+    assert table["columns"] == ["iteration", "seat", "version", "sigma", "strategy"]
+    rows = [dict(zip(table["columns"], row)) for row in table["data"]]
+    assert sorted({r["iteration"] for r in rows}) == steps  # each iteration once
+    for step in steps:  # its seats' σ: the versions then in the population, weights summing to 1
+        for seat in ("player_0", "player_1"):
+            sigma = [r["sigma"] for r in rows if r["iteration"] == step and r["seat"] == seat]
+            assert len(sigma) == step + 1 and sum(sigma) == pytest.approx(1.0)
+    first = {r["version"]: r for r in rows if r["iteration"] == 0}
+    assert first["player_0/rock"]["sigma"] == 1.0 and first["player_0/rock"]["strategy"] == "1.000 / 0.000 / 0.000"
+    # the description: the printed summary (a row per iteration) and the final metrics
+    note = run.data.tags["mlflow.note.content"]
+    assert note.startswith(f"**psro** campaign · {len(steps)} of ") and "stopped on threshold" in note
+    last = client.get_metric_history(run_id, "pop/exploitability")[-1].value
+    assert f"| {steps[-1]} | {2 * len(steps)} | {last:.4f} |" in note
 
 
 @pytest.mark.parametrize(
