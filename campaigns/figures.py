@@ -127,6 +127,7 @@ def ratings_figure(rows: list[dict[str, Any]], *, title: str = "league ratings")
     """Each version's rating μ per step (iterations done) with its 95% interval shaded (rows of
     `campaigns.leaderboard`: step, version, mu, ci95_low, ci95_high); versions in order of first appearance."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     versions = list(dict.fromkeys(r["version"] for r in rows))
     figure = Figure(figsize=(9, 5), layout="constrained")
@@ -138,6 +139,7 @@ def ratings_figure(rows: list[dict[str, Any]], *, title: str = "league ratings")
         ax.plot(steps, [r["mu"] for r in mine], marker="o", color=color, label=version)
         ax.fill_between(steps, [r["ci95_low"] for r in mine], [r["ci95_high"] for r in mine], color=color, alpha=0.15)
     ax.set(title=title, xlabel="iterations done", ylabel="OpenSkill rating μ (shaded: 95% interval μ ± 1.96σ)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if versions:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), title="version")
     return figure
@@ -147,8 +149,10 @@ def meta_strategy_figure(rows: list[dict[str, Any]], seats: Sequence[str], *, ti
     """Each seat's meta-strategy σ per iteration as stacked areas, one band per version (rows: iteration,
     seat, version, sigma; a version has weight 0 before it joins)."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     figure = Figure(figsize=(9, 3.2 * len(seats)), layout="constrained")
+    figure.suptitle(title)
     axes = figure.subplots(len(seats), 1, squeeze=False)[:, 0]
     steps = sorted({r["iteration"] for r in rows})
     for ax, seat in zip(axes, seats):
@@ -160,7 +164,8 @@ def meta_strategy_figure(rows: list[dict[str, Any]], seats: Sequence[str], *, ti
                 steps, [[weight.get((s, v), 0.0) for s in steps] for v in versions], labels=versions, alpha=0.85
             )
             ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), title="version")
-        ax.set(title=f"{title}: {seat}", xlabel="iteration", ylabel="σ (weight in the meta-mixture)", ylim=(0, 1))
+        ax.set(title=seat, xlabel="iteration", ylabel="σ (weight in the meta-mixture)", ylim=(0, 1))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return figure
 
 

@@ -84,7 +84,9 @@ def log_meta_strategies(tracker: Any, history: list[dict[str, float]], versions:
     a row per iteration and version, and one figure, stacked σ per seat; both rewritten whole."""
     rows = meta_strategy_rows(history, versions)
     tracker.log_table(as_columns(rows), META_FILE, replace=True)
-    tracker.log_figure(meta_strategy_figure(rows, campaign.seats, title=f"{campaign.name}: σ"), META_FIGURE)
+    tracker.log_figure(
+        meta_strategy_figure(rows, campaign.seats, title=f"{campaign.name}: meta-strategy σ per iteration"), META_FIGURE
+    )
 
 
 def games_table(league: Any) -> dict[str, list[Any]]:

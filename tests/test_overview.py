@@ -92,3 +92,20 @@ def test_a_long_description_is_cut_at_a_line_under_mlflows_limit(store):
     note = MlflowClient(store).get_run(tracker.run_id).data.tags["mlflow.note.content"]
     assert len(note) <= MAX_NOTE_CHARS and note.endswith("(cut here: the full tables are the run's artifacts)")
     assert re.search(r"^\| version-\d+ \| a \\\| b \| \d+ \|$", note, re.M)  # `|` in a cell escaped, rows whole
+
+
+def test_a_replaced_table_holds_only_its_last_rows_and_is_listed_once(store, tmp_path):
+    """MLflow appends to a logged table; a campaign's tables rebuilt from its state replace it instead."""
+    from agora.tracking import Tracker
+
+    tracker = Tracker(store, "notes", "tables")
+    tracker.log_table({"step": [1], "x": [0.5]}, "t/board.json", replace=True)
+    tracker.log_table({"step": [1, 2], "x": [0.5, 0.25]}, "t/board.json", replace=True)
+    tracker.log_table({"step": [1]}, "t/appended.json")
+    tracker.log_table({"step": [2]}, "t/appended.json")
+    tracker.end()
+    client = MlflowClient(store)
+    assert read_table(client, tracker.run_id, "t/board.json", tmp_path) == {"step": [1, 2], "x": [0.5, 0.25]}
+    assert read_table(client, tracker.run_id, "t/appended.json", tmp_path) == {"step": [1, 2]}
+    tables = [a["path"] for a in json.loads(client.get_run(tracker.run_id).data.tags["mlflow.loggedArtifacts"])]
+    assert tables == ["t/board.json", "t/appended.json"]
