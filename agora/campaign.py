@@ -173,6 +173,8 @@ class CampaignRunner(ABC):
     campaign whose iterations are all done but whose end was cut short only writes its end-of-campaign outputs."""
 
     progress: ClassVar[dict[str, str]] = {}  # metric key -> label in the per-iteration line (the first also in the bar)
+    # prefixes of values kept in an iteration's metrics (history, checkpoints) but logged as a table, not as metrics
+    table_only: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, campaign: CampaignKind, *, resume: bool):
         self.campaign = campaign
@@ -227,6 +229,9 @@ class CampaignRunner(ABC):
             raise
 
     def log(self, metrics: dict[str, float], step: int) -> None:
+        """Log one step's metrics (but the `table_only` ones)."""
+        if self.tracker and self.table_only:
+            metrics = {k: v for k, v in metrics.items() if not k.startswith(self.table_only)}
         if self.tracker:
             self.tracker.log_step(metrics, step)  # a resumed run skips the steps its killed process logged
 
@@ -327,7 +332,8 @@ class CampaignRunner(ABC):
             lines += [results, ""]
         last = result.last_metrics
         if last:
-            shown = [[f"`{k}`", f"{v:.4g}"] for k, v in sorted(last.items()) if not k.startswith("perf/")]
+            hidden = ("perf/", *self.table_only)
+            shown = [[f"`{k}`", f"{v:.4g}"] for k, v in sorted(last.items()) if not k.startswith(hidden)]
             lines += [f"**Iteration {max(result.history)}** (every iteration: the run's metrics)", ""]
             lines += [markdown_table(["metric", "value"], shown), ""]
         return "\n".join(lines)

@@ -306,6 +306,7 @@ class PSRORunner(CampaignRunner):
     """One PSRO campaign: populations, the payoff cells played so far, the MLflow run and checkpoints."""
 
     progress = {"pop/exploitability": "exploitability", "pop/nash_conv": "NashConv", "pop/size": "versions"}
+    table_only = ("meta/",)  # σ per version: meta/strategies.json
 
     def __init__(
         self,
@@ -531,7 +532,7 @@ class PSRORunner(CampaignRunner):
             self.stop_reason = step.stop_reason
             metrics["perf/iteration_seconds"] = time.perf_counter() - start
             self.history.append({"iteration": float(iteration), **metrics, **oracle_metrics})
-            self.log({k: v for k, v in metrics.items() if not k.startswith("meta/")}, step=iteration)  # σ: a table
+            self.log(metrics, step=iteration)
             self.log(oracle_metrics, step=iteration)  # its own batch: a resumed budget-stopped iteration logs it once
             if self.tracker:
                 log_meta_strategies(self.tracker, self.history, list(self.population), self.campaign)

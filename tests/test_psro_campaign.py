@@ -111,6 +111,10 @@ def test_budget_stops_and_resume_equals_a_straight_run(tmp_path, tracking_uri):
     client = MlflowClient(tracking_uri)
     assert [m.step for m in client.get_metric_history(first.run_id, "pop/exploitability")] == [0, 1, 2]  # none twice
     assert sorted(m.step for m in client.get_metric_history(first.run_id, "oracle/player_0/br_value")) == [0, 1]
+    # the σ table is rewritten whole: iteration 1, run again on resume, appears once
+    table = json.loads(open(client.download_artifacts(first.run_id, "meta/strategies.json", str(tmp_path))).read())
+    rows = [(row[0], row[2]) for row in table["data"]]  # (iteration, version)
+    assert len(rows) == len(set(rows)) and {i for i, _ in rows} == set(resumed.history)
     assert client.get_run(first.run_id).data.tags["agora.resumes"] == "1"
     with pytest.raises(AgoraError, match="already finished"):  # said first, whatever else changed
         campaign(tmp_path / "b", **{"oracle.id": "exact", "seed": 5}).start(resume=True)
