@@ -12,8 +12,9 @@ A campaign file's top-level `kind:` (default `train`) names a registered kind
   checkpoint on resume and opens the MLflow run;
 - a `CampaignRunner` subclass: `first_iteration`, `tracker`, `resumed_from`, `progress` (metric ->
   label for the progress line), `iterate(result, on_iteration)`, optionally `finish(result)` (the
-  end-of-campaign outputs) and `remaining()`, and `summary(result) -> Summary` (the table printed at
-  the end). The base class's `run(on_iteration) -> CampaignResult` is the lifecycle every kind shares.
+  end-of-campaign outputs), `remaining()` and `results_markdown(result)` (its results in the run's
+  MLflow description, `overview`), and `summary(result) -> Summary` (the table printed at the end).
+  The base class's `run(on_iteration) -> CampaignResult` is the lifecycle every kind shares.
 
 Every kind checkpoints the same way (`self.checkpoint`, agora/checkpoint.py's `RunFolder.save`): a
 folder `iter-NNNNNN/` per checkpoint, written in a staging folder with `state.json` last and renamed
@@ -172,6 +173,8 @@ class CampaignRunner(ABC):
     campaign whose iterations are all done but whose end was cut short only writes its end-of-campaign outputs."""
 
     progress: ClassVar[dict[str, str]] = {}  # metric key -> label in the per-iteration line (the first also in the bar)
+    # prefixes of values kept in an iteration's metrics (history, checkpoints) but logged as a table, not as metrics
+    table_only: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, campaign: CampaignKind, *, resume: bool):
         self.campaign = campaign
@@ -186,6 +189,7 @@ class CampaignRunner(ABC):
         self.resumed_from: Path | None = self.run_folder.latest() if resume else None
         self.first_iteration = 0
         self.tracker = None
+        self.run_tags: dict[str, str] = {}  # the kind's tags of its MLflow run (`agora.kind`, ...)
         self.phase = "the start"  # what the campaign is doing, for the message of a run that ends early
         self.ended = False
 
@@ -198,6 +202,7 @@ class CampaignRunner(ABC):
         the moment the run exists, so that a killed start is resumed, never started twice. Signals are held
         until the run is set up; then one ends it KILLED."""
         spec = self.campaign.spec
+        self.run_tags = tags
         try:
             with uninterrupted():
                 if spec.tracking.enabled if track is None else track:
@@ -224,6 +229,9 @@ class CampaignRunner(ABC):
             raise
 
     def log(self, metrics: dict[str, float], step: int) -> None:
+        """Log one step's metrics (but the `table_only` ones)."""
+        if self.tracker and self.table_only:
+            metrics = {k: v for k, v in metrics.items() if not k.startswith(self.table_only)}
         if self.tracker:
             self.tracker.log_step(metrics, step)  # a resumed run skips the steps its killed process logged
 
@@ -269,6 +277,7 @@ class CampaignRunner(ABC):
             self.finish(result)
             if self.tracker:
                 self.tracker.set_tags({"agora.stop_reason": result.stop_reason})
+                self.tracker.set_note(self.overview(result))
         except BaseException as exc:
             self.end(exc)
             raise
@@ -295,6 +304,39 @@ class CampaignRunner(ABC):
     def summary(self, result: CampaignResult) -> Summary | None:
         """The table printed when the campaign ends (None: nothing beyond the per-iteration lines)."""
         return None
+
+    def results_markdown(self, result: CampaignResult) -> str:
+        """The kind's own results for the run's description (e.g. a league's leaderboard), in markdown."""
+        return ""
+
+    def overview(self, result: CampaignResult) -> str:
+        """The run's MLflow description (markdown): kind, iterations, why it stopped, the newest checkpoint,
+        the table `agora train` prints (`summary`), the kind's `results_markdown`, and the last iteration's
+        metrics."""
+        from agora.tracking import markdown_table
+
+        spec = self.campaign.spec
+        kind = self.run_tags.get("agora.kind", type(self.campaign).__name__)
+        newest = result.checkpoint.name if result.checkpoint else "none"
+        lines = [
+            f"**{kind}** campaign · {result.iterations_done} of {self.campaign.iterations} iterations · stopped on "
+            f"{result.stop_reason} · seed {spec.seed}"
+            + (f" · file `{self.campaign.source}`" if self.campaign.source else ""),
+            "",
+            f"Checkpoints: `{self.run_folder.folder.resolve()}` (newest: `{newest}`)",
+            "",
+        ]
+        if (table := self.summary(result)) is not None:
+            lines += [f"**{table.title}**", "", markdown_table(table.columns, table.rows), ""]
+        if results := self.results_markdown(result):
+            lines += [results, ""]
+        last = result.last_metrics
+        if last:
+            hidden = ("perf/", *self.table_only)
+            shown = [[f"`{k}`", f"{v:.4g}"] for k, v in sorted(last.items()) if not k.startswith(hidden)]
+            lines += [f"**Iteration {max(result.history)}** (every iteration: the run's metrics)", ""]
+            lines += [markdown_table(["metric", "value"], shown), ""]
+        return "\n".join(lines)
 
 
 def end_status(exc: BaseException | None, phase: str, newest: Path | None, source: str | None) -> tuple[str, str]:

@@ -179,32 +179,14 @@ def run_campaign(resolved, runner):
 
 
 def summary_table(resolved, summary: dict[str, float]) -> Table:
+    from agora.overview import number, summary_rows
+
     title = escaped(f"{resolved.spec.name}: {int(summary['perf/episodes'])} episodes")
     table = Table(title=title, title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    world_labels = getattr(resolved.world_entry.load(), "metric_labels", {})
-    labels = {
-        **{f"eval/{key}": label for key, label in world_labels.items()},
-        "parse/failure_rate": "parse-failure rate",
-        "parse/fallback_rate": "fallback rate",
-        "perf/tokens_per_s": "generated tokens/s",
-        "perf/episodes_per_min": "episodes/min",
-    }
-    for agent, seat in resolved.seats.items():
-        labels[f"eval/score/{agent}"] = f"mean score {agent} ({seat.entry.name})"
-    if not summary.get("perf/generated_tokens"):
-        labels.pop("perf/tokens_per_s")  # no model in this run
-    shown = [k for k in labels if k in summary]
-    shown += sorted(
-        k for k in summary if k.startswith("eval/") and k not in labels and not k.startswith("eval/return/")
-    )
-    for key in shown:
-        value = summary[key]
-        table.add_row(
-            escaped(labels.get(key, key.removeprefix("eval/"))),
-            f"{value:.3f}" if abs(value) < 1000 else f"{value:,.0f}",
-        )
+    for label, _, value in summary_rows(resolved, summary):
+        table.add_row(escaped(label), number(value))
     return table
 
 

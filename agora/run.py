@@ -21,6 +21,7 @@ import numpy as np
 import agora
 from agora.errors import AgoraError, StoreError
 from agora.interrupts import finishing, interruptible, uninterrupted
+from agora.overview import overview_pieces
 from agora.policy import Policy
 from agora.replay import review_sample, write_replays
 from agora.rollout import Rollout, SeatCounters, policy_seed
@@ -140,10 +141,6 @@ def run_scenario(
     tracker = None
 
     def record(episode: Episode) -> None:
-        if tracker:
-            metrics = {f"episode/{k}": v for k, v in episode.metrics.items()}
-            metrics.update({f"episode/return/{a}": r for a, r in episode.returns.items()})
-            tracker.log_metrics(metrics, step=episode.index)
         if on_episode:
             on_episode(episode)
 
@@ -167,7 +164,8 @@ def run_scenario(
             except Exception as exc:  # a world's bug: the run fails, its episodes are still logged
                 error = exc
         summary.update(report.metrics)
-        problems = log_end(tracker, episodes, summary, report, spec.tracking.traces) if tracker else []
+        overview = overview_pieces(tracker, scenario, episodes, summary, interrupted) if tracker else []
+        problems = log_end(tracker, episodes, summary, report, overview, spec.tracking.traces) if tracker else []
         error = error or next((exc for _, exc in problems), None)
         if tracker:
             with contextlib.suppress(StoreError):  # the tracker keeps what failed, told below
@@ -227,13 +225,18 @@ def log_config(tracker, scenario: ResolvedScenario) -> None:
 
 
 def log_end(
-    tracker, episodes: list[Episode], summary: dict[str, float], report: Report, traced: int = 100
+    tracker,
+    episodes: list[Episode],
+    summary: dict[str, float],
+    report: Report,
+    extra: Sequence[tuple[str, Callable[[], None]]] = (),
+    traced: int = 100,
 ) -> list[tuple[str, Exception]]:
     """Log a run's end (summary, transcripts, trajectories, the first `traced` episodes as MLflow traces
-    and HTML replays (`review_sample`), the world's report), every piece tried
+    and HTML replays (`review_sample`), the world's report, and the `extra` pieces), every piece tried
     even when an earlier one failed: what the store refuses is saved locally by the tracker, which
-    remembers it; other errors (bugs) are returned as (piece, error). Run it inside `finishing()`,
-    so that no signal cuts it short, then `tracker.end(status)`."""
+    remembers it; other errors (bugs) are returned as (piece, error). Run it inside `finishing()`, so
+    that no signal cuts it short, then `tracker.end(status)`."""
     pieces = [("summary metrics", lambda: tracker.log_metrics(summary, step=0))]
     if episodes:
         pieces.append(("transcripts.json", lambda: tracker.log_table(transcript_table(episodes), "transcripts.json")))
@@ -249,7 +252,7 @@ def log_end(
             ("replays", lambda: tracker.log_folder_from(lambda folder: write_replays(shown, folder), "replays"))
         )
     problems = []
-    for what, piece in pieces + report_pieces(tracker, report):
+    for what, piece in pieces + report_pieces(tracker, report) + list(extra):
         try:
             piece()
         except StoreError:

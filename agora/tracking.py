@@ -53,6 +53,8 @@ PARAMS_PER_BATCH = 100
 MAX_PARAM_CHARS = 6000
 PROBE_SECONDS = 5.0  # how long an http tracking server has to accept a connection
 EXPERIMENT_TRIES = 3  # get-or-create attempts when other processes create the same experiment
+NOTE_TAG = "mlflow.note.content"  # the run's description: markdown the UI shows atop the run's page
+MAX_NOTE_CHARS = 8000  # MLflow's limit on a tag's value
 
 
 def store_dir() -> Path:
@@ -198,6 +200,18 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+def markdown_table(columns: list[str], rows: list[list[Any]]) -> str:
+    """A GitHub-flavoured markdown table (what MLflow's description renders); `|` and line breaks in
+    cells escaped."""
+
+    def cell(value: Any) -> str:
+        return " ".join(str(value).split()).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(map(cell, columns)) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def git_commit() -> str | None:
     try:
         out = subprocess.run(
@@ -318,6 +332,14 @@ class Tracker:
             lambda folder: merge_json(folder / "tags.json", values),
         )
 
+    def set_note(self, markdown: str) -> None:
+        """The run's description (`mlflow.note.content`): markdown shown atop the run's page in the UI.
+        Cut at a line under MLflow's 8000-character limit on tags, saying so."""
+        if len(markdown) > MAX_NOTE_CHARS:
+            cut = "\n\n(cut here: the full tables are the run's artifacts)"
+            markdown = markdown[: MAX_NOTE_CHARS - len(cut)].rsplit("\n", 1)[0] + cut
+        self.set_tags({NOTE_TAG: markdown})
+
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         """Buffer metrics; they are written in batches."""
         now = int(time.time() * 1000)
@@ -379,13 +401,30 @@ class Tracker:
 
         self.attempt(f"log {artifact_file}", lambda: self.client.log_text(self.run_id, text, artifact_file), keep)
 
-    def log_table(self, columns: dict[str, list[Any]], artifact_file: str) -> None:
+    def log_table(self, columns: dict[str, list[Any]], artifact_file: str, *, replace: bool = False) -> None:
+        """A table artifact that MLflow's UI shows as a table. MLflow appends rows to a table of that name
+        already logged; `replace` writes the table whole instead (a table rebuilt from a campaign's state
+        every iteration, whose rows a resumed campaign must not log twice)."""
+
+        def write() -> None:
+            folder = str(PurePosixPath(artifact_file).parent) if "/" in artifact_file else None
+            logged = {a.path for a in self.client.list_artifacts(self.run_id, folder)} if replace else set()
+            if artifact_file not in logged:
+                self.client.log_table(self.run_id, columns, artifact_file)
+                return
+            import pandas as pd
+
+            with tempfile.TemporaryDirectory() as tmp:  # the file MLflow writes, in its format, over the old one
+                path = Path(tmp) / PurePosixPath(artifact_file).name
+                pd.DataFrame(columns).to_json(path, orient="split", index=False, date_format="iso")
+                self.client.log_artifact(self.run_id, str(path), folder)
+
         def keep(folder: Path) -> str:
             text = json.dumps(columns, ensure_ascii=False)
             inside(folder, artifact_file).write_text(text, encoding="utf-8", errors="backslashreplace")
             return artifact_file
 
-        self.attempt(f"log {artifact_file}", lambda: self.client.log_table(self.run_id, columns, artifact_file), keep)
+        self.attempt(f"log {artifact_file}", write, keep)
 
     def log_figure(self, figure: Any, artifact_file: str) -> None:
         def keep(folder: Path) -> str:

@@ -109,3 +109,24 @@ def evaluate(campaign: Any, model: Any, tokenizer: Any) -> dict[str, float]:
         out[f"eval/{name}/parse_failure_rate"] = counts.parse_failure_rate
         out[f"eval/{name}/fallback_rate"] = counts.fallback_rate
     return out
+
+
+def is_interval_bound(key: str) -> bool:
+    """`eval/<opponent>/*_ci_low|high`: in the evaluation table, not metrics of their own (one chart per bound)."""
+    return key.endswith(("_ci_low", "_ci_high"))
+
+
+def evaluation_table(evaluations: dict[int, dict[str, float]], opponents: list[str]) -> dict[str, list[Any]]:
+    """Every held-out evaluation (MLflow table): one row per step and opponent, the score and win rate with
+    their 95% intervals, then the world's metrics and parse rates (empty where a row lacks one)."""
+    rows = []
+    for step, metrics in sorted(evaluations.items()):
+        for name in opponents:
+            prefix = f"eval/{name}/"
+            mine = {k.removeprefix(prefix): v for k, v in metrics.items() if k.startswith(prefix)}
+            if mine:
+                rows.append({"step": step, "opponent": name, **mine})
+    first = ["step", "opponent", "score", "score_ci_low", "score_ci_high", "win_rate", "win_rate_ci_low"]
+    first.append("win_rate_ci_high")
+    keys = first + sorted({k for row in rows for k in row} - set(first))
+    return {key: [row.get(key) for row in rows] for key in keys} if rows else {}

@@ -121,3 +121,67 @@ def exploitability_figure(history: list[dict[str, float]]):
     )
     ax.legend()
     return figure
+
+
+def ratings_figure(rows: list[dict[str, Any]], *, title: str = "league ratings"):
+    """Each version's rating μ per step (iterations done) with its 95% interval shaded (rows of
+    `campaigns.leaderboard`: step, version, mu, ci95_low, ci95_high); versions in order of first appearance."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    versions = list(dict.fromkeys(r["version"] for r in rows))
+    figure = Figure(figsize=(9, 5), layout="constrained")
+    ax = figure.subplots()
+    colors = [f"C{k % 10}" for k in range(len(versions))]
+    for version, color in zip(versions, colors):
+        mine = sorted((r for r in rows if r["version"] == version), key=lambda r: r["step"])
+        steps = [r["step"] for r in mine]
+        ax.plot(steps, [r["mu"] for r in mine], marker="o", color=color, label=version)
+        ax.fill_between(steps, [r["ci95_low"] for r in mine], [r["ci95_high"] for r in mine], color=color, alpha=0.15)
+    ax.set(title=title, xlabel="iterations done", ylabel="OpenSkill rating μ (shaded: 95% interval μ ± 1.96σ)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if versions:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), title="version")
+    return figure
+
+
+def meta_strategy_figure(rows: list[dict[str, Any]], seats: Sequence[str], *, title: str = "meta-strategy"):
+    """Each seat's meta-strategy σ per iteration as stacked areas, one band per version (rows: iteration,
+    seat, version, sigma; a version has weight 0 before it joins)."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    figure = Figure(figsize=(9, 3.2 * len(seats)), layout="constrained")
+    figure.suptitle(title)
+    axes = figure.subplots(len(seats), 1, squeeze=False)[:, 0]
+    steps = sorted({r["iteration"] for r in rows})
+    for ax, seat in zip(axes, seats):
+        mine = [r for r in rows if r["seat"] == seat]
+        versions = list(dict.fromkeys(r["version"] for r in mine))
+        weight = {(r["iteration"], r["version"]): r["sigma"] for r in mine}
+        if versions and steps:
+            ax.stackplot(
+                steps, [[weight.get((s, v), 0.0) for s in steps] for v in versions], labels=versions, alpha=0.85
+            )
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), title="version")
+        ax.set(title=seat, xlabel="iteration", ylabel="σ (weight in the meta-mixture)", ylim=(0, 1))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return figure
+
+
+def meta_strategy_rows(history: list[dict[str, float]], versions: Sequence[Any]) -> list[dict[str, Any]]:
+    """PSRO's meta-strategies of every iteration as table rows: iteration, seat, version, its weight σ in
+    its seat's meta-mixture (`meta/<version>` of the iteration's metrics) and its strategy (action probabilities).
+    `versions`: the population's `PolicyVersion`s, whose spec holds `seat` and `probs`."""
+    return [
+        {
+            "iteration": int(h["iteration"]),
+            "seat": v.spec["seat"],
+            "version": v.name,
+            "sigma": h[f"meta/{v.name}"],
+            "strategy": " / ".join(f"{p:.3f}" for p in v.spec["probs"]),
+        }
+        for h in history
+        for v in versions
+        if f"meta/{v.name}" in h
+    ]

@@ -25,6 +25,7 @@ from agora.run import build_policies
 from agora.scenario import AgentSpec
 from agora.trajectory import Episode
 from campaigns.figures import league_figure, payoff_heatmap, payoff_table
+from campaigns.leaderboard import games_table, leaderboard_markdown, leaderboard_rows, log_leaderboard, ratings_table
 from solvers.population import MatchmakingRule, PolicyVersion, Population, WinRecord, matchmaking_distribution
 
 
@@ -143,6 +144,7 @@ class League:
         self.since_snapshot: list[str] = []  # versions the learner played since the last snapshot, first-met order
         self.meta: dict[str, dict[str, float]] = {}  # "a" / "b" -> the meta-strategy over versions playing that side
         self.max_snapshots = max_snapshots
+        self.leaderboard: list[dict[str, Any]] = []  # `campaigns.leaderboard` rows of every iteration so far
 
     def snapshots(self) -> list[str]:
         return [v.name for v in self.population if v.kind == "lora"]
@@ -197,6 +199,7 @@ class League:
             "since_snapshot": list(self.since_snapshot),
             "meta": self.meta,
             "max_snapshots": self.max_snapshots,
+            "leaderboard": self.leaderboard,
         }
 
     @classmethod
@@ -209,6 +212,7 @@ class League:
         league.games = [Match(**g) for g in data["games"]]
         league.since_snapshot = list(data["since_snapshot"])
         league.meta = {k: dict(v) for k, v in data["meta"].items()}
+        league.leaderboard = list(data.get("leaderboard", []))  # none in checkpoints of Agora 0.1
         league.adapters = dict(adapters)
         return league
 
@@ -270,31 +274,6 @@ def payoff_cells(n: int) -> list[tuple[int, int]]:
     return [(k, l) for k in range(n) for l in range(n)]
 
 
-def games_table(league: League) -> dict[str, list[Any]]:
-    """Every game of the league in order (MLflow table): iteration, kind, the versions on sides A and B, A's score."""
-    return {
-        "iteration": [g.iteration for g in league.games],
-        "kind": [g.kind for g in league.games],
-        "a": [g.a for g in league.games],
-        "b": [g.b for g in league.games],
-        "score_a": [g.score_a for g in league.games],
-    }
-
-
-def ratings_table(league: League) -> dict[str, list[Any]]:
-    """The OpenSkill leaderboard (best conservative score first) with each version's lineage."""
-    rows = league.ratings.leaderboard()
-    pop = league.population
-    return {
-        "version": [r[0] for r in rows],
-        "conservative": [r[1] for r in rows],
-        "mu": [r[2] for r in rows],
-        "sigma": [r[3] for r in rows],
-        "parent": [pop[r[0]].parent if r[0] in pop else None for r in rows],
-        "trained_against": [", ".join(pop[r[0]].opponents) if r[0] in pop else "" for r in rows],
-    }
-
-
 # --- the train loop's collaborator --------------------------------------------------------------------
 
 
@@ -330,6 +309,8 @@ class LeagueOpponents:
         self.snapshot_model.requires_grad_(False)
         self.snapshot_model.eval()
         self.loaded: str | None = None  # the version whose adapter weights the snapshot model holds
+        self.matchmaking: dict[str, tuple[float, float]] = {}  # version -> (probability, share drawn) this iteration
+        self.payoff_metrics: dict[str, float] = {}  # of the newest payoff matrix this process played
         members = [
             PolicyVersion(
                 name,
@@ -425,35 +406,43 @@ class LeagueOpponents:
             learner_scores.append(score)
             wins[rule.side_names[0]].append(score_a)
             wins[rule.side_names[1]].append(1.0 - score_a)
-        metrics = {f"league/p/{v}": float(q) for v, q in zip(candidates, probs)}
-        metrics.update({f"league/drawn/{v}": drawn.count(v) / len(drawn) for v in candidates})
-        metrics.update({f"league/win_rate/{side}": float(np.mean(v)) for side, v in wins.items()})
+        self.matchmaking = {v: (float(q), drawn.count(v) / len(drawn)) for v, q in zip(candidates, probs)}
+        metrics = {f"league/win_rate/{side}": float(np.mean(v)) for side, v in wins.items()}
         metrics["league/learner_win_rate"] = float(np.mean(learner_scores))
         metrics["league/learner_side"] = float(swapped)
         return episodes, mine, metrics
 
     def ratings(self) -> dict[str, float]:
-        """league/rating/<version>/{mu,sigma,conservative} of every rated version, and the population's size."""
-        ratings = self.league.ratings
-        out = {
-            "league/population": float(len(self.league.population)),
-            "league/in_play": float(len(self.league.candidates())),
-        }
-        for name in ratings.ratings:
-            out[f"league/rating/{name}/mu"] = ratings.mu(name)
-            out[f"league/rating/{name}/sigma"] = ratings.sigma(name)
-            out[f"league/rating/{name}/conservative"] = ratings.conservative(name)
+        """The population's size and the live learner's rating (every version's: the leaderboard table)."""
+        league, learner = self.league, League.LEARNER
+        out = {"league/population": float(len(league.population)), "league/in_play": float(len(league.candidates()))}
+        if learner in league.ratings.ratings:
+            out["league/learner_rating"] = league.ratings.mu(learner)
+            out["league/learner_rating_sigma"] = league.ratings.sigma(learner)
         return out
 
     def after_iteration(self, i: int, log: Callable[[dict[str, float], int], None], tracker: Any) -> None:
         """Snapshot the learner every `snapshot_every` iterations, the payoff matrix every `payoff.every` (both after
-        the last), then log the ratings."""
+        the last), then log the ratings: a few scalars, and the leaderboard of every version as a table and figure."""
         rule, last = self.rule, i + 1 == self.campaign.spec.iterations
         if (i + 1) % rule.snapshot_every == 0 or last:
             self.snapshot(i + 1)
-        if (rule.payoff.every and (i + 1) % rule.payoff.every == 0) or last:
-            log(self.payoff(i + 1, tracker), i + 1)
+        payoff = (rule.payoff.every and (i + 1) % rule.payoff.every == 0) or last
+        if payoff:
+            self.payoff_metrics = self.payoff(i + 1, tracker)
+            log(self.payoff_metrics, i + 1)
         log(self.ratings(), i + 1)  # after this iteration's games (and payoff games): step = iterations done
+        league = self.league
+        league.leaderboard = [r for r in league.leaderboard if r["step"] <= i]  # an iteration redone on resume
+        league.leaderboard += leaderboard_rows(
+            league,
+            i + 1,
+            matchmaking=self.matchmaking,
+            meta=league.meta if payoff else None,
+            side_names=rule.side_names,
+        )
+        if tracker:
+            log_leaderboard(tracker, league.leaderboard, f"{self.campaign.name}: league ratings per iteration")
 
     def payoff(self, step: int, tracker: Any) -> dict[str, float]:
         """The empirical payoff matrix between the versions in play, every cell's games played together.
@@ -514,8 +503,6 @@ class LeagueOpponents:
             "league/payoff_games": float(per_cell * n_cells),
             "perf/payoff_seconds": seconds,
         }
-        metrics.update({f"league/meta/{name_a}/{v}": float(p) for v, p in zip(versions, x)})
-        metrics.update({f"league/meta/{name_b}/{v}": float(p) for v, p in zip(versions, y)})
         if tracker:
             tag = f"step-{step:04d}"
             title = (
@@ -565,6 +552,10 @@ class LeagueOpponents:
         adapters = {path.stem: load_file(str(path)) for path in sorted((folder / "league").glob("*.safetensors"))}
         self.league = League.from_dict(state, adapters)
         self.loaded = None
+
+    def overview(self) -> str:
+        """The newest leaderboard as markdown (the run's description)."""
+        return leaderboard_markdown(self.league.leaderboard, self.rule.side_names, self.payoff_metrics)
 
     def finish(self, tracker: Any) -> None:
         """The league's records of the whole campaign: every game and the ratings table."""

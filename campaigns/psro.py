@@ -19,9 +19,10 @@ group-relative advantages A (trainers/advantages.group_advantages) of per-round 
 episodes played through the rollout engine against opponents drawn per episode from the
 meta-mixture (solvers.population.sample_opponents, rule `psro`).
 
-Each iteration logs pop/* (exploitability, NashConv, sizes), meta/<seat>/<version> (σ), and
-oracle/<seat>/* to MLflow, the payoff heatmap and table; at the end the league graph, the
-exploitability curve and the population JSON. The state (populations, payoff cells, win records,
+Each iteration logs pop/* (exploitability, NashConv, sizes), mixture/<seat>/<action> and
+oracle/<seat>/* to MLflow, the payoff heatmap and table, and every iteration's meta-strategies σ as
+one table (`meta/strategies.json`) and one figure (`figures/meta_strategy.png`); at the end the league
+graph, the exploitability curve and the population JSON. The state (populations, payoff cells, win records,
 history) is checkpointed after every iteration; `--resume` continues into the same MLflow run.
 Every random draw derives from the seed and the iteration, so a resumed campaign equals a straight one.
 """
@@ -46,6 +47,7 @@ from agora.rollout import Rollout, policy_seed
 from agora.scenario import AgentSpec, WorldFile, WorldSpec, validate_model
 from agora.trajectory import Episode
 from campaigns.figures import exploitability_figure, league_figure, payoff_heatmap, payoff_table
+from campaigns.leaderboard import log_meta_strategies
 from campaigns.league import VersionPool, VersionRouter
 from solvers import meta
 from solvers.population import PolicyVersion, Population, WinRecord, sample_opponents
@@ -304,6 +306,7 @@ class PSRORunner(CampaignRunner):
     """One PSRO campaign: populations, the payoff cells played so far, the MLflow run and checkpoints."""
 
     progress = {"pop/exploitability": "exploitability", "pop/nash_conv": "NashConv", "pop/size": "versions"}
+    table_only = ("meta/",)  # σ per version: meta/strategies.json
 
     def __init__(
         self,
@@ -531,6 +534,8 @@ class PSRORunner(CampaignRunner):
             self.history.append({"iteration": float(iteration), **metrics, **oracle_metrics})
             self.log(metrics, step=iteration)
             self.log(oracle_metrics, step=iteration)  # its own batch: a resumed budget-stopped iteration logs it once
+            if self.tracker:
+                log_meta_strategies(self.tracker, self.history, list(self.population), self.campaign)
             result.checkpoint = self.save(iteration)
             result.history[iteration], result.iterations_done = {**metrics, **oracle_metrics}, iteration + 1
             if on_iteration:

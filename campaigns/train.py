@@ -44,7 +44,7 @@ from agora.rollout import GroupRollout, episode_seed, policy_seed
 from agora.run import build_policies
 from agora.scenario import AgentSpec, ResolvedScenario, WorldSpec, resolve_scenario, validate_model
 from agora.trajectory import Episode
-from campaigns.evaluation import evaluate, learning_curve
+from campaigns.evaluation import evaluate, evaluation_table, is_interval_bound, learning_curve
 from campaigns.league import League, LeagueOpponents, LeagueSpec, SelfPlaySpec
 from campaigns.learner import LearnerCampaign
 
@@ -415,9 +415,12 @@ class TrainRunner(CampaignRunner):
         rollout_seconds = time.perf_counter() - start
         metrics = {"train/iteration": float(i), **self.trainer.update(episodes, mine)}
         rewards: dict[str, list[float]] = {}
+        # the league's seats as one `league` (each version's results: the leaderboard), not one metric per version
+        theirs = set(self.campaign.learner_seats + self.campaign.league_seats) - set(mine) if self.opponents else set()
         for episode in episodes:
             for seat, ret in episode.returns.items():
-                rewards.setdefault(episode.policies.get(seat, self.policy_ids[seat]), []).append(ret)
+                key = "league" if seat in theirs else episode.policies.get(seat, self.policy_ids[seat])
+                rewards.setdefault(key, []).append(ret)
             for key, value in episode.metrics.items():
                 rewards.setdefault(f"world/{key}", []).append(value)
         for key, values in rewards.items():
@@ -444,7 +447,7 @@ class TrainRunner(CampaignRunner):
         for i in range(self.first_iteration, spec.iterations):
             if (every and i % every == 0) or i == 0:
                 result.evaluations[i] = self.evaluate()
-                self.log(result.evaluations[i], step=i)
+                self.log_evaluation(result, i)
             metrics = self.iteration(i)
             self.log(metrics, step=i)
             if self.opponents is not None:
@@ -455,17 +458,29 @@ class TrainRunner(CampaignRunner):
             if on_iteration:
                 on_iteration(i, {**metrics, **result.evaluations.get(i, {})})
 
+    def log_evaluation(self, result: CampaignResult, step: int) -> None:
+        """The evaluation at `step` as metrics (score, win rate, the world's metrics), and every evaluation so far
+        as the table `evaluation.json` (with the 95% intervals)."""
+        self.log({k: v for k, v in result.evaluations[step].items() if not is_interval_bound(k)}, step=step)
+        if self.tracker:
+            table = evaluation_table(result.evaluations, list(self.campaign.evaluations))
+            self.tracker.log_table(table, "evaluation.json", replace=True)
+
     def finish(self, result: CampaignResult) -> None:
         """The final evaluation (step `iterations`), the learning curve and the league's records."""
         final = self.campaign.spec.iterations
         result.evaluations[final] = self.evaluate()
-        self.log(result.evaluations[final], step=final)
+        self.log_evaluation(result, final)
         if self.tracker:
             self.tracker.log_figure(
                 learning_curve(result, list(self.campaign.evaluations)), "figures/learning_curve.png"
             )
             if self.opponents is not None:
                 self.opponents.finish(self.tracker)
+
+    def results_markdown(self, result: CampaignResult) -> str:
+        """The league's final leaderboard, when a league played."""
+        return self.opponents.overview() if self.opponents is not None else ""
 
     def summary(self, result: CampaignResult) -> Summary:
         """The held-out evaluations: one row per step and opponent."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -172,8 +173,17 @@ def test_campaign_trains_lora_logs_metrics_and_checkpoints(tmp_path, tracking_ur
         "perf/train_tokens_per_s",
     ):
         assert [m.step for m in client.get_metric_history(result.run_id, key)] == [0, 1], key
-    for key in ("eval/fair/score", "eval/fair/win_rate_ci_low", "eval/random/score_ci_high", "eval/random/agreement"):
+    for key in ("eval/fair/score", "eval/fair/win_rate", "eval/random/score", "eval/random/agreement"):
         assert [m.step for m in client.get_metric_history(result.run_id, key)] == [0, 2], key
+    # the 95% intervals are columns of the evaluation table, not one metric (and chart) per bound
+    assert not [k for k in run.data.metrics if k.endswith(("_ci_low", "_ci_high"))]
+    table = json.loads(open(client.download_artifacts(result.run_id, "evaluation.json", str(tmp_path))).read())
+    rows = [dict(zip(table["columns"], row)) for row in table["data"]]
+    assert [(r["step"], r["opponent"]) for r in rows] == [(0, "fair"), (0, "random"), (2, "fair"), (2, "random")]
+    for r in rows:
+        logged = result.evaluations[r["step"]]
+        for column in ("score", "score_ci_low", "score_ci_high", "win_rate", "win_rate_ci_low", "agreement"):
+            assert r[column] == pytest.approx(logged[f"eval/{r['opponent']}/{column}"]), column
     assert client.get_metric_history(result.run_id, "train/samples")[0].value > 0
     # LoRA B starts at zero; after two updates the saved adapter has moved
     adapter = load_file(str(result.checkpoint / "adapter" / "adapter_model.safetensors"))
@@ -282,7 +292,6 @@ def test_self_play_against_frozen_snapshots(tmp_path, tracking_uri, tiny_model_d
     assert spec.matchmaking == "latest" and spec.snapshot_every == 1 and spec.max_snapshots == 1
     result = campaign.run()
     first, second = tmp_path / "ck" / "iter-000000", tmp_path / "ck" / "iter-000001"
-    import json
 
     league = json.loads((second / "state.json").read_text())["league"]
     assert [v["name"] for v in league["population"]] == ["learner-0", "learner-1", "learner-2"]
@@ -298,10 +307,11 @@ def test_self_play_against_frozen_snapshots(tmp_path, tracking_uri, tiny_model_d
     assert any(not torch.equal(learner_1[k], snapshot_1[k]) for k in learner_1)
     assert sorted(p.name for p in (second / "league").iterdir()) == ["learner-2.safetensors"]
     client = MlflowClient(tracking_uri)
-    assert [m.step for m in client.get_metric_history(result.run_id, "train/reward/learner-1")] == [1]
-    for version, step in (("learner-0", 0), ("learner-1", 1)):
-        drawn = [(m.step, m.value) for m in client.get_metric_history(result.run_id, f"league/drawn/{version}")]
-        assert drawn == [(step, 1.0)]
+    assert [m.step for m in client.get_metric_history(result.run_id, "train/reward/league")] == [0, 1]
+    table = json.loads(open(client.download_artifacts(result.run_id, "league/leaderboard.json", str(tmp_path))).read())
+    rows = [dict(zip(table["columns"], row)) for row in table["data"]]
+    drawn = {(r["step"], r["version"]): r["drawn"] for r in rows if r["drawn"] is not None}
+    assert drawn == {(1, "learner-0"): 1.0, (2, "learner-1"): 1.0}  # iteration i drew the newest snapshot
 
 
 def test_self_play_seats_are_checked(tmp_path):

@@ -132,6 +132,12 @@ def test_a_signal_at_any_phase_ends_the_run_killed_and_resume_completes_it(
     assert result.outputs["mixtures"]["player_0"] == pytest.approx([1 / 3] * 3)
     assert {"population.json", "figures"} <= artifacts(uri, run_id) and run.data.params["meta_solver"] == "nash"
     assert {"figures/league.png", "figures/exploitability.png"} <= artifacts(uri, run_id, "figures")
+    table = json.loads(open(MlflowClient(uri).download_artifacts(run_id, "meta/strategies.json", str(tmp_path))).read())
+    rows = [(row[0], row[2]) for row in table["data"]]  # (iteration, version): an iteration run again is there once
+    assert len(rows) == len(set(rows)) and {i for i, _ in rows} == {0, 1, 2}
+    assert run.data.tags["mlflow.note.content"].startswith(
+        "**psro** campaign · 3 of 8 iterations · stopped on threshold"
+    )
     with pytest.raises(AgoraError, match="already finished"):
         psro(tmp_path).start(resume=True)
 

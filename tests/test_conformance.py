@@ -36,6 +36,7 @@ from agora.registry import AGENTS, CAMPAIGNS, TRAINERS, WORLDS, Entry
 from agora.rollout import GroupRollout, Rollout
 from agora.trainer import Trainer
 from agora.world import ParseError, TextWorld
+from mlflow import MlflowClient
 from tests.conftest import SCENARIOS
 
 
@@ -246,8 +247,14 @@ def shipped_campaigns() -> list[Path]:
     return sorted((SCENARIOS / "campaigns").glob("*.yaml"))
 
 
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    """One sqlite store for the campaign kinds (creating one costs seconds)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
+
+
 @pytest.mark.parametrize("entry", CAMPAIGNS.entries(), ids=ids)
-def test_campaign_kind_validates_its_files_and_runs_its_example(entry, tmp_path, tiny_model_dir):
+def test_campaign_kind_validates_its_files_and_runs_its_example(entry, tmp_path, tiny_model_dir, store):
     cls = entry.load()
     assert issubclass(cls, CampaignKind)
     for file in shipped_campaigns():
@@ -258,9 +265,12 @@ def test_campaign_kind_validates_its_files_and_runs_its_example(entry, tmp_path,
     data["checkpoint"] = {**data.get("checkpoint", {}), "dir": str(tmp_path / "ck")}
     campaign = cls.resolve(data)
     assert campaign.iterations == 1
-    result = campaign.run(track=False)
+    result = campaign.run(tracking_uri=store, track=True)
     assert isinstance(result, CampaignResult) and result.iterations_done == 1 and result.checkpoint is not None
     assert result.history and all(math.isfinite(v) for v in result.last_metrics.values())
+    run = MlflowClient(store).get_run(result.run_id)  # described: kind, iterations, checkpoints
+    note = run.data.tags["mlflow.note.content"]
+    assert note.startswith(f"**{run.data.tags['agora.kind']}** campaign · 1 of 1 iterations") and "iter-000000" in note
     with pytest.raises(AgoraError, match="already finished"):  # its end-of-campaign outputs are written
         campaign.start(resume=True, track=False)
     record = tmp_path / "ck" / "run.json"  # as a process killed while writing those outputs leaves it:

@@ -49,6 +49,10 @@ def league_file(tmp_path, model="smollm2-135m-instruct", *, rule="uniform", iter
     return path
 
 
+def logged_exploitability(client, run_id: str) -> float:
+    return client.get_metric_history(run_id, "league/exploitability")[-1].value
+
+
 def state(folder) -> dict:
     return json.loads((folder / "state.json").read_text())
 
@@ -190,17 +194,68 @@ def test_league_campaign_snapshots_lineage_ratings_and_artifacts(tmp_path, track
         "league/graph/step-0002.png",
         "league/bradley_terry/step-0002.json",
     } <= paths
-    assert [m.step for m in client.get_metric_history(run_id, "league/rating/learner/mu")] == [1, 2]
-    assert client.get_metric_history(run_id, "league/rating/learner/mu")[-1].value == pytest.approx(
-        ratings.mu("learner")
+    assert [m.step for m in client.get_metric_history(run_id, "league/learner_rating")] == [1, 2]
+    assert client.get_metric_history(run_id, "league/learner_rating")[-1].value == pytest.approx(ratings.mu("learner"))
+    # every version's rating: one leaderboard table (a row per rated version and step) and one figure, no
+    # metric per version: the run's metrics are a few dozen whatever the league's size
+    assert {"league/leaderboard.json", "league/ratings.png"} <= paths
+    keys = set(client.get_run(run_id).data.metrics)
+    versions = {"fair", "random", "learner", "learner-0", "learner-1", "learner-2"}
+    league_keys = [k for k in keys if not k.startswith("eval/")]  # eval/fair/*: the held-out opponent, not a version
+    assert len(keys) <= 64 and not [k for k in league_keys if set(k.split("/")) & versions - {"learner"}], keys
+    assert not [k for k in keys if k.startswith(("league/rating/", "league/p/", "league/drawn/", "league/meta/"))]
+    table = json.loads(open(client.download_artifacts(run_id, "league/leaderboard.json", str(tmp_path))).read())
+    assert table["columns"] == [
+        "step",
+        "version",
+        "in_play",
+        "mu",
+        "sigma",
+        "ci95_low",
+        "ci95_high",
+        "conservative",
+        "games",
+        "mean_score",
+        "matchmaking_p",
+        "drawn",
+        "meta_a",
+        "meta_b",
+    ]
+    rows = [dict(zip(table["columns"], row)) for row in table["data"]]
+    assert [r["step"] for r in rows] == sorted(r["step"] for r in rows) and {r["step"] for r in rows} == {1, 2}
+    final = [r for r in rows if r["step"] == 2]
+    assert {r["version"] for r in final} == set(ratings.ratings)  # every rated version, once
+    for r in final:  # the league's ratings and games, replayed above
+        assert (r["mu"], r["sigma"]) == pytest.approx((ratings.mu(r["version"]), ratings.sigma(r["version"])))
+        assert r["ci95_low"] == pytest.approx(r["mu"] - 1.96 * r["sigma"], abs=1e-3) and r["ci95_high"] > r["mu"]
+        mine = [
+            g["score_a"] if g["a"] == r["version"] else 1 - g["score_a"]
+            for g in games
+            if g["a"] != g["b"] and r["version"] in (g["a"], g["b"])
+        ]
+        assert r["games"] == len(mine) and r["mean_score"] == pytest.approx(sum(mine) / len(mine))
+    assert [r["conservative"] for r in final] == sorted((r["conservative"] for r in final), reverse=True)
+    # the run's description: the final leaderboard, as the table's last step
+    note = client.get_run(run_id).data.tags["mlflow.note.content"]
+    assert note.startswith("**train** campaign · 2 of 2 iterations · stopped on budget")
+    assert "**League leaderboard after 2 iterations**" in note and "league/leaderboard.json" in note
+    for r in final:
+        assert f"| {r['mu']:.2f} [{r['ci95_low']:.2f}, {r['ci95_high']:.2f}] | {r['conservative']:.2f} |" in note
+    assert (
+        f"Exploitability of the meta-strategy within the population: {logged_exploitability(client, run_id):.4f}"
+        in note
     )
+    step_2_meta = state(last)["league"]["meta"]
+    assert {r["version"]: r["meta_a"] for r in final if r["in_play"]} == pytest.approx(step_2_meta["a"])
+    drawn = {r["version"]: r["drawn"] for r in final if r["drawn"] is not None}  # iteration 1's draws
+    assert sum(drawn.values()) == pytest.approx(1.0) and {v for v, d in drawn.items() if d > 0} == set(met[1])
     assert [m.step for m in client.get_metric_history(run_id, "league/win_rate/a")] == [0, 1]
     assert [m.value for m in client.get_metric_history(run_id, "league/learner_side")] == [0.0, 1.0]
     # the logged payoff table is the step's payoff games, and the logged exploitability is its meta-strategy's
-    table = json.loads(open(client.download_artifacts(run_id, "league/payoff/step-0002.json", str(tmp_path))).read())
-    names = table["columns"][1:]
-    U = np.array([row[1:] for row in table["data"]])
-    assert [row[0] for row in table["data"]] == names == ["fair", "random", "learner-1", "learner-2"]
+    payoff = json.loads(open(client.download_artifacts(run_id, "league/payoff/step-0002.json", str(tmp_path))).read())
+    names = payoff["columns"][1:]
+    U = np.array([row[1:] for row in payoff["data"]])
+    assert [row[0] for row in payoff["data"]] == names == ["fair", "random", "learner-1", "learner-2"]
     for g in [g for g in games if g["kind"] == "payoff" and g["iteration"] == 2]:
         assert U[names.index(g["a"]), names.index(g["b"])] == g["score_a"]
     x, y = meta_strategy(U, 1 - U, "nash")

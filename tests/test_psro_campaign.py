@@ -111,6 +111,10 @@ def test_budget_stops_and_resume_equals_a_straight_run(tmp_path, tracking_uri):
     client = MlflowClient(tracking_uri)
     assert [m.step for m in client.get_metric_history(first.run_id, "pop/exploitability")] == [0, 1, 2]  # none twice
     assert sorted(m.step for m in client.get_metric_history(first.run_id, "oracle/player_0/br_value")) == [0, 1]
+    # the σ table is rewritten whole: iteration 1, run again on resume, appears once
+    table = json.loads(open(client.download_artifacts(first.run_id, "meta/strategies.json", str(tmp_path))).read())
+    rows = [(row[0], row[2]) for row in table["data"]]  # (iteration, version)
+    assert len(rows) == len(set(rows)) and {i for i, _ in rows} == set(resumed.history)
     assert client.get_run(first.run_id).data.tags["agora.resumes"] == "1"
     with pytest.raises(AgoraError, match="already finished"):  # said first, whatever else changed
         campaign(tmp_path / "b", **{"oracle.id": "exact", "seed": 5}).start(resume=True)
@@ -140,7 +144,7 @@ def test_cli_trains_a_psro_campaign_into_mlflow(tmp_path, tracking_uri, monkeypa
     )
     steps = [m.step for m in client.get_metric_history(run_id, "pop/exploitability")]
     assert steps == list(range(len(steps))) and len(steps) >= 2
-    for key in ("pop/nash_conv", "pop/size", "meta/player_0/rock", "mixture/player_1/paper"):
+    for key in ("pop/nash_conv", "pop/size", "mixture/player_1/paper"):
         assert [m.step for m in client.get_metric_history(run_id, key)] == steps, key
     for key in (
         "oracle/player_0/loss",
@@ -165,6 +169,25 @@ def test_cli_trains_a_psro_campaign_into_mlflow(tmp_path, tracking_uri, monkeypa
     assert [v["name"] for v in population][:2] == ["player_0/rock", "player_1/rock"] and len(population) == 2 * len(
         steps
     )
+    # σ of every iteration: one table (a row per iteration and version) and one figure, no metric per version
+    keys = set(run.data.metrics)
+    assert not [k for k in keys if k.startswith("meta/")] and len(keys) <= 30, sorted(keys)
+    assert "figures/meta_strategy.png" in files
+    table = json.loads(open(client.download_artifacts(run_id, "meta/strategies.json", str(tmp_path))).read())
+    assert table["columns"] == ["iteration", "seat", "version", "sigma", "strategy"]
+    rows = [dict(zip(table["columns"], row)) for row in table["data"]]
+    assert sorted({r["iteration"] for r in rows}) == steps  # each iteration once
+    for step in steps:  # its seats' σ: the versions then in the population, weights summing to 1
+        for seat in ("player_0", "player_1"):
+            sigma = [r["sigma"] for r in rows if r["iteration"] == step and r["seat"] == seat]
+            assert len(sigma) == step + 1 and sum(sigma) == pytest.approx(1.0)
+    first = {r["version"]: r for r in rows if r["iteration"] == 0}
+    assert first["player_0/rock"]["sigma"] == 1.0 and first["player_0/rock"]["strategy"] == "1.000 / 0.000 / 0.000"
+    # the description: the printed summary (a row per iteration) and the final metrics
+    note = run.data.tags["mlflow.note.content"]
+    assert note.startswith(f"**psro** campaign · {len(steps)} of ") and "stopped on threshold" in note
+    last = client.get_metric_history(run_id, "pop/exploitability")[-1].value
+    assert f"| {steps[-1]} | {2 * len(steps)} | {last:.4f} |" in note
 
 
 @pytest.mark.parametrize(

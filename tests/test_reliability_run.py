@@ -10,6 +10,7 @@ import json
 import multiprocessing
 import signal
 import socket
+import tempfile
 import time
 from pathlib import Path
 
@@ -72,18 +73,23 @@ def artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> set
     return found
 
 
-def logged_steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
-    return sorted(m.step for m in client.get_metric_history(run_id, key))
+def logged_episodes(client: MlflowClient, run) -> list[int]:
+    """The episode indices of the run's `episodes.json` table."""
+    with tempfile.TemporaryDirectory() as tmp:  # not load_table: it searches the default store, not `client`'s
+        table = json.loads(Path(client.download_artifacts(run.info.run_id, "episodes.json", tmp)).read_text())
+    return sorted(row[table["columns"].index("episode")] for row in table["data"])
 
 
 def assert_complete(client: MlflowClient, run, status: str, episodes: int = EPISODES) -> None:
     """The run ended with `status` and holds every finished episode's data and the run's summary."""
     assert run.info.status == status
-    assert logged_steps(client, run.info.run_id, "episode/return/player_0") == list(range(episodes))
+    assert logged_episodes(client, run) == list(range(episodes))
     metrics = run.data.metrics
     assert metrics["perf/episodes"] == episodes and "parse/failure_rate" in metrics
     assert "eval/return/player_0" in metrics and "eval/regret_per_round/player_0" in metrics
-    assert {"transcripts.json", "trajectories.jsonl", "figures/regret_curve.png"} <= artifacts(client, run.info.run_id)
+    assert {"episodes.json", "transcripts.json", "trajectories.jsonl", "figures/regret_curve.png"} <= artifacts(
+        client, run.info.run_id
+    )
 
 
 # A fresh store opened by two processes at once
@@ -163,19 +169,15 @@ def test_a_signal_during_end_of_run_logging_is_noted_and_the_logging_completes(s
     assert_complete(client, run, "FINISHED")
 
 
-def test_a_signal_during_the_episodes_keeps_the_finished_ones(store, monkeypatch):
-    from agora.tracking import Tracker
+def test_a_signal_during_the_episodes_keeps_the_finished_ones(store):
+    seen = []
 
-    original, seen = Tracker.log_metrics, []
-
-    def interrupt_at_third_episode(self, metrics, step=0):
-        original(self, metrics, step)
-        seen.append(step)
+    def interrupt_at_third_episode(episode):
+        seen.append(episode.index)
         if len(seen) == 3:
             interrupts.interrupt(signal.SIGINT, None)
 
-    monkeypatch.setattr(Tracker, "log_metrics", interrupt_at_third_episode)
-    result = play(matrix("signal-in-episodes"), tracking_uri=store)
+    result = play(matrix("signal-in-episodes"), tracking_uri=store, on_episode=interrupt_at_third_episode)
     assert result.interrupted and len(result.episodes) == 3
     client, run = the_run(store, "signal-in-episodes")
     assert_complete(client, run, "KILLED", episodes=3)
@@ -258,7 +260,7 @@ def test_a_world_whose_report_fails_ends_the_run_failed_with_its_episodes(store,
     client, run = the_run(store, "report-fails")
     assert f"run {run.info.run_id} marked FAILED; {EPISODES} finished episodes logged" in raised.value.__notes__
     assert run.info.status == "FAILED" and run.data.metrics["perf/episodes"] == EPISODES
-    assert logged_steps(client, run.info.run_id, "episode/return/player_0") == list(range(EPISODES))
+    assert logged_episodes(client, run) == list(range(EPISODES))
     assert {"transcripts.json", "trajectories.jsonl"} <= artifacts(client, run.info.run_id)
 
 
@@ -299,32 +301,26 @@ def refuse(monkeypatch, methods: tuple[str, ...], error: OSError, when=lambda kw
 
 
 def test_a_full_disk_during_the_episodes_fails_the_run_and_keeps_its_data_locally(store, here, monkeypatch):
-    from agora.tracking import Tracker
-
     full = OSError(errno.ENOSPC, "No space left on device")
     switch = refuse(monkeypatch, ("log_batch", "log_artifact"), full)
-    original = Tracker.log_metrics
 
-    def fill_disk_at_third_episode(self, metrics, step=0):
-        original(self, metrics, step)
-        if step == 2 and "episode/return/player_0" in metrics:
+    def fill_disk_at_third_episode(episode):
+        if episode.index == 2:
             switch.append(True)
-            self.flush()  # the buffered episodes' batch is refused now
 
-    monkeypatch.setattr(Tracker, "log_metrics", fill_disk_at_third_episode)
     with pytest.raises(StoreError) as raised:
-        run_scenario(matrix("full-disk"), tracking_uri=store)
+        run_scenario(matrix("full-disk"), tracking_uri=store, on_episode=fill_disk_at_third_episode)
     client, run = the_run(store, "full-disk")
     folder = here / f"agora-unsaved-{run.info.run_id}"
     message = str(raised.value)
     assert "No space left on device" in message and str(folder) in message and "marked FAILED" in message
     assert run.info.status == "FAILED" and run.data.tags["agora.unsaved"] == str(folder)
     kept = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
-    stored = logged_steps(client, run.info.run_id, "episode/return/player_0")
-    steps = sorted(stored + [m["step"] for m in kept if m["key"] == "episode/return/player_0"])
+    table = json.loads((folder / "episodes.json").read_text())
     episodes = [json.loads(line)["index"] for line in (folder / "trajectories.jsonl").read_text().splitlines()]
-    assert steps == episodes == list(range(len(episodes))) and len(episodes) >= 2  # every finished episode
+    assert sorted(table["episode"]) == episodes == list(range(EPISODES))  # every finished episode
     assert any(m["key"] == "perf/episodes" for m in kept) and (folder / "transcripts.json").is_file()
+    assert "mlflow.note.content" in json.loads((folder / "tags.json").read_text())  # the description too
 
 
 def test_a_read_only_artifact_folder_fails_the_run_before_its_episodes(store, here, monkeypatch):
