@@ -57,9 +57,14 @@ def embedded_gguf() -> Path:
     return gguf
 
 
+def embedded_cache() -> Path:
+    """Where the embedded model's safetensors copy lives (its `model.safetensors` once converted)."""
+    return cache_dir() / "models" / EMBEDDED
+
+
 def prepare_embedded() -> Path:
     """The cached safetensors copy of the embedded model, converted from its GGUF on first use."""
-    target = cache_dir() / "models" / EMBEDDED
+    target = embedded_cache()
     if (target / "model.safetensors").is_file():
         return target
     gguf = embedded_gguf()
