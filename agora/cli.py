@@ -161,7 +161,8 @@ def run(
             if result.run_id:
                 console.print(
                     f"MLflow run [bold]{result.run_id}[/] in {escaped(result.tracking_uri)}  "
-                    f"(browse with `{escaped(ui_hint(result.tracking_uri))}`)"
+                    f"(browse with `{escaped(ui_hint(result.tracking_uri))}`)",
+                    soft_wrap=True,  # a command to copy: never cut into lines
                 )
             if result.interrupted:
                 kept = " (run marked KILLED)" if result.run_id else ""
@@ -215,7 +216,8 @@ def train(
     if result.run_id:
         console.print(
             f"MLflow run [bold]{result.run_id}[/] in {escaped(result.tracking_uri)}  "
-            f"(browse with `{escaped(ui_hint(result.tracking_uri))}`)"
+            f"(browse with `{escaped(ui_hint(result.tracking_uri))}`)",
+            soft_wrap=True,  # a command to copy: never cut into lines
         )
 
 
@@ -298,12 +300,14 @@ def validate(
     import yaml
 
     from agora.campaign import load_campaign
-    from agora.scenario import is_campaign, load_scenario, read_mapping
+    from agora.scenario import is_campaign, load_scenario, read_mapping, read_overrides
 
     files = [a for a in args if "=" not in a or Path(a).exists()]
     overrides = [a for a in args if a not in files]
-    failed = 0
-    for n, file in enumerate(files):
+    with user_errors():
+        read_overrides(overrides)  # a malformed one is told once, not once per file
+    failed = printed = 0
+    for file in files:
         try:
             if is_campaign(read_mapping(file, hint="copy a file in scenarios/ to start from")[0]):
                 resolved = load_campaign(file, overrides)
@@ -318,9 +322,10 @@ def validate(
             errors.print(f"[bold red]invalid:[/] {escaped(exc)}", highlight=False, soft_wrap=True)
             continue
         if print_resolved:  # the YAML alone on stdout (`ok` on stderr), so that it can be saved as a file
-            errors.print(f"[green]ok[/] {escaped(file)}: {escaped(described)}", highlight=False)
+            errors.print(f"[green]ok[/] {escaped(file)}: {escaped(described)}", highlight=False, soft_wrap=True)
             plain = json.loads(json.dumps(config, default=str))  # tuples and paths as YAML lists and text
-            separator = "---\n" if n else ""
+            separator = "---\n" if printed else ""
+            printed += 1
             text = yaml.safe_dump(plain, sort_keys=False, allow_unicode=True, width=100)
             sys.stdout.write(f"{separator}# {file}, resolved\n{text}")
         else:
@@ -369,15 +374,23 @@ def runs(
         return
     full_ids = console.width >= 130  # a narrow terminal gets ids cut like git's short hashes (--json has them whole)
     when = "%Y-%m-%d %H:%M" if console.width >= 100 else "%m-%d %H:%M"
-    table = Table(title=f"newest runs in {escaped(uri)}", title_justify="left", box=box.SIMPLE_HEAD)
+    table = Table(title=f"newest runs in {escaped(uri)}", title_justify="left", box=None, header_style="bold underline")
     table.add_column("run id" if full_ids else "run", no_wrap=True)
-    for column in ("experiment", "name", "status", "started", "duration", "key metrics"):
-        table.add_column(column, no_wrap=column in ("status", "started", "duration"), overflow="fold")
+    table.add_column("name / experiment", overflow="fold")
+    for column in ("status", "started", "duration"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("key metrics", overflow="fold")
     for r in rows:
         started = datetime.fromtimestamp(r.start_ms / 1000).strftime(when) if r.start_ms else ""
         metrics = "\n".join(f"{k.split('/', 1)[-1]} {v:.4g}" for k, v in r.metrics.items())
-        run_id = r.run_id if full_ids else r.run_id[:8]
-        table.add_row(run_id, *map(escaped, (r.experiment, r.name)), r.status, started, duration(r), escaped(metrics))
+        table.add_row(
+            r.run_id if full_ids else r.run_id[:8],
+            f"{escaped(r.name)}\n[dim]{escaped(r.experiment)}[/]",
+            r.status,
+            started,
+            duration(r),
+            escaped(metrics),
+        )
     console.print(table)
 
 
