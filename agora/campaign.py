@@ -349,7 +349,7 @@ def load_campaign(path: str | Path, overrides: Mapping[str, Any] | Sequence[str]
     values, given = read_overrides(overrides)
     data, text, file = read_mapping(path, hint="copy a file in scenarios/campaigns/ to start from")
     check_kind(data, "campaign", file)
-    with blamed(values, given):
+    with blamed(given):
         apply_overrides(data, values, file=file)
         kind = data.pop("kind", "train")
         with in_file(file):

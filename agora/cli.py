@@ -124,7 +124,7 @@ def ui_hint(uri: str) -> str:
 @app.command()
 def run(
     scenario: Path = typer.Argument(..., help="scenario YAML file"),
-    overrides: Optional[list[str]] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
+    overrides: Optional[list[str]] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False, metavar="KEY=VALUE"),
     episodes: Optional[int] = typer.Option(None, help="override `episodes`"),
     seed: Optional[int] = typer.Option(None, help="override `seed`"),
     concurrency: Optional[int] = typer.Option(None, help="override `concurrency`"),
@@ -177,7 +177,7 @@ def run(
 @app.command()
 def train(
     campaign: Path = typer.Argument(..., help="campaign YAML file"),
-    overrides: Optional[list[str]] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
+    overrides: Optional[list[str]] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False, metavar="KEY=VALUE"),
     resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint, into the same MLflow run"),
     tracking_uri: Optional[str] = typer.Option(
         None, help="MLflow tracking URI (default: campaign, $MLFLOW_TRACKING_URI, embedded store)"

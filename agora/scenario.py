@@ -369,17 +369,13 @@ class ResolvedScenario(WorldFile):
 
 
 SCENARIO_KEYS = ("agents", "episodes")  # keys only scenario files have
-CAMPAIGN_KEYS = (
-    "kind",
-    "trainer",
-    "iterations",
-    "checkpoint",
-)  # keys only campaign files have (every kind has the last two)
+# keys only campaign files have (every campaign kind has the last two)
+CAMPAIGN_KEYS = ("kind", "trainer", "iterations", "checkpoint")
 
 
 def file_kind(data: dict[str, Any]) -> str | None:
-    """ "scenario" or "campaign", from the keys only one kind of file has (`kind:` decides alone); None when
-    the keys say neither or both (the file is then validated as what the command expects)."""
+    """A file's kind, "scenario" or "campaign", from the keys only one kind has (`kind:` decides alone); None
+    when the keys say neither or both (the file is then validated as what the command expects)."""
     if "kind" in data:
         return "campaign"
     scenario, campaign = (any(k in data for k in keys) for keys in (SCENARIO_KEYS, CAMPAIGN_KEYS))
@@ -430,6 +426,8 @@ def read_overrides(overrides: Mapping[str, Any] | Sequence[str] | None) -> tuple
     """(dotted key -> value, the overrides as given) from `key=value` arguments, or from a mapping (code)."""
     if not overrides:
         return {}, ()
+    if isinstance(overrides, str):
+        overrides = [overrides]
     if isinstance(overrides, Mapping):
         shown = (f"{k}={v if isinstance(v, str) else json.dumps(v, default=str)}" for k, v in overrides.items())
         return dict(overrides), tuple(shown)
@@ -458,15 +456,20 @@ def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any], *, file:
 
 
 @contextlib.contextmanager
-def blamed(overrides: Mapping[str, Any], given: Sequence[str]):
-    """A `ScenarioError` about a key an override set (or reached into) says so in its hint."""
+def blamed(given: Sequence[str]):
+    """A `ScenarioError` about a key that an override (`key=value`, as given) set, reached into or created
+    says so in its hint."""
     try:
         yield
     except ScenarioError as exc:
-        where = f"{exc.path}."  # the key, or a key above or below it, was set by an override
-        culprit = next((a for k, a in zip(overrides, given) if exc.path and f"{k}.".startswith(where)), None) or next(
-            (a for k, a in zip(overrides, given) if where.startswith(f"{k}.")), None
-        )
+        path = exc.path
+
+        def related(arg: str) -> bool:  # the key, or one above or below it, is the override's
+            key = arg.partition("=")[0].strip()
+            return f"{key}.".startswith(f"{path}.") or path.startswith(f"{key}.")
+
+        # the last one given for a key is the one that took effect
+        culprit = next((arg for arg in reversed(given) if related(arg)), None) if path else None
         if culprit is None:
             raise
         hint = f"from the override `{culprit}`" + (f"; {exc.hint}" if exc.hint else "")
@@ -479,7 +482,7 @@ def load_scenario(path: str | Path, overrides: Mapping[str, Any] | Sequence[str]
     values, given = read_overrides(overrides)
     data, text, file = read_mapping(path, hint="copy one of the files in scenarios/ to start from")
     check_kind(data, "scenario", file)
-    with blamed(values, given):
+    with blamed(given):
         apply_overrides(data, values, file=file)
         return resolve_scenario(data, source=file, text=text, overrides=given)
 

@@ -116,6 +116,7 @@ BAD_OVERRIDES = [
     ("world.max_turns=many", ["world.max_turns: Input should be a valid integer", "from the override"]),
     ("world.id.x=1", ["`world.id` is a str, not a mapping"]),
     ("agents.carol.policy=fair", ["agents.carol: no seat matches 'carol'"]),
+    ("episodes=0", ["episodes: Input should be greater than or equal to 1", "from the override `episodes=0`"]),
 ]
 
 
