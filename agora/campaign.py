@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import re
+import shlex
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,6 +129,10 @@ class CampaignKind(ABC):
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def command(self) -> str:
+        """The `agora train` command line that runs this campaign: its file and its overrides."""
+        return " ".join(["agora train", self.source or "FILE", *map(shlex.quote, self.overrides)])
 
     @property
     def iterations(self) -> int:
@@ -300,7 +305,7 @@ class CampaignRunner(ABC):
         self.ended = True
         if not self.tracker:
             return
-        status, message = end_status(exc, self.phase, self.run_folder.latest(), self.campaign.source)
+        status, message = end_status(exc, self.phase, self.run_folder.latest(), self.campaign.command())
         with shielded():
             if message:
                 self.tracker.set_tags({END_TAG: message})
@@ -311,16 +316,13 @@ class CampaignRunner(ABC):
         return None
 
 
-def end_status(exc: BaseException | None, phase: str, newest: Path | None, source: str | None) -> tuple[str, str]:
-    """(status, message) of a run that ends with `exc` (None: it finished) during `phase`."""
+def end_status(exc: BaseException | None, phase: str, newest: Path | None, command: str) -> tuple[str, str]:
+    """(status, message) of a run that ends with `exc` (None: it finished) during `phase`; `command` ran it."""
     if exc is None:
         return "FINISHED", ""
     kept = f"newest complete checkpoint: {newest.name if newest else 'none'}"
     if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-        return "KILLED", (
-            f"interrupted (Ctrl-C or SIGTERM) during {phase}; {kept}; continue with "
-            f"`agora train {source or 'FILE'} --resume`"
-        )
+        return "KILLED", (f"interrupted (Ctrl-C or SIGTERM) during {phase}; {kept}; continue with `{command} --resume`")
     return "FAILED", f"failed during {phase}: {type(exc).__name__}: {str(exc)[:2000]}; {kept}"
 
 

@@ -95,8 +95,9 @@ class Ticks:
     """`Rollout.run`'s `on_tick(turns, tokens)` shown in a progress bar's `live` field, so that the display moves
     with every tick of LLM work: turns and generated tokens of the rollout in progress, and its tokens/s."""
 
-    def __init__(self, progress: Progress, task):
+    def __init__(self, progress: Progress, task, description: str | None = None):
         self.progress, self.task = progress, task
+        self.description = description  # replaces the bar's "loading ..." once ticks arrive (the work has begun)
         self.first: tuple[float, int] | None = None  # (time, tokens) at the rollout's first tick
         self.turns = 0
 
@@ -111,6 +112,9 @@ class Ticks:
             since, tokens0 = self.first
             if now - since > 0.5:
                 live += f" ({(tokens - tokens0) / (now - since):.0f} tokens/s)"
+        if self.description is not None:
+            self.progress.update(self.task, description=self.description)
+            self.description = None
         self.progress.update(self.task, live=live)
 
 
@@ -149,7 +153,7 @@ def run(
             interactive = any(seat.entry.load().interactive for seat in resolved.seats.values())
             with progress_bar(disable=interactive) as progress:
                 task = progress.add_task(f"loading {spec.name}", total=spec.episodes, live="")
-                with ticks_to(Ticks(progress, task)):
+                with ticks_to(Ticks(progress, task, spec.name)):
                     result = run_scenario(
                         resolved,
                         tracking_uri=tracking_uri,
@@ -199,7 +203,7 @@ def train(
                 if runner is not None:
                     runner.end(exc)  # the run ends KILLED or FAILED (a no-op when `run` already ended it)
                 if isinstance(exc, KeyboardInterrupt):
-                    errors.print(f"interrupted: {interrupted_hint(resolved, campaign)}")
+                    errors.print(f"interrupted: {interrupted_hint(resolved)}")
             if isinstance(exc, KeyboardInterrupt):
                 raise typer.Exit(130) from None
             raise
@@ -221,10 +225,10 @@ def train(
         )
 
 
-def interrupted_hint(resolved, file: Path) -> str:
+def interrupted_hint(resolved) -> str:
     """What to do after a Ctrl-C: resume, when the campaign's run had started (run.json names it)."""
     if resolved is not None and (resolved.checkpoint_dir / "run.json").exists():
-        return f"continue with `agora train {file} --resume` (the run is marked KILLED)"
+        return f"continue with `{resolved.command()} --resume` (the run is marked KILLED)"
     return "the campaign had not started; nothing was recorded"
 
 

@@ -13,6 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 import agora
+from agora.campaign import load_campaign
 from agora.cli import Ticks, app, progress_bar, ui_hint
 from agora.errors import ScenarioError
 from agora.policy import ActResponse, Policy
@@ -163,6 +164,8 @@ def test_train_takes_overrides_and_records_them(tmp_path):
     assert run.data.params["oracle.steps"] == "3" and run.data.params["iterations"] == "2"
     listed = runner.invoke(app, ["runs", "--tracking-uri", uri, "--json"])
     assert list(json.loads(listed.stdout)[0]["metrics"]) == ["pop/exploitability", "pop/nash_conv", "pop/size"]
+    resume = load_campaign(PSRO, [*args, "name=rps b"]).command()  # what a stopped run's messages tell
+    assert resume == f"agora train {PSRO} {' '.join(args)} 'name=rps b'"
 
 
 def test_runs_on_a_missing_or_empty_store_creates_nothing(tmp_path):
@@ -233,10 +236,10 @@ def test_the_bar_shows_turns_tokens_and_rate(monkeypatch):
     clock = iter([0.0, 2.0, 3.0])
     monkeypatch.setattr("agora.cli.time.perf_counter", lambda: next(clock))
     with progress_bar(disable=True) as progress:
-        task = progress.add_task("x", total=2, live="")
-        ticks = Ticks(progress, task)
+        task = progress.add_task("loading x", total=2, live="")
+        ticks = Ticks(progress, task, "x")
         ticks(4, 100)
-        assert progress.tasks[0].fields["live"] == "4 turns, 100 tokens"
+        assert progress.tasks[0].fields["live"] == "4 turns, 100 tokens" and progress.tasks[0].description == "x"
         ticks(8, 300)
         assert progress.tasks[0].fields["live"] == "8 turns, 300 tokens (100 tokens/s)"
         ticks(2, 0)  # a new rollout starts over
