@@ -428,15 +428,11 @@ def env(
         state = f"ready in {model['path']}"
     elif model["package_installed"]:
         state = "installed (converted on first use, ~20 s)"
-    cuda = (
-        f"yes (CUDA {report['cuda_version']}: {', '.join(report['cuda_devices'])})"
-        if report["cuda_available"]
-        else (
-            f"no (torch built with CUDA {report['cuda_version']})"
-            if report["cuda_version"]
-            else "no (CPU build of torch)"
-        )
-    )
+    cuda = "no (CPU build of torch)"
+    if report["cuda_available"]:
+        cuda = f"yes (CUDA {report['cuda_version']}: {', '.join(report['cuda_devices'])})"
+    elif report["cuda_version"]:
+        cuda = f"no (torch built with CUDA {report['cuda_version']})"
     rows = [
         ("agora", report["agora"]),
         ("python", report["python"]),
