@@ -4,6 +4,7 @@ wrong-kind files, live progress, quiet output and the `agora ui` hint (issue 16)
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import warnings
@@ -82,6 +83,7 @@ def test_overrides_reach_into_the_file_and_are_recorded(tmp_path):
     result = runner.invoke(app, ["run", SCRIPTED, *args, "--seed", "7", "--tracking-uri", uri])
     assert result.exit_code == 0, result.output
     assert f"(browse with `agora ui --tracking-uri {uri}`)" in result.output
+    assert re.search(r"\d turns", result.output)  # the bar's last frame (not "turns per episode")
     client = MlflowClient(uri)
     run = client.get_run(run_id(result.output))
     params, tags = run.data.params, run.data.tags
@@ -268,6 +270,7 @@ def test_train_output_has_no_library_warnings_or_progress_bars(tmp_path, trackin
         result = runner.invoke(app, ["train", str(file), *small, "--tracking-uri", tracking_uri])
     assert result.exit_code == 0, result.output
     assert "checkpoint" in result.output  # saved (where transformers would draw its "Writing model shards" bar)
+    assert " tokens" in result.output  # the bar's last frame: turns and tokens of the last rollout
     assert [str(w.message) for w in caught if not issubclass(w.category, DeprecationWarning)] == []
     for foreign in ("Warning", "shards", "it/s", "%|"):
         assert foreign not in result.output, result.output
