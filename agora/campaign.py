@@ -213,7 +213,7 @@ class CampaignRunner(ABC):
         """Open the campaign's MLflow run (or reattach it on resume) unless tracking is off, and write run.json
         the moment the run exists, so that a killed start is resumed, never started twice. Signals are held
         until the run is set up; then one ends it KILLED."""
-        from agora.tracking import listing_tags
+        from agora.listing import listing_tags
 
         spec = self.campaign.spec
         try:

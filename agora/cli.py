@@ -348,7 +348,8 @@ def runs(
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
 ) -> None:
     """List the newest runs of the MLflow store: id, experiment, name, status, start, duration, key metrics."""
-    from agora.tracking import list_runs, resolve_uri
+    from agora.listing import list_runs
+    from agora.tracking import resolve_uri
 
     uri = resolve_uri(tracking_uri)
     with user_errors():

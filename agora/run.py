@@ -200,7 +200,8 @@ def open_run(
     extra: dict[str, str] | None = None,
 ):
     """A new MLflow run for the scenario, tagged with what it plays, its overrides and key metrics (and `extra`)."""
-    from agora.tracking import Tracker, listing_tags
+    from agora.listing import listing_tags
+    from agora.tracking import Tracker
 
     spec = scenario.spec
     headline = [f"eval/{key}" for key in getattr(scenario.world_entry.load(), "metric_labels", {})]
