@@ -28,10 +28,11 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import re
+import shlex
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -46,7 +47,16 @@ from agora.checkpoint import (
 )
 from agora.errors import AgoraError, ScenarioError, in_file
 from agora.interrupts import uninterrupted
-from agora.scenario import PrintableName, TrackingSpec, is_campaign, read_mapping, validate_model
+from agora.scenario import (
+    PrintableName,
+    TrackingSpec,
+    apply_overrides,
+    blamed,
+    check_kind,
+    read_mapping,
+    read_overrides,
+    validate_model,
+)
 
 METRIC_NAME = re.compile(r"[A-Za-z0-9_.\-]+")  # what a name must be to go into a metric key
 END_TAG = "agora.end"  # why a campaign's run ended KILLED or FAILED, for whoever finds it in MLflow
@@ -98,6 +108,8 @@ class CampaignKind(ABC):
 
     # the file's keys besides `kind`: a `CampaignConfig` with `iterations` and `checkpoint`
     Config: ClassVar[type[CampaignConfig]]
+    kind: str = "train"  # its registered name (the file's `kind:`), set by `load_campaign`
+    overrides: tuple[str, ...] = ()  # the command line's `key=value` overrides, as given (tagged on the run)
 
     def __init__(self, spec: BaseModel, *, source: str | None = None, text: str | None = None):
         self.spec, self.source, self.text = spec, source, text
@@ -118,6 +130,10 @@ class CampaignKind(ABC):
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def command(self) -> str:
+        """The `agora train` command line that runs this campaign: its file and its overrides."""
+        return " ".join(["agora train", self.source or "FILE", *map(shlex.quote, self.overrides)])
 
     @property
     def iterations(self) -> int:
@@ -201,6 +217,8 @@ class CampaignRunner(ABC):
         """Open the campaign's MLflow run (or reattach it on resume) unless tracking is off, and write run.json
         the moment the run exists, so that a killed start is resumed, never started twice. Signals are held
         until the run is set up; then one ends it KILLED."""
+        from agora.listing import listing_tags
+
         spec = self.campaign.spec
         self.run_tags = tags
         try:
@@ -210,6 +228,7 @@ class CampaignRunner(ABC):
                         "agora.campaign": spec.name,
                         "agora.seed": str(spec.seed),
                         "agora.version": agora.__version__,
+                        **listing_tags(self.campaign.overrides, list(self.progress)),
                         **tags,
                     }
                     where = self.resumed_from.name if self.resumed_from else "the start"
@@ -295,7 +314,7 @@ class CampaignRunner(ABC):
         self.ended = True
         if not self.tracker:
             return
-        status, message = end_status(exc, self.phase, self.run_folder.latest(), self.campaign.source)
+        status, message = end_status(exc, self.phase, self.run_folder.latest(), self.campaign.command())
         with shielded():
             if message:
                 self.tracker.set_tags({END_TAG: message})
@@ -339,16 +358,13 @@ class CampaignRunner(ABC):
         return "\n".join(lines)
 
 
-def end_status(exc: BaseException | None, phase: str, newest: Path | None, source: str | None) -> tuple[str, str]:
-    """(status, message) of a run that ends with `exc` (None: it finished) during `phase`."""
+def end_status(exc: BaseException | None, phase: str, newest: Path | None, command: str) -> tuple[str, str]:
+    """(status, message) of a run that ends with `exc` (None: it finished) during `phase`; `command` ran it."""
     if exc is None:
         return "FINISHED", ""
     kept = f"newest complete checkpoint: {newest.name if newest else 'none'}"
     if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-        return "KILLED", (
-            f"interrupted (Ctrl-C or SIGTERM) during {phase}; {kept}; continue with "
-            f"`agora train {source or 'FILE'} --resume`"
-        )
+        return "KILLED", (f"interrupted (Ctrl-C or SIGTERM) during {phase}; {kept}; continue with `{command} --resume`")
     return "FAILED", f"failed during {phase}: {type(exc).__name__}: {str(exc)[:2000]}; {kept}"
 
 
@@ -366,30 +382,25 @@ def shielded():
             raise
 
 
-def load_campaign(path: str | Path, overrides: dict[str, Any] | None = None) -> CampaignKind:
+def load_campaign(path: str | Path, overrides: Mapping[str, Any] | Sequence[str] | None = None) -> CampaignKind:
     """Read and validate a campaign file: its `kind:` (default `train`) picks the registered kind.
 
-    `overrides` set keys before validation; dotted keys reach into mappings ("evaluation.episodes").
+    `overrides` set keys before validation (`key=value` arguments or a mapping; `agora.scenario.apply_overrides`):
+    dotted keys reach into mappings ("evaluation.episodes").
     """
     from agora.registry import CAMPAIGNS
 
+    values, given = read_overrides(overrides)
     data, text, file = read_mapping(path, hint="copy a file in scenarios/campaigns/ to start from")
-    if not is_campaign(data) and "agents" in data:
-        raise ScenarioError(
-            "this is a scenario file (it has `agents:` and no `trainer:` or `kind:`), not a campaign",
-            file=file,
-            hint=f"play it with `agora run {file}`",
-        )
-    for key, value in (overrides or {}).items():
-        *parents, last = key.split(".")
-        node = data
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
-    kind = data.pop("kind", "train")
-    with in_file(file):
-        entry = CAMPAIGNS.get(str(kind), path="kind")
-    return entry.load().resolve(data, source=file, text=text)
+    check_kind(data, "campaign", file)
+    with blamed(given):
+        apply_overrides(data, values, file=file)
+        kind = data.pop("kind", "train")
+        with in_file(file):
+            entry = CAMPAIGNS.get(str(kind), path="kind")
+        campaign = entry.load().resolve(data, source=file, text=text)
+    campaign.kind, campaign.overrides = entry.name, given
+    return campaign
 
 
 def match_seats(patterns: list[str], seats: list[str], path: str) -> list[str]:

@@ -16,6 +16,8 @@ error before any work starts. What only loading can find (weights whose shapes d
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import math
 import os
@@ -57,9 +59,14 @@ def embedded_gguf() -> Path:
     return gguf
 
 
+def embedded_cache() -> Path:
+    """Where the embedded model's safetensors copy lives (its `model.safetensors` once converted)."""
+    return cache_dir() / "models" / EMBEDDED
+
+
 def prepare_embedded() -> Path:
     """The cached safetensors copy of the embedded model, converted from its GGUF on first use."""
-    target = cache_dir() / "models" / EMBEDDED
+    target = embedded_cache()
     if (target / "model.safetensors").is_file():
         return target
     gguf = embedded_gguf()
@@ -69,8 +76,9 @@ def prepare_embedded() -> Path:
     quiet_transformers()
     print(f"converting the embedded model to {target} (once, ~20 s)", file=sys.stderr)
 
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    with quiet_gguf():
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # The weights are de-quantized to plain float tensors; detach the GGUF "quantizer" so that
     # transformers agrees to save them as an ordinary checkpoint.
     model.hf_quantizer = None
@@ -117,6 +125,23 @@ def quiet_transformers() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+
+
+@contextlib.contextmanager
+def quiet_gguf():
+    """No "Converting and de-quantizing GGUF tensors" bar: transformers draws it with tqdm directly, which
+    `disable_progress_bar` does not reach, so its module's `tqdm` is given `disable=True` while loading."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    bar = getattr(gguf_utils, "tqdm", None)  # None: a transformers without that bar (nothing to silence)
+    if bar is None:
+        yield
+        return
+    gguf_utils.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = bar
 
 
 def pick_device(device: str = "auto") -> str:

@@ -15,10 +15,12 @@ batched: the transcripts are the same at any `concurrency`.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import time
 import zlib
 from collections import defaultdict
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -71,6 +73,21 @@ def decision_seed(key: int, decision: int, attempt: int) -> int:
     (`seat_key`), its `attempt`-th reply (0, then retries). One integer mix (~1 us, no generator):
     the economy asks it for thousands of seats per step, at ~35 us per worker-step in all."""
     return splitmix64((key + (decision << 32) + attempt) & MASK64)
+
+
+# Where rollouts started without their own `on_tick` report their ticks (`ticks_to`).
+TICK_LISTENER: ContextVar[Callable[[int, int], None] | None] = ContextVar("tick_listener", default=None)
+
+
+@contextlib.contextmanager
+def ticks_to(on_tick: Callable[[int, int], None]):
+    """Every `Rollout.run` inside (in this thread) reports its ticks to `on_tick(turns, tokens)`: the live display
+    of `agora train`, whose rollouts are started deep inside each campaign kind."""
+    token = TICK_LISTENER.set(on_tick)
+    try:
+        yield
+    finally:
+        TICK_LISTENER.reset(token)
 
 
 @dataclass
@@ -229,10 +246,22 @@ class Rollout:
         self.seconds = 0.0
 
     def run(
-        self, episodes: int, *, first_index: int = 0, on_episode: Callable[[Episode], None] | None = None
+        self,
+        episodes: int,
+        *,
+        first_index: int = 0,
+        on_episode: Callable[[Episode], None] | None = None,
+        on_tick: Callable[[int, int], None] | None = None,
     ) -> list[Episode]:
-        """Play `episodes` episodes (indices first_index...), return them sorted by index."""
+        """Play `episodes` episodes (indices first_index...), return them sorted by index. After every tick,
+        `on_tick(turns, tokens)` (default: the `ticks_to` listener) gets the turns taken and the tokens the
+        policies generated so far in this call (a live progress display)."""
         start, done = time.perf_counter(), len(self.episodes)
+        on_tick = on_tick or TICK_LISTENER.get()
+        if on_tick:
+            policies = list({id(p): p for p in self.seats.values()}.values())
+            turns0 = sum(c.decisions for c in self.counters.values())
+            tokens0 = sum(p.stats.generated_tokens for p in policies)
         todo = iter(range(first_index, first_index + episodes))
         active: list[_Slot] = []
         # The cyclic GC runs between ticks on young objects only. Left automatic, its full collections
@@ -251,6 +280,9 @@ class Rollout:
                     break
                 self._tick(active)
                 gc.collect(1)  # the tick's young objects, once (see above)
+                if on_tick:
+                    turns = sum(c.decisions for c in self.counters.values()) - turns0
+                    on_tick(turns, sum(p.stats.generated_tokens for p in policies) - tokens0)
                 for slot in [s for s in active if s.done]:
                     active.remove(slot)
                     episode = slot.finish()

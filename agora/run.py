@@ -200,16 +200,19 @@ def open_run(
     tracking_uri: str | None,
     extra: dict[str, str] | None = None,
 ):
-    """A new MLflow run for the scenario, tagged with what it plays (and `extra` tags)."""
+    """A new MLflow run for the scenario, tagged with what it plays, its overrides and key metrics (and `extra`)."""
+    from agora.listing import listing_tags
     from agora.tracking import Tracker
 
     spec = scenario.spec
+    headline = [f"eval/{key}" for key in getattr(scenario.world_entry.load(), "metric_labels", {})]
     tags = {
         "agora.world": scenario.world_entry.name,
         "agora.agents": ", ".join(f"{a}={p}" for a, p in policy_ids.items()),
         "agora.seed": str(spec.seed),
         "agora.version": agora.__version__,
         "agora.scenario": scenario.source or spec.name,
+        **listing_tags(scenario.overrides, headline),
         **(extra or {}),
     }
     return Tracker(tracking_uri or spec.tracking.uri, spec.tracking.experiment or spec.name, spec.name, tags)

@@ -12,6 +12,7 @@ Values are then validated strictly: a bool or a string is never taken for a numb
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import fnmatch
 import json
@@ -19,7 +20,7 @@ import re
 import reprlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Mapping, Sequence
 
 import pydantic_core
 import yaml
@@ -357,6 +358,7 @@ class ResolvedScenario(WorldFile):
     seats: dict[str, Seat]
     source: str | None  # the file it came from (None when built in code)
     text: str | None  # the file's text, logged as an artifact
+    overrides: tuple[str, ...] = ()  # the command line's `key=value` overrides, as given (tagged on the run)
 
     def resolved_config(self) -> dict[str, Any]:
         """Everything that determines the run, with defaults filled in (logged as MLflow params)."""
@@ -369,31 +371,134 @@ class ResolvedScenario(WorldFile):
         return out
 
 
+SCENARIO_KEYS = ("agents", "episodes")  # keys only scenario files have
+# keys only campaign files have (every campaign kind has the last two)
+CAMPAIGN_KEYS = ("kind", "trainer", "iterations", "checkpoint")
+
+
+def file_kind(data: dict[str, Any]) -> str | None:
+    """A file's kind, "scenario" or "campaign", from the keys only one kind has (`kind:` decides alone); None
+    when the keys say neither or both (the file is then validated as what the command expects)."""
+    if "kind" in data:
+        return "campaign"
+    scenario, campaign = (any(k in data for k in keys) for keys in (SCENARIO_KEYS, CAMPAIGN_KEYS))
+    return None if scenario == campaign else "campaign" if campaign else "scenario"
+
+
 def is_campaign(data: dict[str, Any]) -> bool:
-    """A campaign file has a top-level `trainer:` or `kind:` key (scenario files have neither)."""
-    return "trainer" in data or "kind" in data
+    """Whether `agora validate` checks this file as a campaign (`file_kind`; a file of neither kind is a scenario)."""
+    return file_kind(data) == "campaign"
 
 
-def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> ResolvedScenario:
-    """Read, parse and validate a scenario file. `overrides` replace top-level keys (CLI flags)."""
-    data, text, file = read_mapping(path, hint="copy one of the files in scenarios/ to start from")
-    if is_campaign(data):
+def check_kind(data: dict[str, Any], expected: str, file: str) -> None:
+    """A `ScenarioError` saying which command a file of the other kind goes to (`file_kind`)."""
+    kind = file_kind(data)
+    if kind is not None and kind != expected:
+        command = "train" if kind == "campaign" else "run"
+        keys = [f"`{k}:`" for k in (CAMPAIGN_KEYS if kind == "campaign" else SCENARIO_KEYS) if k in data]
         raise ScenarioError(
-            "this is a campaign file (it has `trainer:` or `kind:`), not a scenario",
+            f"this is a {kind} file: use `agora {command}`",
             file=file,
-            hint=f"train it with `agora train {file}`",
+            hint=f"it has {' and '.join(keys)}; {kind}s go to `agora {command} {file}`",
         )
-    data.update(overrides or {})
-    return resolve_scenario(data, source=file, text=text)
 
 
-def resolve_scenario(data: dict[str, Any], *, source: str | None = None, text: str | None = None) -> ResolvedScenario:
+# --- command-line overrides (`key=value`) ---------------------------------------------------------
+
+
+def parse_override(arg: str) -> tuple[str, Any]:
+    """`agents.alice.temperature=0` -> ("agents.alice.temperature", 0): the value is read as YAML (`0`, `true`,
+    `[1, 2]`, `{a: 1}`, `null`; quoted text stays text); a `ScenarioError` for a malformed one."""
+    key, equals, text = arg.partition("=")
+    key = key.strip()
+    if not equals:
+        raise ScenarioError(f"override {brief(arg)} has no '=': write key=value, e.g. world.max_turns=4")
+    if not key or not all(key.split(".")):
+        raise ScenarioError(f"override {brief(arg)}: empty key or key part; write key=value, e.g. world.max_turns=4")
+    try:
+        return key, parse_yaml(text)
+    except yaml.YAMLError as exc:
+        problem = cut(" ".join(str(getattr(exc, "problem", None) or exc).split()), MAX_MESSAGE_CHARS)
+        raise ScenarioError(
+            f"override {brief(arg)}: the value is not valid YAML: {problem}",
+            hint=f"quote text with special characters, e.g. {key}=\"'a: b'\"",
+        ) from None
+
+
+def read_overrides(overrides: Mapping[str, Any] | Sequence[str] | None) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """(dotted key -> value, the overrides as given) from `key=value` arguments, or from a mapping (code)."""
+    if not overrides:
+        return {}, ()
+    if isinstance(overrides, str):
+        overrides = [overrides]
+    if isinstance(overrides, Mapping):
+        shown = (f"{k}={v if isinstance(v, str) else json.dumps(v, default=str)}" for k, v in overrides.items())
+        return dict(overrides), tuple(shown)
+    return dict(map(parse_override, overrides)), tuple(overrides)
+
+
+def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any], *, file: str | None = None) -> None:
+    """Set each dotted key of `overrides` in a file's mapping: `world.max_turns` reaches into `world:`, creating
+    missing mappings on the way (the schema then says whether such a key is allowed)."""
+    for key, value in overrides.items():
+        *parents, last = key.split(".")
+        node = data
+        for depth, part in enumerate(parents):
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+            if not isinstance(node, dict):
+                where = ".".join(parents[: depth + 1])
+                raise ScenarioError(
+                    f"cannot set `{key}`: `{where}` is a {type(node).__name__}, not a mapping",
+                    file=file,
+                    path=where,
+                    hint=f"set the whole value, e.g. {where}=[a, b]" if isinstance(node, list) else None,
+                )
+        node[last] = value
+
+
+@contextlib.contextmanager
+def blamed(given: Sequence[str]):
+    """A `ScenarioError` about a key that an override (`key=value`, as given) set, reached into or created
+    says so in its hint."""
+    try:
+        yield
+    except ScenarioError as exc:
+        path = exc.path
+
+        def related(arg: str) -> bool:  # the key, or one above or below it, is the override's
+            key = arg.partition("=")[0].strip()
+            return f"{key}.".startswith(f"{path}.") or path.startswith(f"{key}.")
+
+        # the last one given for a key is the one that took effect
+        culprit = next((arg for arg in reversed(given) if related(arg)), None) if path else None
+        if culprit is None:
+            raise
+        hint = f"from the override `{culprit}`" + (f"; {exc.hint}" if exc.hint else "")
+        raise ScenarioError(exc.message, file=exc.file, path=exc.path, hint=hint) from None
+
+
+def load_scenario(path: str | Path, overrides: Mapping[str, Any] | Sequence[str] | None = None) -> ResolvedScenario:
+    """Read, parse and validate a scenario file. `overrides` set keys before validation: `key=value` arguments
+    or a mapping; dotted keys reach into mappings (`agents.alice.temperature`)."""
+    values, given = read_overrides(overrides)
+    data, text, file = read_mapping(path, hint="copy one of the files in scenarios/ to start from")
+    check_kind(data, "scenario", file)
+    with blamed(given):
+        apply_overrides(data, values, file=file)
+        return resolve_scenario(data, source=file, text=text, overrides=given)
+
+
+def resolve_scenario(
+    data: dict[str, Any], *, source: str | None = None, text: str | None = None, overrides: Sequence[str] = ()
+) -> ResolvedScenario:
     with in_file(source):
         spec = validate_model(Scenario, data, prefix="", file=source)
         world_entry = WORLDS.get(spec.world.id, path="world.id")
         world_config = validate_model(world_entry.config, spec.world.model_extra or {}, prefix="world", file=source)
         seats = _match_seats(spec, world_entry, world_config, source)
-    return ResolvedScenario(spec, world_entry, world_config, seats, source, text)
+    return ResolvedScenario(spec, world_entry, world_config, seats, source, text, tuple(overrides))
 
 
 def _match_seats(spec: Scenario, world_entry: Entry, world_config: BaseModel, file: str | None) -> dict[str, Seat]:

@@ -29,17 +29,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import urlsplit
-
-from mlflow.entities import Metric, Param, RunTag
 
 from agora.errors import AgoraError, StoreError
 from agora.interrupts import uninterrupted
-from mlflow import MlflowClient
 
-logging.getLogger("mlflow").setLevel(logging.WARNING)  # no schema-migration chatter in users' terminals
-logging.getLogger("alembic").setLevel(logging.WARNING)
+if TYPE_CHECKING:
+    from mlflow.entities import Metric
+
 
 try:
     import fcntl
@@ -226,6 +224,11 @@ class StoreClient:
     """An MlflowClient whose every call completes before Ctrl-C or SIGTERM takes effect (agora/interrupts.py)."""
 
     def __init__(self, uri: str):
+        from mlflow import MlflowClient  # imported on first use: `agora env` and `--help` stay fast
+
+        # no schema-migration chatter in users' terminals (set after the import, which configures these loggers)
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
         self._client = MlflowClient(tracking_uri=uri)
 
     def __getattr__(self, name: str) -> Any:
@@ -308,6 +311,8 @@ class Tracker:
         return text
 
     def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
         values = flatten(params)
         items = [Param(k, v) for k, v in values.items()]
 
@@ -325,6 +330,8 @@ class Tracker:
         self.log_text(json.dumps(config, indent=2), "campaign/resolved.json")
 
     def set_tags(self, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
         values = {k: str(v) for k, v in tags.items()}
         self.attempt(
             "set tags",
@@ -342,6 +349,8 @@ class Tracker:
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         """Buffer metrics; they are written in batches."""
+        from mlflow.entities import Metric
+
         now = int(time.time() * 1000)
         self._metrics.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
         if len(self._metrics) >= METRICS_PER_BATCH or time.monotonic() - self._last_flush > FLUSH_SECONDS:
