@@ -89,9 +89,13 @@ def test_negotiation_with_a_server_agent_under_the_world_grammar(llama_server, t
     spec["tracking"] = {"enabled": False}  # a tracked run: the next test
     result = run_scenario(resolve_scenario(spec))
     alice = [s for e in result.episodes for s in e.steps if s.agent == "alice"]
-    # the world's grammar, its message cut to fit max_tokens (GBNF bounds it in characters)
-    assert len(alice) == 2 and all(not s.fallback and s.text.startswith("MESSAGE: ") for s in alice)
-    assert all("\nACTION: " in s.text for s in alice), [s.text for s in alice]
+    # the world's grammar (an optional message line, cut to fit max_tokens: GBNF bounds it in characters,
+    # then the action), whether or not the model chose to write a message
+    assert len(alice) == 2 and not any(s.fallback or s.failed_attempts for s in alice)
+    for step in alice:
+        lines = step.text.split("\n")
+        assert lines[-1].startswith("ACTION: ") and len(lines) <= 2, step.text
+        assert len(lines) == 1 or lines[0].startswith("MESSAGE: "), step.text
     assert result.summary["parse/failure_rate/alice"] == 0.0 and result.summary["parse/unanswered"] == 0
     assert result.summary["perf/generated_tokens"] > 0
 
