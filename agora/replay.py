@@ -97,7 +97,10 @@ def turn_html(episode: Episode, step: Step) -> str:
     for attempt in step.failed_attempts:
         parts.append(f"<div>unparseable: {escape(attempt.get('error', ''))}</div>{text_block(attempt.get('text', ''))}")
     parts.append(text_block(step.text, "reply"))
-    parts.append(facts([("action", step.action), ("reward", step.reward)]))
+    rows: list[tuple[str, Any]] = [("action", step.action), ("reward", step.reward)]
+    if step.seconds is not None:  # the batched call(s) this decision waited for
+        rows.append(("seconds", f"{step.seconds:.3f}"))
+    parts.append(facts(rows))
     parts.append("</div>")
     return "\n".join(parts)
 

@@ -126,6 +126,7 @@ class _Turn:
     decision: int  # how many decisions this seat took before this one in the episode
     failed: list[dict[str, str]] = field(default_factory=list)
     grammar: Any = None  # the world's `reply_grammar` for this turn (text seats)
+    asked: float | None = None  # when the policy was first asked for this decision (epoch seconds)
 
 
 class _Slot:
@@ -331,11 +332,17 @@ class Rollout:
                 )
                 for t in group
             ]
-            for turn, response in zip(group, policy.act(requests)):
-                self._settle(turn, response)  # a turn to re-ask stays pending: it joins the next call
+            asked = time.time()
+            for turn in group:
+                turn.asked = turn.asked or asked  # a re-asked turn keeps its first call's start
+            responses = policy.act(requests)
+            answered = time.time()
+            for turn, response in zip(group, responses):
+                self._settle(turn, response, answered)  # a turn to re-ask stays pending: it joins the next call
 
-    def _settle(self, turn: _Turn, response: ActResponse) -> bool:
-        """Apply the response's action to the world; False when the turn must be asked again."""
+    def _settle(self, turn: _Turn, response: ActResponse, answered: float) -> bool:
+        """Apply the response's action to the world (answered at `answered`, epoch seconds); False when
+        the turn must be asked again."""
         world, counters = turn.slot.world, self.counters[turn.agent]
         fallback = False
         if response.error is not None:  # no reply at all (e.g. a server down after its retries)
@@ -379,6 +386,8 @@ class Rollout:
             messages=turn.messages or None,
             fallback=fallback,
             observation=jsonable(turn.observation) if self.record_observations else None,
+            started=turn.asked,
+            seconds=answered - turn.asked,
         )
         turn.slot.apply(turn, step, action)
         return True

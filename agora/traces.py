@@ -15,8 +15,10 @@ Traces are built from finished episodes as MLflow's own entities (the trace JSON
 `log_spans` once for all spans. MLflow's live tracing (`mlflow.start_span`, `MlflowClient.start_trace`)
 is not used: it exports to the process-wide tracking URI from a background queue that only logs
 its failures and flushes at exit, while a run writes to its own store and must know what failed
-(`Tracker.log_traces` then saves the traces locally). Turns are not timed: span times are the
-logging time, one microsecond apart in turn order, so the UI lists them in order.
+(`Tracker.log_traces` then saves the traces locally). A turn's span runs from the first call for
+that decision to its reply (`Step.started`, `Step.seconds`): a batched call's time is shared by
+every turn in the batch. Trajectories written before turns were timed get spans one microsecond
+apart in turn order.
 """
 
 from __future__ import annotations
@@ -63,7 +65,15 @@ def token_usage(step: Step) -> dict[str, int] | None:
 
 
 def span_dict(
-    trace: str, n: int, name: str, span_type: str, inputs: Any, outputs: Any, attributes: dict[str, Any], start_ns: int
+    trace: str,
+    n: int,
+    name: str,
+    span_type: str,
+    inputs: Any,
+    outputs: Any,
+    attributes: dict[str, Any],
+    start_ns: int,
+    end_ns: int | None = None,
 ) -> dict[str, Any]:
     """One span in MLflow's trace JSON format (`Span.to_dict`): attribute values JSON-encoded."""
     values = {
@@ -79,14 +89,14 @@ def span_dict(
         "parent_span_id": span_id(trace, 0) if n else None,
         "name": name,
         "start_time_unix_nano": start_ns,
-        "end_time_unix_nano": start_ns + 1000,
+        "end_time_unix_nano": start_ns + 1000 if end_ns is None else end_ns,
         "events": [],
         "status": {"code": "OK", "message": ""},
         "attributes": {key: json.dumps(value, ensure_ascii=False) for key, value in values.items()},
     }
 
 
-def turn_span(trace: str, episode: Episode, step: Step, start_ns: int) -> dict[str, Any]:
+def turn_span(trace: str, episode: Episode, step: Step, start_ns: int, end_ns: int | None = None) -> dict[str, Any]:
     attributes: dict[str, Any] = {
         "agora.agent": step.agent,
         "agora.turn": step.turn,
@@ -108,7 +118,7 @@ def turn_span(trace: str, episode: Episode, step: Step, start_ns: int) -> dict[s
     if usage := token_usage(step):
         attributes[SpanAttributeKey.CHAT_USAGE] = usage
     name = f"turn {step.turn}: {step.agent}"
-    return span_dict(trace, step.turn + 1, name, span_type, inputs, outputs, attributes, start_ns)
+    return span_dict(trace, step.turn + 1, name, span_type, inputs, outputs, attributes, start_ns, end_ns)
 
 
 def episode_trace(episode: Episode, run_id: str, experiment_id: str, start_ns: int | None = None) -> Trace:
@@ -120,9 +130,15 @@ def episode_trace(episode: Episode, run_id: str, experiment_id: str, start_ns: i
     outputs = {"returns": episode.returns, "metrics": episode.metrics}
     steps = episode.steps[:MAX_TURNS_SHOWN]
     counts = {"agora.turns": len(episode.steps), "agora.turns_shown": len(steps)}
+    if steps and all(step.started is not None and step.seconds is not None for step in steps):
+        # the turns as the rollout timed them: from the first call for a decision to its reply
+        times = [(int(step.started * 1e9), int((step.started + step.seconds) * 1e9)) for step in steps]
+        start_ns = min(begin for begin, _ in times)
+    else:  # trajectories written before turns were timed: turns 1 us apart in turn order
+        times = [(start_ns + 1000 * (i + 1), None) for i in range(len(steps))]
     spans = [span_dict(trace, 0, f"episode {episode.index}", SpanType.CHAIN, inputs, outputs, counts, start_ns)]
-    spans += [turn_span(trace, episode, step, start_ns + 1000 * (i + 1)) for i, step in enumerate(steps)]
-    spans[0]["end_time_unix_nano"] = start_ns + 1000 * (len(steps) + 1)
+    spans += [turn_span(trace, episode, step, *times[i]) for i, step in enumerate(steps)]
+    spans[0]["end_time_unix_nano"] = max((s["end_time_unix_nano"] for s in spans), default=start_ns + 1000)
     info = TraceInfo(
         trace_id=trace,
         trace_location=TraceLocation.from_experiment_id(experiment_id),
@@ -130,7 +146,7 @@ def episode_trace(episode: Episode, run_id: str, experiment_id: str, start_ns: i
         state=TraceState.OK,
         request_preview=json.dumps(inputs, ensure_ascii=False)[:PREVIEW_CHARS],
         response_preview=json.dumps(outputs, ensure_ascii=False)[:PREVIEW_CHARS],
-        execution_duration=0,
+        execution_duration=(spans[0]["end_time_unix_nano"] - start_ns) // 1_000_000,
         trace_metadata={TraceMetadataKey.SOURCE_RUN: run_id, TRACE_SCHEMA_VERSION_KEY: str(TRACE_SCHEMA_VERSION)},
         tags={
             TraceTagKey.TRACE_NAME: f"episode {episode.index}",

@@ -481,7 +481,7 @@ class Tracker:
         when the store refuses them, they are saved as `traces.jsonl` (MLflow's trace JSON, one a line)."""
         from agora.traces import episode_trace, write_traces
 
-        start = time.time_ns()  # episodes 1 ms apart: the Traces list, sorted by time, is in episode order
+        start = time.time_ns()  # untimed (old) episodes 1 ms apart: the Traces list, sorted by time, is in order
         traces = [
             episode_trace(episode, self.run_id, self.experiment_id, start + 1_000_000 * n)
             for n, episode in enumerate(episodes)

@@ -32,6 +32,11 @@ class Step:
         None  # the sampling temperature of `logprobs` (learnable policies): trainers recompute at it
     )
     grammar: str | None = None  # the Lark grammar the completion was decoded under (`ActResponse.grammar`)
+    # When the policy was first asked for this decision (epoch seconds) and how long until its reply was
+    # applied: the batched call it shared with other turns, and any re-asks after parse failures. Wall
+    # clock, so not part of a step's equality (runs under one seed play the same steps at any speed).
+    started: float | None = field(default=None, compare=False)
+    seconds: float | None = field(default=None, compare=False)
     # The chat messages the agent was shown for this decision, without chat-template tokens: the
     # world's prompt, then each unparseable reply and the re-prompt that followed it. None: no text
     # (a policy acting on the observation) or a trajectory recorded before this field.

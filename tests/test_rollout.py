@@ -87,6 +87,27 @@ def test_retry_shows_the_parser_error_and_can_succeed():
     assert llm.batches == [4, 4, 4, 4]  # first tries batched, then the retries batched
 
 
+def test_each_step_is_timed_from_its_first_call_to_its_reply_re_asks_included():
+    import time
+
+    def slow(request):
+        time.sleep(0.03)  # per request: a call of 2 requests takes ~0.06 s
+        return "ACTION: paper" if len(request.messages) > 1 else "no action here"
+
+    llm = Scripted(slow)
+    before = time.time()
+    episodes = make_rollout({"player_0": llm, "player_1": llm}, rounds=2, concurrency=1).run(1)
+    steps = episodes[0].steps
+    assert len(steps) == 4 and all(s.failed_attempts for s in steps)  # every turn asked twice
+    for step in steps:
+        # two batched calls of 2 requests (the first try, the re-ask): about 0.12 s from the first call
+        assert 0.11 <= step.seconds < 1.0 and before <= step.started
+    rounds = [sorted(steps, key=lambda s: s.turn)[i : i + 2] for i in (0, 2)]
+    assert rounds[0][0].started == rounds[0][1].started  # one batched call: one start
+    assert rounds[1][0].started >= rounds[0][0].started + rounds[0][0].seconds
+    assert steps[0] == type(steps[0])(**{**vars(steps[0]), "started": 0.0, "seconds": 0.0})  # wall clock: not compared
+
+
 def test_rewards_and_returns_follow_the_payoff_table():
     llm_rock, llm_paper = Scripted(lambda r: "ACTION: rock"), Scripted(lambda r: "ACTION: paper")
     rollout = make_rollout({"player_0": llm_rock, "player_1": llm_paper}, rounds=3)

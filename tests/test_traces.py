@@ -66,11 +66,16 @@ def test_each_episode_is_one_trace_with_a_span_per_turn_and_the_chat_messages(ll
         assert trace.info.tags["agora.run"] == result.run_id
         assert trace.info.tags["agora.policies"] == "alice=llm, bob=fair"
         assert trace.info.trace_metadata["mlflow.sourceRun"] == result.run_id
-        root, *turns = sorted(trace.data.spans, key=lambda s: s.start_time_ns)
+        (root,) = [s for s in trace.data.spans if s.parent_id is None]
+        turns = sorted((s for s in trace.data.spans if s is not root), key=lambda s: s.attributes["agora.turn"])
         assert root.parent_id is None and root.outputs["returns"] == episode.returns
         assert root.inputs == {"seed": episode.seed, "policies": episode.policies}
         assert len(turns) == len(episode.steps) and all(s.parent_id == root.span_id for s in turns)
         for span, step in zip(turns, episode.steps):
+            # the span is the turn as timed: from the first call for the decision to its reply
+            assert span.start_time_ns == int(step.started * 1e9) and step.seconds >= 0
+            assert span.end_time_ns == int((step.started + step.seconds) * 1e9)
+            assert root.start_time_ns <= span.start_time_ns <= span.end_time_ns <= root.end_time_ns
             assert span.attributes["agora.agent"] == step.agent
             assert span.attributes["agora.turn"] == step.turn
             assert span.attributes["agora.action"] == step.action
@@ -123,6 +128,8 @@ def test_the_replay_page_of_an_episode_is_logged(llm_run):
     episode = result.episodes[1]
     assert f"seed</td><td>{episode.seed}" in page and page.count('<div class="turn') == len(episode.steps)
     assert "<|im_start|>" not in page  # the prompt block holds the chat messages, not the templated prompt
+    assert page.count("<td>seconds</td>") == len(episode.steps)
+    assert f"<td>seconds</td><td>{episode.steps[0].seconds:.3f}</td>" in page
 
 
 def test_a_replay_escapes_what_agents_wrote():
