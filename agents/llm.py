@@ -11,7 +11,7 @@ from pydantic import Field, field_validator
 from agora.engine import PrefixCache, sample, stop_token_ids
 from agora.kernels import describe, per_shape, use_skinny_linears
 from agora.models import EMBEDDED, chat_prompt, check_device, check_model, load_causal_lm, validated
-from agora.policy import ActRequest, ActResponse, Policy, PolicyConfig
+from agora.policy import ActRequest, ActResponse, Policy, PolicyConfig, preamble
 
 
 class LLMConfig(PolicyConfig):
@@ -98,12 +98,13 @@ class LLMPolicy(Policy):
     def run_tags(self) -> dict[str, str]:
         return {"kernel": self.linear_kernel}
 
+    def preamble_for(self, demonstration: list[dict[str, str]] = ()) -> list[dict[str, str]]:
+        """What this policy shows before the world's conversation: system prompt, worked example."""
+        return preamble(self.config.system_prompt, list(demonstration), self.config.demonstrations)
+
     def render(self, messages: list[dict[str, str]], demonstration: list[dict[str, str]] = ()) -> str:
-        if self.config.demonstrations:
-            messages = [*demonstration, *messages]
-        if self.config.system_prompt:
-            messages = [{"role": "system", "content": self.config.system_prompt}, *messages]
-        return chat_prompt(self.tokenizer, messages)  # content never becomes control tokens
+        # content never becomes control tokens
+        return chat_prompt(self.tokenizer, [*self.preamble_for(demonstration), *messages])
 
     def generator_for(self, request: ActRequest) -> torch.Generator:
         """The CPU generator `request`'s tokens are drawn from: seeded by `request.seed`, so a reply
@@ -166,7 +167,15 @@ class LLMPolicy(Policy):
             text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
             responses.append(
                 ActResponse(
-                    text, None, prompt_ids[i], ids, logprobs, texts[i], self.config.temperature, grammar=grammars[i]
+                    text,
+                    None,
+                    prompt_ids[i],
+                    ids,
+                    logprobs,
+                    texts[i],
+                    self.config.temperature,
+                    grammar=grammars[i],
+                    preamble=self.preamble_for(requests[i].demonstration) or None,
                 )
             )
         return responses

@@ -25,7 +25,7 @@ import numpy as np
 from pydantic import Field
 
 from agora.models import valid_unicode
-from agora.policy import ActRequest, ActResponse, Policy, PolicyConfig
+from agora.policy import ActRequest, ActResponse, Policy, PolicyConfig, preamble
 from agora.serving import Completion, ServerClient, ServerConnection, grammar_fields, reply_text
 
 SEED_RANGE = 2**31  # llama.cpp takes a 32-bit seed, OpenAI-compatible servers an int
@@ -50,9 +50,7 @@ def chat_messages(
     config: ServerConfig, messages: list[dict[str, str]], demonstration: list[dict[str, str]]
 ) -> list[dict[str, str]]:
     """The conversation sent: system prompt, worked example, the world's prompt and any retries (valid Unicode)."""
-    shown = [*(demonstration if config.demonstrations else []), *messages]
-    if config.system_prompt:
-        shown = [{"role": "system", "content": config.system_prompt}, *shown]
+    shown = [*preamble(config.system_prompt, demonstration, config.demonstrations), *messages]
     return [{"role": m["role"], "content": valid_unicode(m["content"])} for m in shown]
 
 
@@ -114,7 +112,8 @@ class ServerPolicy(Policy):
             self.stats.generated_tokens += result.tokens
             constrained = self.config.constrained and request.grammar is not None
             text = reply_text(self.config.api, result.text, constrained).strip()
-            responses.append(ActResponse(text, logprobs=result.logprobs))
+            shown = preamble(self.config.system_prompt, request.demonstration, self.config.demonstrations)
+            responses.append(ActResponse(text, logprobs=result.logprobs, preamble=shown or None))
         return responses
 
     def run_tags(self) -> dict[str, str]:

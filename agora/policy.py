@@ -55,6 +55,9 @@ class ActResponse:
     # Set when the policy could not reply at all (e.g. a server that failed after its retries): the
     # engine takes the world's seeded fallback action at once, counted in `unanswered`.
     error: str | None = None
+    # The messages the policy showed before the world's conversation (`ActRequest.messages`): its system
+    # prompt and the world's worked example, as chat messages without template tokens (`preamble`).
+    preamble: list[dict[str, str]] | None = None
 
 
 @dataclass
@@ -108,3 +111,12 @@ class Policy(ABC):
 
     def close(self) -> None:
         """Release resources (models stay cached for other policies)."""
+
+
+def preamble(
+    system_prompt: str | None, demonstration: list[dict[str, str]], demonstrations: bool
+) -> list[dict[str, str]]:
+    """The messages a chat policy puts before the world's conversation: its system prompt (if any),
+    then the world's worked example (when `demonstrations` is on)."""
+    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return [*system, *(demonstration if demonstrations else [])]

@@ -384,6 +384,7 @@ class Rollout:
             grammar=response.grammar,
             failed_attempts=turn.failed,
             messages=turn.messages or None,
+            preamble=response.preamble,
             fallback=fallback,
             observation=jsonable(turn.observation) if self.record_observations else None,
             started=turn.asked,

@@ -26,7 +26,7 @@ from agora.policy import Policy
 from agora.replay import review_sample, write_replays
 from agora.rollout import Rollout, SeatCounters, policy_seed
 from agora.scenario import ResolvedScenario
-from agora.trajectory import Episode, chat_messages, write_jsonl
+from agora.trajectory import Episode, world_prompt, write_jsonl
 from agora.world import Report, run_report
 
 
@@ -101,7 +101,7 @@ def transcript_table(episodes: list[Episode]) -> dict[str, list]:
             columns["turn"].append(step.turn)
             columns["agent"].append(step.agent)
             columns["policy"].append(episode.policies[step.agent])
-            columns["prompt"].append(next((m["content"] for m in chat_messages(step) if m["role"] == "user"), ""))
+            columns["prompt"].append(world_prompt(step))
             columns["text"].append(step.text)
             columns["action"].append(json.dumps(step.action))
             columns["reward"].append(step.reward)

@@ -41,6 +41,9 @@ class Step:
     # world's prompt, then each unparseable reply and the re-prompt that followed it. None: no text
     # (a policy acting on the observation) or a trajectory recorded before this field.
     messages: list[dict[str, str]] | None = None
+    # What the policy showed before those messages: its system prompt and the world's worked example
+    # (`ActResponse.preamble`); None when it showed nothing else.
+    preamble: list[dict[str, str]] | None = None
 
 
 @dataclass
@@ -55,11 +58,20 @@ class Episode:
 
 
 def chat_messages(step: Step) -> list[dict[str, str]]:
-    """The chat messages the agent was shown for this decision, without template tokens (`Step.messages`);
-    for a trajectory recorded before that field, its prompt as one user message."""
+    """Every chat message the agent was shown for this decision, without template tokens: the policy's
+    preamble, then the world's conversation (`Step.messages`); for a trajectory recorded before those
+    fields, its prompt as one user message."""
     if step.messages is not None:
-        return step.messages
+        return [*(step.preamble or []), *step.messages]
     return [{"role": "user", "content": step.prompt}] if step.prompt else []
+
+
+def world_prompt(step: Step) -> str:
+    """The world's prompt for this decision as the agent read it (no template tokens, no preamble);
+    for a trajectory recorded before `Step.messages`, its prompt."""
+    if step.messages is not None:
+        return next((m["content"] for m in step.messages if m["role"] == "user"), "")
+    return step.prompt
 
 
 def jsonable(value: Any) -> Any:

@@ -7,9 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
+from transformers import AutoTokenizer
 
 import agora.traces
 from agora.errors import StoreError
+from agora.models import chat_prompt
 from agora.replay import MAX_TURNS_REVIEWED, MAX_TURNS_SHOWN, episode_html, replay_name, review_sample
 from agora.run import run_scenario, transcript_table
 from agora.scenario import resolve_scenario
@@ -57,8 +59,9 @@ def llm_run(store, tmp_path_factory, tiny_model_dir):
     return MlflowClient(store), result, tmp_path_factory.mktemp("downloads")
 
 
-def test_each_episode_is_one_trace_with_a_span_per_turn_and_the_chat_messages(llm_run):
+def test_each_episode_is_one_trace_with_a_span_per_turn_and_the_chat_messages(llm_run, tiny_model_dir):
     client, result, _ = llm_run
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     traces = sorted(run_traces(client, result.run_id), key=lambda t: int(t.info.tags["agora.episode"]))
     assert [t.info.trace_id for t in traces] == [trace_id(result.run_id, e.index) for e in result.episodes]
     for trace, episode in zip(traces, result.episodes):
@@ -87,7 +90,10 @@ def test_each_episode_is_one_trace_with_a_span_per_turn_and_the_chat_messages(ll
                 continue
             assert span.span_type == "CHAT_MODEL"
             messages = span.inputs["messages"]
-            assert messages == step.messages and messages[0]["role"] == "user"
+            # everything the model was shown: the world's worked example, then the world's conversation;
+            # templated again, the messages are exactly the prompt it was fed
+            assert messages == [*step.preamble, *step.messages] and len(step.preamble) == 2
+            assert chat_prompt(tokenizer, messages) == step.prompt
             assert "<|im_start|>" in step.prompt and not any("<|im_start|>" in m["content"] for m in messages)
             assert span.outputs["choices"][0]["message"] == {"role": "assistant", "content": step.text}
             usage = span.attributes["mlflow.chat.tokenUsage"]
