@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from agora.scenario import resolve_scenario
-from bench import economy, judges, rollout, werewolf
+from bench import economy, judges, review_logging, rollout, werewolf
 from bench.harness import cache_hit_fraction, side_orders, warmup_seed
 
 
@@ -99,3 +99,19 @@ def test_judges_bench_reports_the_cached_pass_as_lookups_without_a_ratio():
     line = judges.cached_pass_line(0, 8, 0.0001)
     assert "look-ups" in line and "0 model calls" in line
     assert "speed-up" not in line and not re.search(r"\d\s*x\b", line)  # no ratio of a look-up to a model call
+
+
+def test_review_logging_sides_play_the_same_episodes_and_only_one_writes_traces(tmp_path):
+    from mlflow import MlflowClient
+
+    data = yaml.safe_load((rollout.SCENARIO.parent / "negotiation_scripted.yaml").read_text())
+    (tmp_path / "plain").mkdir(), (tmp_path / "traced").mkdir()
+    _, plain = review_logging.play(data, 3, 0, tmp_path / "plain")
+    _, traced = review_logging.play(data, 3, 3, tmp_path / "traced")
+    assert plain == traced > 0
+    counts = {}
+    for side in ("plain", "traced"):
+        client = MlflowClient(f"sqlite:///{tmp_path / side / 'mlflow.db'}")
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        counts[side] = len(client.search_traces(locations=experiments, max_results=100))
+    assert counts == {"plain": 0, "traced": 6}  # the untimed first run and the timed one, 3 episodes each
