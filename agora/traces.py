@@ -46,9 +46,11 @@ from agora.trajectory import Episode, Step, chat_messages
 PREVIEW_CHARS = 1000  # request/response previews shown in the Traces list
 
 
-def trace_id(run_id: str, index: int) -> str:
-    """The id of episode `index`'s trace in run `run_id` (stable: logging twice cannot duplicate it)."""
-    return "tr-" + hashlib.sha256(f"{run_id}/{index}".encode()).hexdigest()[:32]
+def trace_id(run_id: str, index: int, group: str = "") -> str:
+    """The id of episode `index`'s trace in run `run_id` (stable: logging twice cannot duplicate it);
+    `group` tells apart sets of episodes of one run (a campaign's evaluation per opponent)."""
+    key = f"{run_id}/{group}/{index}" if group else f"{run_id}/{index}"
+    return "tr-" + hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def span_id(trace: str, n: int) -> str:
@@ -121,10 +123,14 @@ def turn_span(trace: str, episode: Episode, step: Step, start_ns: int, end_ns: i
     return span_dict(trace, step.turn + 1, name, span_type, inputs, outputs, attributes, start_ns, end_ns)
 
 
-def episode_trace(episode: Episode, run_id: str, experiment_id: str, start_ns: int | None = None) -> Trace:
+def episode_trace(
+    episode: Episode, run_id: str, experiment_id: str, start_ns: int | None = None, group: str = ""
+) -> Trace:
     """Episode `episode` of run `run_id` as one MLflow trace in experiment `experiment_id`: a span for
-    each of its first MAX_TURNS_SHOWN turns (the root's `agora.turns` and `agora.turns_shown` say so)."""
-    trace = trace_id(run_id, episode.index)
+    each of its first MAX_TURNS_SHOWN turns (the root's `agora.turns` and `agora.turns_shown` say so).
+    A `group` (e.g. `eval-fair`) prefixes the trace's name and is its `agora.group` tag."""
+    trace = trace_id(run_id, episode.index, group)
+    name = f"{group} episode {episode.index}" if group else f"episode {episode.index}"
     start_ns = time.time_ns() if start_ns is None else start_ns
     inputs = {"seed": episode.seed, "policies": episode.policies}
     outputs = {"returns": episode.returns, "metrics": episode.metrics}
@@ -136,7 +142,7 @@ def episode_trace(episode: Episode, run_id: str, experiment_id: str, start_ns: i
         start_ns = min(begin for begin, _ in times)
     else:  # trajectories written before turns were timed: turns 1 us apart in turn order
         times = [(start_ns + 1000 * (i + 1), None) for i in range(len(steps))]
-    spans = [span_dict(trace, 0, f"episode {episode.index}", SpanType.CHAIN, inputs, outputs, counts, start_ns)]
+    spans = [span_dict(trace, 0, name, SpanType.CHAIN, inputs, outputs, counts, start_ns)]
     spans += [turn_span(trace, episode, step, *times[i]) for i, step in enumerate(steps)]
     spans[0]["end_time_unix_nano"] = max((s["end_time_unix_nano"] for s in spans), default=start_ns + 1000)
     info = TraceInfo(
@@ -149,7 +155,8 @@ def episode_trace(episode: Episode, run_id: str, experiment_id: str, start_ns: i
         execution_duration=(spans[0]["end_time_unix_nano"] - start_ns) // 1_000_000,
         trace_metadata={TraceMetadataKey.SOURCE_RUN: run_id, TRACE_SCHEMA_VERSION_KEY: str(TRACE_SCHEMA_VERSION)},
         tags={
-            TraceTagKey.TRACE_NAME: f"episode {episode.index}",
+            TraceTagKey.TRACE_NAME: name,
+            **({"agora.group": group} if group else {}),
             "agora.run": run_id,
             "agora.episode": str(episode.index),
             "agora.seed": str(episode.seed),

@@ -476,14 +476,15 @@ class Tracker:
 
         self.attempt(f"log {artifact_path}/", store, keep)
 
-    def log_traces(self, episodes: list[Any]) -> None:
-        """Each episode as one MLflow trace linked to this run (`agora.traces`), written in one batch;
-        when the store refuses them, they are saved as `traces.jsonl` (MLflow's trace JSON, one a line)."""
+    def log_traces(self, episodes: list[Any], group: str = "") -> None:
+        """Each episode as one MLflow trace linked to this run (`agora.traces`; `group` names a set of a
+        run's episodes), written in one batch; when the store refuses them, they are saved as
+        `traces.jsonl` (MLflow's trace JSON, one a line)."""
         from agora.traces import episode_trace, write_traces
 
         start = time.time_ns()  # untimed (old) episodes 1 ms apart: the Traces list, sorted by time, is in order
         traces = [
-            episode_trace(episode, self.run_id, self.experiment_id, start + 1_000_000 * n)
+            episode_trace(episode, self.run_id, self.experiment_id, start + 1_000_000 * n, group)
             for n, episode in enumerate(episodes)
         ]
 

@@ -80,9 +80,12 @@ def learning_curve(result: CampaignResult, opponents: list[str]):
     return figure
 
 
-def evaluate(campaign: Any, model: Any, tokenizer: Any) -> dict[str, float]:
+def evaluate(
+    campaign: Any, model: Any, tokenizer: Any, played: dict[str, list[Episode]] | None = None
+) -> dict[str, float]:
     """Play the held-out seeds against each fixed opponent of `campaign` (a train campaign) with the learner's
-    current weights; the sampler is reseeded, so every evaluation draws alike. Returns eval/<opponent>/* metrics."""
+    current weights; the sampler is reseeded, so every evaluation draws alike. Returns eval/<opponent>/* metrics;
+    the episodes go into `played` (opponent -> episodes) when it is given."""
     from agents.llm import LLMPolicy
 
     spec, out = campaign.spec, {}
@@ -105,6 +108,8 @@ def evaluate(campaign: Any, model: Any, tokenizer: Any) -> dict[str, float]:
         model.eval()
         episodes = rollout.run(spec.evaluation.episodes)
         out.update(evaluation_metrics(name, episodes, mine))
+        if played is not None:
+            played[name] = episodes
         counts = SeatCounters.total(c for s, c in rollout.counters.items() if s in mine)
         out[f"eval/{name}/parse_failure_rate"] = counts.parse_failure_rate
         out[f"eval/{name}/fallback_rate"] = counts.fallback_rate

@@ -40,6 +40,7 @@ from agora.errors import AgoraError, ScenarioError
 from agora.lora import LoRAConfig
 from agora.policy import Policy
 from agora.registry import TRAINERS, WORLDS
+from agora.replay import review_sample, write_replays
 from agora.rollout import GroupRollout, episode_seed, policy_seed
 from agora.run import build_policies
 from agora.scenario import AgentSpec, ResolvedScenario, WorldSpec, resolve_scenario, validate_model
@@ -400,8 +401,8 @@ class TrainRunner(CampaignRunner):
         )
         return rollout.run(spec.groups_per_iteration * spec.group_size)
 
-    def evaluate(self) -> dict[str, float]:
-        return evaluate(self.campaign, self.model, self.tokenizer)
+    def evaluate(self, played: dict[str, list[Episode]] | None = None) -> dict[str, float]:
+        return evaluate(self.campaign, self.model, self.tokenizer, played)
 
     def iteration(self, i: int) -> dict[str, float]:
         tokens0, seconds0 = self.learner.stats.generated_tokens, self.learner.stats.generate_seconds
@@ -458,6 +459,17 @@ class TrainRunner(CampaignRunner):
             if on_iteration:
                 on_iteration(i, {**metrics, **result.evaluations.get(i, {})})
 
+    def log_review(self, played: dict[str, list[Episode]]) -> None:
+        """The final evaluation's first `tracking.traces` episodes per opponent as MLflow traces (group
+        `eval-<opponent>`) and HTML replays (`replays/eval-<opponent>/`): what the trained agent says."""
+        for opponent, episodes in played.items():
+            shown = review_sample(episodes, self.campaign.spec.tracking.traces)
+            if shown:
+                self.tracker.log_traces(shown, group=f"eval-{opponent}")
+                self.tracker.log_folder_from(
+                    lambda folder, shown=shown: write_replays(shown, folder), f"replays/eval-{opponent}"
+                )
+
     def log_evaluation(self, result: CampaignResult, step: int) -> None:
         """The evaluation at `step` as metrics (score, win rate, the world's metrics), and every evaluation so far
         as the table `evaluation.json` (with the 95% intervals)."""
@@ -468,10 +480,11 @@ class TrainRunner(CampaignRunner):
 
     def finish(self, result: CampaignResult) -> None:
         """The final evaluation (step `iterations`), the learning curve and the league's records."""
-        final = self.campaign.spec.iterations
-        result.evaluations[final] = self.evaluate()
+        final, played = self.campaign.spec.iterations, {}
+        result.evaluations[final] = self.evaluate(played)
         self.log_evaluation(result, final)
         if self.tracker:
+            self.log_review(played)
             self.tracker.log_figure(
                 learning_curve(result, list(self.campaign.evaluations)), "figures/learning_curve.png"
             )

@@ -196,6 +196,14 @@ def test_campaign_trains_lora_logs_metrics_and_checkpoints(tmp_path, tracking_ur
         "checkpoints/iter-000001/state.json",
     } <= artifacts
     assert "figures/learning_curve.png" in {a.path for a in client.list_artifacts(result.run_id, "figures")}
+    # what the trained agent says: the final evaluation's episodes per opponent as traces and replays
+    traces = client.search_traces(locations=[run.info.experiment_id], run_id=result.run_id, max_results=100)
+    groups = sorted((t.info.tags["agora.group"], int(t.info.tags["agora.episode"])) for t in traces)
+    assert groups == [(f"eval-{o}", i) for o in ("fair", "random") for i in range(3)]
+    chat = [s for t in traces for s in t.data.spans if s.attributes.get("agora.agent") == "alice"]
+    assert chat and all(s.span_type == "CHAT_MODEL" and s.attributes["agora.policy"] == "learner" for s in chat)
+    replays = {a.path for a in client.list_artifacts(result.run_id, "replays/eval-fair")}
+    assert replays == {f"replays/eval-fair/episode-{i:04d}.html" for i in range(3)}
     # a second start without --resume refuses to overwrite
     with pytest.raises(Exception, match="--resume"):
         campaign.run()
