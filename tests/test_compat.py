@@ -21,6 +21,7 @@ from torchrl.envs.utils import MarlGroupMapType, check_env_specs
 
 from agora.compat import flat_view
 from agora.registry import WORLDS
+from tests.plugin_toy import Guess
 
 # what PettingZoo's tests say of any Dict observation or non-numbered seat name, and TorchRL of any PettingZoo
 # release but the one it was tested with
@@ -280,3 +281,8 @@ def test_supersuit_observation_wrappers_take_the_box_form():
     stacked = supersuit.frame_stack_v1(view, 3)
     api_test(stacked, num_cycles=10)
     assert stacked.observation_space("alice").shape == (3 * view.observation_space("alice").shape[0],)
+
+
+def test_a_world_without_a_table_is_refused_with_the_contract_to_follow():
+    with pytest.raises(TypeError, match="Guess declares no action table.*subclasses agora.compat.NumericWorld"):
+        flat_view(Guess())
