@@ -7,7 +7,9 @@
   (or the world's own numeric encoding, `numeric_observation`), flattened by gymnasium (a Discrete becomes a
   one-hot) and zero-padded to the longest seat's length;
 - the action `Discrete(n)`: an index into the world's action table (`NumericWorld.action_table`), one table
-  for every seat (the union of what the seats can do), each seat's mask marking what it may do now.
+  for every seat (the union of what the seats can do), each seat's mask marking what it may do now: in an AEC
+  world only the seat to move (`agent_selection`) has legal entries, in a Parallel world every live seat; a seat
+  that waits or has finished has an all-zero mask.
 
 All seats thus share one observation space and one action space, as SuperSuit's vector envs, TorchRL's
 agent groups and parameter sharing want. A masked-out index is passed to the world as the action it names,
@@ -17,7 +19,8 @@ state a centralised critic may see also give PettingZoo's `state()` and `state_s
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from abc import ABC, abstractmethod
+from typing import Any
 
 import numpy as np
 from gymnasium import spaces
@@ -25,20 +28,34 @@ from pettingzoo import AECEnv, ParallelEnv
 from pettingzoo.utils.wrappers import BaseParallelWrapper, BaseWrapper
 
 
-@runtime_checkable
-class NumericWorld(Protocol):
-    """What a world declares for its numeric view. Optional beyond these: `numeric_observation_space(agent)` and
-    `numeric_observation(agent, observation)` (a numeric encoding of the observation, where dropping its text
-    fields would lose what matters), and PettingZoo's `state()` with `state_space` (a global numeric state)."""
+class NumericWorld(ABC):
+    """What a world declares for its numeric view: a base class of the world (or of its numeric mixin).
 
+    Three methods to write: `action_table`, `table_action` and `action_mask`. Two hooks with defaults:
+    `numeric_observation_space(agent)` and `numeric_observation(agent, observation)` (by default the observation
+    without its text fields; a world overrides both where dropping the text would lose what matters). A world
+    whose whole state a centralised critic may see also gives PettingZoo's `state()` and `state_space`."""
+
+    @abstractmethod
     def action_table(self) -> list[str]:
         """Names of the world's discrete actions: the same list for every seat and every episode of this config."""
 
+    @abstractmethod
     def table_action(self, agent: str, index: int) -> Any:
         """The world action (as `step` takes it) that table entry `index` names for `agent` now."""
 
+    @abstractmethod
     def action_mask(self, agent: str) -> np.ndarray:
-        """int8 over the table: 1 where the entry is a legal action of `agent` now."""
+        """int8 over the table: 1 where the entry is a legal action of `agent` were it to move now. The view
+        zeroes the mask of every seat that does not move now (PettingZoo's classic convention)."""
+
+    def numeric_observation_space(self, agent: str) -> spaces.Space | None:
+        """The space of `numeric_observation`: by default the observation space without its text leaves."""
+        return numeric_space(self.observation_space(agent))
+
+    def numeric_observation(self, agent: str, observation: Any) -> Any:
+        """`observation` as a sample of `numeric_observation_space`: by default without its text fields."""
+        return numeric_value(self.observation_space(agent), observation)
 
 
 def numeric_space(space: spaces.Space) -> spaces.Space | None:
@@ -84,17 +101,18 @@ def numeric_info(info: dict[str, Any]) -> dict[str, Any]:
 class Encoding:
     """The view's spaces and its two translations: world observation -> numeric, table index -> world action."""
 
-    def __init__(self, env: AECEnv | ParallelEnv, mask_in_observation: bool = True):
+    def __init__(self, env: AECEnv | ParallelEnv, mask_in_observation: bool, turn_based: bool):
         world = env.unwrapped
         if not isinstance(world, NumericWorld):
             raise TypeError(
-                f"{type(world).__name__} declares no action table: a numeric view needs the world's "
-                "`action_table`, `table_action` and `action_mask` (agora.compat.NumericWorld)"
+                f"{type(world).__name__} declares no action table: a numeric view needs a world that subclasses "
+                "agora.compat.NumericWorld (`action_table`, `table_action` and `action_mask`)"
             )
-        self.world, self.table = world, list(world.action_table())
+        self.env, self.world, self.table = env, world, list(world.action_table())
+        self.turn_based = turn_based
         self.own_spaces, self.flat_spaces = {}, {}
         for agent in env.possible_agents:
-            own = self._own_space(env, agent)
+            own = world.numeric_observation_space(agent)
             self.own_spaces[agent] = own
             self.flat_spaces[agent] = spaces.flatten_space(own) if own is not None else None
         self.width = max((s.shape[0] for s in self.flat_spaces.values() if s is not None), default=0)
@@ -113,24 +131,30 @@ class Encoding:
         )
         self.action_space = spaces.Discrete(len(self.table))
 
-    def _own_space(self, env, agent: str) -> spaces.Space | None:
-        hook = getattr(self.world, "numeric_observation_space", None)
-        return hook(agent) if hook else numeric_space(env.observation_space(agent))
-
     def encode(self, agent: str, observation: Any) -> dict[str, np.ndarray] | np.ndarray:
         """The seat's observation: `{"observation": float32 vector, "action_mask": int8 vector}`, or the vector."""
         vector = np.zeros(self.width, dtype=np.float32)
         own = self.own_spaces[agent]
         if own is not None and observation is not None:
-            hook = getattr(self.world, "numeric_observation", None)
-            value = hook(agent, observation) if hook else numeric_value(own, observation)
-            flat = spaces.flatten(own, value)
+            flat = spaces.flatten(own, self.world.numeric_observation(agent, observation))
             vector[: flat.shape[0]] = flat
         if not self.mask_in_observation:
             return vector
         return {"observation": vector, "action_mask": self.action_mask(agent)}
 
+    def moves(self, agent: str) -> bool:
+        """Whether `agent` acts now: in an AEC world the selected seat while its episode runs, in a Parallel world
+        every live seat."""
+        if not self.turn_based:
+            return agent in self.env.agents
+        env = self.env
+        return agent == env.agent_selection and not (env.terminations[agent] or env.truncations[agent])
+
     def action_mask(self, agent: str) -> np.ndarray:
+        """The world's mask for the seat that acts now; all zeros for every other seat (PettingZoo's classic
+        convention: a seat that waits or has finished has no legal action)."""
+        if not self.moves(agent):
+            return np.zeros(len(self.table), dtype=np.int8)
         return np.asarray(self.world.action_mask(agent), dtype=np.int8).reshape(len(self.table))
 
     def info(self, agent: str, info: dict[str, Any]) -> dict[str, Any]:
@@ -155,7 +179,7 @@ class NumericAECView(BaseWrapper):
 
     def __init__(self, env: AECEnv, mask_in_observation: bool = True):
         super().__init__(env)
-        self.encoding = Encoding(env, mask_in_observation)
+        self.encoding = Encoding(env, mask_in_observation, turn_based=True)
         self.numeric_infos: dict[str, dict[str, Any]] = {}
 
     def observation_space(self, agent: str) -> spaces.Space:
@@ -189,7 +213,7 @@ class NumericParallelView(BaseParallelWrapper):
 
     def __init__(self, env: ParallelEnv, mask_in_observation: bool = True):
         super().__init__(env)
-        self.encoding = Encoding(env, mask_in_observation)
+        self.encoding = Encoding(env, mask_in_observation, turn_based=False)
 
     def observation_space(self, agent: str) -> spaces.Space:
         return self.encoding.observation_space

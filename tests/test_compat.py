@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import supersuit
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 from pettingzoo.test import api_test, parallel_api_test, parallel_seed_test, render_test, seed_test
@@ -15,9 +16,12 @@ from pettingzoo.test.state_test import test_state as check_state
 from pettingzoo.test.state_test import test_state_space as check_state_space
 from pettingzoo.utils import wrappers
 from pettingzoo.utils.conversions import parallel_to_aec, turn_based_aec_to_parallel
+from torchrl.envs.libs.pettingzoo import PettingZooWrapper
+from torchrl.envs.utils import MarlGroupMapType, check_env_specs
 
 from agora.compat import flat_view
 from agora.registry import WORLDS
+from tests.plugin_toy import Guess
 
 # what PettingZoo's tests say of any Dict observation or non-numbered seat name, and TorchRL of any PettingZoo
 # release but the one it was tested with
@@ -102,8 +106,10 @@ def test_negotiation_masks_follow_the_pool_and_the_standing_offer():
     view.step(keep_all)
     other = view.agent_selection
     assert other != mover and view.observe(other)["action_mask"][accept] == 1
+    assert not view.observe(mover)["action_mask"].any()  # the proposer waits
     view.step(accept)
     assert world.outcome == "deal"
+    assert view.agents and not any(view.observe(a)["action_mask"].any() for a in view.agents)  # both have finished
     assert (world.scores[mover], world.scores[other]) == (10.0, 0.0)  # the pool is worth 10 to each agent
     state = view.state()
     assert view.state_space.contains(state) and state[-2:].sum() <= 1
@@ -134,7 +140,9 @@ def test_deferral_masks_follow_the_rounds_and_the_expert_answers():
     for _ in range(n):
         view.step(create)  # arithmetic: the formula computed exactly is right
     assert world.answers == [world.problem.answer] * n
-    assert view.observe("agent_1")["action_mask"].tolist() == [1, 0, 1, 1, 1, 0]  # EVAL another, CREATE, DEFER
+    assert view.agent_selection == "agent_0"
+    assert view.observe("agent_0")["action_mask"].tolist() == [0, 1, 1, 1, 1, 0]  # EVAL another, CREATE, DEFER
+    assert not view.observe("agent_1")["action_mask"].any()  # waits for its turn
     right = view.state()[-(3 * n + 1) : -(2 * n + 1)]
     assert right.tolist() == [1.0] * n
     for _ in range(n):
@@ -194,12 +202,49 @@ def legal_choice(mask: np.ndarray, rng: np.random.Generator) -> int:
     return int(rng.choice(legal)) if len(legal) else 0
 
 
+def accepted(view, agent: str) -> bool:
+    """Whether the world took `agent`'s last action as legal (no `illegal_action` flag, no episode lost to it)."""
+    lost = view.unwrapped.metadata["name"].startswith("negotiation") and view.unwrapped.outcome == "illegal"
+    return not view.infos.get(agent, {}).get("illegal_action") and not lost
+
+
+@pytest.mark.parametrize("name", TABLE_SIZES)
+def test_only_the_seats_that_move_have_legal_actions(name):
+    """PettingZoo's classic masks: in an AEC world only `agent_selection` has legal entries, a waiting or finished
+    seat none; in a Parallel world every live seat has some and a finished one none. Every entry the mask lets
+    through is an action the world accepts."""
+    rng = np.random.default_rng(0)
+    for seed in range(3):
+        view = flat_view(make_world(name))
+        if isinstance(view, ParallelEnv):
+            observations, _ = view.reset(seed=seed)
+            while True:
+                masks = {agent: obs["action_mask"] for agent, obs in observations.items()}
+                for agent, mask in masks.items():
+                    assert mask.any() if agent in view.agents else not mask.any(), (agent, mask)
+                if not view.agents:
+                    break
+                observations, _, _, _, infos = view.step({a: legal_choice(masks[a], rng) for a in view.agents})
+                assert not any(info.get("illegal_action") for info in infos.values())
+            continue
+        view.reset(seed=seed)
+        for mover in view.agent_iter():
+            finished = view.terminations[mover] or view.truncations[mover]
+            for agent in view.agents:
+                mask = view.observe(agent)["action_mask"]
+                if agent == mover and not finished:
+                    assert mask.any(), (agent, mask)
+                else:
+                    assert not mask.any(), (agent, agent == mover, mask)
+            if finished:
+                view.step(None)
+                continue
+            view.step(legal_choice(view.observe(mover)["action_mask"], rng))
+            assert accepted(view, mover), (mover, view.infos.get(mover))
+
+
 @pytest.mark.parametrize("name", TABLE_SIZES)
 def test_torchrl_steps_the_view(name):
-    pytest.importorskip("torchrl")
-    from torchrl.envs.libs.pettingzoo import PettingZooWrapper
-    from torchrl.envs.utils import MarlGroupMapType, check_env_specs
-
     env = PettingZooWrapper(
         flat_view(make_world(name)),
         use_mask=True,
@@ -217,7 +262,6 @@ def test_torchrl_steps_the_view(name):
 
 @pytest.mark.parametrize("name", TABLE_SIZES)
 def test_supersuit_vector_env_steps_the_view(name):
-    supersuit = pytest.importorskip("supersuit")
     view = flat_view(make_world(name))
     parallel = view if isinstance(view, ParallelEnv) else turn_based_aec_to_parallel(view)
     vec = supersuit.pettingzoo_env_to_vec_env_v1(parallel)
@@ -233,8 +277,12 @@ def test_supersuit_vector_env_steps_the_view(name):
 
 
 def test_supersuit_observation_wrappers_take_the_box_form():
-    supersuit = pytest.importorskip("supersuit")
     view = flat_view(make_world("negotiation"), mask_in_observation=False)
     stacked = supersuit.frame_stack_v1(view, 3)
     api_test(stacked, num_cycles=10)
     assert stacked.observation_space("alice").shape == (3 * view.observation_space("alice").shape[0],)
+
+
+def test_a_world_without_a_table_is_refused_with_the_contract_to_follow():
+    with pytest.raises(TypeError, match="Guess declares no action table.*subclasses agora.compat.NumericWorld"):
+        flat_view(Guess())

@@ -26,6 +26,7 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from agora.compat import NumericWorld
 from agora.grammar import Grammar, one_of, seq
 from agora.world import ParseError, Report, cached_per_agent, check_reply
 from solvers.regret import episode_history, repeated_game_regret_curve
@@ -92,7 +93,7 @@ def action_grammar(action_names: tuple[str, ...]) -> Grammar:
     return Grammar(seq(ACTION_LABEL, one_of(action_names)))
 
 
-class parallel_env(ParallelEnv):
+class parallel_env(NumericWorld, ParallelEnv):
     metadata = {"name": "matrix_v0", "render_modes": ["ansi"], "is_parallelizable": True}
     Config = MatrixConfig
 

@@ -49,6 +49,7 @@ from pettingzoo import AECEnv
 from pettingzoo.utils import wrappers
 from pydantic import BaseModel, ConfigDict, Field
 
+from agora.compat import NumericWorld
 from agora.grammar import Grammar, alt, literal, seq
 from agora.world import ParseError, Report, cached_per_agent, check_reply, world_config
 from solvers.regret import cumulative_regret
@@ -158,7 +159,7 @@ def env(**kwargs) -> AECEnv:
     return wrappers.OrderEnforcingWrapper(raw_env(**kwargs))
 
 
-class raw_env(AECEnv):
+class raw_env(NumericWorld, AECEnv):
     metadata = {"name": "online_learning_v0", "render_modes": ["ansi"], "is_parallelizable": True}
     # labels of episode metrics in `agora run`'s summary table (the rest show their keys)
     metric_labels = {

@@ -9,13 +9,14 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from agora.compat import NumericWorld
 from worlds.deferral.problems import evaluate_formula
 from worlds.deferral.rules import CREATE, DEFER, EVAL, EXPERT, KINDS, format_number
 
 PROBLEM_KINDS = (*KINDS, "file")  # generated kinds, and problems read from a JSONL file
 
 
-class DeferralNumeric:
+class DeferralNumeric(NumericWorld):
     """Table: `EVAL agent_j` per team agent, `CREATE`, `DEFER`, then the expert's `ANSWER`.
 
     CREATE answers with the team agent's own attempt: the problem's formula computed exactly, with the private

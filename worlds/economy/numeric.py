@@ -8,13 +8,14 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from agora.compat import NumericWorld
 from worlds.economy.rules import MAX_LABOR, PLANNER, PLANNER_DELTAS
 
 HOURS_GRID = np.linspace(0.0, MAX_LABOR, 11)  # the workers' choices: 0, 10, ..., 100 hours
 MOVES = tuple(d for d in PLANNER_DELTAS if d != 0)  # the planner's moves of one bracket, percentage points
 
 
-class EconomyNumeric:
+class EconomyNumeric(NumericWorld):
     """Table: `LABOR h` for h on HOURS_GRID (the workers'), `KEEP` (the planner's between its decisions, and a
     choice on them), then `bracket j <delta>` for each bracket and nonzero delta of PLANNER_DELTAS: one bracket
     moves per decision (an LLM planner moves all at once). Masks: workers their hours; the planner KEEP, and on

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from agora.compat import NumericWorld
 from worlds.negotiation.rules import (
     ACCEPT,
     ACCEPT_WORDS,
@@ -20,7 +21,7 @@ from worlds.negotiation.rules import (
 )
 
 
-class NegotiationNumeric:
+class NegotiationNumeric(NumericWorld):
     """Table: `PROPOSE take` for every take in [0, max_count]^items (a take larger than this episode's pool is
     masked), then ACCEPT (legal while the other agent's offer stands), then WALK AWAY (always legal)."""
 

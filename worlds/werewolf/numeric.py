@@ -8,10 +8,11 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from agora.compat import NumericWorld
 from worlds.werewolf.rules import PHASES, ROLES
 
 
-class WerewolfNumeric:
+class WerewolfNumeric(NumericWorld):
     """Table: `target <name>` per seating position, then `nobody`. What a target means is the phase's: the kill,
     inspection or protection at night, the accusation in the discussion, the vote by day. The observation keeps
     every numeric field (the seer's results are in `known`); the transcript and notes (text) are dropped."""
