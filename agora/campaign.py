@@ -47,11 +47,10 @@ from agora.checkpoint import (
 )
 from agora.errors import AgoraError, ScenarioError, in_file
 from agora.interrupts import uninterrupted
+from agora.overrides import apply_overrides, blamed
 from agora.scenario import (
     PrintableName,
     TrackingSpec,
-    apply_overrides,
-    blamed,
     check_kind,
     read_mapping,
     read_overrides,
@@ -158,6 +157,12 @@ class CampaignKind(ABC):
     @abstractmethod
     def resolved_config(self) -> dict[str, Any]:
         """Everything that determines the campaign, defaults filled in (logged as MLflow params)."""
+
+    def file_config(self) -> dict[str, Any]:
+        """The campaign as a file's mapping, `kind` first, overrides applied and defaults filled in (`agora validate
+        --print`): it validates again to the same campaign. A kind whose file has nested settings that its spec
+        keeps unchecked (a world's, an agent's) fills them in by extending this."""
+        return {"kind": self.kind, **self.spec.model_dump(mode="json")}
 
     def loading_message(self) -> str | None:
         """Printed before `start`, when starting takes a while (loading a model)."""
@@ -385,7 +390,7 @@ def shielded():
 def load_campaign(path: str | Path, overrides: Mapping[str, Any] | Sequence[str] | None = None) -> CampaignKind:
     """Read and validate a campaign file: its `kind:` (default `train`) picks the registered kind.
 
-    `overrides` set keys before validation (`key=value` arguments or a mapping; `agora.scenario.apply_overrides`):
+    `overrides` set keys before validation (`key=value` arguments or a mapping; `agora.overrides.apply_overrides`):
     dotted keys reach into mappings ("evaluation.episodes").
     """
     from agora.registry import CAMPAIGNS
@@ -393,8 +398,9 @@ def load_campaign(path: str | Path, overrides: Mapping[str, Any] | Sequence[str]
     values, given = read_overrides(overrides)
     data, text, file = read_mapping(path, hint="copy a file in scenarios/campaigns/ to start from")
     check_kind(data, "campaign", file)
-    with blamed(given):
-        apply_overrides(data, values, file=file)
+    with blamed(given) as created:
+        # `opponents:` (train campaigns) is keyed by seats and patterns as a scenario's `agents:` is
+        created.update(apply_overrides(data, values, file=file, seat_keys=("opponents",)))
         kind = data.pop("kind", "train")
         with in_file(file):
             entry = CAMPAIGNS.get(str(kind), path="kind")

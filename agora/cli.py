@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 import agora
-from agora.errors import AgoraError
+from agora.errors import AgoraError, plural
 from agora.interrupts import interruptible
 from agora.registry import ORIGIN
 
@@ -248,10 +248,10 @@ def run_campaign(resolved, runner):
             description = resolved.name
             if shown:
                 first, label = next(iter(shown.items()))
-                description += f"  {label} {metrics.get(first, float('nan')):.2f}"
+                description += f"  {label} {shown_value(metrics.get(first, float('nan')), 2)}"
             progress.update(task, completed=i + 1, description=description)
             line = f"iteration {i}: " + ", ".join(
-                f"{label} {metrics[k]:.4f}" for k, label in shown.items() if k in metrics
+                f"{label} {shown_value(metrics[k], 4)}" for k, label in shown.items() if k in metrics
             )
             if "perf/iteration_seconds" in metrics:
                 line += f", {metrics['perf/iteration_seconds']:.0f} s"
@@ -261,10 +261,15 @@ def run_campaign(resolved, runner):
             return runner.run(report)
 
 
+def shown_value(value: float, decimals: int) -> str:
+    """A metric in the progress line: a count (an int) as an integer, a mean or a rate with `decimals`."""
+    return f"{value:,}" if isinstance(value, int) else f"{value:.{decimals}f}"
+
+
 def summary_table(resolved, summary: dict[str, float]) -> Table:
     from agora.overview import number, summary_rows
 
-    title = escaped(f"{resolved.spec.name}: {int(summary['perf/episodes'])} episodes")
+    title = escaped(f"{resolved.spec.name}: {plural(int(summary['perf/episodes']), 'episode')}")
     table = Table(title=title, title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -291,18 +296,23 @@ def validate(
     files = [a for a in args if "=" not in a or Path(a).exists()]
     overrides = [a for a in args if a not in files]
     with user_errors():
-        read_overrides(overrides)  # a malformed one is told once, not once per file
+        # `world.max_turns` (no '=') is an override missing its value, not a file: told as `agora run` tells it
+        read_overrides(overrides + [a for a in files if looks_like_override(a)])  # told once, not once per file
+        if not files:
+            raise AgoraError(
+                "no files to check: give scenario or campaign files, e.g. `agora validate scenarios/*.yaml`"
+            )
     failed = printed = 0
     for file in files:
         try:
             if is_campaign(read_mapping(file, hint="copy a file in scenarios/ to start from")[0]):
                 resolved = load_campaign(file, overrides)
-                described, config = resolved.describe(), {"kind": resolved.kind, **resolved.resolved_config()}
+                described = resolved.describe()
             else:
                 resolved = load_scenario(file, overrides)
                 seats = ", ".join(f"{a}={s.entry.name}" for a, s in resolved.seats.items())
-                described = f"world {resolved.world_entry.name}, {seats}, {resolved.spec.episodes} episodes"
-                config = resolved.resolved_config()
+                described = f"world {resolved.world_entry.name}, {seats}, {plural(resolved.spec.episodes, 'episode')}"
+            config = resolved.file_config()
         except AgoraError as exc:
             failed += 1
             errors.print(f"[bold red]invalid:[/] {escaped(exc)}", highlight=False, soft_wrap=True)
@@ -318,6 +328,18 @@ def validate(
             console.print(f"[green]ok[/] {escaped(file)}: {escaped(described)}")
     if failed:
         raise typer.Exit(2)
+
+
+def looks_like_override(arg: str) -> bool:
+    """A dotted key without '=' (`world.max_turns`) rather than a file name: no such file, a dot, no folder, no
+    YAML suffix."""
+    return (
+        "." in arg
+        and not Path(arg).exists()
+        and "/" not in arg
+        and os.sep not in arg
+        and not arg.lower().endswith((".yaml", ".yml"))
+    )
 
 
 @app.command()
@@ -357,7 +379,11 @@ def runs(
         what = (
             "no store there yet" if rows is None else f"no runs{f' in experiment {experiment}' if experiment else ''}"
         )
-        console.print(f"{what}: {escaped(uri)}  (start one with `agora run scenarios/negotiation_scripted.yaml`)")
+        start = "agora run scenarios/negotiation_scripted.yaml"
+        if uri != resolve_uri(None):
+            start += f" --tracking-uri {shlex.quote(uri)}"
+        console.print(f"{what}: {escaped(uri)}", soft_wrap=True)
+        console.print(f"start one with `{escaped(start)}`", soft_wrap=True)  # a command to copy: never cut
         return
     full_ids = console.width >= 130  # a narrow terminal gets ids cut like git's short hashes (--json has them whole)
     when = "%Y-%m-%d %H:%M" if console.width >= 100 else "%m-%d %H:%M"

@@ -37,3 +37,8 @@ class ModelNotFoundError(AgoraError):
 class StoreError(AgoraError):
     """The MLflow store failed while a run was logged (a full disk, a read-only folder, a server gone);
     what it could not take was saved locally, and the message says where (agora/tracking.py)."""
+
+
+def plural(count: int, word: str) -> str:
+    """`1 episode`, `3 episodes`, `0 episodes`: a count and its noun (regular plurals only) for a message."""
+    return f"{count:,} {word}" if count == 1 else f"{count:,} {word}s"

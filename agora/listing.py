@@ -50,6 +50,16 @@ def store_exists(uri: str) -> bool:
     return True
 
 
+def check_not_a_database_path(uri: str) -> None:
+    """A plain path to a file, or one ending `.db` (`/tmp/x/mlflow.db`), is an sqlite store written without its
+    scheme: MLflow would take it for a file store's folder. AgoraError saying how to write it."""
+    if "://" in uri or Path(uri).is_dir():
+        return
+    if Path(uri).is_file() or uri.endswith(".db"):
+        fixed = f"sqlite:///{Path(uri).expanduser().resolve()}"
+        raise AgoraError(f"{uri} is a file, not a store URI; for an sqlite store write --tracking-uri {fixed}")
+
+
 def key_metrics(metrics: dict[str, float], tags: dict[str, str]) -> dict[str, float]:
     """The run's headline metrics (its `agora.headline` tag), else its first few evaluation-like ones."""
     try:
@@ -70,7 +80,8 @@ def key_metrics(metrics: dict[str, float], tags: dict[str, str]) -> dict[str, fl
 def list_runs(uri: str, experiment: str | None = None, limit: int = 20) -> list[RunRow] | None:
     """The newest `limit` runs of the store at `uri` (of `experiment` only, when given); None when there is no
     store there: a missing sqlite file is never created by listing it. AgoraError for an unknown experiment
-    or a store that cannot be read."""
+    or a store that cannot be read, or a plain path to a database file (MLflow would read it as a folder)."""
+    check_not_a_database_path(uri)
     if not store_exists(uri):
         return None
     if why := unreachable(uri):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Callable
 
+from agora.errors import plural
 from agora.scenario import ResolvedScenario
 from agora.trajectory import Episode
 
@@ -50,7 +51,9 @@ def run_note(scenario: ResolvedScenario, summary: dict[str, float], *, interrupt
     from agora.tracking import markdown_table
 
     spec, played = scenario.spec, int(summary.get("perf/episodes", 0))
-    episodes = f"{played} of {spec.episodes} episodes (interrupted)" if interrupted else f"{played} episodes"
+    episodes = (
+        f"{played} of {plural(spec.episodes, 'episode')} (interrupted)" if interrupted else plural(played, "episode")
+    )
     lines = [
         f"**{scenario.world_entry.name}** · {episodes} · seed {spec.seed}"
         + (f" · scenario `{scenario.source}`" if scenario.source else ""),

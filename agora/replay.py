@@ -19,6 +19,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from agora.errors import plural
 from agora.trajectory import Episode, Step, chat_messages
 
 MAX_TURNS_SHOWN = 1000  # turns of one episode shown in its replay and trace (the first ones)
@@ -91,7 +92,9 @@ def turn_html(episode: Episode, step: Step) -> str:
     messages = chat_messages(step)
     if messages:
         shown = "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in messages)
-        parts.append(f"<details><summary>prompt ({len(messages)} messages)</summary>{text_block(shown)}</details>")
+        parts.append(
+            f"<details><summary>prompt ({plural(len(messages), 'message')})</summary>{text_block(shown)}</details>"
+        )
     elif step.observation is not None:
         parts.append(f"<details><summary>observation</summary>{text_block(as_json(step.observation))}</details>")
     for attempt in step.failed_attempts:

@@ -12,7 +12,6 @@ Values are then validated strictly: a bool or a string is never taken for a numb
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import fnmatch
 import json
@@ -27,6 +26,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from agora.errors import ScenarioError, in_file
+from agora.overrides import apply_overrides, blamed
 from agora.registry import AGENTS, WORLDS, Entry
 
 MAX_FILE_BYTES = 16 * 2**20  # scenario, campaign and data files are small; a bigger one is a mistake
@@ -370,6 +370,20 @@ class ResolvedScenario(WorldFile):
         }
         return out
 
+    def file_config(self) -> dict[str, Any]:
+        """The scenario as a file's mapping, overrides applied and defaults filled in (`agora validate --print`):
+        keyed as in the file (patterns stay patterns), so that it validates again to the same scenario."""
+        out = self.spec.model_dump(mode="json")  # world and agents are replaced in place (the file's order)
+        out["world"] = self.world_json()
+        chosen = {seat.key: seat for seat in self.seats.values()}
+        out["agents"] = {
+            key: {"policy": chosen[key].entry.name, **chosen[key].config.model_dump(mode="json")}
+            if key in chosen
+            else agent.model_dump(mode="json")  # a pattern whose seats all have an exact key: kept as written
+            for key, agent in self.spec.agents.items()
+        }
+        return out
+
 
 SCENARIO_KEYS = ("agents", "episodes")  # keys only scenario files have
 # keys only campaign files have (every campaign kind has the last two)
@@ -437,56 +451,14 @@ def read_overrides(overrides: Mapping[str, Any] | Sequence[str] | None) -> tuple
     return dict(map(parse_override, overrides)), tuple(overrides)
 
 
-def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any], *, file: str | None = None) -> None:
-    """Set each dotted key of `overrides` in a file's mapping: `world.max_turns` reaches into `world:`, creating
-    missing mappings on the way (the schema then says whether such a key is allowed)."""
-    for key, value in overrides.items():
-        *parents, last = key.split(".")
-        node = data
-        for depth, part in enumerate(parents):
-            if node.get(part) is None:
-                node[part] = {}
-            node = node[part]
-            if not isinstance(node, dict):
-                where = ".".join(parents[: depth + 1])
-                raise ScenarioError(
-                    f"cannot set `{key}`: `{where}` is a {type(node).__name__}, not a mapping",
-                    file=file,
-                    path=where,
-                    hint=f"set the whole value, e.g. {where}=[a, b]" if isinstance(node, list) else None,
-                )
-        node[last] = value
-
-
-@contextlib.contextmanager
-def blamed(given: Sequence[str]):
-    """A `ScenarioError` about a key that an override (`key=value`, as given) set, reached into or created
-    says so in its hint."""
-    try:
-        yield
-    except ScenarioError as exc:
-        path = exc.path
-
-        def related(arg: str) -> bool:  # the key, or one above or below it, is the override's
-            key = arg.partition("=")[0].strip()
-            return f"{key}.".startswith(f"{path}.") or path.startswith(f"{key}.")
-
-        # the last one given for a key is the one that took effect
-        culprit = next((arg for arg in reversed(given) if related(arg)), None) if path else None
-        if culprit is None:
-            raise
-        hint = f"from the override `{culprit}`" + (f"; {exc.hint}" if exc.hint else "")
-        raise ScenarioError(exc.message, file=exc.file, path=exc.path, hint=hint) from None
-
-
 def load_scenario(path: str | Path, overrides: Mapping[str, Any] | Sequence[str] | None = None) -> ResolvedScenario:
     """Read, parse and validate a scenario file. `overrides` set keys before validation: `key=value` arguments
     or a mapping; dotted keys reach into mappings (`agents.alice.temperature`)."""
     values, given = read_overrides(overrides)
     data, text, file = read_mapping(path, hint="copy one of the files in scenarios/ to start from")
     check_kind(data, "scenario", file)
-    with blamed(given):
-        apply_overrides(data, values, file=file)
+    with blamed(given) as created:
+        created.update(apply_overrides(data, values, file=file, seat_keys=("agents",)))
         return resolve_scenario(data, source=file, text=text, overrides=given)
 
 

@@ -40,6 +40,11 @@ class LearnerCampaign(CampaignKind):
             LLMConfig, spec.learner.model_extra or {}, prefix="learner", file=source
         )
 
+    def file_config(self) -> dict[str, Any]:
+        out = super().file_config()
+        out["learner"] = {**out["learner"], **self.learner_config.model_dump(mode="json")}
+        return out
+
     def loading_message(self) -> str:
         return f"loading the learner ({self.learner_config.model}) ..."
 

@@ -220,6 +220,9 @@ class LSPOCampaign(WorldFile, LearnerCampaign):
         out["learner"] = {"lora": self.spec.learner.lora.model_dump(), **self.learner_config.model_dump(mode="json")}
         return out
 
+    def file_config(self) -> dict[str, Any]:
+        return {**super().file_config(), "world": self.world_json()}
+
     def describe(self) -> str:
         s = self.spec
         return (

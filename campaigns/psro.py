@@ -204,6 +204,9 @@ class PSROCampaign(WorldFile, CampaignKind):
         out["population"] = {v.name: v.spec for v in self.initial}
         return out
 
+    def file_config(self) -> dict[str, Any]:
+        return {**super().file_config(), "world": self.world_json()}
+
     def describe(self) -> str:
         spec = self.spec
         sizes = ", ".join(f"{s} {sum(v.spec['seat'] == s for v in self.initial)}" for s in self.seats)
@@ -476,11 +479,11 @@ class PSRORunner(CampaignRunner):
         metrics = {
             "pop/exploitability": step.exploitability,
             "pop/nash_conv": 2 * step.exploitability,
-            "pop/size": float(len(self.population)),
-            "pop/cells_played": float(played),
+            "pop/size": len(self.population),  # counts stay integers: printed and logged as such
+            "pop/cells_played": int(played),
         }
         for seat, members, weights in zip(campaign.seats, (rows, columns), step.sigma):
-            metrics[f"pop/size/{seat}"] = float(len(members))
+            metrics[f"pop/size/{seat}"] = len(members)
             metrics.update({f"meta/{v.name}": float(w) for v, w in zip(members, weights)})
             metrics.update(
                 {f"mixture/{seat}/{a}": float(p) for a, p in zip(campaign.actions, self.mixture(members, weights))}

@@ -282,6 +282,11 @@ class TrainCampaign(LearnerCampaign):
         out["evaluation"]["seats"] = self.eval_seats
         return out
 
+    def file_config(self) -> dict[str, Any]:
+        out = super().file_config()
+        out["world"] = self.train.world_json()  # (the trainer's settings stay as written: a judge's depend on its kind)
+        return out
+
     def describe(self) -> str:
         league = self.league_spec
         return (

@@ -17,10 +17,11 @@ import agora
 from agora.campaign import load_campaign
 from agora.cli import Ticks, app, progress_bar, ui_hint
 from agora.errors import ScenarioError
+from agora.overrides import apply_overrides
 from agora.policy import ActResponse, Policy
 from agora.rollout import Rollout, ticks_to
 from agora.run import build_policies
-from agora.scenario import file_kind, load_scenario, parse_override
+from agora.scenario import file_kind, is_campaign, load_scenario, parse_override
 from mlflow import MlflowClient
 from tests.conftest import ROOT, SCENARIOS
 
@@ -154,12 +155,71 @@ def test_validate_prints_resolved_files_with_overrides(tmp_path):
     assert malformed.exit_code == 2 and malformed.output.count("empty key") == 1
 
 
+EVERY_FILE = sorted([*SCENARIOS.glob("*.yaml"), *(SCENARIOS / "campaigns").glob("*.yaml")])
+
+
+@pytest.mark.parametrize("file", EVERY_FILE, ids=lambda p: str(p.relative_to(SCENARIOS)))
+def test_validate_print_writes_a_file_that_validates_to_the_same_config(tmp_path, file):
+    result = runner.invoke(app, ["validate", str(file), "--print"])
+    assert result.exit_code == 0, result.output
+    saved = tmp_path / "resolved.yaml"
+    saved.write_text(result.stdout)
+    again = runner.invoke(app, ["validate", str(saved)])
+    assert again.exit_code == 0, again.output
+    if is_campaign(yaml.safe_load(file.read_text())):
+        assert next(iter(yaml.safe_load(result.stdout))) == "kind"  # `kind:` first, as in a campaign file
+        assert load_campaign(saved).resolved_config() == load_campaign(file).resolved_config()
+    else:
+        assert load_scenario(saved).resolved_config() == load_scenario(file).resolved_config()
+
+
+def test_a_seat_override_under_a_pattern_changes_that_seat_alone():
+    werewolf = SCENARIOS / "werewolf.yaml"
+    seats = load_scenario(werewolf, ["agents.seer_0.temperature=0"]).seats
+    assert seats["seer_0"].key == "seer_0" and seats["seer_0"].config.temperature == 0
+    assert seats["seer_0"].config.model == seats["doctor_0"].config.model  # the rest copied from its pattern '*'
+    assert {s.config.temperature for a, s in seats.items() if a != "seer_0" and s.key == "*"} == {0.7}
+    assert seats["werewolf_0"].entry.name == "rule_based"
+    # a seat of no pattern starts empty: its missing policy is blamed on the override that created it
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(SCRIPTED, ["agents.carol.target_ratio=0.3"])
+    assert err.value.path == "agents.carol.policy" and "from the override `agents.carol.target_ratio=0.3`" in str(
+        err.value
+    )
+    with pytest.raises(ScenarioError, match="from the override `agents.sear_0.temperature=0`; did you mean 'seer_0'"):
+        load_scenario(werewolf, ["agents.sear_0.temperature=0"])
+
+
+def test_a_seat_starts_as_a_copy_of_the_first_pattern_that_matches_it():
+    data = {"opponents": {"bob": {"policy": "fair"}, "b*": {"policy": "greedy", "t": 1}, "*": {"policy": "x"}}}
+    created = apply_overrides(
+        data, {"opponents.bill.t": 2, "opponents.bob.t": 3, "world.n": 4}, seat_keys=("opponents",)
+    )
+    assert data["opponents"]["bill"] == {"policy": "greedy", "t": 2} and data["opponents"]["b*"]["t"] == 1
+    assert data["opponents"]["bob"] == {"policy": "fair", "t": 3} and data["world"] == {"n": 4}
+    assert created == {"opponents.bill": "opponents.bill.t", "world": "world.n"}
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["seed=3"], "no files to check"),
+        ([SCRIPTED, "world.max_turns"], "override 'world.max_turns' has no '='"),
+        ([SCRIPTED, "missing.yaml"], "missing.yaml: file not found"),
+    ],
+)
+def test_validate_without_files_or_with_a_bare_key_says_so(args, message):
+    result = runner.invoke(app, ["validate", *args])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
 def test_train_takes_overrides_and_records_them(tmp_path):
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     args = ["iterations=2", "oracle.steps=3", "episodes_per_cell=4", f"checkpoint.dir={tmp_path / 'ck'}"]
     result = runner.invoke(app, ["train", PSRO, *args, "--tracking-uri", uri])
     assert result.exit_code == 0, result.output
     assert "iteration 1:" in result.output and "iteration 2:" not in result.output
+    assert re.search(r"iteration 0: .*, versions \d+[,\n]", result.output)  # a count prints as an integer
     assert f"`agora ui --tracking-uri {uri}`" in result.output
     run = MlflowClient(uri).get_run(run_id(result.output))
     assert json.loads(run.data.tags["agora.overrides"]) == args
@@ -178,6 +238,17 @@ def test_runs_on_a_missing_or_empty_store_creates_nothing(tmp_path):
     assert json.loads(runner.invoke(app, ["runs", "--tracking-uri", f"sqlite:///{missing}", "--json"]).stdout) == []
     result = runner.invoke(app, ["runs", "--tracking-uri", str(tmp_path / "mlruns")])  # a file store's folder
     assert result.exit_code == 0 and "no store there yet" in result.output and not (tmp_path / "mlruns").exists()
+    assert f"start one with `agora run scenarios/negotiation_scripted.yaml --tracking-uri {tmp_path / 'mlruns'}`" in (
+        result.output.replace("\n", "")
+    )
+
+
+def test_runs_on_a_plain_path_to_a_database_says_how_to_write_it(tmp_path):
+    db = tmp_path / "m.db"
+    db.write_bytes(b"")
+    for path in (db, tmp_path / "other.db"):  # an existing file, or a name ending .db
+        result = runner.invoke(app, ["runs", "--tracking-uri", str(path)])
+        assert result.exit_code == 2 and f"write --tracking-uri sqlite:///{path}" in result.output
 
 
 WRONG_KIND = [

@@ -80,6 +80,7 @@ def test_an_interrupted_run_says_so_in_its_description():
     assert note.startswith("**matrix** · 3 of 10 episodes (interrupted) · seed")
     assert markdown_rows(note, "seat")[0] == ["player_0", scenario.seats["player_0"].entry.name, "1.500"]
     assert markdown_rows(note, "seat")[1][2] == "-"  # no mean for a seat without one
+    assert run_note(scenario, {**summary, "perf/episodes": 1.0}).startswith("**matrix** · 1 episode · seed")
 
 
 def test_a_long_description_is_cut_at_a_line_under_mlflows_limit(store):

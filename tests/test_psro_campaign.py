@@ -4,6 +4,7 @@ lineage, new-cells-only payoffs, MLflow records, checkpoint and resume."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -130,6 +131,7 @@ def test_cli_trains_a_psro_campaign_into_mlflow(tmp_path, tracking_uri, monkeypa
     out = runner.invoke(app, ["train", str(FILE), "--tracking-uri", tracking_uri])
     assert out.exit_code == 0, out.output
     assert "iteration 0: exploitability 1.0000" in out.output and "stopped on threshold" in out.output
+    assert re.search(r"iteration 0: .*, versions \d+[,\n]", out.output)  # a count prints as an integer
     assert list((tmp_path / "checkpoints" / "rps-psro").glob("iter-*/state.json"))
     again = runner.invoke(app, ["train", str(FILE), "--tracking-uri", tracking_uri])
     assert again.exit_code == 2 and "--resume" in again.output

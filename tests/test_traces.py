@@ -154,6 +154,7 @@ def test_a_replay_escapes_what_agents_wrote():
     assert "<script>" not in page and "<img" not in page and "<iframe>" not in page and "<llm>" not in page
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt;" in page
     assert "fallback action" in page and "1 unparseable reply" in page and "bad &lt;tag&gt;" in page
+    assert "prompt (1 message)" in page  # one message, not "1 messages"
     assert "<script" not in page.lower().replace("&lt;script", "")
 
 
