@@ -310,7 +310,10 @@ class TrackingSpec(BaseModel):
         None, description="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the embedded store)"
     )
     traces: int = Field(
-        100, ge=0, description="episodes (the first, by index) logged as MLflow traces and HTML replays; 0: none"
+        100,
+        ge=0,
+        description="episodes (the first, by index) logged as MLflow traces and HTML replays (train "
+        "campaigns: the final evaluation's, per opponent); 0: none",
     )
 
 
