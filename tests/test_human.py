@@ -194,7 +194,7 @@ def test_cli_llm_team_with_a_human_expert(tmp_path, tracking_uri):
     path.write_text(yaml.safe_dump(scenario))
     result = cli([str(path), "--episodes", "1"], "417\n" * 4, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "deferral-human-expert: 1 episodes" in result.stdout and "Traceback" not in result.stderr
+    assert "deferral-human-expert: 1 episode" in result.stdout and "Traceback" not in result.stderr
     run_id = re.search(r"MLflow run ([0-9a-f]{32})", result.stdout).group(1)
     run = MlflowClient(tracking_uri).get_run(run_id)
     assert run.data.params["agents.expert.policy"] == "human" and "parse/failure_rate/agent_0" in run.data.metrics
