@@ -96,7 +96,8 @@ def turn_html(episode: Episode, step: Step) -> str:
             f"<details><summary>prompt ({plural(len(messages), 'message')})</summary>{text_block(shown)}</details>"
         )
     elif step.observation is not None:
-        parts.append(f"<details><summary>observation</summary>{text_block(as_json(step.observation))}</details>")
+        shown = json.dumps(step.observation, ensure_ascii=False, sort_keys=True, indent=1)  # one key a line
+        parts.append(f"<details><summary>observation</summary>{text_block(shown)}</details>")
     for attempt in step.failed_attempts:
         parts.append(f"<div>unparseable: {escape(attempt.get('error', ''))}</div>{text_block(attempt.get('text', ''))}")
     parts.append(text_block(step.text, "reply"))
@@ -117,6 +118,7 @@ def episode_html(episode: Episode) -> str:
             ("returns", episode.returns),
             ("metrics", episode.metrics),
             ("turns", shown_turns(episode)),
+            *([("outcome", episode.info)] if episode.info else []),  # the world's episode facts
         ]
     )
     turns = "\n".join(turn_html(episode, step) for step in episode.steps[:MAX_TURNS_SHOWN])

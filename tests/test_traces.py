@@ -158,6 +158,14 @@ def test_a_replay_escapes_what_agents_wrote():
     assert "<script" not in page.lower().replace("&lt;script", "")
 
 
+def test_a_replay_shows_the_outcome_and_a_scripted_seats_observation_one_key_a_line():
+    step = Step("bob", 0, "", "ACTION: ACCEPT", {"type": 1}, observation={"pool": [1, 2], "note": "<b>"})
+    episode = Episode(3, 5, {"bob": "fair"}, [step], {"bob": 2.0}, {}, info={"outcome": "deal <ok>"})
+    page = episode_html(episode)
+    assert "<td>outcome</td><td>{&quot;outcome&quot;: &quot;deal &lt;ok&gt;&quot;}</td>" in page
+    assert "&quot;note&quot;: &quot;&lt;b&gt;&quot;,\n &quot;pool&quot;: [\n  1," in page
+
+
 def test_only_the_first_episodes_are_traced_and_replayed(store, capfd):
     result = run_scenario(negotiation("cap", {"policy": "greedy"}, episodes=5, traces=2), tracking_uri=store)
     assert capfd.readouterr() == ("", "")  # no MLflow chatter or warnings in the terminal
