@@ -153,3 +153,25 @@ def leaderboard_markdown(rows: list[dict[str, Any]], side_names: Sequence[str], 
             f"(NashConv {payoff['league/nash_conv']:.4f})",
         ]
     return "\n".join(lines)
+
+
+def meta_strategy_markdown(
+    meta: dict[str, dict[str, float]], mixtures: dict[str, list[float]], actions: Sequence[str]
+) -> str:
+    """PSRO's final meta-strategy for the run's description: the versions each seat plays (σ > 0), the
+    mixture over actions they make, and where every iteration's is (`meta/strategies.json`, the figure)."""
+    from agora.tracking import markdown_table
+
+    rows = [[seat, f"`{v}`", f"{w:.3f}"] for seat, weights in meta.items() for v, w in weights.items() if w > 0]
+    if not rows:
+        return ""
+    mixed = [f"{seat}: {' / '.join(f'{p:.3f}' for p in probs)}" for seat, probs in mixtures.items() if probs]
+    return "\n".join(
+        [
+            "**Final meta-strategy** (σ > 0; every iteration: `meta/strategies.json`, `figures/meta_strategy.png`)",
+            "",
+            markdown_table(["seat", "version", "σ"], rows),
+            "",
+            f"Mixture over actions ({' / '.join(actions)}): " + "; ".join(mixed),
+        ]
+    )

@@ -47,7 +47,7 @@ from agora.rollout import Rollout, policy_seed
 from agora.scenario import AgentSpec, WorldFile, WorldSpec, validate_model
 from agora.trajectory import Episode
 from campaigns.figures import exploitability_figure, league_figure, payoff_heatmap, payoff_table
-from campaigns.leaderboard import log_meta_strategies
+from campaigns.leaderboard import log_meta_strategies, meta_strategy_markdown
 from campaigns.league import VersionPool, VersionRouter
 from solvers import meta
 from solvers.population import PolicyVersion, Population, WinRecord, sample_opponents
@@ -569,6 +569,10 @@ class PSRORunner(CampaignRunner):
                 for seat, vs in sigma.items()
             },
         }
+
+    def results_markdown(self, result: CampaignResult) -> str:
+        meta, mixtures = result.outputs.get("meta_strategies", {}), result.outputs.get("mixtures", {})
+        return meta_strategy_markdown(meta, mixtures, self.campaign.actions)
 
     def summary(self, result: CampaignResult) -> Summary:
         spec, actions = self.campaign.spec, self.campaign.actions

@@ -190,6 +190,9 @@ def test_cli_trains_a_psro_campaign_into_mlflow(tmp_path, tracking_uri, monkeypa
     assert note.startswith(f"**psro** campaign · {len(steps)} of ") and "stopped on threshold" in note
     last = client.get_metric_history(run_id, "pop/exploitability")[-1].value
     assert f"| {steps[-1]} | {2 * len(steps)} | {last:.4f} |" in note
+    final = [r for r in rows if r["iteration"] == steps[-1] and r["sigma"] > 0]  # the description's σ table
+    assert "**Final meta-strategy**" in note and "`meta/strategies.json`" in note
+    assert all(f"| {r['seat']} | `{r['version']}` | {r['sigma']:.3f} |" in note for r in final)
 
 
 @pytest.mark.parametrize(
