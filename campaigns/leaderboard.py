@@ -155,12 +155,12 @@ def leaderboard_markdown(rows: list[dict[str, Any]], side_names: Sequence[str], 
     return "\n".join(lines)
 
 
-def meta_strategy_markdown(
-    meta: dict[str, dict[str, float]], mixtures: dict[str, list[float]], actions: Sequence[str]
-) -> str:
-    """PSRO's final meta-strategy for the run's description: the versions each seat plays (σ > 0), the
-    mixture over actions they make, and where every iteration's is (`meta/strategies.json`, the figure)."""
+def meta_strategy_markdown(outputs: dict[str, Any], actions: Sequence[str]) -> str:
+    """PSRO's final meta-strategy for the run's description, from its result's `outputs`: the versions each
+    seat plays (σ > 0), the mixture over actions they make, and where every iteration's is."""
     from agora.tracking import markdown_table
+
+    meta, mixtures = outputs.get("meta_strategies", {}), outputs.get("mixtures", {})
 
     rows = [[seat, f"`{v}`", f"{w:.3f}"] for seat, weights in meta.items() for v, w in weights.items() if w > 0]
     if not rows:

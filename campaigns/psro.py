@@ -19,12 +19,11 @@ group-relative advantages A (trainers/advantages.group_advantages) of per-round 
 episodes played through the rollout engine against opponents drawn per episode from the
 meta-mixture (solvers.population.sample_opponents, rule `psro`).
 
-Each iteration logs pop/* (exploitability, NashConv, sizes), mixture/<seat>/<action> and
-oracle/<seat>/* to MLflow, the payoff heatmap and table, and every iteration's meta-strategies σ as
-one table (`meta/strategies.json`) and one figure (`figures/meta_strategy.png`); at the end the league
-graph, the exploitability curve and the population JSON. The state (populations, payoff cells, win records,
-history) is checkpointed after every iteration; `--resume` continues into the same MLflow run.
-Every random draw derives from the seed and the iteration, so a resumed campaign equals a straight one.
+Each iteration logs pop/* (exploitability, NashConv, sizes), mixture/<seat>/<action>, oracle/<seat>/*, the
+payoff heatmap and table, and every iteration's σ as one table (`meta/strategies.json`) and one figure
+(`figures/meta_strategy.png`); at the end the league graph, the exploitability curve, the population JSON
+and the final σ in the run's description. The state is checkpointed after every iteration; `--resume`
+continues into the same MLflow run, and equals a straight run (every draw derives from seed and iteration).
 """
 
 from __future__ import annotations
@@ -571,8 +570,7 @@ class PSRORunner(CampaignRunner):
         }
 
     def results_markdown(self, result: CampaignResult) -> str:
-        meta, mixtures = result.outputs.get("meta_strategies", {}), result.outputs.get("mixtures", {})
-        return meta_strategy_markdown(meta, mixtures, self.campaign.actions)
+        return meta_strategy_markdown(result.outputs, self.campaign.actions)
 
     def summary(self, result: CampaignResult) -> Summary:
         spec, actions = self.campaign.spec, self.campaign.actions
