@@ -19,11 +19,10 @@ group-relative advantages A (trainers/advantages.group_advantages) of per-round 
 episodes played through the rollout engine against opponents drawn per episode from the
 meta-mixture (solvers.population.sample_opponents, rule `psro`).
 
-Each iteration logs pop/* (exploitability, NashConv, sizes), mixture/<seat>/<action>, oracle/<seat>/*, the
-payoff heatmap and table, and every iteration's σ as one table (`meta/strategies.json`) and one figure
-(`figures/meta_strategy.png`); at the end the league graph, the exploitability curve, the population JSON
-and the final σ in the run's description. The state is checkpointed after every iteration; `--resume`
-continues into the same MLflow run, and equals a straight run (every draw derives from seed and iteration).
+Each iteration logs pop/* (exploitability, NashConv, sizes), mixture/<seat>/<action>, oracle/<seat>/*, payoff
+heatmap and table, every iteration's σ as one table (`meta/strategies.json`) and figure; at the end the league
+graph, exploitability curve, population JSON and the final σ in the run's description. Checkpointed after every
+iteration; `--resume` continues into the same run and equals a straight one (draws derive from seed, iteration).
 """
 
 from __future__ import annotations
