@@ -69,7 +69,7 @@ def run_note(scenario: ResolvedScenario, summary: dict[str, float], *, interrupt
     lines += [markdown_table(["metric (mean over episodes)", "value", "MLflow metric"], rows), ""]
     lines.append(
         "Per episode: `episodes.json` (seed, returns, the world's metrics); every turn: `transcripts.json`; "
-        "token-level records: `trajectories.jsonl`."
+        "token-level records: `trajectories.jsonl.gz`."
     )
     return "\n".join(lines)
 

@@ -9,7 +9,7 @@ markup; the page has no scripts and loads nothing.
 What a run shows this way is bounded (`review_sample`): its first `tracking.traces` episodes, each
 cut to its first `MAX_TURNS_SHOWN` turns, as long as they add up to `MAX_TURNS_REVIEWED` turns (an
 economy episode has 30,000 worker decisions: 27 MB of HTML and 22 s of trace writing uncut). The
-MLflow traces (`agora.traces`) show the same episodes and turns; `trajectories.jsonl` has them all.
+MLflow traces (`agora.traces`) show the same episodes and turns; `trajectories.jsonl.gz` has them all.
 """
 
 from __future__ import annotations
@@ -53,7 +53,9 @@ def review_sample(episodes: list[Episode], limit: int) -> list[Episode]:
 def shown_turns(episode: Episode) -> str:
     """`N`, or `N (the first M shown)` for an episode cut to MAX_TURNS_SHOWN turns."""
     n = len(episode.steps)
-    return f"{n}" if n <= MAX_TURNS_SHOWN else f"{n} (the first {MAX_TURNS_SHOWN} shown; all are in trajectories.jsonl)"
+    return (
+        f"{n}" if n <= MAX_TURNS_SHOWN else f"{n} (the first {MAX_TURNS_SHOWN} shown; all are in trajectories.jsonl.gz)"
+    )
 
 
 def replay_name(index: int) -> str:

@@ -26,7 +26,7 @@ from agora.policy import Policy
 from agora.replay import review_sample, write_replays
 from agora.rollout import Rollout, SeatCounters, policy_seed
 from agora.scenario import ResolvedScenario
-from agora.trajectory import Episode, world_prompt, write_jsonl
+from agora.trajectory import TRAJECTORIES, Episode, world_prompt, write_jsonl
 from agora.world import Report, run_report
 
 
@@ -245,8 +245,8 @@ def log_end(
         pieces.append(("transcripts.json", lambda: tracker.log_table(transcript_table(episodes), "transcripts.json")))
         pieces.append(
             (
-                "trajectories.jsonl",
-                lambda: tracker.log_file_from(lambda path: write_jsonl(episodes, path), "trajectories.jsonl"),
+                TRAJECTORIES,
+                lambda: tracker.log_file_from(lambda path: write_jsonl(episodes, path), TRAJECTORIES),
             )
         )
     if shown := review_sample(episodes, traced):

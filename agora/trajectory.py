@@ -1,15 +1,17 @@
 """Trajectory records: what the rollout engine produces and the trainers consume.
 
 One `Step` per decision an agent made (per agent, per turn), one `Episode` per game. Both are
-plain dataclasses that round-trip through JSON lines (`write_jsonl` / `read_jsonl`).
+plain dataclasses that round-trip through JSON lines (`write_jsonl` / `read_jsonl`; a run logs them
+gzip-compressed as `trajectories.jsonl.gz`).
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import IO, Any, Iterable, Iterator
 
 import numpy as np
 
@@ -87,8 +89,26 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+TRAJECTORIES = "trajectories.jsonl.gz"  # a run's artifact: every episode, gzip-compressed JSON lines
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def open_text(path: str | Path, mode: str) -> IO[str]:
+    """`path` as UTF-8 text: gzip-compressed when it ends in `.gz` (writing) or starts with gzip's magic
+    bytes (reading), so a reader takes old plain files and new compressed ones alike."""
+    if mode == "r":
+        with open(path, "rb") as fh:
+            zipped = fh.read(2) == GZIP_MAGIC
+    else:
+        zipped = str(path).endswith(".gz")
+    if zipped:  # level 6: 1,000 scripted werewolf games, 99 MB of JSON, in 3.5 MB
+        return gzip.open(path, mode + "t", encoding="utf-8", compresslevel=6)
+    return open(path, mode, encoding="utf-8")
+
+
 def write_jsonl(episodes: Iterable[Episode], path: str | Path) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
+    """One episode per line; gzip-compressed when `path` ends in `.gz` (as `TRAJECTORIES` does)."""
+    with open_text(path, "w") as fh:
         for episode in episodes:
             # Fields already hold plain JSON values; a shallow dict avoids asdict's deep copy.
             record = {**vars(episode), "steps": [vars(step) for step in episode.steps]}
@@ -96,7 +116,8 @@ def write_jsonl(episodes: Iterable[Episode], path: str | Path) -> None:
 
 
 def read_jsonl(path: str | Path) -> Iterator[Episode]:
-    with open(path, encoding="utf-8") as fh:
+    """The episodes of a trajectories file, plain or gzip-compressed, one at a time."""
+    with open_text(path, "r") as fh:
         for line in fh:
             data = json.loads(line)
             data["steps"] = [Step(**s) for s in data["steps"]]

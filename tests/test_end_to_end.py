@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -19,6 +18,7 @@ from typer.testing import CliRunner
 from agora.cli import app
 from agora.run import run_scenario
 from agora.scenario import load_scenario
+from agora.trajectory import read_jsonl
 from mlflow import MlflowClient
 from tests.conftest import ROOT, SCENARIOS
 
@@ -55,7 +55,7 @@ def test_scripted_run_is_recorded_and_readable(tracking_uri):
         "scenario/resolved.json",
         "episodes.json",
         "transcripts.json",
-        "trajectories.jsonl",
+        "trajectories.jsonl.gz",
     } <= artifacts
     assert list(table.columns) == [
         "episode",
@@ -115,9 +115,9 @@ def test_llm_negotiation_end_to_end_through_the_cli(tracking_uri):
     llm_rows = table[table["agent"] == "alice"]
     assert len(llm_rows) > 0 and llm_rows["prompt"].str.startswith("You are alice").all()  # the world's prompt
     assert not llm_rows["prompt"].str.contains("<|im_start|>", regex=False).any()  # no chat template
-    assert "trajectories.jsonl" in artifacts and "replays" in artifacts
-    path = MlflowClient(tracking_uri).download_artifacts(run_id, "trajectories.jsonl")
-    steps = [s for line in open(path) for s in json.loads(line)["steps"] if s["agent"] == "alice"]
+    assert "trajectories.jsonl.gz" in artifacts and "replays" in artifacts
+    path = MlflowClient(tracking_uri).download_artifacts(run_id, "trajectories.jsonl.gz")
+    steps = [vars(s) for e in read_jsonl(path) for s in e.steps if s.agent == "alice"]
     assert steps and all(len(s["logprobs"]) == len(s["completion_ids"]) > 0 for s in steps)
     assert all("<|im_start|>" in s["prompt"] and s["messages"][0]["content"] in s["prompt"] for s in steps)
 
@@ -195,5 +195,5 @@ def test_sigterm_stops_a_run_like_ctrl_c_and_keeps_its_episodes(tmp_path, tracki
     assert b"finished episodes kept (run marked KILLED)" in err and b"Traceback" not in err
     run_id = runs[0].info.run_id
     assert client.get_run(run_id).info.status == "KILLED"
-    lines = Path(client.download_artifacts(run_id, "trajectories.jsonl", str(tmp_path))).read_text().splitlines()
-    assert lines and all(json.loads(line)["steps"] for line in lines)
+    episodes = list(read_jsonl(client.download_artifacts(run_id, "trajectories.jsonl.gz", str(tmp_path))))
+    assert episodes and all(e.steps for e in episodes)

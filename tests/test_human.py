@@ -168,7 +168,7 @@ def test_cli_ctrl_c_at_the_prompt_keeps_finished_episodes(tmp_path, tracking_uri
     client = MlflowClient(tracking_uri)
     (run,) = client.search_runs([client.get_experiment_by_name("human-expert").experiment_id])
     assert run.info.status == "KILLED" and run.data.metrics["perf/episodes"] == 1
-    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"transcripts.json", "trajectories.jsonl"}
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"transcripts.json", "trajectories.jsonl.gz"}
 
 
 def test_cli_human_plays_another_text_world(tmp_path):

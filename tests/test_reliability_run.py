@@ -20,6 +20,7 @@ from agora import interrupts
 from agora.errors import AgoraError, StoreError
 from agora.run import run_scenario
 from agora.scenario import resolve_scenario
+from agora.trajectory import read_jsonl
 from mlflow import MlflowClient
 
 EPISODES = 6
@@ -87,7 +88,7 @@ def assert_complete(client: MlflowClient, run, status: str, episodes: int = EPIS
     metrics = run.data.metrics
     assert metrics["perf/episodes"] == episodes and "parse/failure_rate" in metrics
     assert "eval/return/player_0" in metrics and "eval/regret_per_round/player_0" in metrics
-    assert {"episodes.json", "transcripts.json", "trajectories.jsonl", "figures/regret_curve.png"} <= artifacts(
+    assert {"episodes.json", "transcripts.json", "trajectories.jsonl.gz", "figures/regret_curve.png"} <= artifacts(
         client, run.info.run_id
     )
 
@@ -261,7 +262,7 @@ def test_a_world_whose_report_fails_ends_the_run_failed_with_its_episodes(store,
     assert f"run {run.info.run_id} marked FAILED; {EPISODES} finished episodes logged" in raised.value.__notes__
     assert run.info.status == "FAILED" and run.data.metrics["perf/episodes"] == EPISODES
     assert logged_episodes(client, run) == list(range(EPISODES))
-    assert {"transcripts.json", "trajectories.jsonl"} <= artifacts(client, run.info.run_id)
+    assert {"transcripts.json", "trajectories.jsonl.gz"} <= artifacts(client, run.info.run_id)
 
 
 # Store faults
@@ -317,7 +318,7 @@ def test_a_full_disk_during_the_episodes_fails_the_run_and_keeps_its_data_locall
     assert run.info.status == "FAILED" and run.data.tags["agora.unsaved"] == str(folder)
     kept = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     table = json.loads((folder / "episodes.json").read_text())
-    episodes = [json.loads(line)["index"] for line in (folder / "trajectories.jsonl").read_text().splitlines()]
+    episodes = [e.index for e in read_jsonl(folder / "trajectories.jsonl.gz")]
     assert sorted(table["episode"]) == episodes == list(range(EPISODES))  # every finished episode
     assert any(m["key"] == "perf/episodes" for m in kept) and (folder / "transcripts.json").is_file()
     assert "mlflow.note.content" in json.loads((folder / "tags.json").read_text())  # the description too
@@ -344,5 +345,5 @@ def test_a_store_dead_at_the_end_says_the_status_is_unset_and_where_the_data_is(
     folder = here / f"agora-unsaved-{run.info.run_id}"
     message = str(raised.value)
     assert "it may show as RUNNING" in message and str(folder) in message and run.info.status == "RUNNING"
-    assert {"metrics.jsonl", "transcripts.json", "trajectories.jsonl"} <= {p.name for p in folder.iterdir()}
+    assert {"metrics.jsonl", "transcripts.json", "trajectories.jsonl.gz"} <= {p.name for p in folder.iterdir()}
     assert (folder / "figures" / "regret_curve.png").is_file()

@@ -3,6 +3,7 @@ embedded GGUF) and, for the fault cases a real server will not produce on demand
 
 from __future__ import annotations
 
+import gzip
 import os
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from agora.rollout import Rollout
 from agora.run import build_policies, run_scenario
 from agora.scenario import resolve_scenario
 from agora.serving import ServerUnavailable, grammar_fields, reply_text
+from agora.trajectory import read_jsonl
 from tests.servers import MODEL, LlamaServer, StubServer, free_port
 from worlds.negotiation import raw_env
 
@@ -169,10 +171,14 @@ def test_a_server_killed_mid_run_fails_the_run_keeps_finished_episodes_and_recor
     client = mlflow.MlflowClient(spec["tracking"]["uri"])
     (run,) = client.search_runs([client.get_experiment_by_name("server-vs-fair").experiment_id])
     assert run.info.status == "FAILED" and run.data.metrics["perf/episodes"] == 1
-    local = client.download_artifacts(run.info.run_id, "trajectories.jsonl", str(tmp_path / "download"))
-    assert len(Path(local).read_text().splitlines()) == 1
+    local = client.download_artifacts(run.info.run_id, "trajectories.jsonl.gz", str(tmp_path / "download"))
+    assert len(list(read_jsonl(local))) == 1
     out, err = capfd.readouterr()
-    recorded = [out, err, message] + [p.read_bytes().decode("latin-1") for p in tmp_path.rglob("*") if p.is_file()]
+    # every file as stored, compressed ones (trajectories.jsonl.gz) opened: a key must not hide in them
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    recorded = [out, err, message] + [
+        (gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()).decode("latin-1") for p in files
+    ]
     assert sum("ACTION:" in r for r in recorded) >= 2  # the store and the artifacts hold the transcripts
     assert not any(server.key in r for r in recorded)  # but never the API key
 

@@ -215,6 +215,23 @@ def test_trajectories_round_trip_with_and_without_messages(tmp_path):
     assert back.steps[0].messages is None and back.steps[0].prompt == "<|im_start|>offer?"
 
 
+def test_trajectories_are_written_compressed_and_read_either_way(tmp_path):
+    from agora.trajectory import TRAJECTORIES
+
+    scenario = resolve_scenario(
+        {"name": "ww", "world": {"id": "werewolf"}, "episodes": 20, "agents": {"*": {"policy": "rule_based"}}}
+    )
+    episodes = run_scenario(scenario, track=False).episodes
+    write_jsonl(episodes, tmp_path / TRAJECTORIES)
+    write_jsonl(episodes, tmp_path / "plain.jsonl")
+    assert (tmp_path / TRAJECTORIES).read_bytes()[:2] == b"\x1f\x8b"  # gzip
+    zipped, plain = (tmp_path / TRAJECTORIES).stat().st_size, (tmp_path / "plain.jsonl").stat().st_size
+    assert zipped * 10 < plain  # scripted werewolf: about 28x smaller
+    assert list(read_jsonl(tmp_path / TRAJECTORIES)) == list(read_jsonl(tmp_path / "plain.jsonl")) == episodes
+    (tmp_path / "renamed.jsonl").write_bytes((tmp_path / TRAJECTORIES).read_bytes())  # read by content, not name
+    assert list(read_jsonl(tmp_path / "renamed.jsonl")) == episodes
+
+
 def test_a_store_that_refuses_the_traces_keeps_them_and_the_other_artifacts(store, tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise OSError(28, "No space left on device")
@@ -227,13 +244,12 @@ def test_a_store_that_refuses_the_traces_keeps_them_and_the_other_artifacts(stor
     (run,) = client.search_runs([client.get_experiment_by_name("refused").experiment_id])
     assert run.info.status == "FAILED"
     logged = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"transcripts.json", "trajectories.jsonl", "replays"} <= logged
+    assert {"transcripts.json", "trajectories.jsonl.gz", "replays"} <= logged
     (kept,) = tmp_path.glob("agora-unsaved-*/traces.jsonl")
     saved = [json.loads(line) for line in kept.read_text().splitlines()]
     assert [t["info"]["tags"]["agora.episode"] for t in saved] == ["0", "1", "2"]
-    trajectories = artifact_text(client, run.info.run_id, "trajectories.jsonl", tmp_path / "dl")
-    (tmp_path / "t.jsonl").write_text(trajectories, encoding="utf-8")
-    steps = [len(e.steps) for e in read_jsonl(tmp_path / "t.jsonl")]
+    trajectories = client.download_artifacts(run.info.run_id, "trajectories.jsonl.gz", str(tmp_path / "dl"))
+    steps = [len(e.steps) for e in read_jsonl(trajectories)]
     assert [len(t["data"]["spans"]) for t in saved] == [1 + n for n in steps]
 
 
@@ -247,7 +263,7 @@ def test_a_store_that_refuses_the_replays_keeps_them_locally_and_logs_the_rest(s
         run_scenario(negotiation("replays-refused", {"policy": "greedy"}, episodes=2), tracking_uri=store)
     client = MlflowClient(store)
     (run,) = client.search_runs([client.get_experiment_by_name("replays-refused").experiment_id])
-    assert {"transcripts.json", "trajectories.jsonl"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"transcripts.json", "trajectories.jsonl.gz"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
     assert len(run_traces(client, run.info.run_id)) == 2
     pages = sorted(p.name for p in tmp_path.glob("agora-unsaved-*/replays/*.html"))
     assert pages == [replay_name(0), replay_name(1)]

@@ -689,7 +689,7 @@ def test_llm_seer_plays_end_to_end_into_mlflow(tracking_uri):
         s.prompt.startswith("<|im_start|>") and len(s.logprobs) == len(s.completion_ids) > 0 for s in seer
     )
     assert all("Your role: seer." in s.prompt for s in seer)
-    assert "trajectories.jsonl" in read_artifacts(client, result.run_id)
+    assert "trajectories.jsonl.gz" in read_artifacts(client, result.run_id)
 
 
 class Mumbler(RandomPlayer):
