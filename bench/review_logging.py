@@ -33,7 +33,7 @@ def play(data: dict, episodes: int, traces: int, folder: Path) -> tuple[float, i
     spec["tracking"].pop("uri", None)
     scenario = resolve_scenario(spec)
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    run_scenario(resolve_scenario(spec), tracking_uri=uri)  # creates and migrates the store: not timed
+    run_scenario(scenario, tracking_uri=uri)  # creates and migrates the store: not timed
     start = time.perf_counter()
     result = run_scenario(scenario, tracking_uri=uri)
     return time.perf_counter() - start, sum(len(e.steps) for e in result.episodes)
