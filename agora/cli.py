@@ -132,6 +132,11 @@ def run(
     episodes: Optional[int] = typer.Option(None, help="override `episodes`"),
     seed: Optional[int] = typer.Option(None, help="override `seed`"),
     concurrency: Optional[int] = typer.Option(None, help="override `concurrency`"),
+    backend: Optional[str] = typer.Option(None, help="override `execution.backend`: local, or ray (rollout workers)"),
+    workers: Optional[int] = typer.Option(None, help="override `execution.workers` (Ray rollout workers)"),
+    address: Optional[str] = typer.Option(
+        None, help="override `execution.address`: a Ray cluster to join (auto, host:port, ray://host:port)"
+    ),
     tracking_uri: Optional[str] = typer.Option(
         None, help="MLflow tracking URI (default: scenario, $MLFLOW_TRACKING_URI, embedded store)"
     ),
@@ -146,7 +151,14 @@ def run(
     try:
         with user_errors(), interruptible():
             resolved = load_scenario(
-                scenario, with_flags(overrides, episodes=episodes, seed=seed, concurrency=concurrency)
+                scenario,
+                with_flags(
+                    overrides,
+                    episodes=episodes,
+                    seed=seed,
+                    concurrency=concurrency,
+                    **{"execution.backend": backend, "execution.workers": workers, "execution.address": address},
+                ),
             )
             spec = resolved.spec
             # A person typing (a policy with `interactive = True`) and a live bar would garble each other.

@@ -120,3 +120,12 @@ def preamble(
     then the world's worked example (when `demonstrations` is on)."""
     system = [{"role": "system", "content": system_prompt}] if system_prompt else []
     return [*system, *(demonstration if demonstrations else [])]
+
+
+def policy_tags(seats: dict[str, Policy]) -> dict[str, str]:
+    """The seats' policies' `run_tags` as run tags: {"agora.kernel": "alice=wx, bob=xw"}."""
+    pairs: dict[str, list[str]] = {}
+    for seat, policy in seats.items():
+        for key, value in policy.run_tags().items():
+            pairs.setdefault(f"agora.{key}", []).append(f"{seat}={value}")
+    return {key: ", ".join(values) for key, values in pairs.items()}

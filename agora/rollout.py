@@ -22,7 +22,7 @@ import zlib
 from collections import defaultdict
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 from pettingzoo import ParallelEnv
@@ -141,6 +141,7 @@ class _Slot:
         self.decisions: dict[str, int] = defaultdict(int)  # decisions taken so far, per seat
         self.seat_keys: dict[str, int] = {}  # `seat_key` per seat, computed once
         self.last_step: dict[str, Step] = {}
+        self.shared: dict = {}  # the episode's observation arrays, each recorded once (`jsonable`)
         self.waiting: list[_Turn] = []
         self.chosen: dict[str, Any] = {}
         if self.parallel:
@@ -253,8 +254,10 @@ class Rollout:
         first_index: int = 0,
         on_episode: Callable[[Episode], None] | None = None,
         on_tick: Callable[[int, int], None] | None = None,
+        indices: Sequence[int] | None = None,
     ) -> list[Episode]:
-        """Play `episodes` episodes (indices first_index...), return them sorted by index. After every tick,
+        """Play `episodes` episodes (indices first_index...; or exactly `indices`, in that order, which the
+        workers of `agora.execution` play as their shards), return them sorted by index. After every tick,
         `on_tick(turns, tokens)` (default: the `ticks_to` listener) gets the turns taken and the tokens the
         policies generated so far in this call (a live progress display)."""
         start, done = time.perf_counter(), len(self.episodes)
@@ -263,7 +266,7 @@ class Rollout:
             policies = list({id(p): p for p in self.seats.values()}.values())
             turns0 = sum(c.decisions for c in self.counters.values())
             tokens0 = sum(p.stats.generated_tokens for p in policies)
-        todo = iter(range(first_index, first_index + episodes))
+        todo = iter(range(first_index, first_index + episodes) if indices is None else indices)
         active: list[_Slot] = []
         # The cyclic GC runs between ticks on young objects only. Left automatic, its full collections
         # re-scan the records piling up in memory, several times within one tick of a 10,000-agent
@@ -386,7 +389,7 @@ class Rollout:
             messages=turn.messages or None,
             preamble=response.preamble,
             fallback=fallback,
-            observation=jsonable(turn.observation) if self.record_observations else None,
+            observation=jsonable(turn.observation, turn.slot.shared) if self.record_observations else None,
             started=turn.asked,
             seconds=answered - turn.asked,
         )

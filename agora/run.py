@@ -22,7 +22,7 @@ import agora
 from agora.errors import AgoraError, StoreError
 from agora.interrupts import finishing, interruptible, uninterrupted
 from agora.overview import overview_pieces
-from agora.policy import Policy
+from agora.policy import Policy, policy_tags
 from agora.replay import review_sample, write_replays
 from agora.rollout import Rollout, SeatCounters, policy_seed
 from agora.scenario import ResolvedScenario
@@ -59,8 +59,11 @@ def build_policies(
     return seats
 
 
-def summarize(episodes: list[Episode], rollout: Rollout, policies: list[Policy]) -> dict[str, float]:
-    """Run-level metrics: world metrics and returns averaged over episodes, parse and speed figures."""
+def summarize(
+    episodes: list[Episode], counters: dict[str, SeatCounters], *, tokens: int, seconds: float
+) -> dict[str, float]:
+    """Run-level metrics: world metrics and returns averaged over episodes, parse figures from the seats'
+    `counters`, speed figures from the `tokens` generated in `seconds` of play."""
     summary: dict[str, float] = {}
     values: dict[str, list[float]] = defaultdict(list)
     for episode in episodes:
@@ -69,24 +72,23 @@ def summarize(episodes: list[Episode], rollout: Rollout, policies: list[Policy])
         for agent, value in episode.returns.items():
             values[f"eval/return/{agent}"].append(value)
     summary.update({name: float(np.mean(v)) for name, v in values.items()})
-    text_counters = [c for c in rollout.counters.values() if c.text_attempts or c.unanswered]
-    for agent, counters in sorted(rollout.counters.items()):
-        if counters.text_attempts or counters.unanswered:
-            summary[f"parse/failure_rate/{agent}"] = counters.parse_failure_rate
-            summary[f"parse/fallback_rate/{agent}"] = counters.fallback_rate
-            summary[f"parse/retries/{agent}"] = counters.retries
-            if counters.unanswered:
-                summary[f"parse/unanswered/{agent}"] = counters.unanswered
+    text_counters = [c for c in counters.values() if c.text_attempts or c.unanswered]
+    for agent, seat in sorted(counters.items()):
+        if seat.text_attempts or seat.unanswered:
+            summary[f"parse/failure_rate/{agent}"] = seat.parse_failure_rate
+            summary[f"parse/fallback_rate/{agent}"] = seat.fallback_rate
+            summary[f"parse/retries/{agent}"] = seat.retries
+            if seat.unanswered:
+                summary[f"parse/unanswered/{agent}"] = seat.unanswered
     pooled = SeatCounters.total(text_counters)
     summary["parse/failure_rate"] = pooled.parse_failure_rate
     summary["parse/fallback_rate"] = pooled.fallback_rate
     summary["parse/unanswered"] = pooled.unanswered
-    tokens = sum(p.stats.generated_tokens for p in policies)
     summary["perf/episodes"] = len(episodes)
-    summary["perf/seconds"] = rollout.seconds
+    summary["perf/seconds"] = seconds
     summary["perf/generated_tokens"] = tokens
-    summary["perf/tokens_per_s"] = tokens / rollout.seconds if rollout.seconds else 0.0
-    summary["perf/episodes_per_min"] = 60 * len(episodes) / rollout.seconds if rollout.seconds else 0.0
+    summary["perf/tokens_per_s"] = tokens / seconds if seconds else 0.0
+    summary["perf/episodes_per_min"] = 60 * len(episodes) / seconds if seconds else 0.0
     return summary
 
 
@@ -127,17 +129,8 @@ def run_scenario(
         from agora.tracking import check_store, resolve_uri
 
         check_store(resolve_uri(tracking_uri or spec.tracking.uri))  # a wrong address is told before any work
-    policies = build_policies(scenario)  # model errors surface here, before any MLflow write
-    unique = list({id(p): p for p in policies.values()}.values())
+    rollout = start_rollout(scenario)  # model errors surface here (in the workers too), before any MLflow write
     policy_ids = {agent: seat.entry.name for agent, seat in scenario.seats.items()}
-    rollout = Rollout(
-        scenario.make_world,
-        policies,
-        policy_ids,
-        seed=spec.seed,
-        concurrency=spec.concurrency,
-        max_retries=spec.max_retries,
-    )
     tracker = None
 
     def record(episode: Episode) -> None:
@@ -148,16 +141,20 @@ def run_scenario(
     try:
         if track:
             with uninterrupted():  # a signal while the run is created waits until `tracker` can end it
-                tracker = open_run(scenario, policy_ids, tracking_uri, policy_tags(policies))
+                tracker = open_run(scenario, policy_ids, tracking_uri, rollout.tags)
             log_config(tracker, scenario)
         rollout.run(spec.episodes, on_episode=record)
     except KeyboardInterrupt:
         interrupted = True
     except BaseException as exc:  # any error ends the run FAILED, then is raised
         error = exc
+    finally:
+        rollout.close()
     episodes = sorted(rollout.episodes, key=lambda e: e.index)
     with interruptible(), finishing(f"finishing: logging {len(episodes)} episodes..."):
-        summary, report = summarize(episodes, rollout, unique), Report()
+        summary = summarize(episodes, rollout.counters, tokens=rollout.tokens, seconds=rollout.seconds)
+        report = Report()
+        summary.update(rollout.perf())
         if episodes and error is None:
             try:
                 report = run_report(scenario.make_world(), episodes)
@@ -185,13 +182,63 @@ def run_scenario(
     )
 
 
-def policy_tags(policies: dict[str, Policy]) -> dict[str, str]:
-    """The policies' `run_tags` as run tags: {"agora.kernel": "alice=wx, bob=xw"}."""
-    pairs: dict[str, list[str]] = defaultdict(list)
-    for seat, policy in policies.items():
-        for key, value in policy.run_tags().items():
-            pairs[f"agora.{key}"].append(f"{seat}={value}")
-    return {key: ", ".join(values) for key, values in pairs.items()}
+@dataclass(frozen=True)
+class ScenarioJob:
+    """A scenario's rollout, built where it is played: here, or in each Ray worker (`agora.execution`)."""
+
+    scenario: ResolvedScenario
+
+    def build(self) -> Rollout:
+        spec = self.scenario.spec
+        return Rollout(
+            self.scenario.make_world,
+            build_policies(self.scenario),
+            {agent: seat.entry.name for agent, seat in self.scenario.seats.items()},
+            seed=spec.seed,
+            concurrency=spec.concurrency,
+            max_retries=spec.max_retries,
+        )
+
+
+class LocalRollout:
+    """A scenario played in this process: the Rollout, with what `agora.execution.RayRollout` also tells."""
+
+    def __init__(self, job: ScenarioJob):
+        self.rollout = job.build()
+        self.policies = list({id(p): p for p in self.rollout.seats.values()}.values())
+        self.tags = policy_tags(self.rollout.seats)
+        self.run, self.counters, self.episodes = self.rollout.run, self.rollout.counters, self.rollout.episodes
+
+    @property
+    def seconds(self) -> float:
+        return self.rollout.seconds
+
+    @property
+    def tokens(self) -> int:
+        return sum(p.stats.generated_tokens for p in self.policies)
+
+    def perf(self) -> dict[str, float]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+def start_rollout(scenario: ResolvedScenario):
+    """The scenario's rollout on its `execution` backend, its policies built (in this process, or in
+    every Ray worker): a LocalRollout or an `agora.execution.RayRollout`."""
+    execution = scenario.spec.execution
+    if execution.backend == "local":
+        return LocalRollout(ScenarioJob(scenario))
+    for agent, seat in scenario.seats.items():
+        if seat.entry.load().interactive:
+            raise AgoraError(
+                f"agents.{seat.key}: policy {seat.entry.name} (seat {agent}) reads this terminal, which Ray workers "
+                "do not have: play it with execution.backend: local"
+            )
+    from agora.execution import RayRollout
+
+    return RayRollout(ScenarioJob(scenario), execution, concurrency=scenario.spec.concurrency)
 
 
 def open_run(

@@ -26,6 +26,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from agora.errors import ScenarioError, in_file
+from agora.execution import ExecutionSpec
 from agora.overrides import apply_overrides, blamed
 from agora.registry import AGENTS, WORLDS, Entry
 
@@ -330,6 +331,7 @@ class Scenario(BaseModel):
         1, ge=0, le=10, description="re-prompts after unparseable agent text, before a fallback action"
     )
     tracking: TrackingSpec = TrackingSpec()
+    execution: ExecutionSpec = ExecutionSpec()
 
 
 @dataclass(frozen=True)

@@ -76,14 +76,24 @@ def world_prompt(step: Step) -> str:
     return step.prompt
 
 
-def jsonable(value: Any) -> Any:
-    """Numpy arrays and scalars (and containers of them) -> plain JSON types."""
+def jsonable(value: Any, shared: dict | None = None) -> Any:
+    """Numpy arrays and scalars (and containers of them) -> plain JSON types. With `shared` (a dict kept
+    by the caller), equal arrays become one list object: an episode's observations repeat most of their
+    arrays from one turn to the next (werewolf's vote matrices), so the recorded episode holds each once,
+    and pickling it (to and from rollout workers) writes and rebuilds each once. Treat the lists as
+    read-only."""
     if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v, shared) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
+        return [jsonable(v, shared) for v in value]
     if isinstance(value, np.ndarray):
-        return value.tolist()
+        if shared is None:
+            return value.tolist()
+        key = (value.dtype.str, value.shape, value.tobytes())
+        found = shared.get(key)
+        if found is None:  # rows of a matrix are shared too (a vote matrix changes one row at a time)
+            found = shared[key] = [jsonable(row, shared) for row in value] if value.ndim > 1 else value.tolist()
+        return found
     if isinstance(value, np.generic):
         return value.item()
     return value

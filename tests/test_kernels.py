@@ -151,7 +151,7 @@ def test_an_llm_policy_pins_and_reports_its_kernel(tiny_model_dir, monkeypatch):
     assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4)
     # what `agora run` tags the run with: each LLM seat's kernel; a scripted seat has nothing to record
     from agents.scripted.matrix import MixedStrategy
-    from agora.run import policy_tags
+    from agora.policy import policy_tags
 
     scripted = MixedStrategy(MixedStrategy.Config(), seed=0)
     assert policy_tags({"alice": xw, "bob": wx, "carol": scripted}) == {"agora.kernel": "alice=xw, bob=wx"}

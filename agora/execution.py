@@ -1,0 +1,340 @@
+"""Where episodes are played: in this process (`backend: local`) or on Ray rollout workers (`backend: ray`).
+
+A Ray run starts `workers` actors (`RolloutWorker`), each holding its own copy of the policies (a model
+per worker, or a client of an inference server) built from a picklable `Job`. The episode indices of
+the run are cut into shards; every worker plays its shards with the batched rollout engine, with the
+run's root seed, so an episode's seeds, and so its transcript, are the same whichever worker plays it
+and whatever else that worker plays (`agora.rollout`: every request carries its own seed). The driver
+merges what comes back: episodes, per-seat counters and token counts. Workers never write to MLflow.
+
+A worker that dies (its process killed, its node lost) is replaced, as RLlib restarts failed env
+runners, and the shards it had not returned are played again from their seeds by the new worker; the
+run counts the restarts (`perf/worker_restarts`). After `max_restarts` restarts the run stops with a
+`WorkerError` and keeps every episode that had come back. An error raised by the world or a policy
+inside a worker is not a fault: it is raised in the driver as it would be locally.
+
+Ray is imported only here and only when a Ray backend is asked for.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+import os
+import socket
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Protocol, Sequence
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agora.errors import AgoraError, plural
+from agora.policy import policy_tags
+from agora.rollout import Rollout, SeatCounters
+from agora.trajectory import Episode
+
+PROBE_SECONDS = 5.0  # how long a cluster's address has to accept a connection before `connect` says so
+IN_FLIGHT = 2  # shards queued per worker: the next one is there when the current one returns
+SHARDS_PER_WORKER = 4  # default shard count per worker (smaller shards lose less to a fault)
+RAY_CLIENT_PORT = 10001
+RAY_GCS_PORT = 6379
+
+
+class ExecutionSpec(BaseModel):
+    """`execution:` in a scenario or campaign file (and `--backend`, `--workers`, `--address` on the command line)."""
+
+    model_config = ConfigDict(extra="forbid")
+    backend: Literal["local", "ray"] = Field("local", description="local: this process; ray: Ray rollout workers")
+    workers: int = Field(2, ge=1, le=4096, description="Ray rollout workers (actors), each with its own policies")
+    cpus_per_worker: float = Field(1.0, gt=0, le=1024, description="CPUs Ray reserves for each worker")
+    gpus_per_worker: float = Field(0.0, ge=0, le=64, description="GPUs Ray reserves per worker (0.5: two share one)")
+    address: str | None = Field(
+        None,
+        description="Ray cluster to join: `auto` (the one `ray start` runs on this node), `host:port` or "
+        "`ray://host:port`; absent: start a local Ray instance for the run",
+    )
+    max_restarts: int = Field(3, ge=0, le=1000, description="worker restarts allowed in a run before it stops")
+    episodes_per_task: int | None = Field(
+        None,
+        ge=1,
+        description="episodes a worker plays per task (default: the run cut into 4 tasks per worker, at least "
+        "`concurrency` episodes each)",
+    )
+
+
+class WorkerError(AgoraError):
+    """Ray rollout workers that died more often than `execution.max_restarts` allows, or a cluster that
+    cannot host them: the run stops (its finished episodes are kept)."""
+
+
+class Job(Protocol):
+    """What a worker plays: built once per worker (`build`, e.g. loading a model) and then asked for shards."""
+
+    def build(self) -> Rollout: ...
+
+
+@dataclass
+class Shard:
+    """What a worker returns for one task."""
+
+    episodes: list[Episode]
+    counters: dict[str, SeatCounters]
+    tokens: int  # tokens the worker's policies generated for it
+    seconds: float
+
+
+@dataclass
+class Totals:
+    """Counts merged from every shard: what `Rollout` keeps for a local run."""
+
+    counters: dict[str, SeatCounters] = field(default_factory=lambda: defaultdict(SeatCounters))
+    tokens: int = 0
+    seconds: float = 0.0
+
+    def add(self, shard: Shard) -> None:
+        for agent, counters in shard.counters.items():
+            self.counters[agent] = SeatCounters.total([self.counters[agent], counters])
+        self.tokens += shard.tokens
+
+
+class RolloutWorker:
+    """A Ray actor's body: one rollout (its own policies) playing the shards it is given."""
+
+    def __init__(self) -> None:
+        self.rollout: Rollout | None = None
+
+    def setup(self, job: Job) -> dict[str, str]:
+        """Build the job's rollout (load its models); returns the policies' run tags (`Policy.run_tags`)."""
+        self.rollout = job.build()
+        return policy_tags(self.rollout.seats)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def play(self, indices: Sequence[int]) -> Shard:
+        rollout = self.rollout
+        policies = list({id(p): p for p in rollout.seats.values()}.values())
+        tokens = sum(p.stats.generated_tokens for p in policies)
+        rollout.counters = defaultdict(SeatCounters)
+        rollout.episodes = []
+        start = time.perf_counter()
+        episodes = rollout.run(len(indices), indices=list(indices))
+        tokens = sum(p.stats.generated_tokens for p in policies) - tokens
+        return Shard(episodes, dict(rollout.counters), tokens, time.perf_counter() - start)
+
+
+def probe(address: str, timeout: float = PROBE_SECONDS) -> str | None:
+    """Why the Ray cluster at `address` (`host:port` or `ray://host:port`) does not accept a connection
+    within `timeout` seconds; None when it does (or for `auto`, which Ray resolves itself)."""
+    if address in ("auto", "local"):
+        return None
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        port = parts.port or (RAY_CLIENT_PORT if parts.scheme == "ray" else RAY_GCS_PORT)
+        with socket.create_connection((parts.hostname or "localhost", port), timeout=timeout):
+            return None
+    except ValueError as exc:
+        return str(exc)
+    except OSError as exc:
+        return exc.strerror or str(exc) or type(exc).__name__
+
+
+def connect(spec: ExecutionSpec) -> bool:
+    """Make sure this process is connected to Ray as `spec` asks and that the cluster can host the
+    workers; True when this call started Ray (so the caller shuts it down after the run)."""
+    import ray
+
+    if ray.is_initialized():
+        check_resources(spec, ray.cluster_resources())
+        return False
+    quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
+    if spec.address is None:
+        cpus = max(os.cpu_count() or 1, math.ceil(spec.workers * spec.cpus_per_worker))
+        ray.init(address="local", num_cpus=cpus, **quiet)
+    else:
+        if why := probe(spec.address):
+            raise WorkerError(
+                f"cannot reach the Ray cluster at {spec.address}: {why} (is `ray start --head` running there?)"
+            )
+        try:
+            ray.init(address=spec.address, **{k: v for k, v in quiet.items() if k != "include_dashboard"})
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise WorkerError(f"cannot join the Ray cluster at {spec.address}: {first_line(exc)}") from None
+    try:
+        check_resources(spec, ray.cluster_resources())
+    except WorkerError:
+        ray.shutdown()
+        raise
+    return True
+
+
+def check_resources(spec: ExecutionSpec, available: dict[str, float]) -> None:
+    """A WorkerError when the cluster's resources (`ray.cluster_resources()`) cannot host every worker
+    at once (Ray would otherwise wait for them forever)."""
+    for name, each in (("CPU", spec.cpus_per_worker), ("GPU", spec.gpus_per_worker)):
+        need, have = spec.workers * each, available.get(name, 0.0)
+        if need > have:
+            raise WorkerError(
+                f"{plural(spec.workers, 'worker')} x {each:g} {name} need {need:g} {name}s; the Ray cluster "
+                f"has {have:g}: lower execution.workers or execution.{name.lower()}s_per_worker"
+            )
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def shards(indices: Sequence[int], size: int) -> list[list[int]]:
+    return [list(indices[i : i + size]) for i in range(0, len(indices), size)]
+
+
+class RayRollout:
+    """The driver's side of a Ray run: plays episodes on `spec.workers` RolloutWorkers and keeps what
+    `Rollout` keeps for a local run (`episodes`, `counters`, `seconds`; plus `tokens` and `restarts`)."""
+
+    def __init__(self, job: Job, spec: ExecutionSpec, *, concurrency: int = 8):
+        import ray
+
+        self.job, self.spec, self.concurrency = job, spec, concurrency
+        self.episodes: list[Episode] = []
+        self.totals = Totals()
+        self.restarts = 0
+        self.tags: dict[str, str] = {}
+        self.started_ray = connect(spec)
+        self.actor = ray.remote(num_cpus=spec.cpus_per_worker, num_gpus=spec.gpus_per_worker)(RolloutWorker)
+        self.job_ref = ray.put(job)
+        self.workers: list[Any] = []
+        try:
+            self.workers = [self.actor.remote() for _ in range(spec.workers)]
+            tags = self._get([w.setup.remote(self.job_ref) for w in self.workers])
+        except BaseException:
+            self.close()
+            raise
+        self.tags = tags[0] if tags else {}
+
+    @property
+    def counters(self) -> dict[str, SeatCounters]:
+        return self.totals.counters
+
+    @property
+    def seconds(self) -> float:
+        return self.totals.seconds
+
+    @property
+    def tokens(self) -> int:
+        return self.totals.tokens
+
+    def perf(self) -> dict[str, float]:
+        """The run's worker figures, logged with its `perf/*` metrics."""
+        return {"perf/workers": float(self.spec.workers), "perf/worker_restarts": float(self.restarts)}
+
+    def pids(self) -> list[int]:
+        """The workers' process ids (tests kill one to check that the run survives it)."""
+        import ray
+
+        return ray.get([w.pid.remote() for w in self.workers])
+
+    def task_size(self, episodes: int) -> int:
+        if self.spec.episodes_per_task:
+            return self.spec.episodes_per_task
+        return max(self.concurrency, math.ceil(episodes / (SHARDS_PER_WORKER * len(self.workers))), 1)
+
+    def run(
+        self,
+        episodes: int,
+        *,
+        first_index: int = 0,
+        on_episode: Callable[[Episode], None] | None = None,
+        on_tick: Callable[[int, int], None] | None = None,
+    ) -> list[Episode]:
+        """Play episodes first_index... on the workers (as `Rollout.run`); each returned shard's episodes
+        go to `on_episode` as they come back, and `on_tick(turns, tokens)` gets the totals so far."""
+        import ray
+
+        start, done = time.perf_counter(), len(self.episodes)
+        todo = deque(shards(range(first_index, first_index + episodes), self.task_size(episodes)))
+        in_flight: dict[Any, tuple[int, list[int]]] = {}
+        turns0, tokens0 = sum(c.decisions for c in self.counters.values()), self.tokens
+        collecting = gc.isenabled()
+        gc.disable()  # as in `Rollout.run`: unpickled episodes pile up; full collections would re-scan them
+        try:
+            while todo or in_flight:
+                for slot in range(len(self.workers)):
+                    while todo and sum(1 for s, _ in in_flight.values() if s == slot) < IN_FLIGHT:
+                        shard = todo.popleft()
+                        in_flight[self.workers[slot].play.remote(shard)] = (slot, shard)
+                [ready], _ = ray.wait(list(in_flight), num_returns=1)
+                slot, shard = in_flight.pop(ready)
+                try:
+                    result = self._get(ready)
+                except ray.exceptions.RayActorError as exc:
+                    lost = [shard] + [s for w, s in in_flight.values() if w == slot]  # the dead worker's queue
+                    in_flight = {ref: (w, s) for ref, (w, s) in in_flight.items() if w != slot}
+                    todo.extendleft(reversed(sorted(lost)))  # played again first, from their seeds
+                    self._restart(slot, exc, episodes - (len(self.episodes) - done))
+                    continue
+                self.totals.add(result)
+                for episode in result.episodes:
+                    self.episodes.append(episode)
+                    if on_episode:
+                        on_episode(episode)
+                if on_tick:
+                    on_tick(sum(c.decisions for c in self.counters.values()) - turns0, self.tokens - tokens0)
+        finally:
+            if collecting:
+                gc.enable()
+            for ref in in_flight:
+                ray.cancel(ref, force=False)
+            self.totals.seconds += time.perf_counter() - start
+        return sorted(self.episodes[done:], key=lambda e: e.index)
+
+    def _restart(self, slot: int, exc: BaseException, missing: int) -> None:
+        """Replace the dead worker `slot` (each try counted in `restarts`), or stop when no restart is left."""
+        import ray
+
+        while True:
+            if self.restarts >= self.spec.max_restarts:
+                raise WorkerError(
+                    f"a Ray rollout worker died ({first_line(exc)}) after {plural(self.restarts, 'restart')}, the "
+                    f"limit (execution.max_restarts: {self.spec.max_restarts}); {plural(missing, 'episode')} were "
+                    f"not played, every finished one is kept"
+                )
+            self.restarts += 1
+            ray.kill(self.workers[slot], no_restart=True)
+            self.workers[slot] = self.actor.remote()
+            try:
+                self._get(self.workers[slot].setup.remote(self.job_ref))
+                return
+            except ray.exceptions.RayActorError as again:
+                exc = again
+
+    def _get(self, refs):
+        """`ray.get`, with an error raised by a world or a policy inside a worker raised as itself (a
+        user's mistake stays an AgoraError), and a dead worker as Ray's RayActorError."""
+        import ray
+
+        try:
+            return ray.get(refs)
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.cause if isinstance(exc.cause, BaseException) else None
+            if cause is None:
+                raise
+            raise cause from None
+
+    def close(self) -> None:
+        """Stop the workers, and the local Ray instance when this run started it."""
+        import ray
+
+        for worker in self.workers:
+            try:
+                ray.kill(worker, no_restart=True)
+            except Exception:  # already gone
+                pass
+        self.workers = []
+        if self.started_ray:
+            ray.shutdown()
+            self.started_ray = False

@@ -1,0 +1,242 @@
+"""Ray rollout workers (agora/execution.py): the same episodes as a local run, one MLflow run, faults survived.
+
+The tests share one local Ray instance (started once: about 5 s); `agora run` on a fresh process starts
+and stops its own (tested through the CLI)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from agora.cli import app
+from agora.errors import AgoraError, ScenarioError
+from agora.execution import ExecutionSpec, RayRollout, WorkerError, check_resources, connect
+from agora.run import ScenarioJob, run_scenario
+from agora.scenario import load_scenario, resolve_scenario
+from agora.trajectory import TRAJECTORIES, read_jsonl
+from tests.conftest import SCENARIOS
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_instance():
+    """One local Ray instance for the module (runs join it instead of starting their own)."""
+    import logging
+
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    yield
+    ray.shutdown()
+
+
+def werewolf(episodes: int, **execution):
+    overrides = {"episodes": episodes, "concurrency": 4, **{f"execution.{k}": v for k, v in execution.items()}}
+    return load_scenario(SCENARIOS / "werewolf_scripted.yaml", overrides)
+
+
+def worker_pids() -> list[int]:
+    """Processes of live RolloutWorker actors on this machine (Ray names them `ray::RolloutWorker...`)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if title.startswith(b"ray::RolloutWorker"):
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_the_execution_section_is_validated_with_the_scenario():
+    with pytest.raises(ScenarioError, match="execution.workers"):
+        werewolf(4, backend="ray", workers=0)
+    with pytest.raises(ScenarioError, match="execution.backend"):
+        werewolf(4, backend="spark")
+    with pytest.raises(ScenarioError, match="execution.gpu"):
+        werewolf(4, backend="ray", gpu=1)
+    assert werewolf(4).spec.execution == ExecutionSpec()  # absent: local
+
+
+def test_one_worker_and_three_workers_play_the_local_runs_episodes():
+    local = run_scenario(werewolf(24), track=False)
+    one = run_scenario(werewolf(24, backend="ray", workers=1, episodes_per_task=5), track=False)
+    three = run_scenario(werewolf(24, backend="ray", workers=3, episodes_per_task=2), track=False)
+    assert [e.index for e in three.episodes] == list(range(24))
+    assert one.episodes == local.episodes and three.episodes == local.episodes  # steps, texts, actions, rewards
+    assert one.counters == local.counters and three.counters == local.counters
+    for key in ("eval/win/village", "eval/vote_accuracy", "parse/fallback_rate"):
+        assert three.summary[key] == local.summary[key]
+    assert three.summary["perf/workers"] == 3 and three.summary["perf/worker_restarts"] == 0
+
+
+@pytest.mark.model
+def test_llm_transcripts_are_the_same_on_two_workers(tiny_model_dir):
+    """Sampled replies (a tiny random model: many re-asks and fallbacks) do not depend on where they were drawn."""
+    llm = {"policy": "llm", "model": tiny_model_dir, "device": "cpu", "max_new_tokens": 8, "constrained": False}
+
+    def scenario(**execution):
+        return resolve_scenario(
+            {
+                "name": "llm-on-workers",
+                "world": {"id": "negotiation", "max_turns": 4},
+                "agents": {"alice": llm, "bob": {"policy": "fair"}},
+                "episodes": 6,
+                "seed": 5,
+                "concurrency": 2,
+                "execution": execution,
+            }
+        )
+
+    local = run_scenario(scenario(), track=False)
+    spread = run_scenario(scenario(backend="ray", workers=2, episodes_per_task=1), track=False)
+    assert [s.text for e in spread.episodes for s in e.steps] == [s.text for e in local.episodes for s in e.steps]
+    # Log-probabilities are computed in batches of other composition: equal to float rounding, not bit for bit.
+    for episode in local.episodes:
+        for step in episode.steps:
+            step.logprobs = step.logprobs and pytest.approx(step.logprobs, abs=1e-4)
+    assert spread.episodes == local.episodes and spread.counters == local.counters
+    assert spread.summary["perf/generated_tokens"] == local.summary["perf/generated_tokens"] > 0
+
+
+def test_a_killed_worker_is_restarted_and_its_episodes_are_played_again(tracking_uri, tmp_path):
+    """A worker process SIGKILLed mid-run: the run finishes with every episode once, equal to an
+    undisturbed run, and the restart is counted in the run's metrics."""
+    undisturbed = run_scenario(werewolf(40), track=False).episodes
+    killed: list[int] = []
+
+    def kill_once(episode) -> None:
+        if not killed:
+            killed.append(worker_pids()[0])
+            os.kill(killed[0], signal.SIGKILL)
+
+    scenario = werewolf(40, backend="ray", workers=2, episodes_per_task=4)
+    result = run_scenario(scenario, tracking_uri=tracking_uri, on_episode=kill_once)
+    assert killed and killed[0] not in worker_pids()
+    assert [e.index for e in result.episodes] == list(range(40))  # each exactly once
+    assert result.episodes == undisturbed
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["perf/worker_restarts"] >= 1 and run.data.metrics["perf/episodes"] == 40
+    path = client.download_artifacts(result.run_id, TRAJECTORIES, str(tmp_path))
+    assert sorted(e.index for e in read_jsonl(path)) == list(range(40))
+
+
+def test_when_restarts_run_out_the_run_stops_with_a_message_and_keeps_its_episodes(tracking_uri):
+    kills = []
+
+    def kill_every_time(episode) -> None:
+        if len(kills) < 3:  # every worker of the run, whenever episodes come back
+            for pid in worker_pids():
+                kills.append(pid)
+                os.kill(pid, signal.SIGKILL)
+
+    scenario = werewolf(60, backend="ray", workers=2, episodes_per_task=2, max_restarts=1)
+    with pytest.raises(AgoraError) as raised:  # the CLI prints it, exit 2
+        run_scenario(scenario, tracking_uri=tracking_uri, on_episode=kill_every_time)
+    message = str(raised.value)
+    assert "after 1 restart, the limit (execution.max_restarts: 1)" in message
+    assert message.startswith("a Ray rollout worker died")
+    assert "every finished one is kept" in message and "marked FAILED" in message
+    runs = MlflowClient(tracking_uri).search_runs(
+        [MlflowClient(tracking_uri).get_experiment_by_name("werewolf").experiment_id]
+    )
+    (run,) = runs
+    assert run.info.status == "FAILED"
+    assert 2 <= run.data.metrics["perf/episodes"] < 60  # what came back before the limit is logged
+    assert run.data.metrics["perf/worker_restarts"] == 1
+
+
+def test_a_broken_model_on_the_workers_is_told_as_locally_before_any_run_exists(tracking_uri, tmp_path):
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json", encoding="utf-8")
+
+    def scenario(backend: str):
+        return resolve_scenario(
+            {
+                "name": "broken-model",
+                "world": {"id": "negotiation"},
+                "agents": {"alice": {"policy": "llm", "model": str(broken)}, "bob": {"policy": "fair"}},
+                "episodes": 2,
+                "execution": {"backend": backend, "workers": 2},
+            }
+        )
+
+    with pytest.raises(AgoraError) as local:
+        run_scenario(scenario("local"), tracking_uri=tracking_uri)
+    with pytest.raises(AgoraError) as remote:
+        run_scenario(scenario("ray"), tracking_uri=tracking_uri)
+    assert type(remote.value) is type(local.value) and str(remote.value) == str(local.value)
+    assert MlflowClient(tracking_uri).search_experiments(filter_string="name = 'broken-model'") == []
+    deadline = time.monotonic() + 10
+    while worker_pids() and time.monotonic() < deadline:  # the workers that failed to load it are stopped
+        time.sleep(0.1)
+    assert worker_pids() == []
+
+
+def test_an_unreachable_cluster_is_told_within_seconds():
+    ray.shutdown()  # `connect` only probes when this process is not already connected
+    try:
+        start = time.monotonic()
+        with pytest.raises(WorkerError, match="cannot reach the Ray cluster at 127.0.0.1:9"):
+            connect(ExecutionSpec(backend="ray", address="127.0.0.1:9"))
+        assert time.monotonic() - start < 15
+    finally:
+        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+
+
+def test_a_cluster_too_small_for_the_workers_is_refused_instead_of_waiting_forever():
+    with pytest.raises(WorkerError, match="3 workers x 1 GPU need 3 GPUs; the Ray cluster has 0"):
+        check_resources(ExecutionSpec(backend="ray", workers=3, gpus_per_worker=1), {"CPU": 16.0})
+    with pytest.raises(WorkerError, match="need 8 CPUs; the Ray cluster has 4"):
+        check_resources(ExecutionSpec(backend="ray", workers=4, cpus_per_worker=2), {"CPU": 4.0})
+    check_resources(ExecutionSpec(backend="ray", workers=2, gpus_per_worker=0.5), {"CPU": 2.0, "GPU": 1.0})
+
+
+def test_a_person_at_the_terminal_cannot_sit_on_a_worker():
+    scenario = resolve_scenario(
+        {
+            "name": "human-on-ray",
+            "world": {"id": "negotiation"},
+            "agents": {"alice": {"policy": "human"}, "bob": {"policy": "fair"}},
+            "episodes": 1,
+            "execution": {"backend": "ray"},
+        }
+    )
+    with pytest.raises(AgoraError, match="agents.alice: policy human .* execution.backend: local"):
+        run_scenario(scenario, track=False)
+
+
+def test_the_workers_keep_their_policies_between_runs_of_a_rollout():
+    rollout = RayRollout(ScenarioJob(werewolf(8)), ExecutionSpec(backend="ray", workers=2), concurrency=4)
+    try:
+        pids = sorted(rollout.pids())
+        first = rollout.run(8)
+        again = rollout.run(8, first_index=8)
+        assert [e.index for e in first] == list(range(8)) and [e.index for e in again] == list(range(8, 16))
+        assert sorted(rollout.pids()) == pids and len(rollout.episodes) == 16
+        assert rollout.counters["seer_0"].decisions == sum(
+            1 for e in first + again for s in e.steps if s.agent == "seer_0"
+        )
+    finally:
+        rollout.close()
+
+
+def test_the_command_line_flags_choose_the_backend(tracking_uri):
+    result = CliRunner().invoke(
+        app, ["run", str(SCENARIOS / "werewolf_scripted.yaml"), "--episodes", "6", "--backend", "ray", "--workers", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    run = MlflowClient(tracking_uri).search_runs(
+        [MlflowClient(tracking_uri).get_experiment_by_name("werewolf").experiment_id]
+    )[0]
+    assert run.data.params["execution.backend"] == "ray" and run.data.metrics["perf/workers"] == 2
+    assert run.data.metrics["perf/episodes"] == 6
