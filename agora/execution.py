@@ -76,6 +76,15 @@ class Job(Protocol):
     def build(self) -> Rollout: ...
 
 
+class Change(Protocol):
+    """A change to every worker's rollout between runs (`RayRollout.apply`): new LoRA weights, an iteration's
+    group seeds. A restarted worker gets the job and then the latest change of each `key`, in order."""
+
+    key: str
+
+    def apply(self, rollout: Rollout) -> None: ...
+
+
 @dataclass
 class Shard:
     """What a worker returns for one task."""
@@ -110,6 +119,9 @@ class RolloutWorker:
         """Build the job's rollout (load its models); returns the policies' run tags (`Policy.run_tags`)."""
         self.rollout = job.build()
         return policy_tags(self.rollout.seats)
+
+    def apply(self, change: Change) -> None:
+        change.apply(self.rollout)
 
     def pid(self) -> int:
         return os.getpid()
@@ -204,6 +216,7 @@ class RayRollout:
         self.totals = Totals()
         self.restarts = 0
         self.tags: dict[str, str] = {}
+        self.changes: dict[str, Any] = {}  # key -> the latest change of that key, in the object store
         self.started_ray = connect(spec)
         self.actor = ray.remote(num_cpus=spec.cpus_per_worker, num_gpus=spec.gpus_per_worker)(RolloutWorker)
         self.job_ref = ray.put(job)
@@ -227,6 +240,20 @@ class RayRollout:
     @property
     def tokens(self) -> int:
         return self.totals.tokens
+
+    def apply(self, change: Change) -> None:
+        """Apply `change` to every worker's rollout (sent once through Ray's object store: a model's LoRA
+        weights are not copied per worker) before the next `run`; restarted workers get it too."""
+        import ray
+
+        ref = ray.put(change)
+        self.changes.pop(change.key, None)  # re-inserted last: changes are replayed in the order they came
+        self.changes[change.key] = ref
+        for slot, pending in enumerate([worker.apply.remote(ref) for worker in self.workers]):
+            try:
+                self._get(pending)
+            except ray.exceptions.RayActorError as exc:
+                self._restart(slot, exc, 0)  # the new worker gets every change, this one included
 
     def perf(self) -> dict[str, float]:
         """The run's worker figures, logged with its `perf/*` metrics."""
@@ -308,6 +335,7 @@ class RayRollout:
             self.workers[slot] = self.actor.remote()
             try:
                 self._get(self.workers[slot].setup.remote(self.job_ref))
+                self._get([self.workers[slot].apply.remote(ref) for ref in self.changes.values()])
                 return
             except ray.exceptions.RayActorError as again:
                 exc = again

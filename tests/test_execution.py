@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,10 @@ def ray_instance():
 def werewolf(episodes: int, **execution):
     overrides = {"episodes": episodes, "concurrency": 4, **{f"execution.{k}": v for k, v in execution.items()}}
     return load_scenario(SCENARIOS / "werewolf_scripted.yaml", overrides)
+
+
+def werewolf_run(episodes: int):
+    return run_scenario(werewolf(episodes), track=False).episodes
 
 
 def worker_pids() -> list[int]:
@@ -240,3 +246,34 @@ def test_the_command_line_flags_choose_the_backend(tracking_uri):
     )[0]
     assert run.data.params["execution.backend"] == "ray" and run.data.metrics["perf/workers"] == 2
     assert run.data.metrics["perf/episodes"] == 6
+
+
+@dataclass
+class Reseed:  # pickled by value below: Ray's workers do not import pytest's test modules
+    """A change of every worker's root seed (`RayRollout.apply`)."""
+
+    seed: int
+    key: str = "seed"
+
+    def apply(self, rollout) -> None:
+        rollout.seed = self.seed
+
+
+def test_changes_reach_every_worker_and_a_restarted_one_gets_them_again():
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    local = ScenarioJob(werewolf(12)).build()
+    Reseed(7).apply(local)
+    expected = local.run(12)
+    rollout = RayRollout(
+        ScenarioJob(werewolf(12)), ExecutionSpec(backend="ray", workers=2, episodes_per_task=2), concurrency=4
+    )
+    try:
+        rollout.apply(Reseed(3))
+        rollout.apply(Reseed(7))  # the latest of a key is what a restarted worker gets
+        os.kill(rollout.pids()[0], signal.SIGKILL)
+        episodes = rollout.run(12)
+        assert rollout.restarts == 1
+        assert [e.seed for e in episodes] == [e.seed for e in expected] != [e.seed for e in werewolf_run(12)]
+        assert episodes == expected
+    finally:
+        rollout.close()
