@@ -46,6 +46,7 @@ from agora.checkpoint import (
     mark_dead_runs,
 )
 from agora.errors import AgoraError, ScenarioError, in_file
+from agora.execution import ExecutionSpec
 from agora.interrupts import uninterrupted
 from agora.overrides import apply_overrides, blamed
 from agora.scenario import (
@@ -72,6 +73,7 @@ class CampaignConfig(BaseModel):
     description: str = ""
     seed: int = Field(0, ge=0, description="root seed: every episode, sampler and initialisation derives from it")
     tracking: TrackingSpec = TrackingSpec()
+    execution: ExecutionSpec = ExecutionSpec()
 
 
 @dataclass
@@ -108,6 +110,7 @@ class CampaignKind(ABC):
     # the file's keys besides `kind`: a `CampaignConfig` with `iterations` and `checkpoint`
     Config: ClassVar[type[CampaignConfig]]
     kind: str = "train"  # its registered name (the file's `kind:`), set by `load_campaign`
+    ray_workers: ClassVar[bool] = False  # whether the kind can play on Ray rollout workers (`execution.backend: ray`)
     overrides: tuple[str, ...] = ()  # the command line's `key=value` overrides, as given (tagged on the run)
 
     def __init__(self, spec: BaseModel, *, source: str | None = None, text: str | None = None):
@@ -119,6 +122,12 @@ class CampaignKind(ABC):
                 hint="e.g. name: rps-psro",
             )
         check_checkpoint_dir(self.checkpoint_dir)
+        if spec.execution.backend == "ray" and not self.ray_workers:
+            raise ScenarioError(
+                f"campaigns of kind {type(self).__name__} play in this process only",
+                path="execution.backend",
+                hint="remove `execution:` or set execution.backend: local",
+            )
 
     @classmethod
     def resolve(cls, data: dict[str, Any], *, source: str | None = None, text: str | None = None) -> CampaignKind:
