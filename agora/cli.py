@@ -72,6 +72,11 @@ OVERRIDES_HELP = (
 )
 
 
+def execution_flags(backend: str | None, workers: int | None, address: str | None) -> dict[str, object]:
+    """`--backend`, `--workers`, `--address` as the `execution.*` overrides they stand for."""
+    return {"execution.backend": backend, "execution.workers": workers, "execution.address": address}
+
+
 def with_flags(overrides: list[str] | None, **flags: object) -> list[str]:
     """The `key=value` arguments, then the flags that set keys (`--episodes 3` is `episodes=3`)."""
     return [*(overrides or []), *(f"{key}={value}" for key, value in flags.items() if value is not None)]
@@ -157,7 +162,7 @@ def run(
                     episodes=episodes,
                     seed=seed,
                     concurrency=concurrency,
-                    **{"execution.backend": backend, "execution.workers": workers, "execution.address": address},
+                    **execution_flags(backend, workers, address),
                 ),
             )
             spec = resolved.spec
@@ -195,6 +200,11 @@ def train(
     campaign: Path = typer.Argument(..., help="campaign YAML file"),
     overrides: Optional[list[str]] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False, metavar="KEY=VALUE"),
     resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint, into the same MLflow run"),
+    backend: Optional[str] = typer.Option(None, help="override `execution.backend`: local, or ray (rollout workers)"),
+    workers: Optional[int] = typer.Option(None, help="override `execution.workers` (Ray rollout workers)"),
+    address: Optional[str] = typer.Option(
+        None, help="override `execution.address`: a Ray cluster to join (auto, host:port, ray://host:port)"
+    ),
     tracking_uri: Optional[str] = typer.Option(
         None, help="MLflow tracking URI (default: campaign, $MLFLOW_TRACKING_URI, embedded store)"
     ),
@@ -205,7 +215,8 @@ def train(
     with user_errors(), interruptible():
         resolved = runner = None
         try:
-            resolved = load_campaign(campaign, overrides)  # paths are checked here, before anything runs
+            # paths are checked here, before anything runs
+            resolved = load_campaign(campaign, with_flags(overrides, **execution_flags(backend, workers, address)))
             if message := resolved.loading_message():
                 console.print(message)
             runner = resolved.start(resume=resume, tracking_uri=tracking_uri)

@@ -305,10 +305,9 @@ class RayRollout:
                     self._restart(slot, exc, episodes - (len(self.episodes) - done))
                     continue
                 self.totals.add(result)
-                for episode in result.episodes:
-                    self.episodes.append(episode)
-                    if on_episode:
-                        on_episode(episode)
+                self.episodes.extend(result.episodes)  # kept with their counts, even if a callback is interrupted
+                for episode in result.episodes if on_episode else ():
+                    on_episode(episode)
                 if on_tick:
                     on_tick(sum(c.decisions for c in self.counters.values()) - turns0, self.tokens - tokens0)
         finally:

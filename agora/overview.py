@@ -21,6 +21,8 @@ RATES = {
     "parse/fallback_rate": "fallback rate",
     "perf/tokens_per_s": "generated tokens/s",
     "perf/episodes_per_min": "episodes/min",
+    "perf/workers": "Ray rollout workers",
+    "perf/worker_restarts": "worker restarts",
 }
 
 
@@ -54,9 +56,11 @@ def run_note(scenario: ResolvedScenario, summary: dict[str, float], *, interrupt
     episodes = (
         f"{played} of {plural(spec.episodes, 'episode')} (interrupted)" if interrupted else plural(played, "episode")
     )
+    where = spec.execution
     lines = [
         f"**{scenario.world_entry.name}** · {episodes} · seed {spec.seed}"
-        + (f" · scenario `{scenario.source}`" if scenario.source else ""),
+        + (f" · scenario `{scenario.source}`" if scenario.source else "")
+        + (f" · {plural(where.workers, 'Ray worker')}" if where.backend == "ray" else ""),
         "",
     ]
     seats = []

@@ -277,3 +277,25 @@ def test_changes_reach_every_worker_and_a_restarted_one_gets_them_again():
         assert episodes == expected
     finally:
         rollout.close()
+
+
+def test_a_signal_during_a_ray_run_ends_it_killed_with_the_finished_episodes_and_stops_the_workers(tracking_uri):
+    from agora import interrupts
+
+    seen = []
+
+    def interrupt_after_the_first_task(episode) -> None:
+        seen.append(episode.index)
+        if len(seen) == 4:  # the first task's episodes: the signal arrives while other tasks are in flight
+            interrupts.interrupt(signal.SIGINT, None)
+
+    scenario = werewolf(40, backend="ray", workers=2, episodes_per_task=4)
+    with interrupts.interruptible():
+        result = run_scenario(scenario, tracking_uri=tracking_uri, on_episode=interrupt_after_the_first_task)
+    assert result.interrupted and [e.index for e in result.episodes] == sorted(seen) and len(seen) == 4
+    run = MlflowClient(tracking_uri).get_run(result.run_id)
+    assert run.info.status == "KILLED" and run.data.metrics["perf/episodes"] == 4
+    deadline = time.monotonic() + 10
+    while worker_pids() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert worker_pids() == []
