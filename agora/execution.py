@@ -71,9 +71,13 @@ class WorkerError(AgoraError):
 
 
 class Job(Protocol):
-    """What a worker plays: built once per worker (`build`, e.g. loading a model) and then asked for shards."""
+    """What a worker plays: built once per worker (`build`, e.g. loading a model) and then asked for shards.
+    `environment()` names the variables of this process the workers need too (a server agent's API key:
+    a worker on another node does not have it), which are set in each worker's process."""
 
     def build(self) -> Rollout: ...
+
+    def environment(self) -> dict[str, str]: ...
 
 
 class Change(Protocol):
@@ -219,6 +223,8 @@ class RayRollout:
         self.changes: dict[str, Any] = {}  # key -> the latest change of that key, in the object store
         self.started_ray = connect(spec)
         self.actor = ray.remote(num_cpus=spec.cpus_per_worker, num_gpus=spec.gpus_per_worker)(RolloutWorker)
+        if env := job.environment():
+            self.actor = self.actor.options(runtime_env={"env_vars": env})
         self.job_ref = ray.put(job)
         self.workers: list[Any] = []
         try:

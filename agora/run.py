@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -198,6 +199,11 @@ class ScenarioJob:
             concurrency=spec.concurrency,
             max_retries=spec.max_retries,
         )
+
+    def environment(self) -> dict[str, str]:
+        """The seats' API keys (`api_key_env` of server agents), for workers that run where they are not set."""
+        names = {getattr(seat.config, "api_key_env", None) for seat in self.scenario.seats.values()}
+        return {name: os.environ[name] for name in sorted(n for n in names if n) if name in os.environ}
 
 
 class LocalRollout:

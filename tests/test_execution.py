@@ -299,3 +299,21 @@ def test_a_signal_during_a_ray_run_ends_it_killed_with_the_finished_episodes_and
     while worker_pids() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert worker_pids() == []
+
+
+@pytest.mark.model
+def test_a_server_agent_plays_from_every_worker_with_the_drivers_api_key(llama_server, monkeypatch):
+    """The key is set after Ray started (as on a cluster, where the workers' nodes never had it): the run
+    passes the seats' `api_key_env` variables to its workers."""
+    from tests.test_server_agent import negotiation
+
+    monkeypatch.setenv("AGORA_KEY_SET_AFTER_RAY", llama_server.key)
+    spec = negotiation(llama_server, Path("unused"), max_tokens=12, api_key_env="AGORA_KEY_SET_AFTER_RAY")
+    spec.update(episodes=4, tracking={"enabled": False})
+    local = run_scenario(resolve_scenario(spec))
+    spread = run_scenario(
+        resolve_scenario({**spec, "execution": {"backend": "ray", "workers": 2, "episodes_per_task": 1}})
+    )
+    assert spread.summary["parse/unanswered"] == 0 and spread.summary["perf/generated_tokens"] > 0
+    assert [s.text for e in spread.episodes for s in e.steps] == [s.text for e in local.episodes for s in e.steps]
+    assert spread.episodes == local.episodes
