@@ -8,3 +8,6 @@ __version__ = "0.1.0"
 # `agora ui` server it spawns, which inherits this environment) unless told not to. A user who wants it
 # sets MLFLOW_DISABLE_TELEMETRY=false.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# MLflow draws a tqdm bar on stderr for every artifact download (`agora.listing.run_episodes`, the tests'
+# reads); Agora's own displays are rich's.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

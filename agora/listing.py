@@ -1,6 +1,6 @@
 """`agora runs`: the newest runs of an MLflow store with their key metrics, and the tags that say which metrics
 those are (`agora.headline`) and what the command line overrode (`agora.overrides`). Reads through
-`agora.tracking.StoreClient`, and never creates a store by listing it."""
+`agora.tracking.StoreClient`, and never creates a store by listing it. `run_episodes` reads a run's episodes back."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from agora.errors import AgoraError
 from agora.tracking import StoreClient, one_line, sqlite_path, unreachable
+from agora.trajectory import TRAJECTORIES, Episode, read_jsonl
 
 OVERRIDES_TAG = "agora.overrides"  # the command line's `key=value` overrides, as given (a JSON list)
 HEADLINE_TAG = "agora.headline"  # the run's key metrics, a JSON list of metric keys (what `agora runs` shows)
@@ -112,3 +113,31 @@ def list_runs(uri: str, experiment: str | None = None, limit: int = 20) -> list[
         )
         for run in runs
     ]
+
+
+def run_episodes(run_id: str, tracking_uri: str | None = None) -> list[Episode]:
+    """The episodes an `agora run` logged (its `trajectories.jsonl.gz`, token ids and log-probabilities
+    included), read back from the store at `tracking_uri` (default as everywhere: $MLFLOW_TRACKING_URI,
+    else the embedded store): what a trainer's `update(episodes, seats)` takes, to train offline on a
+    run's games. AgoraError for a store that cannot be read, an unknown run, or a run without them."""
+    import tempfile
+
+    from agora.tracking import resolve_uri
+
+    uri = resolve_uri(tracking_uri)
+    check_not_a_database_path(uri)
+    if not store_exists(uri):
+        raise AgoraError(f"no MLflow store at {uri}")
+    if why := unreachable(uri):
+        raise AgoraError(f"cannot reach the MLflow server at {uri}: {why}")
+    client = StoreClient(uri)
+    try:
+        client.get_run(run_id)
+    except Exception as exc:  # mlflow raises many types for a malformed or unknown id
+        raise AgoraError(f"no run {run_id!r} in {uri}: {one_line(exc)}") from None
+    with tempfile.TemporaryDirectory(prefix="agora-episodes-") as folder:
+        try:
+            path = client.download_artifacts(run_id, TRAJECTORIES, folder)
+        except Exception as exc:
+            raise AgoraError(f"run {run_id} has no {TRAJECTORIES} (not an `agora run`?): {one_line(exc)}") from None
+        return list(read_jsonl(path))
