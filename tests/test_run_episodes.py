@@ -29,7 +29,9 @@ def test_a_trainer_updates_from_the_episodes_a_run_logged(tracking_uri, tiny_mod
     assert episodes == result.episodes  # token ids and log-probabilities included
     assert all(s.completion_ids and s.logprobs for e in episodes for s in e.steps if s.agent == "alice")
     model, tokenizer = load_learner(tiny_model_dir, LoRAConfig(), device="cpu")
-    trainer = GRPOTrainer(model, GRPOConfig(learning_rate=1e-2, statistics="batch", std_normalize=False), pad_id=tokenizer.pad_token_id)
+    trainer = GRPOTrainer(
+        model, GRPOConfig(learning_rate=1e-2, statistics="batch", std_normalize=False), pad_id=tokenizer.pad_token_id
+    )
     before = adapter_state(model)
     metrics = trainer.update(episodes, ["alice"])
     assert metrics["train/samples"] > 0
