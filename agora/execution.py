@@ -230,6 +230,9 @@ class RayRollout:
         try:
             self.workers = [self.actor.remote() for _ in range(spec.workers)]
             tags = self._get([w.setup.remote(self.job_ref) for w in self.workers])
+        except (ray.exceptions.RayActorError, ray.exceptions.RuntimeEnvSetupError) as exc:
+            self.close()
+            raise WorkerError(f"a Ray rollout worker could not start: {first_line(exc)}") from None
         except BaseException:
             self.close()
             raise
