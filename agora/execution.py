@@ -163,6 +163,9 @@ def connect(spec: ExecutionSpec) -> bool:
     workers; True when this call started Ray (so the caller shuts it down after the run)."""
     import ray
 
+    # The tasks of a dead worker and those cancelled by Ctrl-C are replayed or abandoned on purpose: Ray
+    # would log each such result that nobody read as an "Unhandled error" in the user's terminal.
+    os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
     if ray.is_initialized():
         check_resources(spec, ray.cluster_resources())
         return False
@@ -262,7 +265,7 @@ class RayRollout:
             try:
                 self._get(pending)
             except ray.exceptions.RayActorError as exc:
-                self._restart(slot, exc, 0)  # the new worker gets every change, this one included
+                self._restart(slot, exc)  # the new worker gets every change, this one included
 
     def perf(self) -> dict[str, float]:
         """The run's worker figures, logged with its `perf/*` metrics."""
@@ -327,7 +330,7 @@ class RayRollout:
             self.totals.seconds += time.perf_counter() - start
         return sorted(self.episodes[done:], key=lambda e: e.index)
 
-    def _restart(self, slot: int, exc: BaseException, missing: int) -> None:
+    def _restart(self, slot: int, exc: BaseException, missing: int | None = None) -> None:
         """Replace the dead worker `slot` (each try counted in `restarts`), or stop when no restart is left."""
         import ray
 
@@ -335,8 +338,8 @@ class RayRollout:
             if self.restarts >= self.spec.max_restarts:
                 raise WorkerError(
                     f"a Ray rollout worker died ({first_line(exc)}) after {plural(self.restarts, 'restart')}, the "
-                    f"limit (execution.max_restarts: {self.spec.max_restarts}); {plural(missing, 'episode')} were "
-                    f"not played, every finished one is kept"
+                    f"limit (execution.max_restarts: {self.spec.max_restarts})"
+                    + (f"; not played: {plural(missing, 'episode')}; every finished one is kept" if missing else "")
                 )
             self.restarts += 1
             ray.kill(self.workers[slot], no_restart=True)

@@ -46,8 +46,17 @@ def werewolf_run(episodes: int):
     return run_scenario(werewolf(episodes), track=False).episodes
 
 
+def parent(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[1])  # the field after the (name), which may hold spaces
+
+
 def worker_pids() -> list[int]:
-    """Processes of live RolloutWorker actors on this machine (Ray names them `ray::RolloutWorker...`)."""
+    """Live RolloutWorker actors of this test process's Ray instance (Ray titles them `ray::RolloutWorker...`;
+    they are children of the raylet this process started, so other processes' Ray workers are left alone)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -55,7 +64,7 @@ def worker_pids() -> list[int]:
                 title = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if title.startswith(b"ray::RolloutWorker"):
+            if title.startswith(b"ray::RolloutWorker") and parent(parent(int(entry.name))) == os.getpid():
                 pids.append(int(entry.name))
     return pids
 
