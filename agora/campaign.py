@@ -124,7 +124,7 @@ class CampaignKind(ABC):
         check_checkpoint_dir(self.checkpoint_dir)
         if spec.execution.backend == "ray" and not self.ray_workers:
             raise ScenarioError(
-                f"campaigns of kind {type(self).__name__} play in this process only",
+                "this campaign kind plays in this process only, not on Ray rollout workers",
                 path="execution.backend",
                 hint="remove `execution:` or set execution.backend: local",
             )

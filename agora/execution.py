@@ -23,6 +23,8 @@ import logging
 import math
 import os
 import socket
+import subprocess
+import sys
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
@@ -97,6 +99,7 @@ class Shard:
     counters: dict[str, SeatCounters]
     tokens: int  # tokens the worker's policies generated for it
     seconds: float
+    pid: int = 0  # the worker's process
 
 
 @dataclass
@@ -131,6 +134,7 @@ class RolloutWorker:
         return os.getpid()
 
     def play(self, indices: Sequence[int]) -> Shard:
+        """Play the episodes `indices`; what they took (counters, tokens, seconds) counts from zero."""
         rollout = self.rollout
         policies = list({id(p): p for p in rollout.seats.values()}.values())
         tokens = sum(p.stats.generated_tokens for p in policies)
@@ -139,7 +143,7 @@ class RolloutWorker:
         start = time.perf_counter()
         episodes = rollout.run(len(indices), indices=list(indices))
         tokens = sum(p.stats.generated_tokens for p in policies) - tokens
-        return Shard(episodes, dict(rollout.counters), tokens, time.perf_counter() - start)
+        return Shard(episodes, dict(rollout.counters), tokens, time.perf_counter() - start, os.getpid())
 
 
 def probe(address: str, timeout: float = PROBE_SECONDS) -> str | None:
@@ -158,14 +162,45 @@ def probe(address: str, timeout: float = PROBE_SECONDS) -> str | None:
         return exc.strerror or str(exc) or type(exc).__name__
 
 
+# Run in a child process, so that Ray's connection retries (about 20 s against a port that is open but
+# not Ray's) are cut at `CLUSTER_SECONDS` and their logging stays out of the user's terminal.
+GCS_PROBE = (
+    "import sys\n"
+    "from ray._private.services import canonicalize_bootstrap_address_or_die as address\n"
+    "from ray._raylet import GcsClient\n"
+    "GcsClient(address=address(sys.argv[1]))\n"
+)
+CLUSTER_SECONDS = 10.0
+
+
+def answers_as_ray(address: str, timeout: float = CLUSTER_SECONDS) -> str | None:
+    """Why the Ray cluster at `address` (`auto` or `host:port`) does not answer as one within `timeout`
+    seconds; None when it does. Ray Client addresses (`ray://`) are left to Ray."""
+    if address.startswith("ray://"):
+        return None
+    env = {**os.environ, "RAY_BACKEND_LOG_LEVEL": "fatal"}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", GCS_PROBE, address], capture_output=True, text=True, timeout=timeout, env=env
+        )
+    except subprocess.TimeoutExpired:
+        return f"no Ray cluster answered there within {timeout:g} s"
+    if done.returncode:
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        return lines[-1] if lines else f"the probe exited with status {done.returncode}"
+    return None
+
+
 def connect(spec: ExecutionSpec) -> bool:
     """Make sure this process is connected to Ray as `spec` asks and that the cluster can host the
     workers; True when this call started Ray (so the caller shuts it down after the run)."""
     import ray
 
     # The tasks of a dead worker and those cancelled by Ctrl-C are replayed or abandoned on purpose: Ray
-    # would log each such result that nobody read as an "Unhandled error" in the user's terminal.
+    # would log each such result that nobody read as an "Unhandled error" in the user's terminal; its C++
+    # core would log every retry of a connection.
     os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
     if ray.is_initialized():
         check_resources(spec, ray.cluster_resources())
         return False
@@ -174,7 +209,7 @@ def connect(spec: ExecutionSpec) -> bool:
         cpus = max(os.cpu_count() or 1, math.ceil(spec.workers * spec.cpus_per_worker))
         ray.init(address="local", num_cpus=cpus, **quiet)
     else:
-        if why := probe(spec.address):
+        if why := probe(spec.address) or answers_as_ray(spec.address):
             raise WorkerError(
                 f"cannot reach the Ray cluster at {spec.address}: {why} (is `ray start --head` running there?)"
             )
@@ -224,6 +259,7 @@ class RayRollout:
         self.restarts = 0
         self.tags: dict[str, str] = {}
         self.changes: dict[str, Any] = {}  # key -> the latest change of that key, in the object store
+        self.played_by: dict[int, int] = defaultdict(int)  # worker process id -> episodes it returned
         self.started_ray = connect(spec)
         self.actor = ray.remote(num_cpus=spec.cpus_per_worker, num_gpus=spec.gpus_per_worker)(RolloutWorker)
         if env := job.environment():
@@ -302,10 +338,11 @@ class RayRollout:
         gc.disable()  # as in `Rollout.run`: unpickled episodes pile up; full collections would re-scan them
         try:
             while todo or in_flight:
-                for slot in range(len(self.workers)):
-                    while todo and sum(1 for s, _ in in_flight.values() if s == slot) < IN_FLIGHT:
-                        shard = todo.popleft()
-                        in_flight[self.workers[slot].play.remote(shard)] = (slot, shard)
+                for depth in range(1, IN_FLIGHT + 1):  # every worker gets a task before any gets a second
+                    for slot in range(len(self.workers)):
+                        if todo and sum(1 for s, _ in in_flight.values() if s == slot) < depth:
+                            shard = todo.popleft()
+                            in_flight[self.workers[slot].play.remote(shard)] = (slot, shard)
                 [ready], _ = ray.wait(list(in_flight), num_returns=1)
                 slot, shard = in_flight.pop(ready)
                 try:
@@ -317,6 +354,7 @@ class RayRollout:
                     self._restart(slot, exc, episodes - (len(self.episodes) - done))
                     continue
                 self.totals.add(result)
+                self.played_by[result.pid] += len(result.episodes)
                 self.episodes.extend(result.episodes)  # kept with their counts, even if a callback is interrupted
                 for episode in result.episodes if on_episode else ():
                     on_episode(episode)

@@ -6,8 +6,10 @@ and stops its own (tested through the CLI)."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,12 +234,14 @@ def test_a_person_at_the_terminal_cannot_sit_on_a_worker():
 
 def test_the_workers_keep_their_policies_between_runs_of_a_rollout():
     rollout = RayRollout(ScenarioJob(werewolf(8)), ExecutionSpec(backend="ray", workers=2), concurrency=4)
+    # the default task size: at least `concurrency` (4) episodes, so 2 tasks for 8 episodes
     try:
         pids = sorted(rollout.pids())
         first = rollout.run(8)
         again = rollout.run(8, first_index=8)
         assert [e.index for e in first] == list(range(8)) and [e.index for e in again] == list(range(8, 16))
         assert sorted(rollout.pids()) == pids and len(rollout.episodes) == 16
+        assert rollout.played_by == {pids[0]: 8, pids[1]: 8}  # 2 tasks per run: one for each worker
         assert rollout.counters["seer_0"].decisions == sum(
             1 for e in first + again for s in e.steps if s.agent == "seer_0"
         )
@@ -326,3 +330,30 @@ def test_a_server_agent_plays_from_every_worker_with_the_drivers_api_key(llama_s
     assert spread.summary["parse/unanswered"] == 0 and spread.summary["perf/generated_tokens"] > 0
     assert [s.text for e in spread.episodes for s in e.steps] == [s.text for e in local.episodes for s in e.steps]
     assert spread.episodes == local.episodes
+
+
+def test_a_run_joins_a_cluster_started_with_ray_start():
+    """`ray start --head` (this machine as a one-node cluster), then `execution.address: host:port`: the run's
+    workers live in that cluster, which outlives the run."""
+    import socket
+    import subprocess
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    temp = tempfile.mkdtemp(prefix="agora-ray-", dir="/tmp")  # short (socket paths) and unique: found by it at the end
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    ray.shutdown()
+    head = [ray_cli, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false"]
+    subprocess.run([*head, f"--temp-dir={temp}", "--disable-usage-stats"], check=True, capture_output=True)
+    try:
+        joined = run_scenario(werewolf(8, backend="ray", workers=2, address=f"127.0.0.1:{port}"), track=False)
+        assert joined.episodes == werewolf_run(8) and joined.summary["perf/workers"] == 2
+        assert not ray.is_initialized()  # the run left the cluster...
+        ray.init(address=f"127.0.0.1:{port}", log_to_driver=False)
+        assert ray.cluster_resources()["CPU"] == 2  # ...which still runs
+        ray.shutdown()
+    finally:
+        subprocess.run(["pkill", "-9", "-f", temp], check=False)
+        shutil.rmtree(temp, ignore_errors=True)
+        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
