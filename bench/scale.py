@@ -144,7 +144,7 @@ def compare(
 
 def rate(value: float) -> str:
     """Episodes/s with three significant figures at least (an LLM side plays fractions of one per second)."""
-    return f"{value:.1f}" if value >= 100 else f"{value:.3g}"
+    return f"{value:.1f}" if value >= 10 else f"{value:.3g}"
 
 
 def median_rate(runs: list[SideRun]) -> float:
