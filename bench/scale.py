@@ -69,6 +69,7 @@ class SideRun:
     warmup: float  # the warm-up episodes on every worker
     driver_cpu: float  # CPU seconds of this process during the timed run
     digest: str  # of the transcripts, to check that every side played the same episodes
+    restarts: int = 0  # workers restarted during the timed run (a figure disturbed by a fault)
 
     @property
     def rate(self) -> float:
@@ -118,10 +119,11 @@ def play_side(scenario: ResolvedScenario, episodes: int, warmup_episodes: int) -
         cpu, start = time.process_time(), time.perf_counter()
         played = rollout.run(episodes)
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        restarts = int(rollout.perf().get("perf/worker_restarts", 0))
     finally:
         rollout.close()
     assert [e.index for e in played] == list(range(episodes)), "a side lost or repeated episodes"
-    return SideRun(episodes, seconds, startup, warmup, cpu, transcript_digest(played))
+    return SideRun(episodes, seconds, startup, warmup, cpu, transcript_digest(played), restarts)
 
 
 def compare(
@@ -135,6 +137,8 @@ def compare(
             run = play_side(scenario_for(file, episodes, by_name[name]), episodes, warmup_episodes)
             runs[name].append(run)
             driver = f", driver CPU {run.driver_cpu:.2f} s" if by_name[name].workers else ""
+            if run.restarts:
+                driver += f", {run.restarts} worker restarts: a fault disturbed this figure"
             say(
                 f"round {round_} {name:>9}: {run.seconds:7.2f} s  {rate(run.rate):>8} episodes/s  (start-up "
                 f"{run.startup:.2f} s, warm-up {run.warmup:.2f} s{driver})"
