@@ -18,8 +18,7 @@ LOCAL_ONLY = [entry.name for entry in CAMPAIGNS.entries() if not entry.load().ra
 
 def refused(output: str) -> bool:
     return (
-        "execution.backend: campaigns of kind" in output
-        and "play in this process only" in output
+        "execution.backend: this campaign kind plays in this process only" in output
         and "set execution.backend: local" in output
         and "Traceback" not in output
     )
