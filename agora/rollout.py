@@ -246,6 +246,7 @@ class Rollout:
         self.counters: dict[str, SeatCounters] = defaultdict(SeatCounters)
         self.episodes: list[Episode] = []  # finished episodes, in the order they finished
         self.seconds = 0.0
+        self.version: int | None = None  # a learner's weight version, recorded on every episode (`Episode.version`)
 
     def run(
         self,
@@ -280,6 +281,7 @@ class Rollout:
                     seed = self.episode_seed(index)
                     root = episode_root(self.seed, seed, index)
                     active.append(_Slot(self.make_world(), index, seed, self.policy_ids, self.text_seats, root))
+                    active[-1].episode.version = self.version
                 if not active:
                     break
                 self._tick(active)

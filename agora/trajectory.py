@@ -57,6 +57,9 @@ class Episode:
     returns: dict[str, float] = field(default_factory=dict)  # seat -> sum of rewards
     metrics: dict[str, float] = field(default_factory=dict)  # the world's episode metrics
     info: dict[str, Any] = field(default_factory=dict)  # the world's structured episode facts (JSON)
+    # The weight version of the learning policy the episode was drawn with (updates applied before it),
+    # set by a training rollout; None: no learner played, or a trajectory recorded before this field.
+    version: int | None = None
 
 
 def chat_messages(step: Step) -> list[dict[str, str]]:

@@ -48,6 +48,7 @@ from agora.trajectory import Episode
 from campaigns.evaluation import evaluate, evaluation_table, is_interval_bound, learning_curve
 from campaigns.league import League, LeagueOpponents, LeagueSpec, SelfPlaySpec
 from campaigns.learner import LearnerCampaign
+from campaigns.workers import LeagueDraw, LearnerUpdate, TrainJob, check_versions, refuse_interactive
 
 
 class LearnerSpec(BaseModel):
@@ -121,6 +122,12 @@ class TrainConfig(CampaignConfig):
     seed: int = Field(0, ge=0, description="root seed of training episodes, sampling, LoRA init")
     concurrency: int = Field(16, ge=1, le=4096, description="episodes stepped together (LLM turns batched across them)")
     max_retries: int = Field(1, ge=0, le=10, description="re-prompts after unparseable text, before a fallback action")
+    max_staleness: int = Field(
+        0,
+        ge=0,
+        le=1_000_000,
+        description="updates an episode's learner weights may lag the learner's before its batch is refused",
+    )
 
 
 def relabel(exc: ScenarioError, old: str, new: str, file: str | None) -> ScenarioError:
@@ -137,6 +144,7 @@ class TrainCampaign(LearnerCampaign):
     snapshots."""
 
     Config = TrainConfig
+    ray_workers = True  # training rollouts on Ray workers (`campaigns.workers`); evaluations stay in this process
 
     def __init__(self, spec: TrainConfig, *, source: str | None = None, text: str | None = None):
         super().__init__(spec, source=source, text=text)
@@ -226,6 +234,8 @@ class TrainCampaign(LearnerCampaign):
                 fill = {**{s: {"policy": "llm"} for s in other}, **opponents}
                 member = scenario({"*": agent.model_dump()}, "agents.*", f"league.members.{name}", fill)
                 self.league_members.setdefault(name, member.seats[plays[0]])
+        if spec.execution.backend == "ray":
+            refuse_interactive(self.train, skip=list(placeholder))
         self.trainer_entry = TRAINERS.get(spec.trainer.id, path="trainer.id")
         self.trainer_config = validate_model(
             self.trainer_entry.config, spec.trainer.model_extra or {}, prefix="trainer", file=source
@@ -345,6 +355,8 @@ class TrainRunner(CampaignRunner):
         )
         self.trainer.tokenizer = self.tokenizer  # constrained completions are rescored under their grammar
         self.result = CampaignResult(None, None)
+        self.version = 0  # updates applied to the learner's weights (`Episode.version` of what it plays)
+        self.workers: Any = None  # the RayRollout of `execution: {backend: ray}`, while the iterations run
         if self.resumed_from:
             self.restore(self.resumed_from)
         self.open_run(
@@ -384,6 +396,7 @@ class TrainRunner(CampaignRunner):
             self.opponents.restore(folder, state["league"])
         restore_learner(folder, self.model, self.trainer, self.seats)
         self.first_iteration = int(state["iteration"]) + 1
+        self.version = self.first_iteration  # one update per iteration
 
     # rollouts
     def training_episodes(
@@ -393,6 +406,8 @@ class TrainRunner(CampaignRunner):
         seeds = [
             episode_seed(spec.seed, iteration * spec.groups_per_iteration + g) for g in range(spec.groups_per_iteration)
         ]
+        if self.workers is not None:
+            return self.remote_episodes(iteration, seeds, seats, policy_ids)
         rollout = GroupRollout(
             self.campaign.train.make_world,
             seats or self.seats,
@@ -404,13 +419,31 @@ class TrainRunner(CampaignRunner):
             group_size=spec.group_size,
             anchor_seats=self.campaign.learner_seats if self.trainer.greedy_anchor else (),
         )
+        rollout.version = self.version
         return rollout.run(spec.groups_per_iteration * spec.group_size)
+
+    def remote_episodes(
+        self, iteration: int, seeds: list[int], seats: dict[str, Policy] | None, policy_ids: dict[str, str] | None
+    ) -> list[Episode]:
+        """An iteration's episodes played on the Ray workers: the learner's current weights, their version, the
+        group seeds (and the league's draw) go to every worker first."""
+        from agora.lora import adapter_state
+        from agora.rollout import TICK_LISTENER
+
+        spec, draw = self.campaign.spec, None
+        if seats is not None:  # a league's iteration (`LeagueOpponents.play`)
+            draw = LeagueDraw.of(iteration, seats, policy_ids, self.learner, self.opponents.league.adapters)
+        weights = {k: v.cpu() for k, v in adapter_state(self.model).items()}
+        self.workers.apply(LearnerUpdate(seeds, weights, self.version, draw))
+        self.workers.episodes.clear()  # the driver keeps no episodes between iterations
+        return self.workers.run(spec.groups_per_iteration * spec.group_size, on_tick=TICK_LISTENER.get())
 
     def evaluate(self, played: dict[str, list[Episode]] | None = None) -> dict[str, float]:
         return evaluate(self.campaign, self.model, self.tokenizer, played)
 
     def iteration(self, i: int) -> dict[str, float]:
         tokens0, seconds0 = self.learner.stats.generated_tokens, self.learner.stats.generate_seconds
+        remote_tokens0 = self.workers.tokens if self.workers is not None else 0
         start = time.perf_counter()
         self.model.eval()
         league: dict[str, float] = {}
@@ -419,7 +452,9 @@ class TrainRunner(CampaignRunner):
         else:
             episodes, mine = self.training_episodes(i), self.campaign.learner_seats
         rollout_seconds = time.perf_counter() - start
+        check_versions(episodes, self.version, self.campaign.spec.max_staleness)
         metrics = {"train/iteration": float(i), **self.trainer.update(episodes, mine)}
+        self.version += 1
         rewards: dict[str, list[float]] = {}
         # the league's seats as one `league` (each version's results: the leaderboard), not one metric per version
         theirs = set(self.campaign.learner_seats + self.campaign.league_seats) - set(mine) if self.opponents else set()
@@ -436,6 +471,10 @@ class TrainRunner(CampaignRunner):
         tokens = self.learner.stats.generated_tokens - tokens0
         gen_seconds = self.learner.stats.generate_seconds - seconds0
         metrics["perf/generate_tokens_per_s"] = tokens / gen_seconds if gen_seconds else 0.0
+        if self.workers is not None:  # every policy's tokens on the workers, per second of the iteration's rollouts
+            tokens = self.workers.tokens - remote_tokens0
+            metrics["perf/generate_tokens_per_s"] = tokens / rollout_seconds if rollout_seconds else 0.0
+            metrics.update(self.workers.perf())
         metrics["perf/rollout_seconds"] = rollout_seconds
         metrics["perf/iteration_seconds"] = time.perf_counter() - start
         metrics.update(league)
@@ -448,6 +487,20 @@ class TrainRunner(CampaignRunner):
         return result
 
     def iterate(self, result: CampaignResult, on_iteration: Callable[[int, dict[str, float]], None] | None) -> None:
+        spec = self.campaign.spec
+        if spec.execution.backend == "ray":
+            from agora.execution import RayRollout
+
+            job = TrainJob(self.campaign, self.trainer.greedy_anchor)
+            self.workers = RayRollout(job, spec.execution, concurrency=spec.concurrency)
+        try:
+            self.train_loop(result, on_iteration)
+        finally:
+            if self.workers is not None:
+                self.workers.close()
+                self.workers = None
+
+    def train_loop(self, result: CampaignResult, on_iteration: Callable[[int, dict[str, float]], None] | None) -> None:
         spec = self.campaign.spec
         every = spec.evaluation.every
         for i in range(self.first_iteration, spec.iterations):
