@@ -187,3 +187,9 @@ class TrainJob:
 
     def build(self) -> TrainRollout:
         return TrainRollout(self.campaign, self.anchor)
+
+    def environment(self) -> dict[str, str]:
+        """The opponents' API keys (server agents' `api_key_env`), set in the workers' processes too."""
+        from agora.run import ScenarioJob
+
+        return ScenarioJob(self.campaign.train).environment()
