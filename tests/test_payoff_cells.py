@@ -16,8 +16,9 @@ import torch
 from agora.campaign import load_campaign
 from agora.errors import AgoraError
 from agora.execution import ExecutionSpec, RayCells
+from agora.lora import adapter_state
 from campaigns import payoff_cells
-from campaigns.payoff_cells import PSROCell, psro_cell_returns
+from campaigns.payoff_cells import LeagueCellJob, PSROCell, SnapshotWeights, psro_cell_returns
 from campaigns.train import TrainCampaign
 from tests.conftest import SCENARIOS
 from tests.test_league_campaign import league_file
@@ -176,3 +177,14 @@ def test_league_payoff_matrix_on_two_workers_equals_the_local_one(tmp_path, tiny
     assert len(games) == 16 and games == local_games and meta == local_meta
     assert metrics["league/exploitability"] == local_metrics["league/exploitability"]
     assert metrics["perf/payoff_workers"] == 2 and metrics["perf/payoff_worker_restarts"] >= 1
+    # what a worker does with the snapshots' weights it is sent: each version acts with its own adapter
+    evaluator = LeagueCellJob(
+        campaign.train, campaign.learner_config, campaign.spec.learner.lora, campaign.spec.seed, campaign.league_members
+    ).build()
+    SnapshotWeights(opponents.league.adapters).apply(evaluator)
+    pool = evaluator.versions.pool("payoff/1", 0)
+    for version in ("learner-1", "learner-0", "learner-1"):
+        pool.swap_in(version)
+        loaded = adapter_state(evaluator.versions.model)
+        assert all(torch.equal(loaded[k], v) for k, v in opponents.league.adapters[version].items())
+    assert not all(torch.equal(opponents.league.adapters["learner-0"][k], v) for k, v in loaded.items())
