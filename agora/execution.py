@@ -248,6 +248,8 @@ class WorkerPool:
     out with `dispatch`, changes with `apply`; a dead worker is restarted (set up again, every change replayed)
     and its unreturned tasks played again, up to `spec.max_restarts` restarts (`restarts`)."""
 
+    what = "worker"  # in messages
+
     def __init__(self, job: Any, spec: ExecutionSpec, worker: type):
         import ray
 
@@ -335,7 +337,7 @@ class WorkerPool:
         while True:
             if self.restarts >= self.spec.max_restarts:
                 raise WorkerError(
-                    f"a Ray rollout worker died ({first_line(exc)}) after {plural(self.restarts, 'restart')}, the "
+                    f"a Ray {self.what} died ({first_line(exc)}) after {plural(self.restarts, 'restart')}, the "
                     f"limit (execution.max_restarts: {self.spec.max_restarts}){unplayed}, every finished one is kept"
                 )
             self.restarts += 1
@@ -379,6 +381,8 @@ class WorkerPool:
 class RayRollout(WorkerPool):
     """The driver's side of a Ray run: plays episodes on `spec.workers` RolloutWorkers and keeps what
     `Rollout` keeps for a local run (`episodes`, `counters`, `seconds`; plus `tokens` and `restarts`)."""
+
+    what = "rollout worker"
 
     def __init__(self, job: Job, spec: ExecutionSpec, *, concurrency: int = 8):
         self.concurrency = concurrency
@@ -440,6 +444,8 @@ class RayRollout(WorkerPool):
 class RayCells(WorkerPool):
     """The driver's side of cells evaluated on `spec.workers` CellWorkers (payoff-matrix cells of a league or
     PSRO): each worker builds `job` once and keeps it between `play` calls."""
+
+    what = "cell worker"
 
     def __init__(self, job: CellJob, spec: ExecutionSpec):
         super().__init__(job, spec, CellWorker)
