@@ -13,6 +13,11 @@ run counts the restarts (`perf/worker_restarts`). After `max_restarts` restarts 
 `WorkerError` and keeps every episode that had come back. An error raised by the world or a policy
 inside a worker is not a fault: it is raised in the driver as it would be locally.
 
+Cells (`RayCells`, `CellWorker`) are the same machinery for tasks that are not shards of one run: each
+worker builds a `CellJob` once (a base model whose LoRA versions are swapped in, scripted versions) and
+plays the cells it is given, e.g. the games of a league's or PSRO's payoff-matrix cell from that cell's
+seeds, so a matrix is the same whichever worker plays which cell.
+
 Ray is imported only here and only when a Ray backend is asked for.
 """
 
@@ -246,22 +251,58 @@ def shards(indices: Sequence[int], size: int) -> list[list[int]]:
     return [list(indices[i : i + size]) for i in range(0, len(indices), size)]
 
 
-class RayRollout:
-    """The driver's side of a Ray run: plays episodes on `spec.workers` RolloutWorkers and keeps what
-    `Rollout` keeps for a local run (`episodes`, `counters`, `seconds`; plus `tokens` and `restarts`)."""
+class CellJob(Protocol):
+    """What a cell worker evaluates with: built once per worker (`build`, e.g. loading a base model whose
+    LoRA versions are swapped in), then asked for cells (`Evaluator.play`); `environment()` as for a `Job`."""
 
-    def __init__(self, job: Job, spec: ExecutionSpec, *, concurrency: int = 8):
+    def build(self) -> Evaluator: ...
+
+    def environment(self) -> dict[str, str]: ...
+
+
+class Evaluator(Protocol):
+    """A worker's built `CellJob`: plays one picklable cell task (e.g. the games of a payoff-matrix cell,
+    seeded by the cell) and returns what the driver merges."""
+
+    def play(self, cell: Any) -> Any: ...
+
+
+class CellWorker:
+    """A Ray actor's body: one evaluator (its own policies, kept between cells) playing the cells it is given."""
+
+    def __init__(self) -> None:
+        self.evaluator: Evaluator | None = None
+
+    def setup(self, job: CellJob) -> dict[str, str]:
+        self.evaluator = job.build()
+        return {}
+
+    def apply(self, change: Change) -> None:
+        change.apply(self.evaluator)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def play(self, cell: Any) -> Any:
+        return self.evaluator.play(cell)
+
+
+class WorkerPool:
+    """`spec.workers` Ray actors of class `worker` (setup, apply, pid, play), each set up with `job`: tasks go
+    out with `dispatch`, changes with `apply`; a dead worker is restarted (set up again, every change replayed)
+    and its unreturned tasks played again, up to `spec.max_restarts` restarts (`restarts`)."""
+
+    what = "worker"  # in messages
+
+    def __init__(self, job: Any, spec: ExecutionSpec, worker: type):
         import ray
 
-        self.job, self.spec, self.concurrency = job, spec, concurrency
-        self.episodes: list[Episode] = []
-        self.totals = Totals()
+        self.job, self.spec = job, spec
         self.restarts = 0
         self.tags: dict[str, str] = {}
         self.changes: dict[str, Any] = {}  # key -> the latest change of that key, in the object store
-        self.played_by: dict[int, int] = defaultdict(int)  # worker process id -> episodes it returned
         self.started_ray = connect(spec)
-        self.actor = ray.remote(num_cpus=spec.cpus_per_worker, num_gpus=spec.gpus_per_worker)(RolloutWorker)
+        self.actor = ray.remote(num_cpus=spec.cpus_per_worker, num_gpus=spec.gpus_per_worker)(worker)
         if env := job.environment():
             self.actor = self.actor.options(runtime_env={"env_vars": env})
         self.job_ref = ray.put(job)
@@ -271,27 +312,15 @@ class RayRollout:
             tags = self._get([w.setup.remote(self.job_ref) for w in self.workers])
         except (ray.exceptions.RayActorError, ray.exceptions.RuntimeEnvSetupError) as exc:
             self.close()
-            raise WorkerError(f"a Ray rollout worker could not start: {first_line(exc)}") from None
+            raise WorkerError(f"a Ray {self.what} could not start: {first_line(exc)}") from None
         except BaseException:
             self.close()
             raise
         self.tags = tags[0] if tags else {}
 
-    @property
-    def counters(self) -> dict[str, SeatCounters]:
-        return self.totals.counters
-
-    @property
-    def seconds(self) -> float:
-        return self.totals.seconds
-
-    @property
-    def tokens(self) -> int:
-        return self.totals.tokens
-
     def apply(self, change: Change) -> None:
-        """Apply `change` to every worker's rollout (sent once through Ray's object store: a model's LoRA
-        weights are not copied per worker) before the next `run`; restarted workers get it too."""
+        """Apply `change` to every worker (sent once through Ray's object store: a model's LoRA weights are
+        not copied per worker) before the next tasks; restarted workers get it too."""
         import ray
 
         ref = ray.put(change)
@@ -301,7 +330,7 @@ class RayRollout:
             try:
                 self._get(pending)
             except ray.exceptions.RayActorError as exc:
-                self._restart(slot, exc)  # the new worker gets every change, this one included
+                self._restart(slot, exc, "")  # the new worker gets every change, this one included
 
     def perf(self) -> dict[str, float]:
         """The run's worker figures, logged with its `perf/*` metrics."""
@@ -313,71 +342,53 @@ class RayRollout:
 
         return ray.get([w.pid.remote() for w in self.workers])
 
-    def task_size(self, episodes: int) -> int:
-        if self.spec.episodes_per_task:
-            return self.spec.episodes_per_task
-        return max(self.concurrency, math.ceil(episodes / (SHARDS_PER_WORKER * len(self.workers))), 1)
-
-    def run(
+    def dispatch(
         self,
-        episodes: int,
+        tasks: Sequence[Any],
+        on_result: Callable[[int, Any, Any], None],
         *,
-        first_index: int = 0,
-        on_episode: Callable[[Episode], None] | None = None,
-        on_tick: Callable[[int, int], None] | None = None,
-    ) -> list[Episode]:
-        """Play episodes first_index... on the workers (as `Rollout.run`); each returned shard's episodes
-        go to `on_episode` as they come back, and `on_tick(turns, tokens)` gets the totals so far."""
+        size: Callable[[Any], int] = lambda task: 1,
+        unit: str = "task",
+    ) -> None:
+        """Play every task on the workers (`IN_FLIGHT` queued per worker), `on_result(position, task, result)` as
+        each returns. The tasks a dead worker had not returned go first to its replacement; past the restart limit
+        a WorkerError tells how many `unit`s (`size` per task) were not played."""
         import ray
 
-        start, done = time.perf_counter(), len(self.episodes)
-        todo = deque(shards(range(first_index, first_index + episodes), self.task_size(episodes)))
-        in_flight: dict[Any, tuple[int, list[int]]] = {}
-        turns0, tokens0 = sum(c.decisions for c in self.counters.values()), self.tokens
-        collecting = gc.isenabled()
-        gc.disable()  # as in `Rollout.run`: unpickled episodes pile up; full collections would re-scan them
+        todo = deque(enumerate(tasks))
+        in_flight: dict[Any, tuple[int, tuple[int, Any]]] = {}
         try:
             while todo or in_flight:
                 for depth in range(1, IN_FLIGHT + 1):  # every worker gets a task before any gets a second
                     for slot in range(len(self.workers)):
                         if todo and sum(1 for s, _ in in_flight.values() if s == slot) < depth:
-                            shard = todo.popleft()
-                            in_flight[self.workers[slot].play.remote(shard)] = (slot, shard)
+                            task = todo.popleft()
+                            in_flight[self.workers[slot].play.remote(task[1])] = (slot, task)
                 [ready], _ = ray.wait(list(in_flight), num_returns=1)
-                slot, shard = in_flight.pop(ready)
+                slot, task = in_flight.pop(ready)
                 try:
                     result = self._get(ready)
                 except ray.exceptions.RayActorError as exc:
-                    lost = [shard] + [s for w, s in in_flight.values() if w == slot]  # the dead worker's queue
-                    in_flight = {ref: (w, s) for ref, (w, s) in in_flight.items() if w != slot}
-                    todo.extendleft(reversed(sorted(lost)))  # played again first, from their seeds
-                    self._restart(slot, exc, episodes - (len(self.episodes) - done))
+                    lost = [task] + [t for w, t in in_flight.values() if w == slot]  # the dead worker's queue
+                    in_flight = {ref: (w, t) for ref, (w, t) in in_flight.items() if w != slot}
+                    todo.extendleft(sorted(lost, key=lambda t: t[0], reverse=True))  # played again first
+                    missing = sum(size(t) for _, t in todo) + sum(size(t) for _, (_, t) in in_flight.values())
+                    self._restart(slot, exc, f"; not played: {plural(missing, unit)}; every finished one is kept")
                     continue
-                self.totals.add(result)
-                self.played_by[result.pid] += len(result.episodes)
-                self.episodes.extend(result.episodes)  # kept with their counts, even if a callback is interrupted
-                for episode in result.episodes if on_episode else ():
-                    on_episode(episode)
-                if on_tick:
-                    on_tick(sum(c.decisions for c in self.counters.values()) - turns0, self.tokens - tokens0)
+                on_result(*task, result)
         finally:
-            if collecting:
-                gc.enable()
             for ref in in_flight:
                 ray.cancel(ref, force=False)
-            self.totals.seconds += time.perf_counter() - start
-        return sorted(self.episodes[done:], key=lambda e: e.index)
 
-    def _restart(self, slot: int, exc: BaseException, missing: int | None = None) -> None:
+    def _restart(self, slot: int, exc: BaseException, unplayed: str) -> None:
         """Replace the dead worker `slot` (each try counted in `restarts`), or stop when no restart is left."""
         import ray
 
         while True:
             if self.restarts >= self.spec.max_restarts:
                 raise WorkerError(
-                    f"a Ray rollout worker died ({first_line(exc)}) after {plural(self.restarts, 'restart')}, the "
-                    f"limit (execution.max_restarts: {self.spec.max_restarts})"
-                    + (f"; not played: {plural(missing, 'episode')}; every finished one is kept" if missing else "")
+                    f"a Ray {self.what} died ({first_line(exc)}) after {plural(self.restarts, 'restart')}, the "
+                    f"limit (execution.max_restarts: {self.spec.max_restarts}){unplayed}"
                 )
             self.restarts += 1
             ray.kill(self.workers[slot], no_restart=True)
@@ -403,7 +414,7 @@ class RayRollout:
             raise cause from None
 
     def close(self) -> None:
-        """Stop the workers, and the local Ray instance when this run started it."""
+        """Stop the workers, and the local Ray instance when this pool started it."""
         import ray
 
         for worker in self.workers:
@@ -415,3 +426,89 @@ class RayRollout:
         if self.started_ray:
             ray.shutdown()
             self.started_ray = False
+
+
+class RayRollout(WorkerPool):
+    """The driver's side of a Ray run: plays episodes on `spec.workers` RolloutWorkers and keeps what
+    `Rollout` keeps for a local run (`episodes`, `counters`, `seconds`; plus `tokens` and `restarts`)."""
+
+    what = "rollout worker"
+
+    def __init__(self, job: Job, spec: ExecutionSpec, *, concurrency: int = 8):
+        self.concurrency = concurrency
+        self.episodes: list[Episode] = []
+        self.totals = Totals()
+        self.played_by: dict[int, int] = defaultdict(int)  # worker process id -> episodes it returned
+        super().__init__(job, spec, RolloutWorker)
+
+    @property
+    def counters(self) -> dict[str, SeatCounters]:
+        return self.totals.counters
+
+    @property
+    def seconds(self) -> float:
+        return self.totals.seconds
+
+    @property
+    def tokens(self) -> int:
+        return self.totals.tokens
+
+    def task_size(self, episodes: int) -> int:
+        if self.spec.episodes_per_task:
+            return self.spec.episodes_per_task
+        return max(self.concurrency, math.ceil(episodes / (SHARDS_PER_WORKER * len(self.workers))), 1)
+
+    def run(
+        self,
+        episodes: int,
+        *,
+        first_index: int = 0,
+        on_episode: Callable[[Episode], None] | None = None,
+        on_tick: Callable[[int, int], None] | None = None,
+    ) -> list[Episode]:
+        """Play episodes first_index... on the workers (as `Rollout.run`); each returned shard's episodes
+        go to `on_episode` as they come back, and `on_tick(turns, tokens)` gets the totals so far."""
+        start, done = time.perf_counter(), len(self.episodes)
+        turns0, tokens0 = sum(c.decisions for c in self.counters.values()), self.tokens
+
+        def merge(position: int, shard: list[int], result: Shard) -> None:
+            self.totals.add(result)
+            self.played_by[result.pid] += len(result.episodes)
+            self.episodes.extend(result.episodes)  # kept with their counts, even if a callback is interrupted
+            for episode in result.episodes if on_episode else ():
+                on_episode(episode)
+            if on_tick:
+                on_tick(sum(c.decisions for c in self.counters.values()) - turns0, self.tokens - tokens0)
+
+        collecting = gc.isenabled()
+        gc.disable()  # as in `Rollout.run`: unpickled episodes pile up; full collections would re-scan them
+        try:
+            tasks = shards(range(first_index, first_index + episodes), self.task_size(episodes))
+            self.dispatch(tasks, merge, size=len, unit="episode")
+        finally:
+            if collecting:
+                gc.enable()
+            self.totals.seconds += time.perf_counter() - start
+        return sorted(self.episodes[done:], key=lambda e: e.index)
+
+
+class RayCells(WorkerPool):
+    """The driver's side of cells evaluated on `spec.workers` CellWorkers (payoff-matrix cells of a league or
+    PSRO): each worker builds `job` once and keeps it between `play` calls."""
+
+    what = "cell worker"
+
+    def __init__(self, job: CellJob, spec: ExecutionSpec):
+        super().__init__(job, spec, CellWorker)
+
+    def play(self, cells: Sequence[Any], on_result: Callable[[Any, Any], None] | None = None) -> list[Any]:
+        """Every cell's result, in the order of `cells` (`on_result(cell, result)` as each comes back)."""
+        results: dict[int, Any] = {}
+
+        def keep(position: int, cell: Any, result: Any) -> None:
+            results[position] = result
+            if on_result:
+                on_result(cell, result)
+
+        self.dispatch(list(cells), keep, unit="cell")
+        return [results[k] for k in range(len(cells))]

@@ -3,7 +3,7 @@
 `league:` in a train campaign names the seats a version drawn from the league plays (side B; the
 learner's seats are side A). The population, win records and matchmaking rules are
 `solvers.population`'s; this module holds the league's running state (`League`), routes a rollout's
-turns to the versions that play them (`VersionRouter`, `VersionPool`), and is the train loop's
+turns to the versions that play them (`campaigns.payoff_cells`), and is the train loop's
 collaborator (`LeagueOpponents`): it draws each iteration's opponents, records every game, snapshots
 the learner, plays the payoff matrix between the versions in play, and saves and restores itself.
 A campaign's `self_play: {seats, snapshot_every}` is this league with `matchmaking: latest`.
@@ -20,12 +20,21 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from agora.policy import Policy
-from agora.rollout import GroupRollout, episode_seed, policy_seed
+from agora.rollout import policy_seed
 from agora.run import build_policies
 from agora.scenario import AgentSpec
 from agora.trajectory import Episode
 from campaigns.figures import league_figure, payoff_heatmap, payoff_table
 from campaigns.leaderboard import games_table, leaderboard_markdown, leaderboard_rows, log_leaderboard, ratings_table
+from campaigns.payoff_cells import (
+    LeagueCellJob,
+    LoRAVersions,
+    PayoffPlan,
+    VersionPool,
+    VersionRouter,
+    league_payoff_games,
+    payoff_cells,
+)
 from solvers.population import MatchmakingRule, PolicyVersion, Population, WinRecord, matchmaking_distribution
 
 
@@ -217,63 +226,6 @@ class League:
         return league
 
 
-class VersionRouter:
-    """A policy that plays each episode with the version assigned to it (`assignment[episode index]`).
-
-    The rollout engine batches every pending turn of a seat's policy into one `act` call; the router
-    splits that batch by version and passes each part to the version's policy (`pool(version, requests)`),
-    so all groups (or all payoff cells) of a rollout are stepped together whatever version plays them.
-    `expensive` / `uses_text` are those of the versions it routes to.
-    """
-
-    def __init__(self, pool: Any, assignment: dict[int, str]):
-        from agora.policy import PolicyStats
-
-        self.pool, self.assignment = pool, assignment
-        policies = [pool.policy(v) for v in dict.fromkeys(assignment.values())]
-        self.expensive = any(p.expensive for p in policies)
-        self.uses_text = any(p.uses_text for p in policies)
-        self.stats = PolicyStats()
-
-    def act(self, requests: list) -> list:
-        by_version: dict[str, list[int]] = {}
-        for k, request in enumerate(requests):
-            by_version.setdefault(self.assignment[request.episode], []).append(k)
-        responses: list[Any] = [None] * len(requests)
-        for version, indices in by_version.items():
-            for k, response in zip(indices, self.pool.act(version, [requests[k] for k in indices])):
-                responses[k] = response
-        return responses
-
-    def close(self) -> None:
-        pass
-
-
-class VersionPool:
-    """The policies of a league's versions for one rollout, built on first use by `build(version)`.
-
-    LoRA snapshots all act through ONE frozen model: `swap_in(version)` loads that version's adapter
-    weights into it before its turns are sampled (a no-op when they are loaded already)."""
-
-    def __init__(self, build: Any, swap_in: Any):
-        self.build, self.swap_in = build, swap_in
-        self.policies: dict[str, Any] = {}
-
-    def policy(self, version: str) -> Any:
-        if version not in self.policies:
-            self.policies[version] = self.build(version)
-        return self.policies[version]
-
-    def act(self, version: str, requests: list) -> list:
-        self.swap_in(version)
-        return self.policy(version).act(requests)
-
-
-def payoff_cells(n: int) -> list[tuple[int, int]]:
-    """Every (row, column) pair of an n-version payoff matrix, row-major."""
-    return [(k, l) for k in range(n) for l in range(n)]
-
-
 # --- the train loop's collaborator --------------------------------------------------------------------
 
 
@@ -294,21 +246,11 @@ class LeagueOpponents:
     def __init__(
         self, campaign: Any, model: Any, tokenizer: Any, *, fixed: dict[str, Policy], policy_ids: dict[str, str]
     ):
-        from agora.lora import load_learner
-
         self.campaign, self.rule, spec = campaign, campaign.league_spec, campaign.spec
         self.model, self.tokenizer, self.fixed, self.policy_ids = model, tokenizer, fixed, policy_ids
-        config = campaign.learner_config
-        self.snapshot_model, _ = load_learner(
-            config.model,
-            spec.learner.lora,
-            device=config.device,
-            dtype=config.dtype,
-            seed=policy_seed(spec.seed, "lora"),
+        self.versions = LoRAVersions(
+            campaign.learner_config, spec.learner.lora, spec.seed, campaign.league_members, tokenizer=tokenizer
         )
-        self.snapshot_model.requires_grad_(False)
-        self.snapshot_model.eval()
-        self.loaded: str | None = None  # the version whose adapter weights the snapshot model holds
         self.matchmaking: dict[str, tuple[float, float]] = {}  # version -> (probability, share drawn) this iteration
         self.payoff_metrics: dict[str, float] = {}  # of the newest payoff matrix this process played
         members = [
@@ -320,6 +262,7 @@ class LeagueOpponents:
             for name, seat in campaign.league_members.items()
         ]
         self.league = League(members, max_snapshots=self.rule.max_snapshots)
+        self.versions.adapters = self.league.adapters  # the snapshots in play act through `versions`
         self.snapshot(0)  # the learner before any update: the base model (LoRA B = 0)
 
     def snapshot(self, iteration: int) -> None:
@@ -332,30 +275,7 @@ class LeagueOpponents:
 
     def pool(self, key: str, seed: int) -> VersionPool:
         """Fresh, seeded policies of the league's versions for one rollout (`key` names it)."""
-        from agents.llm import LLMPolicy
-        from agora.lora import load_adapter_state
-
-        def build(name: str) -> Policy:
-            version, version_seed = self.league.population[name], policy_seed(seed, f"{key}/{name}")
-            if (
-                version.kind == "lora"
-            ):  # its adapter is frozen: its KV cache stays valid while other versions take turns
-                return LLMPolicy(
-                    self.campaign.learner_config,
-                    seed=version_seed,
-                    model=self.snapshot_model,
-                    tokenizer=self.tokenizer,
-                    weights_key=lambda: ("league version", name, self.loaded),
-                )
-            member = self.campaign.league_members[name]
-            return member.entry.load()(member.config, seed=version_seed)
-
-        def swap_in(name: str) -> None:
-            if self.league.population[name].kind == "lora" and self.loaded != name:
-                load_adapter_state(self.snapshot_model, self.league.adapters[name])
-                self.loaded = name
-
-        return VersionPool(build, swap_in)
+        return self.versions.pool(key, seed)
 
     def swapped(self, i: int) -> bool:
         return self.rule.swap_sides and i % 2 == 1
@@ -461,38 +381,34 @@ class LeagueOpponents:
         side_a, side_b = c.learner_seats, c.league_seats
         name_a, name_b = self.rule.side_names
         versions = league.candidates()
-        cells = payoff_cells(len(versions))
-        n_cells, per_cell = len(cells), payoff.episodes_per_cell
         root = policy_seed(payoff.seed, f"step/{step}")
-        pool = self.pool(f"payoff/{step}", payoff.seed)
-        # episode index e * n_cells + c is game e of cell c: GroupRollout gives it seed `seeds[e]`, the same in every
-        # cell
-        routers = [
-            VersionRouter(
-                pool, {e * n_cells + k: versions[cell[side]] for e in range(per_cell) for k, cell in enumerate(cells)}
-            )
-            for side in (0, 1)
-        ]
-        fixed = build_policies(c.train, skip=side_a + side_b, seed=root)
-        seats = {**{s: routers[0] for s in side_a}, **{s: routers[1] for s in side_b}, **fixed}
-        ids = {s: name_a if s in side_a else name_b if s in side_b else self.policy_ids[s] for s in seats}
+        plan = PayoffPlan(
+            versions,
+            payoff_cells(len(versions)),
+            payoff.episodes_per_cell,
+            root,
+            f"payoff/{step}",
+            payoff.seed,
+            side_a,
+            side_b,
+            {s: name_a if s in side_a else name_b if s in side_b else self.policy_ids[s] for s in c.train.seats},
+            spec.concurrency,
+            spec.max_retries,
+        )
         start = time.perf_counter()
-        rollout = GroupRollout(
-            c.train.make_world,
-            seats,
-            ids,
-            seed=root,
-            concurrency=spec.concurrency,
-            max_retries=spec.max_retries,
-            record_observations=False,
-            seeds=[episode_seed(root, e) for e in range(per_cell)],
-            group_size=n_cells,
+        played = league_payoff_games(
+            plan,
+            c.train,
+            self.versions,
+            build_policies(c.train, skip=side_a + side_b, seed=root),
+            spec.execution,
+            lambda: LeagueCellJob(c.train, c.learner_config, spec.learner.lora, spec.seed, c.league_members),
         )
         U = np.zeros((len(versions), len(versions)))
-        for episode in rollout.run(per_cell * n_cells):
-            k, l = cells[episode.index % n_cells]
-            score = side_score(episode.returns, side_a, side_b)
-            U[k, l] += score / per_cell
+        for index, returns in played.games:  # game e of cell c is episode e * n_cells + c
+            k, l = plan.cells[index % len(plan.cells)]
+            score = side_score(returns, side_a, side_b)
+            U[k, l] += score / plan.per_cell
             league.play(Match(step, "payoff", versions[k], versions[l], score))
         seconds = time.perf_counter() - start
         x, y = meta_strategy(U, 1.0 - U, payoff.meta_solver)
@@ -500,9 +416,13 @@ class LeagueOpponents:
         metrics = {
             "league/exploitability": exploitability(U, 1.0 - U, x, y),
             "league/nash_conv": nash_conv(U, 1.0 - U, x, y),
-            "league/payoff_games": float(per_cell * n_cells),
+            "league/payoff_games": float(len(played.games)),
             "perf/payoff_seconds": seconds,
         }
+        if played.workers:
+            metrics.update(
+                {"perf/payoff_workers": float(played.workers), "perf/payoff_worker_restarts": float(played.restarts)}
+            )
         if tracker:
             tag = f"step-{step:04d}"
             title = (
@@ -551,7 +471,7 @@ class LeagueOpponents:
 
         adapters = {path.stem: load_file(str(path)) for path in sorted((folder / "league").glob("*.safetensors"))}
         self.league = League.from_dict(state, adapters)
-        self.loaded = None
+        self.versions.adapters, self.versions.loaded = self.league.adapters, None
 
     def overview(self) -> str:
         """The newest leaderboard as markdown (the run's description)."""

@@ -39,17 +39,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from agora.campaign import CampaignConfig, CampaignKind, CampaignResult, CampaignRunner, Summary
 from agora.checkpoint import RunFolder
 from agora.errors import AgoraError, ScenarioError
+from agora.execution import RayCells
 from agora.policy import Policy
 from agora.registry import AGENTS, WORLDS
 from agora.rollout import Rollout, policy_seed
 from agora.scenario import AgentSpec, WorldFile, WorldSpec, validate_model
-from agora.trajectory import Episode
 from campaigns.figures import exploitability_figure, league_figure, payoff_heatmap, payoff_table
 from campaigns.leaderboard import log_meta_strategies, meta_strategy_markdown
-from campaigns.league import VersionPool, VersionRouter
+from campaigns.payoff_cells import PSROCell, PSROCellJob, VersionPool, VersionRouter, build_version, psro_cell_returns
 from solvers import meta
 from solvers.population import PolicyVersion, Population, WinRecord, sample_opponents
-from solvers.psro import MetaSolver, PSROStep, matrix_best_response, mixture, psro_iteration, rollout_payoff_matrix
+from solvers.psro import MetaSolver, PSROStep, cell_value, matrix_best_response, mixture, psro_iteration
 from trainers.advantages import group_advantages
 
 STATIONARY = ("mixed", "tabular")  # matrix-world agents that play one fixed mixed strategy every round
@@ -123,6 +123,7 @@ class PSROCampaign(WorldFile, CampaignKind):
     per iteration."""
 
     Config = PSROConfig
+    ray_workers = True  # payoff cells on Ray cell workers (`campaigns.payoff_cells`)
 
     def __init__(self, spec: PSROConfig, *, source: str | None = None, text: str | None = None):
         super().__init__(spec, source=source, text=text)
@@ -221,12 +222,6 @@ class PSROCampaign(WorldFile, CampaignKind):
 # --- policies of versions -----------------------------------------------------------------------
 
 
-def build_version(version: PolicyVersion, seed: int) -> Policy:
-    """The policy a version's spec names (a fixed `mixed` or `tabular` strategy), seeded."""
-    entry = AGENTS.get(version.spec["policy"], world="matrix")
-    return entry.load()(entry.config(probs=version.spec["probs"]), seed=seed)
-
-
 def meta_mixture_opponent(policies: dict[str, Policy], drawn: list[str]) -> VersionRouter:
     """The opponent seat in an oracle's episodes: episode `e` is played by `policies[drawn[e]]`."""
     return VersionRouter(VersionPool(policies.__getitem__, lambda name: None), dict(enumerate(drawn)))
@@ -323,6 +318,7 @@ class PSRORunner(CampaignRunner):
         self.records = WinRecord()
         self.history: list[dict[str, float]] = []
         self.stop_reason = ""
+        self.cell_workers: RayCells | None = None  # with `execution.backend: ray`, while `iterate` runs
         if self.resumed_from:
             self.restore(RunFolder.load(self.resumed_from))
         spec = campaign.spec
@@ -373,37 +369,26 @@ class PSRORunner(CampaignRunner):
         return np.asarray(version.spec["probs"], dtype=np.float64)
 
     def payoffs(self) -> tuple[np.ndarray, np.ndarray, int]:
-        """U_0, U_1 per round over the current populations; plays only cells not played before."""
-        campaign, spec = self.campaign, self.campaign.spec
+        """U_0, U_1 per round over the current populations; plays only cells not played before (on the cell
+        workers with `execution.backend: ray`: the same values, each cell's games come from its own seeds)."""
+        campaign, rounds = self.campaign, self.campaign.world_config.rounds
         rows, columns = self.members(campaign.seats[0]), self.members(campaign.seats[1])
-        rounds = campaign.world_config.rounds
-        factory = {v.name: (lambda seed, v=v: build_version(v, seed)) for v in rows + columns}
-        played = 0
-
-        def record(row: str, column: str, episodes: list[Episode]) -> None:
-            for e in episodes:
-                r0, r1 = e.returns[campaign.seats[0]], e.returns[campaign.seats[1]]
-                self.records.record(row, column, 1.0 if r0 > r1 else 0.5 if r0 == r1 else 0.0)
-
-        for row in rows:  # row by row, so each call's cells are exactly the missing ones of that row
-            missing = [c for c in columns if f"{row.name}|{c.name}" not in self.cells]
-            if not missing:
-                continue
-            U0, U1 = rollout_payoff_matrix(
-                campaign.make_world,
-                {row.name: factory[row.name]},
-                {c.name: factory[c.name] for c in missing},
-                episodes_per_cell=spec.episodes_per_cell,
-                seed=spec.seed,
-                concurrency=spec.concurrency,
-                on_cell=record,
-            )
-            for l, column in enumerate(missing):
-                self.cells[f"{row.name}|{column.name}"] = [float(U0[0, l]) / rounds, float(U1[0, l]) / rounds]
-                played += 1
+        missing = [PSROCell(r, c) for r in rows for c in columns if f"{r.name}|{c.name}" not in self.cells]
+        for cell, returns in zip(missing, psro_cell_returns(self.cell_job(), missing, self.cell_workers)):
+            for r in returns:
+                r0, r1 = r[campaign.seats[0]], r[campaign.seats[1]]
+                self.records.record(cell.row.name, cell.column.name, 1.0 if r0 > r1 else 0.5 if r0 == r1 else 0.0)
+            u0, u1 = cell_value(campaign.seats, returns)
+            self.cells[f"{cell.row.name}|{cell.column.name}"] = [u0 / rounds, u1 / rounds]
         U0 = np.array([[self.cells[f"{r.name}|{c.name}"][0] for c in columns] for r in rows])
         U1 = np.array([[self.cells[f"{r.name}|{c.name}"][1] for c in columns] for r in rows])
-        return U0, U1, played
+        return U0, U1, len(missing)
+
+    def cell_job(self) -> PSROCellJob:
+        spec = self.campaign.spec
+        return PSROCellJob(
+            self.campaign.world_entry, self.campaign.world_config, spec.episodes_per_cell, spec.seed, spec.concurrency
+        )
 
     def best_response(
         self, iteration: int, seat_index: int, opponents: list[PolicyVersion], sigma: np.ndarray
@@ -523,6 +508,16 @@ class PSRORunner(CampaignRunner):
 
     def iterate(self, result: CampaignResult, on_iteration: Callable[[int, dict[str, float]], None] | None) -> None:
         spec = self.campaign.spec
+        if spec.execution.backend == "ray":
+            self.cell_workers = RayCells(self.cell_job(), spec.execution)
+        try:
+            self.iterations(result, on_iteration)
+        finally:
+            if self.cell_workers is not None:
+                self.cell_workers.close()
+
+    def iterations(self, result: CampaignResult, on_iteration: Callable[[int, dict[str, float]], None] | None) -> None:
+        spec = self.campaign.spec
         iteration = self.first_iteration
         while True:
             start = time.perf_counter()
@@ -532,6 +527,8 @@ class PSRORunner(CampaignRunner):
                     self.population.add(version)
             self.stop_reason = step.stop_reason
             metrics["perf/iteration_seconds"] = time.perf_counter() - start
+            if self.cell_workers is not None:
+                metrics.update(self.cell_workers.perf())
             self.history.append({"iteration": float(iteration), **metrics, **oracle_metrics})
             self.log(metrics, step=iteration)
             self.log(oracle_metrics, step=iteration)  # its own batch: a resumed budget-stopped iteration logs it once

@@ -200,31 +200,47 @@ def rollout_payoff_matrix(
 
     `row_policies` / `column_policies` map a policy id to a factory `seed -> Policy` (a fresh policy
     per cell, seeded from `seed` and the cell's ids, so a cell's value does not depend on which other
-    cells are played with it). U_i[k, l] is seat i's mean episode return. `on_cell(row_id,
+    cells are played with it: `play_cell`). U_i[k, l] is seat i's mean episode return. `on_cell(row_id,
     column_id, episodes)` sees each cell's episodes (win records, regret).
     """
-    from agora.rollout import Rollout, policy_seed
-
-    seats = make_world().possible_agents
     U0, U1 = np.zeros((len(row_policies), len(column_policies))), np.zeros((len(row_policies), len(column_policies)))
     for k, (row_id, make_row) in enumerate(row_policies.items()):
         for l, (column_id, make_column) in enumerate(column_policies.items()):
-            cell = f"{row_id}|{column_id}"
-            policies = {
-                seats[0]: make_row(policy_seed(seed, cell + "|0")),
-                seats[1]: make_column(policy_seed(seed, cell + "|1")),
-            }
-            rollout = Rollout(
-                make_world,
-                policies,
-                {seats[0]: row_id, seats[1]: column_id},
-                seed=policy_seed(seed, cell),
-                concurrency=concurrency,
-                record_observations=False,
+            episodes = play_cell(
+                make_world, (row_id, make_row), (column_id, make_column), episodes_per_cell, seed, concurrency
             )
-            episodes = rollout.run(episodes_per_cell)
             if on_cell is not None:
                 on_cell(row_id, column_id, episodes)
-            U0[k, l] = np.mean([e.returns[seats[0]] for e in episodes])
-            U1[k, l] = np.mean([e.returns[seats[1]] for e in episodes])
+            U0[k, l], U1[k, l] = cell_value(make_world().possible_agents, [e.returns for e in episodes])
     return U0, U1
+
+
+def play_cell(
+    make_world: Callable[[], Any],
+    row: tuple[str, Callable[[int], Any]],
+    column: tuple[str, Callable[[int], Any]],
+    episodes: int,
+    seed: int,
+    concurrency: int = 16,
+) -> list:
+    """The episodes of one payoff cell: the row policy (id, factory) on the first seat and the column policy on
+    the second, both fresh and seeded from (`seed`, the cell's ids), the episodes from `policy_seed(seed, cell)`:
+    the same wherever and with whatever else the cell is played (`rollout_payoff_matrix`, Ray cell workers)."""
+    from agora.rollout import Rollout, policy_seed
+
+    seats = make_world().possible_agents
+    cell = f"{row[0]}|{column[0]}"
+    rollout = Rollout(
+        make_world,
+        {seats[0]: row[1](policy_seed(seed, cell + "|0")), seats[1]: column[1](policy_seed(seed, cell + "|1"))},
+        {seats[0]: row[0], seats[1]: column[0]},
+        seed=policy_seed(seed, cell),
+        concurrency=concurrency,
+        record_observations=False,
+    )
+    return rollout.run(episodes)
+
+
+def cell_value(seats: Sequence[str], returns: list[dict[str, float]]) -> tuple[float, float]:
+    """(U_0, U_1) of a cell from its episodes' returns (seat -> return): each of the two seats' mean."""
+    return float(np.mean([r[seats[0]] for r in returns])), float(np.mean([r[seats[1]] for r in returns]))
