@@ -44,6 +44,7 @@ from agora.rollout import Rollout, SeatCounters
 from agora.trajectory import Episode
 
 PROBE_SECONDS = 5.0  # how long a cluster's address has to accept a connection before `connect` says so
+FREE_SECONDS = 10.0  # how long a pool waits for the cluster's resources to be free before it says so
 IN_FLIGHT = 2  # shards queued per worker: the next one is there when the current one returns
 SHARDS_PER_WORKER = 4  # default shard count per worker (smaller shards lose less to a fault)
 RAY_CLIENT_PORT = 10001
@@ -208,6 +209,7 @@ def connect(spec: ExecutionSpec) -> bool:
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
     if ray.is_initialized():
         check_resources(spec, ray.cluster_resources())
+        wait_for_free(spec)
         return False
     quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
     if spec.address is None:
@@ -230,16 +232,34 @@ def connect(spec: ExecutionSpec) -> bool:
     return True
 
 
-def check_resources(spec: ExecutionSpec, available: dict[str, float]) -> None:
-    """A WorkerError when the cluster's resources (`ray.cluster_resources()`) cannot host every worker
-    at once (Ray would otherwise wait for them forever)."""
+def check_resources(spec: ExecutionSpec, available: dict[str, float], *, free: bool = False) -> None:
+    """A WorkerError when the cluster's resources (`ray.cluster_resources()`, or with `free` its
+    `ray.available_resources()`) cannot host every worker at once (Ray would otherwise wait for them forever)."""
     for name, each in (("CPU", spec.cpus_per_worker), ("GPU", spec.gpus_per_worker)):
         need, have = spec.workers * each, available.get(name, 0.0)
         if need > have:
+            held = " free (other workers hold the rest)" if free else ""
             raise WorkerError(
                 f"{plural(spec.workers, 'worker')} x {each:g} {name} need {need:g} {name}s; the Ray cluster "
-                f"has {have:g}: lower execution.workers or execution.{name.lower()}s_per_worker"
+                f"has {have:g}{held}: lower execution.workers or execution.{name.lower()}s_per_worker"
             )
+
+
+def wait_for_free(spec: ExecutionSpec, timeout: float = FREE_SECONDS) -> None:
+    """Wait until the Ray cluster this process is connected to has the CPUs and GPUs for every worker free
+    (workers just stopped give theirs back within moments); a WorkerError after `timeout` seconds, when other
+    workers (another pool of the same run, another user) hold them, instead of Ray waiting forever."""
+    import ray
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            check_resources(spec, ray.available_resources(), free=True)
+            return
+        except WorkerError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def first_line(exc: BaseException) -> str:

@@ -314,6 +314,14 @@ class TrainCampaign(LearnerCampaign):
         return TrainRunner(self, resume=resume, tracking_uri=tracking_uri, track=track)
 
 
+def shutdown_ray(started: bool) -> None:
+    """Stop the local Ray instance this campaign started (`started`), if it did."""
+    if started:
+        import ray
+
+        ray.shutdown()
+
+
 class TrainRunner(CampaignRunner):
     """Holds the learner, its trainer, the fixed policies, the league and the MLflow run of one train campaign."""
 
@@ -487,18 +495,26 @@ class TrainRunner(CampaignRunner):
         return result
 
     def iterate(self, result: CampaignResult, on_iteration: Callable[[int, dict[str, float]], None] | None) -> None:
-        spec = self.campaign.spec
+        spec, started = self.campaign.spec, False
         if spec.execution.backend == "ray":
-            from agora.execution import RayRollout
+            from agora.execution import RayRollout, connect
 
+            if self.opponents is not None and spec.execution.address is None:
+                # a local instance for the rollout workers and the league's payoff-matrix workers beside them
+                started = connect(spec.execution.model_copy(update={"workers": 2 * spec.execution.workers}))
             job = TrainJob(self.campaign, self.trainer.greedy_anchor)
-            self.workers = RayRollout(job, spec.execution, concurrency=spec.concurrency)
+            try:
+                self.workers = RayRollout(job, spec.execution, concurrency=spec.concurrency)
+            except BaseException:
+                shutdown_ray(started)
+                raise
         try:
             self.train_loop(result, on_iteration)
         finally:
             if self.workers is not None:
                 self.workers.close()
                 self.workers = None
+            shutdown_ray(started)
 
     def train_loop(self, result: CampaignResult, on_iteration: Callable[[int, dict[str, float]], None] | None) -> None:
         spec = self.campaign.spec

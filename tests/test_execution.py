@@ -357,3 +357,18 @@ def test_a_run_joins_a_cluster_started_with_ray_start():
         subprocess.run(["pkill", "-9", "-f", temp], check=False)
         shutil.rmtree(temp, ignore_errors=True)
         ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+
+
+def test_workers_that_cannot_get_free_resources_are_told_instead_of_waiting_forever():
+    """Another pool of the same run (a league's payoff workers beside its rollout workers) holding the
+    cluster's CPUs: the second pool is refused after a short wait, with what is free."""
+    holding = RayRollout(ScenarioJob(werewolf(4)), ExecutionSpec(backend="ray", workers=3), concurrency=4)
+    try:
+        start = time.monotonic()
+        with pytest.raises(WorkerError, match=r"2 workers x 1 CPU need 2 CPUs; the Ray cluster has 1 free \(other"):
+            RayRollout(ScenarioJob(werewolf(4)), ExecutionSpec(backend="ray", workers=2), concurrency=4)
+        assert time.monotonic() - start < 15
+    finally:
+        holding.close()
+    rollout = RayRollout(ScenarioJob(werewolf(4)), ExecutionSpec(backend="ray", workers=2), concurrency=4)
+    rollout.close()  # freed CPUs are found again
