@@ -73,7 +73,10 @@ OVERRIDES_HELP = (
 
 
 def execution_flags(backend: str | None, workers: int | None, address: str | None) -> dict[str, object]:
-    """`--backend`, `--workers`, `--address` as the `execution.*` overrides they stand for."""
+    """`--backend`, `--workers`, `--address` as the `execution.*` overrides they stand for: `--workers` or
+    `--address` alone mean Ray workers (`--backend ray`)."""
+    if backend is None and (workers is not None or address is not None):
+        backend = "ray"
     return {"execution.backend": backend, "execution.workers": workers, "execution.address": address}
 
 
@@ -138,7 +141,7 @@ def run(
     seed: Optional[int] = typer.Option(None, help="override `seed`"),
     concurrency: Optional[int] = typer.Option(None, help="override `concurrency`"),
     backend: Optional[str] = typer.Option(None, help="override `execution.backend`: local, or ray (rollout workers)"),
-    workers: Optional[int] = typer.Option(None, help="override `execution.workers` (Ray rollout workers)"),
+    workers: Optional[int] = typer.Option(None, help="override `execution.workers` (Ray rollout workers; implies ray)"),
     address: Optional[str] = typer.Option(
         None, help="override `execution.address`: a Ray cluster to join (auto, host:port, ray://host:port)"
     ),
@@ -201,7 +204,7 @@ def train(
     overrides: Optional[list[str]] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False, metavar="KEY=VALUE"),
     resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint, into the same MLflow run"),
     backend: Optional[str] = typer.Option(None, help="override `execution.backend`: local, or ray (rollout workers)"),
-    workers: Optional[int] = typer.Option(None, help="override `execution.workers` (Ray rollout workers)"),
+    workers: Optional[int] = typer.Option(None, help="override `execution.workers` (Ray rollout workers; implies ray)"),
     address: Optional[str] = typer.Option(
         None, help="override `execution.address`: a Ray cluster to join (auto, host:port, ray://host:port)"
     ),

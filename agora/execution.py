@@ -27,20 +27,22 @@ import gc
 import logging
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Protocol, Sequence
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agora.errors import AgoraError, plural
 from agora.policy import policy_tags
-from agora.rollout import Rollout, SeatCounters
+from agora.rollout import TICK_LISTENER, Rollout, SeatCounters
 from agora.trajectory import Episode
 
 PROBE_SECONDS = 5.0  # how long a cluster's address has to accept a connection before `connect` says so
@@ -71,6 +73,12 @@ class ExecutionSpec(BaseModel):
         description="episodes a worker plays per task (default: the run cut into 4 tasks per worker, at least "
         "`concurrency` episodes each)",
     )
+
+    @model_validator(mode="after")
+    def ray_keys_need_ray(self) -> ExecutionSpec:
+        if self.backend == "local" and self.address is not None:
+            raise ValueError("`address` joins a Ray cluster: set backend: ray too (or remove address)")
+        return self
 
 
 class WorkerError(AgoraError):
@@ -179,11 +187,12 @@ GCS_PROBE = (
 CLUSTER_SECONDS = 10.0
 
 
-def answers_as_ray(address: str, timeout: float = CLUSTER_SECONDS) -> str | None:
+def answers_as_ray(address: str, timeout: float | None = None) -> str | None:
     """Why the Ray cluster at `address` (`auto` or `host:port`) does not answer as one within `timeout`
     seconds; None when it does. Ray Client addresses (`ray://`) are left to Ray."""
     if address.startswith("ray://"):
         return None
+    timeout = CLUSTER_SECONDS if timeout is None else timeout
     env = {**os.environ, "RAY_BACKEND_LOG_LEVEL": "fatal"}
     try:
         done = subprocess.run(
@@ -195,6 +204,23 @@ def answers_as_ray(address: str, timeout: float = CLUSTER_SECONDS) -> str | None
         lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
         return lines[-1] if lines else f"the probe exited with status {done.returncode}"
     return None
+
+
+def init_ray(address: str, **options: Any) -> Any:
+    """`ray.init` quietly (no dashboard, no worker logs in this terminal, errors only), keeping this process's
+    SIGTERM handler: Ray's would exit at once instead of letting Agora end the run KILLED with its episodes."""
+    import ray
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    options = {"log_to_driver": False, "logging_level": logging.ERROR, **options}
+    if address == "local":
+        options.setdefault("include_dashboard", False)
+    try:
+        return ray.init(address=address, **options)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def connect(spec: ExecutionSpec) -> bool:
@@ -211,22 +237,21 @@ def connect(spec: ExecutionSpec) -> bool:
         check_resources(spec, ray.cluster_resources())
         wait_for_free(spec)
         return False
-    quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
     if spec.address is None:
-        cpus = max(os.cpu_count() or 1, math.ceil(spec.workers * spec.cpus_per_worker))
-        ray.init(address="local", num_cpus=cpus, **quiet)
+        init_ray("local", num_cpus=max(os.cpu_count() or 1, math.ceil(spec.workers * spec.cpus_per_worker)))
     else:
         if why := probe(spec.address) or answers_as_ray(spec.address):
             raise WorkerError(
                 f"cannot reach the Ray cluster at {spec.address}: {why} (is `ray start --head` running there?)"
             )
         try:
-            ray.init(address=spec.address, **{k: v for k, v in quiet.items() if k != "include_dashboard"})
+            init_ray(spec.address)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise WorkerError(f"cannot join the Ray cluster at {spec.address}: {first_line(exc)}") from None
     try:
         check_resources(spec, ray.cluster_resources())
-    except WorkerError:
+        wait_for_free(spec)  # a joined cluster's CPUs may be held by other jobs
+    except BaseException:
         ray.shutdown()
         raise
     return True
@@ -245,13 +270,13 @@ def check_resources(spec: ExecutionSpec, available: dict[str, float], *, free: b
             )
 
 
-def wait_for_free(spec: ExecutionSpec, timeout: float = FREE_SECONDS) -> None:
+def wait_for_free(spec: ExecutionSpec, timeout: float | None = None) -> None:
     """Wait until the Ray cluster this process is connected to has the CPUs and GPUs for every worker free
     (workers just stopped give theirs back within moments); a WorkerError after `timeout` seconds, when other
     workers (another pool of the same run, another user) hold them, instead of Ray waiting forever."""
     import ray
 
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + (FREE_SECONDS if timeout is None else timeout)
     while True:
         try:
             check_resources(spec, ray.available_resources(), free=True)
@@ -265,6 +290,23 @@ def wait_for_free(spec: ExecutionSpec, timeout: float = FREE_SECONDS) -> None:
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def merged_tags(tags: Sequence[dict[str, str]]) -> dict[str, str]:
+    """The workers' run tags as one: a tag whose value differs between workers (a kernel each timed for
+    itself, `linear_kernel: auto`) keeps every value, `a | b`."""
+    out: dict[str, str] = {}
+    for key in dict.fromkeys(k for t in tags for k in t):
+        out[key] = " | ".join(dict.fromkeys(t[key] for t in tags if key in t))
+    return out
+
+
+def faults() -> tuple[type[BaseException], ...]:
+    """Ray's errors for a worker that is gone (killed, out of memory, its node lost) or whose results are:
+    the worker is replaced and its tasks are played again."""
+    from ray import exceptions as e
+
+    return (e.RayActorError, e.OutOfMemoryError, e.NodeDiedError, e.ObjectLostError, e.WorkerCrashedError)
 
 
 def shards(indices: Sequence[int], size: int) -> list[list[int]]:
@@ -322,21 +364,29 @@ class WorkerPool:
         self.tags: dict[str, str] = {}
         self.changes: dict[str, Any] = {}  # key -> the latest change of that key, in the object store
         self.started_ray = connect(spec)
-        self.actor = ray.remote(num_cpus=spec.cpus_per_worker, num_gpus=spec.gpus_per_worker)(worker)
-        if env := job.environment():
-            self.actor = self.actor.options(runtime_env={"env_vars": env})
-        self.job_ref = ray.put(job)
         self.workers: list[Any] = []
         try:
+            self.actor = ray.remote(num_cpus=spec.cpus_per_worker, num_gpus=spec.gpus_per_worker)(worker)
+            env = job.environment()
+            if not spec.gpus_per_worker:  # Ray 2.60 leaves a 0-GPU actor every GPU: a model would load on one
+                env = {**env, "CUDA_VISIBLE_DEVICES": ""}
+            self.actor = self.actor.options(runtime_env={"env_vars": env})
+            self.job_ref = ray.put(job)
             self.workers = [self.actor.remote() for _ in range(spec.workers)]
             tags = self._get([w.setup.remote(self.job_ref) for w in self.workers])
-        except (ray.exceptions.RayActorError, ray.exceptions.RuntimeEnvSetupError) as exc:
+        except (*faults(), ray.exceptions.RuntimeEnvSetupError) as exc:
             self.close()
             raise WorkerError(f"a Ray {self.what} could not start: {first_line(exc)}") from None
+        except (ImportError, ray.exceptions.RaySystemError) as exc:  # a node without Agora, or another version
+            self.close()
+            raise WorkerError(
+                f"a Ray {self.what} could not load its job: {first_line(exc)} (every node needs the same "
+                "Agora, installed as on this one)"
+            ) from None
         except BaseException:
             self.close()
             raise
-        self.tags = tags[0] if tags else {}
+        self.tags = merged_tags(tags)
 
     def apply(self, change: Change) -> None:
         """Apply `change` to every worker (sent once through Ray's object store: a model's LoRA weights are
@@ -349,7 +399,7 @@ class WorkerPool:
         for slot, pending in enumerate([worker.apply.remote(ref) for worker in self.workers]):
             try:
                 self._get(pending)
-            except ray.exceptions.RayActorError as exc:
+            except faults() as exc:
                 self._restart(slot, exc, "")  # the new worker gets every change, this one included
 
     def perf(self) -> dict[str, float]:
@@ -377,20 +427,24 @@ class WorkerPool:
 
         todo = deque(enumerate(tasks))
         in_flight: dict[Any, tuple[int, tuple[int, Any]]] = {}
+        queued = [0] * len(self.workers)  # tasks in flight per worker
         try:
             while todo or in_flight:
                 for depth in range(1, IN_FLIGHT + 1):  # every worker gets a task before any gets a second
                     for slot in range(len(self.workers)):
-                        if todo and sum(1 for s, _ in in_flight.values() if s == slot) < depth:
+                        if todo and queued[slot] < depth:
                             task = todo.popleft()
                             in_flight[self.workers[slot].play.remote(task[1])] = (slot, task)
+                            queued[slot] += 1
                 [ready], _ = ray.wait(list(in_flight), num_returns=1)
                 slot, task = in_flight.pop(ready)
+                queued[slot] -= 1
                 try:
                     result = self._get(ready)
-                except ray.exceptions.RayActorError as exc:
+                except faults() as exc:
                     lost = [task] + [t for w, t in in_flight.values() if w == slot]  # the dead worker's queue
                     in_flight = {ref: (w, t) for ref, (w, t) in in_flight.items() if w != slot}
+                    queued[slot] = 0
                     todo.extendleft(sorted(lost, key=lambda t: t[0], reverse=True))  # played again first
                     missing = sum(size(t) for _, t in todo) + sum(size(t) for _, (_, t) in in_flight.values())
                     self._restart(slot, exc, f"; not played: {plural(missing, unit)}; every finished one is kept")
@@ -412,12 +466,13 @@ class WorkerPool:
                 )
             self.restarts += 1
             ray.kill(self.workers[slot], no_restart=True)
+            wait_for_free(self.spec.model_copy(update={"workers": 1}))  # a lost node may have taken the room
             self.workers[slot] = self.actor.remote()
             try:
                 self._get(self.workers[slot].setup.remote(self.job_ref))
                 self._get([self.workers[slot].apply.remote(ref) for ref in self.changes.values()])
                 return
-            except ray.exceptions.RayActorError as again:
+            except faults() as again:
                 exc = again
 
     def _get(self, refs):
@@ -487,8 +542,10 @@ class RayRollout(WorkerPool):
         on_tick: Callable[[int, int], None] | None = None,
     ) -> list[Episode]:
         """Play episodes first_index... on the workers (as `Rollout.run`); each returned shard's episodes
-        go to `on_episode` as they come back, and `on_tick(turns, tokens)` gets the totals so far."""
+        go to `on_episode` as they come back, and `on_tick(turns, tokens)` (default: the `ticks_to` listener)
+        gets the totals so far."""
         start, done = time.perf_counter(), len(self.episodes)
+        on_tick = on_tick or TICK_LISTENER.get()
         turns0, tokens0 = sum(c.decisions for c in self.counters.values()), self.tokens
 
         def merge(position: int, shard: list[int], result: Shard) -> None:

@@ -201,8 +201,10 @@ class ScenarioJob:
         )
 
     def environment(self) -> dict[str, str]:
-        """The seats' API keys (`api_key_env` of server agents), for workers that run where they are not set."""
+        """The seats' API keys (`api_key_env` of server agents), for workers that run where they are not set,
+        and a kernel pinned for every LLM (AGORA_SKINNY_LINEAR, `agora.kernels`)."""
         names = {getattr(seat.config, "api_key_env", None) for seat in self.scenario.seats.values()}
+        names.add("AGORA_SKINNY_LINEAR")
         return {name: os.environ[name] for name in sorted(n for n in names if n) if name in os.environ}
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import logging
 import os
 import statistics
 import sys
@@ -36,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from agora.execution import init_ray  # noqa: E402
 from agora.run import start_rollout  # noqa: E402
 from agora.scenario import ResolvedScenario, load_scenario  # noqa: E402
 from agora.trajectory import Episode  # noqa: E402
@@ -199,10 +199,9 @@ def load() -> str:
 
 def start_ray(cpus: int) -> float:
     """Start the local Ray instance every Ray side joins; its start-up seconds."""
-    import ray
 
     start = time.perf_counter()
-    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    init_ray("local", num_cpus=cpus)
     return time.perf_counter() - start
 
 

@@ -341,14 +341,23 @@ class LeagueOpponents:
             out["league/learner_rating_sigma"] = league.ratings.sigma(learner)
         return out
 
-    def after_iteration(self, i: int, log: Callable[[dict[str, float], int], None], tracker: Any) -> None:
+    def after_iteration(
+        self,
+        i: int,
+        log: Callable[[dict[str, float], int], None],
+        tracker: Any,
+        before_payoff: Callable[[], None] | None = None,
+    ) -> None:
         """Snapshot the learner every `snapshot_every` iterations, the payoff matrix every `payoff.every` (both after
-        the last), then log the ratings: a few scalars, and the leaderboard of every version as a table and figure."""
+        the last; `before_payoff()` first: the train campaign frees its Ray rollout workers' resources for the
+        matrix's workers), then log the ratings: a few scalars, and the leaderboard of every version."""
         rule, last = self.rule, i + 1 == self.campaign.spec.iterations
         if (i + 1) % rule.snapshot_every == 0 or last:
             self.snapshot(i + 1)
         payoff = (rule.payoff.every and (i + 1) % rule.payoff.every == 0) or last
         if payoff:
+            if before_payoff:
+                before_payoff()
             self.payoff_metrics = self.payoff(i + 1, tracker)
             log(self.payoff_metrics, i + 1)
         log(self.ratings(), i + 1)  # after this iteration's games (and payoff games): step = iterations done

@@ -314,14 +314,6 @@ class TrainCampaign(LearnerCampaign):
         return TrainRunner(self, resume=resume, tracking_uri=tracking_uri, track=track)
 
 
-def shutdown_ray(started: bool) -> None:
-    """Stop the local Ray instance this campaign started (`started`), if it did."""
-    if started:
-        import ray
-
-        ray.shutdown()
-
-
 class TrainRunner(CampaignRunner):
     """Holds the learner, its trainer, the fixed policies, the league and the MLflow run of one train campaign."""
 
@@ -365,6 +357,7 @@ class TrainRunner(CampaignRunner):
         self.result = CampaignResult(None, None)
         self.version = 0  # updates applied to the learner's weights (`Episode.version` of what it plays)
         self.workers: Any = None  # the RayRollout of `execution: {backend: ray}`, while the iterations run
+        self.restarts_before = 0  # worker restarts of the RayRollouts released so far
         if self.resumed_from:
             self.restore(self.resumed_from)
         self.open_run(
@@ -414,7 +407,7 @@ class TrainRunner(CampaignRunner):
         seeds = [
             episode_seed(spec.seed, iteration * spec.groups_per_iteration + g) for g in range(spec.groups_per_iteration)
         ]
-        if self.workers is not None:
+        if spec.execution.backend == "ray":
             return self.remote_episodes(iteration, seeds, seats, policy_ids)
         rollout = GroupRollout(
             self.campaign.train.make_world,
@@ -441,6 +434,11 @@ class TrainRunner(CampaignRunner):
         spec, draw = self.campaign.spec, None
         if seats is not None:  # a league's iteration (`LeagueOpponents.play`)
             draw = LeagueDraw.of(iteration, seats, policy_ids, self.learner, self.opponents.league.adapters)
+        if self.workers is None:
+            from agora.execution import RayRollout
+
+            job = TrainJob(self.campaign, self.trainer.greedy_anchor)
+            self.workers = RayRollout(job, spec.execution, concurrency=spec.concurrency)
         weights = {k: v.cpu() for k, v in adapter_state(self.model).items()}
         self.workers.apply(LearnerUpdate(seeds, weights, self.version, draw))
         self.workers.episodes.clear()  # the driver keeps no episodes between iterations
@@ -482,7 +480,8 @@ class TrainRunner(CampaignRunner):
         if self.workers is not None:  # every policy's tokens on the workers, per second of the iteration's rollouts
             tokens = self.workers.tokens - remote_tokens0
             metrics["perf/generate_tokens_per_s"] = tokens / rollout_seconds if rollout_seconds else 0.0
-            metrics.update(self.workers.perf())
+            metrics["perf/workers"] = float(self.campaign.spec.execution.workers)
+            metrics["perf/worker_restarts"] = float(self.restarts_before + self.workers.restarts)
         metrics["perf/rollout_seconds"] = rollout_seconds
         metrics["perf/iteration_seconds"] = time.perf_counter() - start
         metrics.update(league)
@@ -497,24 +496,25 @@ class TrainRunner(CampaignRunner):
     def iterate(self, result: CampaignResult, on_iteration: Callable[[int, dict[str, float]], None] | None) -> None:
         spec, started = self.campaign.spec, False
         if spec.execution.backend == "ray":
-            from agora.execution import RayRollout, connect
+            from agora.execution import connect
 
-            if self.opponents is not None and spec.execution.address is None:
-                # a local instance for the rollout workers and the league's payoff-matrix workers beside them
-                started = connect(spec.execution.model_copy(update={"workers": 2 * spec.execution.workers}))
-            job = TrainJob(self.campaign, self.trainer.greedy_anchor)
-            try:
-                self.workers = RayRollout(job, spec.execution, concurrency=spec.concurrency)
-            except BaseException:
-                shutdown_ray(started)
-                raise
+            started = connect(spec.execution)  # one Ray instance for the campaign's worker pools
         try:
             self.train_loop(result, on_iteration)
         finally:
-            if self.workers is not None:
-                self.workers.close()
-                self.workers = None
-            shutdown_ray(started)
+            self.release_workers()
+            if started:
+                import ray
+
+                ray.shutdown()
+
+    def release_workers(self) -> None:
+        """Stop the Ray rollout workers (the next iteration starts new ones): at the end, and before a league's
+        payoff matrix, whose cell workers need the CPUs and GPUs they hold."""
+        if self.workers is not None:
+            self.restarts_before += self.workers.restarts
+            self.workers.close()
+            self.workers = None
 
     def train_loop(self, result: CampaignResult, on_iteration: Callable[[int, dict[str, float]], None] | None) -> None:
         spec = self.campaign.spec
@@ -526,7 +526,7 @@ class TrainRunner(CampaignRunner):
             metrics = self.iteration(i)
             self.log(metrics, step=i)
             if self.opponents is not None:
-                self.opponents.after_iteration(i, self.log, self.tracker)
+                self.opponents.after_iteration(i, self.log, self.tracker, before_payoff=self.release_workers)
             result.iterations_done, result.history[i] = i + 1, metrics
             if (i + 1) % spec.checkpoint.every == 0 or i + 1 == spec.iterations:
                 result.checkpoint = self.save(i)

@@ -5,10 +5,10 @@ instance for the module (about 5 s)."""
 from __future__ import annotations
 
 import argparse
-import logging
 
 import pytest
 
+from agora.execution import init_ray
 from agora.run import start_rollout
 from agora.scenario import load_scenario
 from bench import scale
@@ -18,7 +18,7 @@ ray = pytest.importorskip("ray")
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_instance():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    init_ray("local", num_cpus=2)
     yield
     ray.shutdown()
 

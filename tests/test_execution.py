@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from agora.cli import app
 from agora.errors import AgoraError, ScenarioError
-from agora.execution import ExecutionSpec, RayRollout, WorkerError, check_resources, connect
+from agora.execution import ExecutionSpec, RayRollout, WorkerError, check_resources, connect, init_ray, merged_tags
 from agora.run import ScenarioJob, run_scenario
 from agora.scenario import load_scenario, resolve_scenario
 from agora.trajectory import TRAJECTORIES, read_jsonl
@@ -32,9 +32,8 @@ ray = pytest.importorskip("ray")
 @pytest.fixture(scope="module", autouse=True)
 def ray_instance():
     """One local Ray instance for the module (runs join it instead of starting their own)."""
-    import logging
 
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    init_ray("local", num_cpus=4)
     yield
     ray.shutdown()
 
@@ -78,6 +77,8 @@ def test_the_execution_section_is_validated_with_the_scenario():
         werewolf(4, backend="spark")
     with pytest.raises(ScenarioError, match="execution.gpu"):
         werewolf(4, backend="ray", gpu=1)
+    with pytest.raises(ScenarioError, match="execution: .*`address` joins a Ray cluster: set backend: ray"):
+        werewolf(4, address="auto")
     assert werewolf(4).spec.execution == ExecutionSpec()  # absent: local
 
 
@@ -199,15 +200,29 @@ def test_a_broken_model_on_the_workers_is_told_as_locally_before_any_run_exists(
     assert worker_pids() == []
 
 
-def test_an_unreachable_cluster_is_told_within_seconds():
+def test_an_unreachable_cluster_is_told_within_seconds(monkeypatch):
+    """A closed port, and a port open to another service (an http server here): told within 15 s."""
+    import http.server
+    import threading
+
+    import agora.execution
+
+    monkeypatch.setattr(agora.execution, "CLUSTER_SECONDS", 3.0)  # (10 s by default) the test's time
     ray.shutdown()  # `connect` only probes when this process is not already connected
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
     try:
         start = time.monotonic()
         with pytest.raises(WorkerError, match="cannot reach the Ray cluster at 127.0.0.1:9"):
             connect(ExecutionSpec(backend="ray", address="127.0.0.1:9"))
         assert time.monotonic() - start < 15
+        start = time.monotonic()
+        with pytest.raises(WorkerError, match=f"cannot reach the Ray cluster at 127.0.0.1:{other.server_port}"):
+            connect(ExecutionSpec(backend="ray", address=f"127.0.0.1:{other.server_port}"))
+        assert time.monotonic() - start < 15 and not ray.is_initialized()
     finally:
-        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+        other.shutdown()
+        init_ray("local", num_cpus=4)
 
 
 def test_a_cluster_too_small_for_the_workers_is_refused_instead_of_waiting_forever():
@@ -250,8 +265,8 @@ def test_the_workers_keep_their_policies_between_runs_of_a_rollout():
 
 
 def test_the_command_line_flags_choose_the_backend(tracking_uri):
-    result = CliRunner().invoke(
-        app, ["run", str(SCENARIOS / "werewolf_scripted.yaml"), "--episodes", "6", "--backend", "ray", "--workers", "2"]
+    result = CliRunner().invoke(  # --workers alone means Ray workers
+        app, ["run", str(SCENARIOS / "werewolf_scripted.yaml"), "--episodes", "6", "--workers", "2"]
     )
     assert result.exit_code == 0, result.output
     run = MlflowClient(tracking_uri).search_runs(
@@ -292,7 +307,7 @@ def test_changes_reach_every_worker_and_a_restarted_one_gets_them_again():
         rollout.close()
 
 
-def test_a_signal_during_a_ray_run_ends_it_killed_with_the_finished_episodes_and_stops_the_workers(tracking_uri):
+def test_a_sigterm_during_a_ray_run_ends_it_killed_with_the_finished_episodes_and_stops_the_workers(tracking_uri):
     from agora import interrupts
 
     seen = []
@@ -300,7 +315,7 @@ def test_a_signal_during_a_ray_run_ends_it_killed_with_the_finished_episodes_and
     def interrupt_after_the_first_task(episode) -> None:
         seen.append(episode.index)
         if len(seen) == 4:  # the first task's episodes: the signal arrives while other tasks are in flight
-            interrupts.interrupt(signal.SIGINT, None)
+            os.kill(os.getpid(), signal.SIGTERM)  # Agora's handler, not the one `ray.init` installs
 
     scenario = werewolf(40, backend="ray", workers=2, episodes_per_task=4)
     with interrupts.interruptible():
@@ -322,7 +337,7 @@ def test_a_server_agent_plays_from_every_worker_with_the_drivers_api_key(llama_s
 
     monkeypatch.setenv("AGORA_KEY_SET_AFTER_RAY", llama_server.key)
     spec = negotiation(llama_server, Path("unused"), max_tokens=12, api_key_env="AGORA_KEY_SET_AFTER_RAY")
-    spec.update(episodes=4, tracking={"enabled": False})
+    spec.update(episodes=2, tracking={"enabled": False})
     local = run_scenario(resolve_scenario(spec))
     spread = run_scenario(
         resolve_scenario({**spec, "execution": {"backend": "ray", "workers": 2, "episodes_per_task": 1}})
@@ -350,18 +365,21 @@ def test_a_run_joins_a_cluster_started_with_ray_start():
         joined = run_scenario(werewolf(8, backend="ray", workers=2, address=f"127.0.0.1:{port}"), track=False)
         assert joined.episodes == werewolf_run(8) and joined.summary["perf/workers"] == 2
         assert not ray.is_initialized()  # the run left the cluster...
-        ray.init(address=f"127.0.0.1:{port}", log_to_driver=False)
+        init_ray(f"127.0.0.1:{port}")
         assert ray.cluster_resources()["CPU"] == 2  # ...which still runs
         ray.shutdown()
     finally:
         subprocess.run(["pkill", "-9", "-f", temp], check=False)
         shutil.rmtree(temp, ignore_errors=True)
-        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+        init_ray("local", num_cpus=4)
 
 
-def test_workers_that_cannot_get_free_resources_are_told_instead_of_waiting_forever():
+def test_workers_that_cannot_get_free_resources_are_told_instead_of_waiting_forever(monkeypatch):
     """Another pool of the same run (a league's payoff workers beside its rollout workers) holding the
     cluster's CPUs: the second pool is refused after a short wait, with what is free."""
+    import agora.execution
+
+    monkeypatch.setattr(agora.execution, "FREE_SECONDS", 2.0)  # (10 s by default) the test's time
     holding = RayRollout(ScenarioJob(werewolf(4)), ExecutionSpec(backend="ray", workers=3), concurrency=4)
     try:
         start = time.monotonic()
@@ -372,3 +390,69 @@ def test_workers_that_cannot_get_free_resources_are_told_instead_of_waiting_fore
         holding.close()
     rollout = RayRollout(ScenarioJob(werewolf(4)), ExecutionSpec(backend="ray", workers=2), concurrency=4)
     rollout.close()  # freed CPUs are found again
+
+
+def test_workers_whose_tags_differ_keep_every_value():
+    tags = [{"agora.kernel": "alice=wx", "agora.x": "1"}, {"agora.kernel": "alice=xw", "agora.x": "1"}]
+    assert merged_tags(tags) == {"agora.kernel": "alice=wx | alice=xw", "agora.x": "1"}
+    assert merged_tags([{}, {}]) == {}
+
+
+class OutOfMemoryOnce(RayRollout):
+    """Ray reports the first returned task as lost to the memory monitor (its worker killed out of memory)."""
+
+    def _get(self, refs):
+        if not isinstance(refs, list) and not getattr(self, "failed", False):
+            self.failed = True
+            raise ray.exceptions.OutOfMemoryError("Task was killed due to the node running low on memory.")
+        return super()._get(refs)
+
+
+def test_a_worker_killed_out_of_memory_is_restarted_like_a_dead_one():
+    rollout = OutOfMemoryOnce(
+        ScenarioJob(werewolf(12)), ExecutionSpec(backend="ray", workers=2, episodes_per_task=3), concurrency=4
+    )
+    try:
+        episodes = rollout.run(12)
+        assert rollout.restarts == 1 and [e.index for e in episodes] == list(range(12))
+        assert episodes == werewolf_run(12)
+    finally:
+        rollout.close()
+
+
+def test_a_fresh_agora_run_on_ray_prints_only_its_own_output_and_leaves_no_ray_behind(tmp_path):
+    """The command as a user types it, in a new process that starts (and stops) its own local Ray instance."""
+    import subprocess
+
+    before = {p for p in Path("/proc").iterdir() if p.name.isdigit()}
+    done = subprocess.run(
+        [sys.executable, "-m", "agora.cli", "run", str(SCENARIOS / "werewolf_scripted.yaml"), "--episodes", "8",
+         "--workers", "2", "--no-track"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env={**os.environ, "COLUMNS": "120"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Ray rollout workers" in done.stdout and "werewolf" in done.stdout
+    for line in (done.stdout + done.stderr).splitlines():
+        assert "INFO" not in line and "WARNING" not in line and "raylet" not in line, line
+    deadline = time.monotonic() + 20
+    while True:  # Ray's processes of that run (gcs server, raylet, workers), none of this test process's own
+        left = []
+        for entry in {p for p in Path("/proc").iterdir() if p.name.isdigit()} - before:
+            try:
+                command = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"ray" in command and not descends_from(int(entry.name), os.getpid()):
+                left.append(command[:100])
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert not left, left
+
+
+def descends_from(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        pid = parent(pid)
+    return False

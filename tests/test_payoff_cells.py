@@ -15,7 +15,7 @@ import torch
 
 from agora.campaign import load_campaign
 from agora.errors import AgoraError
-from agora.execution import ExecutionSpec, RayCells
+from agora.execution import ExecutionSpec, RayCells, init_ray
 from agora.lora import adapter_state
 from campaigns import payoff_cells
 from campaigns.payoff_cells import LeagueCellJob, PSROCell, SnapshotWeights, psro_cell_returns
@@ -46,9 +46,8 @@ MIXED = {  # mixed strategies: a cell's value depends on the seeds its games are
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_instance():
-    import logging
 
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    init_ray("local", num_cpus=4)
     yield
     ray.shutdown()
 
