@@ -27,7 +27,7 @@ def mlflow_server(tmp_path_factory):
     """`mlflow server` with a sqlite backend file and an artifact folder, on a free port of 127.0.0.1."""
     folder = tmp_path_factory.mktemp("server")
     port = free_port()
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     cmd += ["--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", "--artifacts-destination", str(folder / "art")]
     proc = subprocess.Popen(
         cmd, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True

@@ -27,7 +27,7 @@ ray = pytest.importorskip("ray")
 
 CAMPAIGN = """\
 name: ray-train
-world: {{id: negotiation, max_turns: 4}}
+world: {{id: negotiation, max_turns: 2}}
 learner: {{seats: [alice], model: {model}, temperature: 1.0, max_new_tokens: 4, lora: {{r: 4, alpha: 8}}}}
 {opponents}
 trainer: {{id: grpo, learning_rate: 0.05, micro_batch_size: 16}}
