@@ -183,6 +183,15 @@ def run_scenario(
     )
 
 
+def worker_environment(scenario: ResolvedScenario) -> dict[str, str]:
+    """What Ray workers playing `scenario`'s seats need from this process's environment (`Job.environment`):
+    the seats' API keys (`api_key_env` of server agents), unset where the workers run, and a kernel pinned
+    for every LLM (AGORA_SKINNY_LINEAR, `agora.kernels`)."""
+    names = {getattr(seat.config, "api_key_env", None) for seat in scenario.seats.values()}
+    names.add("AGORA_SKINNY_LINEAR")
+    return {name: os.environ[name] for name in sorted(n for n in names if n) if name in os.environ}
+
+
 @dataclass(frozen=True)
 class ScenarioJob:
     """A scenario's rollout, built where it is played: here, or in each Ray worker (`agora.execution`)."""
@@ -201,11 +210,7 @@ class ScenarioJob:
         )
 
     def environment(self) -> dict[str, str]:
-        """The seats' API keys (`api_key_env` of server agents), for workers that run where they are not set,
-        and a kernel pinned for every LLM (AGORA_SKINNY_LINEAR, `agora.kernels`)."""
-        names = {getattr(seat.config, "api_key_env", None) for seat in self.scenario.seats.values()}
-        names.add("AGORA_SKINNY_LINEAR")
-        return {name: os.environ[name] for name in sorted(n for n in names if n) if name in os.environ}
+        return worker_environment(self.scenario)
 
 
 class LocalRollout:

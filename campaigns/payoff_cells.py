@@ -23,7 +23,7 @@ from agora.execution import SHARDS_PER_WORKER, ExecutionSpec, RayCells
 from agora.policy import Policy
 from agora.registry import AGENTS
 from agora.rollout import GroupRollout, episode_seed, policy_seed
-from agora.run import build_policies
+from agora.run import build_policies, worker_environment
 from solvers.population import PolicyVersion
 from solvers.psro import play_cell
 
@@ -221,9 +221,7 @@ class LeagueCellJob:
 
     def environment(self) -> dict[str, str]:
         """The fixed seats' API keys (server agents' `api_key_env`), set in the workers' processes too."""
-        from agora.run import ScenarioJob
-
-        return ScenarioJob(self.scenario).environment()
+        return worker_environment(self.scenario)
 
 
 class LeagueEvaluator:

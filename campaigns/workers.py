@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from agora.errors import AgoraError, ScenarioError
-from agora.rollout import GroupRollout, policy_seed
-from agora.run import build_policies
+from agora.rollout import GroupRollout
+from agora.run import build_policies, worker_environment
 from agora.trajectory import Episode
 
 
@@ -106,7 +106,7 @@ class TrainRollout(GroupRollout):
     fixed opponents, and (with a league) the versions drawn for each iteration."""
 
     def __init__(self, campaign: Any, anchor: bool):
-        from agora.lora import load_learner
+        from campaigns.payoff_cells import LoRAVersions
 
         self.campaign, spec = campaign, campaign.spec
         self.model, self.tokenizer, self.learner = campaign.load_learner()
@@ -114,15 +114,11 @@ class TrainRollout(GroupRollout):
         seats = {**{s: self.learner for s in campaign.learner_seats}, **self.fixed}
         ids = {s: "learner" if s in campaign.learner_seats else campaign.train.seats[s].entry.name for s in seats}
         self.base_seats, self.base_ids = seats, ids
-        self.snapshot_model, self.loaded = None, None
+        self.versions = None  # a league's versions: a frozen copy of the model its LoRA snapshots act through
         if campaign.league_spec:
-            config = campaign.learner_config
-            self.snapshot_model, _ = load_learner(
-                config.model, spec.learner.lora, device=config.device, dtype=config.dtype,
-                seed=policy_seed(spec.seed, "lora"),
-            )  # fmt: skip
-            self.snapshot_model.requires_grad_(False)
-            self.snapshot_model.eval()
+            self.versions = LoRAVersions(
+                campaign.learner_config, spec.learner.lora, spec.seed, campaign.league_members, self.tokenizer
+            )
         super().__init__(
             campaign.train.make_world,
             seats,
@@ -147,33 +143,12 @@ class TrainRollout(GroupRollout):
         self.text_seats = {agent for agent, policy in self.seats.items() if policy.uses_text}
 
     def league_seats(self, draw: LeagueDraw) -> tuple[dict[str, Any], dict[str, str]]:
-        """The seats of an iteration against the league: as `LeagueOpponents.play` seats them, its versions'
-        policies built as `LeagueOpponents.pool` builds them."""
-        from agents.llm import LLMPolicy
-        from agora.lora import load_adapter_state
-        from campaigns.league import VersionPool, VersionRouter
+        """The seats of an iteration against the league, as `LeagueOpponents.play` seats them: its versions'
+        policies from `LoRAVersions.pool`, as the driver builds them, with the drawn snapshots' weights."""
+        from campaigns.league import VersionRouter
 
-        campaign, seed = self.campaign, self.campaign.spec.seed
-
-        def build(name: str) -> Any:
-            version_seed = policy_seed(seed, f"{draw.key}/{name}")
-            if name in draw.adapters:
-                return LLMPolicy(
-                    campaign.learner_config,
-                    seed=version_seed,
-                    model=self.snapshot_model,
-                    tokenizer=self.tokenizer,
-                    weights_key=lambda: ("league version", name, self.loaded),
-                )
-            member = campaign.league_members[name]
-            return member.entry.load()(member.config, seed=version_seed)
-
-        def swap_in(name: str) -> None:
-            if name in draw.adapters and self.loaded != name:
-                load_adapter_state(self.snapshot_model, draw.adapters[name])
-                self.loaded = name
-
-        router = VersionRouter(VersionPool(build, swap_in), draw.assignment)
+        self.versions.adapters = dict(draw.adapters)
+        router = VersionRouter(self.versions.pool(draw.key, self.campaign.spec.seed), draw.assignment)
         seats = {**{s: self.learner for s in draw.mine}, **{s: router for s in draw.theirs}, **self.fixed}
         return seats, dict(draw.policy_ids)
 
@@ -190,6 +165,4 @@ class TrainJob:
 
     def environment(self) -> dict[str, str]:
         """The opponents' API keys (server agents' `api_key_env`), set in the workers' processes too."""
-        from agora.run import ScenarioJob
-
-        return ScenarioJob(self.campaign.train).environment()
+        return worker_environment(self.campaign.train)

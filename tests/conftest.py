@@ -72,3 +72,15 @@ def llama_server():
         os.environ.pop("AGORA_TEST_SERVER_KEY", None)
     else:
         os.environ["AGORA_TEST_SERVER_KEY"] = old
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    """One local Ray instance (4 CPUs) for a test module that plays on Ray workers (~5 s to start), stopped after
+    it; its GCS address. Runs and campaigns join it instead of starting their own."""
+    ray = pytest.importorskip("ray")
+    from agora.execution import init_ray
+
+    context = init_ray("local", num_cpus=4)
+    yield context.address_info["gcs_address"]
+    ray.shutdown()

@@ -8,7 +8,6 @@ import argparse
 
 import pytest
 
-from agora.execution import init_ray
 from agora.run import start_rollout
 from agora.scenario import load_scenario
 from bench import scale
@@ -17,18 +16,27 @@ ray = pytest.importorskip("ray")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def ray_instance():
-    init_ray("local", num_cpus=2)
+def ray_instance(ray_address):
+    """The module's local Ray instance (`ray_address` in tests/conftest.py)."""
     yield
-    ray.shutdown()
 
 
-def test_warm_ups_play_none_of_the_measured_episodes():
+def test_warm_ups_play_none_of_the_measured_episodes(monkeypatch):
+    warmed: list[list[int]] = []
+    warm_up = scale.warm_up
+
+    def recorded(rollout, scenario, indices):
+        warm_up(rollout, scenario, indices)
+        warmed.append(sorted({e.index for e in rollout.episodes}))  # what the warm-up played (local side)
+
+    monkeypatch.setattr(scale, "warm_up", recorded)
+
     def side(warmup: int):
         return scale.play_side(scale.scenario_for(scale.SCRIPTED, 6, scale.Side("local", 0)), 6, warmup)
 
     cold, warm = side(0), side(3)
-    assert cold.digest == warm.digest and cold.warmup < warm.warmup  # the warm-up played indices 6-8
+    assert warmed == [[], [6, 7, 8]]  # after the measured indices 0-5, none of them
+    assert cold.digest == warm.digest and cold.warmup < warm.warmup
     other = load_scenario(scale.SCENARIOS / scale.SCRIPTED, {"seed": 1})
     assert scale.transcript_digest(start_rollout(other).run(6)) != cold.digest  # the digest sees what was played
 

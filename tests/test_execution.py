@@ -30,12 +30,9 @@ ray = pytest.importorskip("ray")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def ray_instance():
-    """One local Ray instance for the module (runs join it instead of starting their own)."""
-
-    init_ray("local", num_cpus=4)
+def ray_instance(ray_address):
+    """The module's local Ray instance (`ray_address` in tests/conftest.py)."""
     yield
-    ray.shutdown()
 
 
 def werewolf(episodes: int, **execution):

@@ -15,7 +15,7 @@ import torch
 
 from agora.campaign import load_campaign
 from agora.errors import AgoraError
-from agora.execution import ExecutionSpec, RayCells, init_ray
+from agora.execution import ExecutionSpec, RayCells
 from agora.lora import adapter_state
 from campaigns import payoff_cells
 from campaigns.payoff_cells import LeagueCellJob, PSROCell, SnapshotWeights, psro_cell_returns
@@ -45,11 +45,9 @@ MIXED = {  # mixed strategies: a cell's value depends on the seeds its games are
 
 
 @pytest.fixture(scope="module", autouse=True)
-def ray_instance():
-
-    init_ray("local", num_cpus=4)
+def ray_instance(ray_address):
+    """The module's local Ray instance (`ray_address` in tests/conftest.py)."""
     yield
-    ray.shutdown()
 
 
 def cell_worker_pids() -> list[int]:

@@ -17,7 +17,6 @@ from typer.testing import CliRunner
 from agora.campaign import load_campaign
 from agora.cli import app
 from agora.errors import ScenarioError
-from agora.execution import init_ray
 from agora.trajectory import Episode
 from campaigns.workers import StaleBatchError, check_versions
 from mlflow import MlflowClient
@@ -47,14 +46,6 @@ league:
   swap_sides: true
   payoff: {episodes_per_cell: 1, bootstrap: 0}
 """
-
-
-@pytest.fixture(scope="module")
-def ray_address():
-    """One local Ray instance for the module (the campaigns join it instead of starting their own)."""
-    context = init_ray("local", num_cpus=4)
-    yield context.address_info["gcs_address"]
-    ray.shutdown()
 
 
 def campaign_file(folder, model, *, opponents=FIXED, iterations=2, execution=""):
