@@ -474,6 +474,15 @@ def test_scripted_scenario_runs_and_reports_the_comparison(tracking_uri):
     assert table["episode"] == [0, 1] and set(table) >= {"planner", "saez", "us_federal", "flat", "planner_final_br"}
     assert all(np.isfinite(table[k]).all() for k in ("planner", "saez", "us_federal", "flat"))
     assert report.metrics["compare/saez_swf"] == pytest.approx(np.mean(table["saez"]))
+    # the Stackelberg optimum on each population: no fixed schedule does better with best-response workers
+    for k in range(2):
+        best = table["optimum"][k]
+        assert best >= table["optimum_lattice"][k] - 1e-9
+        assert all(best >= table[name][k] - 1e-9 for name in ("planner_final_br", "saez", "us_federal", "flat"))
+        assert len(table["optimum_rates"][k]) == len([s for s in report.series if s.startswith("schedule/b")])
+    assert report.metrics["compare/planner_over_optimum"] == pytest.approx(
+        np.mean(table["planner_final_br"]) / np.mean(table["optimum"])
+    )
     assert len(report.series["step/swf"]) == 40 and "schedule/b2" in report.series
     assert "economy/schedule.png" in report.figures
     for key in (
@@ -856,3 +865,72 @@ def test_democratic_worker_actions_always_lie_in_the_declared_space():
             assert space.contains(action), action
         assert space.contains(world.fallback_action("worker_0", rng))
         world.step({a: world.fallback_action(a, rng) for a in world.workers})
+
+
+# --- in-context feedback and persona utilities ---------------------------------------------------------
+
+
+def test_prompts_tell_the_last_change_and_the_best_schedule_so_far():
+    world = small_world(brackets="three", steps=12, warmup=1, tax_period=2)
+    obs, _ = world.reset(seed=0)
+    moves = {1: [60.0, 50.0, 40.0], 3: [80.0, 50.0, 30.0]}
+    hours = [20.0, 30.0, 30.0, 20.0, 20.0]
+    for t in range(5):
+        rates = moves.get(t, world.rates)
+        obs, *_ = world.step({a: np.array(hours[t]) for a in world.workers} | {PLANNER: rates})
+    assert world.is_planning_step()  # step 5: the planner's third decision
+    plan = world.prompt(PLANNER, obs[PLANNER])
+    now, before = float(obs[PLANNER]["period_swf"][0]), obs[PLANNER]["periods"][0]
+    verb = "raised" if now > before[-1] else "lowered"
+    assert f"Your last change (+20, 0, -10) {verb} welfare per step from {before[-1]:.3f} to {now:.3f}." in plan
+    history = [(now, "[80%, 50%, 30%]"), *[(row[-1], None) for row in obs[PLANNER]["periods"][:2]]]
+    best = max(history, key=lambda item: item[0])
+    assert f"gave welfare {best[0]:.3f} per step." in plan.split("Best so far")[1]
+    work = world.prompt("worker_1", obs["worker_1"])  # 20 h after 20 h: no change to tell
+    assert "than the step before" not in work
+    world.reset(seed=0)
+    for t in range(2):
+        obs, *_ = world.step({a: np.array(hours[t]) for a in world.workers} | {PLANNER: world.rates})
+    u_now, u_before = obs["worker_1"]["history"][4], obs["worker_1"]["history"][9]
+    verb = "raised" if u_now > u_before else "lowered"
+    assert f"Working 10 more hours than the step before {verb} your utility." in world.prompt(
+        "worker_1", obs["worker_1"]
+    )
+
+
+def test_persona_scaling_halves_a_dissatisfied_workers_utility_in_rewards_and_welfare():
+    plain = small_world(brackets="flat")
+    scaled = small_world(brackets="flat", persona_scaling=True, dissatisfied_scale=0.5)
+    plain.reset(seed=3)
+    scaled.reset(seed=3)
+    labor = {a: np.array(30.0) for a in plain.workers}
+    _, base, *_ = plain.step(labor | {PLANNER: plain.rates})
+    said = {a: {"labor": np.array(30.0), "satisfied": int(i % 2 == 0)} for i, a in enumerate(scaled.workers)}
+    _, rewards, *_ = scaled.step(said | {PLANNER: scaled.rates})
+    for i, a in enumerate(scaled.workers):
+        assert rewards[a] == pytest.approx(base[a] * (1.0 if i % 2 == 0 else 0.5))
+    z = scaled.incomes
+    u = np.array([rewards[a] for a in scaled.workers])
+    assert rewards[PLANNER] == pytest.approx(float((u / np.maximum(z, 1.0)).sum()))
+    assert scaled.log["satisfied"] == [pytest.approx(np.mean([i % 2 == 0 for i in range(len(scaled.workers))]))]
+    scaled.reset(seed=3)
+    _, unsaid, *_ = scaled.step(labor | {PLANNER: scaled.rates})  # no `satisfied`: counts as satisfied
+    assert [unsaid[a] for a in scaled.workers] == pytest.approx([base[a] for a in plain.workers])
+
+
+def test_persona_scaling_replies_parse_render_and_are_asked_for():
+    world = small_world(brackets="three", persona_scaling=True)
+    obs, _ = world.reset(seed=0)
+    action = world.parse("worker_0", "LABOR: 40\nSATISFIED: no")
+    assert action["labor"].tolist() == 40.0 and action["satisfied"] == 0
+    assert world.parse("worker_0", "**LABOR:** 35\n**Satisfied:** Yes.")["satisfied"] == 1
+    for bad in ("LABOR: 40", "LABOR: 40\nSATISFIED: maybe", "LABOR: 40\nSATISFIED: YES\nSATISFIED: NO"):
+        with pytest.raises(ParseError, match="SATISFIED: YES"):
+            world.parse("worker_0", bad)
+    assert world.render_action("worker_0", action) == "LABOR: 40\nSATISFIED: NO"
+    assert world.action_space("worker_0").contains({"labor": np.array(40.0), "satisfied": 0})
+    assert "SATISFIED: YES or SATISFIED: NO" in world.prompt("worker_0", obs["worker_0"])
+    assert world.demonstration("worker_0")[1]["content"] == "LABOR: 40\nSATISFIED: YES"
+    fallback = world.fallback_action("worker_0", np.random.default_rng(0))
+    assert world.action_space("worker_0").contains({**fallback, "labor": np.asarray(fallback["labor"])})
+    assert world.parse("worker_0", world.render_action("worker_0", fallback))["satisfied"] == fallback["satisfied"]

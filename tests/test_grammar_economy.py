@@ -78,6 +78,12 @@ def test_every_grammar_reply_parses_to_a_legal_action_and_fallbacks_render_insid
 
     play(parallel_env(num_workers=3, steps=10, tax_period=2, warmup=1, brackets="three", initial_rate=5.0), rng, visit)
     play(parallel_env(num_workers=4, steps=9, tax_period=3, warmup=2, brackets="flat", democratic=True), rng, visit)
+    play(
+        parallel_env(num_workers=3, steps=5, tax_period=3, warmup=2, democratic=True, persona_scaling=True), rng, visit
+    )
+    play(
+        parallel_env(num_workers=3, steps=4, tax_period=2, warmup=1, brackets="flat", persona_scaling=True), rng, visit
+    )
     assert seen >= {(True, "plan", False), (False, WORK, False), (False, STAND, False), (False, VOTE, True)}
 
 

@@ -27,6 +27,16 @@ see it, and respond to it, from the next step on. The planner's action is the sc
 (percent per bracket): an LLM planner moves each bracket by Δ in {−20, −10, 0, +10, +20} points,
 while scripted baselines (Saez, US federal, flat) set their rates directly, as in the paper.
 
+Both levels learn in context, as in the paper: the planner's prompt carries the schedules of the last
+periods and the welfare each produced, what its last change did to welfare ("Your last change (+10, 0, -10) raised
+welfare per step from 0.412 to 0.455") and the best schedule so far; a worker's prompt carries its last steps
+(hours, income, tax, rebate, utility) and what its last change of hours did to its utility.
+
+Persona utilities (`persona_scaling: true`, the paper's u = r·ũ): each worker also says whether, as its persona, it
+is satisfied with the tax policy; its utility (its reward and its term in the SWF) is ũ when it is and
+`dissatisfied_scale`·ũ (0.5) when not. A worker action without `satisfied` counts as satisfied: the best-response
+worker's (whose ũ is never negative, since working 0 hours keeps the rebate, so saying YES is its best response).
+
 Democratic mode (`democratic: true`): the workers elect the schedule change and the planner stays
 passive. On the step before each decision every worker may stand with a platform (one Δ per
 bracket) or decline; on the decision step every worker votes for one candidate, and the plurality
@@ -43,6 +53,7 @@ says how to fix it):
     DELTAS: +10, 0, -10        the planner: one change per bracket, in order
     STAND: -20, 0, +10         democratic stand step: a platform, or STAND: NO (after the LABOR line)
     VOTE: 2                    democratic vote step: the candidate's number in the prompt's list
+    SATISFIED: YES             persona scaling: a worker's last line (YES or NO)
 
 The reply grammar (`reply_grammar`, for constrained decoding) is the language of these canonical
 forms at the seat's step: hours from 0 to 100 written plainly (up to 24 decimals), the STAND line on a
@@ -53,17 +64,23 @@ of 10 reaches 0%, so -20 is not offered).
 Metrics per episode (means over steps): `swf`, `planner_swf` (after the warm-up), `mean_utility`,
 `total_income`, `tax_revenue`, `gini_pre`, `gini_post`, `mean_labor`, `br_gap` (mean |l − l*|
 between chosen labor and the exact best response to the schedule the worker saw), `rate/b<j>`
-(the final schedule) and, in democratic mode, `election/count`, `election/candidate_share`,
-`election/turnout`. The run report adds the series `step/*` and `schedule/b<j>`, the figure
+(the final schedule), with persona scaling `satisfied` (the share of satisfied workers) and, in
+democratic mode, `election/count`, `election/candidate_share`, `election/turnout`. The run report adds the
+series `step/*` and `schedule/b<j>`, the figure
 `economy/schedule.png`, and `economy/comparison.json`: per episode, the planner's SWF next to that
-of best-response workers under its final schedule, under Saez, US federal and a flat
-`comparison_flat_rate` schedule on the same population (`compare/*` means); democratic runs add
+of best-response workers under its final schedule, under Saez, US federal, a flat
+`comparison_flat_rate` schedule and the Stackelberg optimum on the same population: `optimum`, the schedule that
+maximises welfare given the workers' exact best responses (`stackelberg_optimum`, stackelberg.py; its rates in
+`optimum_rates`), and `optimum_lattice`, the best schedule reachable in the planner's moves of 10 points
+(`comparison_optimum: false` skips both). `compare/*` are the means, `compare/planner_over_optimum` the
+share of the optimum's welfare the planner's final schedule reaches; democratic runs add
 `economy/elections.json` and the series `election/platform/b<j>`.
 
 Scripted workers (the exact best response, also as a voter) and planners (Saez, US federal, flat,
 hill climbing) are in agents/scripted/economy.py.
 
-Modules: `rules` (constants, the config, taxes, utilities, best responses, the Saez rates),
+Modules: `rules` (constants, the config, taxes, utilities, best responses, the Saez rates), `stackelberg` (the
+leader's welfare optimum),
 `world` (the ParallelEnv and its steps), `text` (prompts, the reply grammars and parsers), `report` (metrics
 and the run report).
 """
@@ -91,6 +108,7 @@ from worlds.economy.rules import (
     tax,
     utility,
 )
+from worlds.economy.stackelberg import StackelbergOptimum, planner_lattice, stackelberg_optimum
 from worlds.economy.world import env, parallel_env, raw_env
 
 __all__ = [
@@ -104,11 +122,13 @@ __all__ = [
     "US_FEDERAL_RATES",
     "VOTE",
     "EconomyConfig",
+    "StackelbergOptimum",
     "best_response_labor",
     "best_response_value",
     "env",
     "gini",
     "parallel_env",
+    "planner_lattice",
     "platform_deltas",
     "plurality_winner",
     "post_tax_incomes",
@@ -116,6 +136,7 @@ __all__ = [
     "saez_rates",
     "sample_gb2",
     "social_welfare",
+    "stackelberg_optimum",
     "tax",
     "utility",
 ]

@@ -1,5 +1,6 @@
 """The economy's records: episode metrics and facts, and the run report (per-step series, the
-schedule plot, and the comparison with Saez, US federal and flat schedules on the same population).
+schedule plot, and the comparison with Saez, US federal and flat schedules and the Stackelberg optimum on the same
+population).
 
 `EconomyRecords` is a mixin of `parallel_env` (worlds/economy/world.py); it reads the finished
 episode's `log`, `rates`, `decisions`, `elections`, `skills` and `personas`.
@@ -20,6 +21,7 @@ from worlds.economy.rules import (
     fixed_schedule_welfare,
     saez_rates,
 )
+from worlds.economy.stackelberg import stackelberg_optimum
 from worlds.economy.text import money
 
 
@@ -37,6 +39,7 @@ class EconomyRecords:
         "gini_pre": "Gini before tax",
         "gini_post": "Gini after tax and rebate",
         "br_gap": "workers' gap to best-response utility",
+        "satisfied": "share of workers satisfied with the tax policy",
     }
 
     def episode_metrics(self) -> dict[str, float]:
@@ -100,9 +103,8 @@ class EconomyRecords:
         figure.tight_layout()
         report.figures["economy/schedule.png"] = figure
 
-        table: dict[str, list] = {
-            k: [] for k in ("episode", "seed", "planner", "planner_final_br", "saez", "us_federal", "flat")
-        }
+        columns = ("planner", "planner_final_br", "saez", "us_federal", "flat", "optimum", "optimum_lattice")
+        table: dict[str, list] = {k: [] for k in ("episode", "seed", *columns, "optimum_rates")}
         federal = np.asarray(BRACKETS["us_federal"], dtype=np.float64)
         for episode in episodes:
             if not episode.info.get("skills"):
@@ -117,6 +119,11 @@ class EconomyRecords:
             table["saez"].append(fixed_schedule_welfare(skills, self.cutoffs, saez, c)["swf"])
             table["us_federal"].append(fixed_schedule_welfare(skills, federal, US_FEDERAL_RATES, c)["swf"])
             table["flat"].append(fixed_schedule_welfare(skills, [0.0], [c.comparison_flat_rate], c)["swf"])
+            if c.comparison_optimum:
+                best = stackelberg_optimum(skills, self.cutoffs, c)
+                table["optimum"].append(best.swf)
+                table["optimum_lattice"].append(best.lattice_swf)
+                table["optimum_rates"].append([round(float(r), 3) for r in best.rates])
         report.tables["economy/comparison.json"] = table
         elections = [(e.index, x) for e in episodes for x in e.info.get("elections") or []]
         if elections:
@@ -131,11 +138,18 @@ class EconomyRecords:
             first = [x for i, x in elections if i == elections[0][0]]  # the winning platform over time, first episode
             for j in range(len(self.cutoffs)):
                 report.series[f"election/platform/b{j}"] = [(x["step"], float(x["platform"][j])) for x in first]
-        for name in ("planner", "planner_final_br", "saez", "us_federal", "flat"):
-            if table[name]:
+        if not table["optimum"]:
+            for name in ("optimum", "optimum_lattice", "optimum_rates"):
+                del table[name]
+        for name in columns:
+            if table.get(name):
                 report.metrics[f"compare/{name}_swf"] = float(np.mean(table[name]))
         if table["saez"]:
             report.metrics["compare/planner_minus_saez"] = (
                 report.metrics["compare/planner_swf"] - report.metrics["compare/saez_swf"]
+            )
+        if table.get("optimum"):  # the share of the optimum's welfare the planner's final schedule reaches
+            report.metrics["compare/planner_over_optimum"] = float(
+                np.mean(table["planner_final_br"]) / np.mean(table["optimum"])
             )
         return report

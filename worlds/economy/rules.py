@@ -81,6 +81,17 @@ class EconomyConfig(BaseModel):
     comparison_flat_rate: float = Field(
         25.0, ge=0, le=100, description="rate (percent) of the flat schedule in the end-of-run comparison"
     )
+    comparison_optimum: bool = Field(
+        True,
+        description="add the Stackelberg optimum (the welfare-maximising schedule with best-response workers) to the "
+        "end-of-run comparison: about a second per episode at 100 workers, more for large populations",
+    )
+    persona_scaling: bool = Field(
+        False,
+        description="each worker also says whether it is satisfied with the tax policy (SATISFIED: YES/NO) and its "
+        "utility is scaled u = r·ũ, r = 1 if satisfied, else `dissatisfied_scale` (the paper's persona utilities)",
+    )
+    dissatisfied_scale: float = Field(0.5, ge=0, le=1, description="r of a worker not satisfied with the tax policy")
     democratic: bool = Field(
         False,
         description="workers elect the schedule change each tax period (stand the step before, vote on the decision "

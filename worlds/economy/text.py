@@ -52,6 +52,7 @@ LABOR_LINE = re.compile(r'^[ \t>*_`{"\']*labou?r["\' \t*_`]*[:=](.*)', LINE)
 DELTAS_LINE = re.compile(r"^[ \t>*_`]*deltas?[ \t*_`]*:(.*)", LINE)
 STAND_LINE = re.compile(r"^[ \t>*_`]*stand[ \t*_`]*:(.*)", LINE)
 VOTE_LINE = re.compile(r"^[ \t>*_`]*vote[ \t*_`]*:(.*)", LINE)
+SATISFIED_LINE = re.compile(r"^[ \t>*_`]*satisfied[ \t*_`]*:(.*)", LINE)
 HOURS_PLACES = 24  # the most decimals of hours a reply may write
 # plain decimals: no '4,5', no '4e9'
 HOURS = re.compile(rf"-?(?:[0-9]{{1,12}}(?:\.[0-9]{{0,{HOURS_PLACES}}})?|\.[0-9]{{1,{HOURS_PLACES}}})")
@@ -107,6 +108,7 @@ def json_object(text: str) -> dict | None:
 
 LABOR_PREFIX, DELTAS_PREFIX = "LABOR: ", "DELTAS: "
 STAND_PREFIX, VOTE_PREFIX = "\nSTAND: ", "\nVOTE: "  # the democratic second line
+SATISFIED_PREFIX, SATISFIED_ANSWERS = "\nSATISFIED: ", ("YES", "NO")  # persona scaling: the last line
 DECLINE = "NO"  # STAND: NO
 SEPARATOR = ", "  # between the changes of a DELTAS or STAND line
 
@@ -160,21 +162,58 @@ def changes_grammar(options: list[tuple[int, ...]]) -> Node:
 
 
 @lru_cache(maxsize=64)
-def worker_grammar(phase: int, brackets: int, candidates: int) -> Grammar:
+def worker_grammar(phase: int, brackets: int, candidates: int, satisfied: bool = False) -> Grammar:
     """`LABOR: <hours>`; on a stand step also `STAND: <a change per bracket>` or `STAND: NO`; on a vote step
-    with candidates also `VOTE: <1 to candidates>`."""
-    labor = seq(LABOR_PREFIX, hours_grammar())
+    with candidates also `VOTE: <1 to candidates>`; with persona scaling a last `SATISFIED: YES|NO` line."""
+    reply = seq(LABOR_PREFIX, hours_grammar())
     if phase == STAND:
-        return Grammar(seq(labor, STAND_PREFIX, alt(changes_grammar([PLANNER_DELTAS] * brackets), DECLINE)))
-    if phase == VOTE and candidates:
-        return Grammar(seq(labor, VOTE_PREFIX, integer(1, candidates)))
-    return Grammar(labor)
+        reply = seq(reply, STAND_PREFIX, alt(changes_grammar([PLANNER_DELTAS] * brackets), DECLINE))
+    elif phase == VOTE and candidates:
+        reply = seq(reply, VOTE_PREFIX, integer(1, candidates))
+    if satisfied:
+        reply = seq(reply, SATISFIED_PREFIX, one_of(SATISFIED_ANSWERS))
+    return Grammar(reply)
 
 
 @lru_cache(maxsize=256)
 def planner_grammar(rates: tuple[float, ...]) -> Grammar:
     """`DELTAS: <a change per bracket>`, each one of `planner_moves` of that bracket's rate."""
     return Grammar(seq(DELTAS_PREFIX, changes_grammar([planner_moves(r) for r in rates])))
+
+
+def rates_text(rates) -> str:
+    return "[" + ", ".join(f"{r:.0f}%" for r in rates) + "]"
+
+
+def planner_feedback(obs: dict) -> list[str]:
+    """The in-context planner's feedback (as in the paper): what its last change did to welfare, and the best
+    schedule so far. The period under the current rates is still running at a decision step; its welfare is
+    `period_swf`, the one before it is `periods[0]`."""
+    if int(obs["step"]) == 0 or int(obs["periods_len"]) == 0:
+        return []
+    now, rates = float(obs["period_swf"][0]), np.asarray(obs["rates"], dtype=np.float64)
+    before = obs["periods"][0]
+    change = SEPARATOR.join(signed(d) for d in rates - before[:-1])
+    verb = "raised" if now > before[-1] else "lowered" if now < before[-1] else "did not change"
+    lines = [f"Your last change ({change}) {verb} welfare per step from {before[-1]:.3f} to {now:.3f}."]
+    past = [(float(row[-1]), row[:-1]) for row in obs["periods"][: int(obs["periods_len"])]]
+    best_swf, best_rates = max([(now, rates), *past], key=lambda item: item[0])
+    lines.append(f"Best so far: rates {rates_text(best_rates)} gave welfare {best_swf:.3f} per step.")
+    return lines
+
+
+def worker_feedback(obs: dict) -> list[str]:
+    """A worker's feedback on its own last change of hours (the paper's 'increasing labor decreased utility'):
+    from the two most recent steps of its history."""
+    if int(obs["history_len"]) < 2:
+        return []
+    hours, _, _, _, u = obs["history"][0:5]
+    previous_hours, _, _, _, previous_u = obs["history"][5:10]
+    if round(float(hours)) == round(float(previous_hours)):
+        return []
+    more = "more" if hours > previous_hours else "fewer"
+    verb = "raised" if u > previous_u else "lowered" if u < previous_u else "did not change"
+    return [f"Working {abs(hours - previous_hours):.0f} {more} hours than the step before {verb} your utility."]
 
 
 class EconomyText:
@@ -215,7 +254,13 @@ class EconomyText:
                 f"{when}: you worked {hours:.0f} h, earned {money(income)}, paid {money(paid)} tax, "
                 f"got a {money(rebate)} rebate; utility {u:,.0f}."
             )
+        lines.extend(worker_feedback(obs))
         lines.extend(self._election_lines(obs))
+        if self.config.persona_scaling:
+            lines.append(
+                "Then a last line: as the person described above, are you satisfied with the current tax policy? "
+                "SATISFIED: YES or SATISFIED: NO"
+            )
         return "\n".join(lines)
 
     def _standing(self, obs: dict) -> np.ndarray:
@@ -282,6 +327,7 @@ class EconomyText:
             row = obs["periods"][j]
             rates = ", ".join(f"{r:.0f}%" for r in row[:-1])
             lines.append(f"Period {j + 1} back: rates [{rates}] gave welfare {row[-1]:.3f} per step.")
+        lines.extend(planner_feedback(obs))
         lines.append(f"Reply now with one line of {b} changes, each -20, -10, 0, +10 or +20: DELTAS: <changes>")
         return "\n".join(lines)
 
@@ -290,11 +336,19 @@ class EconomyText:
         return self._parse_deltas(text) if agent == PLANNER else self._parse_worker(text)
 
     def _parse_worker(self, text: str):
-        """Labor; in democratic mode also the STAND line (stand step) or the VOTE line (vote step with candidates)."""
+        """Labor; in democratic mode also the STAND line (stand step) or the VOTE line (vote step with candidates);
+        with persona scaling also the SATISFIED line."""
         hours = self._parse_labor(text)
+        satisfied = {"satisfied": self._parse_satisfied(text)} if self.config.persona_scaling else {}
         if not self.config.democratic:
-            return hours
-        action = {"labor": hours, "stand": 0, "platform": np.zeros(len(self.cutoffs), dtype=np.int64), "vote": -1}
+            return {"labor": hours, **satisfied} if satisfied else hours
+        action = {
+            "labor": hours,
+            "stand": 0,
+            "platform": np.zeros(len(self.cutoffs), dtype=np.int64),
+            "vote": -1,
+            **satisfied,
+        }
         phase = self.phase()
         if phase == STAND:
             bodies = {body.strip().strip("*_`[]() .") for body in set(STAND_LINE.findall(text))}
@@ -319,6 +373,13 @@ class EconomyText:
                 raise ParseError(f"there are {len(standing)} candidates; vote with a number from 1 to {len(standing)}")
             action["vote"] = int(standing[k - 1])
         return action
+
+    def _parse_satisfied(self, text: str) -> int:
+        """`SATISFIED: YES` -> 1, `SATISFIED: NO` -> 0 (case, markdown and a closing '.' tolerated)."""
+        found = {body.strip(" \t*_`'\".").lower() for body in set(SATISFIED_LINE.findall(text))}
+        if len(found) != 1 or not found <= {"yes", "no"}:
+            raise ParseError("end with exactly one line 'SATISFIED: YES' or 'SATISFIED: NO'")
+        return int(found.pop() == "yes")
 
     def _parse_labor(self, text: str) -> np.ndarray:
         """`LABOR: 40` (or the paper's JSON `{"LABOR": 40}`): one number of hours in [0, 100].
@@ -384,7 +445,9 @@ class EconomyText:
         and the standing candidates; the planner's by the current rates (see `worker_grammar`, `planner_grammar`)."""
         if agent == PLANNER:
             return planner_grammar(tuple(float(r) for r in self.rates))
-        return worker_grammar(self.phase(), len(self.cutoffs), int(np.count_nonzero(self.candidates)))
+        return worker_grammar(
+            self.phase(), len(self.cutoffs), int(np.count_nonzero(self.candidates)), self.config.persona_scaling
+        )
 
     def render_action(self, agent: str, action) -> str:
         if agent != PLANNER:
@@ -397,6 +460,8 @@ class EconomyText:
             elif phase == VOTE and self.candidates.any():
                 standing, vote = np.flatnonzero(self.candidates).tolist(), action_field(action, "vote", -1)
                 text += VOTE_PREFIX + (str(standing.index(vote) + 1) if vote in standing else "(none)")
+            if self.config.persona_scaling:
+                text += SATISFIED_PREFIX + SATISFIED_ANSWERS[action_field(action, "satisfied", 1) != 1]
             return text
         rates = np.asarray(action, dtype=np.float64).reshape(-1)
         moves = [planner_move(r, t) for r, t in zip(self.rates, rates)] if rates.shape == self.rates.shape else [None]
@@ -406,12 +471,15 @@ class EconomyText:
 
     def fallback_action(self, agent: str, rng: np.random.Generator) -> np.ndarray:
         """Workers: uniform hours in [0, 100], in hundredths (as the reply grammar writes them; democratic:
-        decline to stand; vote for a uniform candidate); the planner: a uniform legal change per bracket."""
+        decline to stand; vote for a uniform candidate; persona scaling: satisfied or not with even odds); the planner:
+        a uniform legal change per bracket."""
         if agent == PLANNER:
             return np.clip(self.rates + rng.choice(PLANNER_DELTAS, size=len(self.cutoffs)), 0.0, 100.0)
         hours = np.array(round(float(rng.uniform(0.0, MAX_LABOR)), REPLY_PLACES))
+        satisfied = {"satisfied": int(rng.integers(2))} if self.config.persona_scaling else {}
         if not self.config.democratic:
-            return hours
+            return {"labor": hours, **satisfied} if satisfied else hours
         standing = np.flatnonzero(self.candidates)
         vote = int(rng.choice(standing)) if self.phase() == VOTE and len(standing) else -1
-        return {"labor": hours, "stand": 0, "platform": np.zeros(len(self.cutoffs), dtype=np.int64), "vote": vote}
+        platform = np.zeros(len(self.cutoffs), dtype=np.int64)
+        return {"labor": hours, "stand": 0, "platform": platform, "vote": vote, **satisfied}

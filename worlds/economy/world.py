@@ -39,7 +39,7 @@ from worlds.economy.rules import (
     social_welfare,
     utility,
 )
-from worlds.economy.text import DELTAS_PREFIX, LABOR_PREFIX, SEPARATOR, EconomyText, hours_text, planner_moves, signed
+from worlds.economy.text import DELTAS_PREFIX, SEPARATOR, EconomyText, planner_moves, signed
 
 
 def env(config: EconomyConfig | None = None, **kwargs):
@@ -136,8 +136,10 @@ class parallel_env(EconomyText, EconomyRecords, EconomyNumeric, ParallelEnv):
 
     def _worker_action_space(self) -> spaces.Space:
         hours = spaces.Box(0, MAX_LABOR, (), dtype=np.float64)  # hours (a 0-d array: no list per step in the records)
+        # persona scaling: 1 = satisfied with the tax policy (an action without it counts as satisfied)
+        satisfied = {"satisfied": spaces.Discrete(2)} if self.config.persona_scaling else {}
         if not self.config.democratic:
-            return hours
+            return spaces.Dict({"labor": hours, **satisfied}) if satisfied else hours
         # stand (1) with a platform (indices into PLANNER_DELTAS) on a stand step; vote for a worker index on a vote
         # step, -1 = no vote (every other step, or an abstention)
         n, b = self.config.num_workers, len(self.cutoffs)
@@ -147,6 +149,7 @@ class parallel_env(EconomyText, EconomyRecords, EconomyNumeric, ParallelEnv):
                 "stand": spaces.Discrete(2),
                 "platform": spaces.MultiDiscrete([len(PLANNER_DELTAS)] * b),
                 "vote": spaces.Discrete(n + 1, start=-1),
+                **satisfied,
             }
         )
 
@@ -186,6 +189,7 @@ class parallel_env(EconomyText, EconomyRecords, EconomyNumeric, ParallelEnv):
                 "mean_labor",
                 "br_gap",
                 "rates",
+                *(("satisfied",) if self.config.persona_scaling else ()),
             )
         }
         observations = self._observations()
@@ -261,6 +265,10 @@ class parallel_env(EconomyText, EconomyRecords, EconomyNumeric, ParallelEnv):
         z = self.skills * labor
         post, taxes, rebate = post_tax_incomes(z, self.cutoffs, self.rates)
         u = utility(post, labor, c.labor_cost, c.labor_exponent)
+        if c.persona_scaling:  # u = r·ũ: r = 1 for a satisfied worker, dissatisfied_scale otherwise
+            satisfied = np.array([action_field(actions.get(a), "satisfied", 1) == 1 for a in self.workers])
+            u = np.where(satisfied, u, c.dissatisfied_scale * u)
+            self.log["satisfied"].append(float(satisfied.mean()))
         swf = social_welfare(u, z, c.welfare)
         best = best_response_labor(self.skills, self.cutoffs, seen, c.labor_cost, c.labor_exponent, 1.0 / c.num_workers)
         self.period_swf.append(swf)
@@ -364,7 +372,8 @@ class parallel_env(EconomyText, EconomyRecords, EconomyNumeric, ParallelEnv):
             deltas[0] = -10 if -10 in planner_moves(example.rates[0]) else 10
             reply = DELTAS_PREFIX + SEPARATOR.join(signed(d) for d in deltas)
             return [("user", example.prompt(PLANNER, obs[PLANNER])), ("assistant", reply)]
-        return [("user", example.prompt("worker_0", obs["worker_0"])), ("assistant", LABOR_PREFIX + hours_text(40))]
+        reply = example.render_action("worker_0", {"labor": np.array(40.0), "satisfied": 1})  # LABOR: 40 (+ SATISFIED)
+        return [("user", example.prompt("worker_0", obs["worker_0"])), ("assistant", reply)]
 
     def demonstration(self, agent: str) -> list[dict[str, str]]:
         """A worked turn on a fixed 4-worker example economy (nothing about the real episode)."""
