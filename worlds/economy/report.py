@@ -28,7 +28,8 @@ from worlds.economy.text import money
 class EconomyRecords:
     """Episode metrics, episode info and the run report of the economy world."""
 
-    # labels of episode metrics in `agora run`'s summary table (the rest show their keys)
+    # labels of the metrics every run has, in `agora run`'s summary table (the rest, e.g. persona scaling's
+    # `satisfied` or the election's, show their keys)
     metric_labels = {
         "swf": "social welfare (mean per step)",
         "planner_swf": "social welfare under the planner",
@@ -39,7 +40,6 @@ class EconomyRecords:
         "gini_pre": "Gini before tax",
         "gini_post": "Gini after tax and rebate",
         "br_gap": "workers' gap to best-response utility",
-        "satisfied": "share of workers satisfied with the tax policy",
     }
 
     def episode_metrics(self) -> dict[str, float]:
