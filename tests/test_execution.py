@@ -340,8 +340,11 @@ def test_a_server_agent_plays_from_every_worker_with_the_drivers_api_key(llama_s
         resolve_scenario({**spec, "execution": {"backend": "ray", "workers": 2, "episodes_per_task": 1}})
     )
     assert spread.summary["parse/unanswered"] == 0 and spread.summary["perf/generated_tokens"] > 0
-    assert [s.text for e in spread.episodes for s in e.steps] == [s.text for e in local.episodes for s in e.steps]
-    assert spread.episodes == local.episodes
+    # the same games (seeds, seats), each reply from the server; not the same text: llama.cpp reuses the KV
+    # cache of the previous request's common prefix, so its logits (and a sampled reply) depend on what the
+    # server answered before, which differs between one process and two workers
+    assert [(e.seed, e.policies) for e in spread.episodes] == [(e.seed, e.policies) for e in local.episodes]
+    assert all(s.text for e in spread.episodes for s in e.steps if s.agent == "alice")
 
 
 def test_a_run_joins_a_cluster_started_with_ray_start():
