@@ -374,6 +374,12 @@ CAMPAIGNS = Registry(
             "campaigns.lspo:LSPOCampaign",
             "LSPO on werewolf: LLM candidates -> k-means latent strategies -> CFR on the latent game -> DPO.",
         ),
+        Entry(
+            "stackelberg",
+            "campaigns.stackelberg:StackelbergCampaign",
+            "The economy's tax planner (LoRA LLM) trained by GRPO on the social welfare of its schedules, workers "
+            "best-responding; evaluated against Saez, federal, flat and the Stackelberg optimum.",
+        ),
     ],
     group="agora.campaigns",
     listing="agora trainers",

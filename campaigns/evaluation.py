@@ -81,18 +81,26 @@ def learning_curve(result: CampaignResult, opponents: list[str]):
 
 
 def evaluate(
-    campaign: Any, model: Any, tokenizer: Any, played: dict[str, list[Episode]] | None = None
+    campaign: Any,
+    model: Any,
+    tokenizer: Any,
+    played: dict[str, list[Episode]] | None = None,
+    *,
+    episodes: int | None = None,
+    temperature: float | None = None,
 ) -> dict[str, float]:
     """Play the held-out seeds against each fixed opponent of `campaign` (a train campaign) with the learner's
     current weights; the sampler is reseeded, so every evaluation draws alike. Returns eval/<opponent>/* metrics;
-    the episodes go into `played` (opponent -> episodes) when it is given."""
+    the episodes go into `played` (opponent -> episodes) when it is given. `episodes` (default
+    `evaluation.episodes`) and the learner's sampling `temperature` (default its own) may be set by the kind."""
     from agents.llm import LLMPolicy
 
     spec, out = campaign.spec, {}
+    config = campaign.learner_config
+    if temperature is not None:
+        config = config.model_copy(update={"temperature": temperature})
     for name, scenario in campaign.evaluations.items():
-        learner = LLMPolicy(
-            campaign.learner_config, seed=policy_seed(spec.evaluation.seed, "learner"), model=model, tokenizer=tokenizer
-        )
+        learner = LLMPolicy(config, seed=policy_seed(spec.evaluation.seed, "learner"), model=model, tokenizer=tokenizer)
         mine = campaign.eval_seats
         fixed = build_policies(scenario, skip=mine, seed=spec.evaluation.seed)
         seats = {**{s: learner for s in mine}, **fixed}
@@ -106,10 +114,10 @@ def evaluate(
             max_retries=spec.max_retries,
         )
         model.eval()
-        episodes = rollout.run(spec.evaluation.episodes)
-        out.update(evaluation_metrics(name, episodes, mine))
+        done = rollout.run(episodes or spec.evaluation.episodes)
+        out.update(evaluation_metrics(name, done, mine))
         if played is not None:
-            played[name] = episodes
+            played[name] = done
         counts = SeatCounters.total(c for s, c in rollout.counters.items() if s in mine)
         out[f"eval/{name}/parse_failure_rate"] = counts.parse_failure_rate
         out[f"eval/{name}/fallback_rate"] = counts.fallback_rate

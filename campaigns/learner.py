@@ -4,16 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from agents.llm import LLMConfig, LLMPolicy
 from agora.campaign import CampaignKind
 from agora.errors import ScenarioError
+from agora.lora import LoRAConfig
 from agora.rollout import policy_seed
 from agora.scenario import validate_model
 from agora.serving import ServerConnection
 
 SERVER_KEYS = set(ServerConnection.model_fields)  # keys only a server agent has
+
+
+class LearnerKeys(BaseModel):
+    """`learner: {lora: {...}, <llm parameter>: <value>, ...}` of a kind whose learner plays fixed seats (lspo,
+    stackelberg): its LoRA settings, and agents/llm.py's keys (validated by `LearnerCampaign`)."""
+
+    model_config = ConfigDict(extra="allow")
+    lora: LoRAConfig = LoRAConfig()
 
 
 def refuse_server_learner(keys: dict[str, Any], file: str | None) -> None:

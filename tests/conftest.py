@@ -84,3 +84,22 @@ def ray_address():
     context = init_ray("local", num_cpus=4)
     yield context.address_info["gcs_address"]
     ray.shutdown()
+
+
+def train_killed_at(file: Path, tracking_uri: str, marker: Path, *, timeout_s: float = 240.0) -> None:
+    """`agora train FILE` in a subprocess, SIGKILLed as soon as `marker` (a checkpoint's state.json) exists: what a
+    killed campaign leaves behind (its MLflow run RUNNING), for a test to resume."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "agora.cli", "train", str(file)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout_s
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()

@@ -108,7 +108,7 @@ from worlds.economy.rules import (
     tax,
     utility,
 )
-from worlds.economy.stackelberg import StackelbergOptimum, planner_lattice, stackelberg_optimum
+from worlds.economy.stackelberg import StackelbergOptimum, baseline_welfare, planner_lattice, stackelberg_optimum
 from worlds.economy.world import env, parallel_env, raw_env
 
 __all__ = [
@@ -123,6 +123,7 @@ __all__ = [
     "VOTE",
     "EconomyConfig",
     "StackelbergOptimum",
+    "baseline_welfare",
     "best_response_labor",
     "best_response_value",
     "env",

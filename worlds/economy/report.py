@@ -13,15 +13,8 @@ from typing import Any
 import numpy as np
 
 from agora.world import Report
-from worlds.economy.rules import (
-    BRACKETS,
-    PERSONAS,
-    REFERENCE_HOURS,
-    US_FEDERAL_RATES,
-    fixed_schedule_welfare,
-    saez_rates,
-)
-from worlds.economy.stackelberg import stackelberg_optimum
+from worlds.economy.rules import PERSONAS, fixed_schedule_welfare
+from worlds.economy.stackelberg import baseline_welfare
 from worlds.economy.text import money
 
 
@@ -105,25 +98,17 @@ class EconomyRecords:
 
         columns = ("planner", "planner_final_br", "saez", "us_federal", "flat", "optimum", "optimum_lattice")
         table: dict[str, list] = {k: [] for k in ("episode", "seed", *columns, "optimum_rates")}
-        federal = np.asarray(BRACKETS["us_federal"], dtype=np.float64)
         for episode in episodes:
             if not episode.info.get("skills"):
                 continue
             skills = np.asarray(episode.info["skills"])
             final = episode.info["series"]["rates"][-1]
-            saez = saez_rates(REFERENCE_HOURS * skills, self.cutoffs)
             table["episode"].append(episode.index)
             table["seed"].append(episode.seed)
             table["planner"].append(episode.metrics.get("planner_swf", float("nan")))
             table["planner_final_br"].append(fixed_schedule_welfare(skills, self.cutoffs, final, c)["swf"])
-            table["saez"].append(fixed_schedule_welfare(skills, self.cutoffs, saez, c)["swf"])
-            table["us_federal"].append(fixed_schedule_welfare(skills, federal, US_FEDERAL_RATES, c)["swf"])
-            table["flat"].append(fixed_schedule_welfare(skills, [0.0], [c.comparison_flat_rate], c)["swf"])
-            if c.comparison_optimum:
-                best = stackelberg_optimum(skills, self.cutoffs, c)
-                table["optimum"].append(best.swf)
-                table["optimum_lattice"].append(best.lattice_swf)
-                table["optimum_rates"].append([round(float(r), 3) for r in best.rates])
+            for name, value in baseline_welfare(skills, self.cutoffs, c, optimum=c.comparison_optimum).items():
+                table[name].append(value)
         report.tables["economy/comparison.json"] = table
         elections = [(e.index, x) for e in episodes for x in e.info.get("elections") or []]
         if elections:

@@ -31,7 +31,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from worlds.economy.rules import REFERENCE_HOURS, EconomyConfig, fixed_schedule_welfare, saez_rates
+from worlds.economy.rules import (
+    BRACKETS,
+    REFERENCE_HOURS,
+    US_FEDERAL_RATES,
+    EconomyConfig,
+    fixed_schedule_welfare,
+    saez_rates,
+)
 
 LATTICE_STEP = 10.0  # the planner's smallest move, percentage points
 MAX_LATTICE = 11**4  # lattices up to this many schedules are searched exhaustively
@@ -149,3 +156,30 @@ def stackelberg_optimum(skills, cutoffs, config: EconomyConfig, *, tolerance: fl
         exhaustive=exhaustive,
         evaluations=welfare.evaluations,
     )
+
+
+BASELINES = ("saez", "us_federal", "flat")  # the fixed schedules every comparison has
+
+
+def baseline_welfare(skills, cutoffs, config: EconomyConfig, *, optimum: bool = True) -> dict[str, object]:
+    """Per-step social welfare of the fixed comparison schedules on one population, every worker best-responding:
+    `saez` (Saez rates on `cutoffs` for incomes at 40 h), `us_federal` (2024 rates on the federal cutoffs), `flat`
+    (`config.comparison_flat_rate`), and with `optimum` the Stackelberg optimum on `cutoffs` (`optimum`,
+    `optimum_lattice` and its rates `optimum_rates`). The run report's comparison and the stackelberg campaign's
+    evaluation both use it."""
+    skills = np.asarray(skills, dtype=np.float64)
+    cutoffs = np.asarray(cutoffs, dtype=np.float64)
+    federal = np.asarray(BRACKETS["us_federal"], dtype=np.float64)
+    out: dict[str, object] = {
+        "saez": fixed_schedule_welfare(skills, cutoffs, saez_rates(REFERENCE_HOURS * skills, cutoffs), config)["swf"],
+        "us_federal": fixed_schedule_welfare(skills, federal, US_FEDERAL_RATES, config)["swf"],
+        "flat": fixed_schedule_welfare(skills, [0.0], [config.comparison_flat_rate], config)["swf"],
+    }
+    if optimum:
+        best = stackelberg_optimum(skills, cutoffs, config)
+        out.update(
+            optimum=best.swf,
+            optimum_lattice=best.lattice_swf,
+            optimum_rates=[round(float(r), 3) for r in best.rates],
+        )
+    return out
