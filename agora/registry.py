@@ -374,6 +374,12 @@ CAMPAIGNS = Registry(
             "campaigns.lspo:LSPOCampaign",
             "LSPO on werewolf: LLM candidates -> k-means latent strategies -> CFR on the latent game -> DPO.",
         ),
+        Entry(
+            "hila",
+            "campaigns.hila:HILACampaign",
+            "HILA's dual loop on the deferral world: GRPO on the team's EVAL/CREATE/DEFER decisions (groups of "
+            "replayed candidates), SFT on the expert's answers to deferred problems.",
+        ),
     ],
     group="agora.campaigns",
     listing="agora trainers",

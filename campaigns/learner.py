@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from agents.llm import LLMConfig, LLMPolicy
 from agora.campaign import CampaignKind
 from agora.errors import ScenarioError
+from agora.lora import LoRAConfig
 from agora.rollout import policy_seed
 from agora.scenario import validate_model
 from agora.serving import ServerConnection
@@ -28,6 +29,13 @@ def refuse_server_learner(keys: dict[str, Any], file: str | None) -> None:
             hint="give the learner a local model (`model:` a folder, .gguf or the embedded default); server "
             "agents can play opponents, league members, evaluation opponents and the judge",
         )
+
+
+class LoRALearnerSpec(BaseModel):
+    """`learner: {lora: {...}, <llm parameter>: <value>, ...}`: an LLM (agents/llm.py keys) with LoRA adapters."""
+
+    model_config = ConfigDict(extra="allow")
+    lora: LoRAConfig = LoRAConfig()
 
 
 class LearnerCampaign(CampaignKind):

@@ -50,7 +50,6 @@ from agents.latent import LatentConfig, LatentPolicy, LatentSpace
 from agora.campaign import CampaignConfig, CampaignResult, CampaignRunner, Summary
 from agora.checkpoint import RunFolder, restore_learner, save_learner
 from agora.errors import AgoraError, ScenarioError
-from agora.lora import LoRAConfig
 from agora.policy import Policy
 from agora.registry import WORLDS
 from agora.rollout import policy_seed
@@ -71,7 +70,7 @@ from campaigns.latent_space import (
     side_win_rates,
     solve_latent_game,
 )
-from campaigns.learner import LearnerCampaign
+from campaigns.learner import LearnerCampaign, LoRALearnerSpec
 from solvers.cfr import nash_conv
 from trainers.preference import PreferenceConfig
 
@@ -84,11 +83,7 @@ DISTINCT_HINT = (
 # --- the campaign file ------------------------------------------------------------------------
 
 
-class LSPOLearner(BaseModel):
-    """`learner: {lora: {...}, <llm parameter>: <value>, ...}`: the LLM that writes candidates (agents/llm.py keys)."""
-
-    model_config = ConfigDict(extra="allow")
-    lora: LoRAConfig = LoRAConfig()
+LSPOLearner = LoRALearnerSpec  # the LLM that writes candidates
 
 
 class LatentSpec(BaseModel):
