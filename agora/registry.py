@@ -380,6 +380,12 @@ CAMPAIGNS = Registry(
             "The economy's tax planner (LoRA LLM) trained by GRPO on the social welfare of its schedules, workers "
             "best-responding; evaluated against Saez, federal, flat and the Stackelberg optimum.",
         ),
+        Entry(
+            "hila",
+            "campaigns.hila:HILACampaign",
+            "HILA's dual loop on the deferral world: GRPO on the team's EVAL/CREATE/DEFER decisions (groups of "
+            "replayed candidates), SFT on the expert's answers to deferred problems.",
+        ),
     ],
     group="agora.campaigns",
     listing="agora trainers",

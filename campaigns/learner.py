@@ -19,7 +19,7 @@ SERVER_KEYS = set(ServerConnection.model_fields)  # keys only a server agent has
 
 class LearnerKeys(BaseModel):
     """`learner: {lora: {...}, <llm parameter>: <value>, ...}` of a kind whose learner plays fixed seats (lspo,
-    stackelberg): its LoRA settings, and agents/llm.py's keys (validated by `LearnerCampaign`)."""
+    stackelberg, hila): its LoRA settings, and agents/llm.py's keys (validated by `LearnerCampaign`)."""
 
     model_config = ConfigDict(extra="allow")
     lora: LoRAConfig = LoRAConfig()
