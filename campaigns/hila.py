@@ -324,20 +324,20 @@ class HILARunner(CampaignRunner):
         if not self.evaluations:
             self.evaluation(result, "before", 0)
         for step in range(self.first_iteration, campaign.iterations):
-            loop = step // campaign.spec.iterations
+            loop, evaluated = step // campaign.spec.iterations, {}
             metrics = {"loop": float(loop), **self.inner(step)}
             if campaign.ends_loop(step):
                 if campaign.spec.evaluation.after_inner:
-                    metrics.update(self.evaluation(result, f"loop {loop} inner", step + 1))
+                    evaluated.update(self.evaluation(result, f"loop {loop} inner", step + 1))
                 metrics.update(self.outer())
             self.log(metrics, step=step)
             result.iterations_done, result.history[step] = step + 1, metrics
             if campaign.ends_loop(step):
-                metrics.update(self.evaluation(result, f"loop {loop} outer", step + 1))
+                evaluated.update(self.evaluation(result, f"loop {loop} outer", step + 1))
             if (step + 1) % campaign.spec.checkpoint.every == 0 or step + 1 == campaign.iterations:
                 result.checkpoint = self.save(step)
             if on_iteration:
-                on_iteration(step, metrics)
+                on_iteration(step, {**metrics, **evaluated})
 
     def evaluation(self, result: CampaignResult, after: str, step: int) -> dict[str, float]:
         """Evaluate on the held-out problems and log it at `step`: as eval/<team>/* (before training, after an
