@@ -12,7 +12,7 @@ SCENARIO   ?= scenarios/negotiation.yaml
 STAMP      := $(VENV)/.agora-installed
 # llama.cpp's server for the tests (a pinned dev dependency, source only): built portable (GGML_NATIVE=OFF)
 # because a -march=native build segfaulted decoding on an AVX-512 CPU; its own wheel cache, so a native
-# build in pip's usual cache is never picked up instead. The first setup compiles it (~12 min on 2 cores).
+# build in pip's usual cache is never picked up instead. The first setup compiles it (22 CPU-minutes).
 LLAMA_SPEC := llama-cpp-python[server]==0.3.36
 LLAMA_CACHE ?= $(HOME)/.cache/agora/pip-portable
 
