@@ -161,6 +161,11 @@ class HILACampaign(LearnerCampaign):
     def file_config(self) -> dict[str, Any]:
         out = super().file_config()
         out["world"] = self.scenario.world_json()
+        # a judge's keys depend on its kind (filled in, the outcome judge's would not validate): as written
+        grpo = self.spec.grpo
+        out["grpo"] = grpo.model_dump(mode="json", exclude={"judge"})
+        if "judge" in grpo.model_fields_set:
+            out["grpo"]["judge"] = grpo.judge.model_dump(mode="json", exclude_unset=True)
         return out
 
     def start(self, *, resume: bool = False, tracking_uri: str | None = None, track: bool | None = None):
