@@ -77,10 +77,12 @@ class Chars:
 
 @dataclass(frozen=True)
 class Text:
-    """Free text: one line of printable ASCII, 1 to `max_chars` characters and at most `max_tokens` tokens."""
+    """Free text: one line of printable ASCII, 1 to `max_chars` characters and at most `max_tokens` tokens, each
+    character one of `chars` (all printable ASCII unless some are excluded, e.g. a tag's '<' that ends it)."""
 
     max_chars: int
     max_tokens: int
+    chars: str = PRINTABLE
 
 
 Node = Union[Literal, Seq, Alt, Chars, Text]
@@ -166,12 +168,16 @@ def decimal(low: float | str, high: float | str, places: int) -> Node:
     return alt(*options)
 
 
-def text(max_chars: int = 200, max_tokens: int | None = None) -> Node:
+def text(max_chars: int = 200, max_tokens: int | None = None, exclude: str = "") -> Node:
     """Free text: one line of printable ASCII (no line breaks), 1 to `max_chars` characters; the local
-    sampler bounds it by `max_tokens` (default max_chars // 4) instead, which decodes far faster."""
+    sampler bounds it by `max_tokens` (default max_chars // 4) instead, which decodes far faster.
+    `exclude`: characters the text may not hold (e.g. '<', so that a closing tag after it is unambiguous)."""
     if max_chars < 1:
         raise ValueError("text() needs max_chars >= 1")
-    return Text(max_chars, max(1, max_tokens if max_tokens is not None else max_chars // 4))
+    allowed = "".join(c for c in PRINTABLE if c not in exclude)
+    if not allowed:
+        raise ValueError("text() excludes every printable character")
+    return Text(max_chars, max(1, max_tokens if max_tokens is not None else max_chars // 4), allowed)
 
 
 EMPTY: Node = Seq(())  # the empty string
@@ -279,7 +285,7 @@ class Grammar:
         def cut(node: Node) -> Node:
             if node not in memo:
                 if isinstance(node, Text):
-                    memo[node] = Text(min(node.max_chars, cap), min(node.max_tokens, cap))
+                    memo[node] = Text(min(node.max_chars, cap), min(node.max_tokens, cap), node.chars)
                 elif isinstance(node, Seq):
                     memo[node] = Seq(tuple(cut(p) for p in node.parts))
                 elif isinstance(node, Alt):
@@ -306,7 +312,7 @@ class Grammar:
                 return names[node]
             if isinstance(node, Text):
                 name = names[node] = f"text{len(names)}"
-                rules.append(f"{name}[max_tokens={node.max_tokens}]: /{char_class(PRINTABLE)}+/")
+                rules.append(f"{name}[max_tokens={node.max_tokens}]: /{char_class(node.chars)}+/")
                 return name
             if isinstance(node, Seq) and not node.parts:
                 return '""'
@@ -331,7 +337,7 @@ class Grammar:
                 return '""'
             if node not in names:  # free text too is a rule of its own: `(text)?` stays a rule, not a class
                 name = names[node] = f"r{len(names)}"
-                body = f"{char_class(PRINTABLE)}{_count(1, node.max_chars)}" if isinstance(node, Text) else None
+                body = f"{char_class(node.chars)}{_count(1, node.max_chars)}" if isinstance(node, Text) else None
                 rules.append(f"{name} ::= {body or self._body(node, expr)}")
             return names[node]
 
@@ -351,7 +357,7 @@ class Grammar:
             elif isinstance(node, Chars):
                 out = f"{char_class(node.chars)}{_count(node.least, node.most)}" if node.most else ""
             elif isinstance(node, Text):
-                out = f"{char_class(PRINTABLE)}{_count(1, node.max_chars)}"
+                out = f"{char_class(node.chars)}{_count(1, node.max_chars)}"
             else:
                 out = self._body(node, expr, regex=True)
             if len(out) > limit:
@@ -432,7 +438,9 @@ class Grammar:
                 n = int(rng.integers(node.least, node.most + 1))
                 out.append("".join(node.chars[int(i)] for i in rng.integers(len(node.chars), size=n)))
             else:
-                out.append(_free_text(rng, min(node.max_chars, node.max_tokens) if short else node.max_chars))
+                line = _free_text(rng, min(node.max_chars, node.max_tokens) if short else node.max_chars)
+                kept = "".join(c for c in line if c in node.chars) or node.chars[0]
+                out.append(kept)
 
         walk(self.root)
         return "".join(out)

@@ -36,6 +36,10 @@ class ActRequest:
     # The language of a legal reply this turn (`agora.grammar.Grammar`, from the world's `reply_grammar`),
     # or None (free text). Policies that decode text constrain their reply to it where they can.
     grammar: Any = None
+    # How many decisions this seat took earlier in this episode (0: its first). Policies that keep state across
+    # an episode's turns (a plan-execute agent's current subgoal) start afresh at 0; a re-asked turn (after a
+    # reply that did not parse) comes again with the same number.
+    decision: int = 0
 
 
 @dataclass
@@ -58,6 +62,9 @@ class ActResponse:
     # The messages the policy showed before the world's conversation (`ActRequest.messages`): its system
     # prompt and the world's worked example, as chat messages without template tokens (`preamble`).
     preamble: list[dict[str, str]] | None = None
+    # What the policy decided beside the action, JSON-able (a plan-execute agent's switch and subgoal, its whole
+    # reply, the token spans of each part): recorded as `Step.info` for trainers and reviewers.
+    info: dict[str, Any] | None = None
 
 
 @dataclass

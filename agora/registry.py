@@ -187,6 +187,11 @@ AGENTS = Registry(
     [
         Entry("llm", "agents.llm:LLMPolicy", "A Hugging Face causal LM (embedded default SmolLM2-135M-Instruct)."),
         Entry(
+            "plan_execute",
+            "agents.plan_execute:PlanExecutePolicy",
+            "An llm that plans (HiPER): a KEEP/SWITCH decision and a subgoal before each action, in one reply.",
+        ),
+        Entry(
             "server",
             "agents.server:ServerPolicy",
             "A model behind an OpenAI-compatible server (vLLM, SGLang, llama.cpp, hosted APIs); not trainable.",

@@ -334,6 +334,7 @@ class Rollout:
                     greedy=self.greedy(t.slot.episode.index, t.agent),
                     seed=t.slot.request_seed(t, getattr(policy, "seed", 0)),
                     grammar=t.grammar,
+                    decision=t.decision,
                 )
                 for t in group
             ]
@@ -390,6 +391,7 @@ class Rollout:
             failed_attempts=turn.failed,
             messages=turn.messages or None,
             preamble=response.preamble,
+            info=response.info,
             fallback=fallback,
             observation=jsonable(turn.observation, turn.slot.shared) if self.record_observations else None,
             started=turn.asked,

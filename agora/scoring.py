@@ -24,6 +24,19 @@ def completion_logits(
     repeated; the suffixes are left-padded so every completion ends at the last column, and only
     the last C_max + 1 positions go through the LM head.
     """
+    c_max = max(len(c) for c in completions)
+    out, completion_mask, tokens, _ = prefix_shared_forward(
+        model, prompts, completions, pad_id=pad_id, share_prefix=share_prefix, logits_to_keep=c_max + 1
+    )
+    return out.logits[:, :-1], completion_mask, tokens
+
+
+def prefix_shared_forward(
+    model, prompts: list[list[int]], completions: list[list[int]], *, pad_id: int, share_prefix: bool = True, **kwargs
+):
+    """One forward of every prompt + completion (the layout of `completion_logits`): (the model's output, the
+    completion mask [B, C_max], tokens forwarded, the padded width W). Completion token j of row i sits at column
+    W - len(completions[i]) + j of the output; every prompt keeps at least its last token in its row."""
     from transformers import DynamicCache
 
     device = next(model.parameters()).device
@@ -53,9 +66,27 @@ def completion_logits(
         position_ids=positions,
         **kv(model, cache),
         use_cache=cache is not None,
-        logits_to_keep=c_max + 1,
+        **kwargs,
     )
-    return out.logits[:, :-1], completion_mask, shared * 1 + sum(len(s) for s in suffixes)
+    return out, completion_mask, shared + sum(len(s) for s in suffixes), width
+
+
+def hidden_states_at(
+    model, prompts: list[list[int]], completions: list[list[int]], offsets: list[list[int]], *, pad_id: int
+) -> torch.Tensor:
+    """The last layer's hidden states [B, K, H] (float32, no gradient) of the positions that predict completion
+    token j for each j in `offsets[i]` (K per row; j = 0 is the prompt's last token, j = len(completion) the
+    completion's last): what a value head reads "before" token j. The decoder alone runs, never the LM head."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft: LoRA layers stay in
+    decoder = base.get_decoder()
+    with torch.no_grad():
+        out, _, _, width = prefix_shared_forward(decoder, prompts, completions, pad_id=pad_id)
+        hidden = out.last_hidden_state
+        columns = torch.tensor(
+            [[width - len(c) + j - 1 for j in js] for c, js in zip(completions, offsets)], device=hidden.device
+        )
+        rows = torch.arange(len(prompts), device=hidden.device)[:, None]
+        return hidden[rows, columns].float()
 
 
 def token_logprobs(

@@ -46,6 +46,9 @@ class Step:
     # What the policy showed before those messages: its system prompt and the world's worked example
     # (`ActResponse.preamble`); None when it showed nothing else.
     preamble: list[dict[str, str]] | None = None
+    # The policy's own record of the decision beside its action (`ActResponse.info`, JSON), e.g. a plan-execute
+    # agent's {"switch": ..., "subgoal": ..., "reply": ...}; None for policies that record nothing.
+    info: dict[str, Any] | None = None
 
 
 @dataclass

@@ -93,14 +93,14 @@ def evaluate(
     current weights; the sampler is reseeded, so every evaluation draws alike. Returns eval/<opponent>/* metrics;
     the episodes go into `played` (opponent -> episodes) when it is given. `episodes` (default
     `evaluation.episodes`) and the learner's sampling `temperature` (default its own) may be set by the kind."""
-    from agents.llm import LLMPolicy
-
     spec, out = campaign.spec, {}
     config = campaign.learner_config
     if temperature is not None:
         config = config.model_copy(update={"temperature": temperature})
     for name, scenario in campaign.evaluations.items():
-        learner = LLMPolicy(config, seed=policy_seed(spec.evaluation.seed, "learner"), model=model, tokenizer=tokenizer)
+        learner = campaign.learner_for(
+            config, seed=policy_seed(spec.evaluation.seed, "learner"), model=model, tokenizer=tokenizer
+        )
         mine = campaign.eval_seats
         fixed = build_policies(scenario, skip=mine, seed=spec.evaluation.seed)
         seats = {**{s: learner for s in mine}, **fixed}

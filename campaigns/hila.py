@@ -153,7 +153,7 @@ class HILACampaign(LearnerCampaign):
     def resolved_config(self) -> dict[str, Any]:
         out = self.spec.model_dump(mode="json", exclude={"world", "learner", "expert"})
         out["world"] = self.scenario.world_json()
-        out["learner"] = {"lora": self.spec.learner.lora.model_dump(), **self.learner_config.model_dump(mode="json")}
+        out["learner"] = {"lora": self.spec.learner.lora.model_dump(), **self.learner_keys()}
         seat = self.scenario.seats[EXPERT]
         out["expert"] = {"policy": seat.entry.name, **seat.config.model_dump(mode="json")}
         return out
@@ -274,11 +274,8 @@ class HILARunner(CampaignRunner):
     def evaluate(self) -> dict[str, float]:
         """The held-out problems played by the learner's team (a sampler reseeded alike every time), then every
         team's metrics (`campaigns.hila_eval`)."""
-        from agents.llm import LLMPolicy
-
         spec, campaign = self.campaign.spec, self.campaign
-        learner = LLMPolicy(
-            campaign.learner_config,
+        learner = campaign.learner_for(
             seed=policy_seed(spec.evaluation.seed, "learner"),
             model=self.model,
             tokenizer=self.tokenizer,

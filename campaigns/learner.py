@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from agents.llm import LLMConfig, LLMPolicy
+from agents.plan_execute import PlanExecutePolicy
 from agora.campaign import CampaignKind
 from agora.errors import ScenarioError
 from agora.lora import LoRAConfig
@@ -15,11 +16,19 @@ from agora.scenario import validate_model
 from agora.serving import ServerConnection
 
 SERVER_KEYS = set(ServerConnection.model_fields)  # keys only a server agent has
+LEARNER_POLICIES = {"llm": LLMPolicy, "plan_execute": PlanExecutePolicy}  # `learner.policy`: what a learner can be
+
+
+def learner_class(config: LLMConfig) -> type[LLMPolicy]:
+    """The learner policy class whose parameters `config` holds (`llm` or `plan_execute`): snapshots and workers
+    rebuild the learner from its config alone."""
+    return next(c for c in LEARNER_POLICIES.values() if type(config) is c.Config)
 
 
 class LearnerKeys(BaseModel):
-    """`learner: {lora: {...}, <llm parameter>: <value>, ...}` of a kind whose learner plays fixed seats (lspo,
-    stackelberg, hila): its LoRA settings, and agents/llm.py's keys (validated by `LearnerCampaign`)."""
+    """`learner: {lora: {...}, [policy: llm | plan_execute,] <llm parameter>: <value>, ...}` of a kind whose learner
+    plays fixed seats (lspo, stackelberg, hila): its LoRA settings, and the keys of its policy (agents/llm.py's, or
+    agents/plan_execute.py's), validated by `LearnerCampaign`."""
 
     model_config = ConfigDict(extra="allow")
     lora: LoRAConfig = LoRAConfig()
@@ -44,14 +53,32 @@ class LearnerCampaign(CampaignKind):
 
     def __init__(self, spec: BaseModel, *, source: str | None = None, text: str | None = None):
         super().__init__(spec, source=source, text=text)
-        refuse_server_learner(spec.learner.model_extra or {}, source)
-        self.learner_config: LLMConfig = validate_model(
-            LLMConfig, spec.learner.model_extra or {}, prefix="learner", file=source
-        )
+        keys = dict(spec.learner.model_extra or {})
+        refuse_server_learner(keys, source)
+        self.learner_policy = keys.pop("policy", "llm")
+        if self.learner_policy not in LEARNER_POLICIES:
+            raise ScenarioError(
+                f"unknown learner policy {self.learner_policy!r}",
+                file=source,
+                path="learner.policy",
+                hint=f"one of: {', '.join(LEARNER_POLICIES)} (a learner is an LLM with LoRA adapters)",
+            )
+        self.learner_class = LEARNER_POLICIES[self.learner_policy]
+        self.learner_config: LLMConfig = validate_model(self.learner_class.Config, keys, prefix="learner", file=source)
+
+    def learner_keys(self) -> dict[str, Any]:
+        """The learner's policy keys as the run records them: `policy` (when not the plain llm) and every parameter."""
+        policy = {"policy": self.learner_policy} if self.learner_policy != "llm" else {}
+        return {**policy, **self.learner_config.model_dump(mode="json")}
+
+    def learner_for(self, config: LLMConfig | None = None, **kwargs) -> LLMPolicy:
+        """A learner policy of the file's kind (`llm` or `plan_execute`) with `config` (default the file's):
+        `seed`, `model`, `tokenizer` as `LLMPolicy` takes them."""
+        return self.learner_class(config or self.learner_config, **kwargs)
 
     def file_config(self) -> dict[str, Any]:
         out = super().file_config()
-        out["learner"] = {**out["learner"], **self.learner_config.model_dump(mode="json")}
+        out["learner"] = {**out["learner"], **self.learner_keys()}
         return out
 
     def loading_message(self) -> str:
@@ -76,5 +103,5 @@ class LearnerCampaign(CampaignKind):
         return (
             model,
             tokenizer,
-            LLMPolicy(config, seed=policy_seed(spec.seed, "learner"), model=model, tokenizer=tokenizer),
+            self.learner_for(config, seed=policy_seed(spec.seed, "learner"), model=model, tokenizer=tokenizer),
         )

@@ -209,7 +209,7 @@ class LSPOCampaign(WorldFile, LearnerCampaign):
     def resolved_config(self) -> dict[str, Any]:
         out = self.spec.model_dump(mode="json", exclude={"world", "learner"})
         out["world"] = self.world_json()
-        out["learner"] = {"lora": self.spec.learner.lora.model_dump(), **self.learner_config.model_dump(mode="json")}
+        out["learner"] = {"lora": self.spec.learner.lora.model_dump(), **self.learner_keys()}
         return out
 
     def file_config(self) -> dict[str, Any]:

@@ -112,12 +112,12 @@ class LoRAVersions:
 
     def pool(self, key: str, seed: int) -> VersionPool:
         """Fresh policies of the versions for one rollout (`key` names it), seeded from (`seed`, key, version)."""
-        from agents.llm import LLMPolicy
+        from campaigns.learner import learner_class
 
         def build(name: str) -> Policy:
             version_seed = policy_seed(seed, f"{key}/{name}")
             if name in self.adapters:  # frozen adapter: its KV cache stays valid while other versions take turns
-                return LLMPolicy(
+                return learner_class(self.learner_config)(
                     self.learner_config,
                     seed=version_seed,
                     model=self.model,

@@ -267,7 +267,7 @@ class TrainCampaign(LearnerCampaign):
         out["learner"] = {
             "seats": self.learner_seats,
             "lora": self.spec.learner.lora.model_dump(),
-            **self.learner_config.model_dump(mode="json"),
+            **self.learner_keys(),
         }
         fixed = set(self.learner_seats) | set(self.league_seats)
         out["opponents"] = {

@@ -50,6 +50,15 @@ class Sample:
     fallback: bool = False  # the world took its fallback action after this (unparseable) completion
     temperature: float | None = None  # the sampler's temperature, which `old_logprobs` are under
     grammar: str | None = None  # the Lark grammar it was decoded under (`Step.grammar`): rescored under its masks
+    # One advantage per completion token (HiPER's levels: switch, subgoal and action tokens credited apart), which
+    # replaces `advantage` in the loss; None: `advantage` on every token.
+    token_advantages: list[float] | None = None
+
+    def credited(self) -> bool:
+        """Whether some token of it has a non-zero advantage (else, without a KL term, it has no gradient)."""
+        if self.token_advantages is not None:
+            return any(a != 0.0 for a in self.token_advantages)
+        return self.advantage != 0.0
 
 
 def group_advantages(

@@ -37,10 +37,32 @@ from trainers.advantages import Sample
 from trainers.judges import JudgeConfig, build_judge, judge_metrics
 
 
-class GRPOConfig(BaseModel):
-    """GRPO/GiGPO hyperparameters (the campaign file's `trainer:` keys, validated as they are here)."""
+class PolicyLossConfig(BaseModel):
+    """The clipped policy loss and its optimiser: what every policy-gradient trainer (GRPO, GiGPO, HiPER) shares."""
 
     model_config = ConfigDict(extra="forbid")
+    epsilon: float = Field(0.2, gt=0.0, le=1.0, description="clip range: rho in [1 - epsilon, 1 + epsilon_high]")
+    epsilon_high: float | None = Field(None, gt=0.0, le=10.0, description="upper clip (DAPO: 0.28); default = epsilon")
+    beta: float = Field(0.0, ge=0.0, description="weight of the k3 KL to the frozen reference; 0 skips the reference")
+    aggregation: Literal["token", "sequence"] = Field(
+        "token", description="loss mean over all tokens, or mean of per-sample token means"
+    )
+    learning_rate: float = Field(1e-5, gt=0.0, le=1.0, description="AdamW learning rate of the LoRA weights")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay")
+    epochs: int = Field(1, ge=1, le=100, description="mu: passes over each iteration's samples")
+    mini_batches: int = Field(1, ge=1, le=1024, description="optimizer steps per epoch (rho != 1 from the second on)")
+    micro_batch_size: int = Field(
+        8, ge=1, le=4096, description="samples per forward/backward pass (gradient accumulation)"
+    )
+    max_grad_norm: float = Field(1.0, gt=0.0, description="gradient clipping by global norm")
+    skip_fallbacks: bool = Field(
+        False, description="leave out completions the world could not parse (their action was the fallback)"
+    )
+
+
+class GRPOConfig(PolicyLossConfig):
+    """GRPO/GiGPO hyperparameters (the campaign file's `trainer:` keys, validated as they are here)."""
+
     # advantages
     estimator: Literal["grpo", "gigpo"] = Field(
         "grpo", description="grpo: episode groups; gigpo: episode + anchor-state step groups"
@@ -75,25 +97,6 @@ class GRPOConfig(BaseModel):
     judge: JudgeConfig = Field(
         JudgeConfig(), description="pairwise judge of spo / arena: {id: outcome} or {id: llm, model: ..., rubric: ...}"
     )
-    # loss
-    epsilon: float = Field(0.2, gt=0.0, le=1.0, description="clip range: rho in [1 - epsilon, 1 + epsilon_high]")
-    epsilon_high: float | None = Field(None, gt=0.0, le=10.0, description="upper clip (DAPO: 0.28); default = epsilon")
-    beta: float = Field(0.0, ge=0.0, description="weight of the k3 KL to the frozen reference; 0 skips the reference")
-    aggregation: Literal["token", "sequence"] = Field(
-        "token", description="loss mean over all tokens, or mean of per-sample token means"
-    )
-    # optimisation
-    learning_rate: float = Field(1e-5, gt=0.0, le=1.0, description="AdamW learning rate of the LoRA weights")
-    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay")
-    epochs: int = Field(1, ge=1, le=100, description="mu: passes over each iteration's samples")
-    mini_batches: int = Field(1, ge=1, le=1024, description="optimizer steps per epoch (rho != 1 from the second on)")
-    micro_batch_size: int = Field(
-        8, ge=1, le=4096, description="samples per forward/backward pass (gradient accumulation)"
-    )
-    max_grad_norm: float = Field(1.0, gt=0.0, description="gradient clipping by global norm")
-    skip_fallbacks: bool = Field(
-        False, description="leave out completions the world could not parse (their action was the fallback)"
-    )
 
     @model_validator(mode="after")
     def _judged_rewards_are_episode_level(self) -> "GRPOConfig":
@@ -118,10 +121,11 @@ def clipped_pg_loss(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Per-token loss pg_t + beta * kl_t (see the module docstring) and per-token diagnostics.
 
-    `advantages` is [B] (one per sample), broadcast over the sample's tokens.
+    `advantages` is [B] (one per sample), broadcast over the sample's tokens, or [B, C] (one per token, aligned
+    with `logp`).
     """
     ratio = torch.exp(logp - old_logp)
-    adv = advantages[:, None]
+    adv = advantages[:, None] if advantages.dim() == 1 else advantages
     pg1 = -adv * ratio
     pg2 = -adv * ratio.clamp(1 - epsilon, 1 + (epsilon_high if epsilon_high is not None else epsilon))
     pg = torch.maximum(pg1, pg2)
@@ -155,25 +159,26 @@ def aggregate(
     return (per_token.sum(-1) / mask.sum(-1).clamp(min=1)).sum() / sequences
 
 
-class GRPOTrainer(Trainer):
-    """Clipped policy gradient with group-relative advantages (GRPO; GiGPO with estimator: gigpo), LoRA."""
+def advantage_tensor(samples: list[Sample], width: int, device) -> torch.Tensor:
+    """The samples' advantages for `clipped_pg_loss`: [B] when each has one, [B, width] right-aligned (as the
+    logprobs) when some carry one per token."""
+    if all(s.token_advantages is None for s in samples):
+        return torch.tensor([s.advantage for s in samples], dtype=torch.float32, device=device)
+    rows = [s.token_advantages or [s.advantage] * len(s.completion_ids) for s in samples]
+    return right_aligned(rows, width, device)
 
-    Config = GRPOConfig
 
-    def __init__(self, model, config: GRPOConfig, *, pad_id: int, seed: int = 0):
+class PolicyGradientTrainer(Trainer):
+    """The clipped policy loss over `Sample`s on LoRA weights (`step`); subclasses turn episodes into samples with
+    advantages (`update`)."""
+
+    def __init__(self, model, config: PolicyLossConfig, *, pad_id: int, seed: int = 0):
         super().__init__(model, config, pad_id=pad_id, seed=seed)
         self.parameters = [p for p in model.parameters() if p.requires_grad]
         if not self.parameters:
             raise ValueError("the model has no trainable parameters (wrap it with peft's get_peft_model)")
         self.optimizer = torch.optim.AdamW(self.parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
         self.generator = torch.Generator().manual_seed(seed)  # mini-batch shuffling
-        self.judge = build_judge(config.judge) if config.group_reward != "return" else None
-
-    @property
-    def greedy_anchor(self) -> bool:
-        """Whether each group's first rollout is decoded greedily by the learner: ArenaRL's anchor,
-        against which every other rollout of the group is seeded (ArenaRL, arXiv 2601.06487)."""
-        return self.config.group_reward == "arena"
 
     def state_dict(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state()}
@@ -182,35 +187,6 @@ class GRPOTrainer(Trainer):
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
 
-    def update(self, episodes, seats: list[str]) -> dict[str, float]:
-        """The campaign's entry point: the iteration's episodes -> advantages -> `step`."""
-        from trainers.advantages import training_samples
-        from trainers.tournament import group_rewards
-
-        cfg = self.config
-        judged, calls_before = None, self.judge.calls if self.judge else 0
-        if self.judge is not None:  # SPO win rates or ArenaRL rank rewards replace the returns
-            judged = group_rewards(episodes, seats, self.judge, cfg.group_reward)
-        samples, stats = training_samples(
-            episodes,
-            lambda e: seats,
-            estimator=cfg.estimator,
-            std_normalize=cfg.std_normalize,
-            statistics=cfg.statistics,
-            credit=cfg.credit,
-            gamma=cfg.gamma,
-            step_weight=cfg.step_weight,
-            anchor=cfg.anchor,
-            similarity_threshold=cfg.similarity_threshold,
-            invalid_action_penalty=cfg.invalid_action_penalty,
-            trajectory_rewards=judged,
-        )
-        if judged is not None:
-            stats.update(judge_metrics(self.judge, calls_before))
-        metrics = {**stats, **self.step(samples)}
-        metrics["train/fallback_rate"] = sum(s.fallback for s in samples) / len(samples) if samples else 0.0
-        return metrics
-
     def step(self, samples: list[Sample]) -> dict[str, float]:
         """One iteration's update: `epochs` passes, `mini_batches` optimizer steps each. Returns train/* and perf/*
         metrics."""
@@ -218,7 +194,7 @@ class GRPOTrainer(Trainer):
         if cfg.skip_fallbacks:
             samples = [s for s in samples if not s.fallback]
         if cfg.beta == 0:
-            samples = [s for s in samples if s.advantage != 0.0]  # A = 0 and no KL term: no gradient
+            samples = [s for s in samples if s.credited()]  # A = 0 and no KL term: no gradient
         temperature = (
             sample_temperature(s.temperature for s in samples) if samples else 1.0
         )  # the sampler's: rho = 1 before the update
@@ -256,7 +232,7 @@ class GRPOTrainer(Trainer):
                     )
                     forward_tokens += fwd
                     old = right_aligned([s.old_logprobs for s in micro], logp.shape[1], logp.device)
-                    adv = torch.tensor([s.advantage for s in micro], dtype=torch.float32, device=logp.device)
+                    adv = advantage_tensor(micro, logp.shape[1], logp.device)
                     per_token, diag = clipped_pg_loss(
                         logp,
                         old,
@@ -294,3 +270,48 @@ class GRPOTrainer(Trainer):
             "perf/train_seconds": seconds,
             "perf/train_tokens_per_s": forward_tokens / seconds if seconds > 0 and forward_tokens else 0.0,
         }
+
+
+class GRPOTrainer(PolicyGradientTrainer):
+    """Clipped policy gradient with group-relative advantages (GRPO; GiGPO with estimator: gigpo), LoRA."""
+
+    Config = GRPOConfig
+
+    def __init__(self, model, config: GRPOConfig, *, pad_id: int, seed: int = 0):
+        super().__init__(model, config, pad_id=pad_id, seed=seed)
+        self.judge = build_judge(config.judge) if config.group_reward != "return" else None
+
+    @property
+    def greedy_anchor(self) -> bool:
+        """Whether each group's first rollout is decoded greedily by the learner: ArenaRL's anchor,
+        against which every other rollout of the group is seeded (ArenaRL, arXiv 2601.06487)."""
+        return self.config.group_reward == "arena"
+
+    def update(self, episodes, seats: list[str]) -> dict[str, float]:
+        """The campaign's entry point: the iteration's episodes -> advantages -> `step`."""
+        from trainers.advantages import training_samples
+        from trainers.tournament import group_rewards
+
+        cfg = self.config
+        judged, calls_before = None, self.judge.calls if self.judge else 0
+        if self.judge is not None:  # SPO win rates or ArenaRL rank rewards replace the returns
+            judged = group_rewards(episodes, seats, self.judge, cfg.group_reward)
+        samples, stats = training_samples(
+            episodes,
+            lambda e: seats,
+            estimator=cfg.estimator,
+            std_normalize=cfg.std_normalize,
+            statistics=cfg.statistics,
+            credit=cfg.credit,
+            gamma=cfg.gamma,
+            step_weight=cfg.step_weight,
+            anchor=cfg.anchor,
+            similarity_threshold=cfg.similarity_threshold,
+            invalid_action_penalty=cfg.invalid_action_penalty,
+            trajectory_rewards=judged,
+        )
+        if judged is not None:
+            stats.update(judge_metrics(self.judge, calls_before))
+        metrics = {**stats, **self.step(samples)}
+        metrics["train/fallback_rate"] = sum(s.fallback for s in samples) / len(samples) if samples else 0.0
+        return metrics
