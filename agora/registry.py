@@ -346,6 +346,12 @@ TRAINERS = Registry(
             "Clipped policy gradient with group-relative advantages (GRPO; GiGPO with estimator: gigpo), LoRA.",
         ),
         Entry(
+            "hiper",
+            "trainers.hiper:HiPERTrainer",
+            "HiPER: a plan-execute learner (learner.policy: plan_execute) trained with hierarchical advantages "
+            "(segment, turn and switch levels) from three value heads, LoRA.",
+        ),
+        Entry(
             "preference",
             "trainers.preference:PreferenceTrainer",
             "DPO / IPO / KTO on pairs or labels built from each group's best and worst trajectories, LoRA.",

@@ -35,6 +35,9 @@ class Trainer(ABC):
 
     Config: ClassVar[type[BaseModel]]
     greedy_anchor: ClassVar[bool] = False  # each group's first rollout is decoded greedily (ArenaRL's anchor)
+    # The learner policy it trains (`learner.policy` of a campaign file): "llm", or "plan_execute" for a trainer that
+    # reads a plan-execute agent's switch and subgoal (HiPER); a campaign refuses a learner of another kind.
+    learner_policy: ClassVar[str] = "llm"
     tokenizer: Any = None  # the learner's tokenizer, set by the campaign: grammar masks are replayed with it
 
     def __init__(self, model: Any, config: BaseModel, *, pad_id: int, seed: int = 0):

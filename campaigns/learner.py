@@ -51,20 +51,33 @@ def refuse_server_learner(keys: dict[str, Any], file: str | None) -> None:
 class LearnerCampaign(CampaignKind):
     """A campaign kind whose file has `learner: {lora: {...}, <llm keys>}` and `seed`: an LLM with LoRA adapters."""
 
+    learner_policies: tuple[str, ...] = ("llm",)  # the `learner.policy` values this kind plays (LEARNER_POLICIES)
+
     def __init__(self, spec: BaseModel, *, source: str | None = None, text: str | None = None):
         super().__init__(spec, source=source, text=text)
         keys = dict(spec.learner.model_extra or {})
         refuse_server_learner(keys, source)
         self.learner_policy = keys.pop("policy", "llm")
-        if self.learner_policy not in LEARNER_POLICIES:
+        if self.learner_policy not in self.learner_policies:
             raise ScenarioError(
-                f"unknown learner policy {self.learner_policy!r}",
+                f"this campaign kind's learner cannot be {self.learner_policy!r}",
                 file=source,
                 path="learner.policy",
-                hint=f"one of: {', '.join(LEARNER_POLICIES)} (a learner is an LLM with LoRA adapters)",
+                hint=f"one of: {', '.join(self.learner_policies)} (a learner is an LLM with LoRA adapters)",
             )
         self.learner_class = LEARNER_POLICIES[self.learner_policy]
         self.learner_config: LLMConfig = validate_model(self.learner_class.Config, keys, prefix="learner", file=source)
+
+    def check_trainer(self, trainer: str, needed: str, source: str | None) -> None:
+        """A trainer that reads more than a plain LLM's replies (HiPER: a plan-execute agent's plan) refuses a
+        learner of another kind, naming the key to add."""
+        if needed != "llm" and self.learner_policy != needed:
+            raise ScenarioError(
+                f"trainer {trainer} trains a {needed} learner, not {self.learner_policy}",
+                file=source,
+                path="learner.policy",
+                hint=f"add `policy: {needed}` under learner:",
+            )
 
     def learner_keys(self) -> dict[str, Any]:
         """The learner's policy keys as the run records them: `policy` (when not the plain llm) and every parameter."""

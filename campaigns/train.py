@@ -144,6 +144,7 @@ class TrainCampaign(LearnerCampaign):
     snapshots."""
 
     Config = TrainConfig
+    learner_policies = ("llm", "plan_execute")
     ray_workers = True  # training rollouts on Ray workers (`campaigns.workers`); evaluations stay in this process
 
     def __init__(self, spec: TrainConfig, *, source: str | None = None, text: str | None = None):
@@ -240,6 +241,7 @@ class TrainCampaign(LearnerCampaign):
         self.trainer_config = validate_model(
             self.trainer_entry.config, spec.trainer.model_extra or {}, prefix="trainer", file=source
         )
+        self.check_trainer(self.trainer_entry.name, self.trainer_entry.load().learner_policy, source)
         if spec.group_size < 2:
             raise ScenarioError(
                 "a group of one rollout has no advantage signal", path="group_size", hint="use 2 or more (8 is common)"
@@ -556,6 +558,7 @@ class TrainRunner(CampaignRunner):
         """The final evaluation (step `iterations`), the learning curve and the league's records."""
         final, played = self.campaign.spec.iterations, {}
         result.evaluations[final] = self.evaluate(played)
+        self.played = played  # the final evaluation's episodes per opponent (paired comparisons read them)
         self.log_evaluation(result, final)
         if self.tracker:
             self.log_review(played)
