@@ -87,6 +87,7 @@ class StackelbergCampaign(TrainCampaign):
     """The economy's planner trained by GRPO on the welfare of its schedules, workers best-responding (or LLMs)."""
 
     Config = StackelbergConfig
+    learner_policies = ("llm",)  # the planner's replies are schedules: no plan-execute planner (yet)
     ray_workers = False  # rollouts play in this process
 
     def __init__(self, spec: StackelbergConfig, *, source: str | None = None, text: str | None = None):

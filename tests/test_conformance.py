@@ -158,6 +158,7 @@ def agent_overrides(tiny_model_dir, monkeypatch, request):
         }
     return {  # agent -> (its settings, its world's settings)
         "llm": ({"model": tiny_model_dir, "max_new_tokens": 4}, {}),
+        "plan_execute": ({"model": tiny_model_dir, "max_new_tokens": 48, "subgoal_tokens": 4}, {}),
         "server": ({**server, "api": "llama.cpp"}, {}),
         "latent": ({"space": str(SCENARIOS / "latent" / "werewolf_lspo_space.json")}, {}),
         "oracle": ({}, {"oracle_observations": True}),
@@ -199,36 +200,49 @@ def test_agent_defaults_validate_and_it_plays_its_seats(entry, agent_overrides):
 
 @pytest.fixture(scope="module")
 def learner_batch(tiny_model_dir):
-    """Two groups of three negotiation games in which a tiny LLM plays alice (with tokens and log-probs)."""
+    """batch(policy): two groups of three negotiation games in which a tiny LLM plays alice (with tokens and
+    log-probs), as a plain `llm` policy or as a plan-execute agent (what `Trainer.learner_policy` says a trainer
+    trains); built once per kind."""
     from agents.llm import LLMConfig, LLMPolicy
+    from agents.plan_execute import PlanExecuteConfig, PlanExecutePolicy
     from agora.lora import LoRAConfig, load_learner
 
-    model, tokenizer = load_learner(tiny_model_dir, LoRAConfig(r=4, alpha=8), seed=0)
-    llm = LLMPolicy(
-        LLMConfig(model=tiny_model_dir, temperature=1.0, max_new_tokens=6), seed=0, model=model, tokenizer=tokenizer
-    )
-    world = WORLDS.get("negotiation")
-    fair = AGENTS.get("random", world="negotiation")
-    seats = {"alice": llm, "bob": fair.load()(fair.config(), seed=0)}
-    rollout = GroupRollout(
-        lambda: world.load()(world.config(max_turns=4)),
-        seats,
-        {"alice": "learner", "bob": "random"},
-        seed=0,
-        seeds=[11, 12],
-        group_size=3,
-        max_retries=0,
-    )
-    return model, tokenizer, rollout.run(6)
+    built = {}
+
+    def batch(policy: str):
+        if policy not in built:
+            model, tokenizer = load_learner(tiny_model_dir, LoRAConfig(r=4, alpha=8), seed=0)
+            if policy == "plan_execute":
+                config = PlanExecuteConfig(model=tiny_model_dir, temperature=1.0, max_new_tokens=40, subgoal_tokens=4)
+                llm = PlanExecutePolicy(config, seed=0, model=model, tokenizer=tokenizer)
+            else:
+                config = LLMConfig(model=tiny_model_dir, temperature=1.0, max_new_tokens=6)
+                llm = LLMPolicy(config, seed=0, model=model, tokenizer=tokenizer)
+            world = WORLDS.get("negotiation")
+            fair = AGENTS.get("random", world="negotiation")
+            seats = {"alice": llm, "bob": fair.load()(fair.config(), seed=0)}
+            rollout = GroupRollout(
+                lambda: world.load()(world.config(max_turns=4)),
+                seats,
+                {"alice": "learner", "bob": "random"},
+                seed=0,
+                seeds=[11, 12],
+                group_size=3,
+                max_retries=0,
+            )
+            built[policy] = model, tokenizer, rollout.run(6)
+        return built[policy]
+
+    return batch
 
 
 @pytest.mark.parametrize("entry", TRAINERS.entries(), ids=ids)
 def test_trainer_defaults_validate_and_it_updates(entry, learner_batch):
     import torch
 
-    model, tokenizer, episodes = learner_batch
     cls = entry.load()
     assert issubclass(cls, Trainer)
+    model, tokenizer, episodes = learner_batch(cls.learner_policy)
     trainer = cls(model, cls.Config(), pad_id=tokenizer.pad_token_id, seed=0)
     trainer.tokenizer = tokenizer  # as campaigns set it: the learner's replies were decoded under the world's grammar
     assert any(s.grammar for e in episodes for s in e.steps if s.agent == "alice")
