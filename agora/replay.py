@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from agora.errors import plural
-from agora.trajectory import Episode, Step, chat_messages
+from agora.trajectory import Episode, Step, chat_messages, reply_text
 
 MAX_TURNS_SHOWN = 1000  # turns of one episode shown in its replay and trace (the first ones)
 MAX_TURNS_REVIEWED = 10_000  # turns shown in all of a run's replays (and spans in all its traces)
@@ -102,8 +102,11 @@ def turn_html(episode: Episode, step: Step) -> str:
         parts.append(f"<details><summary>observation</summary>{text_block(shown)}</details>")
     for attempt in step.failed_attempts:
         parts.append(f"<div>unparseable: {escape(attempt.get('error', ''))}</div>{text_block(attempt.get('text', ''))}")
-    parts.append(text_block(step.text, "reply"))
+    parts.append(text_block(reply_text(step), "reply"))
     rows: list[tuple[str, Any]] = [("action", step.action), ("reward", step.reward)]
+    if step.info and "subgoal" in step.info:  # a plan-execute agent's segment
+        kind = "new subgoal: " if step.info.get("segment_start") else "kept: "
+        rows.insert(0, ("plan", kind + str(step.info["subgoal"])))
     if step.seconds is not None:  # the batched call(s) this decision waited for
         rows.append(("seconds", f"{step.seconds:.3f}"))
     parts.append(facts(rows))

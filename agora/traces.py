@@ -41,7 +41,7 @@ from mlflow.tracing.constant import (
 )
 
 from agora.replay import MAX_TURNS_SHOWN
-from agora.trajectory import Episode, Step, chat_messages
+from agora.trajectory import Episode, Step, chat_messages, reply_text
 
 PREVIEW_CHARS = 1000  # request/response previews shown in the Traces list
 
@@ -108,11 +108,13 @@ def turn_span(trace: str, episode: Episode, step: Step, start_ns: int, end_ns: i
         "agora.fallback": step.fallback,
         "agora.parse_failures": step.failed_attempts,
     }
+    if step.info:  # the policy's own record (a plan-execute agent's switch and subgoal)
+        attributes["agora.info"] = {k: v for k, v in step.info.items() if k != "reply"}
     messages = chat_messages(step)
     if messages:
         span_type = SpanType.CHAT_MODEL
         inputs: Any = {"messages": messages}
-        reply = {"role": "assistant", "content": step.text}
+        reply = {"role": "assistant", "content": reply_text(step)}
         outputs: Any = {"choices": [{"index": 0, "message": reply, "finish_reason": "stop"}]}
         attributes[SpanAttributeKey.MESSAGE_FORMAT] = "openai"
     else:

@@ -74,6 +74,13 @@ def chat_messages(step: Step) -> list[dict[str, str]]:
     return [{"role": "user", "content": step.prompt}] if step.prompt else []
 
 
+def reply_text(step: Step) -> str:
+    """Everything the policy wrote for this decision: `Step.info["reply"]` where the policy records a reply larger
+    than the part the world parsed (a plan-execute agent's plan + action), else `Step.text`."""
+    reply = (step.info or {}).get("reply")
+    return reply if isinstance(reply, str) else step.text
+
+
 def world_prompt(step: Step) -> str:
     """The world's prompt for this decision as the agent read it (no template tokens, no preamble);
     for a trajectory recorded before `Step.messages`, its prompt."""

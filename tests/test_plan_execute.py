@@ -168,3 +168,14 @@ def test_unconstrained_keep_with_a_changed_subgoal_opens_a_segment(tiny_model_di
     assert [i["keep_changed"] for i in infos] == [False, True, False, False]
     assert [i["subgoal"] for i in infos] == ["plan A", "plan B", "plan B", ""]
     assert [i["format_ok"] for i in infos] == [True, True, True, False]
+
+
+def test_replays_show_the_whole_reply_and_the_plan():
+    from agora.replay import episode_html
+    from agora.trajectory import Episode, Step, reply_text
+
+    reply = "<switch>KEEP</switch><subgoal>ask for books</subgoal><action>ACTION: ACCEPT</action>"
+    step = Step("alice", 0, "p", "ACTION: ACCEPT", {"type": 1}, info={"reply": reply, "subgoal": "ask for books"})
+    assert reply_text(step) == reply and reply_text(Step("bob", 1, "p", "ACTION: ACCEPT", None)) == "ACTION: ACCEPT"
+    page = episode_html(Episode(0, 1, {"alice": "learner"}, steps=[step]))
+    assert "kept: ask for books" in page and "&lt;switch&gt;KEEP&lt;/switch&gt;" in page
