@@ -56,15 +56,18 @@ class HiPERConfig(PolicyLossConfig):
         description="subtracted from a turn's reward when it said KEEP but changed the subgoal (HiPER: 0.3; only "
         "unconstrained decoding can)",
     )
-    value_hidden: int = Field(128, ge=0, le=65536, description="width of each value head's hidden layer; 0 = linear")
-    value_learning_rate: float = Field(1e-3, gt=0.0, le=1.0, description="Adam learning rate of the value heads")
-    value_epochs: int = Field(20, ge=1, le=10_000, description="full-batch Adam steps of the value heads per iteration")
+    value_hidden: int = Field(32, ge=0, le=65536, description="width of each value head's hidden layer; 0 = linear")
+    value_learning_rate: float = Field(1e-2, gt=0.0, le=1.0, description="Adam learning rate of the value heads")
+    value_epochs: int = Field(
+        100, ge=1, le=10_000, description="full-batch Adam steps of the value heads per iteration"
+    )
     feature_batch_size: int = Field(16, ge=1, le=4096, description="samples per forward when reading value features")
 
 
 class ValueHeads(torch.nn.Module):
-    """V_H, V_L and V_term: one small MLP (or a linear map) per level on the policy's last hidden state. Initialised
-    from `generator`, the output layer at zero (every value starts at 0)."""
+    """V_H, V_L and V_term: one small MLP (or a linear map) per level on the policy's last hidden state, standardised
+    per vector first (a layer norm without weights: a model's hidden states have a few very large dimensions).
+    Initialised from `generator`, the output layer at zero (every value starts at 0)."""
 
     def __init__(self, hidden_size: int, width: int, generator: torch.Generator):
         super().__init__()
@@ -85,7 +88,8 @@ class ValueHeads(torch.nn.Module):
 
     def forward(self, features: torch.Tensor, level: str) -> torch.Tensor:
         """Values [N] of `level` from features [N, H]."""
-        return self.heads[LEVELS.index(level)](features).squeeze(-1)
+        x = torch.nn.functional.layer_norm(features, features.shape[-1:])
+        return self.heads[LEVELS.index(level)](x).squeeze(-1)
 
 
 def level_masks(length: int, spans: list[int], boundary: bool) -> dict[str, list[bool]]:
@@ -238,8 +242,9 @@ class HiPERTrainer(PolicyGradientTrainer):
     def fit_values(
         self, features: torch.Tensor, targets: dict[str, np.ndarray], boundary: np.ndarray
     ) -> dict[str, float]:
-        """`value_epochs` full-batch Adam steps on the three heads' mean squared errors; their losses before the
-        first step and the explained variance of each level's targets, 1 - Var(target - V) / Var(target)."""
+        """`value_epochs` full-batch Adam steps on the three heads' mean squared errors. Returns each level's loss
+        before and after the steps, and the explained variance 1 - Var(target - V) / Var(target) of the values the
+        advantages used (before the steps: how well the critic predicts returns it has not been fitted on)."""
         device = features.device
         rows = {
             "high": torch.tensor(np.flatnonzero(boundary), device=device),
@@ -254,20 +259,28 @@ class HiPERTrainer(PolicyGradientTrainer):
         out: dict[str, float] = {}
         self.values.train()
         for epoch in range(self.config.value_epochs):
-            losses = {level: torch.mean((self.values(x[level], level) - goal[level]) ** 2) for level in LEVELS}
+            predicted = {level: self.values(x[level], level) for level in LEVELS}
+            losses = {level: torch.mean((predicted[level] - goal[level]) ** 2) for level in LEVELS}
             if epoch == 0:
-                out.update({f"train/value_loss/{level}": float(losses[level].detach()) for level in LEVELS})
+                for level in LEVELS:
+                    out[f"train/value_loss/{level}"] = float(losses[level].detach())
+                    out[f"train/explained_variance/{level}"] = explained_variance(predicted[level], goal[level])
             self.value_optimizer.zero_grad(set_to_none=True)
             sum(losses.values()).backward()
             self.value_optimizer.step()
         with torch.no_grad():
             for level in LEVELS:
-                residual = goal[level] - self.values(x[level], level)
-                spread = float(goal[level].var(unbiased=False)) if len(goal[level]) > 1 else 0.0
-                out[f"train/explained_variance/{level}"] = (
-                    1.0 - float(residual.var(unbiased=False)) / spread if spread > 0 else 0.0
+                out[f"train/value_loss_after/{level}"] = float(
+                    torch.mean((self.values(x[level], level) - goal[level]) ** 2)
                 )
         return out
+
+
+def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
+    """1 - Var(target - predicted) / Var(target); 0 when the targets do not vary."""
+    spread = float(target.var(unbiased=False)) if len(target) > 1 else 0.0
+    residual = (target - predicted.detach()).var(unbiased=False)
+    return 1.0 - float(residual) / spread if spread > 0 else 0.0
 
 
 def plan_metrics(steps: list[Step], results: list, raw: dict[str, np.ndarray]) -> dict[str, float]:
