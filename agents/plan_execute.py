@@ -120,13 +120,19 @@ class PlanExecutePolicy(LLMPolicy):
 
     def current(self, request: ActRequest) -> tuple[str, int] | None:
         """The subgoal in force before `request`'s decision and the decision its segment started at; None on a
-        seat's first decision (its old plans are forgotten: a new episode under that index)."""
+        seat's first decision (its old plans are forgotten: a new episode under that index) or when the subgoal in
+        force is empty."""
         key = (request.episode, request.agent)
         if request.decision == 0:
             self.plans.pop(key, None)
             return None
-        earlier = [d for d in self.plans.get(key, {}) if d < request.decision]
-        return self.plans[key][max(earlier)] if earlier else None
+        plans = self.plans.get(key, {})
+        if request.decision - 1 in plans:  # a seat's decisions come one after the other
+            found = plans[request.decision - 1]
+        else:
+            earlier = [d for d in plans if d < request.decision]
+            found = plans[max(earlier)] if earlier else None
+        return found if found and found[0] else None  # an empty subgoal cannot be kept: a new segment
 
     def planned(self, request: ActRequest, plan: tuple[str, int] | None) -> ActRequest:
         """`request` with the plan instructions added to the world's prompt and its worked example, and the reply
@@ -153,7 +159,7 @@ class PlanExecutePolicy(LLMPolicy):
         responses = LLMPolicy.act(self, [self.planned(r, p) for r, p in zip(requests, plans)])
         for request, plan, response in zip(requests, plans, responses):
             read = read_reply(response.text)
-            changed = plan is not None and read["switch"] == KEEP and read["subgoal"] != plan[0]
+            changed = plan is not None and read["format_ok"] and read["switch"] == KEEP and read["subgoal"] != plan[0]
             start = plan is None or read["switch"] != KEEP or changed or not read["format_ok"]
             subgoal = read["subgoal"] if start or not plan else plan[0]
             began = request.decision if start else plan[1]

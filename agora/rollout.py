@@ -365,12 +365,13 @@ class Rollout:
                 action = world.parse(turn.agent, text)
             except ParseError as error:
                 counters.parse_failures += 1
-                turn.failed.append({"text": text, "error": str(error)})
+                said = (response.info or {}).get("reply", text)  # all the policy wrote (a plan-execute agent's plan)
+                turn.failed.append({"text": said, "error": str(error)})
                 if len(turn.failed) <= self.max_retries:
                     counters.retries += 1
                     turn.messages = [
                         *turn.messages,
-                        {"role": "assistant", "content": text},
+                        {"role": "assistant", "content": said},
                         {"role": "user", "content": RETRY_MESSAGE.format(error=error)},
                     ]
                     return False

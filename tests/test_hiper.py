@@ -47,6 +47,8 @@ def test_each_level_credits_its_own_tokens():
     assert level_masks(8, [2, 5], boundary=False)["high"] == [False] * 8  # a KEEP's verbatim subgoal: no credit
     cut = level_masks(4, [2, 9], boundary=True)  # a reply cut before </subgoal>: no action tokens
     assert cut["low"] == [False] * 4 and cut["high"] == [False, False, True, True]
+    garbled = level_masks(4, [2, 3], boundary=True, format_ok=False)  # not in the plan format: all action
+    assert garbled["low"] == [True] * 4 and not any(garbled["high"] + garbled["termination"])
 
 
 def test_shaped_rewards_subtract_hipers_penalties():
@@ -96,9 +98,35 @@ def played(tiny_model_dir):
     return model, tokenizer, episodes
 
 
-def test_update_puts_each_levels_normalised_advantage_on_its_tokens(played, monkeypatch):
+def test_value_features_are_read_with_the_adapter_before_the_reply_and_after_the_subgoal(played):
     model, tokenizer, episodes = played
-    config = HiPERConfig(gamma=0.9, lambda_turn=0.8, lambda_segment=0.5, value_epochs=1)
+    trainer = HiPERTrainer(model, HiPERConfig(feature_batch_size=3), pad_id=tokenizer.pad_token_id, seed=0)
+    steps = [s for e in episodes for s in e.steps if s.agent == "player_0"]
+    lora = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_B" in n}
+    try:
+        with torch.no_grad():  # a trained adapter (B = 0 at the start would hide whether it is on)
+            for n, p in model.named_parameters():
+                if "lora_B" in n:
+                    p.normal_(0, 0.5, generator=torch.Generator().manual_seed(2))
+        got = trainer.features(steps)
+        for i, step in enumerate(steps):
+            offsets = [[0, step.info["spans"][1]]]
+            one = hidden_states_at(model, [step.prompt_ids], [step.completion_ids], offsets, pad_id=0)
+            torch.testing.assert_close(got[i], one[0], atol=1e-4, rtol=1e-3)
+        with model.disable_adapter():
+            plain = hidden_states_at(model, [steps[0].prompt_ids], [steps[0].completion_ids], [[0, 1]], pad_id=0)
+        assert not torch.allclose(plain[0, 0], got[0, 0], atol=1e-3)
+    finally:
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if n in lora:
+                    p.copy_(lora[n])
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_update_puts_each_levels_advantage_on_its_tokens(played, monkeypatch, normalize):
+    model, tokenizer, episodes = played
+    config = HiPERConfig(gamma=0.9, lambda_turn=0.8, lambda_segment=0.5, value_epochs=1, normalize_advantages=normalize)
     trainer = HiPERTrainer(model, config, pad_id=tokenizer.pad_token_id, seed=0)
     trainer.tokenizer = tokenizer
     with torch.no_grad():  # non-zero values, so that the value terms count
@@ -136,9 +164,9 @@ def test_update_puts_each_levels_normalised_advantage_on_its_tokens(played, monk
         )
         lo = hi
     boundary = np.concatenate([r.boundary for r in results])
-    high = normalized(np.concatenate([r.high for r in results]), boundary)
-    low = normalized(np.concatenate([r.low for r in results]))
-    term = normalized(np.concatenate([r.termination for r in results]))
+    high, low, term = (np.concatenate([getattr(r, level) for r in results]) for level in ("high", "low", "termination"))
+    if normalize:
+        high, low, term = normalized(high, boundary), normalized(low), normalized(term)
     assert len(caught) == len(flat)
     for k, (sample, step) in enumerate(zip(caught, flat)):
         switch_end, subgoal_end = step.info["spans"]
@@ -150,6 +178,8 @@ def test_update_puts_each_levels_normalised_advantage_on_its_tokens(played, monk
         assert tokens[subgoal_end:] == pytest.approx([low[k]] * (len(tokens) - subgoal_end))
     assert metrics["plan/segments_per_trajectory"] == pytest.approx(boundary.sum() / len(trajectories))
     assert metrics["plan/switch_rate"] == pytest.approx(boundary.mean())
+    assert metrics["plan/segment_length"] == pytest.approx(len(boundary) / boundary.sum())
+    assert metrics["plan/format_ok_rate"] == 1.0 and metrics["plan/keep_changed_rate"] == 0.0
     for level in ("high", "low", "termination"):
         assert np.isfinite(metrics[f"train/value_loss/{level}"])
 
@@ -178,6 +208,28 @@ def test_value_heads_regress_on_their_targets_and_their_state_is_saved(played):
     with torch.no_grad():
         torch.testing.assert_close(again.values(features[:, 1], "low"), trainer.values(features[:, 1], "low"))
     assert again.value_optimizer.state_dict()["state"]  # Adam's moments came back too
+
+
+def test_values_are_normalised_by_the_running_statistics_of_their_targets(played):
+    model, _, _ = played
+    trainer = HiPERTrainer(model, HiPERConfig(), pad_id=0, seed=0)
+    heads = trainer.values
+    seen = np.array([1.0, 2.0, 6.0, -3.0, 0.5, 4.0, 4.0])
+    heads.observe("low", torch.tensor(seen[:3]))
+    heads.observe("low", torch.tensor(seen[3:]))
+    mean, std = heads.scale("low")
+    assert mean == pytest.approx(seen.mean()) and std == pytest.approx(seen.std())
+    assert heads.scale("high") == (0.0, 1.0)  # each level its own
+    x = torch.randn(4, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(heads(x, "low"), mean + std * heads.normalised(x, "low"))
+    # a fit starts from the running mean: one step already predicts about the mean of constant targets
+    fresh = HiPERTrainer(model, HiPERConfig(value_epochs=1), pad_id=0, seed=0)
+    feats = torch.randn(6, 2, 32, generator=torch.Generator().manual_seed(1))
+    constant = {level: np.full(6, 5.0) for level in ("high", "low", "termination")}
+    first = fresh.fit_values(feats, constant, np.ones(6, dtype=bool))
+    assert first["train/value_loss/low"] == pytest.approx(25.0)  # V = 0 before any target
+    assert first["train/value_loss_after/low"] < 0.1
 
 
 def test_value_heads_start_at_zero_deterministically(played):

@@ -67,7 +67,12 @@ class HiPERConfig(PolicyLossConfig):
 class ValueHeads(torch.nn.Module):
     """V_H, V_L and V_term: one small MLP (or a linear map) per level on the policy's last hidden state, standardised
     per vector first (a layer norm without weights: a model's hidden states have a few very large dimensions).
-    Initialised from `generator`, the output layer at zero (every value starts at 0)."""
+
+    Each head predicts a normalised value: V = mean + std * head(x), with the mean and standard deviation of every
+    target the level has seen (`observe`; value normalisation as in PopArt, "Learning values across many orders of
+    magnitude", arXiv 1602.07714, without its output correction), so the baseline is the running mean return from
+    the first update on rather than whatever a few Adam steps reach from 0. Initialised from `generator`, the output
+    layer at zero (every value starts at the running mean: 0 before any target)."""
 
     def __init__(self, hidden_size: int, width: int, generator: torch.Generator):
         super().__init__()
@@ -85,22 +90,61 @@ class ValueHeads(torch.nn.Module):
                 torch.nn.init.zeros_(layer.bias)
             torch.nn.init.zeros_(layers[-1].weight)
             torch.nn.init.zeros_(layers[-1].bias)
+        # per level: targets seen, their mean, the sum of squared deviations (Welford), float64
+        self.register_buffer("count", torch.zeros(len(LEVELS), dtype=torch.float64))
+        self.register_buffer("mean", torch.zeros(len(LEVELS), dtype=torch.float64))
+        self.register_buffer("m2", torch.zeros(len(LEVELS), dtype=torch.float64))
 
-    def forward(self, features: torch.Tensor, level: str) -> torch.Tensor:
-        """Values [N] of `level` from features [N, H]."""
+    def scale(self, level: str) -> tuple[float, float]:
+        """(mean, std) of the targets `level` has seen; (0, 1) before any, std at least 1e-3."""
+        k = LEVELS.index(level)
+        n = float(self.count[k])
+        std = math.sqrt(float(self.m2[k]) / n) if n else 1.0
+        return float(self.mean[k]), max(std, 1e-3) if n else 1.0
+
+    def observe(self, level: str, targets: torch.Tensor) -> None:
+        """Add a batch of targets to `level`'s running mean and variance (Chan et al.'s parallel update)."""
+        k, x = LEVELS.index(level), targets.detach().double().cpu()
+        if not len(x):
+            return
+        n_a, n_b = float(self.count[k]), float(len(x))
+        mean_b, m2_b = float(x.mean()), float(((x - x.mean()) ** 2).sum())
+        delta, total = mean_b - float(self.mean[k]), n_a + n_b
+        self.mean[k] += delta * n_b / total
+        self.m2[k] += m2_b + delta**2 * n_a * n_b / total
+        self.count[k] = total
+
+    def normalised(self, features: torch.Tensor, level: str) -> torch.Tensor:
+        """The head's output [N] before de-normalisation."""
         x = torch.nn.functional.layer_norm(features, features.shape[-1:])
         return self.heads[LEVELS.index(level)](x).squeeze(-1)
 
+    def forward(self, features: torch.Tensor, level: str) -> torch.Tensor:
+        """Values [N] of `level` from features [N, H]: mean + std * head(x)."""
+        mean, std = self.scale(level)
+        return mean + std * self.normalised(features, level)
 
-def level_masks(length: int, spans: list[int], boundary: bool) -> dict[str, list[bool]]:
+
+def level_masks(length: int, spans: list[int], boundary: bool, format_ok: bool = True) -> dict[str, list[bool]]:
     """Which completion tokens each level's advantage goes on: the switch part (tokens before `spans[0]`), the
-    subgoal part (`spans[0]` to `spans[1]`, only on a segment's first turn) and the action part (the rest)."""
+    subgoal part (`spans[0]` to `spans[1]`, only on a segment's first turn) and the action part (the rest). A reply
+    not in the plan format (unconstrained decoding) is all action: its tags cannot say where its parts end."""
+    if not format_ok:
+        spans = [0, 0]
     switch_end, subgoal_end = min(spans[0], length), min(max(spans[1], spans[0]), length)
     return {
         "termination": [t < switch_end for t in range(length)],
         "high": [boundary and switch_end <= t < subgoal_end for t in range(length)],
         "low": [t >= subgoal_end for t in range(length)],
     }
+
+
+def value_offset(step: Step) -> int:
+    """Where V_L reads a reply: right after its `</subgoal>` (the subgoal is part of its state); at the reply's
+    start when the reply is not in the plan format."""
+    if not step.info.get("format_ok", True):
+        return 0
+    return min(step.info["spans"][1], len(step.completion_ids))
 
 
 def shaped_reward(step: Step, config: HiPERConfig) -> float:
@@ -150,7 +194,7 @@ class HiPERTrainer(PolicyGradientTrainer):
                     self.model,
                     [s.prompt_ids for s in chunk],
                     [s.completion_ids for s in chunk],
-                    [[0, min(s.info["spans"][1], len(s.completion_ids))] for s in chunk],
+                    [[0, value_offset(s)] for s in chunk],
                     pad_id=self.pad_id,
                 )
             )
@@ -205,7 +249,12 @@ class HiPERTrainer(PolicyGradientTrainer):
         for (episode, seat, steps), hae in zip(trajectories, results):
             ret = credited_return(episode, seat, "own")
             for t, step in enumerate(steps):
-                masks = level_masks(len(step.completion_ids), step.info["spans"], bool(hae.boundary[t]))
+                masks = level_masks(
+                    len(step.completion_ids),
+                    step.info["spans"],
+                    bool(hae.boundary[t]),
+                    bool(step.info.get("format_ok", True)),
+                )
                 tokens = [
                     sum(float(adv[level][k]) * masks[level][j] for level in LEVELS)
                     for j in range(len(step.completion_ids))
@@ -257,16 +306,21 @@ class HiPERTrainer(PolicyGradientTrainer):
         }
         x = {level: features[rows[level], column[level]] for level in LEVELS}
         out: dict[str, float] = {}
+        with torch.no_grad():  # the values the advantages used
+            for level in LEVELS:
+                predicted = self.values(x[level], level)
+                out[f"train/value_loss/{level}"] = float(torch.mean((predicted - goal[level]) ** 2))
+                out[f"train/explained_variance/{level}"] = explained_variance(predicted, goal[level])
+                self.values.observe(level, goal[level])
+        scaled = {}
+        for level in LEVELS:
+            mean, std = self.values.scale(level)
+            scaled[level] = (goal[level] - mean) / std
         self.values.train()
-        for epoch in range(self.config.value_epochs):
-            predicted = {level: self.values(x[level], level) for level in LEVELS}
-            losses = {level: torch.mean((predicted[level] - goal[level]) ** 2) for level in LEVELS}
-            if epoch == 0:
-                for level in LEVELS:
-                    out[f"train/value_loss/{level}"] = float(losses[level].detach())
-                    out[f"train/explained_variance/{level}"] = explained_variance(predicted[level], goal[level])
+        for _ in range(self.config.value_epochs):
+            losses = [torch.mean((self.values.normalised(x[level], level) - scaled[level]) ** 2) for level in LEVELS]
             self.value_optimizer.zero_grad(set_to_none=True)
-            sum(losses.values()).backward()
+            sum(losses).backward()
             self.value_optimizer.step()
         with torch.no_grad():
             for level in LEVELS:
@@ -287,6 +341,7 @@ def plan_metrics(steps: list[Step], results: list, raw: dict[str, np.ndarray]) -
     """How the agent plans: segments per trajectory, turns per segment, the share of turns that open a segment, of
     replies in the plan format and of KEEPs that changed their subgoal; each level's raw advantage scale."""
     segments = [int(h.boundary.sum()) for h in results]
+    boundary = np.concatenate([h.boundary for h in results])
     turns = [len(h.boundary) for h in results]
     infos = [s.info for s in steps]
     return {
@@ -295,5 +350,8 @@ def plan_metrics(steps: list[Step], results: list, raw: dict[str, np.ndarray]) -
         "plan/switch_rate": float(np.mean([bool(i["segment_start"]) for i in infos])),
         "plan/format_ok_rate": float(np.mean([bool(i.get("format_ok", True)) for i in infos])),
         "plan/keep_changed_rate": float(np.mean([bool(i.get("keep_changed")) for i in infos])),
-        **{f"train/advantage_std/{level}": float(np.std(values)) for level, values in raw.items()},
+        **{
+            f"train/advantage_std/{level}": float(np.std(values[boundary] if level == "high" else values))
+            for level, values in raw.items()
+        },
     }
