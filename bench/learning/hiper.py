@@ -205,6 +205,15 @@ def main() -> None:
         }
     )
     tracker.log_table(copy.deepcopy(table), "learning/hiper_vs_flat.json")
+    episodes = [(row["method"], name, e) for row in rows for name, played in row["played"].items() for e in played]
+    tracker.log_table(  # every held-out game, so that a later run of another method can be paired with these
+        {
+            "method": [m for m, _, _ in episodes],
+            "opponent": [o for _, o, _ in episodes],
+            **{key: [e[key] for _, _, e in episodes] for key in ("seed", "score", "turns", "deal")},
+        },
+        "learning/hiper_episodes.json",
+    )
     tracker.log_figure(figure(rows), "figures/hiper_vs_flat.png")
     tracker.end()
     print(f"MLflow run {tracker.run_id} in {tracker.uri}")
