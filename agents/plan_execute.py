@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import numpy as np
 from pydantic import Field
 
 from agents.llm import LLMConfig, LLMPolicy
@@ -29,7 +30,6 @@ from agora.policy import ActRequest, ActResponse
 from agora.world import sanitize
 
 SWITCH, KEEP = "SWITCH", "KEEP"
-TAGS = ("<switch>", "</switch>", "<subgoal>", "</subgoal>", "<action>", "</action>")
 FORMAT = "<switch>KEEP or SWITCH</switch><subgoal>your plan for the next turns</subgoal><action>your reply</action>"
 INSTRUCTIONS = (
     "\n\nPlan, then act. Reply in exactly this form:\n"
@@ -98,13 +98,14 @@ def read_reply(reply: str) -> dict[str, Any]:
 
 def token_spans(tokenizer: Any, ids: list[int]) -> list[int]:
     """[end of the switch part, end of the subgoal part] in tokens of the completion `ids`: the fewest tokens whose
-    text holds '</switch>' (resp. '</subgoal>'); len(ids) where a tag never appears."""
-    spans, text_so_far, k = [], "", 0
+    text holds '</switch>' (resp. '</subgoal>'); len(ids) where a tag never appears. Each token is decoded once
+    (the tags are ASCII, so they read the same token by token as in the whole text)."""
+    pieces = tokenizer.batch_decode([[t] for t in ids], skip_special_tokens=True)
+    ends, whole = np.cumsum([len(piece) for piece in pieces]), "".join(pieces)
+    spans = []
     for tag in ("</switch>", "</subgoal>"):
-        while tag not in text_so_far and k < len(ids):
-            k += 1
-            text_so_far = tokenizer.decode(ids[:k], skip_special_tokens=True)
-        spans.append(k if tag in text_so_far else len(ids))
+        at = whole.find(tag)
+        spans.append(int(np.searchsorted(ends, at + len(tag))) + 1 if at >= 0 else len(ids))
     return spans
 
 
@@ -115,6 +116,8 @@ class PlanExecutePolicy(LLMPolicy):
 
     def __init__(self, config: PlanExecuteConfig, **kwargs):
         super().__init__(config, **kwargs)
+        example = sanitize(config.example_subgoal, config.subgoal_chars).replace("<", "(").replace(">", ")")
+        self.example_plan = f"<switch>SWITCH</switch><subgoal>{example}</subgoal>"  # the worked example's plan
         # (episode, seat) -> {decision: (subgoal after it, decision its segment started at)}
         self.plans: dict[tuple[int, str], dict[int, tuple[str, int]]] = {}
 
@@ -146,9 +149,8 @@ class PlanExecutePolicy(LLMPolicy):
             if message["role"] == "user":
                 demonstration.append({**message, "content": message["content"] + INSTRUCTIONS + FIRST})
             elif message["role"] == "assistant":
-                example = sanitize(self.config.example_subgoal, self.config.subgoal_chars).replace("<", "(")
-                reply = f"<switch>SWITCH</switch><subgoal>{example.replace('>', ')')}</subgoal>"
-                demonstration.append({**message, "content": f"{reply}<action>{message['content']}</action>"})
+                content = f"{self.example_plan}<action>{message['content']}</action>"
+                demonstration.append({**message, "content": content})
             else:
                 demonstration.append(message)
         grammar = plan_grammar(request.grammar, plan[0] if plan else None, self.config)
@@ -161,7 +163,7 @@ class PlanExecutePolicy(LLMPolicy):
             read = read_reply(response.text)
             changed = plan is not None and read["format_ok"] and read["switch"] == KEEP and read["subgoal"] != plan[0]
             start = plan is None or read["switch"] != KEEP or changed or not read["format_ok"]
-            subgoal = read["subgoal"] if start or not plan else plan[0]
+            subgoal = read["subgoal"] if start else plan[0]
             began = request.decision if start else plan[1]
             self.plans.setdefault((request.episode, request.agent), {})[request.decision] = (subgoal, began)
             response.info = {

@@ -65,8 +65,8 @@ class LearnerCampaign(CampaignKind):
                 path="learner.policy",
                 hint=f"one of: {', '.join(self.learner_policies)} (a learner is an LLM with LoRA adapters)",
             )
-        self.learner_class = LEARNER_POLICIES[self.learner_policy]
-        self.learner_config: LLMConfig = validate_model(self.learner_class.Config, keys, prefix="learner", file=source)
+        config_class = LEARNER_POLICIES[self.learner_policy].Config
+        self.learner_config: LLMConfig = validate_model(config_class, keys, prefix="learner", file=source)
 
     def check_trainer(self, trainer: str, needed: str, source: str | None) -> None:
         """A trainer that reads more than a plain LLM's replies (HiPER: a plan-execute agent's plan) refuses a
@@ -87,7 +87,8 @@ class LearnerCampaign(CampaignKind):
     def learner_for(self, config: LLMConfig | None = None, **kwargs) -> LLMPolicy:
         """A learner policy of the file's kind (`llm` or `plan_execute`) with `config` (default the file's):
         `seed`, `model`, `tokenizer` as `LLMPolicy` takes them."""
-        return self.learner_class(config or self.learner_config, **kwargs)
+        config = config or self.learner_config
+        return learner_class(config)(config, **kwargs)
 
     def file_config(self) -> dict[str, Any]:
         out = super().file_config()

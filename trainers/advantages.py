@@ -29,7 +29,7 @@ from typing import Any, Callable, Literal
 
 import numpy as np
 
-from agora.trajectory import Episode
+from agora.trajectory import Episode, Step
 
 EPS = 1e-6
 
@@ -53,6 +53,28 @@ class Sample:
     # One advantage per completion token (HiPER's levels: switch, subgoal and action tokens credited apart), which
     # replaces `advantage` in the loss; None: `advantage` on every token.
     token_advantages: list[float] | None = None
+
+    @classmethod
+    def from_step(
+        cls, step: Step, *, advantage: float, group: str, episode: int, ret: float, token_advantages=None
+    ) -> "Sample":
+        """The learner decision `step` (played by `step.agent` in episode `episode`) with its tokens, the sampler's
+        log-probs, temperature and grammar, and the advantage(s) it is credited with."""
+        return cls(
+            prompt_ids=list(step.prompt_ids),
+            completion_ids=list(step.completion_ids),
+            old_logprobs=list(step.logprobs),
+            advantage=float(advantage),
+            group=group,
+            episode=episode,
+            agent=step.agent,
+            turn=step.turn,
+            ret=ret,
+            fallback=step.fallback,
+            temperature=step.temperature,
+            grammar=step.grammar,
+            token_advantages=token_advantages,
+        )
 
     def credited(self) -> bool:
         """Whether some token of it has a non-zero advantage (else, without a KL term, it has no gradient)."""
@@ -235,21 +257,10 @@ def training_samples(
     for (k, step, _, _), a_s in zip(rows, a_step):
         if not step.completion_ids or step.logprobs is None or step.prompt_ids is None:
             continue  # scripted turns, or a policy that records no tokens
-        episode, agent, uid, ret, _ = trajectories[k]
+        episode, _, uid, ret, _ = trajectories[k]
         samples.append(
-            Sample(
-                prompt_ids=list(step.prompt_ids),
-                completion_ids=list(step.completion_ids),
-                old_logprobs=list(step.logprobs),
-                advantage=float(episode_adv[k] + step_weight * a_s),
-                group=uid,
-                episode=episode.index,
-                agent=agent,
-                turn=step.turn,
-                ret=ret,
-                fallback=step.fallback,
-                temperature=step.temperature,
-                grammar=getattr(step, "grammar", None),
+            Sample.from_step(
+                step, advantage=episode_adv[k] + step_weight * a_s, group=uid, episode=episode.index, ret=ret
             )
         )
     sizes = defaultdict(int)

@@ -260,19 +260,12 @@ class HiPERTrainer(PolicyGradientTrainer):
                     for j in range(len(step.completion_ids))
                 ]
                 samples.append(
-                    Sample(
-                        prompt_ids=list(step.prompt_ids),
-                        completion_ids=list(step.completion_ids),
-                        old_logprobs=list(step.logprobs),
-                        advantage=float(adv["low"][k]),
+                    Sample.from_step(
+                        step,
+                        advantage=adv["low"][k],
                         group=f"{episode.seed}:{seat}",
                         episode=episode.index,
-                        agent=seat,
-                        turn=step.turn,
                         ret=ret,
-                        fallback=step.fallback,
-                        temperature=step.temperature,
-                        grammar=step.grammar,
                         token_advantages=tokens,
                     )
                 )
