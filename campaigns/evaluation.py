@@ -31,17 +31,24 @@ def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, f
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def episode_outcome(episode: Episode, learner_seats: list[str]) -> tuple[float, float]:
+    """(the learner's score: its seats' mean return, win: 1 if it beats every other seat, 0.5 if it ties the best,
+    else 0)."""
+    mine = float(np.mean([episode.returns[s] for s in learner_seats]))
+    others = [r for s, r in episode.returns.items() if s not in learner_seats]
+    best_other = max(others) if others else mine
+    return mine, 1.0 if mine > best_other else 0.5 if mine == best_other else 0.0
+
+
 def evaluation_metrics(name: str, episodes: list[Episode], learner_seats: list[str]) -> dict[str, float]:
     """eval/<opponent>/score (learner's mean return, 95% CI), win_rate (beats every other seat; a tie
     with the best counts half; Wilson 95% CI) and the world's episode metrics averaged."""
     scores, wins = [], 0.0
     values: dict[str, list[float]] = {}
     for episode in episodes:
-        mine = float(np.mean([episode.returns[s] for s in learner_seats]))
-        others = [r for s, r in episode.returns.items() if s not in learner_seats]
-        best_other = max(others) if others else mine
+        mine, won = episode_outcome(episode, learner_seats)
         scores.append(mine)
-        wins += 1.0 if mine > best_other else 0.5 if mine == best_other else 0.0
+        wins += won
         for key, value in episode.metrics.items():
             values.setdefault(key, []).append(value)
     score, low, high = mean_ci(scores)

@@ -360,6 +360,7 @@ class TrainRunner(CampaignRunner):
         self.version = 0  # updates applied to the learner's weights (`Episode.version` of what it plays)
         self.workers: Any = None  # the RayRollout of `execution: {backend: ray}`, while the iterations run
         self.restarts_before = 0  # worker restarts of the RayRollouts released so far
+        self.played_at: dict[int, dict[str, list[Episode]]] = {}  # step -> opponent -> held-out episodes (pairing)
         if self.resumed_from:
             self.restore(self.resumed_from)
         self.open_run(
@@ -523,7 +524,7 @@ class TrainRunner(CampaignRunner):
         every = spec.evaluation.every
         for i in range(self.first_iteration, spec.iterations):
             if (every and i % every == 0) or i == 0:
-                result.evaluations[i] = self.evaluate()
+                result.evaluations[i] = self.evaluate(self.played_at.setdefault(i, {}))
                 self.log_evaluation(result, i)
             metrics = self.iteration(i)
             self.log(metrics, step=i)
@@ -556,9 +557,8 @@ class TrainRunner(CampaignRunner):
 
     def finish(self, result: CampaignResult) -> None:
         """The final evaluation (step `iterations`), the learning curve and the league's records."""
-        final, played = self.campaign.spec.iterations, {}
-        result.evaluations[final] = self.evaluate(played)
-        self.played = played  # the final evaluation's episodes per opponent (paired comparisons read them)
+        final = self.campaign.spec.iterations
+        result.evaluations[final] = self.evaluate(played := self.played_at.setdefault(final, {}))
         self.log_evaluation(result, final)
         if self.tracker:
             self.log_review(played)
