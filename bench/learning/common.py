@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -36,6 +36,9 @@ class Arm:
     name: str
     file: str
     changes: dict[str, Any] = field(default_factory=dict)
+    # (runner, result) -> what else this experiment reads from the finished campaign (a league's ratings, ...):
+    # kept in the arm's row under "extra"
+    collect: Callable[[Any, Any], dict] | None = None
 
 
 def t_interval(values) -> tuple[float, float, float]:
@@ -115,6 +118,7 @@ def run_arm(arm: Arm, overrides: dict[str, Any], uri: str | None, folder: Path) 
         "history": {i: m.get("train/reward/learner", float("nan")) for i, m in sorted(result.history.items())},
         "before": held_out_games(runner.played_at[first], seats),
         "after": held_out_games(runner.played_at[last], seats),
+        "extra": arm.collect(runner, result) if arm.collect else {},
     }
 
 
