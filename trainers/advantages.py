@@ -135,8 +135,12 @@ def discounted_returns(rewards: list[float], gamma: float) -> np.ndarray:
     return out
 
 
-def anchor_key(observation: Any) -> str:
-    """A hashable, canonical rendering of an observation (GiGPO's `to_hashable(anchor_obs)`)."""
+def anchor_key(observation: Any, fields: list[str] | None = None) -> str:
+    """A hashable, canonical rendering of an observation (GiGPO's `to_hashable(anchor_obs)`); with `fields`, of
+    those keys of a mapping observation only (an abstracted state: e.g. the offer on the table without the chat
+    history, which would make every state unique)."""
+    if fields is not None and isinstance(observation, dict):
+        observation = {k: observation.get(k) for k in fields}
     return json.dumps(observation, sort_keys=True, separators=(",", ":"))
 
 
@@ -156,6 +160,48 @@ def similarity_clusters(keys: list[str], threshold: float) -> list[int]:
     return out
 
 
+def anchor_groups(
+    anchors: list[str],
+    groups: list[Any],
+    *,
+    key: Literal["exact", "similarity"] = "exact",
+    similarity_threshold: float = 0.95,
+) -> list[list[int]]:
+    """GiGPO's step groups G^S: indices of the steps of one episode group whose anchor state is the same (`exact`)
+    or similar (`similarity`, `similarity_clusters`), singletons included."""
+    by_group: dict[Any, list[int]] = defaultdict(list)
+    for i, g in enumerate(groups):
+        by_group[g].append(i)
+    out = []
+    for ix in by_group.values():
+        if key == "exact":
+            labels = [anchors[i] for i in ix]
+        else:
+            labels = similarity_clusters([anchors[i] for i in ix], similarity_threshold)
+        members: dict[Any, list[int]] = defaultdict(list)
+        for i, label in zip(ix, labels):
+            members[label].append(i)
+        out += list(members.values())
+    return out
+
+
+def normalized_within(
+    step_returns: np.ndarray, members: list[list[int]], *, std_normalize: bool = True, eps: float = EPS
+) -> np.ndarray:
+    """A^S = (R_t - mean) / F_norm within each step group of `members`; steps alone in theirs get 0."""
+    step_returns = np.asarray(step_returns, dtype=np.float64)
+    out = np.zeros_like(step_returns)
+    for ix in members:
+        if len(ix) < 2:
+            continue
+        values = step_returns[ix]
+        centred = values - values.mean()
+        if std_normalize:
+            centred = centred / (values.std(ddof=1) + eps)
+        out[ix] = centred
+    return out
+
+
 def step_advantages(
     step_returns: np.ndarray,
     anchors: list[str],
@@ -168,28 +214,8 @@ def step_advantages(
 ) -> np.ndarray:
     """GiGPO's A^S: steps of one episode group with the same (or similar) anchor state are
     normalised against each other, (R_t - mean) / F_norm; steps alone in their anchor group get 0."""
-    step_returns = np.asarray(step_returns, dtype=np.float64)
-    out = np.zeros_like(step_returns)
-    by_group: dict[Any, list[int]] = defaultdict(list)
-    for i, g in enumerate(groups):
-        by_group[g].append(i)
-    for ix in by_group.values():
-        if key == "exact":
-            labels = [anchors[i] for i in ix]
-        else:
-            labels = similarity_clusters([anchors[i] for i in ix], similarity_threshold)
-        anchor_groups: dict[Any, list[int]] = defaultdict(list)
-        for i, label in zip(ix, labels):
-            anchor_groups[label].append(i)
-        for members in anchor_groups.values():
-            if len(members) < 2:
-                continue
-            values = step_returns[members]
-            centred = values - values.mean()
-            if std_normalize:
-                centred = centred / (values.std(ddof=1) + eps)
-            out[members] = centred
-    return out
+    members = anchor_groups(anchors, groups, key=key, similarity_threshold=similarity_threshold)
+    return normalized_within(step_returns, members, std_normalize=std_normalize, eps=eps)
 
 
 def credited_return(episode: Episode, agent: str, credit: Literal["own", "team"]) -> float:
@@ -209,11 +235,13 @@ def training_samples(
     step_weight: float = 1.0,
     anchor: Literal["exact", "similarity"] = "exact",
     similarity_threshold: float = 0.95,
+    anchor_fields: list[str] | None = None,
     invalid_action_penalty: float = 0.0,
     trajectory_rewards: dict[tuple[int, str], float] | None = None,
 ) -> tuple[list[Sample], dict[str, float]]:
     """Samples with advantages for every learner decision that has token ids, plus group statistics
-    (`train/zero_variance_groups`, `train/groups`, `train/mean_group_size`).
+    (`train/zero_variance_groups`, `train/groups`, `train/mean_group_size`; GiGPO: `train/anchor_groups` and
+    `train/anchor_singletons`, the share of steps alone in their anchor group, whose A^S is 0).
 
     `invalid_action_penalty` is subtracted from a trajectory's return, and from the reward of the
     step, for each of its decisions whose text could not be parsed (the world's fallback acted).
@@ -240,18 +268,20 @@ def training_samples(
         if credit == "team" and rewards:  # the other seats' rewards count too: credited to the last step
             rewards[-1] += ret - sum(rewards)
         for step, r_t in zip(steps, discounted_returns(rewards, gamma)):
-            rows.append((k, step, r_t, anchor_key(step.observation)))
+            rows.append((k, step, r_t, anchor_key(step.observation, anchor_fields)))
+    a_step, step_stats = np.zeros(len(rows)), {}
     if estimator == "gigpo" and rows:
-        a_step = step_advantages(
-            np.array([r[2] for r in rows]),
+        members = anchor_groups(
             [r[3] for r in rows],
             [trajectories[r[0]][2] for r in rows],
-            std_normalize=std_normalize,
             key=anchor,
             similarity_threshold=similarity_threshold,
         )
-    else:
-        a_step = np.zeros(len(rows))
+        a_step = normalized_within(np.array([r[2] for r in rows]), members, std_normalize=std_normalize)
+        step_stats = {
+            "train/anchor_groups": float(len(members)),
+            "train/anchor_singletons": sum(len(m) == 1 for m in members) / len(rows),  # share of steps, A^S = 0
+        }
 
     samples = []
     for (k, step, _, _), a_s in zip(rows, a_step):
@@ -270,5 +300,6 @@ def training_samples(
         "train/groups": float(len(sizes)),
         "train/mean_group_size": float(np.mean(list(sizes.values()))) if sizes else 0.0,
         "train/zero_variance_groups": zero_variance_fraction(returns, groups),
+        **step_stats,
     }
     return samples, stats

@@ -84,6 +84,12 @@ class GRPOConfig(PolicyLossConfig):
     similarity_threshold: float = Field(
         0.95, gt=0.0, le=1.0, description="GiGPO similarity key: least difflib ratio to share a group"
     )
+    anchor_fields: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="GiGPO anchor state: these keys of the observation only (e.g. [counts, values, offer, turn] "
+        "without the chat history, which makes every state unique); default: the whole observation",
+    )
     invalid_action_penalty: float = Field(
         0.0,
         ge=0.0,
@@ -307,6 +313,7 @@ class GRPOTrainer(PolicyGradientTrainer):
             step_weight=cfg.step_weight,
             anchor=cfg.anchor,
             similarity_threshold=cfg.similarity_threshold,
+            anchor_fields=cfg.anchor_fields,
             invalid_action_penalty=cfg.invalid_action_penalty,
             trajectory_rewards=judged,
         )
