@@ -234,6 +234,7 @@ def compare(
     changes = parse_overrides(list(overrides))
     rows = [run_arm(arm, changes, uri, folder) for arm in arms]
     lines, table = report(rows, baseline, extra)
+    lines += [f"{r['arm']}: " + ", ".join(f"{k} {v:.3g}" for k, v in r["extra"].items()) for r in rows if r["extra"]]
     print("\n".join(lines))
     tracker = Tracker(uri, EXPERIMENT, tag, {"agora.bench": tag})
     tracker.log_params(
@@ -247,6 +248,12 @@ def compare(
             for i in range(len(table["arm"]))
             for key in ("score", "delta", "win", "win_delta", "vs_baseline")
             if np.isfinite(table[key][i])
+        }
+        | {
+            f"{r['arm']}/{key}": float(value)
+            for r in rows
+            for key, value in r["extra"].items()
+            if isinstance(value, (int, float)) and np.isfinite(value)
         }
     )
     tracker.log_table(copy.deepcopy(table), f"learning/{tag}.json")

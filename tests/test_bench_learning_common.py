@@ -1,0 +1,93 @@
+"""bench/learning/common.py pairs held-out games by seed and its experiments give every arm the same budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agora.campaign import load_campaign
+from bench.learning import common, gigpo, grpo_bargain
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEDULE = ("iterations", "groups_per_iteration", "group_size", "seed", "concurrency", "max_retries")
+OPTIMISER = ("learning_rate", "epochs", "mini_batches", "micro_batch_size", "epsilon", "beta", "max_grad_norm")
+
+
+def loaded(arms):
+    return [load_campaign(ROOT / arm.file, arm.changes) for arm in arms]
+
+
+def assert_same_budget(campaigns):
+    first = campaigns[0]
+    for other in campaigns[1:]:
+        for key in SCHEDULE:
+            assert getattr(other.spec, key) == getattr(first.spec, key), key
+        assert other.spec.evaluation == first.spec.evaluation and other.spec.learner.lora == first.spec.learner.lora
+        for key in OPTIMISER:
+            assert getattr(other.trainer_config, key) == getattr(first.trainer_config, key), key
+        assert other.learner_config == first.learner_config and other.name != first.name
+
+
+def test_grpo_bargain_arms_differ_only_in_the_training_opponent():
+    fair, greedy = loaded(grpo_bargain.arms())
+    assert_same_budget([fair, greedy])
+    assert fair.learner_config.constrained and set(fair.evaluations) == {"fair", "greedy"}
+    assert [c.train.seats["bob"].entry.name for c in (fair, greedy)] == ["fair", "greedy"]
+    assert fair.trainer_config == greedy.trainer_config
+
+
+def test_gigpo_arms_differ_only_in_the_estimator():
+    grpo, step_level = loaded(gigpo.arms())
+    assert_same_budget([grpo, step_level])
+    assert grpo.trainer_config.estimator == "grpo" and step_level.trainer_config.estimator == "gigpo"
+    assert step_level.trainer_config.anchor_fields == ["counts", "values", "offer", "turn"]
+    assert grpo.train.world_config.max_turns == 6 == step_level.train.world_config.max_turns
+    same = grpo.trainer_config.model_dump(exclude={"estimator", "gamma", "anchor_fields"})
+    assert same == step_level.trainer_config.model_dump(exclude={"estimator", "gamma", "anchor_fields"})
+
+
+def games(scores, wins, seeds=(7, 8, 9)):
+    return [{"seed": s, "score": x, "win": w, "turns": 2, "agreement": 1.0} for s, x, w in zip(seeds, scores, wins)]
+
+
+def row(arm, before, after, wins_before=(0, 0, 0), wins_after=(1, 0, 0.5)):
+    return {
+        "arm": arm,
+        "seconds": 1.0,
+        "first": {},
+        "final": {"eval/fair/parse_failure_rate": 0.0},
+        "history": {0: 1.0},
+        "before": {"fair": games(before, wins_before)},
+        "after": {"fair": games(after, wins_after)},
+        "extra": {},
+    }
+
+
+def test_the_report_pairs_games_by_held_out_seed():
+    rows = [row("a", [1.0, 2.0, 3.0], [2.0, 2.0, 5.0]), row("b", [1.0, 2.0, 3.0], [3.0, 4.0, 5.0])]
+    lines, table = common.report(rows, baseline="a", extra=("agreement",))
+    assert table["delta"][0] == pytest.approx(1.0)  # (1 + 0 + 2) / 3, after - before of the same seeds
+    half = 4.302653 * np.std([1.0, 0.0, 2.0], ddof=1) / np.sqrt(3)  # t(0.975, 2)
+    assert (table["delta_low"][0], table["delta_high"][0]) == pytest.approx((1.0 - half, 1.0 + half), rel=1e-5)
+    assert table["vs_baseline"][1] == pytest.approx(1.0)  # (1 + 2 + 0) / 3, b - a after training
+    assert np.isnan(table["vs_baseline"][0])  # the baseline against itself
+    assert table["win"][0] == pytest.approx(0.5) and 0 < table["win_low"][0] < 0.5 < table["win_high"][0] < 1
+    assert table["win_delta"][0] == pytest.approx(0.5)
+    assert "| b | fair | 3 |" in lines[3] and "+1.00" in lines[3]
+
+
+def test_pairing_uses_only_seeds_both_sides_played():
+    after = games([5.0, 1.0], [1, 0], seeds=(7, 99))
+    before = games([1.0, 2.0, 3.0], [0, 0, 0])
+    assert common.paired(after, before)[0] == pytest.approx(4.0)
+
+
+def test_overrides_are_read_as_yaml_and_malformed_ones_refused():
+    assert common.parse_overrides(["iterations=2", "learner.constrained=false"]) == {
+        "iterations": 2,
+        "learner.constrained": False,
+    }
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        common.parse_overrides(["iterations"])
