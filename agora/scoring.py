@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from agora.constrain import masked
-from agora.engine import common_prefix_length, kv
+from agora.engine import common_prefix_length, kv, last_logits_only
 
 
 def completion_logits(
@@ -36,7 +36,9 @@ def prefix_shared_forward(
 ):
     """One forward of every prompt + completion (the layout of `completion_logits`): (the model's output, the
     completion mask [B, C_max], tokens forwarded, the padded width W). Completion token j of row i sits at column
-    W - len(completions[i]) + j of the output; every prompt keeps at least its last token in its row."""
+    W - len(completions[i]) + j of the output; every prompt keeps at least its last token in its row. The shared
+    prefix's forward only fills the KV cache: its LM head scores one position (`last_logits_only`), not every
+    prefix token over the whole vocabulary."""
     from transformers import DynamicCache
 
     device = next(model.parameters()).device
@@ -56,7 +58,13 @@ def prefix_shared_forward(
     cache = None
     if shared:
         cache = DynamicCache()
-        model(input_ids=torch.tensor([prompts[0][:shared]], device=device), **kv(model, cache), use_cache=True)
+        # the prefix only fills the cache: its LM head (a [1, shared, V] logits tensor) would be thrown away
+        model(
+            input_ids=torch.tensor([prompts[0][:shared]], device=device),
+            **kv(model, cache),
+            use_cache=True,
+            **last_logits_only(model),
+        )
         cache.batch_repeat_interleave(batch)
     attention = torch.cat([torch.ones((batch, shared), dtype=torch.long, device=device), mask], dim=-1)
     positions = shared + (mask.cumsum(-1) - 1).clamp(min=0)

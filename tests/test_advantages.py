@@ -129,3 +129,47 @@ def test_invalid_action_penalty_lowers_the_return_of_fallback_trajectories():
     samples, stats = training_samples(episodes, lambda e: ["a"], invalid_action_penalty=1.0, std_normalize=False)
     assert [s.ret for s in samples] == [1.0, 2.0] and [s.advantage for s in samples] == pytest.approx([-0.5, 0.5])
     assert samples[0].fallback and stats["train/zero_variance_groups"] == 0.0
+
+
+def two_games(b_return=0.0, fallback=False):
+    """Seed 7 played twice; seat a decides at the shared anchor {"s": 0} and then at a distinct state.
+    Game 0: a's rewards 0 then 1 (b gets `b_return`); game 1: a's rewards 0 then 3 (b gets 0)."""
+    first = step("a", 0, 0.0, obs={"s": 0})
+    first.fallback = fallback
+    return [
+        episode(0, 7, {"a": 1.0, "b": b_return}, [first, step("a", 2, 1.0, obs={"s": 1})]),
+        episode(1, 7, {"a": 3.0, "b": 0.0}, [step("a", 0, 0.0, obs={"s": 0}), step("a", 2, 3.0, obs={"s": 2})]),
+    ]
+
+
+def test_gigpo_step_returns_are_discounted():
+    # A^E: returns 1, 3 -> -1, +1 (no std). Turn-0 step returns with gamma 0.5: 0.5 and 1.5 -> A^S -0.5, +0.5
+    # (gamma ignored: 1 and 3 -> -1, +1). The turn-2 steps are singletons.
+    samples, _ = training_samples(two_games(), lambda e: ["a"], estimator="gigpo", gamma=0.5, std_normalize=False)
+    assert [s.advantage for s in samples] == pytest.approx([-1.5, -1.0, 1.5, 1.0])
+
+
+def test_gigpo_team_credit_puts_the_other_seats_rewards_on_the_last_step():
+    # Team returns 1 + 1 = 2 and 3 -> A^E -0.5, +0.5. Game 0's step rewards become 0, 1 + 1 (b's reward on a's last
+    # step), so the turn-0 step returns are 0.5 * 2 = 1 and 0.5 * 3 = 1.5 -> A^S -0.25, +0.25
+    # (without b's reward on the last step: 0.5 and 1.5 -> -0.5, +0.5).
+    samples, _ = training_samples(
+        two_games(b_return=1.0), lambda e: ["a"], estimator="gigpo", gamma=0.5, credit="team", std_normalize=False
+    )
+    assert [s.ret for s in samples] == [2.0, 2.0, 3.0, 3.0]
+    assert [s.advantage for s in samples] == pytest.approx([-0.75, -0.5, 0.75, 0.5])
+
+
+def test_gigpo_invalid_action_penalty_lowers_the_reward_of_the_failed_step():
+    # Game 0's first decision fell back: return 1 - 1 = 0 vs 3 -> A^E -1.5, +1.5. Its step rewards become -1, 1, so
+    # the turn-0 step returns are -1 + 0.5 * 1 = -0.5 and 1.5 -> A^S -1, +1 (penalty only on the return: 0.5 and
+    # 1.5 -> -0.5, +0.5).
+    samples, _ = training_samples(
+        two_games(fallback=True),
+        lambda e: ["a"],
+        estimator="gigpo",
+        gamma=0.5,
+        invalid_action_penalty=1.0,
+        std_normalize=False,
+    )
+    assert [s.advantage for s in samples] == pytest.approx([-2.5, -1.5, 2.5, 1.5])

@@ -163,6 +163,40 @@ def test_an_update_moves_lora_weights_towards_positive_advantages(tiny_model_dir
     assert change[[0, 2]].mean() > 0 > change[[1, 3]].mean()
 
 
+@pytest.mark.parametrize("aggregation", ["token", "sequence"])
+def test_zero_advantage_samples_count_in_the_loss_scale_but_are_not_forwarded(tiny_model_dir, aggregation, monkeypatch):
+    """beta = 0: a sample with A = 0 is not forwarded, yet the loss is normalised by every token (sample) of the
+    mini-batch, as DAPO/TRL do: the gradient equals that of the loss with both samples forwarded."""
+    import trainers.grpo
+
+    model, tokenizer, _, responses = sampled(tiny_model_dir, temperature=1.0)
+    samples = samples_from(responses[:2], [1.0, 0.0])
+    trainer = GRPOTrainer(model, GRPOConfig(aggregation=aggregation, max_grad_norm=1e9), pad_id=tokenizer.pad_token_id)
+    grads, forwarded = [], []
+    trainer.optimizer.step = lambda: grads.append([p.grad.clone() for p in trainer.parameters])
+
+    def spy(model, prompts, completions, **kw):
+        forwarded.extend(completions)
+        return sequence_logprobs(model, prompts, completions, **kw)
+
+    monkeypatch.setattr(trainers.grpo, "sequence_logprobs", spy)
+    trainer.step(samples)
+    assert forwarded == [samples[0].completion_ids]
+
+    # At rho = 1, the loss with both forwarded: -sum_t rho_0t / (n_0 + n_1) (token) or -mean_t rho_0t / 2 (sequence)
+    trainer.optimizer.zero_grad(set_to_none=True)
+    logp, _, mask, _ = sequence_logprobs(
+        model, [samples[0].prompt_ids], [samples[0].completion_ids], temperature=1.0, pad_id=tokenizer.pad_token_id
+    )
+    rho = torch.exp(logp[mask] - torch.tensor(samples[0].old_logprobs))
+    n0, n1 = len(samples[0].completion_ids), len(samples[1].completion_ids)
+    loss = -rho.sum() / (n0 + n1) if aggregation == "token" else -rho.sum() / n0 / 2
+    loss.backward()
+    assert any(float(g.abs().sum()) > 0 for g in grads[0])
+    for got, p in zip(grads[0], trainer.parameters):
+        torch.testing.assert_close(got, p.grad, rtol=1e-4, atol=1e-7)
+
+
 def test_the_sampling_temperature_travels_with_the_samples(tiny_model_dir):
     """The sampler records its temperature on every response; the trainer recomputes log-probs at it
     (rho = 1 above at T = 0.8) and refuses a batch that mixes temperatures or records none."""

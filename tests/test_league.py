@@ -81,6 +81,14 @@ def test_matchmaking_rules():
     np.testing.assert_allclose(
         matchmaking_distribution("pfsp", names, learner="learner@2", records=records), [0, 0.5, 0.5]
     )
+    # the exponent and the weighting reach pfsp: x = 1, 0.5, 0.75 -> p = 2: (0, 1/4, 1/16) -> (0, 0.8, 0.2);
+    # p = 5: (0, 1/32, 1/1024) -> (0, 32/33, 1/33); variance x(1 - x): (0, 1/4, 3/16) -> (0, 4/7, 3/7)
+    records.record("learner@2", "learner@1", 1.0)
+    records.record("learner@2", "learner@1", 0.5)
+    pfsp = {"learner": "learner@2", "records": records}
+    np.testing.assert_allclose(matchmaking_distribution("pfsp", names, **pfsp), [0, 0.8, 0.2])
+    np.testing.assert_allclose(matchmaking_distribution("pfsp", names, p=5.0, **pfsp), [0, 32 / 33, 1 / 33])
+    np.testing.assert_allclose(matchmaking_distribution("pfsp", names, weighting="variance", **pfsp), [0, 4 / 7, 3 / 7])
     np.testing.assert_allclose(
         matchmaking_distribution("psro", names, meta_strategy={"fair": 0.2, "learner@1": 0.6}), [0.25, 0, 0.75]
     )

@@ -97,10 +97,11 @@ def test_matchmaking_is_seeded_and_follows_the_rule(tmp_path, tiny_model_dir):
     meta-strategy; latest draws the newest snapshot; the same seed draws the same opponents."""
     from campaigns.league import Match
 
-    def runner(rule: str, folder: str):
+    def runner(rule: str, folder: str, **league):
         campaign = load_campaign(
             league_file(tmp_path, tiny_model_dir, rule=rule),
-            {"checkpoint.dir": str(tmp_path / folder), "groups_per_iteration": 40},
+            {"checkpoint.dir": str(tmp_path / folder), "groups_per_iteration": 40}
+            | {f"league.{k}": v for k, v in league.items()},
         )
         return campaign.start(track=False)
 
@@ -120,6 +121,11 @@ def test_matchmaking_is_seeded_and_follows_the_rule(tmp_path, tiny_model_dir):
     for game in pfsp.opponents.league.games:
         again.opponents.league.play(game)
     assert again.opponents.draw(0)[2] == drawn
+    steep = runner("pfsp", "e", pfsp_exponent=5.0)  # the campaign's exponent reaches matchmaking
+    for game in pfsp.opponents.league.games:
+        steep.opponents.league.play(game)
+    # p = 5: (1 - x)^5 = (1, 0, 1/32) -> (32/33, 0, 1/33)
+    np.testing.assert_allclose(steep.opponents.draw(0)[1], [32 / 33, 0.0, 1 / 33])
 
     psro = runner("psro", "c")
     assert set(psro.opponents.draw(0)[2]) == {"fair", "random", "learner-0"}  # no payoff matrix yet: uniform

@@ -16,6 +16,7 @@ from trainers.preference import (
     ipo_loss,
     kto_labels,
     kto_loss,
+    kto_partners,
     preference_pairs,
 )
 
@@ -54,6 +55,51 @@ def test_kto_loss_by_hand():
     assert loss.tolist() == pytest.approx([1 - sig(0.1 * 0.3), 2.0 * (1 - sig(0.1 * 0.7))], abs=1e-6)
     _, z0 = kto_loss(logp, ref, desirable, T([-3.0]), T([-2.0]), beta=0.1)
     assert float(z0) == 0.0  # the reference point is clamped at 0
+
+
+class TableTrainer(PreferenceTrainer):
+    """KTO with r(x, y) read from a table (log pi_ref = 0): the loss by hand, and which pairs were scored."""
+
+    def __init__(self, table, **config):
+        self.table, self.scored = table, []
+        super().__init__(torch.nn.Linear(1, 1), PreferenceConfig(loss="kto", **config), pad_id=0)
+
+    def scoring_masks(self):
+        return None
+
+    def logps(self, decisions, *, reference=False):
+        keys = [(d.prompt_ids[0], d.completion_ids[0]) for d in decisions]
+        if reference:
+            return torch.zeros(len(keys)), 0
+        self.scored += keys
+        w = self.model.weight.sum()
+        return torch.stack([w * 0 + self.table[k] for k in keys]), len(keys)
+
+
+def sig(x):
+    return 1 / (1 + math.exp(-x))
+
+
+def test_kto_reference_point_comes_from_mismatched_pairs_even_in_micro_batches_of_one():
+    # x0 -> y0 desirable with r = 1, x1 -> y1 undesirable with r = -1; mismatched r(x0, y1) = 0.5, r(x1, y0) = 0.3.
+    table = {(0, 10): 1.0, (1, 11): -1.0, (0, 11): 0.5, (1, 10): 0.3}
+    items = [(Decision([0], [10]), True), (Decision([1], [11]), False)]
+    trainer = TableTrainer(table, beta=1.0, micro_batch_size=1, desirable_weight=2.0, undesirable_weight=0.5)
+    metrics = trainer.fit(items)
+    assert set(trainer.scored) == set(table)  # each prompt with its own and with the other's completion
+    # item 0: z0 = 0.5, L = 2 (1 - sigma(1 - 0.5)); item 1: z0 = 0.3, L = 0.5 (1 - sigma(0.3 + 1))
+    # (matched pairs would give z0 = max(0, 1) = 1 and max(0, -1) = 0; swapped weights 0.5 and 2)
+    expected = (2.0 * (1 - sig(0.5)) + 0.5 * (1 - sig(1.3))) / 2
+    assert metrics["train/loss"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_kto_with_a_single_item_has_no_mismatched_pair_and_z0_zero():
+    trainer = TableTrainer({(0, 10): 1.0}, beta=1.0, desirable_weight=2.0)
+    metrics = trainer.fit([(Decision([0], [10]), True)])
+    assert trainer.scored == [(0, 10)]
+    assert metrics["train/loss"] == pytest.approx(2.0 * (1 - sig(1.0)), abs=1e-6)  # matched: 2 (1 - sigma(0)) = 1
+    a, b, c = Decision([0], [1]), Decision([1], [2]), Decision([2], [3])
+    assert kto_partners([a, b, c]) == [b, c, a] and kto_partners([a]) == [None]
 
 
 def step(agent, prompt, completion, turn=0):

@@ -245,6 +245,13 @@ def training_samples(
 
     `invalid_action_penalty` is subtracted from a trajectory's return, and from the reward of the
     step, for each of its decisions whose text could not be parsed (the world's fallback acted).
+
+    GiGPO's step returns R_t = sum_{k>=t} gamma^(k-t) r_k use the seat's own step rewards r_k. Under
+    `credit: team` the other seats' rewards (team return - own rewards) are added to the seat's last
+    step: when they arrived relative to this seat's decisions is not recorded, so they count as a
+    terminal reward, discounted from the trajectory's end (gamma^(T-1-t) at step t); with gamma = 1,
+    R_0 is then the credited return that A^E uses.
+
     `trajectory_rewards` ((episode index, seat) -> reward, e.g. SPO win rates or ArenaRL rank
     rewards from `trainers.tournament`) replace the credited returns.
     """

@@ -8,10 +8,12 @@ Per completion token t of sample i, with rho = pi_theta / pi_old and A_i from `t
     loss_t = pg_t + beta * kl_t
 
 aggregated over tokens of the whole mini-batch ("token", DAPO/TRL default) or as the mean over
-samples of each sample's token mean ("sequence", the original GRPO 1/|o_i|). beta = 0 skips the
-reference forward. log pi is recomputed from the exact `prompt_ids + completion_ids` the sampler
-used, as log softmax(logits / T) with the sampler's temperature, so rho = 1 before the first
-update. The reference is the same model with its LoRA adapter disabled.
+samples of each sample's token mean ("sequence", the original GRPO 1/|o_i|); both count every
+sample of the mini-batch, those with A = 0 included. beta = 0 skips the reference forward, and the
+forward and backward of samples with A = 0 (their loss is 0 and they have no gradient). log pi is
+recomputed from the exact `prompt_ids + completion_ids` the sampler used, as log softmax(logits / T)
+with the sampler's temperature, so rho = 1 before the first update. The reference is the same model
+with its LoRA adapter disabled.
 
 `group_reward: spo | arena` replaces each trajectory's return by its SPO win rate or ArenaRL rank
 reward within its group, from the configured pairwise judge (`trainers.tournament`,
@@ -199,13 +201,11 @@ class PolicyGradientTrainer(Trainer):
         cfg = self.config
         if cfg.skip_fallbacks:
             samples = [s for s in samples if not s.fallback]
-        if cfg.beta == 0:
-            samples = [s for s in samples if s.credited()]  # A = 0 and no KL term: no gradient
         temperature = (
             sample_temperature(s.temperature for s in samples) if samples else 1.0
         )  # the sampler's: rho = 1 before the update
         sums: dict[str, float] = {k: 0.0 for k in ("loss", "pg", "kl", "clipped", "entropy", "ratio", "approx_kl")}
-        tokens_total, forward_tokens, steps, grad_norms = 0, 0, 0, []
+        scored_tokens, forward_tokens, steps, grad_norms = 0, 0, 0, []
         start = time.perf_counter()
         masks = self.scoring_masks()  # replayed once per sample, reused by every epoch
         self.model.train()
@@ -216,10 +216,16 @@ class PolicyGradientTrainer(Trainer):
                 mini = [samples[i] for i in order[lo : lo + per_mini]]
                 # Micro-batches in prompt order, so that rows with a long common prefix share it.
                 mini.sort(key=lambda s: s.prompt_ids)
+                # The loss is normalised by every completion token (or sample) of the mini-batch, as DAPO and
+                # TRL divide by the batch's active tokens; without a KL term (beta = 0) a sample with A = 0 adds
+                # 0 to that loss and nothing to the gradient, so only credited samples are forwarded.
                 n_tokens = sum(len(s.completion_ids) for s in mini)
+                scored = mini if cfg.beta > 0 else [s for s in mini if s.credited()]
+                if not scored:
+                    continue
                 self.optimizer.zero_grad(set_to_none=True)
-                for mlo in range(0, len(mini), cfg.micro_batch_size):
-                    micro = mini[mlo : mlo + cfg.micro_batch_size]
+                for mlo in range(0, len(scored), cfg.micro_batch_size):
+                    micro = scored[mlo : mlo + cfg.micro_batch_size]
                     prompts = [s.prompt_ids for s in micro]
                     completions = [s.completion_ids for s in micro]
                     allowed = masks.allowed([s.grammar for s in micro], completions)
@@ -259,9 +265,9 @@ class PolicyGradientTrainer(Trainer):
                 grad_norms.append(float(torch.nn.utils.clip_grad_norm_(self.parameters, cfg.max_grad_norm)))
                 self.optimizer.step()
                 steps += 1
-                tokens_total += n_tokens
+                scored_tokens += sum(len(s.completion_ids) for s in scored)
         seconds = time.perf_counter() - start
-        tokens = max(tokens_total, 1)
+        tokens = max(scored_tokens, 1)  # the diagnostics are means over the tokens forwarded
         return {
             "train/loss": sums["loss"] / max(steps, 1),  # mean mini-batch loss
             "train/pg_loss": sums["pg"] / tokens,

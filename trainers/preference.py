@@ -8,7 +8,9 @@ margin h = r(x, y_w) - r(x, y_l):
     IPO:  L = (h - 1 / (2 beta))^2
     KTO:  desirable   L = lambda_D (1 - sigma(beta (r - z0)))
           undesirable L = lambda_U (1 - sigma(beta (z0 - r)))
-          z0 = max(0, mean over mismatched pairs (x_i, y_j) of r), detached
+          z0 = max(0, mean over mismatched pairs (x_i, y_j), i != j, of r), detached; y_j is the
+          completion of the next item in the update's shuffled order (TRL's shift by one, taken across
+          micro-batches so that a micro-batch of one is not paired with itself); one item: z0 = 0
 
 Data from trajectories. Pairs (DPO/IPO): within a GRPO group (one initial state, one seat), the
 best- and worst-returning trajectories, if their returns differ by at least `min_margin`, give one
@@ -90,8 +92,13 @@ def kto_loss(
     desirable_weight: float = 1.0,
     undesirable_weight: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sequence KTO loss and the reference point z0 (from mismatched prompt/completion pairs)."""
-    z0 = (mismatched_logp - mismatched_ref_logp).mean().clamp(min=0).detach()
+    """Per-sequence KTO loss and the reference point z0 = max(0, mean over mismatched prompt/completion pairs
+    (x_i, y_j), i != j, of r(x_i, y_j)), detached; with no mismatched pair (an update of one item) z0 = 0.
+    `desirable_weight` (lambda_D) scales the desirable term, `undesirable_weight` (lambda_U) the undesirable one."""
+    if mismatched_logp.numel() == 0:
+        z0 = torch.zeros((), dtype=logp.dtype, device=logp.device)
+    else:
+        z0 = (mismatched_logp - mismatched_ref_logp).mean().clamp(min=0).detach()
     r = logp - ref_logp
     loss = torch.where(
         desirable,
@@ -165,6 +172,16 @@ def kto_labels(episodes: list[Episode], learner_seats: list[str]) -> list[tuple[
     return out
 
 
+def kto_partners(decisions: list[Decision]) -> list[Decision | None]:
+    """The completion each decision of a shuffled update is mismatched with for KTO's z0: the next decision's,
+    cyclically (x_i, y_{i+1}), as TRL's KTO shifts completions by one, but across the whole update rather than
+    within a micro-batch, so a micro-batch of one is never paired with itself; None for an update of one item
+    (no mismatched pair: z0 = 0). The update's order is the trainer's generator's shuffle: deterministic."""
+    if len(decisions) < 2:
+        return [None] * len(decisions)
+    return decisions[1:] + decisions[:1]
+
+
 # --- trainer --------------------------------------------------------------------------------------
 
 
@@ -222,19 +239,23 @@ class PreferenceTrainer(Trainer):
     def batch_loss(self, batch: list) -> tuple[torch.Tensor, list[float], int]:
         """Per-item loss of a micro-batch, the margins it logs (h for pairs, r for KTO), tokens forwarded."""
         cfg = self.config
-        if cfg.loss == "kto":
-            decisions = [d for d, _ in batch]
-            desirable = torch.tensor([label for _, label in batch])
-            # mismatched pairs (x_i, y_{i+1}) estimate the KL reference point z0
+        if cfg.loss == "kto":  # items (decision, desirable, partner): `fit` adds the partner (`kto_partners`)
+            decisions = [d for d, _, _ in batch]
+            desirable = torch.tensor([label for _, label, _ in batch])
+            # mismatched pairs (x_i, y_j), y_j the completion of another item of the update, estimate z0
             shifted = [
                 Decision(d.prompt_ids, other.completion_ids, temperature=d.temperature, grammar=other.grammar)
-                for d, other in zip(decisions, decisions[1:] + decisions[:1])
+                for d, _, other in batch
+                if other is not None
             ]
             logp, n1 = self.logps(decisions)
             ref, _ = self.logps(decisions, reference=True)
-            with torch.no_grad():
-                mis, n2 = self.logps(shifted)
-            mis_ref, _ = self.logps(shifted, reference=True)
+            mis = mis_ref = torch.zeros(0)
+            n2 = 0
+            if shifted:
+                with torch.no_grad():
+                    mis, n2 = self.logps(shifted)
+                mis_ref, _ = self.logps(shifted, reference=True)
             loss, _ = kto_loss(
                 logp,
                 ref,
@@ -266,13 +287,18 @@ class PreferenceTrainer(Trainer):
         train/accuracy (pairs): share of pairs whose implicit reward margin h was > 0 when they were trained on.
         """
         cfg = self.config
+        kto = getattr(cfg, "loss", None) == "kto"
         start, tokens, total, margins, steps = time.perf_counter(), 0, 0.0, [], 0
         self.masks = self.scoring_masks()  # each constrained completion's masks, replayed once for every epoch
         self.model.train()
         for _ in range(cfg.epochs):
             order = torch.randperm(len(items), generator=self.generator).tolist()
+            if kto:
+                partners = kto_partners([items[i][0] for i in order])
             for lo in range(0, len(order), cfg.micro_batch_size):
                 batch = [items[i] for i in order[lo : lo + cfg.micro_batch_size]]
+                if kto:
+                    batch = [(d, label, partners[lo + k]) for k, (d, label) in enumerate(batch)]
                 self.optimizer.zero_grad(set_to_none=True)
                 loss, batch_margins, n = self.batch_loss(batch)
                 loss.mean().backward()
@@ -285,13 +311,9 @@ class PreferenceTrainer(Trainer):
         seconds = time.perf_counter() - start
         return {
             "train/loss": total / steps if steps else 0.0,
-            "train/labels" if getattr(cfg, "loss", None) == "kto" else "train/pairs": float(len(items)),
+            "train/labels" if kto else "train/pairs": float(len(items)),
             "train/margin": sum(margins) / len(margins) if margins else 0.0,  # mean h (pairs) or r (KTO)
-            **(
-                {}
-                if getattr(cfg, "loss", None) == "kto"
-                else {"train/accuracy": sum(h > 0 for h in margins) / len(margins) if margins else 0.0}
-            ),
+            **({} if kto else {"train/accuracy": sum(h > 0 for h in margins) / len(margins) if margins else 0.0}),
             "train/optimizer_steps": float(steps),
             "perf/train_seconds": seconds,
             "perf/train_tokens_per_s": tokens / seconds if seconds > 0 and tokens else 0.0,
