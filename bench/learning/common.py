@@ -249,6 +249,14 @@ def compare(
             if np.isfinite(table[key][i])
         }
     )
+    tracker.log_metrics(  # what the arms' `collect` hooks read, where it is a number
+        {
+            f"{r['arm']}/{key}": float(value)
+            for r in rows
+            for key, value in r["extra"].items()
+            if isinstance(value, (int, float)) and np.isfinite(value)
+        }
+    )
     tracker.log_table(copy.deepcopy(table), f"learning/{tag}.json")
     games = [
         (r["arm"], when, o, g) for r in rows for when in ("before", "after") for o, gs in r[when].items() for g in gs
