@@ -11,17 +11,19 @@ rule-based baseline (same games, same opponents). Per iteration and side the tab
 rate and the baseline's (Wilson 95% intervals, n games each; draws are no win) and the gain, latent - baseline,
 with a Student-t 95% interval of its per-seed differences (win_latent(s) - win_rule(s)); per iteration, NashConv of
 CFR's average policy beside the latent game's utility standard error (mean over profiles of s / sqrt(games)) and
-spread (max - min of the profiles' utilities): a NashConv of 0 is exact only in a game whose utilities are that
-noisy. Then the DPO pairs, loss and accuracy. Logged to MLflow (experiment `bench-learning`, run `lspo-werewolf`)
+spread (max - min of the profiles' utilities): NashConv is exact in the latent game as estimated, and a spread
+within a few standard errors says that game is mostly sampling noise. Then the DPO pairs, loss and accuracy. Logged to MLflow (experiment `bench-learning`, run `lspo-werewolf`)
 with a figure (win rate per iteration per side, intervals, baseline line).
 
-Budget (`BUDGET`): the LLM's work dominates an iteration (candidates of <= 32 tokens from 600-1,100-token prompts,
-then DPO), while the werewolf games of the latent game and of the evaluation cost seconds. So the LLM side stays at
-the campaign file's size (8 candidates x 1 state per role, 4 DPO pairs an iteration: a latent space of few, noisy
-candidates, and a DPO step that barely moves the LoRA) and the games are raised: 16 games per latent profile
-(1,296 per iteration for k = 3, a utility standard error about half that of 4 games) and 256 held-out games per
-side (Wilson half-width at most 0.061, so a gain of 0.09, the paper's per-iteration step, is at the edge of what one
-iteration's comparison resolves). More candidates or states per role cost generation time in proportion.
+Budget (`BUDGET`, for about 20 minutes on an idle 2-core CPU): the LLM's work is nearly all of an iteration
+(candidates of <= 32 tokens after prompts of 600-1,100 tokens, then DPO on those prompts), while the werewolf games of
+the latent game and of the evaluation cost seconds. So the LLM side is kept small: 6 candidates x 1 state per role
+(the campaign file has 8; fewer members per cluster: 2 per cluster in iteration 0 for k = 3, the pool growing by 6 per
+role an iteration) and 4 DPO pairs an iteration (one per role; DPO took 64% of the LLM time in the smoke run and does not
+shrink with fewer candidates), and the games are raised: 16 games per latent profile (1,296 per iteration for k = 3,
+half the utility standard error of the file's 4) and 256 held-out games per side (Wilson half-width at most 0.061, so
+a gain of 0.09, the paper's step per iteration, is at the edge of what one iteration resolves). Each candidate more
+per state costs generation time in proportion, each state more per role both generation and DPO time.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ FILE = "scenarios/campaigns/werewolf_lspo.yaml"
 TAG = "lspo-werewolf"
 BUDGET = {
     "iterations": 3,
-    "latent.candidates": 8,
+    "latent.candidates": 6,
     "latent.states_per_role": 1,
     "cfr.games_per_profile": 16,
     "evaluation.episodes": 256,
