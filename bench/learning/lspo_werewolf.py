@@ -12,18 +12,19 @@ rate and the baseline's (Wilson 95% intervals, n games each; draws are no win) a
 with a Student-t 95% interval of its per-seed differences (win_latent(s) - win_rule(s)); per iteration, NashConv of
 CFR's average policy beside the latent game's utility standard error (mean over profiles of s / sqrt(games)) and
 spread (max - min of the profiles' utilities): NashConv is exact in the latent game as estimated, and a spread
-within a few standard errors says that game is mostly sampling noise. Then the DPO pairs, loss and accuracy. Logged to MLflow (experiment `bench-learning`, run `lspo-werewolf`)
-with a figure (win rate per iteration per side, intervals, baseline line).
+within a few standard errors says that game is mostly sampling noise. Then the DPO pairs, loss and accuracy. Logged
+to MLflow (experiment `bench-learning`, run `lspo-werewolf`) with a figure (win rate per iteration per side,
+intervals, baseline line).
 
 Budget (`BUDGET`, for about 20 minutes on an idle 2-core CPU): the LLM's work is nearly all of an iteration
 (candidates of <= 32 tokens after prompts of 600-1,100 tokens, then DPO on those prompts), while the werewolf games of
 the latent game and of the evaluation cost seconds. So the LLM side is kept small: 6 candidates x 1 state per role
-(the campaign file has 8; fewer members per cluster: 2 per cluster in iteration 0 for k = 3, the pool growing by 6 per
-role an iteration) and 4 DPO pairs an iteration (one per role; DPO took 64% of the LLM time in the smoke run and does not
-shrink with fewer candidates), and the games are raised: 16 games per latent profile (1,296 per iteration for k = 3,
-half the utility standard error of the file's 4) and 256 held-out games per side (Wilson half-width at most 0.061, so
-a gain of 0.09, the paper's step per iteration, is at the edge of what one iteration resolves). Each candidate more
-per state costs generation time in proportion, each state more per role both generation and DPO time.
+(the campaign file has 8; fewer members per cluster: 2 per cluster in iteration 0 for k = 3, the pool growing by 6
+per role an iteration) and 4 DPO pairs an iteration (one per role; DPO took 64% of the LLM time in the smoke run and
+does not shrink with fewer candidates), and the games are raised: 16 games per latent profile (1,296 per iteration
+for k = 3, half the utility standard error of the file's 4) and 256 held-out games per side (Wilson half-width at
+most 0.061, so a gain of 0.09, the paper's step per iteration, is at the edge of what one iteration resolves). Each
+candidate more per state costs generation time in proportion, each state more per role both generation and DPO time.
 """
 
 from __future__ import annotations
