@@ -139,7 +139,13 @@ def generate_candidates(
         prompt = state.prompt + (f"\n{hint}" if hint else "")
         batch = [
             ActRequest(
-                i, state.agent, state.observation, [{"role": "user", "content": prompt}], None, state.demonstration
+                i,
+                state.agent,
+                state.observation,
+                [{"role": "user", "content": prompt}],
+                None,
+                state.demonstration,
+                grammar=state.world.reply_grammar(state.agent, state.observation),  # `learner.constrained` applies it
             )
         ] * n
         requests += batch
@@ -412,32 +418,39 @@ def dpo_pairs(
 # --- 3. evaluation -------------------------------------------------------------------------------
 
 
-def side_win_rates(make_world, space: LatentSpace, *, seed: int, episodes: int, concurrency: int) -> dict[str, float]:
-    """Win rates of each side when the latent policy plays it against rule-based players, and of the
-    rule-based baseline on the same held-out seeds (draws count as no win)."""
+SIDES = ("latent_village", "latent_werewolves", "rule_based")  # who plays the village / the werewolves, per table
+
+
+def side_games(make_world, space: LatentSpace, *, seed: int, episodes: int, concurrency: int) -> dict[str, list[dict]]:
+    """The latent policy's held-out games on each side against rule-based players, and the rule-based baseline's
+    (`SIDES`), all three on the same seeds: per table, one record per game (seed, the win/village, win/werewolves and
+    draw indicators), so that the latent side's win minus the baseline's pairs by seed."""
     from agents.scripted.werewolf import RuleBasedPlayer
 
     seats = list(make_world().possible_agents)
     rule = RuleBasedPlayer(RuleBasedPlayer.Config(), seed=policy_seed(seed, "rule_based"))
     latent = LatentPolicy(LatentConfig(), seed=policy_seed(seed, "latent"), space=space)
 
-    def play(wolves: Policy, village: Policy) -> list:
+    def play(wolves: Policy, village: Policy) -> list[dict]:
         table = {s: (wolves if s.startswith("werewolf") else village) for s in seats}
         ids = {s: ("latent" if table[s] is latent else "rule_based") for s in seats}
-        return Rollout(
+        games = Rollout(
             make_world, table, ids, seed=seed, concurrency=concurrency, max_retries=0, record_observations=False
         ).run(episodes)
+        keys = ("win/village", "win/werewolves", "draw")
+        return [{"seed": e.seed, **{k.removeprefix("win/"): float(e.metrics[k]) for k in keys}} for e in games]
 
+    return dict(zip(SIDES, (play(rule, latent), play(latent, rule), play(rule, rule))))
+
+
+def side_win_rates(games: dict[str, list[dict]]) -> dict[str, float]:
+    """Win and draw rates of each table of `side_games` (draws count as no win), and the latent policy's gain on
+    each side: its win rate minus the rule-based baseline's on the same seeds."""
     out = {}
-    for name, wolves, village in (
-        ("latent_village", rule, latent),
-        ("latent_werewolves", latent, rule),
-        ("rule_based", rule, rule),
-    ):
-        games = play(wolves, village)
-        out[f"eval/{name}/village_win_rate"] = float(np.mean([e.metrics["win/village"] for e in games]))
-        out[f"eval/{name}/werewolves_win_rate"] = float(np.mean([e.metrics["win/werewolves"] for e in games]))
-        out[f"eval/{name}/draw_rate"] = float(np.mean([e.metrics["draw"] for e in games]))
+    for name, records in games.items():
+        for key in ("village", "werewolves"):
+            out[f"eval/{name}/{key}_win_rate"] = float(np.mean([g[key] for g in records]))
+        out[f"eval/{name}/draw_rate"] = float(np.mean([g["draw"] for g in records]))
     out["eval/village_win_rate_gain"] = (
         out["eval/latent_village/village_win_rate"] - out["eval/rule_based/village_win_rate"]
     )

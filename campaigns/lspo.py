@@ -31,7 +31,7 @@ One iteration of `agora train` on a `kind: lspo` campaign:
    log-prob code. The fine-tuned model samples the next iteration's candidates.
 
 Every iteration ends in a checkpoint (LoRA, DPO optimizer, sampler and global torch RNG, latent
-space, candidate pool, embedding cache, metrics), written to a staging folder and renamed into
+space, candidate pool, embedding cache, metrics, held-out games), written to a staging folder and renamed into
 place; `agora train FILE --resume` continues into the same MLflow run from the last complete one,
 and a resumed campaign equals a straight one.
 """
@@ -67,6 +67,7 @@ from campaigns.latent_space import (
     latent_game,
     pick_states,
     role_marginals,
+    side_games,
     side_win_rates,
     solve_latent_game,
 )
@@ -269,6 +270,7 @@ class LSPORunner(CampaignRunner):
         self.embeddings: dict[str, np.ndarray] = {}  # text -> embedding (each text is embedded once)
         self.space: LatentSpace | None = None
         self.history: dict[int, dict[str, float]] = {}  # iteration -> metrics (restored on resume)
+        self.held_out: dict[int, dict[str, list[dict]]] = {}  # iteration -> side -> held-out games (pairing by seed)
         if self.resumed_from:
             self.restore(self.resumed_from)
         self.open_run(
@@ -365,15 +367,14 @@ class LSPORunner(CampaignRunner):
         self.space = space
         # 3. the latent policy against the rule-based baseline
         t0 = time.perf_counter()
-        metrics.update(
-            side_win_rates(
-                self.campaign.make_world,
-                space,
-                seed=spec.evaluation.seed,
-                episodes=spec.evaluation.episodes,
-                concurrency=spec.concurrency,
-            )
+        self.held_out[i] = side_games(
+            self.campaign.make_world,
+            space,
+            seed=spec.evaluation.seed,
+            episodes=spec.evaluation.episodes,
+            concurrency=spec.concurrency,
         )
+        metrics.update(side_win_rates(self.held_out[i]))
         metrics["perf/evaluation_seconds"] = time.perf_counter() - t0
         # 4. latent space expansion: DPO towards the candidates of the clusters CFR prefers
         marginals = role_marginals(space)
@@ -421,7 +422,8 @@ class LSPORunner(CampaignRunner):
             self.tracker.log_table(
                 {k: [r[k] for r in rows] for k in rows[0]} if rows else {}, f"latent/exemplars_iter{i}.json"
             )
-        return self.checkpoint(i, {"metrics": self.history}, write, keep=self.campaign.spec.checkpoint.keep)
+        state = {"metrics": self.history, "held_out": self.held_out}
+        return self.checkpoint(i, state, write, keep=self.campaign.spec.checkpoint.keep)
 
     def restore(self, folder: Path) -> None:
         state = RunFolder.load(folder)
@@ -431,11 +433,13 @@ class LSPORunner(CampaignRunner):
         with np.load(folder / "embeddings.npz") as saved:
             self.embeddings = dict(zip(saved["texts"].tolist(), saved["vectors"]))
         self.history = {int(k): v for k, v in state["metrics"].items()}
+        self.held_out = {int(k): v for k, v in state.get("held_out", {}).items()}
         self.first_iteration = int(state["iteration"]) + 1
 
     def new_result(self) -> CampaignResult:
         result = super().new_result()
         result.history, result.outputs["space"] = dict(self.history), self.space
+        result.outputs["held_out"] = self.held_out
         return result
 
     def iterate(self, result: CampaignResult, on_iteration: Callable[[int, dict[str, float]], None] | None) -> None:

@@ -85,3 +85,51 @@ def test_judged_quality_pairs_by_seed_and_agreement_counts_only_decided_pairs():
     }
     assert spo_judge.judge_costs(history) == {"judge_calls": 112.0, "judge_model_calls": 180.0, "judge_cache_hits": 9.0}
     assert spo_judge.judge_costs({0: {"train/reward/learner": 1.0}})["judge_calls"] == 0.0
+
+
+def test_lspo_report_pairs_each_side_with_the_rule_based_baseline_by_seed():
+    """lspo_werewolf's table on a hand-made history: Wilson win rates of the latent side and of the rule-based
+    baseline on the same games, the gain as a t interval of per-seed differences, the latent game beside them."""
+    from bench.learning import lspo_werewolf
+    from campaigns.evaluation import wilson_interval
+
+    def games(village, wolves):
+        return [
+            {"seed": 10 + k, "village": v, "werewolves": w, "draw": 1.0 - v - w}
+            for k, (v, w) in enumerate(zip(village, wolves))
+        ]
+
+    held_out = {
+        0: {
+            "latent_village": games([1, 0, 0, 0], [0, 1, 1, 0]),
+            "latent_werewolves": games([0, 0, 1, 0], [1, 1, 0, 1]),
+            "rule_based": games([1, 1, 0, 0], [0, 0, 1, 1]),
+        },
+        1: {
+            "latent_village": games([1, 1, 1, 0], [0, 0, 0, 1]),
+            "latent_werewolves": games([0, 0, 0, 0], [1, 1, 1, 1]),
+            "rule_based": games([1, 1, 0, 0], [0, 0, 1, 1]),
+        },
+    }
+    history = {
+        0: {"cfr/nash_conv": 0.0, "cfr/utility_spread": 0.5, "train/pairs": 4.0, "train/loss": 0.6931},
+        1: {"cfr/nash_conv": 0.01, "cfr/utility_stderr": 0.2, "cfr/utility_spread": 1.0, "train/accuracy": 0.5},
+    }
+    lines, table = lspo_werewolf.report(history, held_out)
+    assert table["iteration"] == [0, 0, 1, 1] and table["side"] == ["village", "werewolves"] * 2
+    assert table["games"] == [4] * 4
+    assert table["win"] == [0.25, 0.75, 0.75, 1.0] and table["baseline"] == [0.5, 0.5, 0.5, 0.5]
+    assert (table["win_low"][0], table["win_high"][0]) == pytest.approx(wilson_interval(1.0, 4))
+    assert (table["baseline_low"][1], table["baseline_high"][1]) == pytest.approx(wilson_interval(2.0, 4))
+    # iteration 0, village side: per-seed differences 0, -1, 0, 0 (mean -0.25, s = 0.5)
+    half = 3.182446 * 0.5 / 2
+    assert table["gain"][0] == pytest.approx(-0.25)
+    assert (table["gain_low"][0], table["gain_high"][0]) == pytest.approx((-0.25 - half, -0.25 + half), rel=1e-5)
+    assert table["gain"][3] == pytest.approx(0.5)  # werewolves 1,1,1,1 against 0,0,1,1 on the same seeds
+    assert np.isnan(table["utility_stderr"][0]) and table["utility_stderr"][2] == 0.2
+    assert table["utility_spread"] == [0.5, 0.5, 1.0, 1.0] and table["nash_conv"][2] == 0.01
+    assert "| 0 | village | 4 | 0.25 [" in lines[2] and "-0.25 [" in lines[2]
+    assert lines[-1].startswith("| 1 | nan | 0.0100 | nan | 0.2000 | 1.0000 |")
+    village, wolves = lspo_werewolf.figure(table).axes
+    assert list(village.lines[-2].get_ydata()) == [0.5, 0.5]  # the baseline line
+    assert list(wolves.lines[0].get_ydata()) == [0.75, 1.0]  # the latent werewolves' win rate per iteration

@@ -14,6 +14,7 @@ from agents.latent import LatentConfig, LatentPolicy, LatentSpace, Member, infos
 from agora.errors import AgoraError, ScenarioError
 from agora.policy import ActRequest
 from campaigns.latent_space import (
+    SIDES,
     Statement,
     build_space,
     dpo_pairs,
@@ -21,6 +22,8 @@ from campaigns.latent_space import (
     kmeans_clusters,
     latent_game,
     role_marginals,
+    side_games,
+    side_win_rates,
     solve_latent_game,
 )
 from solvers.cfr import nash_conv
@@ -462,6 +465,41 @@ def test_utilities_from_real_games_reward_the_seer_claim_and_cfr_plays_it():
     assert policy["village:seer"][0] > 0.95
 
 
+def test_held_out_games_of_every_side_share_their_seeds_and_give_the_win_rates():
+    """side_games plays the latent village, the latent werewolves and the rule-based baseline on the same held-out
+    seeds (so gains pair by seed), deterministically; side_win_rates is their mean, gain = latent - baseline."""
+    from agora.rollout import episode_seed
+
+    claim = [Member("I am the seer, and Alice is a werewolf.", "rule", "Alice")]
+    quiet = [Member("I have nothing to report.", "nobody")]
+    space = LatentSpace({"seer": [claim, quiet], "werewolf": [claim, quiet]})
+    make_world = lambda: raw_env(discussion_rounds=1, max_days=6)  # noqa: E731
+    games = side_games(make_world, space, seed=5, episodes=6, concurrency=3)
+    assert list(games) == list(SIDES)
+    for records in games.values():
+        assert [g["seed"] for g in records] == [episode_seed(5, k) for k in range(6)]
+        assert all(g["village"] + g["werewolves"] + g["draw"] == 1 for g in records)
+    assert games == side_games(make_world, space, seed=5, episodes=6, concurrency=2)
+    rates = side_win_rates(games)
+    assert rates["eval/latent_village/village_win_rate"] == np.mean([g["village"] for g in games["latent_village"]])
+
+    def table(village, wolves):
+        return [
+            {"seed": k, "village": v, "werewolves": w, "draw": 1.0 - v - w}
+            for k, (v, w) in enumerate(zip(village, wolves))
+        ]
+
+    hand = {
+        "latent_village": table([1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 1.0, 0.0]),
+        "latent_werewolves": table([0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 0.0]),
+        "rule_based": table([1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]),
+    }
+    rates = side_win_rates(hand)
+    assert rates["eval/latent_village/draw_rate"] == 0.25 and rates["eval/rule_based/werewolves_win_rate"] == 0.5
+    assert rates["eval/village_win_rate_gain"] == pytest.approx(0.25 - 0.5)
+    assert rates["eval/werewolves_win_rate_gain"] == pytest.approx(0.75 - 0.5)
+
+
 def test_lspo_campaign_resumes_into_the_same_run_and_equals_a_straight_one(
     tiny_model_dir, tracking_uri, tmp_path, monkeypatch
 ):
@@ -503,6 +541,7 @@ def test_lspo_campaign_resumes_into_the_same_run_and_equals_a_straight_one(
     assert (straight.checkpoint / "latent_space.json").read_text() == (
         resumed.checkpoint / "latent_space.json"
     ).read_text()
+    assert second.held_out == whole.held_out and len(whole.held_out[1]["rule_based"]) == 4  # kept by seed
     assert whole.embeddings.keys() == second.embeddings.keys()  # iteration 0's texts keep the embeddings of that time
     assert all(np.allclose(whole.embeddings[t], second.embeddings[t], atol=1e-6) for t in whole.embeddings)
     assert all(straight.history[i]["train/optimizer_steps"] > 0 for i in (0, 1))  # the LoRA and the optimizer moved
@@ -513,3 +552,28 @@ def test_lspo_campaign_resumes_into_the_same_run_and_equals_a_straight_one(
     assert [m.step for m in client.get_metric_history(first.run_id, "cfr/nash_conv")] == [0, 1]
     run = client.get_run(first.run_id)
     assert run.info.status == "FINISHED" and run.data.tags["agora.resumes"] == "1"
+
+
+def test_candidates_are_asked_under_the_worlds_reply_grammar():
+    """The LLM's candidate statements come with the state's reply grammar, so a `constrained` learner decodes them
+    under it (every candidate parses) and a free one ignores it."""
+    from agents.scripted.werewolf import RuleBasedPlayer
+    from agora.policy import ActResponse, Policy
+    from campaigns.latent_space import discussion_states, generate_candidates
+
+    class Recorder(Policy):
+        seen: list = []
+
+        def act(self, requests):
+            Recorder.seen += requests
+            return [ActResponse("SAY I am a villager. ACCUSE nobody") for _ in requests]
+
+    make_world = lambda: raw_env(discussion_rounds=1, max_days=2)  # noqa: E731
+    rule = RuleBasedPlayer(RuleBasedPlayer.Config(), seed=0)
+    states = discussion_states(make_world, {a: rule for a in raw_env().possible_agents}, seed=3, games=1)[:2]
+    out = generate_candidates(Recorder(Policy.Config(), seed=0), states, 2, "", 0)
+    assert len(out) == 4 and len(Recorder.seen) == 4
+    for request in Recorder.seen:
+        state = states[request.episode]
+        assert request.grammar is not None
+        assert request.grammar == state.world.reply_grammar(state.agent, state.observation)
