@@ -1,6 +1,6 @@
 """Do werewolves trained with KTO on their games' outcomes deceive better? Werewolf against the rule-based village.
 
-    python bench/learning/kto_werewolf.py                  # both arms at the default budget (about 15 min on 2 cores)
+    python bench/learning/kto_werewolf.py                  # both arms, default budget (60-90 min on 2 cores: Budget)
     python bench/learning/kto_werewolf.py iterations=1     # KEY=VALUE overrides reach every arm's campaign
 
 `scenarios/campaigns/werewolf_kto.yaml`: the learner plays both werewolves, the scripted `rule_based` players the
@@ -30,8 +30,9 @@ Budget: the default arm plays 2 x 1 x 8 = 16 training games and 2 x 8 held-out g
 (rules, worked example, the day's statements), so a game costs minutes of CPU, not seconds: a smoke run (one arm,
 iterations=1 groups_per_iteration=1 group_size=2 evaluation.episodes=2: 6 games) on a machine shared with five other
 jobs (load about 10 on 2 cores) used about 14 CPU minutes, about 2 a game. On an idle 2-core machine that is
-about 1 to 1.5 minutes a game: about 32 games x 2 arms, roughly 60 to 90 minutes at this default; for a quick look
-use `iterations=1 evaluation.episodes=4` (about 24 games, 25 to 35 minutes).
+about 1 to 1.5 minutes a game (games stepped together share forward passes, so more is likely less): 32 games x 2
+arms, roughly 60 to 90 minutes at this default. Within about 15 minutes: `--arms kto iterations=1 group_size=4
+evaluation.episodes=4` (12 games).
 """
 
 from __future__ import annotations
