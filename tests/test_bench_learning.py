@@ -133,3 +133,39 @@ def test_lspo_report_pairs_each_side_with_the_rule_based_baseline_by_seed():
     village, wolves = lspo_werewolf.figure(table).axes
     assert list(village.lines[-2].get_ydata()) == [0.5, 0.5]  # the baseline line
     assert list(wolves.lines[0].get_ydata()) == [0.75, 1.0]  # the latent werewolves' win rate per iteration
+
+
+def test_the_kto_werewolf_arms_share_the_budget():
+    """kto and grpo: the same werewolf games (world, learner seats, village, schedule, seed, evaluation, LoRA,
+    sampling), learning rate and optimiser settings; only the trainer differs, with GRPO's optimiser steps set to
+    KTO's expected count."""
+    from bench.learning import kto_werewolf
+
+    root = Path(__file__).resolve().parent.parent
+    kto, grpo = (
+        load_campaign(root / arm.file, arm.changes) for arm in kto_werewolf.arms(str(root / kto_werewolf.FILE))
+    )
+    for key in ("iterations", "groups_per_iteration", "group_size", "seed", "concurrency", "max_retries"):
+        assert getattr(grpo.spec, key) == getattr(kto.spec, key), key
+    assert grpo.spec.evaluation == kto.spec.evaluation and grpo.spec.learner.lora == kto.spec.learner.lora
+    assert grpo.spec.world == kto.spec.world and grpo.spec.opponents == kto.spec.opponents
+    assert grpo.learner_config == kto.learner_config and kto.learner_config.constrained
+    assert grpo.learner_seats == kto.learner_seats == ["werewolf_0", "werewolf_1"]
+    for key in kto_werewolf.SHARED:
+        assert getattr(grpo.trainer_config, key) == getattr(kto.trainer_config, key), key
+    assert (kto.trainer_entry.name, kto.trainer_config.loss) == ("preference", "kto")
+    assert grpo.trainer_entry.name == "grpo" and grpo.name != kto.name  # its own run and checkpoints
+    data = yaml.safe_load((root / kto_werewolf.FILE).read_text())
+    assert grpo.trainer_config.mini_batches == kto_werewolf.kto_steps(data) and grpo.trainer_config.epochs == 1
+    assert set(kto.evaluations) == {"rule_based"} and kto.spec.evaluation.seed != kto.spec.seed
+
+
+def test_kto_steps_is_labelled_decisions_over_the_micro_batch():
+    from bench.learning.kto_werewolf import kto_steps
+
+    data = {"groups_per_iteration": 2, "group_size": 6, "trainer": {"micro_batch_size": 16, "epochs": 3}}
+    # 12 games x 10 decisions x 0.8 labelled = 96 labels -> 96 / 16 = 6 steps an epoch
+    assert kto_steps(data) == 6
+    assert kto_steps(data, decisions_per_game=6.0, labelled=0.75) == 4  # 54 labels -> ceil(54 / 16)
+    data["trainer"]["micro_batch_size"] = 64
+    assert kto_steps(data) == 2  # ceil(96 / 64)

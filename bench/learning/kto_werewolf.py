@@ -1,0 +1,100 @@
+"""Do werewolves trained with KTO on their games' outcomes deceive better? Werewolf against the rule-based village.
+
+    python bench/learning/kto_werewolf.py                  # both arms, default budget (60-90 min on 2 cores: Budget)
+    python bench/learning/kto_werewolf.py iterations=1     # KEY=VALUE overrides reach every arm's campaign
+
+`scenarios/campaigns/werewolf_kto.yaml`: the learner plays both werewolves, the scripted `rule_based` players the
+village (the seer claims and accuses, the village trusts the earliest undisproved claimant), every reply decoded
+under the world's reply grammar (`learner.constrained: true`). KTO (arXiv 2402.01306), as CONSCIENTIA and MaKTO
+train, labels a wolf's decisions by its game's outcome: desirable when the return is above its group's mean (same
+initial state), undesirable when below, unlabelled on a tie, and minimises
+
+    lambda_D (1 - sigma(beta (r - z0)))   (desirable),   lambda_U (1 - sigma(beta (z0 - r)))   (undesirable)
+
+with r = log pi(y|x) - log pi_ref(y|x). Two arms at the same budget (iterations, initial states, games per state,
+seed, LoRA initialisation, learning rate, sampling):
+
+- kto: the file as written;
+- grpo: the same games, GRPO's group advantages (return - group mean) / group std instead of labels: the same
+  outcome signal with magnitudes, the usual policy-gradient use of it. Its optimiser steps per iteration
+  (`mini_batches`) are set to KTO's expected count (labelled decisions / micro_batch_size), which varies with how
+  many games of a group tie; the runs' train/optimizer_steps show both.
+
+Both are evaluated on the same held-out seeds against the rule-based village, before and after training; the
+untrained learner on those seeds is the baseline: after - before is paired by seed (t intervals), grpo - kto after
+training too. Deception shows as the wolves' score and win rate rising and the village's vote accuracy (its votes
+on a werewolf / its votes) and day-1 wolf detection falling. Logged to MLflow (experiment `bench-learning`, run
+`kto-werewolf`).
+
+Budget: the default arm plays 2 x 1 x 8 = 16 training games and 2 x 8 held-out games. Werewolf prompts are long
+(rules, worked example, the day's statements), so a game costs minutes of CPU, not seconds: a smoke run (one arm,
+iterations=1 groups_per_iteration=1 group_size=2 evaluation.episodes=2: 6 games) on a machine shared with five other
+jobs (load about 10 on 2 cores) used about 14 CPU minutes, about 2 a game. On an idle 2-core machine that is
+about 1 to 1.5 minutes a game (games stepped together share forward passes, so more is likely less): 32 games x 2
+arms, roughly 60 to 90 minutes at this default. Within about 15 minutes: `--arms kto iterations=1 group_size=4
+evaluation.episodes=4` (12 games).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench.learning.common import Arm, compare  # noqa: E402
+
+FILE = "scenarios/campaigns/werewolf_kto.yaml"
+BUDGET = {"learner.constrained": True}
+SHARED = ("learning_rate", "max_grad_norm", "epochs", "micro_batch_size")
+METRICS = ("vote_accuracy", "wolf_detection", "win/werewolves", "days")
+
+
+def grpo_changes(data: dict, steps: int) -> dict:
+    """The keys that turn the KTO file `data` into GRPO at the same budget, with `steps` optimiser steps an
+    iteration."""
+    trainer = {"id": "grpo", **{k: data["trainer"][k] for k in SHARED if k in data["trainer"]}}
+    trainer.update({"statistics": "group", "std_normalize": True, "beta": 0.0, "mini_batches": steps})
+    return {"trainer": trainer, "name": f"{data['name']}-grpo"}
+
+
+def kto_steps(data: dict, decisions_per_game: float = 10.0, labelled: float = 0.8) -> int:
+    """KTO's expected optimiser steps an epoch: ceil(labelled decisions / micro_batch_size), with
+    `decisions_per_game` learner decisions a game (both wolves: a kill, a statement and a vote a day while alive,
+    games of about 2.3 days) and a `labelled` share of them (groups whose games all end alike give none: with 8 games
+    and wolves winning 1 in 5, 1 group in 6). GRPO's `mini_batches` are its steps an epoch; both make `epochs`
+    passes."""
+    games = data.get("groups_per_iteration", 4) * data.get("group_size", 8)
+    return max(1, -(-int(games * decisions_per_game * labelled) // data["trainer"].get("micro_batch_size", 8)))
+
+
+def arms(file: str = FILE) -> list[Arm]:
+    """KTO as the file says, and GRPO with the same schedule, learning rate and optimiser steps (`grpo_changes`)."""
+    data = yaml.safe_load(Path(file).read_text())
+    return [Arm("kto", file, dict(BUDGET)), Arm("grpo", file, {**BUDGET, **grpo_changes(data, kto_steps(data))})]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--file", default=FILE, help="the werewolf KTO campaign file")
+    parser.add_argument("--arms", nargs="+", default=["kto", "grpo"], help="arms to run (kto, grpo)")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: the embedded one)")
+    parser.add_argument("overrides", nargs="*", help="KEY=VALUE set in every arm's campaign")
+    args = parser.parse_args()
+    chosen = [a for a in arms(args.file) if a.name in args.arms]
+    compare(
+        "kto-werewolf",
+        chosen,
+        overrides=args.overrides,
+        uri=args.tracking_uri,
+        baseline="kto" if len(chosen) > 1 else None,
+        extra=METRICS,
+        title="KTO vs GRPO werewolves against the rule-based village",
+    )
+
+
+if __name__ == "__main__":
+    main()
