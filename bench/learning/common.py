@@ -10,8 +10,8 @@ last iteration (`evaluation:` of the file); `run_arm` keeps every one of those g
 - arm - baseline arm, after training, is paired by held-out seed too: the effect of the method at equal budget.
 
 Intervals are Student-t 95% intervals of the paired differences (scores and win indicators: 1 beats every other
-seat, 0.5 ties the best, 0 loses). `compare` prints the table and logs it, every held-out game and a figure to MLflow
-(experiment `bench-learning`).
+seat, 0.5 ties the best, 0 loses). `compare` prints the table and logs it, every held-out game, what the arms'
+`collect` read and a figure to MLflow (experiment `bench-learning`).
 """
 
 from __future__ import annotations
@@ -214,6 +214,26 @@ def figure(rows: list[dict], title: str):
     return fig
 
 
+def log_extra(tracker: Any, rows: list[dict], tag: str) -> None:
+    """What the arms' `collect` read (each row's "extra"): one table, a row per arm (`learning/<tag>_extra.json`),
+    and every finite number as metric `<arm>/<key>`."""
+    keys = list(dict.fromkeys(k for r in rows for k in r["extra"]))
+    if not keys:
+        return
+    tracker.log_table(
+        {"arm": [r["arm"] for r in rows], **{k: [r["extra"].get(k) for r in rows] for k in keys}},
+        f"learning/{tag}_extra.json",
+    )
+    tracker.log_metrics(
+        {
+            f"{r['arm']}/{k}": float(v)
+            for r in rows
+            for k, v in r["extra"].items()
+            if isinstance(v, (int, float)) and np.isfinite(v)
+        }
+    )
+
+
 def compare(
     tag: str,
     arms: list[Arm],
@@ -250,6 +270,7 @@ def compare(
         }
     )
     tracker.log_table(copy.deepcopy(table), f"learning/{tag}.json")
+    log_extra(tracker, rows, tag)
     games = [
         (r["arm"], when, o, g) for r in rows for when in ("before", "after") for o, gs in r[when].items() for g in gs
     ]
