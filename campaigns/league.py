@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -36,6 +36,9 @@ from campaigns.payoff_cells import (
     payoff_cells,
 )
 from solvers.population import MatchmakingRule, PolicyVersion, Population, WinRecord, matchmaking_distribution
+
+if TYPE_CHECKING:
+    from solvers.ratings import BradleyTerryFit
 
 
 class PayoffSpec(BaseModel):
@@ -253,6 +256,8 @@ class LeagueOpponents:
         )
         self.matchmaking: dict[str, tuple[float, float]] = {}  # version -> (probability, share drawn) this iteration
         self.payoff_metrics: dict[str, float] = {}  # of the newest payoff matrix this process played
+        self.payoff_matrix: tuple[list[str], np.ndarray] | None = None  # its versions and U (P(side A wins))
+        self.fit: BradleyTerryFit | None = None  # Bradley-Terry fit of every payoff game so far, at the newest matrix
         members = [
             PolicyVersion(
                 name,
@@ -420,6 +425,7 @@ class LeagueOpponents:
             U[k, l] += score / plan.per_cell
             league.play(Match(step, "payoff", versions[k], versions[l], score))
         seconds = time.perf_counter() - start
+        self.payoff_matrix = (versions, U)
         x, y = meta_strategy(U, 1.0 - U, payoff.meta_solver)
         league.meta = {"a": dict(zip(versions, map(float, x))), "b": dict(zip(versions, map(float, y)))}
         metrics = {
@@ -428,6 +434,11 @@ class LeagueOpponents:
             "league/payoff_games": float(len(played.games)),
             "perf/payoff_seconds": seconds,
         }
+        games = [(g.a, g.b, g.score_a) for g in league.games if g.kind == "payoff" and g.a != g.b]
+        self.fit = None
+        if games:
+            rng = np.random.default_rng(policy_seed(payoff.seed, f"bootstrap/{step}"))
+            self.fit = bradley_terry(games, bootstrap=payoff.bootstrap, rng=rng)
         if played.workers:
             metrics.update(
                 {"perf/payoff_workers": float(played.workers), "perf/payoff_worker_restarts": float(played.restarts)}
@@ -443,13 +454,7 @@ class LeagueOpponents:
                 f"league/payoff/{tag}.png",
             )
             tracker.log_table(payoff_table(U, versions, versions), f"league/payoff/{tag}.json")
-            games = [(g.a, g.b, g.score_a) for g in league.games if g.kind == "payoff" and g.a != g.b]
-            if games:
-                fit = bradley_terry(
-                    games,
-                    bootstrap=payoff.bootstrap,
-                    rng=np.random.default_rng(policy_seed(payoff.seed, f"bootstrap/{step}")),
-                )
+            if fit := self.fit:
                 tracker.log_table(
                     {
                         "version": fit.players,

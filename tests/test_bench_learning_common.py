@@ -91,3 +91,27 @@ def test_overrides_are_read_as_yaml_and_malformed_ones_refused():
     }
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         common.parse_overrides(["iterations"])
+
+
+def test_what_collect_read_is_logged_as_a_table_and_numbers_as_metrics():
+    class Tracker:
+        tables, metrics = {}, {}
+
+        def log_table(self, table, name):
+            self.tables[name] = table
+
+        def log_metrics(self, metrics):
+            self.metrics.update(metrics)
+
+    rows = [
+        {"arm": "a", "extra": {"rating": 1.5, "pairs/fair": [{"p": 0.5}], "note": "x"}},
+        {"arm": "b", "extra": {"rating": float("nan")}},
+    ]
+    tracker = Tracker()
+    common.log_extra(tracker, rows, "t")
+    assert tracker.tables["learning/t_extra.json"] == {
+        "arm": ["a", "b"],
+        "rating": [1.5, rows[1]["extra"]["rating"]],
+        "note": ["x", None],
+    }
+    assert tracker.metrics == {"a/rating": 1.5}  # not the nan, not the records, not the text

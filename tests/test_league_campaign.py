@@ -143,7 +143,8 @@ def test_league_campaign_snapshots_lineage_ratings_and_artifacts(tmp_path, track
     from solvers.meta import exploitability
     from solvers.psro import meta_strategy
 
-    result = load_campaign(league_file(tmp_path, tiny_model_dir, iterations=2)).run()
+    runner = load_campaign(league_file(tmp_path, tiny_model_dir, iterations=2)).start()
+    result = runner.run()
     first, last = tmp_path / "ck" / "iter-000000", tmp_path / "ck" / "iter-000001"
     league = state(last)["league"]
     games = league["games"]
@@ -267,6 +268,14 @@ def test_league_campaign_snapshots_lineage_ratings_and_artifacts(tmp_path, track
     x, y = meta_strategy(U, 1 - U, "nash")
     logged = client.get_metric_history(run_id, "league/exploitability")
     assert [m.step for m in logged] == [1, 2] and logged[-1].value == pytest.approx(exploitability(U, 1 - U, x, y))
+    # the newest matrix and Bradley-Terry fit stay on the league's side for experiments (`Arm.collect`): the logged ones
+    assert runner.opponents.payoff_matrix[0] == names and np.array_equal(runner.opponents.payoff_matrix[1], U)
+    fit = json.loads(
+        open(client.download_artifacts(run_id, "league/bradley_terry/step-0002.json", str(tmp_path))).read()
+    )
+    kept = runner.opponents.fit.as_dict()
+    assert sorted(kept) == sorted(row[0] for row in fit["data"])
+    assert all(kept[row[0]] == pytest.approx(tuple(row[1:4])) for row in fit["data"])
 
 
 def test_resume_restores_the_league(tmp_path, tiny_model_dir):

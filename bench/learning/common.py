@@ -10,8 +10,8 @@ last iteration (`evaluation:` of the file); `run_arm` keeps every one of those g
 - arm - baseline arm, after training, is paired by held-out seed too: the effect of the method at equal budget.
 
 Intervals are Student-t 95% intervals of the paired differences (scores and win indicators: 1 beats every other
-seat, 0.5 ties the best, 0 loses). `compare` prints the table and logs it, every held-out game and a figure to MLflow
-(experiment `bench-learning`).
+seat, 0.5 ties the best, 0 loses). `compare` prints the table and logs it, every held-out game, what the arms'
+`collect` read and a figure to MLflow (experiment `bench-learning`).
 """
 
 from __future__ import annotations
@@ -214,6 +214,31 @@ def figure(rows: list[dict], title: str):
     return fig
 
 
+def scalar(value: Any) -> bool:
+    """A number, a string, a bool or None: a cell of an MLflow table (a list of records is not)."""
+    return value is None or isinstance(value, (int, float, str, bool))
+
+
+def log_extra(tracker: Any, rows: list[dict], tag: str) -> None:
+    """What the arms' `collect` read (each row's "extra"): one table, a row per arm (`learning/<tag>_extra.json`),
+    and every finite number as metric `<arm>/<key>`."""
+    keys = list(dict.fromkeys(k for r in rows for k, v in r["extra"].items() if scalar(v)))
+    if not keys:
+        return
+    tracker.log_table(
+        {"arm": [r["arm"] for r in rows], **{k: [r["extra"].get(k) for r in rows] for k in keys}},
+        f"learning/{tag}_extra.json",
+    )
+    tracker.log_metrics(
+        {
+            f"{r['arm']}/{k}": float(v)
+            for r in rows
+            for k, v in r["extra"].items()
+            if isinstance(v, (int, float)) and np.isfinite(v)
+        }
+    )
+
+
 def compare(
     tag: str,
     arms: list[Arm],
@@ -234,7 +259,10 @@ def compare(
     changes = parse_overrides(list(overrides))
     rows = [run_arm(arm, changes, uri, folder) for arm in arms]
     lines, table = report(rows, baseline, extra)
-    lines += [f"{r['arm']}: " + ", ".join(f"{k} {v:.3g}" for k, v in r["extra"].items()) for r in rows if r["extra"]]
+    for r in rows:
+        numbers = {k: v for k, v in r["extra"].items() if isinstance(v, (int, float))}
+        if numbers:
+            lines.append(f"{r['arm']}: " + ", ".join(f"{k} {v:.3g}" for k, v in numbers.items()))
     print("\n".join(lines))
     tracker = Tracker(uri, EXPERIMENT, tag, {"agora.bench": tag})
     tracker.log_params(
@@ -249,14 +277,9 @@ def compare(
             for key in ("score", "delta", "win", "win_delta", "vs_baseline")
             if np.isfinite(table[key][i])
         }
-        | {
-            f"{r['arm']}/{key}": float(value)
-            for r in rows
-            for key, value in r["extra"].items()
-            if isinstance(value, (int, float)) and np.isfinite(value)
-        }
     )
     tracker.log_table(copy.deepcopy(table), f"learning/{tag}.json")
+    log_extra(tracker, rows, tag)
     games = [
         (r["arm"], when, o, g) for r in rows for when in ("before", "after") for o, gs in r[when].items() for g in gs
     ]
