@@ -43,7 +43,7 @@ def test_gigpo_arms_differ_only_in_the_estimator():
     assert_same_budget([grpo, step_level])
     assert grpo.trainer_config.estimator == "grpo" and step_level.trainer_config.estimator == "gigpo"
     assert step_level.trainer_config.anchor_fields == ["counts", "values", "offer", "turn"]
-    assert grpo.train.world_config.max_turns == 6 == step_level.train.world_config.max_turns
+    assert grpo.train.world_config.max_turns == 4 == step_level.train.world_config.max_turns
     same = grpo.trainer_config.model_dump(exclude={"estimator", "gamma", "anchor_fields"})
     assert same == step_level.trainer_config.model_dump(exclude={"estimator", "gamma", "anchor_fields"})
 

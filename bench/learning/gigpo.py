@@ -3,7 +3,7 @@
     python bench/learning/gigpo.py                   # both arms at the default budget
     python bench/learning/gigpo.py iterations=2      # KEY=VALUE overrides reach every arm's campaign
 
-`scenarios/campaigns/negotiation_grpo.yaml` with up to six turns (the learner opens and decides on turns 0, 2 and 4)
+`scenarios/campaigns/negotiation_grpo.yaml` with up to four turns (the learner opens and decides again on turn 2)
 against `fair`, constrained decoding on. Two arms at the same budget (iterations, initial states, rollouts per state,
 optimiser steps, learning rate, seed, LoRA initialisation):
 
@@ -14,7 +14,9 @@ optimiser steps, learning rate, seed, LoRA initialisation):
   with the history every state after the first is unique and A^S vanishes. States recur here because `fair` is
   deterministic: every rollout whose opening offer `fair` rejects faces the same counter-offer on turn 2.
 
-Both evaluated on the same held-out seeds against `fair` and `greedy`; paired after - before and gigpo - grpo
+Budget (`BUDGET`): 5 iterations x 4 initial states x 8 rollouts per arm, 32 held-out games per opponent, sized for the
+2-core CPU; a GPU-sized comparison would raise `iterations`, `groups_per_iteration` and `world.max_turns`
+(overrides). Both evaluated on the same held-out seeds against `fair` and `greedy`; paired after - before and gigpo - grpo
 differences by seed (t intervals). MLflow: experiment `bench-learning`, run `gigpo-vs-grpo`, with each arm's campaign
 run (gigpo's logs `train/anchor_singletons`, the share of steps alone in their anchor group).
 """
@@ -31,12 +33,12 @@ from bench.learning.common import Arm, compare  # noqa: E402
 
 FILE = "scenarios/campaigns/negotiation_grpo.yaml"
 BUDGET = {
-    "world.max_turns": 6,
-    "iterations": 6,
+    "world.max_turns": 4,
+    "iterations": 5,
     "groups_per_iteration": 4,
     "group_size": 8,
     "learner.constrained": True,
-    "evaluation.episodes": 48,
+    "evaluation.episodes": 32,
     "evaluation.opponents": {"fair": {"policy": "fair"}, "greedy": {"policy": "greedy"}},
 }
 GIGPO = {
@@ -79,7 +81,7 @@ def main() -> None:
         uri=args.tracking_uri,
         baseline="grpo",
         extra=("agreement",),
-        title="GiGPO vs GRPO, negotiation (6 turns) vs fair",
+        title="GiGPO vs GRPO, negotiation (4 turns) vs fair",
     )
 
 
