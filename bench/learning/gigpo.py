@@ -17,8 +17,8 @@ optimiser steps, learning rate, seed, LoRA initialisation):
 Budget (`BUDGET`): 5 iterations x 4 initial states x 8 rollouts per arm, 32 held-out games per opponent, sized for the
 2-core CPU; a GPU-sized comparison would raise `iterations`, `groups_per_iteration` and `world.max_turns`
 (overrides). Both evaluated on the same held-out seeds against `fair` and `greedy`; paired after - before and
-gigpo - grpo differences by seed (t intervals). MLflow: experiment `bench-learning`, run `gigpo-vs-grpo`, with each arm's campaign
-run (gigpo's logs `train/anchor_singletons`, the share of steps alone in their anchor group).
+gigpo - grpo differences by seed (t intervals). MLflow: experiment `bench-learning`, run `gigpo-vs-grpo`, with each
+arm's campaign run (gigpo's logs `train/anchor_singletons`, the share of steps alone in their anchor group).
 """
 
 from __future__ import annotations
