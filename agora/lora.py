@@ -29,7 +29,7 @@ class LoRAConfig(BaseModel):
 def load_learner(name: str, lora: LoRAConfig, *, device: str = "auto", dtype: str = "auto", seed: int = 0):
     """(peft model, tokenizer): a private copy of model `name` with fresh LoRA adapters (A ~ seeded init, B = 0)."""
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
 
     from agora.models import load_causal_lm
 
@@ -44,12 +44,20 @@ def load_learner(name: str, lora: LoRAConfig, *, device: str = "auto", dtype: st
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)  # LoRA's A init draws from the global generator; keep it seeded and restore it
     try:
-        with warnings.catch_warnings():  # peft asks transformers a deprecated question; nothing for a user to do
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
-            model = get_peft_model(base, config)
+        model = peft_model(base, config)
     finally:
         torch.random.set_rng_state(state)
     return model, tokenizer
+
+
+def peft_model(base, config):
+    """peft's `get_peft_model(base, config)`, without the deprecation warning peft's own call into transformers
+    raises (nothing for a user to do about it)."""
+    from peft import get_peft_model
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        return get_peft_model(base, config)
 
 
 def adapter_state(model) -> dict:

@@ -31,9 +31,10 @@ from bench.harness import format_repeats, median, side_orders  # noqa: E402
 
 
 def build_model(layers: int, seed: int):
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from agora.lora import peft_model
     from agora.models import prepare_embedded, quiet_transformers
 
     quiet_transformers()
@@ -52,7 +53,7 @@ def build_model(layers: int, seed: int):
         target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
         task_type="CAUSAL_LM",
     )
-    model = get_peft_model(base, lora)
+    model = peft_model(base, lora)
     for name, p in model.named_parameters():  # B = 0 at init would make every LoRA-A gradient zero
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.02)
