@@ -14,7 +14,7 @@ optimiser steps, learning rate, seed, LoRA initialisation):
   with the history every state after the first is unique and A^S vanishes. States recur here because `fair` is
   deterministic: every rollout whose opening offer `fair` rejects faces the same counter-offer on turn 2.
 
-Budget (`BUDGET`): 5 iterations x 4 initial states x 8 rollouts per arm, 32 held-out games per opponent, sized for the
+Budget (`BUDGET`): 4 iterations x 4 initial states x 8 rollouts per arm, 32 held-out games per opponent, sized for the
 2-core CPU; a GPU-sized comparison would raise `iterations`, `groups_per_iteration` and `world.max_turns`
 (overrides). Both evaluated on the same held-out seeds against `fair` and `greedy`; paired after - before and
 gigpo - grpo differences by seed (t intervals). MLflow: experiment `bench-learning`, run `gigpo-vs-grpo`, with each
@@ -34,7 +34,7 @@ from bench.learning.common import Arm, compare  # noqa: E402
 FILE = "scenarios/campaigns/negotiation_grpo.yaml"
 BUDGET = {
     "world.max_turns": 4,
-    "iterations": 5,
+    "iterations": 4,
     "groups_per_iteration": 4,
     "group_size": 8,
     "learner.constrained": True,
