@@ -16,6 +16,7 @@ seat, 0.5 ties the best, 0 loses). `compare` prints the table and logs it, every
 
 from __future__ import annotations
 
+import argparse
 import copy
 import time
 from dataclasses import dataclass, field
@@ -81,6 +82,16 @@ def held_out_games(played: dict[str, list], seats: list[str]) -> dict[str, list[
             rows.append({"seed": e.seed, "score": score, "win": win, "turns": len(e.steps), **e.metrics})
         out[name] = rows
     return out
+
+
+def command_line(doc: str, file: str, what: str) -> argparse.ArgumentParser:
+    """An experiment's command line: `--file` (default `file`, "the <what> campaign file"), `--tracking-uri` and the
+    KEY=VALUE overrides set in every arm's campaign; the script adds its own flags before parsing."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--file", default=file, help=f"the {what} campaign file")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: the embedded one)")
+    parser.add_argument("overrides", nargs="*", help="KEY=VALUE set in every arm's campaign (e.g. iterations=2)")
+    return parser
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

@@ -23,13 +23,12 @@ arm's campaign run (gigpo's logs `train/anchor_singletons`, the share of steps a
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.learning.common import Arm, compare  # noqa: E402
+from bench.learning.common import Arm, command_line, compare  # noqa: E402
 
 FILE = "scenarios/campaigns/negotiation_grpo.yaml"
 BUDGET = {
@@ -69,10 +68,7 @@ def arms(file: str = FILE) -> list[Arm]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--file", default=FILE, help="the negotiation GRPO campaign file")
-    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: the embedded one)")
-    parser.add_argument("overrides", nargs="*", help="KEY=VALUE set in every arm's campaign")
+    parser = command_line(__doc__, FILE, "negotiation GRPO")
     args = parser.parse_args()
     compare(
         "gigpo-vs-grpo",

@@ -20,7 +20,6 @@ and a figure to MLflow (experiment `bench-learning`, run `hiper-vs-flat`).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.learning.common import Arm, compare  # noqa: E402
+from bench.learning.common import Arm, command_line, compare  # noqa: E402
 
 FILE = "scenarios/campaigns/negotiation_hiper.yaml"
 PLAN_KEYS = ("policy", "subgoal_tokens", "subgoal_chars", "example_subgoal")
@@ -50,11 +49,8 @@ def method_overrides(data: dict, method: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--file", default=FILE, help="the HiPER campaign file")
+    parser = command_line(__doc__, FILE, "HiPER")
     parser.add_argument("--methods", nargs="+", default=["hiper", "grpo", "gigpo"])
-    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: the embedded one)")
-    parser.add_argument("overrides", nargs="*", help="KEY=VALUE set in every method's campaign (e.g. iterations=2)")
     args = parser.parse_args()
     unknown = set(args.methods) - {"hiper", "grpo", "gigpo", "grpo-plan"}
     if unknown:

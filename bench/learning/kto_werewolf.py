@@ -37,7 +37,6 @@ evaluation.episodes=4` (12 games).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -45,7 +44,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.learning.common import Arm, compare  # noqa: E402
+from bench.learning.common import Arm, command_line, compare  # noqa: E402
 
 FILE = "scenarios/campaigns/werewolf_kto.yaml"
 BUDGET = {"learner.constrained": True}
@@ -78,11 +77,8 @@ def arms(file: str = FILE) -> list[Arm]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--file", default=FILE, help="the werewolf KTO campaign file")
+    parser = command_line(__doc__, FILE, "werewolf KTO")
     parser.add_argument("--arms", nargs="+", default=["kto", "grpo"], help="arms to run (kto, grpo)")
-    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: the embedded one)")
-    parser.add_argument("overrides", nargs="*", help="KEY=VALUE set in every arm's campaign")
     args = parser.parse_args()
     chosen = [a for a in arms(args.file) if a.name in args.arms]
     compare(

@@ -36,7 +36,6 @@ keeps its leaderboard, payoff matrices and league graph.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.learning.common import Arm, compare, fmt  # noqa: E402
+from bench.learning.common import Arm, command_line, compare, fmt  # noqa: E402
 
 FILE = "scenarios/campaigns/negotiation_league.yaml"
 RULES = ("pfsp", "uniform", "latest")
@@ -129,11 +128,8 @@ def standing_lines(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--file", default=FILE, help="the league campaign file")
+    parser = command_line(__doc__, FILE, "league")
     parser.add_argument("--rules", nargs="+", default=list(RULES), choices=RULES, help="matchmaking rules to compare")
-    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: the embedded one)")
-    parser.add_argument("overrides", nargs="*", help="KEY=VALUE set in every arm's campaign")
     args = parser.parse_args()
     out = compare(
         "league-matchmaking",

@@ -29,7 +29,6 @@ Logged to MLflow (experiment `bench-learning`, run `spo-judge`).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.learning.common import Arm, compare, fmt, t_interval  # noqa: E402
+from bench.learning.common import Arm, command_line, compare, fmt, t_interval  # noqa: E402
 
 FILE = "scenarios/campaigns/negotiation_spo.yaml"
 RUBRIC = (
@@ -157,10 +156,7 @@ def arms(file: str = FILE, collect=None) -> list[Arm]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--file", default=FILE, help="the negotiation SPO campaign file")
-    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: the embedded one)")
-    parser.add_argument("overrides", nargs="*", help="KEY=VALUE set in every arm's campaign")
+    parser = command_line(__doc__, FILE, "negotiation SPO")
     args = parser.parse_args()
     out = compare(
         "spo-judge",
