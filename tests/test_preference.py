@@ -155,3 +155,63 @@ def test_a_preference_update_favours_the_chosen_completion(tiny_model_dir, loss)
     metrics = trainer.update(episodes, ["a"])
     assert metrics["train/optimizer_steps"] == 3
     assert margin() > before
+
+
+def test_token_chunks_keep_padded_size_within_the_limit():
+    from trainers.preference import token_chunks
+
+    lengths = [3, 5, 2, 9, 1, 1]  # prompt + completion tokens
+    decisions = [Decision([0] * (n - 1), [1]) for n in lengths]
+    # padded size of a chunk = rows x its longest sequence: [3, 5] -> 10, then 2 would make 15 > 10; 9 alone (>= 10
+    # with another); [1, 1] -> 2
+    assert token_chunks(decisions, 10) == [[0, 1], [2], [3], [4, 5]]
+    assert token_chunks(decisions, 4) == [[0], [1], [2], [3], [4, 5]]  # 5 and 9 exceed the limit: one each
+    assert token_chunks(decisions, 1000) == [list(range(6))]
+
+
+@pytest.mark.parametrize("loss", ["dpo", "kto"])
+def test_chunked_scoring_bounds_each_pass_and_keeps_loss_and_gradients(tiny_model_dir, loss):
+    from agora.lora import LoRAConfig, load_learner
+
+    model, tokenizer = load_learner(tiny_model_dir, LoRAConfig(r=4, alpha=8), seed=0)
+    texts = ["Which colour is the sky?", "Name a prime number bigger than ten, please.", "Hi", "Say yes or no."]
+    prompts = [tokenizer(t)["input_ids"] for t in texts]
+    good, bad = tokenizer(" Blue.")["input_ids"], tokenizer(" Green cheese, I think.")["input_ids"]
+    if loss == "dpo":
+        batch = [(Decision(p, good), Decision(p, bad)) for p in prompts]
+    else:
+        batch = [(Decision(p, good if k % 2 else bad), k % 2 == 0) for k, p in enumerate(prompts)]
+        partners = kto_partners([d for d, _ in batch])
+        batch = [(d, label, partner) for (d, label), partner in zip(batch, partners)]
+    widths = []
+    hook = model.get_base_model().model.register_forward_pre_hook(
+        lambda _, args, kwargs: widths.append(kwargs["input_ids"].numel()) if torch.is_grad_enabled() else None,
+        with_kwargs=True,
+    )
+
+    def run(limit):
+        trainer = PreferenceTrainer(
+            model, PreferenceConfig(loss=loss, max_tokens_per_pass=limit), pad_id=tokenizer.pad_token_id
+        )
+        trainer.masks = trainer.scoring_masks()
+        model.zero_grad(set_to_none=True)
+        widths.clear()
+        out, margins, _ = trainer.batch_loss(batch)
+        forwards = len(widths)
+        out.mean().backward()
+        grads = [p.grad.clone() for p in trainer.parameters]
+        return out.detach(), margins, grads, list(widths), forwards
+
+    whole, whole_margins, whole_grads, whole_widths, _ = run(None)
+    longest = max(len(p) for p in prompts) + len(bad)
+    chunked, chunked_margins, chunked_grads, chunked_widths, forwards = run(longest)
+    hook.remove()
+    assert max(whole_widths) > longest  # the micro-batch in one pass is wider than the limit
+    assert max(chunked_widths) <= longest  # forward and backward recomputation: one sequence a pass
+    assert len(whole_widths) == (2 if loss == "dpo" else 1)  # chosen and rejected, or the labelled decisions
+    assert forwards > len(whole_widths)
+    assert len(chunked_widths) == 2 * forwards  # each chunk recomputed in the backward pass, not kept alive
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-5)  # the same pair/item in the same place
+    assert chunked_margins == pytest.approx(whole_margins, abs=1e-4)
+    for a, b in zip(chunked_grads, whole_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from agora.trainer import sample_temperature
 from agora.trajectory import Episode
 from trainers.judges import JudgeConfig, build_judge, judge_metrics
-from trainers.preference import Decision, PreferenceTrainer, decision_pairs
+from trainers.preference import MAX_TOKENS_PER_PASS, Decision, PreferenceTrainer, decision_pairs
 from trainers.tournament import judged_groups
 
 
@@ -68,6 +68,7 @@ class INPOConfig(BaseModel):
     micro_batch_size: int = Field(
         8, ge=1, le=4096, description="pairs per forward/backward pass (one optimizer step each)"
     )
+    max_tokens_per_pass: int | None = MAX_TOKENS_PER_PASS
     max_grad_norm: float = Field(1.0, gt=0.0, description="gradient clipping by global norm")
 
     @model_validator(mode="after")

@@ -30,10 +30,19 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
+from torch.utils.checkpoint import checkpoint
 
 from agora.scoring import reference_logprobs, sequence_logprobs
 from agora.trainer import Trainer
 from agora.trajectory import Episode
+
+MAX_TOKENS_PER_PASS = Field(
+    4096,
+    ge=1,
+    description="memory bound: a micro-batch's sequences go through the model in chunks of at most this many "
+    "padded tokens (rows x longest row; one sequence at least), each recomputed in the backward pass; loss and "
+    "gradients unchanged, one extra forward of the chunked sequences; null: the whole micro-batch at once",
+)
 
 
 class PreferenceConfig(BaseModel):
@@ -53,6 +62,7 @@ class PreferenceConfig(BaseModel):
     learning_rate: float = Field(1e-5, gt=0.0, le=1.0, description="AdamW learning rate of the LoRA weights")
     epochs: int = Field(1, ge=1, le=100, description="passes over each iteration's pairs / labels")
     micro_batch_size: int = Field(8, ge=1, le=4096, description="sequences per forward/backward pass")
+    max_tokens_per_pass: int | None = MAX_TOKENS_PER_PASS
     max_grad_norm: float = Field(1.0, gt=0.0, description="gradient clipping by global norm")
 
 
@@ -182,6 +192,22 @@ def kto_partners(decisions: list[Decision]) -> list[Decision | None]:
     return decisions[1:] + decisions[:1]
 
 
+def token_chunks(decisions: list[Decision], max_tokens: int) -> list[list[int]]:
+    """Consecutive index chunks of `decisions` whose padded size (rows x the longest prompt + completion among
+    them) stays within `max_tokens`; a sequence longer than that is a chunk by itself."""
+    chunks: list[list[int]] = []
+    longest = 0
+    for i, d in enumerate(decisions):
+        n = len(d.prompt_ids) + len(d.completion_ids)
+        if chunks and (len(chunks[-1]) + 1) * max(longest, n) <= max_tokens:
+            chunks[-1].append(i)
+            longest = max(longest, n)
+        else:
+            chunks.append([i])
+            longest = n
+    return chunks
+
+
 # --- trainer --------------------------------------------------------------------------------------
 
 
@@ -212,7 +238,23 @@ class PreferenceTrainer(Trainer):
 
     def logps(self, decisions: list[Decision], *, reference: bool = False) -> tuple[torch.Tensor, int]:
         """Sequence log-probs sum_t log pi(y_t | x, y_<t) at `logp_temperature`, and the tokens forwarded;
-        `reference`: of the adapter-free model, without gradient."""
+        `reference`: of the adapter-free model, without gradient. With gradients and more padded tokens than
+        `max_tokens_per_pass`, the sequences go through in `token_chunks`, each under activation checkpointing:
+        only one chunk's activations are alive at a time (in the backward pass, while it is recomputed)."""
+        limit = getattr(self.config, "max_tokens_per_pass", None)
+        parts = token_chunks(decisions, limit) if limit and not reference and torch.is_grad_enabled() else []
+        if len(parts) < 2:
+            return self.score(decisions, reference=reference)
+        tokens = 0
+        out = []
+        for part in parts:
+            chunk = [decisions[i] for i in part]
+            out.append(checkpoint(lambda c=chunk: self.score(c)[0], use_reentrant=False))
+            tokens += sum(len(d.prompt_ids) + len(d.completion_ids) for d in chunk)
+        return torch.cat(out), tokens
+
+    def score(self, decisions: list[Decision], *, reference: bool = False) -> tuple[torch.Tensor, int]:
+        """`logps` in one pass."""
         prompts, completions = [d.prompt_ids for d in decisions], [d.completion_ids for d in decisions]
         fn = reference_logprobs if reference else sequence_logprobs
         logp, _, mask, tokens = fn(
