@@ -15,6 +15,11 @@ STAMP      := $(VENV)/.agora-installed
 # build in pip's usual cache is never picked up instead. The first setup compiles it (22 CPU-minutes).
 LLAMA_SPEC := llama-cpp-python[server]==0.3.36
 LLAMA_CACHE ?= $(HOME)/.cache/agora/pip-portable
+# The suite runs in TEST_WORKERS pytest-xdist processes (2: CI's cores; `make test TEST_WORKERS=0` runs it in
+# this one). --dist loadgroup: the tests of one xdist group run in one worker, one after another; tests/conftest.py
+# groups those using the local Ray instance, the llama.cpp server or the MLflow server (SERIAL_GROUPS), and spreads
+# the rest test by test. A plain `pytest tests/x.py` stays serial.
+TEST_WORKERS ?= 2
 
 .PHONY: setup run test lint bench clean
 
@@ -33,7 +38,7 @@ run: setup
 	$(BIN)/agora run $(SCENARIO)
 
 test: setup lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,4 +1,11 @@
-"""Shared fixtures: temporary MLflow stores and tiny models built from a config (no download)."""
+"""Shared fixtures: temporary MLflow stores and tiny models built from a config (no download).
+
+`make test` runs the suite in 2 pytest-xdist workers (`-n 2 --dist loadgroup`). A test that uses a fixture of
+`SERIAL_GROUPS` gets that fixture's `xdist_group` mark (pytest_collection_modifyitems below), so all of them run
+in one worker, one after another: the machine holds one local Ray instance (and one llama.cpp server, one MLflow
+server) at a time instead of one per worker, and a test that looks for Ray's processes sees no other worker's.
+A test that requests such a fixture by name at run time (`request.getfixturevalue`) carries the mark itself.
+"""
 
 from __future__ import annotations
 
@@ -53,8 +60,47 @@ def tiny_model_dir(tmp_path_factory, embedded_model_dir) -> str:
     return str(path)
 
 
+# fixture -> the xdist group of the tests that use it (the first that matches: a test never gets two groups,
+# which xdist would join into a third)
+SERIAL_GROUPS = {"ray_address": "ray", "llama_server": "llama_server", "mlflow_server": "mlflow_server"}
+
+
 def pytest_configure(config):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if workers := os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+        # N workers, each with torch's default of one OpenMP thread per core, would ask N x the CPUs; a thread
+        # waiting for a core stalls every parallel op. Read by OpenMP when torch loads (not yet: no test module
+        # is imported before pytest_configure); the subprocesses the tests start inherit it.
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(workers))))
+
+
+@pytest.hookimpl(wrapper=True)  # marks before pytest-xdist's own hook, which writes them into the test ids
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        group = next((group for name, group in SERIAL_GROUPS.items() if name in item.fixturenames), None)
+        if group is not None and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(group))
+    result = yield
+    # In an xdist worker under --dist loadgroup a grouped test's id ends `@group`; without it xdist spreads the
+    # group over the workers, silently (pytest-xdist 3.8.0 under pytest 9.2: pytest-xdist issue #1386): such a
+    # test fails at its setup instead, before its fixture starts a second Ray instance or server.
+    if getattr(config.option, "loadgroup", False):
+        for item in items:
+            if item.get_closest_marker("xdist_group") and "@" not in item.nodeid.rsplit("]", 1)[-1]:
+                item.stash[UNGROUPED] = (
+                    f"pytest-xdist did not put this test in its xdist group (pytest {pytest.__version__}): install the "
+                    "versions pyproject.toml pins (pip install -e '.[dev]'), or run the suite in one process (-n 0)"
+                )
+    return result
+
+
+UNGROUPED = pytest.StashKey[str]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    if why := item.stash.get(UNGROUPED, None):
+        pytest.fail(why, pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -37,7 +37,7 @@ from agora.rollout import GroupRollout, Rollout
 from agora.trainer import Trainer
 from agora.world import ParseError, TextWorld
 from mlflow import MlflowClient
-from tests.conftest import SCENARIOS
+from tests.conftest import SCENARIOS, SERIAL_GROUPS
 
 
 def ids(entry: Entry) -> str:
@@ -165,7 +165,14 @@ def agent_overrides(tiny_model_dir, monkeypatch, request):
     }
 
 
-@pytest.mark.parametrize("entry", AGENTS.entries(), ids=ids)
+def agents():
+    """Every agent; one whose test id names a server gets `llama_server` at run time (`agent_overrides`), so its
+    test joins that fixture's xdist group (tests/conftest.py) by a mark of its own."""
+    group = pytest.mark.xdist_group(SERIAL_GROUPS["llama_server"])
+    return [pytest.param(entry, marks=group) if "server" in ids(entry) else entry for entry in AGENTS.entries()]
+
+
+@pytest.mark.parametrize("entry", agents(), ids=ids)
 def test_agent_defaults_validate_and_it_plays_its_seats(entry, agent_overrides):
     cls = entry.load()
     assert issubclass(cls, Policy) and isinstance(cls.Config(), PolicyConfig)  # the defaults validate

@@ -435,14 +435,17 @@ def test_a_fresh_agora_run_on_ray_prints_only_its_own_output_and_leaves_no_ray_b
     for line in (done.stdout + done.stderr).splitlines():
         assert "INFO" not in line and "WARNING" not in line and "raylet" not in line, line
     deadline = time.monotonic() + 20
-    while True:  # Ray's processes of that run (gcs server, raylet, workers), none of this test process's own
+    # under pytest-xdist the other worker's processes are new too: skip the whole test run's (the controller's
+    # descendants); what the finished `agora run` left behind has lost its parent, so it is not among them
+    ours = os.getppid() if os.environ.get("PYTEST_XDIST_WORKER") else os.getpid()
+    while True:  # Ray's processes of that run (gcs server, raylet, workers), none of this test run's own
         left = []
         for entry in {p for p in Path("/proc").iterdir() if p.name.isdigit()} - before:
             try:
                 command = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if b"ray" in command and not descends_from(int(entry.name), os.getpid()):
+            if b"ray" in command and not descends_from(int(entry.name), ours):
                 left.append(command[:100])
         if not left or time.monotonic() > deadline:
             break
