@@ -263,7 +263,8 @@ def test_broken_model_is_named_before_any_run(workdir, broken_models, what, frag
 
 
 def test_a_path_that_is_no_model_does_not_validate(workdir):
-    invoke(workdir, "validate", "s.yaml", llm_scenario("../../../../etc/passwd"), ["not a .gguf model"])
+    hostile = "../" * 32 + "etc/passwd"  # reaches /etc/passwd from any depth of the test folder (e.g. under xdist)
+    invoke(workdir, "validate", "s.yaml", llm_scenario(hostile), ["not a .gguf model"])
     invoke(workdir, "validate", "s.yaml", llm_scenario("../../../../no/such/model"), ["not found"])
 
 
