@@ -16,7 +16,8 @@ within a few standard errors says that game is mostly sampling noise. Then the D
 to MLflow (experiment `bench-learning`, run `lspo-werewolf`) with a figure (win rate per iteration per side,
 intervals, baseline line).
 
-Budget (`BUDGET`, for about 20 minutes on an idle 2-core CPU): the LLM's work is nearly all of an iteration
+Budget (`BUDGET`; 362 s for the 3 iterations on the idle 2-core CPU, 2026-12-03, with DPO bounded by
+`dpo.max_tokens_per_pass`): the LLM's work is nearly all of an iteration
 (candidates of <= 32 tokens after prompts of 600-1,100 tokens, then DPO on those prompts), while the werewolf games of
 the latent game and of the evaluation cost seconds. So the LLM side is kept small: 6 candidates x 1 state per role
 (the campaign file has 8; fewer members per cluster: 2 per cluster in iteration 0 for k = 3, the pool growing by 6
