@@ -29,9 +29,10 @@ The moving reference: pi_t is not the adapter-free model (as in DPO) but the pol
 round's data, whose per-token log-probs the sampler recorded on every step (`Decision.old_logprobs`).
 So no forward of a reference model is needed, and each round's update stays close to the policy it
 improves; the next round samples from the updated policy, which becomes its reference. log pi is taken
-at the sampler's temperature, as pi_t was, so h = 0 before the first step of a round (LoRA B = 0, or the
-weights the round's rollouts were sampled with). Across rounds nothing ties the policy to the initial
-model: on an intransitive game the iterates cycle (the tabular analysis in `solvers.preference_games`).
+at the sampler's temperature, as pi_t was, so h = 0 before the first step of a round (the weights are
+still those the round's rollouts were sampled with). Across rounds nothing ties the policy to the initial
+model: on an intransitive game the last iterate does not settle, only the average of the iterates
+approaches the Nash equilibrium (the tabular analysis in `solvers.preference_games`).
 """
 
 from __future__ import annotations
