@@ -209,6 +209,12 @@ def campaign_text(tmp_path, model, name: str, folder: str) -> str:
     from tests.test_campaign import TINY
 
     text = TINY.format(model=model, iterations=2, dir=tmp_path / folder).replace("tiny-campaign", name)
+    evaluation = "evaluation: {every: 2, episodes: 3, opponents: {fair: {policy: fair}, random: {policy: random}}}"
+    assert evaluation in text
+    text = text.replace(evaluation, "evaluation: {every: 0, episodes: 1, opponents: {random: {policy: random}}}")
+    world = "world: {id: negotiation, max_turns: 4}"  # the learner opens: a group's rollouts share its first prompt
+    assert world in text
+    text = text.replace(world, "world: {id: negotiation, max_turns: 4, first_mover: first}")
     text = text.replace(
         "trainer: {id: grpo, learning_rate: 0.01, micro_batch_size: 16}",
         "trainer: {id: dno, beta: 0.5, min_margin: 0.5, learning_rate: 0.01, micro_batch_size: 16}",
@@ -240,13 +246,17 @@ def test_a_sigkilled_dno_campaign_resumes_into_the_uninterrupted_state(tmp_path,
     assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"
     history = {
         key: client.get_metric_history(run.info.run_id, key)
-        for key in ("train/pairs", "train/loss", "train/margin", "train/groups_without_pair", "train/judge_calls")
+        for key in ("train/pairs", "train/loss", "train/margin", "train/optimizer_steps", "train/groups_without_pair")
     }
     for key, values in history.items():
         assert sorted(m.step for m in values) == [0, 1], key
-    assert sum(m.value for m in history["train/pairs"]) > 0  # the seeded rollouts give large-margin pairs
-    # round 0 trains the weights it sampled with (LoRA B = 0): pi = pi_t, h = 0 up to the float noise of batching
-    assert all(abs(m.value) < 1e-3 for m in history["train/margin"] if m.step == 0)
+    # the seeded rollouts give large-margin pairs in both rounds, one micro-batch each
+    assert all(m.value > 0 for m in history["train/pairs"])
+    assert all(m.value == 1 for m in history["train/optimizer_steps"])
+    # the moving reference: each round's one step is taken with the weights that sampled it (pi = pi_t: h = 0 and
+    # L = log 2 up to the float noise of batching), round 1's after round 0 moved them away from the initial model
+    assert all(abs(m.value) < 1e-3 for m in history["train/margin"])
+    assert all(m.value == pytest.approx(math.log(2), abs=1e-3) for m in history["train/loss"])
 
     straight = tmp_path / "s.yaml"
     straight.write_text(campaign_text(tmp_path, tiny_model_dir, "tiny-dno-2", "2"))
@@ -258,3 +268,26 @@ def test_a_sigkilled_dno_campaign_resumes_into_the_uninterrupted_state(tmp_path,
     adapters = [load_file(str(tmp_path / d / "iter-000001" / "adapter" / "adapter_model.safetensors")) for d in "12"]
     torch.testing.assert_close(adapters[0], adapters[1])
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in adapters[0].items())
+
+
+def test_a_dno_campaign_with_the_llm_judge_scores_by_win_rate(tmp_path, tracking_uri, tiny_model_dir):
+    """The llm judge (the tiny model reading both transcripts) scores each group of 3 by win rate: 3 comparisons per
+    group; soft labels; one round end to end."""
+    from agora.campaign import load_campaign
+    from mlflow import MlflowClient
+
+    text = campaign_text(tmp_path, tiny_model_dir, "tiny-dno-llm", "ck").replace("iterations: 2", "iterations: 1")
+    text = text.replace(
+        "min_margin: 0.5,", f"min_margin: 0.0, labels: soft, judge: {{id: llm, model: {tiny_model_dir}}},"
+    )
+    (tmp_path / "c.yaml").write_text(text)
+    campaign = load_campaign(tmp_path / "c.yaml")
+    assert campaign.trainer_config.judge.id == "llm" and campaign.trainer_config.labels == "soft"
+    result = campaign.run()
+    client = MlflowClient(tracking_uri)
+    assert client.get_run(result.run_id).info.status == "FINISHED"
+    metric = lambda key: [m.value for m in client.get_metric_history(result.run_id, key)]  # noqa: E731
+    assert metric("train/judge_calls") == [2 * 3]  # 2 groups x K(K-1)/2
+    assert metric("train/judge_model_calls_total")[0] > 0
+    (gap,) = metric("train/score_gap")
+    assert 0.0 <= gap <= 1.0  # win rates
