@@ -1,6 +1,6 @@
 """DNO: the loss by hand; large-margin (best, worst) pairs from episodes; the moving reference (pi_t is the sampler:
 h = 0 before the first step, no forward of the adapter-free model); the update's direction on a tiny model; a
-SIGKILLed tiny campaign that resumes into the state of an uninterrupted run."""
+SIGKILLed tiny campaign that resumes into the state of an uninterrupted run; a round scored by the llm judge."""
 
 from __future__ import annotations
 
