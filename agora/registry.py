@@ -361,6 +361,12 @@ TRAINERS = Registry(
             "trainers.inpo:INPOTrainer",
             "INPO self-play preference optimisation: square loss on judge-labelled on-policy pairs per group, LoRA.",
         ),
+        Entry(
+            "dno",
+            "trainers.dno:DNOTrainer",
+            "DNO (Direct Nash Optimization): DPO on each group's large-margin best/worst pair, judged, with the "
+            "sampler pi_t as the moving reference, LoRA.",
+        ),
     ],
     group="agora.trainers",
 )
@@ -371,8 +377,8 @@ CAMPAIGNS = Registry(
         Entry(
             "train",
             "campaigns.train:TrainCampaign",
-            "An LLM with LoRA trained by a trainer (GRPO, DPO/KTO, INPO) against fixed opponents or a league of its "
-            "snapshots.",
+            "An LLM with LoRA trained by a trainer (GRPO, DPO/KTO, INPO, DNO) against fixed opponents or a league of "
+            "its snapshots.",
         ),
         Entry(
             "psro",

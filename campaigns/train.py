@@ -140,7 +140,7 @@ def relabel(exc: ScenarioError, old: str, new: str, file: str | None) -> Scenari
 
 
 class TrainCampaign(LearnerCampaign):
-    """An LLM with LoRA trained by a trainer (GRPO, DPO/KTO, INPO) against fixed opponents or a league of its
+    """An LLM with LoRA trained by a trainer (GRPO, DPO/KTO, INPO, DNO) against fixed opponents or a league of its
     snapshots."""
 
     Config = TrainConfig
