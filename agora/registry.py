@@ -361,6 +361,12 @@ TRAINERS = Registry(
             "trainers.inpo:INPOTrainer",
             "INPO self-play preference optimisation: square loss on judge-labelled on-policy pairs per group, LoRA.",
         ),
+        Entry(
+            "regret_loss",
+            "trainers.regret_loss:RegretLossTrainer",
+            "Regret-loss (arXiv 2403.16843) on online_learning: soft-max-weighted squared regret of the exact "
+            "expected play over the reply grid, LoRA.",
+        ),
     ],
     group="agora.trainers",
 )
