@@ -161,6 +161,31 @@ def test_loss_sequences_count_each_group_once(episodes, trainer):
         assert all(g for g in s.grammars)
 
 
+def test_under_the_grammar_the_reply_grid_holds_the_whole_mass(episodes, trainer):
+    """Σ_{y ∈ Y} π_θ(y | x) = 1 under the grammar's masks (each sampled reply is Y's tokenization of its text), so
+    the softmax over Y renormalises nothing: p̄ is what the policy plays in expectation."""
+    from agora.scoring import sequence_logprobs
+
+    t = trainer()
+    sequences = t.sequences(episodes, ["learner"])
+    texts = candidate_replies(2, 10)[0]
+    for e in episodes:
+        for step in e.steps:
+            assert step.completion_ids == sequences[0].replies[texts.index(step.text)] + [t.tokenizer.eos_token_id]
+    for s in sequences:
+        completions = [c + s.tails[0] for c in s.replies]
+        with torch.no_grad():
+            logp, _, mask, _ = sequence_logprobs(
+                t.model,
+                [s.prompts[0]] * len(completions),
+                completions,
+                temperature=s.temperature,
+                pad_id=t.pad_id,
+                allowed=t.masks.allowed([s.grammars[0]] * len(completions), completions),
+            )
+        assert float(torch.logsumexp((logp * mask).sum(-1), 0)) == pytest.approx(0.0, abs=1e-4)
+
+
 def test_the_two_pass_gradient_is_the_gradient_of_the_loss(episodes, trainer):
     t = trainer(k=2.0, rounds_per_pass=2)
     sequences = t.sequences(episodes, ["learner"])
@@ -175,7 +200,7 @@ def test_the_two_pass_gradient_is_the_gradient_of_the_loss(episodes, trainer):
     )
     direct = regret_loss(regrets, 2.0)
     direct.backward()
-    assert float(direct) == pytest.approx(float(loss), rel=1e-5)
+    assert float(direct.detach()) == pytest.approx(float(loss), rel=1e-5)
     for a, p in zip(two_pass, t.parameters):
         torch.testing.assert_close(a, p.grad, rtol=1e-4, atol=1e-7)
     assert any(float(a.abs().sum()) > 0 for a in two_pass)
