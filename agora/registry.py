@@ -367,6 +367,12 @@ TRAINERS = Registry(
             "DNO (Direct Nash Optimization): DPO on each group's large-margin best/worst pair, judged, with the "
             "sampler pi_t as the moving reference, LoRA.",
         ),
+        Entry(
+            "regret_loss",
+            "trainers.regret_loss:RegretLossTrainer",
+            "Regret-loss (arXiv 2403.16843) on online_learning: soft-max-weighted squared regret of the exact "
+            "expected play over the reply grid, LoRA.",
+        ),
     ],
     group="agora.trainers",
 )

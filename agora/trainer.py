@@ -38,6 +38,9 @@ class Trainer(ABC):
     # The learner policy it trains (`learner.policy` of a campaign file): "llm", or "plan_execute" for a trainer that
     # reads a plan-execute agent's switch and subgoal (HiPER); a campaign refuses a learner of another kind.
     learner_policy: ClassVar[str] = "llm"
+    # The worlds (registered ids) whose episodes it reads beyond the replies and returns, e.g. the loss vectors of
+    # online_learning (regret-loss); None: any world. A campaign on another world is refused when its file loads.
+    worlds: ClassVar[tuple[str, ...] | None] = None
     tokenizer: Any = None  # the learner's tokenizer, set by the campaign: grammar masks are replayed with it
 
     def __init__(self, model: Any, config: BaseModel, *, pad_id: int, seed: int = 0):

@@ -68,9 +68,18 @@ class LearnerCampaign(CampaignKind):
         config_class = LEARNER_POLICIES[self.learner_policy].Config
         self.learner_config: LLMConfig = validate_model(config_class, keys, prefix="learner", file=source)
 
-    def check_trainer(self, trainer: str, needed: str, source: str | None) -> None:
+    def check_trainer(self, trainer: str, cls: Any, world: str, source: str | None) -> None:
         """A trainer that reads more than a plain LLM's replies (HiPER: a plan-execute agent's plan) refuses a
-        learner of another kind, naming the key to add."""
+        learner of another kind, naming the key to add; one that reads a world's episode info (`Trainer.worlds`:
+        regret-loss) refuses another world."""
+        if cls.worlds is not None and world not in cls.worlds:
+            raise ScenarioError(
+                f"trainer {trainer} trains on the world {' or '.join(cls.worlds)}, not {world}",
+                file=source,
+                path="trainer.id",
+                hint="choose another trainer (`agora trainers`) or world",
+            )
+        needed = cls.learner_policy
         if needed != "llm" and self.learner_policy != needed:
             raise ScenarioError(
                 f"trainer {trainer} trains a {needed} learner, not {self.learner_policy}",

@@ -175,7 +175,7 @@ class TrainCampaign(LearnerCampaign):
             self.eval_seats = match_seats(spec.evaluation.seats, seats, "evaluation.seats")
         else:
             self.eval_seats = self.learner_seats if len(self.learner_seats) < len(seats) else seats[:1]
-        if len(self.eval_seats) == len(seats):
+        if len(self.eval_seats) == len(seats) and len(seats) > 1:  # a one-seat world (online_learning) plays alone
             raise ScenarioError(
                 "the learner would play every seat in evaluation, with no opponent",
                 path="evaluation.seats",
@@ -241,7 +241,7 @@ class TrainCampaign(LearnerCampaign):
         self.trainer_config = validate_model(
             self.trainer_entry.config, spec.trainer.model_extra or {}, prefix="trainer", file=source
         )
-        self.check_trainer(self.trainer_entry.name, self.trainer_entry.load().learner_policy, source)
+        self.check_trainer(self.trainer_entry.name, self.trainer_entry.load(), world_entry.name, source)
         if spec.group_size < 2:
             raise ScenarioError(
                 "a group of one rollout has no advantage signal", path="group_size", hint="use 2 or more (8 is common)"

@@ -13,6 +13,8 @@ Also the regret-loss of "Do LLM Agents Have Regret?" (arXiv 2403.16843).
 
 from __future__ import annotations
 
+import functools
+import itertools
 from typing import Callable, Sequence
 
 import numpy as np
@@ -63,6 +65,17 @@ def follow_the_leader(losses: np.ndarray) -> np.ndarray:
     losses = np.asarray(losses, dtype=np.float64)
     past = np.vstack([np.zeros(losses.shape[1]), np.cumsum(losses, axis=0)[:-1]])
     return np.argmin(past, axis=1)
+
+
+@functools.lru_cache(maxsize=32)
+def simplex_grid(n_actions: int, grid: int) -> list[np.ndarray]:
+    """Every distribution over `n_actions` whose probabilities are multiples of 1/grid (stars and bars:
+    C(grid + n - 1, n - 1) of them), in lexicographic order of the bar positions."""
+    points = []
+    for bars in itertools.combinations(range(grid + n_actions - 1), n_actions - 1):
+        edges = (-1, *bars, grid + n_actions - 1)
+        points.append(np.array([edges[i + 1] - edges[i] - 1 for i in range(n_actions)], dtype=np.float64) / grid)
+    return points
 
 
 def regret_loss(

@@ -207,16 +207,19 @@ def test_agent_defaults_validate_and_it_plays_its_seats(entry, agent_overrides):
 
 @pytest.fixture(scope="module")
 def learner_batch(tiny_model_dir):
-    """batch(policy): two groups of three negotiation games in which a tiny LLM plays alice (with tokens and
+    """batch(policy, world): two groups of three negotiation games in which a tiny LLM plays alice (with tokens and
     log-probs), as a plain `llm` policy or as a plan-execute agent (what `Trainer.learner_policy` says a trainer
-    trains); built once per kind."""
+    trains); with world "online_learning" (a trainer's `Trainer.worlds`), three-round online-learning episodes of
+    the plain `llm` in the seat alice on a reply grid of tenths; built once per kind."""
     from agents.llm import LLMConfig, LLMPolicy
     from agents.plan_execute import PlanExecuteConfig, PlanExecutePolicy
     from agora.lora import LoRAConfig, load_learner
 
     built = {}
 
-    def batch(policy: str):
+    def batch(policy: str, world: str = "negotiation"):
+        if world == "online_learning":
+            return online_learning_batch()
         if policy not in built:
             model, tokenizer = load_learner(tiny_model_dir, LoRAConfig(r=4, alpha=8), seed=0)
             if policy == "plan_execute":
@@ -240,6 +243,29 @@ def learner_batch(tiny_model_dir):
             built[policy] = model, tokenizer, rollout.run(6)
         return built[policy]
 
+    def online_learning_batch():
+        if "online_learning" not in built:
+            model, tokenizer = load_learner(tiny_model_dir, LoRAConfig(r=4, alpha=8), seed=0)
+            llm = LLMPolicy(
+                LLMConfig(model=tiny_model_dir, temperature=1.0, max_new_tokens=16),
+                seed=0,
+                model=model,
+                tokenizer=tokenizer,
+            )
+            world = WORLDS.get("online_learning")
+            config = world.config(n_actions=2, rounds=3, grid=10, sequence="gaussian", agent_name="alice")
+            rollout = GroupRollout(
+                lambda: world.load()(config),
+                {"alice": llm},
+                {"alice": "learner"},
+                seed=0,
+                seeds=[11, 12],
+                group_size=3,
+                max_retries=0,
+            )
+            built["online_learning"] = model, tokenizer, rollout.run(6)
+        return built["online_learning"]
+
     return batch
 
 
@@ -249,7 +275,7 @@ def test_trainer_defaults_validate_and_it_updates(entry, learner_batch):
 
     cls = entry.load()
     assert issubclass(cls, Trainer)
-    model, tokenizer, episodes = learner_batch(cls.learner_policy)
+    model, tokenizer, episodes = learner_batch(cls.learner_policy, (cls.worlds or ("negotiation",))[0])
     trainer = cls(model, cls.Config(), pad_id=tokenizer.pad_token_id, seed=0)
     trainer.tokenizer = tokenizer  # as campaigns set it: the learner's replies were decoded under the world's grammar
     assert any(s.grammar for e in episodes for s in e.steps if s.agent == "alice")

@@ -25,11 +25,15 @@ total over all rounds, and asks for one line
 with one probability per action written with two decimals, summing to exactly 1.00: the reply
 grammar (`reply_grammar`, for constrained decoding) is that language, built as a DAG over the mass
 left in hundredths, and `render_action` writes every distribution so (rounded to hundredths by
-largest remainder). The parser is more lenient: any numbers in [0, 1] summing to 1 within 0.01
+largest remainder). With `grid` below 100 the grammar allows only multiples of 1/grid (grid = 10:
+0.00, 0.10, ..., 1.00), a finite reply set of C(grid + n − 1, n − 1) distributions that a trainer can
+score one by one (trainers/regret_loss.py); the prompt and its worked example say so.
+The parser is more lenient: any numbers in [0, 1] summing to 1 within 0.01
 (then renormalised). A wrong count, a value out of range, a sum off by more, two PLAY lines or words
 among the numbers are parse errors that say which.
 
-Metrics per episode: `loss`, `best_fixed_loss`, `regret` (Reg_T), `regret_per_round` (Reg_T / T).
+Metrics per episode: `loss`, `best_fixed_loss`, `regret` (Reg_T), `regret_per_round` (Reg_T / T). The episode
+info holds the loss vectors, the plays and the reply grid (`grid`).
 The run report adds the mean regret curve over episodes (series `regret_curve`, and the figure
 `figures/regret_curve.png` with the Hedge bound √(t ln n / 2)). Scripted players (Hedge,
 follow-the-leader, uniform) are in agents/scripted/online_learning.py.
@@ -38,7 +42,6 @@ follow-the-leader, uniform) are in agents/scripted/online_learning.py.
 from __future__ import annotations
 
 import functools
-import itertools
 import re
 from typing import Any, Literal
 
@@ -52,7 +55,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agora.compat import NumericWorld
 from agora.grammar import Grammar, alt, literal, seq
 from agora.world import ParseError, Report, cached_per_agent, check_reply, world_config
-from solvers.regret import cumulative_regret
+from solvers.regret import cumulative_regret, simplex_grid
 
 SUM_TOLERANCE = 0.01  # |Σ p − 1| allowed in text replies (then renormalised)
 NUMBER = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
@@ -66,37 +69,47 @@ def write_probability(hundredths: int) -> str:
     return f"{hundredths // MASS}.{hundredths % MASS:02d}"
 
 
-def to_hundredths(p: np.ndarray) -> np.ndarray:
-    """A distribution as whole hundredths summing to exactly MASS, each within 0.01 of p_i: the floors,
-    plus one for the largest remainders (ties to the lower index), so the rounding never breaks the sum."""
-    scaled = np.asarray(p, dtype=np.float64) * MASS
+def to_hundredths(p: np.ndarray, grid: int = MASS) -> np.ndarray:
+    """A distribution as whole hundredths summing to exactly MASS, each a multiple of MASS / grid within 1 / grid
+    of p_i: the floors of p * grid, plus one for the largest remainders (ties to the lower index), so the rounding
+    never breaks the sum."""
+    scaled = np.asarray(p, dtype=np.float64) * grid
     out = np.floor(scaled).astype(np.int64)
-    short = int(np.clip(MASS - out.sum(), 0, len(out)))
+    short = int(np.clip(grid - out.sum(), 0, len(out)))
     out[np.argsort(out - scaled, kind="stable")[:short]] += 1
-    return out
+    return out * (MASS // grid)
 
 
 @functools.lru_cache(maxsize=32)
-def play_grammar(n_actions: int) -> Grammar:
-    """`PLAY p_0 ... p_{n-1}`: n two-decimal probabilities summing to exactly 1.00.
+def play_grammar(n_actions: int, grid: int = MASS) -> Grammar:
+    """`PLAY p_0 ... p_{n-1}`: n two-decimal probabilities summing to exactly 1.00, each a multiple of 1 / grid
+    (grid divides 100; 100: any hundredths).
 
     A DAG over the mass left: `rest(k, m)` writes the last k probabilities when m hundredths remain (k = 1:
     m itself); a probability below 1 is '0.', a tens digit d (at most m // 10), then `units(k, m - 10 d)`, a
     units digit u (at most what is left) and a space before `rest(k - 1, ...)`. Splitting the digits shares
     those nodes: about a third of the Lark text of one alternative per value (27k vs 75k characters at n = 3).
+    On a coarser grid a units digit must complete a multiple of MASS / grid: `units(k, m, r)` allows u ≡ r.
     Built once per n (its regex, for `matches`, compiles once; at n >= 4 the regex is too large, GrammarTooLarge).
     """
+    if grid < 1 or MASS % grid:
+        raise ValueError(f"the grid must divide {MASS}, got {grid}")
+    step = MASS // grid
+
+    def digits(m: int, r: int) -> list[int]:
+        return [u for u in range(min(9, m) + 1) if u % step == r]
 
     @functools.cache
     def rest(k: int, m: int):
         if k == 1:
             return literal(write_probability(m))
-        below_one = [seq(f"0.{d}", units(k, m - 10 * d)) for d in range(min(9, m // 10) + 1)]
+        tens = [d for d in range(min(9, m // 10) + 1) if digits(m - 10 * d, -10 * d % step)]
+        below_one = [seq(f"0.{d}", units(k, m - 10 * d, -10 * d % step)) for d in tens]
         return alt(*below_one, *([seq(write_probability(MASS) + " ", rest(k - 1, 0))] if m == MASS else []))
 
     @functools.cache
-    def units(k: int, m: int):
-        return alt(*(seq(f"{u} ", rest(k - 1, m - u)) for u in range(min(9, m) + 1)))
+    def units(k: int, m: int, r: int):
+        return alt(*(seq(f"{u} ", rest(k - 1, m - u)) for u in digits(m, r)))
 
     return Grammar(seq(PLAY_LABEL, rest(n_actions, MASS)))
 
@@ -119,6 +132,11 @@ class OnlineLearningConfig(BaseModel):
         description="text interface: the last N rounds' loss vectors shown in the prompt (totals cover all)",
     )
     agent_name: str = Field("learner", pattern=r"^[a-z][a-z0-9_]*$", description="the one seat")
+    grid: Literal[1, 2, 4, 5, 10, 20, 25, 50, 100] = Field(
+        MASS,
+        description="replies write probabilities in multiples of 1/grid (a divisor of 100; 100: any hundredths); "
+        "the reply grammar allows those only: a reply set a trainer can enumerate (regret_loss)",
+    )
 
 
 def loss_sequence(config: OnlineLearningConfig, rng: np.random.Generator) -> np.ndarray:
@@ -140,18 +158,7 @@ def loss_sequence(config: OnlineLearningConfig, rng: np.random.Generator) -> np.
     return np.clip(start + (end - start) * fraction + config.noise * rng.standard_normal((T, n)), 0.0, 1.0)
 
 
-SIMPLEX_GRID = 4  # the numeric view's distributions have probabilities in quarters
-
-
-@functools.lru_cache(maxsize=32)
-def simplex_grid(n_actions: int, grid: int = SIMPLEX_GRID) -> list[np.ndarray]:
-    """Every distribution over `n_actions` whose probabilities are multiples of 1/grid (stars and bars:
-    C(grid + n - 1, n - 1) of them), in lexicographic order of the bar positions."""
-    points = []
-    for bars in itertools.combinations(range(grid + n_actions - 1), n_actions - 1):
-        edges = (-1, *bars, grid + n_actions - 1)
-        points.append(np.array([edges[i + 1] - edges[i] - 1 for i in range(n_actions)], dtype=np.float64) / grid)
-    return points
+SIMPLEX_GRID = 4  # the numeric view's distributions have probabilities in quarters (`simplex_grid`)
 
 
 def env(**kwargs) -> AECEnv:
@@ -236,13 +243,14 @@ class raw_env(NumericWorld, AECEnv):
     def action_table(self) -> list[str]:
         """The distributions whose probabilities are multiples of 1 / SIMPLEX_GRID (the pure actions among them),
         written as `PLAY` replies."""
-        return [self.render_action(self.config.agent_name, p) for p in simplex_grid(self.config.n_actions)]
+        points = simplex_grid(self.config.n_actions, SIMPLEX_GRID)
+        return [self.render_action(self.config.agent_name, p) for p in points]
 
     def table_action(self, agent: str, index: int) -> np.ndarray:
-        return simplex_grid(self.config.n_actions)[index]
+        return simplex_grid(self.config.n_actions, SIMPLEX_GRID)[index]
 
     def action_mask(self, agent: str) -> np.ndarray:
-        return np.ones(len(simplex_grid(self.config.n_actions)), dtype=np.int8)
+        return np.ones(len(simplex_grid(self.config.n_actions, SIMPLEX_GRID)), dtype=np.int8)
 
     @property
     def state_space(self) -> spaces.Box:
@@ -298,10 +306,12 @@ class raw_env(NumericWorld, AECEnv):
             )
         else:
             lines.append("No losses are known yet.")
-        example = self.render_action(agent, [1, 1] + [0] * (n - 2))
+        example = self.grid_reply(np.array([1.0, 1.0] + [0.0] * (n - 2)))
+        grid = self.config.grid
+        each = f" (each a multiple of {write_probability(MASS // grid)})" if grid < MASS else ""
         lines.append(
             f"This is round {t + 1} of {T}. Reply with one line: PLAY followed by {n} probabilities with two "
-            f"decimals that sum to 1.00, e.g.\n{example}"
+            f"decimals{each} that sum to 1.00, e.g.\n{example}"
         )
         return "\n".join(lines)
 
@@ -312,8 +322,12 @@ class raw_env(NumericWorld, AECEnv):
         observation = {"round": 0, "losses": np.full((self.config.rounds, n), -1.0)}
         return [
             {"role": "user", "content": self.prompt(agent, observation)},
-            {"role": "assistant", "content": self.render_action(agent, np.full(n, 1.0 / n))},
+            {"role": "assistant", "content": self.grid_reply(np.full(n, 1.0 / n))},
         ]
+
+    def grid_reply(self, p: np.ndarray) -> str:
+        """The reply playing `p` rounded to the reply grid (multiples of 1 / grid, by largest remainder)."""
+        return PLAY_LABEL + " ".join(map(write_probability, to_hundredths(self.distribution(p), self.config.grid)))
 
     def parse(self, agent: str, text: str) -> np.ndarray:
         """The distribution of exactly one `PLAY p_0 ... p_{n−1}` line.
@@ -349,11 +363,11 @@ class raw_env(NumericWorld, AECEnv):
     def reply_grammar(self, agent: str, observation: dict[str, Any]) -> Grammar:
         """Two-decimal probabilities summing to exactly 1.00 (`play_grammar`): what the prompt asks for and
         `render_action` writes, a subset of what `parse` takes."""
-        return play_grammar(self.config.n_actions)
+        return play_grammar(self.config.n_actions, self.config.grid)
 
     def fallback_action(self, agent: str, rng: np.random.Generator) -> np.ndarray:
-        """A Dirichlet(1, ..., 1) draw on the hundredths grid (so its text is exactly the action)."""
-        return to_hundredths(rng.dirichlet(np.ones(self.config.n_actions))) / MASS
+        """A Dirichlet(1, ..., 1) draw on the reply grid (so its text is exactly the action)."""
+        return to_hundredths(rng.dirichlet(np.ones(self.config.n_actions)), self.config.grid) / MASS
 
     def episode_metrics(self) -> dict[str, float]:
         T = len(self.plays)
@@ -367,7 +381,11 @@ class raw_env(NumericWorld, AECEnv):
         }
 
     def episode_info(self) -> dict[str, Any]:
-        return {"losses": self.losses[: len(self.plays)].tolist(), "plays": [p.tolist() for p in self.plays]}
+        return {
+            "losses": self.losses[: len(self.plays)].tolist(),
+            "plays": [p.tolist() for p in self.plays],
+            "grid": self.config.grid,
+        }
 
     def run_report(self, episodes: list) -> Report:
         """The mean regret curve Reg_t over the run's episodes (series `regret_curve`, figure), and Reg_T/T vs √T/T."""
