@@ -129,6 +129,10 @@ def test_pairs_and_labels_come_from_each_groups_best_and_worst():
     assert preference_pairs(episodes, ["a"], min_margin=7.0) == []
     labels = kto_labels(episodes, ["a"])  # group mean 5: episode 0 desirable, 1 undesirable, 2 tied (left out)
     assert [(d.completion_ids, good) for d, good in labels] == [([5], True), ([6], True), ([7], False)]
+    lost = [Episode(k, 7, {}, [step("a", [1, 2], [k])], returns={"a": r}) for k, r in enumerate([-1.0, -1.0, 0.0])]
+    assert kto_labels(lost[:2], ["a"]) == []  # every game lost alike: no label relative to the group's mean
+    outcome = kto_labels(lost + episodes[:1], ["a"], "outcome")  # by the return's sign; 0 unlabelled
+    assert [(d.completion_ids, good) for d, good in outcome] == [([0], False), ([1], False), ([5], True), ([6], True)]
 
 
 @pytest.mark.parametrize("loss", ["dpo", "ipo", "kto"])

@@ -54,6 +54,11 @@ class PreferenceConfig(BaseModel):
     )
     beta: float = Field(0.1, gt=0.0, description="strength of the implicit KL to the reference")
     label_smoothing: float = Field(0.0, ge=0.0, lt=0.5, description="cDPO: assumed share of flipped preference labels")
+    kto_labels: Literal["relative", "outcome"] = Field(
+        "relative",
+        description="KTO: relative (above / below the group's mean return; ties unlabelled) or outcome (the "
+        "return's sign: won desirable, lost undesirable, 0 unlabelled)",
+    )
     desirable_weight: float = Field(1.0, gt=0.0, description="KTO lambda_D")
     undesirable_weight: float = Field(1.0, gt=0.0, description="KTO lambda_U")
     min_margin: float = Field(
@@ -171,11 +176,15 @@ def preference_pairs(
     return pairs
 
 
-def kto_labels(episodes: list[Episode], learner_seats: list[str]) -> list[tuple[Decision, bool]]:
-    """(decision, desirable): above its group's mean return -> True, below -> False, equal -> left out."""
+def kto_labels(
+    episodes: list[Episode], learner_seats: list[str], mode: Literal["relative", "outcome"] = "relative"
+) -> list[tuple[Decision, bool]]:
+    """(decision, desirable). relative: above its group's mean return -> True, below -> False, equal -> left out;
+    outcome: by the return's sign, as outcome-labelled KTO does (a won game's decisions desirable, a lost game's
+    undesirable, a return of 0 left out), so a group whose games all end alike still labels its decisions."""
     out = []
     for members in _trajectories(episodes, learner_seats).values():
-        mean = sum(m[0] for m in members) / len(members)
+        mean = sum(m[0] for m in members) / len(members) if mode == "relative" else 0.0
         for ret, steps in members:
             if ret != mean:
                 out += [(Decision.of(s), ret > mean) for s in steps]
@@ -275,7 +284,7 @@ class PreferenceTrainer(Trainer):
     def items(self, episodes: list[Episode], learner_seats: list[str]) -> list:
         """What one update trains on: (chosen, rejected) pairs, or (decision, desirable) labels for KTO."""
         if self.config.loss == "kto":
-            return kto_labels(episodes, learner_seats)
+            return kto_labels(episodes, learner_seats, self.config.kto_labels)
         return preference_pairs(episodes, learner_seats, min_margin=self.config.min_margin)
 
     def batch_loss(self, batch: list) -> tuple[torch.Tensor, list[float], int]:
