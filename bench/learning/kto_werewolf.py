@@ -1,6 +1,6 @@
 """Do werewolves trained with KTO on their games' outcomes deceive better? Werewolf against the rule-based village.
 
-    python bench/learning/kto_werewolf.py                  # both arms, default budget (60-90 min on 2 cores: Budget)
+    python bench/learning/kto_werewolf.py                  # both arms, default budget (Budget)
     python bench/learning/kto_werewolf.py iterations=1     # KEY=VALUE overrides reach every arm's campaign
 
 `scenarios/campaigns/werewolf_kto.yaml`: the learner plays both werewolves, the scripted `rule_based` players the
@@ -26,13 +26,13 @@ training too. Deception shows as the wolves' score and win rate rising and the v
 on a werewolf / its votes) and day-1 wolf detection falling. Logged to MLflow (experiment `bench-learning`, run
 `kto-werewolf`).
 
-Budget: the default arm plays 2 x 1 x 8 = 16 training games and 2 x 8 held-out games. Werewolf prompts are long
-(rules, worked example, the day's statements), so a game costs minutes of CPU, not seconds: a smoke run (one arm,
-iterations=1 groups_per_iteration=1 group_size=2 evaluation.episodes=2: 6 games) on a machine shared with five other
-jobs (load about 10 on 2 cores) used about 14 CPU minutes, about 2 a game. On an idle 2-core machine that is
-about 1 to 1.5 minutes a game (games stepped together share forward passes, so more is likely less): 32 games x 2
-arms, roughly 60 to 90 minutes at this default. Within about 15 minutes: `--arms kto iterations=1 group_size=4
-evaluation.episodes=4` (12 games).
+Budget: the default arm plays 2 x 1 x 8 = 16 training games and 2 x 8 held-out games. Measured on the idle 2-core
+machine (2026-12-03, docs/results.md): 8 games stepped together take about a minute (58 s), and KTO on ~1,000-token
+werewolf prompts about 12 s per labelled decision (one decision a pass under `max_tokens_per_pass: 1200`, the
+reference and the mismatched pair scored too): 82 labels took 989 s, so the labels, not the games, set the time
+(the KTO arm with 16 held-out games: 21 min). Against the file's claiming seer the untrained wolves lose every game
+(no label); `opponents.seer_0.seer_claims=false evaluation.opponents.rule_based.seer_claims=false` is the quiet-seer
+village where words decide.
 """
 
 from __future__ import annotations
