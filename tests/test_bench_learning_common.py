@@ -115,3 +115,13 @@ def test_what_collect_read_is_logged_as_a_table_and_numbers_as_metrics():
         "note": ["x", None],
     }
     assert tracker.metrics == {"a/rating": 1.5}  # not the nan, not the records, not the text
+
+
+def test_overrides_after_arms_are_refused_not_dropped(capsys):
+    from bench.learning import kto_werewolf
+
+    args = kto_werewolf.command().parse_args(["evaluation.episodes=16", "--arms", "kto"])
+    assert args.arms == ["kto"] and args.overrides == ["evaluation.episodes=16"]
+    with pytest.raises(SystemExit) as exit_info:  # `--arms` would swallow the override: refused, with its name
+        kto_werewolf.command().parse_args(["--arms", "kto", "evaluation.episodes=16"])
+    assert exit_info.value.code == 2 and "evaluation.episodes=16" in capsys.readouterr().err

@@ -30,13 +30,15 @@ Budget: the default arm plays 2 x 1 x 8 = 16 training games and 2 x 8 held-out g
 machine (2026-12-03, docs/results.md): 8 games stepped together take about a minute (58 s), and KTO on ~1,000-token
 werewolf prompts about 12 s per labelled decision (one decision a pass under `max_tokens_per_pass: 1200`, the
 reference and the mismatched pair scored too): 82 labels took 989 s, so the labels, not the games, set the time
-(the KTO arm with 16 held-out games: 21 min). Against the file's claiming seer the untrained wolves lose every game
-(no label); `opponents.seer_0.seer_claims=false evaluation.opponents.rule_based.seer_claims=false` is the quiet-seer
-village where words decide.
+(the KTO arm: 21 min). Against the file's claiming seer the untrained wolves lose most games (the first training
+group lost all 8: no label; the second won 2); `opponents.seer_0.seer_claims=false
+evaluation.opponents.rule_based.seer_claims=false` (before `--arms`) is the quiet-seer village where words decide
+more. The GRPO arm needs `micro_batch_size` of 2 or so on these prompts (16 ran out of 24 GB).
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -76,10 +78,18 @@ def arms(file: str = FILE) -> list[Arm]:
     return [Arm("kto", file, dict(BUDGET)), Arm("grpo", file, {**BUDGET, **grpo_changes(data, kto_steps(data))})]
 
 
-def main() -> None:
+def command() -> argparse.ArgumentParser:
+    """The command line: `common.command_line` and `--arms`, whose names are checked, so that KEY=VALUE overrides
+    written after `--arms` (which it would swallow) are refused instead of silently dropped."""
     parser = command_line(__doc__, FILE, "werewolf KTO")
-    parser.add_argument("--arms", nargs="+", default=["kto", "grpo"], help="arms to run (kto, grpo)")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--arms", nargs="+", default=["kto", "grpo"], choices=["kto", "grpo"], help="arms to run (after the overrides)"
+    )
+    return parser
+
+
+def main() -> None:
+    args = command().parse_args()
     chosen = [a for a in arms(args.file) if a.name in args.arms]
     compare(
         "kto-werewolf",
