@@ -182,6 +182,8 @@ def growing_cache(model, layers: list[tuple[torch.Tensor, torch.Tensor]] | None 
     transformers' own DynamicCache when the model has layers other than full attention."""
     from transformers import DynamicCache
 
+    if hasattr(model, "new_cache"):  # a model that keeps its own caches (`agora.mixture.GeometricMixture`)
+        return model.new_cache()
     if not _full_attention(model.config):
         return DynamicCache(ddp_cache_data=layers) if layers is not None else DynamicCache(config=model.config)
     cache = DynamicCache()

@@ -368,6 +368,18 @@ TRAINERS = Registry(
             "sampler pi_t as the moving reference, LoRA.",
         ),
         Entry(
+            "nash_md",
+            "trainers.nash:NashMDTrainer",
+            "Nash-MD (arXiv 2312.00886): the learner against the token-level geometric mixture of itself and its "
+            "reference in every other seat; REINFORCE with the 0.5 baseline on the judged preference, KL term, LoRA.",
+        ),
+        Entry(
+            "mirror_prox",
+            "trainers.nash:MirrorProxTrainer",
+            "Nash Mirror Prox (arXiv 2505.19731): alternating half and full prox steps (policy-gradient passes) "
+            "against a frozen copy of pi_k, then of pi_k+1/2, in every other seat, LoRA.",
+        ),
+        Entry(
             "regret_loss",
             "trainers.regret_loss:RegretLossTrainer",
             "Regret-loss (arXiv 2403.16843) on online_learning: soft-max-weighted squared regret of the exact "
@@ -383,8 +395,8 @@ CAMPAIGNS = Registry(
         Entry(
             "train",
             "campaigns.train:TrainCampaign",
-            "An LLM with LoRA trained by a trainer (GRPO, DPO/KTO, INPO, DNO) against fixed opponents or a league of "
-            "its snapshots.",
+            "An LLM with LoRA trained by a trainer (GRPO, DPO/KTO, INPO, DNO, Nash-MD, Mirror Prox) against fixed "
+            "opponents, a league of its snapshots, or an opponent the trainer makes from it.",
         ),
         Entry(
             "psro",

@@ -42,6 +42,10 @@ class Trainer(ABC):
     # online_learning (regret-loss); None: any world. A campaign on another world is refused when its file loads.
     worlds: ClassVar[tuple[str, ...] | None] = None
     tokenizer: Any = None  # the learner's tokenizer, set by the campaign: grammar masks are replayed with it
+    # A trainer whose opponent is made from the learner (Nash-MD: the geometric mixture of the learner and its
+    # reference; Nash Mirror Prox: a frozen copy of an iterate) plays `opponent_policy(learner)` in every seat the
+    # learner does not: its campaign file names no `opponents`, league or self-play.
+    plays_opponent: ClassVar[bool] = False
 
     def __init__(self, model: Any, config: BaseModel, *, pad_id: int, seed: int = 0):
         self.model, self.config, self.pad_id = model, config, pad_id
@@ -51,6 +55,10 @@ class Trainer(ABC):
         from agora.constrain import ReplayedMasks, vocab_size
 
         return ReplayedMasks(self.tokenizer, vocab_size(self.model))
+
+    def opponent_policy(self, learner: Any) -> Any:
+        """The policy of every non-learner seat in training, made from the learner policy (`plays_opponent`)."""
+        raise TypeError(f"{type(self).__name__} plays the campaign's opponents; it makes none")
 
     @abstractmethod
     def update(self, episodes: list[Episode], seats: list[str]) -> dict[str, float]:

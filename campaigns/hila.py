@@ -51,7 +51,7 @@ from campaigns.hila_eval import (
 from campaigns.hila_groups import decision_groups, group_samples, group_statistics, played_expert
 from campaigns.hila_outer import sft_pairs
 from campaigns.learner import LearnerCampaign, LearnerKeys
-from campaigns.train import CheckpointSpec, relabel
+from campaigns.train_spec import CheckpointSpec, relabel
 from trainers.grpo import GRPOConfig, GRPOTrainer
 from trainers.sft import SFTConfig, SFTPair, SFTTrainer
 from worlds.deferral import tradeoff_figure

@@ -38,7 +38,8 @@ from campaigns.stackelberg_welfare import (
     population_table,
     welfare_metrics,
 )
-from campaigns.train import CheckpointSpec, TrainCampaign, TrainConfig, TrainerSpec, TrainRunner, relabel
+from campaigns.train import TrainCampaign, TrainRunner
+from campaigns.train_spec import CheckpointSpec, TrainConfig, TrainerSpec, relabel
 from worlds.economy import PLANNER
 
 WORKERS = "worker_*"  # the followers' seats

@@ -25,10 +25,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from agora.campaign import (
-    CampaignConfig,
     CampaignResult,
     CampaignRunner,
     Summary,
@@ -37,106 +35,50 @@ from agora.campaign import (
 )
 from agora.checkpoint import RunFolder, restore_learner, save_learner
 from agora.errors import AgoraError, ScenarioError
-from agora.lora import LoRAConfig
 from agora.policy import Policy
 from agora.registry import TRAINERS, WORLDS
 from agora.replay import review_sample, write_replays
 from agora.rollout import GroupRollout, episode_seed, policy_seed
 from agora.run import build_policies
-from agora.scenario import AgentSpec, ResolvedScenario, WorldSpec, resolve_scenario, validate_model
+from agora.scenario import ResolvedScenario, resolve_scenario, validate_model
 from agora.trajectory import Episode
 from campaigns.evaluation import evaluate, evaluation_table, is_interval_bound, learning_curve
-from campaigns.league import League, LeagueOpponents, LeagueSpec, SelfPlaySpec
+from campaigns.league import League, LeagueOpponents, LeagueSpec
 from campaigns.learner import LearnerCampaign
+from campaigns.train_spec import TrainConfig, relabel
 from campaigns.workers import LeagueDraw, LearnerUpdate, TrainJob, check_versions, refuse_interactive
 
 
-class LearnerSpec(BaseModel):
-    """`learner: {seats: [alice], lora: {...}, <llm parameter>: <value>, ...}`."""
-
-    model_config = ConfigDict(extra="allow")
-    seats: list[str] = Field(
-        min_length=1, description="seats (names or glob patterns) the learning policy plays; all seats = self-play"
-    )
-    lora: LoRAConfig = LoRAConfig()
-
-
-class TrainerSpec(BaseModel):
-    """`trainer: {id: grpo, <hyperparameter>: <value>, ...}`; every key but `id` is the trainer's config."""
-
-    model_config = ConfigDict(extra="allow")
-    id: str = Field(description="registered trainer id (`agora trainers`)")
-
-
-class EvaluationSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    seats: list[str] | None = Field(
+def trainer_seats(spec: TrainConfig, entry: Any, seats: list[str], learner_seats: list[str], source) -> list[str]:
+    """The seats a trainer that makes its own opponent (`Trainer.plays_opponent`) plays: all the learner's others.
+    Such a campaign names no opponents, league or self-play, runs in this process and names its evaluation's
+    opponents (the trainer's opponent is made of the learner, not a policy the evaluation can build)."""
+    if not getattr(entry.load(), "plays_opponent", False):
+        return []
+    others = [s for s in seats if s not in learner_seats]
+    problem = next(
+        (
+            (key, why)
+            for key, why, bad in (
+                ("opponents", "plays every non-learner seat itself; remove opponents", bool(spec.opponents)),
+                ("league", "plays its own opponent, not a league", spec.league is not None),
+                ("self_play", "plays its own opponent, not a snapshot", spec.self_play is not None),
+                ("learner.seats", "needs a seat the learner does not play, for its opponent", not others),
+                ("execution.backend", "runs its rollouts in this process, not on Ray", spec.execution.backend == "ray"),
+                ("evaluation.opponents", "needs fixed opponents to evaluate against", not spec.evaluation.opponents),
+            )
+            if bad
+        ),
         None,
-        description="seats the learner plays in evaluation (default: learner.seats, or the first seat when those "
-        "are all)",
     )
-    every: int = Field(
-        1,
-        ge=0,
-        le=100_000,
-        description="evaluate before every N-th iteration (0: only before the first and after the last)",
-    )
-    episodes: int = Field(16, ge=1, le=1_000_000, description="episodes per fixed opponent")
-    seed: int = Field(
-        1_000_003, ge=0, description="root seed of the held-out evaluation episodes (never a training seed)"
-    )
-    opponents: dict[str, AgentSpec] | None = Field(
-        None,
-        description="name -> fixed policy for every non-learner seat (default: the training opponents, named 'train')",
-    )
-
-
-class CheckpointSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    every: int = Field(1, ge=1, le=100_000, description="checkpoint after every N-th iteration (and after the last)")
-    dir: str | None = Field(
-        None, description="checkpoint folder (default: checkpoints/<name> in the working directory)"
-    )
-    keep: int = Field(2, ge=1, le=1000, description="checkpoints kept on disk (all are logged to MLflow)")
-
-
-class TrainConfig(CampaignConfig):
-    """A train campaign file (`kind: train`, the default)."""
-
-    world: WorldSpec
-    learner: LearnerSpec
-    opponents: dict[str, AgentSpec] = Field({}, description="non-learner seat (or glob pattern) -> fixed policy")
-    self_play: SelfPlaySpec | None = Field(
-        None,
-        description="seats played by a frozen snapshot of the learner (= a league: matchmaking latest, 1 snapshot)",
-    )
-    league: LeagueSpec | None = Field(
-        None, description="seats played by versions drawn from a league (population) of snapshots and members"
-    )
-    trainer: TrainerSpec
-    iterations: int = Field(ge=1, le=1_000_000, description="training iterations (one update each)")
-    groups_per_iteration: int = Field(4, ge=1, le=100_000, description="initial states (episode seeds) per iteration")
-    group_size: int = Field(8, ge=1, le=4096, description="rollouts of each initial state: the GRPO group")
-    evaluation: EvaluationSpec = EvaluationSpec()
-    checkpoint: CheckpointSpec = CheckpointSpec()
-    seed: int = Field(0, ge=0, description="root seed of training episodes, sampling, LoRA init")
-    concurrency: int = Field(16, ge=1, le=4096, description="episodes stepped together (LLM turns batched across them)")
-    max_retries: int = Field(1, ge=0, le=10, description="re-prompts after unparseable text, before a fallback action")
-    max_staleness: int = Field(
-        0,
-        ge=0,
-        le=1_000_000,
-        description="updates an episode's learner weights may lag the learner's before its batch is refused",
-    )
-
-
-def relabel(exc: ScenarioError, old: str, new: str, file: str | None) -> ScenarioError:
-    """An error about a generated scenario's key `old...`, said about the campaign file's key `new...`."""
-    path = exc.path
-    if path and (path == old or path.startswith(old + ".")):
-        path = new + path[len(old) :]
-    message = exc.message.replace(f"\n  {old}.", f"\n  {new}.")
-    return ScenarioError(message, file=exc.file or file, path=path, hint=exc.hint)
+    if problem:
+        raise ScenarioError(
+            f"trainer {entry.name} {problem[1]}",
+            file=source,
+            path=problem[0],
+            hint="see scenarios/campaigns/rps_nash_md.yaml",
+        )
+    return others
 
 
 class TrainCampaign(LearnerCampaign):
@@ -153,6 +95,9 @@ class TrainCampaign(LearnerCampaign):
         world_config = validate_model(world_entry.config, spec.world.model_extra or {}, prefix="world", file=source)
         seats = list(world_entry.load()(world_config).possible_agents)
         self.learner_seats = match_seats(spec.learner.seats, seats, "learner.seats")
+        self.trainer_entry = TRAINERS.get(spec.trainer.id, path="trainer.id")
+        # seats where the trainer's own opponent plays (Nash-MD's mixture, Mirror Prox's iterate)
+        self.opponent_seats = trainer_seats(spec, self.trainer_entry, seats, self.learner_seats, source)
         if spec.league and spec.self_play:
             raise ScenarioError(
                 "a campaign has self_play or a league, not both",
@@ -188,7 +133,7 @@ class TrainCampaign(LearnerCampaign):
                     path=f"opponents.{key}",
                     hint="remove it from opponents",
                 )
-        placeholder = {seat: {"policy": "llm"} for seat in self.learner_seats + self.league_seats}
+        placeholder = {seat: {"policy": "llm"} for seat in self.learner_seats + self.league_seats + self.opponent_seats}
         base = {"name": spec.name, "world": spec.world.model_dump(), "episodes": 1, "seed": spec.seed}
 
         def scenario(
@@ -237,7 +182,6 @@ class TrainCampaign(LearnerCampaign):
                 self.league_members.setdefault(name, member.seats[plays[0]])
         if spec.execution.backend == "ray":
             refuse_interactive(self.train, skip=list(placeholder))
-        self.trainer_entry = TRAINERS.get(spec.trainer.id, path="trainer.id")
         self.trainer_config = validate_model(
             self.trainer_entry.config, spec.trainer.model_extra or {}, prefix="trainer", file=source
         )
@@ -271,7 +215,7 @@ class TrainCampaign(LearnerCampaign):
             "lora": self.spec.learner.lora.model_dump(),
             **self.learner_keys(),
         }
-        fixed = set(self.learner_seats) | set(self.league_seats)
+        fixed = set(self.learner_seats) | set(self.league_seats) | set(self.opponent_seats)  # the trainer's: its id
         out["opponents"] = {
             a: {"policy": s.entry.name, **s.config.model_dump(mode="json")}
             for a, s in self.train.seats.items()
@@ -338,17 +282,6 @@ class TrainRunner(CampaignRunner):
         super().__init__(campaign, resume=resume)
         spec = campaign.spec
         self.model, self.tokenizer, self.learner = campaign.load_learner()
-        self.fixed = build_policies(campaign.train, skip=campaign.learner_seats + campaign.league_seats, seed=spec.seed)
-        self.seats: dict[str, Policy] = {**{s: self.learner for s in campaign.learner_seats}, **self.fixed}
-        self.policy_ids = {
-            s: "learner" if s in campaign.learner_seats else campaign.train.seats[s].entry.name for s in self.seats
-        }
-        self.opponents = None
-        if campaign.league_spec:
-            self.opponents = LeagueOpponents(
-                campaign, self.model, self.tokenizer, fixed=self.fixed, policy_ids=self.policy_ids
-            )
-            self.policy_ids.update({s: "league" for s in campaign.league_seats})
         self.trainer = campaign.trainer_entry.load()(
             self.model,
             campaign.trainer_config,
@@ -356,6 +289,26 @@ class TrainRunner(CampaignRunner):
             seed=policy_seed(spec.seed, "trainer"),
         )
         self.trainer.tokenizer = self.tokenizer  # constrained completions are rescored under their grammar
+        skip = campaign.learner_seats + campaign.league_seats + campaign.opponent_seats
+        self.fixed = build_policies(campaign.train, skip=skip, seed=spec.seed)
+        if campaign.opponent_seats:  # one policy in all of them, as a fixed opponent is
+            made = self.trainer.opponent_policy(self.learner)
+            self.fixed.update({s: made for s in campaign.opponent_seats})
+        self.seats: dict[str, Policy] = {**{s: self.learner for s in campaign.learner_seats}, **self.fixed}
+        self.policy_ids = {
+            s: "learner"
+            if s in campaign.learner_seats
+            else "opponent"
+            if s in campaign.opponent_seats
+            else campaign.train.seats[s].entry.name
+            for s in self.seats
+        }
+        self.opponents = None
+        if campaign.league_spec:
+            self.opponents = LeagueOpponents(
+                campaign, self.model, self.tokenizer, fixed=self.fixed, policy_ids=self.policy_ids
+            )
+            self.policy_ids.update({s: "league" for s in campaign.league_seats})
         self.result = CampaignResult(None, None)
         self.version = 0  # updates applied to the learner's weights (`Episode.version` of what it plays)
         self.workers: Any = None  # the RayRollout of `execution: {backend: ray}`, while the iterations run

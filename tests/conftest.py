@@ -149,3 +149,20 @@ def train_killed_at(file: Path, tracking_uri: str, marker: Path, *, timeout_s: f
     assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def learner_step(prompt, completion, logprobs, agent="a", temperature=0.7):
+    """A sampled decision of seat `agent` as a trajectory records it (logprobs None: not sampled, e.g. scripted)."""
+    from agora.trajectory import Step
+
+    return Step(
+        agent=agent,
+        turn=0,
+        prompt="",
+        text="",
+        action=None,
+        prompt_ids=list(prompt),
+        completion_ids=list(completion),
+        logprobs=None if logprobs is None else list(logprobs),
+        temperature=temperature,
+    )

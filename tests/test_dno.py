@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
-from agora.trajectory import Episode, Step
+from agora.trajectory import Episode
+from tests.conftest import learner_step
 from trainers.dno import DNOConfig, DNOTrainer, dno_loss, dno_pairs
 from trainers.judges import OutcomeJudge
 from trainers.preference import dpo_loss
@@ -50,18 +51,7 @@ def test_the_soft_loss_sets_the_predicted_log_odds_to_the_score_gap():
         assert (abs(float(chosen.grad)) < 1e-7) == zero, (h0, float(chosen.grad))
 
 
-def step(prompt, completion, logprobs, agent="a", temperature=0.7):
-    return Step(
-        agent=agent,
-        turn=0,
-        prompt="",
-        text="",
-        action=None,
-        prompt_ids=list(prompt),
-        completion_ids=list(completion),
-        logprobs=None if logprobs is None else list(logprobs),
-        temperature=temperature,
-    )
+step = learner_step
 
 
 def episodes_of_three_groups() -> list[Episode]:

@@ -10,7 +10,7 @@ from scipy.special import softmax
 
 from agora.errors import ScenarioError
 from agora.scenario import validate_model
-from agora.trajectory import Episode, Step
+from agora.trajectory import Episode
 from solvers.preference_games import (
     geometric_mixture,
     inpo_step,
@@ -19,6 +19,7 @@ from solvers.preference_games import (
     regularized_nash,
     regularized_value,
 )
+from tests.conftest import learner_step
 from trainers.inpo import INPOConfig, INPOTrainer, inpo_loss, inpo_pairs
 from trainers.judges import OutcomeJudge
 from trainers.preference import Decision
@@ -118,18 +119,7 @@ def test_inpo_config_is_validated():
     assert info.value.path == "trainer.pairing"
 
 
-def step(prompt, completion, logprobs, agent="a", temperature=0.7):
-    return Step(
-        agent=agent,
-        turn=0,
-        prompt="",
-        text="",
-        action=None,
-        prompt_ids=list(prompt),
-        completion_ids=list(completion),
-        logprobs=list(logprobs),
-        temperature=temperature,
-    )
+step = learner_step
 
 
 def test_inpo_pairs_are_judged_within_groups():
