@@ -125,3 +125,35 @@ def test_overrides_after_arms_are_refused_not_dropped(capsys):
     with pytest.raises(SystemExit) as exit_info:  # `--arms` would swallow the override: refused, with its name
         kto_werewolf.command().parse_args(["--arms", "kto", "evaluation.episodes=16"])
     assert exit_info.value.code == 2 and "evaluation.episodes=16" in capsys.readouterr().err
+
+
+def test_the_preference_game_arms_share_the_budget_and_the_analysis_reads_the_game():
+    from bench.learning import preference_game as pg
+
+    campaigns = loaded([pg.arm(name) for name in pg.ARMS])
+    for c in campaigns:
+        for key in SCHEDULE:
+            assert getattr(c.spec, key) == getattr(campaigns[0].spec, key), key
+        assert c.spec.evaluation == campaigns[0].spec.evaluation and c.learner_config == campaigns[0].learner_config
+        assert c.trainer_config.learning_rate == 2e-3 and c.trainer_config.micro_batch_size == 16
+    assert len({c.name for c in campaigns}) == 4
+    nash, prox, dno, inpo = (c.trainer_config for c in campaigns)
+    assert nash.beta == prox.beta == inpo.tau == pg.TAU  # the same regularised game
+    P = pg.preference_matrix()
+    assert P[1, 0] == 1.0 and P[0, 1] == 0.0 and P[0, 0] == 0.5 and P[0, 2] == 1.0  # paper beats rock beats scissors
+    assert pg.distribution([0, 0, 1]) == pytest.approx([2.5 / 4.5, 1.5 / 4.5, 0.5 / 4.5])
+    uniform = [0, 1, 2] * 40
+    rows = [
+        {"arm": "even", "extra": {"reference_actions": [0] * 120, "actions": [[0] * 120, uniform]}},
+        {"arm": "rock", "extra": {"reference_actions": [0] * 120, "actions": [[0] * 120, [0] * 120]}},
+    ]
+    lines, out = pg.analyse(rows)
+    assert out["arms"]["even"]["exploitability"] == pytest.approx(0.0, abs=1e-9)
+    assert out["arms"]["rock"]["exploitability"] == pytest.approx(0.5, abs=0.01)  # paper always beats it
+    curve = out["arms"]["even"]["kl_curve"]
+    assert len(curve) == 3 and curve[0] == curve[1] > curve[2]  # mu, then the iterates: uniform is nearer pi*_tau
+    # A's reply k against B's reply k + N/2: even (rock, paper, scissors, ...) against pure rock wins one in three,
+    # ties one in three
+    (m, lo, hi) = out["round_robin"]["even vs rock"]
+    assert m == pytest.approx(0.5) and lo < 0.5 < hi
+    assert any("Bradley-Terry" in line for line in lines)

@@ -52,6 +52,11 @@ ARMS = {
 }
 
 
+def arm(name: str, file: str = FILE, collect=None) -> Arm:
+    """The arm `name` of ARMS: its own MLflow run name and every checkpoint kept (the distances read them all)."""
+    return Arm(name, file, {**ARMS[name], "name": f"rps-{name.replace('_', '-')}", "checkpoint.keep": 1000}, collect)
+
+
 def preference_matrix(n: int = 3) -> np.ndarray:
     """P[i, j] = P(action i beats action j) of rock-paper-scissors: 1 win, 0.5 tie, 0 loss."""
     return np.array([[0.5 if i == j else 1.0 if (i - j) % n == 1 else 0.0 for j in range(n)] for i in range(n)])
