@@ -95,6 +95,10 @@ class NashConfig(BaseModel):
     )
     max_tokens_per_pass: int | None = MAX_TOKENS_PER_PASS
     max_grad_norm: float = Field(1.0, gt=0.0, description="gradient clipping by global norm")
+    epochs: int = Field(1, ge=1, le=100, description="passes over each iteration's decisions")
+    clip: float | None = Field(
+        None, gt=0.0, lt=1.0, description="PPO clipping of rho = pi / pi_old beyond the first pass; null: none"
+    )
 
 
 class NashMDConfig(NashConfig):
@@ -103,10 +107,6 @@ class NashMDConfig(NashConfig):
         ge=0.0,
         le=1.0,
         description="a: the opponent decodes from pi^(1-a) mu^a token by token (0: self-play; 1: the reference)",
-    )
-    epochs: int = Field(1, ge=1, le=100, description="passes over each iteration's decisions")
-    clip: float | None = Field(
-        None, gt=0.0, lt=1.0, description="PPO clipping of rho = pi / pi_old beyond the first pass; null: none"
     )
 
 

@@ -163,9 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS), help="the arms to run")
     parser.add_argument("--samples", type=int, default=SAMPLES, help="replies per policy and checkpoint")
     args = parser.parse_args(argv)
-    arms = [
-        Arm(name, args.file, {**ARMS[name], "checkpoint.keep": 1000}, collect_for(args.samples)) for name in args.arms
-    ]
+    arms = [arm(name, args.file, collect_for(args.samples)) for name in args.arms]
     result = compare(
         "preference-game",
         arms,
