@@ -30,6 +30,7 @@ common table. Everything goes to MLflow (experiment `bench-learning`, run `prefe
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -101,8 +102,36 @@ def collect_for(samples: int):
     return collect
 
 
+def remeasure(folder: Path, names: list[str], overrides: list[str], samples: int) -> list[dict]:
+    """Each arm's replies read again from an earlier run's checkpoints (`folder/<arm>/iter-*`, the folder `compare`
+    printed), with the overrides that run had: no training."""
+    from types import SimpleNamespace
+
+    from agora.campaign import load_campaign
+    from bench.learning.common import parse_overrides
+
+    rows = []
+    for name in names:
+        a = arm(name)
+        campaign = load_campaign(a.file, {**a.changes, **parse_overrides(overrides)})
+        model, _, learner = campaign.load_learner()
+        runner = SimpleNamespace(
+            campaign=campaign, model=model, learner=learner, run_folder=SimpleNamespace(folder=folder / name)
+        )
+        rows.append({"arm": name, "extra": collect_for(samples)(runner, None)})
+    return rows
+
+
 def kl(p: np.ndarray, q: np.ndarray) -> float:
     return float(np.sum(p * (np.log(p) - np.log(q))))
+
+
+def bootstrap_kl(target: np.ndarray, actions: list[int], draws: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of KL(target || distribution(actions)) over resamples of the replies."""
+    rng = np.random.default_rng(seed)
+    x = np.asarray(actions, dtype=int)
+    values = [kl(target, distribution(list(rng.choice(x, size=len(x))))) for _ in range(draws)]
+    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
 
 
 def analyse(rows: list[dict]) -> tuple[list[str], dict]:
@@ -119,8 +148,9 @@ def analyse(rows: list[dict]) -> tuple[list[str], dict]:
         f"reference mu (rock, paper, scissors) = {np.round(mu, 3).tolist()} from {len(reference)} replies",
         f"pi*_tau (tau {TAU}) = {np.round(target, 3).tolist()}; KL(pi*_tau || mu) = {kl(target, mu):.4f}",
         "",
-        "| arm | KL(pi*_tau || pi_t), t = 0, 1, ... | final pi | KL(uniform || final) | exploitability |",
-        "|---|---|---|---|---|",
+        "| arm | KL(pi*_tau || pi_t), t = 0, 1, ... | final KL [95% bootstrap] | final pi | KL(uniform || final) | "
+        "exploitability |",
+        "|---|---|---|---|---|---|",
     ]
     out = {"mu": mu.tolist(), "target": target.tolist(), "arms": {}}
     finals = {"reference": reference}
@@ -130,9 +160,16 @@ def analyse(rows: list[dict]) -> tuple[list[str], dict]:
         final = dists[-1]
         exploit = float(np.max(P @ final) - 0.5)
         finals[r["arm"]] = r["extra"]["actions"][-1]
-        out["arms"][r["arm"]] = {"kl_curve": curve, "final": final.tolist(), "exploitability": exploit}
+        lo, hi = bootstrap_kl(target, r["extra"]["actions"][-1])
+        out["arms"][r["arm"]] = {
+            "kl_curve": curve,
+            "final_kl_interval": [lo, hi],
+            "final": final.tolist(),
+            "exploitability": exploit,
+        }
         lines.append(
-            f"| {r['arm']} | {', '.join(f'{x:.3f}' for x in curve)} | {np.round(final, 3).tolist()} | "
+            f"| {r['arm']} | {', '.join(f'{x:.3f}' for x in curve)} | {curve[-1]:.3f} [{lo:.3f}, {hi:.3f}] | "
+            f"{np.round(final, 3).tolist()} | "
             f"{kl(uniform, final):.3f} | {exploit:.3f} |"
         )
     names = list(finals)
@@ -162,7 +199,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser = command_line(__doc__, FILE, "arms")
     parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS), help="the arms to run")
     parser.add_argument("--samples", type=int, default=SAMPLES, help="replies per policy and checkpoint")
+    parser.add_argument(
+        "--remeasure",
+        type=Path,
+        default=None,
+        help="no training: measure the arms' checkpoints of an earlier run (its folder checkpoints/bench/preference-"
+        "game-<time>; give the same overrides) and write analysis.json there",
+    )
     args = parser.parse_args(argv)
+    if args.remeasure is not None:
+        lines, analysis = analyse(remeasure(args.remeasure, args.arms, args.overrides, args.samples))
+        print("\n".join(lines))
+        (args.remeasure / "analysis.json").write_text(json.dumps(analysis, indent=1))
+        return {"analysis": analysis}
     arms = [arm(name, args.file, collect_for(args.samples)) for name in args.arms]
     result = compare(
         "preference-game",
