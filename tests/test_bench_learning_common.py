@@ -135,7 +135,7 @@ def test_the_preference_game_arms_share_the_budget_and_the_analysis_reads_the_ga
         for key in SCHEDULE:
             assert getattr(c.spec, key) == getattr(campaigns[0].spec, key), key
         assert c.spec.evaluation == campaigns[0].spec.evaluation and c.learner_config == campaigns[0].learner_config
-        assert c.trainer_config.learning_rate == 2e-3 and c.trainer_config.micro_batch_size == 16
+        assert c.trainer_config.learning_rate == 5e-4 and c.trainer_config.micro_batch_size == 16
     assert len({c.name for c in campaigns}) == 4
     nash, prox, dno, inpo = (c.trainer_config for c in campaigns)
     assert nash.beta == prox.beta == inpo.tau == pg.TAU  # the same regularised game

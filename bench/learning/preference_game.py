@@ -5,7 +5,7 @@
     python bench/learning/preference_game.py --arms nash_md mirror_prox
 
 The game: one round of rock-paper-scissors in the matrix world (`scenarios/campaigns/rps_nash_md.yaml`), the learner
-(SmolLM2-135M-Instruct + LoRA, temperature 1) as player_0. Its policy is its distribution pi over the three replies;
+(SmolLM2-135M-Instruct + LoRA, temperature 2) as player_0. Its policy is its distribution pi over the three replies;
 the preference of one reply over another is the game's outcome, P(y > y') = 1 / 0.5 / 0 (win / tie / loss), the
 cyclic matrix of the tabular game in `solvers.preference_games`. The regularised game with the reference mu (the
 model without adapter) and tau = beta = 0.1 has the equilibrium pi*_tau, computed independently by
@@ -43,7 +43,7 @@ from bench.learning.common import Arm, command_line, compare, win_interval  # no
 FILE = "scenarios/campaigns/rps_nash_md.yaml"
 TAU = 0.1  # beta of nash_md / mirror_prox, tau of inpo
 SAMPLES = 128
-LEARNING = {"learning_rate": 2.0e-3, "micro_batch_size": 16, "judge": {"id": "outcome"}}
+LEARNING = {"learning_rate": 5.0e-4, "micro_batch_size": 16, "judge": {"id": "outcome"}}
 SNAPSHOT = {"self_play": {"seats": ["player_1"]}}
 ARMS = {
     "nash_md": {},
