@@ -50,6 +50,19 @@ def load_learner(name: str, lora: LoRAConfig, *, device: str = "auto", dtype: st
     return model, tokenizer
 
 
+def load_trained(name: str, adapter: str | Path, *, device: str = "auto", dtype: str = "auto"):
+    """(peft model in eval mode, tokenizer): model `name` with the LoRA adapter folder `save_adapter` wrote (a
+    checkpoint's adapter/), without peft's deprecation warning (`peft_model`)."""
+    from peft import LoraConfig
+
+    from agora.models import load_causal_lm
+
+    base, tokenizer = load_causal_lm(name, device=device, dtype=dtype, private=True)
+    model = peft_model(base, LoraConfig.from_pretrained(str(adapter)))
+    load_adapter_file(model, adapter)
+    return model.eval(), tokenizer
+
+
 def peft_model(base, config):
     """peft's `get_peft_model(base, config)`, without the deprecation warning peft's own call into transformers
     raises (nothing for a user to do about it)."""

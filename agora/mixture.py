@@ -26,7 +26,7 @@ class PairedCache:
 
     It has no `layers` of its own, so the engine forwards every prefill in one pass and never crops it."""
 
-    layers: list = []
+    layers: tuple = ()
 
     def __init__(self, model):
         self.policy, self.reference = growing_cache(model), growing_cache(model)

@@ -38,13 +38,10 @@ def players(model: str, adapter: str | None, *, temperature: float, max_new_toke
         "llm": LLMPolicy(config, seed=0),
     }
     if adapter:
-        from peft import PeftModel
+        from agora.lora import load_trained
 
-        from agora.models import load_causal_lm
-
-        base, tokenizer = load_causal_lm(model, private=True)
-        trained = PeftModel.from_pretrained(base, adapter)
-        out["trained"] = LLMPolicy(config, seed=0, model=trained.eval(), tokenizer=tokenizer)
+        trained, tokenizer = load_trained(model, adapter)
+        out["trained"] = LLMPolicy(config, seed=0, model=trained, tokenizer=tokenizer)
     return out
 
 

@@ -297,3 +297,24 @@ def test_the_regret_growth_bench_runs_every_player(tmp_path, tiny_model_dir):
     result = main(argv + ["--episodes", "1", "--max-new-tokens", "16"])
     assert set(result) == {"hedge", "ftl", "uniform", "llm", "trained"}
     assert all(len(r) == 2 and all(math.isfinite(x) for x in r) for r in result.values())
+
+
+def test_a_saved_adapter_loads_back_into_the_same_model_without_warnings(tmp_path, tiny_model_dir):
+    import warnings
+
+    from agora.lora import LoRAConfig, load_learner, load_trained, save_adapter
+
+    model, tokenizer = load_learner(tiny_model_dir, LoRAConfig(r=4, alpha=8), seed=0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.add_(0.5)
+    save_adapter(model, tmp_path / "adapter")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded, _ = load_trained(tiny_model_dir, tmp_path / "adapter")
+    ids = torch.tensor([tokenizer("PLAY: 0.5, 0.5")["input_ids"]])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=ids).logits, model.eval()(input_ids=ids).logits)
+        with loaded.disable_adapter():
+            assert (loaded(input_ids=ids).logits - model(input_ids=ids).logits).abs().max() > 1e-3
