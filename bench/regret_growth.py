@@ -5,7 +5,8 @@ A no-regret learner's Reg_T grows sublinearly in T (Hedge: about √T); a learne
 linearly. For each T of --rounds the same --episodes loss sequences (seeds) are played by `hedge`, `ftl`, `uniform`,
 `llm` (the base model) and, with --adapter, `trained` (the base model with a LoRA adapter folder, e.g. a regret-loss
 campaign's checkpoints/online-regret/iter-000005/adapter). Prints mean Reg_T and Reg_T / T per player and T, and
-each player's growth exponent: the slope of log mean Reg_T against log T (1: linear, 0.5: like √T).
+each player's growth exponent: the slope of log mean Reg_T against log T (1: linear, 0.5: like √T); means carry
+Student-t 95% intervals over the loss sequences, and trained - llm is paired by sequence.
 
     .venv/bin/python bench/regret_growth.py --adapter checkpoints/online-regret/iter-000005/adapter \\
         --rounds 10 20 40 --episodes 8 --n-actions 2 --grid 10 --sequence gaussian
@@ -45,12 +46,23 @@ def players(model: str, adapter: str | None, *, temperature: float, max_new_toke
     return out
 
 
-def mean_regret(policy: Policy, rounds: int, episodes: int, world: dict, seed: int) -> float:
-    """Mean Reg_T over `episodes` loss sequences of `rounds` rounds (the same sequences for every policy)."""
+def episode_regrets(policy: Policy, rounds: int, episodes: int, world: dict, seed: int) -> list[float]:
+    """Reg_T of each of `episodes` loss sequences of `rounds` rounds (the same sequences for every policy)."""
     rollout = Rollout(
         lambda: raw_env(rounds=rounds, **world), {"learner": policy}, {"learner": "learner"}, seed=seed, max_retries=1
     )
-    return float(np.mean([e.metrics["regret"] for e in rollout.run(episodes)]))
+    return [float(e.metrics["regret"]) for e in rollout.run(episodes)]
+
+
+def t_interval(values: list[float]) -> tuple[float, float, float]:
+    """Mean and its Student-t 95% interval (nan bounds below two values)."""
+    from scipy import stats
+
+    x = np.asarray(values, dtype=float)
+    if len(x) < 2:
+        return float(x.mean()), float("nan"), float("nan")
+    half = float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
+    return float(x.mean()), float(x.mean()) - half, float(x.mean()) + half
 
 
 def growth_exponent(rounds: list[int], regrets: list[float]) -> float:
@@ -62,12 +74,12 @@ def growth_exponent(rounds: list[int], regrets: list[float]) -> float:
 
 def measure(
     policies: dict[str, Policy], rounds: list[int], episodes: int, world: dict, seed: int = 0
-) -> dict[str, list[float]]:
-    """name -> mean Reg_T for each T of `rounds`."""
-    return {name: [mean_regret(p, T, episodes, world, seed) for T in rounds] for name, p in policies.items()}
+) -> dict[str, list[list[float]]]:
+    """name -> for each T of `rounds`, Reg_T of every loss sequence."""
+    return {name: [episode_regrets(p, T, episodes, world, seed) for T in rounds] for name, p in policies.items()}
 
 
-def main(argv: list[str] | None = None) -> dict[str, list[float]]:
+def main(argv: list[str] | None = None) -> dict[str, list[list[float]]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--adapter", default=None, help="a LoRA adapter folder (a checkpoint's adapter/)")
@@ -83,9 +95,19 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     world = {"n_actions": args.n_actions, "grid": args.grid, "sequence": args.sequence}
     policies = players(args.model, args.adapter, temperature=args.temperature, max_new_tokens=args.max_new_tokens)
     result = measure(policies, args.rounds, args.episodes, world, args.seed)
-    for name, regrets in result.items():
-        cells = " | ".join(f"T={T}: Reg_T {r:.3f} (Reg_T/T {r / T:.4f})" for T, r in zip(args.rounds, regrets))
-        print(f"{name:8s} {cells} | growth exponent {growth_exponent(args.rounds, regrets):.2f}")
+    for name, per_t in result.items():
+        means = [float(np.mean(r)) for r in per_t]
+        cells = " | ".join(
+            "T={}: Reg_T {:.3f} [{:.3f}, {:.3f}] (/T {:.4f})".format(T, *t_interval(r), m / T)
+            for T, r, m in zip(args.rounds, per_t, means)
+        )
+        print(f"{name:8s} {cells} | growth exponent {growth_exponent(args.rounds, means):.2f}")
+    if "trained" in result:  # the same loss sequences: paired by sequence
+        cells = " | ".join(
+            "T={}: {:+.3f} [{:+.3f}, {:+.3f}]".format(T, *t_interval([a - b for a, b in zip(x, y)]))
+            for T, x, y in zip(args.rounds, result["trained"], result["llm"])
+        )
+        print(f"trained - llm, paired by loss sequence: {cells}")
     return result
 
 

@@ -296,7 +296,7 @@ def test_the_regret_growth_bench_runs_every_player(tmp_path, tiny_model_dir):
     argv = ["--model", tiny_model_dir, "--adapter", str(tmp_path / "adapter"), "--rounds", "2", "3"]
     result = main(argv + ["--episodes", "1", "--max-new-tokens", "16"])
     assert set(result) == {"hedge", "ftl", "uniform", "llm", "trained"}
-    assert all(len(r) == 2 and all(math.isfinite(x) for x in r) for r in result.values())
+    assert all(len(r) == 2 and all(len(x) == 1 and math.isfinite(x[0]) for x in r) for r in result.values())
 
 
 def test_a_saved_adapter_loads_back_into_the_same_model_without_warnings(tmp_path, tiny_model_dir):
