@@ -235,11 +235,11 @@ class MirrorProxTrainer(NashTrainer):
     def state_dict(self) -> dict:
         return {
             **super().state_dict(),
-            "phase": self.phase,
+            "full_step_next": int(self.phase == "full"),  # an int: checkpoint states compare as tensors and numbers
             "opponent": {k: v.cpu() for k, v in adapter_state(self.frozen).items()},
         }
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.phase = state["phase"]
+        self.phase = "full" if state["full_step_next"] else "half"
         load_adapter_state(self.frozen, state["opponent"])
