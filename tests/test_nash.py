@@ -71,6 +71,22 @@ def test_each_decision_takes_its_episodes_preference_over_the_opponent():
         preference_items([Episode(0, 1, {}, [step("p0", [1], [5], [-1.0])], returns={"p0": 1})], ["p0"], OutcomeJudge())
 
 
+def test_an_llm_judge_compares_the_learners_side_of_an_episode_with_the_opponents(tiny_model_dir):
+    """The same transcript twice, the judged seats marked differently: P in both orders, symmetric in the sides."""
+    from trainers.judges import JudgeConfig, build_judge
+
+    judge = build_judge(JudgeConfig(id="llm", model=tiny_model_dir))
+    episode = Episode(
+        0, 7, {}, [step("p0", [1], [5], [-1.0]), step("p1", [1], [6], [-1.0])], returns={"p0": 1, "p1": -1}
+    )
+    episode.steps[0].text, episode.steps[1].text = "ACTION: paper", "ACTION: rock"
+    items, (p,) = preference_items([episode], ["p0"], judge)
+    assert 0.0 < p < 1.0 and p != 0.5 and items[0][1] == p  # a probability, not the outcome's 1
+    _, (q,) = preference_items([episode], ["p1"], judge)  # the sides swapped
+    assert q == pytest.approx(1.0 - p, abs=1e-6)
+    assert judge.calls == 2
+
+
 # --- the geometric mixture ----------------------------------------------------------------------------
 
 
