@@ -44,8 +44,8 @@ class PrefixCache:
     usually extends the same agent's previous prompt, and a re-prompt after an unparseable reply
     repeats the prompt and the reply. The KV of the longest cached match is
     cropped to the shared length and only the rest is computed. Entries are dropped when any
-    model parameter changes in place (an optimizer step, a loaded checkpoint), so a training loop
-    never samples from stale keys.
+    model parameter changes in place (an optimizer step, a loaded checkpoint) or a peft model's adapters
+    are switched off or on, so a training loop never samples from stale keys.
     """
 
     MIN_TOKENS = 16  # shorter matches are cheaper to recompute than to copy
@@ -62,7 +62,7 @@ class PrefixCache:
 
     def _check(self, model) -> None:
         weights = self.weights_key() if self.weights_key else tuple(p._version for p in model.parameters())
-        fingerprint = (id(model), weights, str(getattr(model, "active_adapters", "")))
+        fingerprint = (id(model), weights, str(getattr(model, "active_adapters", "")), adapters_disabled(model))
         if fingerprint != self.fingerprint:
             self.entries.clear()
             self.bytes = 0
@@ -108,6 +108,16 @@ class PrefixCache:
 
     def _drop(self, key: tuple[int, ...]) -> None:
         self.bytes -= _nbytes(self.entries.pop(key))
+
+
+def adapters_disabled(model) -> bool:
+    """Whether a peft model runs with its adapters off (inside `disable_adapter()`, e.g. to act as the reference):
+    then the same weights compute other keys and values, so a prefix cache must not mix the two."""
+    if not hasattr(model, "disable_adapter"):  # not a peft model: nothing to walk
+        return False
+    # `disable_adapter()` switches every LoRA layer together: the first one tells
+    layer = next((m for m in model.modules() if hasattr(m, "lora_A")), None)
+    return layer is not None and getattr(layer, "disable_adapters", False) is True
 
 
 def _nbytes(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> int:

@@ -26,6 +26,7 @@ from agents.llm import LLMConfig, LLMPolicy  # noqa: E402
 from agents.scripted.online_learning import FollowTheLeader, Hedge, Uniform  # noqa: E402
 from agora.policy import Policy  # noqa: E402
 from agora.rollout import Rollout  # noqa: E402
+from bench.learning.common import t_interval  # noqa: E402
 from worlds.online_learning import raw_env  # noqa: E402
 
 
@@ -52,17 +53,6 @@ def episode_regrets(policy: Policy, rounds: int, episodes: int, world: dict, see
         lambda: raw_env(rounds=rounds, **world), {"learner": policy}, {"learner": "learner"}, seed=seed, max_retries=1
     )
     return [float(e.metrics["regret"]) for e in rollout.run(episodes)]
-
-
-def t_interval(values: list[float]) -> tuple[float, float, float]:
-    """Mean and its Student-t 95% interval (nan bounds below two values)."""
-    from scipy import stats
-
-    x = np.asarray(values, dtype=float)
-    if len(x) < 2:
-        return float(x.mean()), float("nan"), float("nan")
-    half = float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
-    return float(x.mean()), float(x.mean()) - half, float(x.mean()) + half
 
 
 def growth_exponent(rounds: list[int], regrets: list[float]) -> float:

@@ -56,28 +56,18 @@ def trainer_seats(spec: TrainConfig, entry: Any, seats: list[str], learner_seats
     if not getattr(entry.load(), "plays_opponent", False):
         return []
     others = [s for s in seats if s not in learner_seats]
-    problem = next(
-        (
-            (key, why)
-            for key, why, bad in (
-                ("opponents", "plays every non-learner seat itself; remove opponents", bool(spec.opponents)),
-                ("league", "plays its own opponent, not a league", spec.league is not None),
-                ("self_play", "plays its own opponent, not a snapshot", spec.self_play is not None),
-                ("learner.seats", "needs a seat the learner does not play, for its opponent", not others),
-                ("execution.backend", "runs its rollouts in this process, not on Ray", spec.execution.backend == "ray"),
-                ("evaluation.opponents", "needs fixed opponents to evaluate against", not spec.evaluation.opponents),
+    for key, why, bad in (
+        ("opponents", "plays every non-learner seat itself; remove opponents", bool(spec.opponents)),
+        ("league", "plays its own opponent, not a league", spec.league is not None),
+        ("self_play", "plays its own opponent, not a snapshot", spec.self_play is not None),
+        ("learner.seats", "needs a seat the learner does not play, for its opponent", not others),
+        ("execution.backend", "runs its rollouts in this process, not on Ray", spec.execution.backend == "ray"),
+        ("evaluation.opponents", "needs fixed opponents to evaluate against", not spec.evaluation.opponents),
+    ):
+        if bad:
+            raise ScenarioError(
+                f"trainer {entry.name} {why}", file=source, path=key, hint="see scenarios/campaigns/rps_nash_md.yaml"
             )
-            if bad
-        ),
-        None,
-    )
-    if problem:
-        raise ScenarioError(
-            f"trainer {entry.name} {problem[1]}",
-            file=source,
-            path=problem[0],
-            hint="see scenarios/campaigns/rps_nash_md.yaml",
-        )
     return others
 
 

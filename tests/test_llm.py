@@ -378,3 +378,31 @@ def test_a_finished_rows_prompt_and_completion_are_reused_by_a_re_prompt(tiny_mo
     warm, prefill = sample_counting_prefills(model, again, prefix_cache=cache, **kwargs)
     assert prefill == [(len(prompts), len(message) + 1)]  # the reply's last token and the message, nothing else
     assert_like_a_cold_computation(model, again, warm, kwargs)
+
+
+def test_prefix_cache_is_dropped_when_the_adapter_is_switched_off(tiny_model_dir):
+    """A LoRA policy sampled with its adapter, then inside `disable_adapter()` (acting as the reference): the second
+    call must not reuse the adapter's keys and values, and equals a cold computation without the adapter."""
+    from transformers import AutoTokenizer
+
+    from agora.lora import LoRAConfig, load_learner
+
+    model, _ = load_learner(tiny_model_dir, LoRAConfig(r=4, alpha=8), seed=0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.add_(0.5)
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prompts = [tokenizer(SYSTEM + " " + p)["input_ids"] for p in PROMPTS]
+    kwargs = dict(max_new_tokens=5, temperature=0, top_p=1.0, stop_ids=set(), pad_id=0)
+    cache = PrefixCache()
+    with_adapter = sample(model, prompts, prefix_cache=cache, **kwargs)
+    assert cache.entries
+    with model.disable_adapter():
+        off = sample(model, prompts, prefix_cache=cache, **kwargs)
+        cold = sample(model, prompts, **kwargs)
+    assert off != with_adapter and [t for t, _ in off] == [t for t, _ in cold]
+    for (_, a), (_, b) in zip(off, cold):
+        assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-5)
+    assert cache.hits == 0

@@ -50,6 +50,7 @@ from agora.mixture import GeometricMixture
 from agora.rollout import policy_seed
 from agora.trainer import sample_temperature
 from agora.trajectory import Episode
+from trainers.dno import sampled_steps
 from trainers.judges import Candidate, JudgeConfig, build_judge, judge_metrics
 from trainers.preference import MAX_TOKENS_PER_PASS, Decision, PreferenceTrainer
 
@@ -128,7 +129,7 @@ def preference_items(
         if not theirs:
             raise ValueError("the learner played every seat: Nash-MD and Mirror Prox need its opponent in the episode")
         pairs.append((Candidate(episode, mine), Candidate(episode, theirs)))
-        found.append([s for s in episode.steps if s.agent in mine and s.completion_ids and s.logprobs is not None])
+        found.append(sampled_steps(pairs[-1][0]))
     preferences = judge.compare(pairs) if pairs else []
     items = [(Decision.of(s), float(p)) for steps, p in zip(found, preferences) for s in steps]
     return items, [float(p) for p in preferences]
@@ -220,7 +221,7 @@ class MirrorProxTrainer(NashTrainer):
         )
 
     def update(self, episodes: list[Episode], learner_seats: list[str]) -> dict[str, float]:
-        anchor = {k: v.detach().clone() for k, v in adapter_state(self.model).items()}  # pi_k
+        anchor = adapter_state(self.model)  # pi_k (a copy)
         self.optimizer = torch.optim.AdamW(self.parameters, lr=self.config.learning_rate)  # a fresh prox problem
         metrics = super().update(episodes, learner_seats)
         load_adapter_state(self.frozen, adapter_state(self.model))  # the opponent: pi_{k+1/2}, or pi_{k+1}
